@@ -1,0 +1,543 @@
+//! The filesystem core: every operation of the mount, with no FUSE types, so it is tested without
+//! FUSE in the loop.
+//!
+//! Locks, always taken in this order and never held across remote calls:
+//! 1. `state` (mapping table + journal): held for metadata decisions and the journal append;
+//! 2. `open` (per-inode runtime: open counts, backing file, upload lock).
+//!
+//! Data I/O (`read`/`write` served by the daemon) takes neither: a handle owns an `Arc<File>`.
+
+mod deleter;
+mod io;
+mod recovery;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{FsError, FsResult};
+use crate::journal::Journal;
+use crate::placement::{placement_for, Placement};
+use crate::store::RemoteStore;
+use crate::table::{FileMeta, Ino, InodeMeta, MappingTable, NodeKind, Op};
+
+pub use recovery::OpenError;
+pub use io::SetAttr;
+
+pub use deleter::Doomed;
+use deleter::Deleter;
+pub use io::Opened;
+
+/// Attributes of one inode, as the kernel needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub is_dir: bool,
+    pub size: u64,
+    pub blocks: u64,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: Ino,
+    pub is_dir: bool,
+    pub name: String,
+}
+
+/// Caller identity for new inodes.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) table: MappingTable,
+    pub(crate) journal: Journal,
+}
+
+/// Runtime state of an inode with open handles (never journaled).
+#[derive(Debug, Default)]
+pub(crate) struct OpenInode {
+    handles: u32,
+    writers: u32,
+    /// The local backing file, opened read-write once and shared by all handles (and by the kernel's
+    /// passthrough backing id).
+    file: Option<Arc<File>>,
+    /// Set by daemon-side writes; a remote-placed file with this set is uploaded at its next sync.
+    dirty: Arc<AtomicBool>,
+    /// Serializes uploads of this inode.
+    upload: Arc<Mutex<()>>,
+}
+
+#[derive(Debug)]
+enum ReadSource {
+    Local(Arc<File>),
+    Remote { key: String, size: u64 },
+}
+
+#[derive(Debug)]
+struct Handle {
+    ino: Ino,
+    writable: bool,
+    placement: Placement,
+    source: ReadSource,
+    dirty: Arc<AtomicBool>,
+}
+
+/// Counters of the core, for stats.
+#[derive(Debug, Default)]
+pub struct CoreMetrics {
+    pub uploads: AtomicU64,
+    pub upload_bytes: AtomicU64,
+    pub downloads: AtomicU64,
+    pub remote_reads: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct FsCore {
+    state: Arc<Mutex<State>>,
+    open: Mutex<HashMap<Ino, OpenInode>>,
+    handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    dir_handles: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    next_fh: AtomicU64,
+    remote: Arc<dyn RemoteStore>,
+    deleter: Deleter,
+    local_files: PathBuf,
+    cache_files: PathBuf,
+    statfs_dir: PathBuf,
+    pub metrics: CoreMetrics,
+    /// Keeps the exclusive lock on the local dir for the life of the core.
+    _dir_lock: File,
+}
+
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+pub(crate) fn ns_to_time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH
+    }
+}
+
+pub(crate) fn validate_name(name: &str) -> FsResult<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(FsError::Invalid("bad file name"));
+    }
+    if name.len() > 255 {
+        return Err(FsError::NameTooLong);
+    }
+    Ok(())
+}
+
+impl FsCore {
+    fn next_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn local_path(&self, f: &FileMeta) -> PathBuf {
+        let dir = match f.placement {
+            Placement::Local => &self.local_files,
+            Placement::Remote => &self.cache_files,
+        };
+        dir.join(f.local_id.as_hyphenated().to_string())
+    }
+
+    /// Journals `ops` and applies them. The caller holds the state lock and has checked that the ops
+    /// apply, so an apply error means a bug: it is reported as EIO, never ignored.
+    fn commit(st: &mut State, ops: &[Op]) -> FsResult<()> {
+        st.journal.append(ops)?;
+        st.table.apply_all(ops).map_err(|e| {
+            tracing::error!(error = %e, ?ops, "journaled ops did not apply");
+            FsError::Internal(e.to_string())
+        })?;
+        if st.journal.should_compact() {
+            let State { table, journal } = st;
+            journal.compact(table)?;
+        }
+        Ok(())
+    }
+
+    fn sync_journal(&self) -> FsResult<()> {
+        let syncer = self.state.lock().journal.syncer();
+        syncer.sync()?;
+        Ok(())
+    }
+
+    fn is_open(&self, ino: Ino) -> bool {
+        self.open.lock().get(&ino).is_some_and(|o| o.handles > 0)
+    }
+
+    /// What must go when inode `meta` is dropped.
+    fn doomed_data(&self, meta: &InodeMeta) -> Vec<Doomed> {
+        let mut out = Vec::new();
+        if let NodeKind::File(f) = &meta.kind {
+            out.push(Doomed::LocalFile(self.local_path(f)));
+            if let Some(s) = &f.sealed {
+                if s.ownership == crate::table::Ownership::Owned {
+                    out.push(Doomed::Object(s.key.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    fn attr_of(&self, st: &State, ino: Ino) -> FsResult<Attr> {
+        let node = st.table.get(ino).ok_or(FsError::NotFound)?;
+        let meta = &node.meta;
+        match &meta.kind {
+            NodeKind::Dir => {
+                let subdirs = node
+                    .children
+                    .values()
+                    .filter(|c| st.table.get(**c).is_some_and(|n| n.meta.is_dir()))
+                    .count() as u32;
+                let t = ns_to_time(meta.mtime_ns);
+                Ok(Attr {
+                    ino,
+                    is_dir: true,
+                    size: 4096,
+                    blocks: 8,
+                    atime: t,
+                    mtime: t,
+                    ctime: ns_to_time(meta.ctime_ns),
+                    perm: meta.perm,
+                    nlink: 2 + subdirs,
+                    uid: meta.uid,
+                    gid: meta.gid,
+                })
+            }
+            NodeKind::File(f) => {
+                let mut attr = Attr {
+                    ino,
+                    is_dir: false,
+                    size: 0,
+                    blocks: 0,
+                    atime: ns_to_time(meta.mtime_ns),
+                    mtime: ns_to_time(meta.mtime_ns),
+                    ctime: ns_to_time(meta.ctime_ns),
+                    perm: meta.perm,
+                    nlink: node.nlink,
+                    uid: meta.uid,
+                    gid: meta.gid,
+                };
+                // A sealed file that nobody modifies is described by its record (no syscall); files
+                // being written, and local-placed files, by their backing file.
+                let modified = self.open.lock().get(&ino).is_some_and(|o| o.writers > 0 || o.dirty.load(Ordering::Relaxed));
+                match &f.sealed {
+                    Some(s) if !modified => {
+                        attr.size = s.size;
+                        attr.blocks = s.size.div_ceil(512);
+                    }
+                    _ => {
+                        use std::os::unix::fs::MetadataExt;
+                        let md = std::fs::metadata(self.local_path(f))?;
+                        attr.size = md.len();
+                        attr.blocks = md.blocks();
+                        attr.mtime = ns_to_time(md.mtime() * 1_000_000_000 + md.mtime_nsec());
+                        attr.atime = ns_to_time(md.atime() * 1_000_000_000 + md.atime_nsec());
+                        attr.ctime = ns_to_time(md.ctime() * 1_000_000_000 + md.ctime_nsec());
+                    }
+                }
+                Ok(attr)
+            }
+        }
+    }
+
+    pub fn getattr(&self, ino: Ino) -> FsResult<Attr> {
+        let st = self.state.lock();
+        self.attr_of(&st, ino)
+    }
+
+    pub fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+        let st = self.state.lock();
+        let dir = st.table.get(parent).ok_or(FsError::NotFound)?;
+        if !dir.meta.is_dir() {
+            return Err(FsError::NotDir);
+        }
+        let ino = if name == "." {
+            parent
+        } else if name == ".." {
+            dir.parent
+        } else {
+            *dir.children.get(name).ok_or(FsError::NotFound)?
+        };
+        self.attr_of(&st, ino)
+    }
+
+    fn parent_dir<'a>(st: &'a State, parent: Ino) -> FsResult<&'a crate::table::Node> {
+        let dir = st.table.get(parent).ok_or(FsError::NotFound)?;
+        if !dir.meta.is_dir() {
+            return Err(FsError::NotDir);
+        }
+        Ok(dir)
+    }
+
+    pub fn mkdir(&self, parent: Ino, name: &str, perm: u16, caller: Caller) -> FsResult<Attr> {
+        validate_name(name)?;
+        let mut st = self.state.lock();
+        if Self::parent_dir(&st, parent)?.children.contains_key(name) {
+            return Err(FsError::Exists);
+        }
+        let ino = st.table.allocate_ino();
+        let now = now_ns();
+        let meta = InodeMeta {
+            ino,
+            kind: NodeKind::Dir,
+            perm: perm & 0o7777,
+            uid: caller.uid,
+            gid: caller.gid,
+            mtime_ns: now,
+            ctime_ns: now,
+        };
+        Self::commit(&mut st, &[Op::PutInode(meta), Op::PutEntry { parent, name: name.into(), ino }])?;
+        st.table.touch_dir(parent, now);
+        self.attr_of(&st, ino)
+    }
+
+    pub fn rmdir(&self, parent: Ino, name: &str) -> FsResult<()> {
+        if name == "." {
+            return Err(FsError::Invalid("rmdir of ."));
+        }
+        if name == ".." {
+            return Err(FsError::NotEmpty);
+        }
+        let mut st = self.state.lock();
+        let ino = *Self::parent_dir(&st, parent)?.children.get(name).ok_or(FsError::NotFound)?;
+        let node = st.table.get(ino).ok_or(FsError::NotFound)?;
+        if !node.meta.is_dir() {
+            return Err(FsError::NotDir);
+        }
+        if !node.children.is_empty() {
+            return Err(FsError::NotEmpty);
+        }
+        Self::commit(&mut st, &[Op::DelEntry { parent, name: name.into() }, Op::DropInode(ino)])?;
+        st.table.touch_dir(parent, now_ns());
+        Ok(())
+    }
+
+    /// Creates a file and opens it.
+    pub fn create(&self, parent: Ino, name: &str, perm: u16, flags: i32, caller: Caller) -> FsResult<(Attr, Opened)> {
+        validate_name(name)?;
+        let ino = {
+            let mut st = self.state.lock();
+            if let Some(existing) = Self::parent_dir(&st, parent)?.children.get(name).copied() {
+                if flags & libc::O_EXCL != 0 {
+                    return Err(FsError::Exists);
+                }
+                drop(st);
+                let opened = self.open(existing, flags & !libc::O_CREAT)?;
+                return Ok((self.getattr(existing)?, opened));
+            }
+            let ino = st.table.allocate_ino();
+            let meta = FileMeta { placement: placement_for(name), local_id: uuid::Uuid::new_v4(), sealed: None };
+            // The backing file exists before the journal names it: a crash in between leaves a stray
+            // file that recovery removes, never a name without a backing file.
+            let path = self.local_path(&meta);
+            std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+            let now = now_ns();
+            let inode = InodeMeta {
+                ino,
+                kind: NodeKind::File(meta),
+                perm: perm & 0o7777,
+                uid: caller.uid,
+                gid: caller.gid,
+                mtime_ns: now,
+                ctime_ns: now,
+            };
+            if let Err(e) =
+                Self::commit(&mut st, &[Op::PutInode(inode), Op::PutEntry { parent, name: name.into(), ino }])
+            {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+            st.table.touch_dir(parent, now);
+            ino
+        };
+        let opened = self.open(ino, flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC))?;
+        Ok((self.getattr(ino)?, opened))
+    }
+
+    pub fn unlink(&self, parent: Ino, name: &str) -> FsResult<()> {
+        let doomed = {
+            let mut st = self.state.lock();
+            let ino = *Self::parent_dir(&st, parent)?.children.get(name).ok_or(FsError::NotFound)?;
+            let node = st.table.get(ino).ok_or(FsError::NotFound)?;
+            if node.meta.is_dir() {
+                return Err(FsError::IsDir);
+            }
+            let mut ops = vec![Op::DelEntry { parent, name: name.into() }];
+            let mut doomed = Vec::new();
+            if node.nlink == 1 && !self.is_open(ino) {
+                doomed = self.doomed_data(&node.meta);
+                ops.push(Op::DropInode(ino));
+            }
+            Self::commit(&mut st, &ops)?;
+            st.table.touch_dir(parent, now_ns());
+            doomed
+        };
+        self.deleter.queue(doomed);
+        Ok(())
+    }
+
+    pub fn rename(&self, parent: Ino, name: &str, newparent: Ino, newname: &str, flags: u32) -> FsResult<()> {
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            return Err(FsError::Invalid("RENAME_EXCHANGE is not supported"));
+        }
+        if flags & !(libc::RENAME_NOREPLACE) != 0 {
+            return Err(FsError::Invalid("unknown rename flags"));
+        }
+        validate_name(newname)?;
+        let doomed = {
+            let mut st = self.state.lock();
+            let src = *Self::parent_dir(&st, parent)?.children.get(name).ok_or(FsError::NotFound)?;
+            let existing = Self::parent_dir(&st, newparent)?.children.get(newname).copied();
+            if parent == newparent && name == newname {
+                return Ok(());
+            }
+            let src_is_dir = st.table.get(src).ok_or(FsError::NotFound)?.meta.is_dir();
+            if src_is_dir && st.table.is_within(newparent, src) {
+                return Err(FsError::Invalid("cannot move a directory into itself"));
+            }
+            let mut ops = Vec::new();
+            let mut doomed = Vec::new();
+            if let Some(target) = existing {
+                if flags & libc::RENAME_NOREPLACE != 0 {
+                    return Err(FsError::Exists);
+                }
+                if target == src {
+                    // Two names of one file: POSIX says rename does nothing.
+                    return Ok(());
+                }
+                let t = st.table.get(target).ok_or(FsError::NotFound)?;
+                match (src_is_dir, t.meta.is_dir()) {
+                    (true, false) => return Err(FsError::NotDir),
+                    (false, true) => return Err(FsError::IsDir),
+                    (true, true) if !t.children.is_empty() => return Err(FsError::NotEmpty),
+                    _ => {}
+                }
+                ops.push(Op::DelEntry { parent: newparent, name: newname.into() });
+                if t.meta.is_dir() || (t.nlink == 1 && !self.is_open(target)) {
+                    doomed = self.doomed_data(&t.meta);
+                    ops.push(Op::DropInode(target));
+                }
+            }
+            ops.push(Op::DelEntry { parent, name: name.into() });
+            ops.push(Op::PutEntry { parent: newparent, name: newname.into(), ino: src });
+            // Dropping the target must come after its entry went; PutEntry/DelEntry order above keeps
+            // the DropInode (if any) valid at its position.
+            if let Some(pos) = ops.iter().position(|o| matches!(o, Op::DropInode(_))) {
+                let drop_op = ops.remove(pos);
+                ops.push(drop_op);
+            }
+            Self::commit(&mut st, &ops)?;
+            let now = now_ns();
+            st.table.touch_dir(parent, now);
+            st.table.touch_dir(newparent, now);
+            doomed
+        };
+        self.deleter.queue(doomed);
+        Ok(())
+    }
+
+    pub fn link(&self, ino: Ino, newparent: Ino, newname: &str) -> FsResult<Attr> {
+        validate_name(newname)?;
+        let mut st = self.state.lock();
+        let node = st.table.get(ino).ok_or(FsError::NotFound)?;
+        if node.meta.is_dir() {
+            return Err(FsError::NotPermitted("hard links to directories"));
+        }
+        if node.nlink == 0 {
+            return Err(FsError::NotFound);
+        }
+        if Self::parent_dir(&st, newparent)?.children.contains_key(newname) {
+            return Err(FsError::Exists);
+        }
+        Self::commit(&mut st, &[Op::PutEntry { parent: newparent, name: newname.into(), ino }])?;
+        st.table.touch_dir(newparent, now_ns());
+        self.attr_of(&st, ino)
+    }
+
+    pub fn opendir(&self, ino: Ino) -> FsResult<u64> {
+        let st = self.state.lock();
+        let dir = st.table.get(ino).ok_or(FsError::NotFound)?;
+        if !dir.meta.is_dir() {
+            return Err(FsError::NotDir);
+        }
+        let mut entries = vec![
+            DirEntry { ino, is_dir: true, name: ".".into() },
+            DirEntry { ino: dir.parent, is_dir: true, name: "..".into() },
+        ];
+        for (name, child) in &dir.children {
+            let is_dir = st.table.get(*child).is_some_and(|n| n.meta.is_dir());
+            entries.push(DirEntry { ino: *child, is_dir, name: name.clone() });
+        }
+        drop(st);
+        let fh = self.next_fh();
+        self.dir_handles.lock().insert(fh, Arc::new(entries));
+        Ok(fh)
+    }
+
+    /// The directory listing taken at `opendir`, from `offset` on.
+    pub fn readdir(&self, fh: u64) -> FsResult<Arc<Vec<DirEntry>>> {
+        self.dir_handles.lock().get(&fh).cloned().ok_or(FsError::BadHandle)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dir_handles.lock().remove(&fh);
+    }
+
+    /// Makes the namespace durable (fsyncdir).
+    pub fn fsyncdir(&self) -> FsResult<()> {
+        self.sync_journal()
+    }
+
+    pub fn statfs(&self) -> FsResult<nix::sys::statvfs::Statvfs> {
+        nix::sys::statvfs::statvfs(&self.statfs_dir).map_err(|e| FsError::Io(std::io::Error::from(e)))
+    }
+
+    /// Number of inodes in the table (root included).
+    pub fn inode_count(&self) -> usize {
+        self.state.lock().table.len()
+    }
+
+    /// The remote store this core writes to.
+    pub fn remote(&self) -> &Arc<dyn RemoteStore> {
+        &self.remote
+    }
+
+    /// Finishes pending removals, compacts and syncs the journal. Called at unmount.
+    pub fn shutdown(&self) -> FsResult<()> {
+        self.deleter.shutdown();
+        let mut st = self.state.lock();
+        let State { table, journal } = &mut *st;
+        journal.compact(table)?;
+        Ok(())
+    }
+
+    /// Where local-placed files live (for tests and stats).
+    pub fn local_files_dir(&self) -> &Path {
+        &self.local_files
+    }
+
+    /// Where staging files and local copies of remote-placed files live.
+    pub fn cache_files_dir(&self) -> &Path {
+        &self.cache_files
+    }
+}

@@ -1,0 +1,492 @@
+//! Open handles, data I/O, sync and upload.
+//!
+//! A remote-placed file is *writing* until its first sync uploads it; from then on it is *sealed*:
+//! its record names an object and the stamp (size, mtime) of the local copy that was uploaded. A later
+//! sync or the last writer's release uploads again only when the local copy no longer matches that
+//! stamp or a daemon-side write marked it dirty, under a new key; the old object is deleted once the
+//! new record is durable. So the object named by a durable record is never modified or deleted early.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+
+use super::{Doomed, FsCore, Handle, OpenInode, ReadSource};
+use crate::error::{FsError, FsResult};
+use crate::placement::Placement;
+use crate::store::{data_key, StoreError};
+use crate::table::{FileMeta, Ino, NodeKind, Op, Ownership, Sealed, Stamp};
+
+/// An open file as the adapter needs it.
+#[derive(Debug)]
+pub struct Opened {
+    pub fh: u64,
+    /// The complete local backing file, when there is one: the adapter may hand it to the kernel for
+    /// passthrough.
+    pub backing: Option<Arc<File>>,
+    /// The file is sealed and opened read-only: the kernel may keep its cached pages across opens.
+    pub keep_cache: bool,
+}
+
+/// Changes of a setattr call.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SetAttr {
+    pub perm: Option<u16>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SystemTime>,
+    pub mtime: Option<SystemTime>,
+}
+
+fn stamp_of(md: &std::fs::Metadata) -> Stamp {
+    Stamp { size: md.len(), mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec() }
+}
+
+fn to_timespec(t: SystemTime) -> nix::sys::time::TimeSpec {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    nix::sys::time::TimeSpec::new(d.as_secs() as i64, d.subsec_nanos() as i64)
+}
+
+/// Runs `f` on `file` and puts its modification time back afterwards: for operations that change no
+/// byte of a sealed file (truncate to its own size, fallocate KEEP_SIZE) but would break its stamp.
+fn keeping_mtime(file: &File, f: impl FnOnce() -> std::io::Result<()>) -> FsResult<()> {
+    let before = file.metadata()?;
+    f()?;
+    let atime = nix::sys::time::TimeSpec::new(before.atime(), before.atime_nsec());
+    let mtime = nix::sys::time::TimeSpec::new(before.mtime(), before.mtime_nsec());
+    nix::sys::stat::futimens(file.as_fd_ref(), &atime, &mtime).map_err(std::io::Error::from)?;
+    Ok(())
+}
+
+trait AsFdRef {
+    fn as_fd_ref(&self) -> std::os::fd::BorrowedFd<'_>;
+}
+impl AsFdRef for File {
+    fn as_fd_ref(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.as_fd()
+    }
+}
+
+impl FsCore {
+    /// Counts a new handle on `ino`; returns its dirty flag and upload lock.
+    fn acquire(&self, ino: Ino, writable: bool) -> (Arc<AtomicBool>, Arc<Mutex<()>>) {
+        let mut open = self.open.lock();
+        let e = open.entry(ino).or_insert_with(OpenInode::default);
+        e.handles += 1;
+        if writable {
+            e.writers += 1;
+        }
+        (e.dirty.clone(), e.upload.clone())
+    }
+
+    /// Uncounts a handle; the last handle of a nameless inode drops it.
+    fn release_count(&self, ino: Ino, writable: bool) {
+        let doomed = {
+            let mut st = self.state.lock();
+            let mut open = self.open.lock();
+            let Some(e) = open.get_mut(&ino) else { return };
+            e.handles = e.handles.saturating_sub(1);
+            if writable {
+                e.writers = e.writers.saturating_sub(1);
+            }
+            if e.handles > 0 {
+                return;
+            }
+            open.remove(&ino);
+            drop(open);
+            match st.table.get(ino) {
+                Some(node) if node.nlink == 0 => {
+                    let doomed = self.doomed_data(&node.meta);
+                    if let Err(e) = Self::commit(&mut st, &[Op::DropInode(ino)]) {
+                        tracing::error!(ino, error = %e, "dropping an unlinked inode failed; recovery will retry");
+                        return;
+                    }
+                    doomed
+                }
+                _ => return,
+            }
+        };
+        self.deleter.queue(doomed);
+    }
+
+    fn backing_file(&self, ino: Ino, path: &Path) -> FsResult<Arc<File>> {
+        let mut open = self.open.lock();
+        let e = open.get_mut(&ino).ok_or(FsError::BadHandle)?;
+        if let Some(f) = &e.file {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(std::fs::OpenOptions::new().read(true).write(true).open(path)?);
+        e.file = Some(f.clone());
+        Ok(f)
+    }
+
+    fn file_meta(&self, ino: Ino) -> FsResult<FileMeta> {
+        let st = self.state.lock();
+        match &st.table.get(ino).ok_or(FsError::NotFound)?.meta.kind {
+            NodeKind::File(f) => Ok(f.clone()),
+            NodeKind::Dir => Err(FsError::IsDir),
+        }
+    }
+
+    /// Brings a sealed file's object into its local copy (for writing to it). Caller holds the upload
+    /// lock of `ino`.
+    fn download(&self, ino: Ino, f: &FileMeta, s: &Sealed) -> FsResult<()> {
+        let path = self.local_path(f);
+        let data = self.remote.get(&s.key)?;
+        if data.len() as u64 != s.size || crc32c::crc32c(&data) != s.crc32c {
+            return Err(FsError::Remote(StoreError::Fatal {
+                op: "get",
+                key: s.key.clone(),
+                message: format!(
+                    "object does not match its record (size {} vs {}, or checksum)",
+                    data.len(),
+                    s.size
+                ),
+            }));
+        }
+        let tmp = path.with_extension("download");
+        std::fs::write(&tmp, &data)?;
+        std::fs::rename(&tmp, &path)?;
+        self.metrics.downloads.fetch_add(1, Ordering::Relaxed);
+        let stamp = stamp_of(&std::fs::metadata(&path)?);
+        let mut st = self.state.lock();
+        let Some(node) = st.table.get(ino) else { return Ok(()) };
+        let mut meta = node.meta.clone();
+        if let NodeKind::File(fm) = &mut meta.kind {
+            if let Some(sealed) = &mut fm.sealed {
+                sealed.local_stamp = Some(stamp);
+            }
+        }
+        Self::commit(&mut st, &[Op::PutInode(meta)])
+    }
+
+    pub fn open(&self, ino: Ino, flags: i32) -> FsResult<super::Opened> {
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let f = self.file_meta(ino)?;
+        let (dirty, upload) = self.acquire(ino, writable);
+        let result = (|| {
+            let path = self.local_path(&f);
+            let mut has_local = path.exists();
+            if !has_local {
+                match &f.sealed {
+                    Some(s) if writable => {
+                        let _g = upload.lock();
+                        if !path.exists() {
+                            self.download(ino, &f, s)?;
+                        }
+                        has_local = true;
+                    }
+                    Some(_) => {}
+                    None => {
+                        // A file still being written always has its staging file; recreate it empty
+                        // if something outside statefs removed it.
+                        tracing::warn!(ino, path = %path.display(), "backing file missing; recreating it empty");
+                        std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&path)?;
+                        has_local = true;
+                    }
+                }
+            }
+            let source = if has_local {
+                let file = self.backing_file(ino, &path)?;
+                if writable && flags & libc::O_TRUNC != 0 {
+                    file.set_len(0)?;
+                    dirty.store(true, Ordering::Release);
+                }
+                ReadSource::Local(file)
+            } else {
+                let s = f.sealed.as_ref().expect("checked above");
+                ReadSource::Remote { key: s.key.clone(), size: s.size }
+            };
+            Ok::<_, FsError>(source)
+        })();
+        let source = match result {
+            Ok(s) => s,
+            Err(e) => {
+                self.release_count(ino, writable);
+                return Err(e);
+            }
+        };
+        let backing = match &source {
+            ReadSource::Local(f) => Some(f.clone()),
+            ReadSource::Remote { .. } => None,
+        };
+        let fh = self.next_fh();
+        let handle = Handle { ino, writable, placement: f.placement, source, dirty };
+        self.handles.write().insert(fh, Arc::new(handle));
+        Ok(super::Opened { fh, backing, keep_cache: f.sealed.is_some() && !writable })
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+        self.handles.read().get(&fh).cloned().ok_or(FsError::BadHandle)
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let h = self.handle(fh)?;
+        match &h.source {
+            ReadSource::Local(file) => {
+                let mut buf = vec![0u8; size as usize];
+                let mut filled = 0;
+                while filled < buf.len() {
+                    match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                buf.truncate(filled);
+                Ok(buf)
+            }
+            ReadSource::Remote { key, size: len } => {
+                let end = (offset + size as u64).min(*len);
+                if offset >= end {
+                    return Ok(Vec::new());
+                }
+                self.metrics.remote_reads.fetch_add(1, Ordering::Relaxed);
+                Ok(self.remote.get_range(key, offset..end)?.to_vec())
+            }
+        }
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let h = self.handle(fh)?;
+        if !h.writable {
+            return Err(FsError::NotWritable);
+        }
+        let ReadSource::Local(file) = &h.source else { return Err(FsError::NotWritable) };
+        file.write_all_at(data, offset)?;
+        h.dirty.store(true, Ordering::Release);
+        Ok(data.len() as u32)
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        match h.placement {
+            Placement::Local => {
+                if let ReadSource::Local(file) = &h.source {
+                    if datasync { file.sync_data()? } else { file.sync_all()? }
+                }
+            }
+            Placement::Remote => self.seal_if_needed(h.ino)?,
+        }
+        // The file's name must be as durable as its bytes.
+        self.sync_journal()
+    }
+
+    pub fn release(&self, fh: u64) -> FsResult<()> {
+        let h = self.handles.write().remove(&fh).ok_or(FsError::BadHandle)?;
+        let mut result = Ok(());
+        if h.writable && h.placement == Placement::Remote {
+            if let Err(e) = self.seal_if_needed(h.ino) {
+                tracing::error!(ino = h.ino, error = %e, "upload at close failed; the data stays local and unsynced");
+                result = Err(e);
+            }
+        }
+        self.release_count(h.ino, h.writable);
+        result
+    }
+
+    /// Uploads a remote-placed file if its local copy is not what its record names (see module doc).
+    pub(crate) fn seal_if_needed(&self, ino: Ino) -> FsResult<()> {
+        let (dirty, upload) = self.acquire(ino, false);
+        let result = self.seal_locked(ino, &dirty, &upload);
+        self.release_count(ino, false);
+        result
+    }
+
+    fn seal_locked(&self, ino: Ino, dirty: &AtomicBool, upload: &Mutex<()>) -> FsResult<()> {
+        let _g = upload.lock();
+        let f = match self.file_meta(ino) {
+            Ok(f) => f,
+            Err(FsError::NotFound) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if f.placement != Placement::Remote {
+            return Ok(());
+        }
+        let path = self.local_path(&f);
+        let md = match std::fs::metadata(&path) {
+            Ok(md) => md,
+            // No local copy: nothing can have changed since the object was stored.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && f.sealed.is_some() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let stamp = stamp_of(&md);
+        let was_dirty = dirty.swap(false, Ordering::AcqRel);
+        if !was_dirty && f.sealed.as_ref().is_some_and(|s| s.local_stamp == Some(stamp)) {
+            return Ok(());
+        }
+        let key = data_key(&uuid::Uuid::new_v4());
+        let span = tracing::debug_span!("upload", ino, key = %key, size = stamp.size);
+        let _e = span.enter();
+        let up = match self.remote.put_file(&key, &path) {
+            Ok(u) => u,
+            Err(e) => {
+                dirty.store(true, Ordering::Release);
+                return Err(e.into());
+            }
+        };
+        self.metrics.uploads.fetch_add(1, Ordering::Relaxed);
+        self.metrics.upload_bytes.fetch_add(up.size, Ordering::Relaxed);
+        let doomed = {
+            let mut st = self.state.lock();
+            match st.table.get(ino) {
+                // Removed while uploading (the last handle is ours, so it cannot be): drop the object.
+                None => vec![Doomed::Object(key)],
+                Some(node) => {
+                    let mut meta = node.meta.clone();
+                    let NodeKind::File(fm) = &mut meta.kind else { unreachable!("checked a file") };
+                    let new = Sealed {
+                        key: key.clone(),
+                        size: up.size,
+                        crc32c: up.crc32c,
+                        ownership: Ownership::Owned,
+                        local_stamp: Some(stamp),
+                    };
+                    let old = fm.sealed.replace(new);
+                    meta.mtime_ns = stamp.mtime_ns;
+                    if let Err(e) = Self::commit(&mut st, &[Op::PutInode(meta)]) {
+                        dirty.store(true, Ordering::Release);
+                        drop(st);
+                        self.deleter.queue([Doomed::Object(key)]);
+                        return Err(e);
+                    }
+                    old.filter(|o| o.ownership == Ownership::Owned).map(|o| Doomed::Object(o.key)).into_iter().collect()
+                }
+            }
+        };
+        self.sync_journal()?;
+        self.deleter.queue(doomed);
+        Ok(())
+    }
+
+    pub fn setattr(&self, ino: Ino, fh: Option<u64>, set: SetAttr) -> FsResult<super::Attr> {
+        if set.perm.is_some() || set.uid.is_some() || set.gid.is_some() {
+            let mut st = self.state.lock();
+            let mut meta = st.table.get(ino).ok_or(FsError::NotFound)?.meta.clone();
+            meta.perm = set.perm.map(|p| p & 0o7777).unwrap_or(meta.perm);
+            meta.uid = set.uid.unwrap_or(meta.uid);
+            meta.gid = set.gid.unwrap_or(meta.gid);
+            meta.ctime_ns = super::now_ns();
+            Self::commit(&mut st, &[Op::PutInode(meta)])?;
+        }
+        if let Some(size) = set.size {
+            self.truncate(ino, fh, size)?;
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            self.set_times(ino, set.atime, set.mtime)?;
+        }
+        self.getattr(ino)
+    }
+
+    fn truncate(&self, ino: Ino, fh: Option<u64>, size: u64) -> FsResult<()> {
+        let f = self.file_meta(ino)?;
+        let through_writer = fh.and_then(|fh| self.handle(fh).ok()).is_some_and(|h| h.writable);
+        let (dirty, upload) = self.acquire(ino, true);
+        let result = (|| {
+            let path = self.local_path(&f);
+            if !path.exists() {
+                let Some(s) = &f.sealed else { return Err(FsError::NotFound) };
+                let _g = upload.lock();
+                if !path.exists() {
+                    self.download(ino, &f, s)?;
+                }
+            }
+            let file = self.backing_file(ino, &path)?;
+            let current = file.metadata()?.len();
+            if f.sealed.is_some() && size == current {
+                // RocksDB truncates each SST to its own size after syncing it (dropping preallocated
+                // blocks): no byte changes, so the sealed version stays valid.
+                keeping_mtime(&file, || file.set_len(size))?;
+            } else {
+                file.set_len(size)?;
+                dirty.store(true, Ordering::Release);
+            }
+            Ok(())
+        })();
+        self.release_count(ino, true);
+        result?;
+        if f.placement == Placement::Remote && !through_writer {
+            // A truncate by path has no later release to upload at.
+            self.seal_if_needed(ino)?;
+        }
+        Ok(())
+    }
+
+    fn set_times(&self, ino: Ino, atime: Option<SystemTime>, mtime: Option<SystemTime>) -> FsResult<()> {
+        let mut st = self.state.lock();
+        let node = st.table.get(ino).ok_or(FsError::NotFound)?;
+        let mut meta = node.meta.clone();
+        match &meta.kind {
+            NodeKind::Dir => {
+                if let Some(m) = mtime {
+                    st.table.touch_dir(ino, to_ns(m));
+                }
+                Ok(())
+            }
+            NodeKind::File(f) if f.sealed.is_none() || f.placement == Placement::Local => {
+                // Times live on the backing file.
+                let path = self.local_path(f);
+                drop(st);
+                let omit = nix::sys::time::TimeSpec::new(0, libc::UTIME_OMIT);
+                let a = atime.map(to_timespec).unwrap_or(omit);
+                let m = mtime.map(to_timespec).unwrap_or(omit);
+                let file = File::open(&path)?;
+                nix::sys::stat::futimens(file.as_fd_ref(), &a, &m).map_err(std::io::Error::from)?;
+                Ok(())
+            }
+            NodeKind::File(_) => {
+                // A sealed file's times live in its record: touching the local copy would break its
+                // stamp and cost an upload.
+                if let Some(m) = mtime {
+                    meta.mtime_ns = to_ns(m);
+                    meta.ctime_ns = super::now_ns();
+                    Self::commit(&mut st, &[Op::PutInode(meta)])?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        const PUNCH_PAST_END: i32 = libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE;
+        let h = self.handle(fh)?;
+        if !h.writable {
+            return Err(FsError::NotWritable);
+        }
+        let ReadSource::Local(file) = &h.source else { return Err(FsError::NotWritable) };
+        let punch_past_end = mode == PUNCH_PAST_END && offset >= file.metadata()?.len();
+        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 && !punch_past_end {
+            // Punching holes inside the data would change bytes behind the daemon's back.
+            return Err(FsError::Unsupported("fallocate modes other than 0, KEEP_SIZE and punching past the end"));
+        }
+        let call = || {
+            let r = unsafe { libc::fallocate(file.as_raw_fd(), mode, offset as i64, length as i64) };
+            if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        };
+        if mode & libc::FALLOC_FL_KEEP_SIZE != 0 {
+            // Allocating or freeing blocks past the end changes no byte of the file (RocksDB punches
+            // its preallocation away when it closes an SST).
+            keeping_mtime(file, call)
+        } else {
+            call()?;
+            h.dirty.store(true, Ordering::Release);
+            Ok(())
+        }
+    }
+
+    pub fn flush(&self, fh: u64) -> FsResult<()> {
+        self.handle(fh).map(|_| ())
+    }
+}
+
+fn to_ns(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}

@@ -1,0 +1,185 @@
+//! Opening a core: locking the local dir, replaying the journal and reconciling it with the files on
+//! disk after a clean unmount or a crash.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::{now_ns, Deleter, Doomed, FsCore, State};
+use crate::journal::{Journal, JournalError};
+use crate::store::{RemoteStore, StoreError};
+use crate::table::{MappingTable, NodeKind, Op, Stamp, ROOT_INO};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("local dir {path} is in use by another statefs mount{holder}")]
+    LocalDirInUse { path: PathBuf, holder: String },
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("cannot recover the mapping journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error("object store is not usable: {0}")]
+    Remote(#[from] StoreError),
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> OpenError + 'a {
+    move |source| OpenError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// Takes the exclusive lock of the local dir, recording our pid for the error message of the next
+/// taker. The lock is released by the kernel when the process dies, so a crashed mount never leaves a
+/// stale lock behind.
+fn lock_local_dir(local_dir: &Path) -> Result<File, OpenError> {
+    let path = local_dir.join("LOCK");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err("cannot open lock file", &path))?;
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let holder = std::fs::read_to_string(&path)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default();
+            return Err(OpenError::LocalDirInUse { path: local_dir.to_path_buf(), holder });
+        }
+        return Err(OpenError::Io { what: "cannot lock", path, source: err });
+    }
+    file.set_len(0).and_then(|_| writeln!(file, "{}", std::process::id())).map_err(io_err("cannot write", &path))?;
+    Ok(file)
+}
+
+impl FsCore {
+    /// Opens the filesystem state in `local_dir` (created if missing) with data under `cache_dir`.
+    pub fn start(local_dir: &Path, cache_dir: &Path, remote: Arc<dyn RemoteStore>) -> Result<FsCore, OpenError> {
+        let local_files = local_dir.join("files");
+        let cache_files = cache_dir.join("files");
+        for dir in [local_dir, &local_files, cache_dir, &cache_files] {
+            std::fs::create_dir_all(dir).map_err(io_err("cannot create directory", dir))?;
+        }
+        let dir_lock = lock_local_dir(local_dir)?;
+        // Fail at mount, with the store's own words, rather than at the first fsync.
+        match remote.head("data/.statefs-probe") {
+            Ok(_) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(OpenError::Remote(e)),
+        }
+        let (journal, table) = Journal::open(&local_dir.join("journal"))?;
+        let state = Arc::new(Mutex::new(State { table, journal }));
+        let deleter = Deleter::start(state.clone(), remote.clone());
+        let core = FsCore {
+            state,
+            open: Mutex::new(HashMap::new()),
+            handles: RwLock::new(HashMap::new()),
+            dir_handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            remote,
+            deleter,
+            local_files,
+            cache_files,
+            statfs_dir: local_dir.to_path_buf(),
+            metrics: Default::default(),
+            _dir_lock: dir_lock,
+        };
+        core.recover().map_err(|e| match e {
+            crate::error::FsError::Journal(j) => OpenError::Journal(j),
+            other => OpenError::Io {
+                what: "recovery failed in",
+                path: local_dir.to_path_buf(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })?;
+        Ok(core)
+    }
+
+    /// Brings table and disk into agreement. Runs before any handle exists.
+    fn recover(&self) -> crate::error::FsResult<()> {
+        let mut doomed = Vec::new();
+        {
+            let mut st = self.state.lock();
+            if st.table.get(ROOT_INO).is_none() {
+                let uid = nix::unistd::geteuid().as_raw();
+                let gid = nix::unistd::getegid().as_raw();
+                Self::commit(&mut st, &[MappingTable::root_op(0o755, uid, gid, now_ns())])?;
+            }
+            // Nameless inodes were open when the previous mount ended: nobody holds them now.
+            let orphans: Vec<_> = st
+                .table
+                .nodes()
+                .filter(|n| n.nlink == 0 && n.meta.ino != ROOT_INO)
+                .map(|n| n.meta.clone())
+                .collect();
+            for meta in orphans {
+                doomed.extend(self.doomed_data(&meta));
+                Self::commit(&mut st, &[Op::DropInode(meta.ino)])?;
+            }
+            let mut referenced = HashSet::new();
+            let mut restamp = Vec::new();
+            for node in st.table.nodes() {
+                let NodeKind::File(f) = &node.meta.kind else { continue };
+                let path = self.local_path(f);
+                referenced.insert(path.clone());
+                match (std::fs::metadata(&path), &f.sealed) {
+                    (Ok(md), Some(s)) => {
+                        let stamp = Stamp { size: md.len(), mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec() };
+                        if s.local_stamp != Some(stamp) {
+                            // Changes made after the last sync, or a damaged copy: the object is the
+                            // synced version.
+                            tracing::warn!(ino = node.meta.ino, path = %path.display(), "local copy differs from the synced version; dropping it");
+                            std::fs::remove_file(&path)?;
+                            if s.local_stamp.is_some() {
+                                restamp.push(node.meta.clone());
+                            }
+                        }
+                    }
+                    (Ok(_), None) => {}
+                    (Err(_), Some(s)) => {
+                        if s.local_stamp.is_some() {
+                            restamp.push(node.meta.clone());
+                        }
+                    }
+                    (Err(_), None) => {
+                        // Local-placed or never synced: created but its bytes never reached the disk.
+                        tracing::warn!(ino = node.meta.ino, path = %path.display(), "backing file missing; recreating it empty");
+                        std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&path)?;
+                    }
+                }
+            }
+            for mut meta in restamp {
+                if let NodeKind::File(f) = &mut meta.kind {
+                    if let Some(s) = &mut f.sealed {
+                        s.local_stamp = None;
+                    }
+                }
+                Self::commit(&mut st, &[Op::PutInode(meta)])?;
+            }
+            // Files no inode names: creates that never reached the journal, removals cut short,
+            // interrupted downloads.
+            for dir in [&self.local_files, &self.cache_files] {
+                for entry in std::fs::read_dir(dir)? {
+                    let path = entry?.path();
+                    if !referenced.contains(&path) {
+                        tracing::info!(path = %path.display(), "removing a file no inode names");
+                        std::fs::remove_file(&path)?;
+                    }
+                }
+            }
+            let State { table, journal } = &mut *st;
+            journal.compact(table)?;
+        }
+        self.deleter.queue(doomed.into_iter().filter(|d| matches!(d, Doomed::Object(_))));
+        Ok(())
+    }
+}

@@ -1,0 +1,20 @@
+//! statefs: a FUSE filesystem that runs an unmodified RocksDB with its SST files on an object store.
+//!
+//! Layers, top down: [`fuse`] (thin fuser adapter) → [`core::FsCore`] (all operations, no FUSE types)
+//! → [`table::MappingTable`] + [`journal::Journal`] (the persisted mapping) → [`store::RemoteStore`]
+//! (object storage behind retry/metrics/fault-injection layers).
+
+pub mod config;
+pub mod core;
+pub mod error;
+//pub mod fuse;
+pub mod journal;
+//pub mod mount;
+pub mod placement;
+pub mod store;
+pub mod table;
+
+pub use config::{MountConfig, PassthroughMode};
+pub use core::FsCore;
+pub use error::{FsError, FsResult};
+//pub use mount::{MountError, MountHandle};

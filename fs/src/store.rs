@@ -1,0 +1,85 @@
+//! The remote object layer: a small blocking trait over object storage, and the layers that wrap it.
+//!
+//! The filesystem core only ever talks to a [`RemoteStore`]. The real implementation
+//! ([`ObjectStoreRemote`]) adapts any `object_store` backend (local directory, S3, memory); behaviour is
+//! added by wrappers: [`RetryingRemote`] (bounded retries with backoff, a warning per retry),
+//! [`MetricsRemote`] (operation and byte counters) and [`FailingRemote`] (fault injection for tests).
+//!
+//! Keys are relative to the store's prefix (`data/<uuid>`), so the core never sees URLs.
+
+mod failing;
+mod metrics;
+mod object;
+mod retry;
+mod url;
+
+use std::fmt::Debug;
+use std::ops::Range;
+use std::path::Path;
+
+use bytes::Bytes;
+
+pub use failing::{FailingRemote, FaultPlan};
+pub use metrics::{MetricsRemote, RemoteMetrics};
+pub use object::{DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, ObjectStoreRemote};
+pub use retry::{RetryPolicy, RetryingRemote};
+pub use url::{RemoteSpec, S3Options};
+
+/// Outcome of uploading a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uploaded {
+    /// Bytes stored.
+    pub size: u64,
+    /// CRC32C of the bytes stored.
+    pub crc32c: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {key} not found")]
+    NotFound { key: String },
+    #[error("object {key} already exists")]
+    AlreadyExists { key: String },
+    /// A failure that may pass (network, throttling, server error): worth retrying.
+    #[error("object store unavailable ({op} {key}): {message}")]
+    Unavailable { op: &'static str, key: String, message: String },
+    /// A failure that will not pass by retrying (bad credentials, invalid request, bad config).
+    #[error("object store refused {op} {key}: {message}")]
+    Fatal { op: &'static str, key: String, message: String },
+    #[error("local I/O while transferring {key}: {source}")]
+    LocalIo { key: String, source: std::io::Error },
+    #[error("invalid remote: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+/// Blocking access to objects under one prefix. Every method may be called from many threads at once.
+pub trait RemoteStore: Send + Sync + Debug {
+    /// Stores `data` under `key`, replacing any object there.
+    fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError>;
+    /// Stores `data` under `key` only if no object is there (atomic create).
+    fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StoreError>;
+    /// Uploads the whole file at `path` to `key` (multipart above the store's threshold). The object
+    /// appears atomically: readers see either nothing or all of it.
+    fn put_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError>;
+    /// Reads `range` of the object; the range must lie within the object.
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
+    /// Reads the whole object.
+    fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+    /// Size of the object.
+    fn head(&self, key: &str) -> Result<u64, StoreError>;
+    /// Deletes the object; deleting a missing object succeeds.
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Keys (relative to the prefix) and sizes of all objects whose key starts with `prefix`.
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError>;
+}
+
+/// The key of an SST object, from its UUID.
+pub fn data_key(id: &uuid::Uuid) -> String {
+    format!("data/{}", id.as_hyphenated())
+}

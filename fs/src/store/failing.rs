@@ -1,0 +1,109 @@
+//! Fault injection: a [`RemoteStore`] wrapper that fails calls on demand.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use super::{RemoteStore, StoreError, Uploaded};
+
+/// Shared switch board for a [`FailingRemote`]; clone it to flip faults from a test while the store is
+/// in use by a mount.
+#[derive(Debug, Clone, Default)]
+pub struct FaultPlan {
+    inner: Arc<FaultState>,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    /// Every call fails while set (an unreachable store).
+    down: AtomicBool,
+    /// This many next calls fail, then calls pass again.
+    fail_next: AtomicU64,
+    /// Only writes (put, put_file) fail while set.
+    writes_down: AtomicBool,
+    /// Calls that were failed on purpose.
+    injected: AtomicU64,
+}
+
+impl FaultPlan {
+    pub fn set_down(&self, down: bool) {
+        self.inner.down.store(down, Ordering::SeqCst);
+    }
+    pub fn set_writes_down(&self, down: bool) {
+        self.inner.writes_down.store(down, Ordering::SeqCst);
+    }
+    pub fn fail_next(&self, n: u64) {
+        self.inner.fail_next.store(n, Ordering::SeqCst);
+    }
+    pub fn injected(&self) -> u64 {
+        self.inner.injected.load(Ordering::SeqCst)
+    }
+
+    fn check(&self, op: &'static str, key: &str, is_write: bool) -> Result<(), StoreError> {
+        let s = &self.inner;
+        let fail = s.down.load(Ordering::SeqCst)
+            || (is_write && s.writes_down.load(Ordering::SeqCst))
+            || s.fail_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if fail {
+            s.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Unavailable {
+                op,
+                key: key.to_string(),
+                message: "injected fault".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+pub struct FailingRemote<R> {
+    inner: R,
+    plan: FaultPlan,
+}
+
+impl<R: RemoteStore> FailingRemote<R> {
+    pub fn new(inner: R, plan: FaultPlan) -> Self {
+        FailingRemote { inner, plan }
+    }
+}
+
+impl<R: RemoteStore> RemoteStore for FailingRemote<R> {
+    fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        self.plan.check("put", key, true)?;
+        self.inner.put(key, data)
+    }
+    fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        self.plan.check("put_if_absent", key, true)?;
+        self.inner.put_if_absent(key, data)
+    }
+    fn put_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
+        self.plan.check("put_file", key, true)?;
+        self.inner.put_file(key, path)
+    }
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        self.plan.check("get_range", key, false)?;
+        self.inner.get_range(key, range)
+    }
+    fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.plan.check("get", key, false)?;
+        self.inner.get(key)
+    }
+    fn head(&self, key: &str) -> Result<u64, StoreError> {
+        self.plan.check("head", key, false)?;
+        self.inner.head(key)
+    }
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.plan.check("delete", key, true)?;
+        self.inner.delete(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.plan.check("list", prefix, false)?;
+        self.inner.list(prefix)
+    }
+}

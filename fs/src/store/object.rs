@@ -1,0 +1,250 @@
+//! [`RemoteStore`] over any `object_store` backend.
+
+use std::fmt;
+use std::io::Read;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use tokio::runtime::Runtime;
+
+use super::{RemoteStore, StoreError, Uploaded};
+
+/// Files larger than this are uploaded in parts.
+pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+/// Part size of multipart uploads.
+pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts in flight at once per upload.
+const PARTS_IN_FLIGHT: usize = 4;
+
+pub struct ObjectStoreRemote {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    runtime: Arc<Runtime>,
+    multipart_threshold: u64,
+    part_size: usize,
+    description: String,
+    /// For a local-directory store: where objects land, so they can be fsynced before a put returns
+    /// (object_store's local backend renames into place but does not sync).
+    local_root: Option<std::path::PathBuf>,
+}
+
+impl fmt::Debug for ObjectStoreRemote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectStoreRemote({})", self.description)
+    }
+}
+
+impl ObjectStoreRemote {
+    /// `prefix` is prepended to every key (no leading or trailing slash; empty for the bucket root).
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        runtime: Arc<Runtime>,
+        description: String,
+    ) -> Self {
+        ObjectStoreRemote {
+            store,
+            prefix: prefix.trim_matches('/').to_string(),
+            runtime,
+            multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
+            part_size: DEFAULT_PART_SIZE,
+            description,
+            local_root: None,
+        }
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory(runtime: Arc<Runtime>) -> Self {
+        Self::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            "",
+            runtime,
+            "memory://".into(),
+        )
+    }
+
+    pub fn with_local_root(mut self, root: std::path::PathBuf) -> Self {
+        self.local_root = Some(root);
+        self
+    }
+
+    /// Makes a just-written object of a local-directory store durable: the file, then its directory.
+    fn sync_local(&self, key: &str) -> Result<(), StoreError> {
+        let Some(root) = &self.local_root else { return Ok(()) };
+        let path = root.join(self.path(key).as_ref());
+        let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+        sync(&path)
+            .and_then(|_| sync(path.parent().unwrap_or(root)))
+            .map_err(|e| StoreError::Unavailable { op: "sync", key: key.to_string(), message: e.to_string() })
+    }
+
+    pub fn with_multipart(mut self, threshold: u64, part_size: usize) -> Self {
+        self.multipart_threshold = threshold;
+        self.part_size = part_size.max(5 * 1024 * 1024);
+        self
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{}", self.prefix, key))
+        }
+    }
+
+    fn relative<'a>(&self, full: &'a str) -> &'a str {
+        if self.prefix.is_empty() {
+            full
+        } else {
+            full.strip_prefix(&self.prefix).map(|s| s.trim_start_matches('/')).unwrap_or(full)
+        }
+    }
+
+    fn put_file_async(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
+        let local = |source| StoreError::LocalIo { key: key.to_string(), source };
+        let mut file = std::fs::File::open(path).map_err(local)?;
+        let len = file.metadata().map_err(local)?.len();
+        let location = self.path(key);
+        if len <= self.multipart_threshold {
+            let mut buf = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut buf).map_err(local)?;
+            let crc = crc32c::crc32c(&buf);
+            let size = buf.len() as u64;
+            self.runtime
+                .block_on(self.store.put(&location, PutPayload::from(buf)))
+                .map_err(|e| map_err("put", key, e))?;
+            self.sync_local(key)?;
+            return Ok(Uploaded { size, crc32c: crc });
+        }
+        let part_size = self.part_size;
+        self.runtime.block_on(async {
+            let upload = self
+                .store
+                .put_multipart(&location)
+                .await
+                .map_err(|e| map_err("put_multipart", key, e))?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, part_size);
+            let mut crc = 0u32;
+            let mut size = 0u64;
+            let mut buf = vec![0u8; part_size];
+            loop {
+                let n = read_full(&mut file, &mut buf).map_err(local)?;
+                if n == 0 {
+                    break;
+                }
+                crc = crc32c::crc32c_append(crc, &buf[..n]);
+                size += n as u64;
+                if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                    return Err(map_err("upload_part", key, e));
+                }
+                writer.write(&buf[..n]);
+            }
+            writer.finish().await.map_err(|e| map_err("complete_multipart", key, e))?;
+            Ok(Uploaded { size, crc32c: crc })
+        })
+        .and_then(|u| self.sync_local(key).map(|_| u))
+    }
+}
+
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Sorts object_store errors into what the caller should do about them.
+fn map_err(op: &'static str, key: &str, err: object_store::Error) -> StoreError {
+    use object_store::Error as E;
+    let key = key.to_string();
+    match err {
+        E::NotFound { .. } => StoreError::NotFound { key },
+        E::AlreadyExists { .. } | E::Precondition { .. } => StoreError::AlreadyExists { key },
+        E::InvalidPath { .. }
+        | E::NotSupported { .. }
+        | E::NotImplemented { .. }
+        | E::UnknownConfigurationKey { .. }
+        | E::PermissionDenied { .. }
+        | E::Unauthenticated { .. } => StoreError::Fatal { op, key, message: err.to_string() },
+        other => StoreError::Unavailable { op, key, message: other.to_string() },
+    }
+}
+
+impl RemoteStore for ObjectStoreRemote {
+    fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        self.runtime
+            .block_on(self.store.put(&self.path(key), PutPayload::from(data)))
+            .map_err(|e| map_err("put", key, e))?;
+        self.sync_local(key)
+    }
+
+    fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        self.runtime
+            .block_on(self.store.put_opts(&self.path(key), PutPayload::from(data), opts))
+            .map_err(|e| map_err("put_if_absent", key, e))?;
+        self.sync_local(key)
+    }
+
+    fn put_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
+        self.put_file_async(key, path)
+    }
+
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        if range.start >= range.end {
+            return Ok(Bytes::new());
+        }
+        self.runtime
+            .block_on(self.store.get_range(&self.path(key), range))
+            .map_err(|e| map_err("get_range", key, e))
+    }
+
+    fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let location = self.path(key);
+        self.runtime.block_on(async {
+            let result = self.store.get(&location).await.map_err(|e| map_err("get", key, e))?;
+            result.bytes().await.map_err(|e| map_err("get", key, e))
+        })
+    }
+
+    fn head(&self, key: &str) -> Result<u64, StoreError> {
+        self.runtime
+            .block_on(self.store.head(&self.path(key)))
+            .map(|m| m.size)
+            .map_err(|e| map_err("head", key, e))
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.runtime.block_on(self.store.delete(&self.path(key))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(map_err("delete", key, e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let full = self.path(prefix);
+        self.runtime.block_on(async {
+            let metas: Vec<_> = self
+                .store
+                .list(Some(&full))
+                .try_collect()
+                .await
+                .map_err(|e| map_err("list", prefix, e))?;
+            Ok(metas
+                .into_iter()
+                .map(|m| (self.relative(m.location.as_ref()).to_string(), m.size))
+                .collect())
+        })
+    }
+}

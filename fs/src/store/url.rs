@@ -1,0 +1,180 @@
+//! Parsing `--remote` URLs and building the matching object store.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use tokio::runtime::Runtime;
+
+use super::{ObjectStoreRemote, StoreError};
+
+/// Where SST objects live, from a `--remote` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteSpec {
+    /// `file:///abs/path`: a local directory (the embedded default).
+    File { root: PathBuf },
+    /// `s3://bucket/optional/prefix`.
+    S3 { bucket: String, prefix: String },
+    /// `memory://`: in-process, lost at unmount; for tests.
+    Memory,
+}
+
+/// S3 settings beyond the URL; unset fields come from the usual `AWS_*` environment variables.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// `AWS_ENDPOINT_URL` / `--s3-endpoint`, e.g. `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    /// `AWS_REGION` / `--s3-region`.
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Plain http to a non-loopback endpoint. Loopback endpoints may always use http.
+    pub allow_http: bool,
+}
+
+impl RemoteSpec {
+    pub fn parse(url: &str) -> Result<RemoteSpec, StoreError> {
+        let bad = |why: &str| StoreError::Config(format!("bad --remote URL {url:?}: {why}"));
+        let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+        match parsed.scheme() {
+            "file" => {
+                if parsed.host_str().is_some_and(|h| !h.is_empty()) {
+                    return Err(bad("file URLs take an absolute path: file:///abs/path"));
+                }
+                let root = parsed.to_file_path().map_err(|_| bad("not an absolute local path"))?;
+                if root.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                    return Err(bad("the path must not contain '..'"));
+                }
+                Ok(RemoteSpec::File { root })
+            }
+            "s3" => {
+                let bucket = parsed.host_str().unwrap_or("").to_string();
+                if bucket.is_empty() {
+                    return Err(bad("expected s3://bucket/prefix"));
+                }
+                let prefix = parsed.path().trim_matches('/').to_string();
+                if prefix.split('/').any(|s| s == "." || s == "..") {
+                    return Err(bad("the prefix must not contain '.' or '..' segments"));
+                }
+                Ok(RemoteSpec::S3 { bucket, prefix })
+            }
+            "memory" => Ok(RemoteSpec::Memory),
+            other => Err(bad(&format!(
+                "unsupported scheme {other:?} (supported: file://, s3://, memory://)"
+            ))),
+        }
+    }
+
+    /// Builds the store. For `file://` the directory is created if missing.
+    pub fn open(&self, s3: &S3Options, runtime: Arc<Runtime>) -> Result<ObjectStoreRemote, StoreError> {
+        match self {
+            RemoteSpec::File { root } => {
+                std::fs::create_dir_all(root).map_err(|e| {
+                    StoreError::Config(format!("cannot create remote directory {}: {e}", root.display()))
+                })?;
+                let store = object_store::local::LocalFileSystem::new_with_prefix(root)
+                    .map_err(|e| StoreError::Config(format!("remote directory {}: {e}", root.display())))?;
+                Ok(ObjectStoreRemote::new(
+                    Arc::new(store) as Arc<dyn ObjectStore>,
+                    "",
+                    runtime,
+                    format!("file://{}", root.display()),
+                )
+                .with_local_root(root.clone()))
+            }
+            RemoteSpec::S3 { bucket, prefix } => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                let endpoint = s3.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+                if let Some(ep) = &endpoint {
+                    let ep_url = url::Url::parse(ep)
+                        .map_err(|e| StoreError::Config(format!("bad S3 endpoint {ep:?}: {e}")))?;
+                    if ep_url.scheme() == "http" {
+                        let loopback = match ep_url.host() {
+                            Some(url::Host::Domain(d)) => d == "localhost",
+                            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                            None => false,
+                        };
+                        if !loopback && !s3.allow_http {
+                            return Err(StoreError::Config(format!(
+                                "S3 endpoint {ep} is plain http to a non-loopback host; pass --s3-allow-http to accept that"
+                            )));
+                        }
+                        b = b.with_allow_http(true);
+                    }
+                    b = b.with_endpoint(ep);
+                }
+                if let Some(r) = &s3.region {
+                    b = b.with_region(r);
+                }
+                if let Some(k) = &s3.access_key_id {
+                    b = b.with_access_key_id(k);
+                }
+                if let Some(k) = &s3.secret_access_key {
+                    b = b.with_secret_access_key(k);
+                }
+                let store = b.build().map_err(|e| StoreError::Config(format!("S3 configuration: {e}")))?;
+                Ok(ObjectStoreRemote::new(
+                    Arc::new(store) as Arc<dyn ObjectStore>,
+                    prefix,
+                    runtime,
+                    format!("s3://{bucket}/{prefix}"),
+                ))
+            }
+            RemoteSpec::Memory => Ok(ObjectStoreRemote::in_memory(runtime)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_supported_urls() {
+        assert_eq!(
+            RemoteSpec::parse("file:///var/lib/statefs/remote").unwrap(),
+            RemoteSpec::File { root: "/var/lib/statefs/remote".into() }
+        );
+        assert_eq!(
+            RemoteSpec::parse("s3://bucket/a/b/").unwrap(),
+            RemoteSpec::S3 { bucket: "bucket".into(), prefix: "a/b".into() }
+        );
+        assert_eq!(
+            RemoteSpec::parse("s3://bucket").unwrap(),
+            RemoteSpec::S3 { bucket: "bucket".into(), prefix: "".into() }
+        );
+        assert_eq!(RemoteSpec::parse("memory://").unwrap(), RemoteSpec::Memory);
+    }
+
+    #[test]
+    fn rejects_bad_urls_with_a_reason() {
+        for (url, why) in [
+            ("/var/lib/x", "relative URL without a base"),
+            ("file://host/x", "absolute path"),
+            ("ftp://x/y", "unsupported scheme"),
+            ("s3:///prefix", "expected s3://bucket/prefix"),
+            ("s3://b/../x", "'..'"),
+        ] {
+            let err = RemoteSpec::parse(url).unwrap_err().to_string();
+            assert!(err.contains(why), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn http_endpoint_must_be_loopback_unless_allowed() {
+        let rt = Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap());
+        let spec = RemoteSpec::parse("s3://b/p").unwrap();
+        let mut opts = S3Options {
+            endpoint: Some("http://example.com:9000".into()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("k".into()),
+            secret_access_key: Some("s".into()),
+            allow_http: false,
+        };
+        let err = spec.open(&opts, rt.clone()).unwrap_err().to_string();
+        assert!(err.contains("--s3-allow-http"), "{err}");
+        opts.endpoint = Some("http://127.0.0.1:9000".into());
+        spec.open(&opts, rt).unwrap();
+    }
+}
