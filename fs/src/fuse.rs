@@ -1,0 +1,530 @@
+//! The fuser adapter: decodes a request, calls [`FsCore`], replies. No filesystem logic lives here.
+//!
+//! Every handler replies exactly once on every path (fuser replies EIO for a dropped reply, so the
+//! kernel never hangs). Passthrough: a file with a complete local backing file is handed to the kernel
+//! with one `BackingId` per inode, kept while any of its handles is open, so READ and WRITE never
+//! reach the daemon.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+use parking_lot::Mutex;
+
+use crate::config::PassthroughMode;
+use crate::core::{Attr, Caller, FsCore, Opened, SetAttr};
+use crate::error::FsError;
+
+/// FUSE operation counters, by operation name.
+/// Operations counted by [`FuseMetrics`].
+const OPS: [&str; 21] = [
+    "lookup", "getattr", "setattr", "mkdir", "unlink", "rmdir", "rename", "link", "open", "create", "read",
+    "write", "flush", "release", "fsync", "opendir", "readdir", "fsyncdir", "statfs", "fallocate", "other",
+];
+
+/// FUSE operation counters (lock-free: one atomic per operation).
+#[derive(Debug, Default)]
+pub struct FuseMetrics {
+    counts: [AtomicU64; OPS.len()],
+    pub passthrough_opens: AtomicU64,
+    pub daemon_opens: AtomicU64,
+}
+
+impl FuseMetrics {
+    fn count(&self, op: &'static str) {
+        let i = OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        OPS.iter().zip(&self.counts).map(|(op, c)| (*op, c.load(Ordering::Relaxed))).collect()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Backings {
+    by_inode: HashMap<u64, Weak<BackingId>>,
+    by_handle: HashMap<u64, Arc<BackingId>>,
+}
+
+pub struct StatefsFuse {
+    core: Arc<FsCore>,
+    attr_ttl: Duration,
+    entry_ttl: Duration,
+    mode: PassthroughMode,
+    backings: Mutex<Backings>,
+    metrics: Arc<FuseMetrics>,
+    status: Arc<FuseStatus>,
+}
+
+/// What the kernel agreed to at INIT, readable after the session took the filesystem.
+#[derive(Debug, Default)]
+pub struct FuseStatus {
+    /// `init` has run: the mount is live.
+    pub ready: AtomicBool,
+    /// Files with a complete local backing file are opened with passthrough.
+    pub passthrough: AtomicBool,
+}
+
+impl StatefsFuse {
+    pub fn new(
+        core: Arc<FsCore>,
+        attr_ttl: Duration,
+        entry_ttl: Duration,
+        mode: PassthroughMode,
+        metrics: Arc<FuseMetrics>,
+        status: Arc<FuseStatus>,
+    ) -> Self {
+        StatefsFuse { core, attr_ttl, entry_ttl, mode, backings: Mutex::new(Backings::default()), metrics, status }
+    }
+
+    fn file_attr(a: &Attr) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: a.blocks,
+            atime: a.atime,
+            mtime: a.mtime,
+            ctime: a.ctime,
+            crtime: a.ctime,
+            kind: if a.is_dir { FileType::Directory } else { FileType::RegularFile },
+            perm: a.perm,
+            nlink: a.nlink,
+            uid: a.uid,
+            gid: a.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn errno(op: &'static str, e: &FsError) -> Errno {
+        match e {
+            FsError::NotFound | FsError::Exists | FsError::NotEmpty => {
+                tracing::trace!(op, error = %e)
+            }
+            FsError::Remote(_) | FsError::Journal(_) | FsError::Internal(_) | FsError::Io(_) => {
+                tracing::error!(op, error = %e, "operation failed")
+            }
+            _ => tracing::debug!(op, error = %e),
+        }
+        Errno::from_i32(e.errno())
+    }
+
+    fn name(name: &OsStr) -> Result<&str, Errno> {
+        name.to_str().ok_or(Errno::from_i32(libc::EINVAL))
+    }
+
+    /// Registers `opened.backing` with the kernel when passthrough is on; `None` means the daemon
+    /// serves this handle's I/O.
+    fn backing_for(&self, ino: u64, opened: &Opened, register: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>) -> Option<Arc<BackingId>> {
+        if !self.status.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        let file = opened.backing.as_ref()?;
+        let mut b = self.backings.lock();
+        let id = match b.by_inode.get(&ino).and_then(Weak::upgrade) {
+            Some(id) => id,
+            None => match register(file) {
+                Ok(id) => {
+                    let id = Arc::new(id);
+                    b.by_inode.insert(ino, Arc::downgrade(&id));
+                    id
+                }
+                Err(e) => {
+                    tracing::warn!(ino, error = %e, "passthrough registration failed; serving I/O in the daemon");
+                    return None;
+                }
+            },
+        };
+        b.by_handle.insert(opened.fh, id.clone());
+        Some(id)
+    }
+
+    fn fopen_flags(&self, opened: &Opened, passthrough: bool) -> FopenFlags {
+        if !passthrough && opened.keep_cache {
+            // Sealed and opened read-only: its bytes cannot change under the kernel's cache.
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        }
+    }
+
+    fn count_open(&self, passthrough: bool) {
+        let c = if passthrough { &self.metrics.passthrough_opens } else { &self.metrics.daemon_opens };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller { uid: req.uid(), gid: req.gid() }
+}
+
+fn time_of(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+impl Filesystem for StatefsFuse {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let offered = config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH);
+        match (self.mode, offered) {
+            (PassthroughMode::Off, _) => {}
+            (PassthroughMode::On, false) => {
+                return Err(std::io::Error::other(
+                    "the kernel does not offer FUSE passthrough (needs Linux >= 6.9 with CONFIG_FUSE_PASSTHROUGH, as root); use --passthrough auto or off",
+                ));
+            }
+            (_, true) => {
+                let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                    && config.set_max_stack_depth(1).is_ok();
+                if !ok && self.mode == PassthroughMode::On {
+                    return Err(std::io::Error::other("enabling FUSE passthrough failed"));
+                }
+                self.status.passthrough.store(ok, Ordering::Relaxed);
+            }
+            (PassthroughMode::Auto, false) => {}
+        }
+        tracing::info!(passthrough = self.status.passthrough.load(Ordering::Relaxed), "FUSE session initialized");
+        self.status.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.core.shutdown() {
+            tracing::error!(error = %e, "shutdown did not finish cleanly; the journal replays at next mount");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.metrics.count("lookup");
+        let name = match Self::name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self.core.lookup(parent.0, name) {
+            Ok(a) => reply.entry(&self.entry_ttl, &Self::file_attr(&a), fuser::Generation(0)),
+            Err(e) => reply.error(Self::errno("lookup", &e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.metrics.count("getattr");
+        match self.core.getattr(ino.0) {
+            Ok(a) => reply.attr(&self.attr_ttl, &Self::file_attr(&a)),
+            Err(e) => reply.error(Self::errno("getattr", &e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        self.metrics.count("setattr");
+        let _s = tracing::debug_span!("setattr", ino = ino.0, ?size).entered();
+        let set = SetAttr {
+            perm: mode.map(|m| (m & 0o7777) as u16),
+            uid,
+            gid,
+            size,
+            atime: atime.map(time_of),
+            mtime: mtime.map(time_of),
+        };
+        match self.core.setattr(ino.0, fh.map(|f| f.0), set) {
+            Ok(a) => reply.attr(&self.attr_ttl, &Self::file_attr(&a)),
+            Err(e) => reply.error(Self::errno("setattr", &e)),
+        }
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        self.metrics.count("mkdir");
+        let name = match Self::name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self.core.mkdir(parent.0, name, (mode & !umask & 0o7777) as u16, caller(req)) {
+            Ok(a) => reply.entry(&self.entry_ttl, &Self::file_attr(&a), fuser::Generation(0)),
+            Err(e) => reply.error(Self::errno("mkdir", &e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.metrics.count("unlink");
+        let _s = tracing::debug_span!("unlink", parent = parent.0, ?name).entered();
+        match Self::name(name).map_err(|e| e).and_then(|n| self.core.unlink(parent.0, n).map_err(|e| Self::errno("unlink", &e))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.metrics.count("rmdir");
+        match Self::name(name).and_then(|n| self.core.rmdir(parent.0, n).map_err(|e| Self::errno("rmdir", &e))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.metrics.count("rename");
+        let _s = tracing::debug_span!("rename", ?name, ?newname).entered();
+        let r = Self::name(name).and_then(|n| {
+            let nn = Self::name(newname)?;
+            self.core.rename(parent.0, n, newparent.0, nn, flags.bits()).map_err(|e| Self::errno("rename", &e))
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        self.metrics.count("link");
+        let name = match Self::name(newname) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self.core.link(ino.0, newparent.0, name) {
+            Ok(a) => reply.entry(&self.entry_ttl, &Self::file_attr(&a), fuser::Generation(0)),
+            Err(e) => reply.error(Self::errno("link", &e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.metrics.count("open");
+        let _s = tracing::debug_span!("open", ino = ino.0, flags = flags.0).entered();
+        match self.core.open(ino.0, flags.0) {
+            Ok(opened) => match self.backing_for(ino.0, &opened, |f| reply.open_backing(f)) {
+                Some(id) => {
+                    self.count_open(true);
+                    reply.opened_passthrough(FileHandle(opened.fh), self.fopen_flags(&opened, true), &id)
+                }
+                None => {
+                    self.count_open(false);
+                    reply.opened(FileHandle(opened.fh), self.fopen_flags(&opened, false))
+                }
+            },
+            Err(e) => reply.error(Self::errno("open", &e)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        self.metrics.count("create");
+        let _s = tracing::debug_span!("create", parent = parent.0, ?name).entered();
+        let name = match Self::name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self.core.create(parent.0, name, (mode & !umask & 0o7777) as u16, flags, caller(req)) {
+            Ok((attr, opened)) => {
+                let fa = Self::file_attr(&attr);
+                match self.backing_for(attr.ino, &opened, |f| reply.open_backing(f)) {
+                    Some(id) => {
+                        self.count_open(true);
+                        reply.created_passthrough(
+                            &self.entry_ttl,
+                            &fa,
+                            fuser::Generation(0),
+                            FileHandle(opened.fh),
+                            self.fopen_flags(&opened, true),
+                            &id,
+                        )
+                    }
+                    None => {
+                        self.count_open(false);
+                        reply.created(
+                            &self.entry_ttl,
+                            &fa,
+                            fuser::Generation(0),
+                            FileHandle(opened.fh),
+                            self.fopen_flags(&opened, false),
+                        )
+                    }
+                }
+            }
+            Err(e) => reply.error(Self::errno("create", &e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.metrics.count("read");
+        match self.core.read(fh.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(Self::errno("read", &e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        self.metrics.count("write");
+        match self.core.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(Self::errno("write", &e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        self.metrics.count("flush");
+        match self.core.flush(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(Self::errno("flush", &e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.metrics.count("release");
+        let _s = tracing::debug_span!("release", ino = ino.0, fh = fh.0).entered();
+        let r = self.core.release(fh.0);
+        {
+            let mut b = self.backings.lock();
+            b.by_handle.remove(&fh.0);
+            if b.by_inode.get(&ino.0).is_some_and(|w| w.strong_count() == 0) {
+                b.by_inode.remove(&ino.0);
+            }
+        }
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(Self::errno("release", &e)),
+        }
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        self.metrics.count("fsync");
+        let _s = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0, datasync).entered();
+        match self.core.fsync(fh.0, datasync) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(Self::errno("fsync", &e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.metrics.count("opendir");
+        match self.core.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(Self::errno("opendir", &e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        self.metrics.count("readdir");
+        match self.core.readdir(fh.0) {
+            Ok(entries) => {
+                for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                    let kind = if e.is_dir { FileType::Directory } else { FileType::RegularFile };
+                    if reply.add(INodeNo(e.ino), (i + 1) as u64, kind, &e.name) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply.error(Self::errno("readdir", &e)),
+        }
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.core.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.metrics.count("fsyncdir");
+        match self.core.fsyncdir() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(Self::errno("fsyncdir", &e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.metrics.count("statfs");
+        match self.core.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks() as u64,
+                s.blocks_free() as u64,
+                s.blocks_available() as u64,
+                s.files() as u64,
+                s.files_free() as u64,
+                s.block_size() as u32,
+                255,
+                s.fragment_size() as u32,
+            ),
+            Err(e) => reply.error(Self::errno("statfs", &e)),
+        }
+    }
+
+    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+        self.metrics.count("fallocate");
+        match self.core.fallocate(fh.0, offset, length, mode) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(Self::errno("fallocate", &e)),
+        }
+    }
+}

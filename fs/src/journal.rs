@@ -217,7 +217,9 @@ impl Journal {
         std::fs::rename(&tmp, self.dir.join("snapshot"))?;
         sync_dir(&self.dir)?;
         let log_path = self.dir.join(format!("journal.{next}"));
-        let file = OpenOptions::new().create(true).truncate(true).write(true).append(true).mode(0o600).open(&log_path)?;
+        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(&log_path)?;
+        // A leftover of an earlier interrupted compaction to the same generation holds nothing we need.
+        file.set_len(0)?;
         file.sync_all()?;
         sync_dir(&self.dir)?;
         let old = self.dir.join(format!("journal.{}", self.generation));

@@ -7,9 +7,9 @@
 pub mod config;
 pub mod core;
 pub mod error;
-//pub mod fuse;
+pub mod fuse;
 pub mod journal;
-//pub mod mount;
+pub mod mount;
 pub mod placement;
 pub mod store;
 pub mod table;
@@ -17,4 +17,4 @@ pub mod table;
 pub use config::{MountConfig, PassthroughMode};
 pub use core::FsCore;
 pub use error::{FsError, FsResult};
-//pub use mount::{MountError, MountHandle};
+pub use mount::{MountError, MountHandle};
