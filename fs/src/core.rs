@@ -10,6 +10,8 @@
 mod deleter;
 mod io;
 mod recovery;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -35,6 +35,12 @@ pub struct S3Options {
 impl RemoteSpec {
     pub fn parse(url: &str) -> Result<RemoteSpec, StoreError> {
         let bad = |why: &str| StoreError::Config(format!("bad --remote URL {url:?}: {why}"));
+        // The URL parser resolves dot segments away; a remote that names one is a mistake to report.
+        if let Some((_, rest)) = url.split_once("://") {
+            if rest.split('/').any(|seg| seg == "." || seg == "..") {
+                return Err(bad("the path must not contain '.' or '..' segments"));
+            }
+        }
         let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
         match parsed.scheme() {
             "file" => {
@@ -42,9 +48,6 @@ impl RemoteSpec {
                     return Err(bad("file URLs take an absolute path: file:///abs/path"));
                 }
                 let root = parsed.to_file_path().map_err(|_| bad("not an absolute local path"))?;
-                if root.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-                    return Err(bad("the path must not contain '..'"));
-                }
                 Ok(RemoteSpec::File { root })
             }
             "s3" => {
@@ -53,9 +56,6 @@ impl RemoteSpec {
                     return Err(bad("expected s3://bucket/prefix"));
                 }
                 let prefix = parsed.path().trim_matches('/').to_string();
-                if prefix.split('/').any(|s| s == "." || s == "..") {
-                    return Err(bad("the prefix must not contain '.' or '..' segments"));
-                }
                 Ok(RemoteSpec::S3 { bucket, prefix })
             }
             "memory" => Ok(RemoteSpec::Memory),
@@ -155,6 +155,7 @@ mod tests {
             ("ftp://x/y", "unsupported scheme"),
             ("s3:///prefix", "expected s3://bucket/prefix"),
             ("s3://b/../x", "'..'"),
+            ("file:///a/./b", "'..'"),
         ] {
             let err = RemoteSpec::parse(url).unwrap_err().to_string();
             assert!(err.contains(why), "{url}: {err}");
