@@ -1,1 +1,222 @@
-//! test helpers
+//! Helpers for mount-level tests: scratch directories, the `statefs` binary, mounts made by a child
+//! process (unmounted and killed on drop), and a loopback S3 server.
+//!
+//! Every guard here cleans up on drop, on success and on panic alike: no test leaves a mount or a
+//! process behind.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Scratch directories of one test: a `file://` remote, local dir, cache dir and an empty mount point.
+pub struct Dirs {
+    pub root: tempfile::TempDir,
+    pub remote: PathBuf,
+    pub local: PathBuf,
+    pub cache: PathBuf,
+    pub mnt: PathBuf,
+}
+
+impl Dirs {
+    pub fn new() -> Dirs {
+        // Under the target dir rather than /tmp: /tmp may be a small tmpfs, and these tests write
+        // hundreds of megabytes.
+        let base = std::env::var_os("STATEFS_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&base).unwrap();
+        let root = tempfile::Builder::new().prefix("statefs-test-").tempdir_in(base).unwrap();
+        let p = root.path().to_path_buf();
+        let d = Dirs { remote: p.join("remote"), local: p.join("local"), cache: p.join("cache"), mnt: p.join("mnt"), root };
+        std::fs::create_dir_all(&d.mnt).unwrap();
+        d
+    }
+
+    pub fn remote_url(&self) -> String {
+        format!("file://{}", self.remote.display())
+    }
+
+    pub fn config(&self) -> statefs::MountConfig {
+        statefs::MountConfig::new(self.remote_url(), &self.local, &self.cache)
+    }
+
+    /// Objects under `data/` of the file remote: (key, size).
+    pub fn remote_objects(&self) -> Vec<(String, u64)> {
+        let dir = self.remote.join("data");
+        let Ok(rd) = std::fs::read_dir(&dir) else { return Vec::new() };
+        let mut v: Vec<_> = rd
+            .map(|e| e.unwrap())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Default for Dirs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Path of the `statefs` binary, built once per test process with the same cargo.
+pub fn statefs_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "statefs-cli", "--bin", "statefs", "--manifest-path"])
+            .arg(&manifest)
+            .status()
+            .expect("running cargo build for the statefs binary");
+        assert!(status.success(), "building the statefs binary failed");
+        // Test executables live in <target>/<profile>/deps/.
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe.parent().unwrap().parent().unwrap().join("statefs");
+        assert!(bin.exists(), "statefs binary not found at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// Whether `path` is a mount point right now.
+pub fn is_mounted(path: &Path) -> bool {
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    statefs::mount::is_mounted(&abs)
+}
+
+/// A `statefs mount` child process. Drop unmounts (lazily, so a dead mount goes too) and reaps it.
+pub struct CliMount {
+    pub child: Option<Child>,
+    pub mnt: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+impl CliMount {
+    /// Starts `statefs mount <args> <mnt>` and waits until the mount is live.
+    pub fn start(args: &[String], mnt: &Path) -> CliMount {
+        let stderr_path = mnt.with_extension("stderr");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let child = Command::new(statefs_bin())
+            .arg("mount")
+            .args(args)
+            .arg(mnt)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawning statefs mount");
+        let mut m = CliMount { child: Some(child), mnt: mnt.to_path_buf(), stderr_path };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_mounted(mnt) {
+            if let Some(status) = m.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("statefs mount exited with {status}: {}", m.stderr());
+            }
+            assert!(Instant::now() < deadline, "mount did not come up: {}", m.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// SIGKILL the mount process: the crash case. The dead mount stays until [`CliMount::unmount`].
+    pub fn kill9(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Clean unmount: SIGTERM, then wait for the process to finish its shutdown.
+    pub fn stop(mut self) -> String {
+        self.stop_inner();
+        self.stderr()
+    }
+
+    fn stop_inner(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if child.try_wait().ok().flatten().is_none() {
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if is_mounted(&self.mnt) {
+            let _ = Command::new(statefs_bin()).args(["unmount", "--lazy"]).arg(&self.mnt).status();
+        }
+    }
+}
+
+impl Drop for CliMount {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// Clears a dead mount left by a killed mount process.
+pub fn unmount_dead(mnt: &Path) {
+    let out = Command::new(statefs_bin()).arg("unmount").arg(mnt).output().unwrap();
+    assert!(out.status.success(), "statefs unmount: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(!is_mounted(mnt));
+}
+
+/// A loopback S3 server (moto), killed on drop.
+pub struct S3Server {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl S3Server {
+    /// Starts `moto_server` on a free loopback port and creates `bucket`.
+    pub fn start(bucket: &str) -> S3Server {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server not found: run scripts/setup.sh (pip install 'moto[server]')");
+        let server = S3Server { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let req = format!("PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                s.write_all(req.as_bytes()).unwrap();
+                let mut resp = String::new();
+                let _ = s.read_to_string(&mut resp);
+                assert!(resp.starts_with("HTTP/1.1 200"), "creating bucket: {resp}");
+                return server;
+            }
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// RocksDB's block-based table magic number, stored in the last 8 bytes of every SST.
+pub const SST_MAGIC: u64 = 0x88e241b785f4cff7;
+
+/// Whether the file ends with the SST magic number.
+pub fn looks_like_sst(path: &Path) -> bool {
+    let Ok(data) = std::fs::read(path) else { return false };
+    data.len() >= 8 && u64::from_le_bytes(data[data.len() - 8..].try_into().unwrap()) == SST_MAGIC
+}

@@ -1,0 +1,220 @@
+//! Real RocksDB (the `rocksdb` crate) on a statefs mount.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use rocksdb::{Options, DB};
+use statefs::MountHandle;
+use statefs_tests::{looks_like_sst, Dirs};
+
+const KEYS: u32 = 200_000;
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key{:08}", (i.wrapping_mul(2_654_435_761)) % 1_000_000_007).into_bytes()
+}
+
+fn value(i: u32) -> Vec<u8> {
+    let mut v = format!("value-{i}-").into_bytes();
+    v.resize(100, (i % 251) as u8);
+    v
+}
+
+fn small_lsm_options() -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    // Small memtables and files: many flushes, many SSTs and real compactions from 200k keys.
+    o.set_write_buffer_size(1 << 20);
+    o.set_target_file_size_base(1 << 20);
+    o.set_max_bytes_for_level_base(4 << 20);
+    o.set_level_zero_file_num_compaction_trigger(2);
+    o
+}
+
+fn verify_all(db: &DB) {
+    for i in 0..KEYS {
+        let got = db.get(key(i)).unwrap();
+        assert_eq!(got.as_deref(), Some(&value(i)[..]), "key {i}");
+    }
+}
+
+#[test]
+fn rocksdb_writes_compacts_reopens_with_ssts_in_the_store() {
+    let dirs = Dirs::new();
+    let db_path = dirs.mnt.join("db");
+    {
+        let mount = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
+        let db = DB::open(&small_lsm_options(), &db_path).unwrap();
+        for chunk in (0..KEYS).collect::<Vec<_>>().chunks(1000) {
+            let mut batch = rocksdb::WriteBatch::default();
+            for &i in chunk {
+                batch.put(key(i), value(i));
+            }
+            db.write(batch).unwrap();
+        }
+        db.flush().unwrap();
+        db.compact_range::<&[u8], &[u8]>(None, None);
+        verify_all(&db);
+        drop(db);
+        assert!(mount.core().metrics.uploads.load(std::sync::atomic::Ordering::Relaxed) > 5);
+        mount.unmount().unwrap();
+    }
+    assert!(!statefs_tests::is_mounted(&dirs.mnt));
+
+    // SST bytes live in the store; the local dir holds no SST.
+    let objects = dirs.remote_objects();
+    assert!(!objects.is_empty());
+    let remote_bytes: u64 = objects.iter().map(|(_, s)| s).sum();
+    for entry in walk(&dirs.local) {
+        assert!(!looks_like_sst(&entry), "SST data in the local dir: {}", entry.display());
+    }
+    assert!(walk(&dirs.remote).iter().all(|p| looks_like_sst(p)), "every object is an SST");
+
+    // Remount and reopen: every key is there.
+    let mount = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
+    let ssts: Vec<_> = std::fs::read_dir(&db_path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+        .collect();
+    assert!(!ssts.is_empty());
+    let live_sst_bytes: u64 = ssts.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert_eq!(objects.len(), ssts.len(), "one object per live SST, deleted SSTs are gone from the store");
+    assert_eq!(remote_bytes, live_sst_bytes);
+    let db = DB::open(&small_lsm_options(), &db_path).unwrap();
+    verify_all(&db);
+    drop(db);
+    mount.unmount().unwrap();
+}
+
+#[test]
+fn cold_reads_after_cache_loss_come_from_the_store() {
+    let dirs = Dirs::new();
+    let db_path = dirs.mnt.join("db");
+    {
+        let _mount = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
+        let db = DB::open(&small_lsm_options(), &db_path).unwrap();
+        for i in 0..20_000 {
+            db.put(key(i), value(i)).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    // Lose every local copy: the mount must still serve each SST from the object store.
+    std::fs::remove_dir_all(&dirs.cache).unwrap();
+    let mount = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
+    let db = DB::open(&small_lsm_options(), &db_path).unwrap();
+    for i in 0..20_000 {
+        assert_eq!(db.get(key(i)).unwrap().as_deref(), Some(&value(i)[..]));
+    }
+    drop(db);
+    assert!(mount.core().metrics.remote_reads.load(std::sync::atomic::Ordering::Relaxed) > 0);
+}
+
+#[test]
+fn checkpoint_hard_links_and_renames_through_the_mount() {
+    let dirs = Dirs::new();
+    let mount = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
+    let m = &dirs.mnt;
+
+    // Plain POSIX semantics first.
+    std::fs::write(m.join("a.sst"), b"A").unwrap();
+    std::fs::File::open(m.join("a.sst")).unwrap().sync_all().unwrap();
+    std::fs::hard_link(m.join("a.sst"), m.join("b.sst")).unwrap();
+    let (a, b) = (std::fs::metadata(m.join("a.sst")).unwrap(), std::fs::metadata(m.join("b.sst")).unwrap());
+    assert_eq!(a.ino(), b.ino());
+    assert_eq!(a.nlink(), 2);
+    let objects = dirs.remote_objects();
+    assert_eq!(objects.len(), 1, "a hard link copies nothing");
+    std::fs::write(m.join("c.sst"), b"C").unwrap();
+    std::fs::rename(m.join("c.sst"), m.join("a.sst")).unwrap();
+    assert_eq!(std::fs::read(m.join("a.sst")).unwrap(), b"C");
+    assert_eq!(std::fs::read(m.join("b.sst")).unwrap(), b"A");
+    assert_eq!(std::fs::metadata(m.join("b.sst")).unwrap().nlink(), 1);
+    let objects = dirs.remote_objects();
+    assert_eq!(objects.len(), 2, "A (still named b.sst) and C");
+    let err = renameat2_noreplace(&m.join("a.sst"), &m.join("b.sst"));
+    assert_eq!(err, Some(libc::EEXIST));
+    std::fs::create_dir(m.join("dir")).unwrap();
+    std::fs::rename(m.join("b.sst"), m.join("dir/b.sst")).unwrap();
+    std::fs::rename(m.join("dir"), m.join("dir2")).unwrap();
+    assert_eq!(std::fs::read(m.join("dir2/b.sst")).unwrap(), b"A");
+    assert_eq!(dirs.remote_objects(), objects, "renames move no bytes");
+
+    // RocksDB's Checkpoint API: hard links of the SSTs, copies of the rest.
+    let db_path = m.join("db");
+    let db = DB::open(&small_lsm_options(), &db_path).unwrap();
+    for i in 0..30_000 {
+        db.put(key(i), value(i)).unwrap();
+    }
+    db.flush().unwrap();
+    let before = dirs.remote_objects().len();
+    rocksdb::checkpoint::Checkpoint::new(&db).unwrap().create_checkpoint(m.join("chk")).unwrap();
+    assert_eq!(dirs.remote_objects().len(), before, "checkpoint copied no SST bytes");
+    for i in 30_000..40_000 {
+        db.put(key(i), value(i)).unwrap();
+    }
+    drop(db);
+    let chk = DB::open_for_read_only(&Options::default(), m.join("chk"), false).unwrap();
+    assert_eq!(chk.get(key(29_999)).unwrap().as_deref(), Some(&value(29_999)[..]));
+    assert_eq!(chk.get(key(35_000)).unwrap(), None);
+    drop(chk);
+    mount.unmount().unwrap();
+}
+
+#[test]
+fn unreachable_store_gives_eio_and_keeps_the_mapping() {
+    use statefs::store::{FailingRemote, FaultPlan, RemoteStore, RetryPolicy, RetryingRemote};
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let dirs = Dirs::new();
+    let rt = statefs::mount::runtime().unwrap();
+    let faults = FaultPlan::default();
+    let store = statefs::store::RemoteSpec::parse(&dirs.remote_url()).unwrap().open(&Default::default(), rt.clone()).unwrap();
+    let policy = RetryPolicy { attempts: 3, initial_backoff: Duration::from_millis(5), max_backoff: Duration::from_millis(10) };
+    let remote: Arc<dyn RemoteStore> = Arc::new(RetryingRemote::new(FailingRemote::new(store, faults.clone()), policy));
+    {
+        let mount = MountHandle::mount_with_remote(&dirs.config(), &dirs.mnt, Some(remote.clone())).unwrap();
+        let path = dirs.mnt.join("x.sst");
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&vec![42u8; 300_000]).unwrap();
+        faults.set_down(true);
+        let err = f.sync_all().unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+        assert!(faults.injected() >= 3, "retried before giving up");
+        assert!(dirs.remote_objects().is_empty());
+        faults.set_down(false);
+        f.sync_all().unwrap();
+        drop(f);
+        assert_eq!(dirs.remote_objects().len(), 1);
+        mount.unmount().unwrap();
+    }
+    let mount = MountHandle::mount_with_remote(&dirs.config(), &dirs.mnt, Some(remote)).unwrap();
+    assert_eq!(std::fs::read(dirs.mnt.join("x.sst")).unwrap(), vec![42u8; 300_000]);
+    drop(mount);
+}
+
+fn renameat2_noreplace(from: &Path, to: &Path) -> Option<i32> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let f = CString::new(from.as_os_str().as_bytes()).unwrap();
+    let t = CString::new(to.as_os_str().as_bytes()).unwrap();
+    let r = unsafe {
+        libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE)
+    };
+    (r != 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap())
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
