@@ -220,3 +220,23 @@ pub fn looks_like_sst(path: &Path) -> bool {
     let Ok(data) = std::fs::read(path) else { return false };
     data.len() >= 8 && u64::from_le_bytes(data[data.len() - 8..].try_into().unwrap()) == SST_MAGIC
 }
+
+/// Key `i` of the crash test.
+pub fn crash_key(i: u64) -> Vec<u8> {
+    format!("crash-{i:010}").into_bytes()
+}
+
+/// Value of key `i` of the crash test.
+pub fn crash_value(i: u64) -> Vec<u8> {
+    let mut v = format!("v{i}:").into_bytes();
+    v.resize(200, b'a' + (i % 26) as u8);
+    v
+}
+
+/// Keys acknowledged by the crash writer, from its progress file.
+pub fn crash_progress(path: &Path) -> u64 {
+    match std::fs::read(path) {
+        Ok(b) if b.len() == 8 => u64::from_le_bytes(b.try_into().unwrap()),
+        _ => 0,
+    }
+}

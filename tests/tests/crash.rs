@@ -1,0 +1,56 @@
+//! kill -9 of the mount process: every write RocksDB acknowledged with sync survives a remount.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use statefs_tests::{crash_key, crash_progress, crash_value, unmount_dead, CliMount, Dirs};
+
+#[test]
+fn synced_writes_survive_kill9_of_the_mount() {
+    let dirs = Dirs::new();
+    let args = vec![
+        "--remote".to_string(),
+        dirs.remote_url(),
+        "--local-dir".into(),
+        dirs.local.display().to_string(),
+        "--cache-dir".into(),
+        dirs.cache.display().to_string(),
+    ];
+    let progress = dirs.root.path().join("progress");
+    let db = dirs.mnt.join("db");
+    let mut mount = CliMount::start(&args, &dirs.mnt);
+    let mut writer = Command::new(env!("CARGO_BIN_EXE_crash_writer"))
+        .arg(&db)
+        .arg(&progress)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Enough keys for several flushed (uploaded) SSTs, then kill the mount mid-write.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while crash_progress(&progress) < 8_000 || dirs.remote_objects().len() < 2 {
+        assert!(writer.try_wait().unwrap().is_none(), "writer died early");
+        assert!(Instant::now() < deadline, "writer too slow: {} keys", crash_progress(&progress));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    mount.kill9();
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = writer.kill();
+    let _ = writer.wait();
+    let acked = crash_progress(&progress);
+    drop(mount);
+    if statefs_tests::is_mounted(&dirs.mnt) {
+        unmount_dead(&dirs.mnt);
+    }
+
+    let mount = CliMount::start(&args, &dirs.mnt);
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(false);
+    let reopened = rocksdb::DB::open(&opts, &db).expect("RocksDB reopens after the crash");
+    for i in 0..acked {
+        assert_eq!(reopened.get(crash_key(i)).unwrap().as_deref(), Some(&crash_value(i)[..]), "key {i} of {acked}");
+    }
+    drop(reopened);
+    let log = mount.stop();
+    assert!(log.contains("unmounted"), "{log}");
+}
