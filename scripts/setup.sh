@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything statefs needs on a fresh Debian 12 machine (run as root). Idempotent: a second
+# run installs nothing.
+#   - fuse3: fusermount3 (non-root unmount) and the FUSE userspace tools
+#   - rocksdb-tools: Debian's unmodified db_bench, for tests, demo and benchmarks
+#   - libclang-dev, clang, build-essential: bindgen and the C++ build of RocksDB (rocksdb crate)
+#   - moto[server] from PyPI: a loopback S3 server for the S3 tests
+set -euo pipefail
+
+log() { echo "setup: $*" >&2; }
+
+if ! command -v cargo >/dev/null 2>&1; then
+  log "cargo is not installed; statefs needs a Rust toolchain (rustup, Rust >= 1.88)"
+  exit 1
+fi
+
+packages=(fuse3 rocksdb-tools libclang-dev clang build-essential pkg-config python3 python3-pip python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -e /dev/fuse ]; then
+  modprobe fuse 2>/dev/null || true
+  [ -e /dev/fuse ] || { log "/dev/fuse is missing: this machine cannot mount FUSE filesystems"; exit 1; }
+fi
+
+if ! command -v moto_server >/dev/null 2>&1; then
+  log "installing moto[server] (loopback S3 for tests)"
+  # Debian's system Python refuses global pip installs (PEP 668); a pyenv/venv Python does not.
+  python3 -m pip install --quiet 'moto[server]' 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages 'moto[server]'
+  hash -r
+  command -v moto_server >/dev/null 2>&1 || { log "moto_server not on PATH after install"; exit 1; }
+fi

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests of the core, mount tests with real RocksDB, db_bench, kill -9 crash
+# recovery, loopback S3 and bad input. Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+# Scratch space of mount tests: on the target's disk, not a possibly small /tmp.
+export STATEFS_TEST_TMP="${STATEFS_TEST_TMP:-$target/test-scratch}"
+mkdir -p "$STATEFS_TEST_TMP"
+cargo build --workspace --all-targets
+cargo test --workspace
