@@ -11,7 +11,11 @@ use statefs::store::{RetryPolicy, S3Options};
 use statefs::{MountConfig, PassthroughMode};
 
 #[derive(Parser)]
-#[command(name = "statefs", version, about = "RocksDB state on object storage, through FUSE")]
+#[command(
+    name = "statefs",
+    version,
+    about = "RocksDB state on object storage, through FUSE"
+)]
 struct Cli {
     /// Log filter (tracing env-filter syntax); RUST_LOG overrides.
     #[arg(long, global = true, default_value = "info")]
@@ -96,7 +100,10 @@ impl MountArgs {
         c.entry_ttl = Duration::from_millis(self.entry_ttl_ms);
         c.multipart_threshold = self.multipart_threshold;
         c.part_size = self.part_size;
-        c.retry = RetryPolicy { attempts: self.retry_attempts.max(1), ..RetryPolicy::default() };
+        c.retry = RetryPolicy {
+            attempts: self.retry_attempts.max(1),
+            ..RetryPolicy::default()
+        };
         c.allow_other = self.allow_other;
         c.s3 = S3Options {
             endpoint: self.s3_endpoint.clone(),
@@ -120,7 +127,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let result = match &cli.command {
         Command::Mount(args) => mount(args, signals),
@@ -157,19 +167,30 @@ fn mount(args: &MountArgs, signals: SigSet) -> Result<(), String> {
         "statefs: mounted {} at {} (passthrough {})",
         config.remote,
         mountpoint.display(),
-        if p.status.passthrough.load(Ordering::Relaxed) { "on" } else { "off" }
+        if p.status.passthrough.load(Ordering::Relaxed) {
+            "on"
+        } else {
+            "off"
+        }
     );
     let core = p.core.clone();
-    session.run().map_err(|e| format!("FUSE session failed: {e}"))?;
+    session
+        .run()
+        .map_err(|e| format!("FUSE session failed: {e}"))?;
     drop(core);
     eprintln!("statefs: unmounted {}", mountpoint.display());
     Ok(())
 }
 
 fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), String> {
-    use nix::mount::{umount2, MntFlags};
-    let dead = matches!(std::fs::metadata(mountpoint), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
-    let flags = if lazy || dead { MntFlags::MNT_DETACH } else { MntFlags::empty() };
+    use nix::mount::{MntFlags, umount2};
+    let dead =
+        matches!(std::fs::metadata(mountpoint), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
+    let flags = if lazy || dead {
+        MntFlags::MNT_DETACH
+    } else {
+        MntFlags::empty()
+    };
     match umount2(mountpoint, flags) {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::EBUSY) => Err(format!(
@@ -184,9 +205,15 @@ fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), String> {
                 .arg(mountpoint)
                 .status()
                 .map_err(|e| format!("running fusermount3: {e}"))?;
-            if status.success() { Ok(()) } else { Err(format!("fusermount3 -u {} failed", mountpoint.display())) }
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("fusermount3 -u {} failed", mountpoint.display()))
+            }
         }
-        Err(nix::errno::Errno::EINVAL) => Err(format!("{} is not a mount point", mountpoint.display())),
+        Err(nix::errno::Errno::EINVAL) => {
+            Err(format!("{} is not a mount point", mountpoint.display()))
+        }
         Err(e) => Err(format!("unmounting {}: {e}", mountpoint.display())),
     }
 }

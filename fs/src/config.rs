@@ -23,7 +23,9 @@ impl std::str::FromStr for PassthroughMode {
             "auto" => Ok(PassthroughMode::Auto),
             "on" => Ok(PassthroughMode::On),
             "off" => Ok(PassthroughMode::Off),
-            other => Err(format!("passthrough must be auto, on or off, not {other:?}")),
+            other => Err(format!(
+                "passthrough must be auto, on or off, not {other:?}"
+            )),
         }
     }
 }
@@ -58,7 +60,11 @@ pub struct MountConfig {
 }
 
 impl MountConfig {
-    pub fn new(remote: impl Into<String>, local_dir: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        remote: impl Into<String>,
+        local_dir: impl Into<PathBuf>,
+        cache_dir: impl Into<PathBuf>,
+    ) -> Self {
         MountConfig {
             remote: remote.into(),
             s3: S3Options::default(),

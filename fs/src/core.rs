@@ -16,23 +16,23 @@ mod tests;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{FsError, FsResult};
 use crate::journal::Journal;
-use crate::placement::{placement_for, Placement};
+use crate::placement::{Placement, placement_for};
 use crate::store::RemoteStore;
 use crate::table::{FileMeta, Ino, InodeMeta, MappingTable, NodeKind, Op};
 
-pub use recovery::OpenError;
 pub use io::SetAttr;
+pub use recovery::OpenError;
 
-pub use deleter::Doomed;
 use deleter::Deleter;
+pub use deleter::Doomed;
 pub use io::Opened;
 
 /// Attributes of one inode, as the kernel needs them.
@@ -127,7 +127,10 @@ pub struct FsCore {
 }
 
 pub(crate) fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 pub(crate) fn ns_to_time(ns: i64) -> SystemTime {
@@ -241,7 +244,11 @@ impl FsCore {
                 };
                 // A sealed file that nobody modifies is described by its record (no syscall); files
                 // being written, and local-placed files, by their backing file.
-                let modified = self.open.lock().get(&ino).is_some_and(|o| o.writers > 0 || o.dirty.load(Ordering::Relaxed));
+                let modified = self
+                    .open
+                    .lock()
+                    .get(&ino)
+                    .is_some_and(|o| o.writers > 0 || o.dirty.load(Ordering::Relaxed));
                 match &f.sealed {
                     Some(s) if !modified => {
                         attr.size = s.size;
@@ -308,7 +315,17 @@ impl FsCore {
             mtime_ns: now,
             ctime_ns: now,
         };
-        Self::commit(&mut st, &[Op::PutInode(meta), Op::PutEntry { parent, name: name.into(), ino }])?;
+        Self::commit(
+            &mut st,
+            &[
+                Op::PutInode(meta),
+                Op::PutEntry {
+                    parent,
+                    name: name.into(),
+                    ino,
+                },
+            ],
+        )?;
         st.table.touch_dir(parent, now);
         self.attr_of(&st, ino)
     }
@@ -321,7 +338,10 @@ impl FsCore {
             return Err(FsError::NotEmpty);
         }
         let mut st = self.state.lock();
-        let ino = *Self::parent_dir(&st, parent)?.children.get(name).ok_or(FsError::NotFound)?;
+        let ino = *Self::parent_dir(&st, parent)?
+            .children
+            .get(name)
+            .ok_or(FsError::NotFound)?;
         let node = st.table.get(ino).ok_or(FsError::NotFound)?;
         if !node.meta.is_dir() {
             return Err(FsError::NotDir);
@@ -329,13 +349,29 @@ impl FsCore {
         if !node.children.is_empty() {
             return Err(FsError::NotEmpty);
         }
-        Self::commit(&mut st, &[Op::DelEntry { parent, name: name.into() }, Op::DropInode(ino)])?;
+        Self::commit(
+            &mut st,
+            &[
+                Op::DelEntry {
+                    parent,
+                    name: name.into(),
+                },
+                Op::DropInode(ino),
+            ],
+        )?;
         st.table.touch_dir(parent, now_ns());
         Ok(())
     }
 
     /// Creates a file and opens it.
-    pub fn create(&self, parent: Ino, name: &str, perm: u16, flags: i32, caller: Caller) -> FsResult<(Attr, Opened)> {
+    pub fn create(
+        &self,
+        parent: Ino,
+        name: &str,
+        perm: u16,
+        flags: i32,
+        caller: Caller,
+    ) -> FsResult<(Attr, Opened)> {
         validate_name(name)?;
         let ino = {
             let mut st = self.state.lock();
@@ -348,11 +384,18 @@ impl FsCore {
                 return Ok((self.getattr(existing)?, opened));
             }
             let ino = st.table.allocate_ino();
-            let meta = FileMeta { placement: placement_for(name), local_id: uuid::Uuid::new_v4(), sealed: None };
+            let meta = FileMeta {
+                placement: placement_for(name),
+                local_id: uuid::Uuid::new_v4(),
+                sealed: None,
+            };
             // The backing file exists before the journal names it: a crash in between leaves a stray
             // file that recovery removes, never a name without a backing file.
             let path = self.local_path(&meta);
-            std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
             let now = now_ns();
             let inode = InodeMeta {
                 ino,
@@ -363,9 +406,17 @@ impl FsCore {
                 mtime_ns: now,
                 ctime_ns: now,
             };
-            if let Err(e) =
-                Self::commit(&mut st, &[Op::PutInode(inode), Op::PutEntry { parent, name: name.into(), ino }])
-            {
+            if let Err(e) = Self::commit(
+                &mut st,
+                &[
+                    Op::PutInode(inode),
+                    Op::PutEntry {
+                        parent,
+                        name: name.into(),
+                        ino,
+                    },
+                ],
+            ) {
                 let _ = std::fs::remove_file(&path);
                 return Err(e);
             }
@@ -379,12 +430,18 @@ impl FsCore {
     pub fn unlink(&self, parent: Ino, name: &str) -> FsResult<()> {
         let doomed = {
             let mut st = self.state.lock();
-            let ino = *Self::parent_dir(&st, parent)?.children.get(name).ok_or(FsError::NotFound)?;
+            let ino = *Self::parent_dir(&st, parent)?
+                .children
+                .get(name)
+                .ok_or(FsError::NotFound)?;
             let node = st.table.get(ino).ok_or(FsError::NotFound)?;
             if node.meta.is_dir() {
                 return Err(FsError::IsDir);
             }
-            let mut ops = vec![Op::DelEntry { parent, name: name.into() }];
+            let mut ops = vec![Op::DelEntry {
+                parent,
+                name: name.into(),
+            }];
             let mut doomed = Vec::new();
             if node.nlink == 1 && !self.is_open(ino) {
                 doomed = self.doomed_data(&node.meta);
@@ -398,7 +455,14 @@ impl FsCore {
         Ok(())
     }
 
-    pub fn rename(&self, parent: Ino, name: &str, newparent: Ino, newname: &str, flags: u32) -> FsResult<()> {
+    pub fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        newparent: Ino,
+        newname: &str,
+        flags: u32,
+    ) -> FsResult<()> {
         if flags & libc::RENAME_EXCHANGE != 0 {
             return Err(FsError::Invalid("RENAME_EXCHANGE is not supported"));
         }
@@ -408,8 +472,14 @@ impl FsCore {
         validate_name(newname)?;
         let doomed = {
             let mut st = self.state.lock();
-            let src = *Self::parent_dir(&st, parent)?.children.get(name).ok_or(FsError::NotFound)?;
-            let existing = Self::parent_dir(&st, newparent)?.children.get(newname).copied();
+            let src = *Self::parent_dir(&st, parent)?
+                .children
+                .get(name)
+                .ok_or(FsError::NotFound)?;
+            let existing = Self::parent_dir(&st, newparent)?
+                .children
+                .get(newname)
+                .copied();
             if parent == newparent && name == newname {
                 return Ok(());
             }
@@ -434,14 +504,24 @@ impl FsCore {
                     (true, true) if !t.children.is_empty() => return Err(FsError::NotEmpty),
                     _ => {}
                 }
-                ops.push(Op::DelEntry { parent: newparent, name: newname.into() });
+                ops.push(Op::DelEntry {
+                    parent: newparent,
+                    name: newname.into(),
+                });
                 if t.meta.is_dir() || (t.nlink == 1 && !self.is_open(target)) {
                     doomed = self.doomed_data(&t.meta);
                     ops.push(Op::DropInode(target));
                 }
             }
-            ops.push(Op::DelEntry { parent, name: name.into() });
-            ops.push(Op::PutEntry { parent: newparent, name: newname.into(), ino: src });
+            ops.push(Op::DelEntry {
+                parent,
+                name: name.into(),
+            });
+            ops.push(Op::PutEntry {
+                parent: newparent,
+                name: newname.into(),
+                ino: src,
+            });
             // Dropping the target must come after its entry went; PutEntry/DelEntry order above keeps
             // the DropInode (if any) valid at its position.
             if let Some(pos) = ops.iter().position(|o| matches!(o, Op::DropInode(_))) {
@@ -468,10 +548,20 @@ impl FsCore {
         if node.nlink == 0 {
             return Err(FsError::NotFound);
         }
-        if Self::parent_dir(&st, newparent)?.children.contains_key(newname) {
+        if Self::parent_dir(&st, newparent)?
+            .children
+            .contains_key(newname)
+        {
             return Err(FsError::Exists);
         }
-        Self::commit(&mut st, &[Op::PutEntry { parent: newparent, name: newname.into(), ino }])?;
+        Self::commit(
+            &mut st,
+            &[Op::PutEntry {
+                parent: newparent,
+                name: newname.into(),
+                ino,
+            }],
+        )?;
         st.table.touch_dir(newparent, now_ns());
         self.attr_of(&st, ino)
     }
@@ -483,12 +573,24 @@ impl FsCore {
             return Err(FsError::NotDir);
         }
         let mut entries = vec![
-            DirEntry { ino, is_dir: true, name: ".".into() },
-            DirEntry { ino: dir.parent, is_dir: true, name: "..".into() },
+            DirEntry {
+                ino,
+                is_dir: true,
+                name: ".".into(),
+            },
+            DirEntry {
+                ino: dir.parent,
+                is_dir: true,
+                name: "..".into(),
+            },
         ];
         for (name, child) in &dir.children {
             let is_dir = st.table.get(*child).is_some_and(|n| n.meta.is_dir());
-            entries.push(DirEntry { ino: *child, is_dir, name: name.clone() });
+            entries.push(DirEntry {
+                ino: *child,
+                is_dir,
+                name: name.clone(),
+            });
         }
         drop(st);
         let fh = self.next_fh();
@@ -498,7 +600,11 @@ impl FsCore {
 
     /// The directory listing taken at `opendir`, from `offset` on.
     pub fn readdir(&self, fh: u64) -> FsResult<Arc<Vec<DirEntry>>> {
-        self.dir_handles.lock().get(&fh).cloned().ok_or(FsError::BadHandle)
+        self.dir_handles
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)
     }
 
     pub fn releasedir(&self, fh: u64) {
@@ -511,7 +617,8 @@ impl FsCore {
     }
 
     pub fn statfs(&self) -> FsResult<nix::sys::statvfs::Statvfs> {
-        nix::sys::statvfs::statvfs(&self.statfs_dir).map_err(|e| FsError::Io(std::io::Error::from(e)))
+        nix::sys::statvfs::statvfs(&self.statfs_dir)
+            .map_err(|e| FsError::Io(std::io::Error::from(e)))
     }
 
     /// Number of inodes in the table (root included).

@@ -56,7 +56,9 @@ impl FsError {
             FsError::NotWritable => libc::EBADF,
             // Local I/O keeps its own errno (ENOSPC, EDQUOT...): the caller can act on it.
             FsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
-            FsError::Remote(StoreError::LocalIo { source, .. }) => source.raw_os_error().unwrap_or(libc::EIO),
+            FsError::Remote(StoreError::LocalIo { source, .. }) => {
+                source.raw_os_error().unwrap_or(libc::EIO)
+            }
             FsError::Remote(_) => libc::EIO,
             FsError::Journal(JournalError::Io(e)) => e.raw_os_error().unwrap_or(libc::EIO),
             FsError::Journal(_) => libc::EIO,
@@ -74,8 +76,15 @@ mod tests {
     #[test]
     fn errno_mapping() {
         assert_eq!(FsError::NotFound.errno(), libc::ENOENT);
-        assert_eq!(FsError::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)).errno(), libc::ENOSPC);
-        let unavailable = StoreError::Unavailable { op: "put", key: "k".into(), message: "down".into() };
+        assert_eq!(
+            FsError::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)).errno(),
+            libc::ENOSPC
+        );
+        let unavailable = StoreError::Unavailable {
+            op: "put",
+            key: "k".into(),
+            message: "down".into(),
+        };
         assert_eq!(FsError::Remote(unavailable).errno(), libc::EIO);
         assert_eq!(FsError::Unsupported("x").errno(), libc::EOPNOTSUPP);
     }

@@ -13,8 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
 };
 use parking_lot::Mutex;
 
@@ -25,8 +26,27 @@ use crate::error::FsError;
 /// FUSE operation counters, by operation name.
 /// Operations counted by [`FuseMetrics`].
 const OPS: [&str; 21] = [
-    "lookup", "getattr", "setattr", "mkdir", "unlink", "rmdir", "rename", "link", "open", "create", "read",
-    "write", "flush", "release", "fsync", "opendir", "readdir", "fsyncdir", "statfs", "fallocate", "other",
+    "lookup",
+    "getattr",
+    "setattr",
+    "mkdir",
+    "unlink",
+    "rmdir",
+    "rename",
+    "link",
+    "open",
+    "create",
+    "read",
+    "write",
+    "flush",
+    "release",
+    "fsync",
+    "opendir",
+    "readdir",
+    "fsyncdir",
+    "statfs",
+    "fallocate",
+    "other",
 ];
 
 /// FUSE operation counters (lock-free: one atomic per operation).
@@ -43,7 +63,10 @@ impl FuseMetrics {
         self.counts[i].fetch_add(1, Ordering::Relaxed);
     }
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        OPS.iter().zip(&self.counts).map(|(op, c)| (*op, c.load(Ordering::Relaxed))).collect()
+        OPS.iter()
+            .zip(&self.counts)
+            .map(|(op, c)| (*op, c.load(Ordering::Relaxed)))
+            .collect()
     }
 }
 
@@ -81,7 +104,15 @@ impl StatefsFuse {
         metrics: Arc<FuseMetrics>,
         status: Arc<FuseStatus>,
     ) -> Self {
-        StatefsFuse { core, attr_ttl, entry_ttl, mode, backings: Mutex::new(Backings::default()), metrics, status }
+        StatefsFuse {
+            core,
+            attr_ttl,
+            entry_ttl,
+            mode,
+            backings: Mutex::new(Backings::default()),
+            metrics,
+            status,
+        }
     }
 
     fn file_attr(a: &Attr) -> FileAttr {
@@ -93,7 +124,11 @@ impl StatefsFuse {
             mtime: a.mtime,
             ctime: a.ctime,
             crtime: a.ctime,
-            kind: if a.is_dir { FileType::Directory } else { FileType::RegularFile },
+            kind: if a.is_dir {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
+            },
             perm: a.perm,
             nlink: a.nlink,
             uid: a.uid,
@@ -123,7 +158,12 @@ impl StatefsFuse {
 
     /// Registers `opened.backing` with the kernel when passthrough is on; `None` means the daemon
     /// serves this handle's I/O.
-    fn backing_for(&self, ino: u64, opened: &Opened, register: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>) -> Option<Arc<BackingId>> {
+    fn backing_for(
+        &self,
+        ino: u64,
+        opened: &Opened,
+        register: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
+    ) -> Option<Arc<BackingId>> {
         if !self.status.passthrough.load(Ordering::Relaxed) {
             return None;
         }
@@ -157,13 +197,20 @@ impl StatefsFuse {
     }
 
     fn count_open(&self, passthrough: bool) {
-        let c = if passthrough { &self.metrics.passthrough_opens } else { &self.metrics.daemon_opens };
+        let c = if passthrough {
+            &self.metrics.passthrough_opens
+        } else {
+            &self.metrics.daemon_opens
+        };
         c.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 fn caller(req: &Request) -> Caller {
-    Caller { uid: req.uid(), gid: req.gid() }
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
 }
 
 fn time_of(t: TimeOrNow) -> SystemTime {
@@ -193,7 +240,10 @@ impl Filesystem for StatefsFuse {
             }
             (PassthroughMode::Auto, false) => {}
         }
-        tracing::info!(passthrough = self.status.passthrough.load(Ordering::Relaxed), "FUSE session initialized");
+        tracing::info!(
+            passthrough = self.status.passthrough.load(Ordering::Relaxed),
+            "FUSE session initialized"
+        );
         self.status.ready.store(true, Ordering::Release);
         Ok(())
     }
@@ -258,13 +308,24 @@ impl Filesystem for StatefsFuse {
         }
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
         self.metrics.count("mkdir");
         let name = match Self::name(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.core.mkdir(parent.0, name, (mode & !umask & 0o7777) as u16, caller(req)) {
+        match self
+            .core
+            .mkdir(parent.0, name, (mode & !umask & 0o7777) as u16, caller(req))
+        {
             Ok(a) => reply.entry(&self.entry_ttl, &Self::file_attr(&a), fuser::Generation(0)),
             Err(e) => reply.error(Self::errno("mkdir", &e)),
         }
@@ -273,7 +334,11 @@ impl Filesystem for StatefsFuse {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.metrics.count("unlink");
         let _s = tracing::debug_span!("unlink", parent = parent.0, ?name).entered();
-        match Self::name(name).map_err(|e| e).and_then(|n| self.core.unlink(parent.0, n).map_err(|e| Self::errno("unlink", &e))) {
+        match Self::name(name).map_err(|e| e).and_then(|n| {
+            self.core
+                .unlink(parent.0, n)
+                .map_err(|e| Self::errno("unlink", &e))
+        }) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -281,7 +346,11 @@ impl Filesystem for StatefsFuse {
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.metrics.count("rmdir");
-        match Self::name(name).and_then(|n| self.core.rmdir(parent.0, n).map_err(|e| Self::errno("rmdir", &e))) {
+        match Self::name(name).and_then(|n| {
+            self.core
+                .rmdir(parent.0, n)
+                .map_err(|e| Self::errno("rmdir", &e))
+        }) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -301,7 +370,9 @@ impl Filesystem for StatefsFuse {
         let _s = tracing::debug_span!("rename", ?name, ?newname).entered();
         let r = Self::name(name).and_then(|n| {
             let nn = Self::name(newname)?;
-            self.core.rename(parent.0, n, newparent.0, nn, flags.bits()).map_err(|e| Self::errno("rename", &e))
+            self.core
+                .rename(parent.0, n, newparent.0, nn, flags.bits())
+                .map_err(|e| Self::errno("rename", &e))
         });
         match r {
             Ok(()) => reply.ok(),
@@ -309,7 +380,14 @@ impl Filesystem for StatefsFuse {
         }
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         self.metrics.count("link");
         let name = match Self::name(newname) {
             Ok(n) => n,
@@ -328,7 +406,11 @@ impl Filesystem for StatefsFuse {
             Ok(opened) => match self.backing_for(ino.0, &opened, |f| reply.open_backing(f)) {
                 Some(id) => {
                     self.count_open(true);
-                    reply.opened_passthrough(FileHandle(opened.fh), self.fopen_flags(&opened, true), &id)
+                    reply.opened_passthrough(
+                        FileHandle(opened.fh),
+                        self.fopen_flags(&opened, true),
+                        &id,
+                    )
                 }
                 None => {
                     self.count_open(false);
@@ -355,7 +437,13 @@ impl Filesystem for StatefsFuse {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.core.create(parent.0, name, (mode & !umask & 0o7777) as u16, flags, caller(req)) {
+        match self.core.create(
+            parent.0,
+            name,
+            (mode & !umask & 0o7777) as u16,
+            flags,
+            caller(req),
+        ) {
             Ok((attr, opened)) => {
                 let fa = Self::file_attr(&attr);
                 match self.backing_for(attr.ino, &opened, |f| reply.open_backing(f)) {
@@ -423,7 +511,14 @@ impl Filesystem for StatefsFuse {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         self.metrics.count("flush");
         match self.core.flush(fh.0) {
             Ok(()) => reply.ok(),
@@ -447,7 +542,10 @@ impl Filesystem for StatefsFuse {
         {
             let mut b = self.backings.lock();
             b.by_handle.remove(&fh.0);
-            if b.by_inode.get(&ino.0).is_some_and(|w| w.strong_count() == 0) {
+            if b.by_inode
+                .get(&ino.0)
+                .is_some_and(|w| w.strong_count() == 0)
+            {
                 b.by_inode.remove(&ino.0);
             }
         }
@@ -457,7 +555,14 @@ impl Filesystem for StatefsFuse {
         }
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         self.metrics.count("fsync");
         let _s = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0, datasync).entered();
         match self.core.fsync(fh.0, datasync) {
@@ -474,12 +579,23 @@ impl Filesystem for StatefsFuse {
         }
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         self.metrics.count("readdir");
         match self.core.readdir(fh.0) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-                    let kind = if e.is_dir { FileType::Directory } else { FileType::RegularFile };
+                    let kind = if e.is_dir {
+                        FileType::Directory
+                    } else {
+                        FileType::RegularFile
+                    };
                     if reply.add(INodeNo(e.ino), (i + 1) as u64, kind, &e.name) {
                         break;
                     }
@@ -490,12 +606,26 @@ impl Filesystem for StatefsFuse {
         }
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.core.releasedir(fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         self.metrics.count("fsyncdir");
         match self.core.fsyncdir() {
             Ok(()) => reply.ok(),
@@ -520,7 +650,16 @@ impl Filesystem for StatefsFuse {
         }
     }
 
-    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         self.metrics.count("fallocate");
         match self.core.fallocate(fh.0, offset, length, mode) {
             Ok(()) => reply.ok(),

@@ -18,8 +18,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::table::{MappingTable, Op, TableError};
 
@@ -28,9 +28,17 @@ pub enum JournalError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("journal {path} is damaged at line {line}: {why}")]
-    Damaged { path: PathBuf, line: usize, why: String },
+    Damaged {
+        path: PathBuf,
+        line: usize,
+        why: String,
+    },
     #[error("journal {path} line {line} does not apply to the table: {source}")]
-    Inconsistent { path: PathBuf, line: usize, source: TableError },
+    Inconsistent {
+        path: PathBuf,
+        line: usize,
+        source: TableError,
+    },
 }
 
 /// Records appended since the last compaction beyond which [`Journal::should_compact`] says yes.
@@ -115,11 +123,13 @@ impl Journal {
                     line: i + 1,
                     why,
                 })?;
-                table.apply_all(&ops).map_err(|source| JournalError::Inconsistent {
-                    path: snapshot.clone(),
-                    line: i + 1,
-                    source,
-                })?;
+                table
+                    .apply_all(&ops)
+                    .map_err(|source| JournalError::Inconsistent {
+                        path: snapshot.clone(),
+                        line: i + 1,
+                        source,
+                    })?;
             }
         }
         let log_path = dir.join(format!("journal.{generation}"));
@@ -130,7 +140,10 @@ impl Journal {
             let mut line_no = 0;
             while offset < data.len() {
                 line_no += 1;
-                let end = data[offset..].iter().position(|b| *b == b'\n').map(|p| offset + p);
+                let end = data[offset..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map(|p| offset + p);
                 let parsed = end
                     .ok_or_else(|| "unterminated record".to_string())
                     .and_then(|end| {
@@ -139,11 +152,13 @@ impl Journal {
                     .and_then(decode);
                 match parsed {
                     Ok(ops) => {
-                        table.apply_all(&ops).map_err(|source| JournalError::Inconsistent {
-                            path: log_path.clone(),
-                            line: line_no,
-                            source,
-                        })?;
+                        table
+                            .apply_all(&ops)
+                            .map_err(|source| JournalError::Inconsistent {
+                                path: log_path.clone(),
+                                line: line_no,
+                                source,
+                            })?;
                         records += 1;
                         offset = end.expect("parsed") + 1;
                     }
@@ -151,7 +166,11 @@ impl Journal {
                         // Only the last record can be torn by a crash.
                         let is_last = end.is_none_or(|e| e + 1 >= data.len());
                         if !is_last {
-                            return Err(JournalError::Damaged { path: log_path, line: line_no, why });
+                            return Err(JournalError::Damaged {
+                                path: log_path,
+                                line: line_no,
+                                why,
+                            });
                         }
                         tracing::warn!(path = %log_path.display(), line = line_no, %why, "cutting off a torn journal tail");
                         let f = OpenOptions::new().write(true).open(&log_path)?;
@@ -166,11 +185,17 @@ impl Journal {
         for entry in std::fs::read_dir(dir)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
-            if (name.starts_with("journal.") && *name != *format!("journal.{generation}")) || name == "snapshot.tmp" {
+            if (name.starts_with("journal.") && *name != *format!("journal.{generation}"))
+                || name == "snapshot.tmp"
+            {
                 std::fs::remove_file(dir.join(&*name))?;
             }
         }
-        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(&log_path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)?;
         let journal = Journal {
             dir: dir.to_path_buf(),
             generation,
@@ -191,7 +216,10 @@ impl Journal {
     }
 
     pub fn syncer(&self) -> JournalSyncer {
-        JournalSyncer { file: self.file.clone(), dirty: self.dirty.clone() }
+        JournalSyncer {
+            file: self.file.clone(),
+            dirty: self.dirty.clone(),
+        }
     }
 
     pub fn is_dirty(&self) -> bool {
@@ -217,7 +245,11 @@ impl Journal {
         std::fs::rename(&tmp, self.dir.join("snapshot"))?;
         sync_dir(&self.dir)?;
         let log_path = self.dir.join(format!("journal.{next}"));
-        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(&log_path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)?;
         // A leftover of an earlier interrupted compaction to the same generation holds nothing we need.
         file.set_len(0)?;
         file.sync_all()?;
@@ -238,15 +270,37 @@ mod tests {
     use crate::table::{InodeMeta, NodeKind, ROOT_INO};
 
     fn dir_op(ino: u64) -> Op {
-        Op::PutInode(InodeMeta { ino, kind: NodeKind::Dir, perm: 0o755, uid: 0, gid: 0, mtime_ns: 0, ctime_ns: 0 })
+        Op::PutInode(InodeMeta {
+            ino,
+            kind: NodeKind::Dir,
+            perm: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+        })
     }
 
     fn setup(dir: &Path) -> MappingTable {
         let (j, mut t) = Journal::open(dir).unwrap();
         for ops in [
             vec![dir_op(ROOT_INO)],
-            vec![dir_op(2), Op::PutEntry { parent: ROOT_INO, name: "a".into(), ino: 2 }],
-            vec![dir_op(3), Op::PutEntry { parent: 2, name: "b".into(), ino: 3 }],
+            vec![
+                dir_op(2),
+                Op::PutEntry {
+                    parent: ROOT_INO,
+                    name: "a".into(),
+                    ino: 2,
+                },
+            ],
+            vec![
+                dir_op(3),
+                Op::PutEntry {
+                    parent: 2,
+                    name: "b".into(),
+                    ino: 3,
+                },
+            ],
         ] {
             j.append(&ops).unwrap();
             t.apply_all(&ops).unwrap();
@@ -261,7 +315,14 @@ mod tests {
         let (mut j, replayed) = Journal::open(tmp.path()).unwrap();
         assert_eq!(replayed.snapshot_ops(), t.snapshot_ops());
         j.compact(&replayed).unwrap();
-        j.append(&[Op::DelEntry { parent: 2, name: "b".into() }, Op::DropInode(3)]).unwrap();
+        j.append(&[
+            Op::DelEntry {
+                parent: 2,
+                name: "b".into(),
+            },
+            Op::DropInode(3),
+        ])
+        .unwrap();
         drop(j);
         let (_, after) = Journal::open(tmp.path()).unwrap();
         assert!(after.get(3).is_none());
@@ -293,6 +354,9 @@ mod tests {
         data[second_line] ^= 0x55;
         std::fs::write(&path, &data).unwrap();
         let err = Journal::open(tmp.path()).unwrap_err();
-        assert!(matches!(err, JournalError::Damaged { line: 2, .. }), "{err}");
+        assert!(
+            matches!(err, JournalError::Damaged { line: 2, .. }),
+            "{err}"
+        );
     }
 }

@@ -9,7 +9,9 @@ use fuser::{MountOption, SessionACL};
 use crate::config::MountConfig;
 use crate::core::{FsCore, OpenError};
 use crate::fuse::{FuseMetrics, FuseStatus, StatefsFuse};
-use crate::store::{MetricsRemote, RemoteMetrics, RemoteSpec, RemoteStore, RetryingRemote, StoreError};
+use crate::store::{
+    MetricsRemote, RemoteMetrics, RemoteSpec, RemoteStore, RetryingRemote, StoreError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -22,12 +24,18 @@ pub enum MountError {
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("mounting FUSE at {path} failed: {source}")]
-    Fuse { path: PathBuf, source: std::io::Error },
+    Fuse {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The mount point must be an existing, empty directory that is not already a mount.
 pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
-    let err = |why: String| MountError::MountPoint { path: path.to_path_buf(), why };
+    let err = |why: String| MountError::MountPoint {
+        path: path.to_path_buf(),
+        why,
+    };
     let md = match std::fs::metadata(path) {
         Ok(md) => md,
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
@@ -36,7 +44,9 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
                 path.display()
             )));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(err("does not exist".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(err("does not exist".into()));
+        }
         Err(e) => return Err(err(e.to_string())),
     };
     if !md.is_dir() {
@@ -55,13 +65,22 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
 
 /// Whether `path` (absolute) is a mount point, from /proc/self/mountinfo.
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
     let want = path.to_string_lossy();
-    info.lines().any(|l| l.split(' ').nth(4).is_some_and(|mp| unescape_mount_path(mp) == want))
+    info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .is_some_and(|mp| unescape_mount_path(mp) == want)
+    })
 }
 
 fn unescape_mount_path(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// The object-store stack of a mount: retries over counted calls over the store itself.
@@ -75,7 +94,10 @@ pub fn build_remote(
         .open(&config.s3, runtime)
         .map_err(MountError::BadRemote)?
         .with_multipart(config.multipart_threshold, config.part_size);
-    Ok(Arc::new(RetryingRemote::new(MetricsRemote::new(store, metrics), config.retry)))
+    Ok(Arc::new(RetryingRemote::new(
+        MetricsRemote::new(store, metrics),
+        config.retry,
+    )))
 }
 
 pub fn runtime() -> Result<Arc<tokio::runtime::Runtime>, MountError> {
@@ -118,7 +140,11 @@ pub struct Prepared {
 
 /// Checks the mount point, opens the store and recovers the core. `remote` replaces the store named
 /// by the config (tests inject faults this way).
-pub fn prepare(config: &MountConfig, mountpoint: &Path, remote: Option<Arc<dyn RemoteStore>>) -> Result<Prepared, MountError> {
+pub fn prepare(
+    config: &MountConfig,
+    mountpoint: &Path,
+    remote: Option<Arc<dyn RemoteStore>>,
+) -> Result<Prepared, MountError> {
     let runtime = runtime()?;
     let remote_metrics = Arc::new(RemoteMetrics::default());
     let remote = match remote {
@@ -137,7 +163,16 @@ pub fn prepare(config: &MountConfig, mountpoint: &Path, remote: Option<Arc<dyn R
         fuse_metrics.clone(),
         status.clone(),
     );
-    Ok(Prepared { core, fs, fuser: fuser_config(config), mountpoint, remote_metrics, fuse_metrics, status, runtime })
+    Ok(Prepared {
+        core,
+        fs,
+        fuser: fuser_config(config),
+        mountpoint,
+        remote_metrics,
+        fuse_metrics,
+        status,
+        runtime,
+    })
 }
 
 /// A live in-process mount. Dropping it unmounts (and waits for the journal to be compacted).
@@ -162,8 +197,12 @@ impl MountHandle {
         remote: Option<Arc<dyn RemoteStore>>,
     ) -> Result<MountHandle, MountError> {
         let p = prepare(config, mountpoint, remote)?;
-        let session = fuser::spawn_mount(p.fs, &p.mountpoint, &p.fuser)
-            .map_err(|source| MountError::Fuse { path: p.mountpoint.clone(), source })?;
+        let session = fuser::spawn_mount(p.fs, &p.mountpoint, &p.fuser).map_err(|source| {
+            MountError::Fuse {
+                path: p.mountpoint.clone(),
+                source,
+            }
+        })?;
         Ok(MountHandle {
             session: Some(session),
             core: Some(p.core),

@@ -17,7 +17,11 @@ pub enum Placement {
 /// The decision is made once, at create, from the name the file is created under; a later rename does
 /// not move bytes.
 pub fn placement_for(name: &str) -> Placement {
-    if name.ends_with(".sst") { Placement::Remote } else { Placement::Local }
+    if name.ends_with(".sst") {
+        Placement::Remote
+    } else {
+        Placement::Local
+    }
 }
 
 #[cfg(test)]
@@ -30,8 +34,19 @@ mod tests {
             assert_eq!(placement_for(name), Placement::Remote, "{name}");
         }
         for name in [
-            "MANIFEST-000005", "CURRENT", "OPTIONS-000007", "LOG", "LOG.old.1", "000003.log", "LOCK",
-            "IDENTITY", "000009.dbtmp", "sst", ".sst.tmp", "a.sst.bak", "000012.SST",
+            "MANIFEST-000005",
+            "CURRENT",
+            "OPTIONS-000007",
+            "LOG",
+            "LOG.old.1",
+            "000003.log",
+            "LOCK",
+            "IDENTITY",
+            "000009.dbtmp",
+            "sst",
+            ".sst.tmp",
+            "a.sst.bak",
+            "000012.SST",
         ] {
             assert_eq!(placement_for(name), Placement::Local, "{name}");
         }

@@ -42,10 +42,18 @@ pub enum StoreError {
     AlreadyExists { key: String },
     /// A failure that may pass (network, throttling, server error): worth retrying.
     #[error("object store unavailable ({op} {key}): {message}")]
-    Unavailable { op: &'static str, key: String, message: String },
+    Unavailable {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
     /// A failure that will not pass by retrying (bad credentials, invalid request, bad config).
     #[error("object store refused {op} {key}: {message}")]
-    Fatal { op: &'static str, key: String, message: String },
+    Fatal {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
     #[error("local I/O while transferring {key}: {source}")]
     LocalIo { key: String, source: std::io::Error },
     #[error("invalid remote: {0}")]

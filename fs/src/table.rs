@@ -141,7 +141,10 @@ pub struct MappingTable {
 impl MappingTable {
     /// An empty table; the root directory comes from an op like every other inode.
     pub fn new() -> Self {
-        MappingTable { nodes: HashMap::new(), next_ino: ROOT_INO + 1 }
+        MappingTable {
+            nodes: HashMap::new(),
+            next_ino: ROOT_INO + 1,
+        }
     }
 
     pub fn root_op(perm: u16, uid: u32, gid: u32, now_ns: i64) -> Op {
@@ -180,7 +183,13 @@ impl MappingTable {
 
     pub fn lookup(&self, parent: Ino, name: &str) -> Result<Ino, TableError> {
         let dir = self.dir(parent)?;
-        dir.children.get(name).copied().ok_or_else(|| TableError::NoName { parent, name: name.into() })
+        dir.children
+            .get(name)
+            .copied()
+            .ok_or_else(|| TableError::NoName {
+                parent,
+                name: name.into(),
+            })
     }
 
     fn dir(&self, ino: Ino) -> Result<&Node, TableError> {
@@ -234,7 +243,12 @@ impl MappingTable {
                     None => {
                         self.nodes.insert(
                             meta.ino,
-                            Node { meta: meta.clone(), nlink: 0, parent: meta.ino, children: BTreeMap::new() },
+                            Node {
+                                meta: meta.clone(),
+                                nlink: 0,
+                                parent: meta.ino,
+                                children: BTreeMap::new(),
+                            },
                         );
                     }
                 }
@@ -243,13 +257,20 @@ impl MappingTable {
             Op::PutEntry { parent, name, ino } => {
                 let dir = self.dir(*parent)?;
                 if dir.children.contains_key(name) {
-                    return Err(TableError::NameTaken { parent: *parent, name: name.clone() });
+                    return Err(TableError::NameTaken {
+                        parent: *parent,
+                        name: name.clone(),
+                    });
                 }
                 let target = self.nodes.get(ino).ok_or(TableError::NoInode(*ino))?;
                 if target.meta.is_dir() && (target.nlink > 0 || *ino == ROOT_INO) {
                     return Err(TableError::DirLinked(*ino));
                 }
-                self.nodes.get_mut(parent).expect("checked").children.insert(name.clone(), *ino);
+                self.nodes
+                    .get_mut(parent)
+                    .expect("checked")
+                    .children
+                    .insert(name.clone(), *ino);
                 let target = self.nodes.get_mut(ino).expect("checked");
                 target.nlink += 1;
                 if target.meta.is_dir() {
@@ -259,7 +280,11 @@ impl MappingTable {
             }
             Op::DelEntry { parent, name } => {
                 let ino = self.lookup(*parent, name)?;
-                self.nodes.get_mut(parent).expect("checked").children.remove(name);
+                self.nodes
+                    .get_mut(parent)
+                    .expect("checked")
+                    .children
+                    .remove(name);
                 let target = self.nodes.get_mut(&ino).ok_or(TableError::NoInode(ino))?;
                 target.nlink = target.nlink.saturating_sub(1);
                 Ok(())
@@ -283,12 +308,19 @@ impl MappingTable {
     pub fn snapshot_ops(&self) -> Vec<Op> {
         let mut inos: Vec<&Ino> = self.nodes.keys().collect();
         inos.sort();
-        let mut ops: Vec<Op> = inos.iter().map(|i| Op::PutInode(self.nodes[i].meta.clone())).collect();
+        let mut ops: Vec<Op> = inos
+            .iter()
+            .map(|i| Op::PutInode(self.nodes[i].meta.clone()))
+            .collect();
         // Directories in inode order: a child's entry only needs its parent inode to exist, which
         // every PutInode above guarantees.
         for ino in inos {
             for (name, child) in &self.nodes[ino].children {
-                ops.push(Op::PutEntry { parent: *ino, name: name.clone(), ino: *child });
+                ops.push(Op::PutEntry {
+                    parent: *ino,
+                    name: name.clone(),
+                    ino: *child,
+                });
             }
         }
         ops
@@ -306,7 +338,15 @@ mod tests {
     use super::*;
 
     fn dir(ino: Ino) -> Op {
-        Op::PutInode(InodeMeta { ino, kind: NodeKind::Dir, perm: 0o755, uid: 0, gid: 0, mtime_ns: 0, ctime_ns: 0 })
+        Op::PutInode(InodeMeta {
+            ino,
+            kind: NodeKind::Dir,
+            perm: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+        })
     }
     fn file(ino: Ino) -> Op {
         Op::PutInode(InodeMeta {
@@ -324,12 +364,23 @@ mod tests {
         })
     }
     fn entry(parent: Ino, name: &str, ino: Ino) -> Op {
-        Op::PutEntry { parent, name: name.into(), ino }
+        Op::PutEntry {
+            parent,
+            name: name.into(),
+            ino,
+        }
     }
 
     fn base() -> MappingTable {
         let mut t = MappingTable::new();
-        t.apply_all(&[dir(ROOT_INO), dir(2), entry(ROOT_INO, "db", 2), file(3), entry(2, "a.sst", 3)]).unwrap();
+        t.apply_all(&[
+            dir(ROOT_INO),
+            dir(2),
+            entry(ROOT_INO, "db", 2),
+            file(3),
+            entry(2, "a.sst", 3),
+        ])
+        .unwrap();
         t
     }
 
@@ -338,10 +389,18 @@ mod tests {
         let mut t = base();
         t.apply(&entry(ROOT_INO, "b.sst", 3)).unwrap();
         assert_eq!(t.get(3).unwrap().nlink, 2);
-        t.apply(&Op::DelEntry { parent: 2, name: "a.sst".into() }).unwrap();
+        t.apply(&Op::DelEntry {
+            parent: 2,
+            name: "a.sst".into(),
+        })
+        .unwrap();
         assert_eq!(t.get(3).unwrap().nlink, 1);
         assert_eq!(t.apply(&Op::DropInode(3)), Err(TableError::StillLinked(3)));
-        t.apply(&Op::DelEntry { parent: ROOT_INO, name: "b.sst".into() }).unwrap();
+        t.apply(&Op::DelEntry {
+            parent: ROOT_INO,
+            name: "b.sst".into(),
+        })
+        .unwrap();
         t.apply(&Op::DropInode(3)).unwrap();
         assert!(t.get(3).is_none());
     }
@@ -349,24 +408,45 @@ mod tests {
     #[test]
     fn rejects_invalid_ops() {
         let mut t = base();
-        assert!(matches!(t.apply(&entry(2, "a.sst", 3)), Err(TableError::NameTaken { .. })));
+        assert!(matches!(
+            t.apply(&entry(2, "a.sst", 3)),
+            Err(TableError::NameTaken { .. })
+        ));
         assert_eq!(t.apply(&entry(3, "x", 3)), Err(TableError::NotDir(3)));
-        assert_eq!(t.apply(&entry(ROOT_INO, "db2", 2)), Err(TableError::DirLinked(2)));
+        assert_eq!(
+            t.apply(&entry(ROOT_INO, "db2", 2)),
+            Err(TableError::DirLinked(2))
+        );
         assert_eq!(t.apply(&Op::DropInode(2)), Err(TableError::StillLinked(2)));
         assert_eq!(t.apply(&Op::DropInode(ROOT_INO)), Err(TableError::Root));
-        assert!(matches!(t.apply(&Op::DelEntry { parent: 2, name: "zz".into() }), Err(TableError::NoName { .. })));
+        assert!(matches!(
+            t.apply(&Op::DelEntry {
+                parent: 2,
+                name: "zz".into()
+            }),
+            Err(TableError::NoName { .. })
+        ));
     }
 
     #[test]
     fn snapshot_rebuilds_the_same_table() {
         let mut t = base();
-        t.apply_all(&[dir(7), entry(2, "sub", 7), file(9), entry(7, "x", 9), entry(ROOT_INO, "y", 9)]).unwrap();
+        t.apply_all(&[
+            dir(7),
+            entry(2, "sub", 7),
+            file(9),
+            entry(7, "x", 9),
+            entry(ROOT_INO, "y", 9),
+        ])
+        .unwrap();
         let mut rebuilt = MappingTable::new();
         rebuilt.apply_all(&t.snapshot_ops()).unwrap();
         assert_eq!(rebuilt.snapshot_ops(), t.snapshot_ops());
         assert_eq!(rebuilt.get(9).unwrap().nlink, 2);
         assert_eq!(rebuilt.get(7).unwrap().parent, 2);
         assert_eq!(rebuilt.allocate_ino(), 10);
-        assert!(rebuilt.is_within(7, 2) && rebuilt.is_within(7, ROOT_INO) && !rebuilt.is_within(2, 7));
+        assert!(
+            rebuilt.is_within(7, 2) && rebuilt.is_within(7, ROOT_INO) && !rebuilt.is_within(2, 7)
+        );
     }
 }

@@ -24,11 +24,22 @@ impl Dirs {
     pub fn new() -> Dirs {
         // Under the target dir rather than /tmp: /tmp may be a small tmpfs, and these tests write
         // hundreds of megabytes.
-        let base = std::env::var_os("STATEFS_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let base = std::env::var_os("STATEFS_TEST_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&base).unwrap();
-        let root = tempfile::Builder::new().prefix("statefs-test-").tempdir_in(base).unwrap();
+        let root = tempfile::Builder::new()
+            .prefix("statefs-test-")
+            .tempdir_in(base)
+            .unwrap();
         let p = root.path().to_path_buf();
-        let d = Dirs { remote: p.join("remote"), local: p.join("local"), cache: p.join("cache"), mnt: p.join("mnt"), root };
+        let d = Dirs {
+            remote: p.join("remote"),
+            local: p.join("local"),
+            cache: p.join("cache"),
+            mnt: p.join("mnt"),
+            root,
+        };
         std::fs::create_dir_all(&d.mnt).unwrap();
         d
     }
@@ -44,10 +55,17 @@ impl Dirs {
     /// Objects under `data/` of the file remote: (key, size).
     pub fn remote_objects(&self) -> Vec<(String, u64)> {
         let dir = self.remote.join("data");
-        let Ok(rd) = std::fs::read_dir(&dir) else { return Vec::new() };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
         let mut v: Vec<_> = rd
             .map(|e| e.unwrap())
-            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().unwrap().len(),
+                )
+            })
             .collect();
         v.sort();
         v
@@ -67,7 +85,15 @@ pub fn statefs_bin() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "statefs-cli", "--bin", "statefs", "--manifest-path"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "statefs-cli",
+                "--bin",
+                "statefs",
+                "--manifest-path",
+            ])
             .arg(&manifest)
             .status()
             .expect("running cargo build for the statefs binary");
@@ -75,7 +101,11 @@ pub fn statefs_bin() -> PathBuf {
         // Test executables live in <target>/<profile>/deps/.
         let exe = std::env::current_exe().unwrap();
         let bin = exe.parent().unwrap().parent().unwrap().join("statefs");
-        assert!(bin.exists(), "statefs binary not found at {}", bin.display());
+        assert!(
+            bin.exists(),
+            "statefs binary not found at {}",
+            bin.display()
+        );
         bin
     })
     .clone()
@@ -107,13 +137,21 @@ impl CliMount {
             .stderr(stderr)
             .spawn()
             .expect("spawning statefs mount");
-        let mut m = CliMount { child: Some(child), mnt: mnt.to_path_buf(), stderr_path };
+        let mut m = CliMount {
+            child: Some(child),
+            mnt: mnt.to_path_buf(),
+            stderr_path,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !is_mounted(mnt) {
             if let Some(status) = m.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("statefs mount exited with {status}: {}", m.stderr());
             }
-            assert!(Instant::now() < deadline, "mount did not come up: {}", m.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "mount did not come up: {}",
+                m.stderr()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         m
@@ -154,7 +192,10 @@ impl CliMount {
             }
         }
         if is_mounted(&self.mnt) {
-            let _ = Command::new(statefs_bin()).args(["unmount", "--lazy"]).arg(&self.mnt).status();
+            let _ = Command::new(statefs_bin())
+                .args(["unmount", "--lazy"])
+                .arg(&self.mnt)
+                .status();
         }
     }
 }
@@ -167,8 +208,16 @@ impl Drop for CliMount {
 
 /// Clears a dead mount left by a killed mount process.
 pub fn unmount_dead(mnt: &Path) {
-    let out = Command::new(statefs_bin()).arg("unmount").arg(mnt).output().unwrap();
-    assert!(out.status.success(), "statefs unmount: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(statefs_bin())
+        .arg("unmount")
+        .arg(mnt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "statefs unmount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!is_mounted(mnt));
 }
 
@@ -181,18 +230,27 @@ pub struct S3Server {
 impl S3Server {
     /// Starts `moto_server` on a free loopback port and creates `bucket`.
     pub fn start(bucket: &str) -> S3Server {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server not found: run scripts/setup.sh (pip install 'moto[server]')");
-        let server = S3Server { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let server = S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-                let req = format!("PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let req = format!(
+                    "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
                 s.write_all(req.as_bytes()).unwrap();
                 let mut resp = String::new();
                 let _ = s.read_to_string(&mut resp);
@@ -217,7 +275,9 @@ pub const SST_MAGIC: u64 = 0x88e241b785f4cff7;
 
 /// Whether the file ends with the SST magic number.
 pub fn looks_like_sst(path: &Path) -> bool {
-    let Ok(data) = std::fs::read(path) else { return false };
+    let Ok(data) = std::fs::read(path) else {
+        return false;
+    };
     data.len() >= 8 && u64::from_le_bytes(data[data.len() - 8..].try_into().unwrap()) == SST_MAGIC
 }
 

@@ -3,11 +3,15 @@
 use std::process::Command;
 
 use statefs::MountHandle;
-use statefs_tests::{is_mounted, statefs_bin, Dirs};
+use statefs_tests::{Dirs, is_mounted, statefs_bin};
 
 fn mount_cli(remote: &str, dirs: &Dirs, mnt: &std::path::Path, extra: &[&str]) -> (bool, String) {
     let r = run_mount(remote, dirs, mnt, extra);
-    assert!(!is_mounted(mnt), "a failed mount left {} mounted", mnt.display());
+    assert!(
+        !is_mounted(mnt),
+        "a failed mount left {} mounted",
+        mnt.display()
+    );
     r
 }
 
@@ -23,7 +27,10 @@ fn run_mount(remote: &str, dirs: &Dirs, mnt: &std::path::Path, extra: &[&str]) -
         .arg(mnt)
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -31,18 +38,52 @@ fn each_bad_input_fails_with_its_message() {
     let dirs = Dirs::new();
     let good = dirs.remote_url();
     let cases: Vec<(String, std::path::PathBuf, Vec<&str>, &str)> = vec![
-        ("ftp://host/x".into(), dirs.mnt.clone(), vec![], "unsupported scheme \"ftp\""),
-        ("file://relative/x".into(), dirs.mnt.clone(), vec![], "file URLs take an absolute path"),
-        ("not a url".into(), dirs.mnt.clone(), vec![], "bad --remote URL"),
+        (
+            "ftp://host/x".into(),
+            dirs.mnt.clone(),
+            vec![],
+            "unsupported scheme \"ftp\"",
+        ),
+        (
+            "file://relative/x".into(),
+            dirs.mnt.clone(),
+            vec![],
+            "file URLs take an absolute path",
+        ),
+        (
+            "not a url".into(),
+            dirs.mnt.clone(),
+            vec![],
+            "bad --remote URL",
+        ),
         ("s3://".into(), dirs.mnt.clone(), vec![], "bad --remote URL"),
-        (good.clone(), dirs.root.path().join("missing"), vec![], "does not exist"),
-        (good.clone(), dirs.local.join("LOCK-not-a-dir"), vec![], "does not exist"),
-        (good.clone(), dirs.mnt.clone(), vec!["--passthrough", "sometimes"], "passthrough must be auto, on or off"),
+        (
+            good.clone(),
+            dirs.root.path().join("missing"),
+            vec![],
+            "does not exist",
+        ),
+        (
+            good.clone(),
+            dirs.local.join("LOCK-not-a-dir"),
+            vec![],
+            "does not exist",
+        ),
+        (
+            good.clone(),
+            dirs.mnt.clone(),
+            vec!["--passthrough", "sometimes"],
+            "passthrough must be auto, on or off",
+        ),
     ];
     for (remote, mnt, extra, want) in cases {
         let (ok, stderr) = mount_cli(&remote, &dirs, &mnt, &extra);
         assert!(!ok, "{remote} {}: succeeded", mnt.display());
-        assert!(stderr.contains(want), "{remote} {}: wanted {want:?} in {stderr}", mnt.display());
+        assert!(
+            stderr.contains(want),
+            "{remote} {}: wanted {want:?} in {stderr}",
+            mnt.display()
+        );
     }
 
     // A file is not a mount point; a non-empty directory neither.
@@ -60,21 +101,40 @@ fn each_bad_input_fails_with_its_message() {
         "s3://bucket/p",
         &dirs,
         &dirs.mnt,
-        &["--s3-endpoint", "http://127.0.0.1:9", "--s3-region", "us-east-1", "--s3-access-key-id", "k",
-          "--s3-secret-access-key", "s", "--retry-attempts", "1"],
+        &[
+            "--s3-endpoint",
+            "http://127.0.0.1:9",
+            "--s3-region",
+            "us-east-1",
+            "--s3-access-key-id",
+            "k",
+            "--s3-secret-access-key",
+            "s",
+            "--retry-attempts",
+            "1",
+        ],
     );
-    assert!(!ok && stderr.contains("object store is not usable"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("object store is not usable"),
+        "{stderr}"
+    );
 
     // The local dir of a live mount is locked.
     let mnt2 = dirs.root.path().join("mnt2");
     std::fs::create_dir(&mnt2).unwrap();
     let live = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
     let (ok, stderr) = mount_cli(&good, &dirs, &mnt2, &[]);
-    assert!(!ok && stderr.contains("is in use by another statefs mount"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("is in use by another statefs mount"),
+        "{stderr}"
+    );
     // Mounting over a live mount is refused too.
     let other = Dirs::new();
     let (ok, stderr) = run_mount(&other.remote_url(), &other, &dirs.mnt, &[]);
-    assert!(!ok && stderr.contains("something is already mounted there"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("something is already mounted there"),
+        "{stderr}"
+    );
     live.unmount().unwrap();
 
     // After all of that, a good mount works.

@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use statefs_tests::{crash_key, crash_progress, crash_value, unmount_dead, CliMount, Dirs};
+use statefs_tests::{CliMount, Dirs, crash_key, crash_progress, crash_value, unmount_dead};
 
 #[test]
 fn synced_writes_survive_kill9_of_the_mount() {
@@ -30,7 +30,11 @@ fn synced_writes_survive_kill9_of_the_mount() {
     let deadline = Instant::now() + Duration::from_secs(240);
     while crash_progress(&progress) < 8_000 || dirs.remote_objects().len() < 2 {
         assert!(writer.try_wait().unwrap().is_none(), "writer died early");
-        assert!(Instant::now() < deadline, "writer too slow: {} keys", crash_progress(&progress));
+        assert!(
+            Instant::now() < deadline,
+            "writer too slow: {} keys",
+            crash_progress(&progress)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     mount.kill9();
@@ -48,7 +52,11 @@ fn synced_writes_survive_kill9_of_the_mount() {
     opts.create_if_missing(false);
     let reopened = rocksdb::DB::open(&opts, &db).expect("RocksDB reopens after the crash");
     for i in 0..acked {
-        assert_eq!(reopened.get(crash_key(i)).unwrap().as_deref(), Some(&crash_value(i)[..]), "key {i} of {acked}");
+        assert_eq!(
+            reopened.get(crash_key(i)).unwrap().as_deref(),
+            Some(&crash_value(i)[..]),
+            "key {i} of {acked}"
+        );
     }
     drop(reopened);
     let log = mount.stop();

@@ -6,7 +6,10 @@ use statefs_tests::{CliMount, Dirs};
 
 fn db_bench() -> &'static str {
     let path = "/usr/bin/db_bench";
-    assert!(std::path::Path::new(path).exists(), "db_bench missing: scripts/setup.sh installs rocksdb-tools");
+    assert!(
+        std::path::Path::new(path).exists(),
+        "db_bench missing: scripts/setup.sh installs rocksdb-tools"
+    );
     path
 }
 
@@ -37,9 +40,18 @@ fn db_bench_fillrandom_readrandom_on_the_mount() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "db_bench failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "db_bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for bench in ["fillrandom", "readrandom"] {
-        assert!(stdout.lines().any(|l| l.starts_with(bench) && l.contains("ops/sec")), "{bench} missing:\n{stdout}");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(bench) && l.contains("ops/sec")),
+            "{bench} missing:\n{stdout}"
+        );
     }
     // readrandom reports how many of its keys it found: all of them were written by fillrandom
     // (same key space, one thread), up to collisions of the random generator.
@@ -50,7 +62,10 @@ fn db_bench_fillrandom_readrandom_on_the_mount() {
         .and_then(|s| s.split(" of ").next())
         .and_then(|s| s.trim().parse::<u64>().ok())
         .expect("readrandom found-count");
-    assert!(found > 12_000, "readrandom found only {found} of 20000 keys:\n{stdout}");
+    assert!(
+        found > 12_000,
+        "readrandom found only {found} of 20000 keys:\n{stdout}"
+    );
     assert!(!dirs.remote_objects().is_empty(), "SSTs reached the store");
     let log = mount.stop();
     assert!(log.contains("unmounted"), "{log}");

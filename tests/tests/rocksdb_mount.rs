@@ -3,9 +3,9 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use rocksdb::{Options, DB};
+use rocksdb::{DB, Options};
 use statefs::MountHandle;
-use statefs_tests::{looks_like_sst, Dirs};
+use statefs_tests::{Dirs, looks_like_sst};
 
 const KEYS: u32 = 200_000;
 
@@ -55,7 +55,14 @@ fn rocksdb_writes_compacts_reopens_with_ssts_in_the_store() {
         db.compact_range::<&[u8], &[u8]>(None, None);
         verify_all(&db);
         drop(db);
-        assert!(mount.core().metrics.uploads.load(std::sync::atomic::Ordering::Relaxed) > 5);
+        assert!(
+            mount
+                .core()
+                .metrics
+                .uploads
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 5
+        );
         mount.unmount().unwrap();
     }
     assert!(!statefs_tests::is_mounted(&dirs.mnt));
@@ -65,9 +72,16 @@ fn rocksdb_writes_compacts_reopens_with_ssts_in_the_store() {
     assert!(!objects.is_empty());
     let remote_bytes: u64 = objects.iter().map(|(_, s)| s).sum();
     for entry in walk(&dirs.local) {
-        assert!(!looks_like_sst(&entry), "SST data in the local dir: {}", entry.display());
+        assert!(
+            !looks_like_sst(&entry),
+            "SST data in the local dir: {}",
+            entry.display()
+        );
     }
-    assert!(walk(&dirs.remote).iter().all(|p| looks_like_sst(p)), "every object is an SST");
+    assert!(
+        walk(&dirs.remote).iter().all(|p| looks_like_sst(p)),
+        "every object is an SST"
+    );
 
     // Remount and reopen: every key is there.
     let mount = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
@@ -77,8 +91,15 @@ fn rocksdb_writes_compacts_reopens_with_ssts_in_the_store() {
         .filter(|p| p.extension().is_some_and(|e| e == "sst"))
         .collect();
     assert!(!ssts.is_empty());
-    let live_sst_bytes: u64 = ssts.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
-    assert_eq!(objects.len(), ssts.len(), "one object per live SST, deleted SSTs are gone from the store");
+    let live_sst_bytes: u64 = ssts
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(
+        objects.len(),
+        ssts.len(),
+        "one object per live SST, deleted SSTs are gone from the store"
+    );
     assert_eq!(remote_bytes, live_sst_bytes);
     let db = DB::open(&small_lsm_options(), &db_path).unwrap();
     verify_all(&db);
@@ -106,7 +127,14 @@ fn cold_reads_after_cache_loss_come_from_the_store() {
         assert_eq!(db.get(key(i)).unwrap().as_deref(), Some(&value(i)[..]));
     }
     drop(db);
-    assert!(mount.core().metrics.remote_reads.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(
+        mount
+            .core()
+            .metrics
+            .remote_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
 }
 
 #[test]
@@ -117,9 +145,15 @@ fn checkpoint_hard_links_and_renames_through_the_mount() {
 
     // Plain POSIX semantics first.
     std::fs::write(m.join("a.sst"), b"A").unwrap();
-    std::fs::File::open(m.join("a.sst")).unwrap().sync_all().unwrap();
+    std::fs::File::open(m.join("a.sst"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
     std::fs::hard_link(m.join("a.sst"), m.join("b.sst")).unwrap();
-    let (a, b) = (std::fs::metadata(m.join("a.sst")).unwrap(), std::fs::metadata(m.join("b.sst")).unwrap());
+    let (a, b) = (
+        std::fs::metadata(m.join("a.sst")).unwrap(),
+        std::fs::metadata(m.join("b.sst")).unwrap(),
+    );
     assert_eq!(a.ino(), b.ino());
     assert_eq!(a.nlink(), 2);
     let objects = dirs.remote_objects();
@@ -147,14 +181,24 @@ fn checkpoint_hard_links_and_renames_through_the_mount() {
     }
     db.flush().unwrap();
     let before = dirs.remote_objects().len();
-    rocksdb::checkpoint::Checkpoint::new(&db).unwrap().create_checkpoint(m.join("chk")).unwrap();
-    assert_eq!(dirs.remote_objects().len(), before, "checkpoint copied no SST bytes");
+    rocksdb::checkpoint::Checkpoint::new(&db)
+        .unwrap()
+        .create_checkpoint(m.join("chk"))
+        .unwrap();
+    assert_eq!(
+        dirs.remote_objects().len(),
+        before,
+        "checkpoint copied no SST bytes"
+    );
     for i in 30_000..40_000 {
         db.put(key(i), value(i)).unwrap();
     }
     drop(db);
     let chk = DB::open_for_read_only(&Options::default(), m.join("chk"), false).unwrap();
-    assert_eq!(chk.get(key(29_999)).unwrap().as_deref(), Some(&value(29_999)[..]));
+    assert_eq!(
+        chk.get(key(29_999)).unwrap().as_deref(),
+        Some(&value(29_999)[..])
+    );
     assert_eq!(chk.get(key(35_000)).unwrap(), None);
     drop(chk);
     mount.unmount().unwrap();
@@ -170,11 +214,22 @@ fn unreachable_store_gives_eio_and_keeps_the_mapping() {
     let dirs = Dirs::new();
     let rt = statefs::mount::runtime().unwrap();
     let faults = FaultPlan::default();
-    let store = statefs::store::RemoteSpec::parse(&dirs.remote_url()).unwrap().open(&Default::default(), rt.clone()).unwrap();
-    let policy = RetryPolicy { attempts: 3, initial_backoff: Duration::from_millis(5), max_backoff: Duration::from_millis(10) };
-    let remote: Arc<dyn RemoteStore> = Arc::new(RetryingRemote::new(FailingRemote::new(store, faults.clone()), policy));
+    let store = statefs::store::RemoteSpec::parse(&dirs.remote_url())
+        .unwrap()
+        .open(&Default::default(), rt.clone())
+        .unwrap();
+    let policy = RetryPolicy {
+        attempts: 3,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(10),
+    };
+    let remote: Arc<dyn RemoteStore> = Arc::new(RetryingRemote::new(
+        FailingRemote::new(store, faults.clone()),
+        policy,
+    ));
     {
-        let mount = MountHandle::mount_with_remote(&dirs.config(), &dirs.mnt, Some(remote.clone())).unwrap();
+        let mount = MountHandle::mount_with_remote(&dirs.config(), &dirs.mnt, Some(remote.clone()))
+            .unwrap();
         let path = dirs.mnt.join("x.sst");
         let mut f = std::fs::File::create(&path).unwrap();
         f.write_all(&vec![42u8; 300_000]).unwrap();
@@ -190,7 +245,10 @@ fn unreachable_store_gives_eio_and_keeps_the_mapping() {
         mount.unmount().unwrap();
     }
     let mount = MountHandle::mount_with_remote(&dirs.config(), &dirs.mnt, Some(remote)).unwrap();
-    assert_eq!(std::fs::read(dirs.mnt.join("x.sst")).unwrap(), vec![42u8; 300_000]);
+    assert_eq!(
+        std::fs::read(dirs.mnt.join("x.sst")).unwrap(),
+        vec![42u8; 300_000]
+    );
     drop(mount);
 }
 
@@ -200,14 +258,22 @@ fn renameat2_noreplace(from: &Path, to: &Path) -> Option<i32> {
     let f = CString::new(from.as_os_str().as_bytes()).unwrap();
     let t = CString::new(to.as_os_str().as_bytes()).unwrap();
     let r = unsafe {
-        libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE)
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
     };
     (r != 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap())
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in rd {
         let p = e.unwrap().path();
         if p.is_dir() {

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use rocksdb::{Options, DB};
-use statefs::store::{RemoteSpec, RemoteStore, S3Options};
+use rocksdb::{DB, Options};
 use statefs::MountHandle;
+use statefs::store::{RemoteSpec, RemoteStore, S3Options};
 use statefs_tests::{Dirs, S3Server};
 
 fn s3_config(dirs: &Dirs, server: &S3Server) -> statefs::MountConfig {
@@ -43,15 +43,31 @@ fn rocksdb_on_s3_writes_reopens_and_reads_cold() {
         db.compact_range::<&[u8], &[u8]>(None, None);
         // A big file through the mount takes the multipart path.
         std::fs::write(dirs.mnt.join("big.sst"), vec![9u8; 13 << 20]).unwrap();
-        std::fs::File::open(dirs.mnt.join("big.sst")).unwrap().sync_all().unwrap();
+        std::fs::File::open(dirs.mnt.join("big.sst"))
+            .unwrap()
+            .sync_all()
+            .unwrap();
     }
     let rt = statefs::mount::runtime().unwrap();
-    let store = RemoteSpec::parse("s3://statefs-test/prefix/one").unwrap().open(&config.s3, rt).unwrap();
+    let store = RemoteSpec::parse("s3://statefs-test/prefix/one")
+        .unwrap()
+        .open(&config.s3, rt)
+        .unwrap();
     let objects = store.list("data/").unwrap();
     assert!(objects.len() >= 2, "{objects:?}");
-    assert!(objects.iter().any(|(_, s)| *s == 13 << 20), "multipart object stored whole");
+    assert!(
+        objects.iter().any(|(_, s)| *s == 13 << 20),
+        "multipart object stored whole"
+    );
     let store: Arc<dyn RemoteStore> = Arc::new(store);
-    assert!(store.list("").unwrap().iter().all(|(k, _)| k.starts_with("data/")), "everything under the prefix");
+    assert!(
+        store
+            .list("")
+            .unwrap()
+            .iter()
+            .all(|(k, _)| k.starts_with("data/")),
+        "everything under the prefix"
+    );
 
     // Cold: no local copies at all, every read goes to S3.
     std::fs::remove_dir_all(&dirs.cache).unwrap();
@@ -61,7 +77,16 @@ fn rocksdb_on_s3_writes_reopens_and_reads_cold() {
         assert_eq!(db.get(key(i)).unwrap(), Some(value(i)), "key {i}");
     }
     drop(db);
-    assert_eq!(std::fs::read(dirs.mnt.join("big.sst")).unwrap(), vec![9u8; 13 << 20]);
-    assert!(mount.remote_metrics.gets.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert_eq!(
+        std::fs::read(dirs.mnt.join("big.sst")).unwrap(),
+        vec![9u8; 13 << 20]
+    );
+    assert!(
+        mount
+            .remote_metrics
+            .gets
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
     mount.unmount().unwrap();
 }

@@ -6,8 +6,8 @@
 //! dangling mapping.
 
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
@@ -35,7 +35,10 @@ impl Deleter {
             .name("statefs-deleter".into())
             .spawn(move || run(rx, state, remote))
             .expect("spawn deleter thread");
-        Deleter { tx: Mutex::new(Some(tx)), worker: Mutex::new(Some(worker)) }
+        Deleter {
+            tx: Mutex::new(Some(tx)),
+            worker: Mutex::new(Some(worker)),
+        }
     }
 
     pub fn queue(&self, items: impl IntoIterator<Item = Doomed>) {
@@ -76,7 +79,9 @@ fn run(rx: Receiver<Doomed>, state: Arc<Mutex<State>>, remote: Arc<dyn RemoteSto
                 Doomed::LocalFile(path) => match std::fs::remove_file(path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => tracing::error!(path = %path.display(), error = %e, "removing local file failed"),
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), error = %e, "removing local file failed")
+                    }
                 },
             }
         }

@@ -10,8 +10,8 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use super::{Doomed, FsCore, Handle, OpenInode, ReadSource};
 use crate::error::{FsError, FsResult};
 use crate::placement::Placement;
-use crate::store::{data_key, StoreError};
+use crate::store::{StoreError, data_key};
 use crate::table::{FileMeta, Ino, NodeKind, Op, Ownership, Sealed, Stamp};
 
 /// An open file as the adapter needs it.
@@ -45,7 +45,10 @@ pub struct SetAttr {
 }
 
 fn stamp_of(md: &std::fs::Metadata) -> Stamp {
-    Stamp { size: md.len(), mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec() }
+    Stamp {
+        size: md.len(),
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+    }
 }
 
 fn to_timespec(t: SystemTime) -> nix::sys::time::TimeSpec {
@@ -122,7 +125,12 @@ impl FsCore {
         if let Some(f) = &e.file {
             return Ok(f.clone());
         }
-        let f = Arc::new(std::fs::OpenOptions::new().read(true).write(true).open(path)?);
+        let f = Arc::new(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)?,
+        );
         e.file = Some(f.clone());
         Ok(f)
     }
@@ -157,7 +165,9 @@ impl FsCore {
         self.metrics.downloads.fetch_add(1, Ordering::Relaxed);
         let stamp = stamp_of(&std::fs::metadata(&path)?);
         let mut st = self.state.lock();
-        let Some(node) = st.table.get(ino) else { return Ok(()) };
+        let Some(node) = st.table.get(ino) else {
+            return Ok(());
+        };
         let mut meta = node.meta.clone();
         if let NodeKind::File(fm) = &mut meta.kind {
             if let Some(sealed) = &mut fm.sealed {
@@ -188,7 +198,11 @@ impl FsCore {
                         // A file still being written always has its staging file; recreate it empty
                         // if something outside statefs removed it.
                         tracing::warn!(ino, path = %path.display(), "backing file missing; recreating it empty");
-                        std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&path)?;
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .create(true)
+                            .truncate(false)
+                            .open(&path)?;
                         has_local = true;
                     }
                 }
@@ -202,7 +216,10 @@ impl FsCore {
                 ReadSource::Local(file)
             } else {
                 let s = f.sealed.as_ref().expect("checked above");
-                ReadSource::Remote { key: s.key.clone(), size: s.size }
+                ReadSource::Remote {
+                    key: s.key.clone(),
+                    size: s.size,
+                }
             };
             Ok::<_, FsError>(source)
         })();
@@ -218,13 +235,27 @@ impl FsCore {
             ReadSource::Remote { .. } => None,
         };
         let fh = self.next_fh();
-        let handle = Handle { ino, writable, placement: f.placement, source, dirty };
+        let handle = Handle {
+            ino,
+            writable,
+            placement: f.placement,
+            source,
+            dirty,
+        };
         self.handles.write().insert(fh, Arc::new(handle));
-        Ok(super::Opened { fh, backing, keep_cache: f.sealed.is_some() && !writable })
+        Ok(super::Opened {
+            fh,
+            backing,
+            keep_cache: f.sealed.is_some() && !writable,
+        })
     }
 
     fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
-        self.handles.read().get(&fh).cloned().ok_or(FsError::BadHandle)
+        self.handles
+            .read()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
@@ -260,7 +291,9 @@ impl FsCore {
         if !h.writable {
             return Err(FsError::NotWritable);
         }
-        let ReadSource::Local(file) = &h.source else { return Err(FsError::NotWritable) };
+        let ReadSource::Local(file) = &h.source else {
+            return Err(FsError::NotWritable);
+        };
         file.write_all_at(data, offset)?;
         h.dirty.store(true, Ordering::Release);
         Ok(data.len() as u32)
@@ -271,7 +304,11 @@ impl FsCore {
         match h.placement {
             Placement::Local => {
                 if let ReadSource::Local(file) = &h.source {
-                    if datasync { file.sync_data()? } else { file.sync_all()? }
+                    if datasync {
+                        file.sync_data()?
+                    } else {
+                        file.sync_all()?
+                    }
                 }
             }
             Placement::Remote => self.seal_if_needed(h.ino)?,
@@ -315,12 +352,18 @@ impl FsCore {
         let md = match std::fs::metadata(&path) {
             Ok(md) => md,
             // No local copy: nothing can have changed since the object was stored.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && f.sealed.is_some() => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && f.sealed.is_some() => {
+                return Ok(());
+            }
             Err(e) => return Err(e.into()),
         };
         let stamp = stamp_of(&md);
         let was_dirty = dirty.swap(false, Ordering::AcqRel);
-        if !was_dirty && f.sealed.as_ref().is_some_and(|s| s.local_stamp == Some(stamp)) {
+        if !was_dirty
+            && f.sealed
+                .as_ref()
+                .is_some_and(|s| s.local_stamp == Some(stamp))
+        {
             return Ok(());
         }
         let key = data_key(&uuid::Uuid::new_v4());
@@ -334,7 +377,9 @@ impl FsCore {
             }
         };
         self.metrics.uploads.fetch_add(1, Ordering::Relaxed);
-        self.metrics.upload_bytes.fetch_add(up.size, Ordering::Relaxed);
+        self.metrics
+            .upload_bytes
+            .fetch_add(up.size, Ordering::Relaxed);
         let doomed = {
             let mut st = self.state.lock();
             match st.table.get(ino) {
@@ -342,7 +387,9 @@ impl FsCore {
                 None => vec![Doomed::Object(key)],
                 Some(node) => {
                     let mut meta = node.meta.clone();
-                    let NodeKind::File(fm) = &mut meta.kind else { unreachable!("checked a file") };
+                    let NodeKind::File(fm) = &mut meta.kind else {
+                        unreachable!("checked a file")
+                    };
                     let new = Sealed {
                         key: key.clone(),
                         size: up.size,
@@ -358,7 +405,10 @@ impl FsCore {
                         self.deleter.queue([Doomed::Object(key)]);
                         return Err(e);
                     }
-                    old.filter(|o| o.ownership == Ownership::Owned).map(|o| Doomed::Object(o.key)).into_iter().collect()
+                    old.filter(|o| o.ownership == Ownership::Owned)
+                        .map(|o| Doomed::Object(o.key))
+                        .into_iter()
+                        .collect()
                 }
             }
         };
@@ -388,12 +438,16 @@ impl FsCore {
 
     fn truncate(&self, ino: Ino, fh: Option<u64>, size: u64) -> FsResult<()> {
         let f = self.file_meta(ino)?;
-        let through_writer = fh.and_then(|fh| self.handle(fh).ok()).is_some_and(|h| h.writable);
+        let through_writer = fh
+            .and_then(|fh| self.handle(fh).ok())
+            .is_some_and(|h| h.writable);
         let (dirty, upload) = self.acquire(ino, true);
         let result = (|| {
             let path = self.local_path(&f);
             if !path.exists() {
-                let Some(s) = &f.sealed else { return Err(FsError::NotFound) };
+                let Some(s) = &f.sealed else {
+                    return Err(FsError::NotFound);
+                };
                 let _g = upload.lock();
                 if !path.exists() {
                     self.download(ino, &f, s)?;
@@ -420,7 +474,12 @@ impl FsCore {
         Ok(())
     }
 
-    fn set_times(&self, ino: Ino, atime: Option<SystemTime>, mtime: Option<SystemTime>) -> FsResult<()> {
+    fn set_times(
+        &self,
+        ino: Ino,
+        atime: Option<SystemTime>,
+        mtime: Option<SystemTime>,
+    ) -> FsResult<()> {
         let mut st = self.state.lock();
         let node = st.table.get(ino).ok_or(FsError::NotFound)?;
         let mut meta = node.meta.clone();
@@ -461,15 +520,24 @@ impl FsCore {
         if !h.writable {
             return Err(FsError::NotWritable);
         }
-        let ReadSource::Local(file) = &h.source else { return Err(FsError::NotWritable) };
+        let ReadSource::Local(file) = &h.source else {
+            return Err(FsError::NotWritable);
+        };
         let punch_past_end = mode == PUNCH_PAST_END && offset >= file.metadata()?.len();
         if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 && !punch_past_end {
             // Punching holes inside the data would change bytes behind the daemon's back.
-            return Err(FsError::Unsupported("fallocate modes other than 0, KEEP_SIZE and punching past the end"));
+            return Err(FsError::Unsupported(
+                "fallocate modes other than 0, KEEP_SIZE and punching past the end",
+            ));
         }
         let call = || {
-            let r = unsafe { libc::fallocate(file.as_raw_fd(), mode, offset as i64, length as i64) };
-            if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            let r =
+                unsafe { libc::fallocate(file.as_raw_fd(), mode, offset as i64, length as i64) };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
         };
         if mode & libc::FALLOC_FL_KEEP_SIZE != 0 {
             // Allocating or freeing blocks past the end changes no byte of the file (RocksDB punches
@@ -488,5 +556,7 @@ impl FsCore {
 }
 
 fn to_ns(t: SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }

@@ -7,22 +7,26 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::{now_ns, Deleter, Doomed, FsCore, State};
+use super::{Deleter, Doomed, FsCore, State, now_ns};
 use crate::journal::{Journal, JournalError};
 use crate::store::{RemoteStore, StoreError};
-use crate::table::{MappingTable, NodeKind, Op, Stamp, ROOT_INO};
+use crate::table::{MappingTable, NodeKind, Op, ROOT_INO, Stamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("local dir {path} is in use by another statefs mount{holder}")]
     LocalDirInUse { path: PathBuf, holder: String },
     #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot recover the mapping journal: {0}")]
     Journal(#[from] JournalError),
     #[error("object store is not usable: {0}")]
@@ -30,7 +34,11 @@ pub enum OpenError {
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> OpenError + 'a {
-    move |source| OpenError::Io { what, path: path.to_path_buf(), source }
+    move |source| OpenError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Takes the exclusive lock of the local dir, recording our pid for the error message of the next
@@ -54,17 +62,30 @@ fn lock_local_dir(local_dir: &Path) -> Result<File, OpenError> {
                 .filter(|s| !s.is_empty())
                 .map(|pid| format!(" (pid {pid})"))
                 .unwrap_or_default();
-            return Err(OpenError::LocalDirInUse { path: local_dir.to_path_buf(), holder });
+            return Err(OpenError::LocalDirInUse {
+                path: local_dir.to_path_buf(),
+                holder,
+            });
         }
-        return Err(OpenError::Io { what: "cannot lock", path, source: err });
+        return Err(OpenError::Io {
+            what: "cannot lock",
+            path,
+            source: err,
+        });
     }
-    file.set_len(0).and_then(|_| writeln!(file, "{}", std::process::id())).map_err(io_err("cannot write", &path))?;
+    file.set_len(0)
+        .and_then(|_| writeln!(file, "{}", std::process::id()))
+        .map_err(io_err("cannot write", &path))?;
     Ok(file)
 }
 
 impl FsCore {
     /// Opens the filesystem state in `local_dir` (created if missing) with data under `cache_dir`.
-    pub fn start(local_dir: &Path, cache_dir: &Path, remote: Arc<dyn RemoteStore>) -> Result<FsCore, OpenError> {
+    pub fn start(
+        local_dir: &Path,
+        cache_dir: &Path,
+        remote: Arc<dyn RemoteStore>,
+    ) -> Result<FsCore, OpenError> {
         let local_files = local_dir.join("files");
         let cache_files = cache_dir.join("files");
         for dir in [local_dir, &local_files, cache_dir, &cache_files] {
@@ -128,12 +149,17 @@ impl FsCore {
             let mut referenced = HashSet::new();
             let mut restamp = Vec::new();
             for node in st.table.nodes() {
-                let NodeKind::File(f) = &node.meta.kind else { continue };
+                let NodeKind::File(f) = &node.meta.kind else {
+                    continue;
+                };
                 let path = self.local_path(f);
                 referenced.insert(path.clone());
                 match (std::fs::metadata(&path), &f.sealed) {
                     (Ok(md), Some(s)) => {
-                        let stamp = Stamp { size: md.len(), mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec() };
+                        let stamp = Stamp {
+                            size: md.len(),
+                            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+                        };
                         if s.local_stamp != Some(stamp) {
                             // Changes made after the last sync, or a damaged copy: the object is the
                             // synced version.
@@ -153,7 +179,11 @@ impl FsCore {
                     (Err(_), None) => {
                         // Local-placed or never synced: created but its bytes never reached the disk.
                         tracing::warn!(ino = node.meta.ino, path = %path.display(), "backing file missing; recreating it empty");
-                        std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&path)?;
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .create(true)
+                            .truncate(false)
+                            .open(&path)?;
                     }
                 }
             }
@@ -179,7 +209,11 @@ impl FsCore {
             let State { table, journal } = &mut *st;
             journal.compact(table)?;
         }
-        self.deleter.queue(doomed.into_iter().filter(|d| matches!(d, Doomed::Object(_))));
+        self.deleter.queue(
+            doomed
+                .into_iter()
+                .filter(|d| matches!(d, Doomed::Object(_))),
+        );
         Ok(())
     }
 }

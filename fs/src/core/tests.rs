@@ -4,8 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
-use crate::table::ROOT_INO;
 use crate::store::{FailingRemote, FaultPlan, ObjectStoreRemote, RetryPolicy, RetryingRemote};
+use crate::table::ROOT_INO;
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
 const RW: i32 = libc::O_RDWR;
@@ -19,18 +19,38 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        let rt = Arc::new(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap());
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
         let faults = FaultPlan::default();
-        let policy = RetryPolicy { attempts: 2, initial_backoff: Duration::from_millis(1), max_backoff: Duration::from_millis(1) };
+        let policy = RetryPolicy {
+            attempts: 2,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+        };
         let remote: Arc<dyn RemoteStore> = Arc::new(RetryingRemote::new(
             FailingRemote::new(ObjectStoreRemote::in_memory(rt.clone()), faults.clone()),
             policy,
         ));
-        Env { dir: tempfile::tempdir().unwrap(), remote, faults, _rt: rt }
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            remote,
+            faults,
+            _rt: rt,
+        }
     }
 
     fn core(&self) -> FsCore {
-        FsCore::start(&self.dir.path().join("local"), &self.dir.path().join("cache"), self.remote.clone()).unwrap()
+        FsCore::start(
+            &self.dir.path().join("local"),
+            &self.dir.path().join("cache"),
+            self.remote.clone(),
+        )
+        .unwrap()
     }
 
     fn objects(&self) -> Vec<(String, u64)> {
@@ -80,7 +100,11 @@ fn sst_is_uploaded_on_fsync_and_survives_restart() {
         assert_eq!(objects[0].1, data.len() as u64);
         assert_eq!(read_all(&core, ino), data);
         write_file(&core, db, "MANIFEST-000001", b"manifest", true);
-        assert_eq!(env.objects().len(), 1, "local-placed files never reach the store");
+        assert_eq!(
+            env.objects().len(),
+            1,
+            "local-placed files never reach the store"
+        );
         core.shutdown().unwrap();
     }
     let core = env.core();
@@ -88,7 +112,10 @@ fn sst_is_uploaded_on_fsync_and_survives_restart() {
     let sst = core.lookup(db, "000007.sst").unwrap();
     assert_eq!(sst.size, data.len() as u64);
     assert_eq!(read_all(&core, sst.ino), data);
-    assert_eq!(read_all(&core, core.lookup(db, "MANIFEST-000001").unwrap().ino), b"manifest");
+    assert_eq!(
+        read_all(&core, core.lookup(db, "MANIFEST-000001").unwrap().ino),
+        b"manifest"
+    );
 }
 
 #[test]
@@ -106,7 +133,10 @@ fn reads_fall_back_to_the_store_without_a_local_copy() {
     let core = env.core();
     let ino = core.lookup(ROOT_INO, "a.sst").unwrap().ino;
     let o = core.open(ino, libc::O_RDONLY).unwrap();
-    assert!(o.backing.is_none(), "no local copy: the daemon serves reads");
+    assert!(
+        o.backing.is_none(),
+        "no local copy: the daemon serves reads"
+    );
     assert_eq!(core.read(o.fh, 99_990, 100).unwrap(), vec![7u8; 10]);
     assert_eq!(core.read(o.fh, 100_000, 100).unwrap(), Vec::<u8>::new());
     core.release(o.fh).unwrap();
@@ -120,14 +150,21 @@ fn rename_and_link_are_metadata_only_and_delete_on_last_name() {
     let ino = write_file(&core, ROOT_INO, "1.sst", b"one", true);
     let before = env.objects();
     core.link(ino, ROOT_INO, "chk.sst").unwrap();
-    core.rename(ROOT_INO, "1.sst", ROOT_INO, "2.sst", 0).unwrap();
+    core.rename(ROOT_INO, "1.sst", ROOT_INO, "2.sst", 0)
+        .unwrap();
     assert_eq!(env.objects(), before, "no bytes move");
     assert_eq!(core.getattr(ino).unwrap().nlink, 2);
     core.unlink(ROOT_INO, "2.sst").unwrap();
     settle(&core);
     assert_eq!(env.objects(), before, "still named by chk.sst");
-    assert_eq!(read_all(&core, core.lookup(ROOT_INO, "chk.sst").unwrap().ino), b"one");
-    let core = { drop(core); env.core() };
+    assert_eq!(
+        read_all(&core, core.lookup(ROOT_INO, "chk.sst").unwrap().ino),
+        b"one"
+    );
+    let core = {
+        drop(core);
+        env.core()
+    };
     core.unlink(ROOT_INO, "chk.sst").unwrap();
     settle(&core);
     assert!(env.objects().is_empty(), "last name gone: object deleted");
@@ -141,16 +178,24 @@ fn rename_over_existing_file_releases_the_target() {
     write_file(&core, ROOT_INO, "old.sst", b"old", true);
     let new = write_file(&core, ROOT_INO, "new.sst", b"new", true);
     assert_eq!(env.objects().len(), 2);
-    core.rename(ROOT_INO, "new.sst", ROOT_INO, "old.sst", 0).unwrap();
+    core.rename(ROOT_INO, "new.sst", ROOT_INO, "old.sst", 0)
+        .unwrap();
     settle(&core);
     assert_eq!(env.objects().len(), 1);
     assert_eq!(core.lookup(ROOT_INO, "old.sst").unwrap().ino, new);
-    assert!(matches!(core.lookup(ROOT_INO, "new.sst"), Err(FsError::NotFound)));
+    assert!(matches!(
+        core.lookup(ROOT_INO, "new.sst"),
+        Err(FsError::NotFound)
+    ));
     // CURRENT-style replace of a local file.
     write_file(&core, ROOT_INO, "CURRENT", b"MANIFEST-1\n", true);
     write_file(&core, ROOT_INO, "000002.dbtmp", b"MANIFEST-2\n", true);
-    core.rename(ROOT_INO, "000002.dbtmp", ROOT_INO, "CURRENT", 0).unwrap();
-    assert_eq!(read_all(&core, core.lookup(ROOT_INO, "CURRENT").unwrap().ino), b"MANIFEST-2\n");
+    core.rename(ROOT_INO, "000002.dbtmp", ROOT_INO, "CURRENT", 0)
+        .unwrap();
+    assert_eq!(
+        read_all(&core, core.lookup(ROOT_INO, "CURRENT").unwrap().ino),
+        b"MANIFEST-2\n"
+    );
 }
 
 #[test]
@@ -162,22 +207,43 @@ fn rename_rules() {
     write_file(&core, ROOT_INO, "f", b"x", false);
     write_file(&core, ROOT_INO, "g", b"y", false);
     let noreplace = libc::RENAME_NOREPLACE;
-    assert!(matches!(core.rename(ROOT_INO, "f", ROOT_INO, "g", noreplace), Err(FsError::Exists)));
-    assert!(matches!(core.rename(ROOT_INO, "d", sub, "x", 0), Err(FsError::Invalid(_))));
-    assert!(matches!(core.rename(ROOT_INO, "f", ROOT_INO, "d", 0), Err(FsError::IsDir)));
-    assert!(matches!(core.rename(ROOT_INO, "d", ROOT_INO, "f", 0), Err(FsError::NotDir)));
-    assert!(matches!(core.rename(ROOT_INO, "f", ROOT_INO, "g", libc::RENAME_EXCHANGE), Err(FsError::Invalid(_))));
+    assert!(matches!(
+        core.rename(ROOT_INO, "f", ROOT_INO, "g", noreplace),
+        Err(FsError::Exists)
+    ));
+    assert!(matches!(
+        core.rename(ROOT_INO, "d", sub, "x", 0),
+        Err(FsError::Invalid(_))
+    ));
+    assert!(matches!(
+        core.rename(ROOT_INO, "f", ROOT_INO, "d", 0),
+        Err(FsError::IsDir)
+    ));
+    assert!(matches!(
+        core.rename(ROOT_INO, "d", ROOT_INO, "f", 0),
+        Err(FsError::NotDir)
+    ));
+    assert!(matches!(
+        core.rename(ROOT_INO, "f", ROOT_INO, "g", libc::RENAME_EXCHANGE),
+        Err(FsError::Invalid(_))
+    ));
     core.rename(ROOT_INO, "f", d, "f2", noreplace).unwrap();
     assert!(core.lookup(d, "f2").is_ok());
     let e = core.mkdir(ROOT_INO, "e", 0o755, ME).unwrap().ino;
-    assert!(matches!(core.rename(ROOT_INO, "e", ROOT_INO, "d", 0), Err(FsError::NotEmpty)));
+    assert!(matches!(
+        core.rename(ROOT_INO, "e", ROOT_INO, "d", 0),
+        Err(FsError::NotEmpty)
+    ));
     core.rmdir(d, "sub").unwrap();
     core.rename(d, "f2", ROOT_INO, "f", 0).unwrap();
     core.rename(ROOT_INO, "e", ROOT_INO, "d", 0).unwrap();
     assert_eq!(core.lookup(ROOT_INO, "d").unwrap().ino, e);
     assert!(matches!(core.rmdir(ROOT_INO, "f"), Err(FsError::NotDir)));
     assert!(matches!(core.unlink(ROOT_INO, "d"), Err(FsError::IsDir)));
-    assert!(matches!(core.link(e, ROOT_INO, "x"), Err(FsError::NotPermitted(_))));
+    assert!(matches!(
+        core.link(e, ROOT_INO, "x"),
+        Err(FsError::NotPermitted(_))
+    ));
 }
 
 #[test]
@@ -230,7 +296,10 @@ fn rewriting_a_sealed_file_uploads_a_new_object_and_deletes_the_old() {
     assert_ne!(second, first);
     assert_eq!(read_all(&core, ino), b"VERSION one");
     // Opening for write without writing uploads nothing.
-    let core = { drop(core); env.core() };
+    let core = {
+        drop(core);
+        env.core()
+    };
     let o = core.open(ino, RW).unwrap();
     core.release(o.fh).unwrap();
     settle(&core);
@@ -243,16 +312,40 @@ fn truncate_to_own_size_after_sync_keeps_the_sealed_version() {
     let env = Env::new();
     let core = env.core();
     let (attr, o) = core.create(ROOT_INO, "9.sst", 0o644, RW, ME).unwrap();
-    core.fallocate(o.fh, 0, 1 << 20, libc::FALLOC_FL_KEEP_SIZE).unwrap();
+    core.fallocate(o.fh, 0, 1 << 20, libc::FALLOC_FL_KEEP_SIZE)
+        .unwrap();
     core.write(o.fh, 0, &[1u8; 5000]).unwrap();
     core.fsync(o.fh, true).unwrap();
-    core.setattr(attr.ino, Some(o.fh), SetAttr { size: Some(5000), ..Default::default() }).unwrap();
-    core.fallocate(o.fh, 5000, 1 << 20, libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE).unwrap();
+    core.setattr(
+        attr.ino,
+        Some(o.fh),
+        SetAttr {
+            size: Some(5000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    core.fallocate(
+        o.fh,
+        5000,
+        1 << 20,
+        libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE,
+    )
+    .unwrap();
     core.release(o.fh).unwrap();
-    assert_eq!(core.metrics.uploads.load(Ordering::Relaxed), 1, "one upload per SST");
+    assert_eq!(
+        core.metrics.uploads.load(Ordering::Relaxed),
+        1,
+        "one upload per SST"
+    );
     assert_eq!(core.getattr(attr.ino).unwrap().size, 5000);
     assert!(matches!(
-        core.fallocate(core.open(attr.ino, RW).unwrap().fh, 0, 10, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE),
+        core.fallocate(
+            core.open(attr.ino, RW).unwrap().fh,
+            0,
+            10,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
+        ),
         Err(FsError::Unsupported(_))
     ));
 }
@@ -295,10 +388,18 @@ fn unsynced_changes_to_a_sealed_copy_are_dropped_at_recovery() {
 fn local_dir_is_locked_while_open() {
     let env = Env::new();
     let core = env.core();
-    let err = FsCore::start(&env.dir.path().join("local"), &env.dir.path().join("cache2"), env.remote.clone())
-        .unwrap_err();
+    let err = FsCore::start(
+        &env.dir.path().join("local"),
+        &env.dir.path().join("cache2"),
+        env.remote.clone(),
+    )
+    .unwrap_err();
     assert!(matches!(err, OpenError::LocalDirInUse { .. }), "{err}");
-    assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
     drop(core);
     env.core();
 }
@@ -307,8 +408,12 @@ fn local_dir_is_locked_while_open() {
 fn unreachable_store_fails_the_start() {
     let env = Env::new();
     env.faults.set_down(true);
-    let err = FsCore::start(&env.dir.path().join("local"), &env.dir.path().join("cache"), env.remote.clone())
-        .unwrap_err();
+    let err = FsCore::start(
+        &env.dir.path().join("local"),
+        &env.dir.path().join("cache"),
+        env.remote.clone(),
+    )
+    .unwrap_err();
     assert!(matches!(err, OpenError::Remote(_)), "{err}");
 }
 
@@ -316,11 +421,23 @@ fn unreachable_store_fails_the_start() {
 fn names_are_validated() {
     let env = Env::new();
     let core = env.core();
-    assert!(matches!(core.mkdir(ROOT_INO, &"x".repeat(256), 0o755, ME), Err(FsError::NameTooLong)));
-    assert!(matches!(core.create(ROOT_INO, "a/b", 0o644, RW, ME), Err(FsError::Invalid(_))));
+    assert!(matches!(
+        core.mkdir(ROOT_INO, &"x".repeat(256), 0o755, ME),
+        Err(FsError::NameTooLong)
+    ));
+    assert!(matches!(
+        core.create(ROOT_INO, "a/b", 0o644, RW, ME),
+        Err(FsError::Invalid(_))
+    ));
     write_file(&core, ROOT_INO, "f", b"", false);
-    assert!(matches!(core.create(ROOT_INO, "f", 0o644, RW | libc::O_EXCL, ME), Err(FsError::Exists)));
-    assert!(matches!(core.mkdir(ROOT_INO, "f", 0o755, ME), Err(FsError::Exists)));
+    assert!(matches!(
+        core.create(ROOT_INO, "f", 0o644, RW | libc::O_EXCL, ME),
+        Err(FsError::Exists)
+    ));
+    assert!(matches!(
+        core.mkdir(ROOT_INO, "f", 0o755, ME),
+        Err(FsError::Exists)
+    ));
 }
 
 #[test]
@@ -331,10 +448,20 @@ fn readdir_lists_a_snapshot() {
     core.mkdir(ROOT_INO, "a", 0o755, ME).unwrap();
     let fh = core.opendir(ROOT_INO).unwrap();
     write_file(&core, ROOT_INO, "c", b"", false);
-    let names: Vec<_> = core.readdir(fh).unwrap().iter().map(|e| (e.name.clone(), e.is_dir)).collect();
+    let names: Vec<_> = core
+        .readdir(fh)
+        .unwrap()
+        .iter()
+        .map(|e| (e.name.clone(), e.is_dir))
+        .collect();
     assert_eq!(
         names,
-        vec![(".".into(), true), ("..".into(), true), ("a".into(), true), ("b".into(), false)]
+        vec![
+            (".".into(), true),
+            ("..".into(), true),
+            ("a".into(), true),
+            ("b".into(), false)
+        ]
     );
     core.releasedir(fh);
     assert_eq!(core.getattr(ROOT_INO).unwrap().nlink, 3);

@@ -86,14 +86,18 @@ impl<R: RemoteStore> RemoteStore for MetricsRemote<R> {
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
         let r = self.count(&self.metrics.gets, self.inner.get_range(key, range));
         if let Ok(b) = &r {
-            self.metrics.get_bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+            self.metrics
+                .get_bytes
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
         }
         r
     }
     fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let r = self.count(&self.metrics.gets, self.inner.get(key));
         if let Ok(b) = &r {
-            self.metrics.get_bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+            self.metrics
+                .get_bytes
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
         }
         r
     }

@@ -75,12 +75,18 @@ impl ObjectStoreRemote {
 
     /// Makes a just-written object of a local-directory store durable: the file, then its directory.
     fn sync_local(&self, key: &str) -> Result<(), StoreError> {
-        let Some(root) = &self.local_root else { return Ok(()) };
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
         let path = root.join(self.path(key).as_ref());
         let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
         sync(&path)
             .and_then(|_| sync(path.parent().unwrap_or(root)))
-            .map_err(|e| StoreError::Unavailable { op: "sync", key: key.to_string(), message: e.to_string() })
+            .map_err(|e| StoreError::Unavailable {
+                op: "sync",
+                key: key.to_string(),
+                message: e.to_string(),
+            })
     }
 
     pub fn with_multipart(mut self, threshold: u64, part_size: usize) -> Self {
@@ -101,12 +107,17 @@ impl ObjectStoreRemote {
         if self.prefix.is_empty() {
             full
         } else {
-            full.strip_prefix(&self.prefix).map(|s| s.trim_start_matches('/')).unwrap_or(full)
+            full.strip_prefix(&self.prefix)
+                .map(|s| s.trim_start_matches('/'))
+                .unwrap_or(full)
         }
     }
 
     fn put_file_async(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
-        let local = |source| StoreError::LocalIo { key: key.to_string(), source };
+        let local = |source| StoreError::LocalIo {
+            key: key.to_string(),
+            source,
+        };
         let mut file = std::fs::File::open(path).map_err(local)?;
         let len = file.metadata().map_err(local)?.len();
         let location = self.path(key);
@@ -122,32 +133,36 @@ impl ObjectStoreRemote {
             return Ok(Uploaded { size, crc32c: crc });
         }
         let part_size = self.part_size;
-        self.runtime.block_on(async {
-            let upload = self
-                .store
-                .put_multipart(&location)
-                .await
-                .map_err(|e| map_err("put_multipart", key, e))?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, part_size);
-            let mut crc = 0u32;
-            let mut size = 0u64;
-            let mut buf = vec![0u8; part_size];
-            loop {
-                let n = read_full(&mut file, &mut buf).map_err(local)?;
-                if n == 0 {
-                    break;
+        self.runtime
+            .block_on(async {
+                let upload = self
+                    .store
+                    .put_multipart(&location)
+                    .await
+                    .map_err(|e| map_err("put_multipart", key, e))?;
+                let mut writer = WriteMultipart::new_with_chunk_size(upload, part_size);
+                let mut crc = 0u32;
+                let mut size = 0u64;
+                let mut buf = vec![0u8; part_size];
+                loop {
+                    let n = read_full(&mut file, &mut buf).map_err(local)?;
+                    if n == 0 {
+                        break;
+                    }
+                    crc = crc32c::crc32c_append(crc, &buf[..n]);
+                    size += n as u64;
+                    if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                        return Err(map_err("upload_part", key, e));
+                    }
+                    writer.write(&buf[..n]);
                 }
-                crc = crc32c::crc32c_append(crc, &buf[..n]);
-                size += n as u64;
-                if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                    return Err(map_err("upload_part", key, e));
-                }
-                writer.write(&buf[..n]);
-            }
-            writer.finish().await.map_err(|e| map_err("complete_multipart", key, e))?;
-            Ok(Uploaded { size, crc32c: crc })
-        })
-        .and_then(|u| self.sync_local(key).map(|_| u))
+                writer
+                    .finish()
+                    .await
+                    .map_err(|e| map_err("complete_multipart", key, e))?;
+                Ok(Uploaded { size, crc32c: crc })
+            })
+            .and_then(|u| self.sync_local(key).map(|_| u))
     }
 }
 
@@ -176,8 +191,16 @@ fn map_err(op: &'static str, key: &str, err: object_store::Error) -> StoreError 
         | E::NotImplemented { .. }
         | E::UnknownConfigurationKey { .. }
         | E::PermissionDenied { .. }
-        | E::Unauthenticated { .. } => StoreError::Fatal { op, key, message: err.to_string() },
-        other => StoreError::Unavailable { op, key, message: other.to_string() },
+        | E::Unauthenticated { .. } => StoreError::Fatal {
+            op,
+            key,
+            message: err.to_string(),
+        },
+        other => StoreError::Unavailable {
+            op,
+            key,
+            message: other.to_string(),
+        },
     }
 }
 
@@ -190,9 +213,15 @@ impl RemoteStore for ObjectStoreRemote {
     }
 
     fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
         self.runtime
-            .block_on(self.store.put_opts(&self.path(key), PutPayload::from(data), opts))
+            .block_on(
+                self.store
+                    .put_opts(&self.path(key), PutPayload::from(data), opts),
+            )
             .map_err(|e| map_err("put_if_absent", key, e))?;
         self.sync_local(key)
     }
@@ -213,7 +242,11 @@ impl RemoteStore for ObjectStoreRemote {
     fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let location = self.path(key);
         self.runtime.block_on(async {
-            let result = self.store.get(&location).await.map_err(|e| map_err("get", key, e))?;
+            let result = self
+                .store
+                .get(&location)
+                .await
+                .map_err(|e| map_err("get", key, e))?;
             result.bytes().await.map_err(|e| map_err("get", key, e))
         })
     }

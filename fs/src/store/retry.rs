@@ -44,7 +44,12 @@ impl<R: RemoteStore> RetryingRemote<R> {
         &self.inner
     }
 
-    fn run<T>(&self, op: &str, key: &str, f: impl Fn() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn run<T>(
+        &self,
+        op: &str,
+        key: &str,
+        f: impl Fn() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut backoff = self.policy.initial_backoff;
         let mut attempt = 1;
         loop {
@@ -73,13 +78,17 @@ impl<R: RemoteStore> RemoteStore for RetryingRemote<R> {
     }
     fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         // A retried create whose first attempt landed reports AlreadyExists: the caller decides.
-        self.run("put_if_absent", key, || self.inner.put_if_absent(key, data.clone()))
+        self.run("put_if_absent", key, || {
+            self.inner.put_if_absent(key, data.clone())
+        })
     }
     fn put_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
         self.run("put_file", key, || self.inner.put_file(key, path))
     }
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
-        self.run("get_range", key, || self.inner.get_range(key, range.clone()))
+        self.run("get_range", key, || {
+            self.inner.get_range(key, range.clone())
+        })
     }
     fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         self.run("get", key, || self.inner.get(key))
@@ -102,12 +111,21 @@ mod tests {
     use std::sync::Arc;
 
     fn policy(attempts: u32) -> RetryPolicy {
-        RetryPolicy { attempts, initial_backoff: Duration::from_millis(1), max_backoff: Duration::from_millis(2) }
+        RetryPolicy {
+            attempts,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+        }
     }
 
     #[test]
     fn transient_failures_are_retried_until_success() {
-        let rt = Arc::new(tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap());
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
         let faults = FaultPlan::default();
         let store = RetryingRemote::new(
             FailingRemote::new(ObjectStoreRemote::in_memory(rt), faults.clone()),
@@ -117,9 +135,15 @@ mod tests {
         store.put("k", Bytes::from_static(b"v")).unwrap();
         assert_eq!(store.get("k").unwrap(), Bytes::from_static(b"v"));
         faults.fail_next(3);
-        assert!(matches!(store.get("k"), Err(StoreError::Unavailable { .. })));
+        assert!(matches!(
+            store.get("k"),
+            Err(StoreError::Unavailable { .. })
+        ));
         // NotFound is final, not retried: the fault budget stays untouched.
         faults.fail_next(0);
-        assert!(matches!(store.get("missing"), Err(StoreError::NotFound { .. })));
+        assert!(matches!(
+            store.get("missing"),
+            Err(StoreError::NotFound { .. })
+        ));
     }
 }

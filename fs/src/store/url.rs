@@ -47,7 +47,9 @@ impl RemoteSpec {
                 if parsed.host_str().is_some_and(|h| !h.is_empty()) {
                     return Err(bad("file URLs take an absolute path: file:///abs/path"));
                 }
-                let root = parsed.to_file_path().map_err(|_| bad("not an absolute local path"))?;
+                let root = parsed
+                    .to_file_path()
+                    .map_err(|_| bad("not an absolute local path"))?;
                 Ok(RemoteSpec::File { root })
             }
             "s3" => {
@@ -66,14 +68,23 @@ impl RemoteSpec {
     }
 
     /// Builds the store. For `file://` the directory is created if missing.
-    pub fn open(&self, s3: &S3Options, runtime: Arc<Runtime>) -> Result<ObjectStoreRemote, StoreError> {
+    pub fn open(
+        &self,
+        s3: &S3Options,
+        runtime: Arc<Runtime>,
+    ) -> Result<ObjectStoreRemote, StoreError> {
         match self {
             RemoteSpec::File { root } => {
                 std::fs::create_dir_all(root).map_err(|e| {
-                    StoreError::Config(format!("cannot create remote directory {}: {e}", root.display()))
+                    StoreError::Config(format!(
+                        "cannot create remote directory {}: {e}",
+                        root.display()
+                    ))
                 })?;
-                let store = object_store::local::LocalFileSystem::new_with_prefix(root)
-                    .map_err(|e| StoreError::Config(format!("remote directory {}: {e}", root.display())))?;
+                let store =
+                    object_store::local::LocalFileSystem::new_with_prefix(root).map_err(|e| {
+                        StoreError::Config(format!("remote directory {}: {e}", root.display()))
+                    })?;
                 Ok(ObjectStoreRemote::new(
                     Arc::new(store) as Arc<dyn ObjectStore>,
                     "",
@@ -84,7 +95,10 @@ impl RemoteSpec {
             }
             RemoteSpec::S3 { bucket, prefix } => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-                let endpoint = s3.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+                let endpoint = s3
+                    .endpoint
+                    .clone()
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
                 if let Some(ep) = &endpoint {
                     let ep_url = url::Url::parse(ep)
                         .map_err(|e| StoreError::Config(format!("bad S3 endpoint {ep:?}: {e}")))?;
@@ -113,7 +127,9 @@ impl RemoteSpec {
                 if let Some(k) = &s3.secret_access_key {
                     b = b.with_secret_access_key(k);
                 }
-                let store = b.build().map_err(|e| StoreError::Config(format!("S3 configuration: {e}")))?;
+                let store = b
+                    .build()
+                    .map_err(|e| StoreError::Config(format!("S3 configuration: {e}")))?;
                 Ok(ObjectStoreRemote::new(
                     Arc::new(store) as Arc<dyn ObjectStore>,
                     prefix,
@@ -134,15 +150,23 @@ mod tests {
     fn parses_supported_urls() {
         assert_eq!(
             RemoteSpec::parse("file:///var/lib/statefs/remote").unwrap(),
-            RemoteSpec::File { root: "/var/lib/statefs/remote".into() }
+            RemoteSpec::File {
+                root: "/var/lib/statefs/remote".into()
+            }
         );
         assert_eq!(
             RemoteSpec::parse("s3://bucket/a/b/").unwrap(),
-            RemoteSpec::S3 { bucket: "bucket".into(), prefix: "a/b".into() }
+            RemoteSpec::S3 {
+                bucket: "bucket".into(),
+                prefix: "a/b".into()
+            }
         );
         assert_eq!(
             RemoteSpec::parse("s3://bucket").unwrap(),
-            RemoteSpec::S3 { bucket: "bucket".into(), prefix: "".into() }
+            RemoteSpec::S3 {
+                bucket: "bucket".into(),
+                prefix: "".into()
+            }
         );
         assert_eq!(RemoteSpec::parse("memory://").unwrap(), RemoteSpec::Memory);
     }
@@ -164,7 +188,12 @@ mod tests {
 
     #[test]
     fn http_endpoint_must_be_loopback_unless_allowed() {
-        let rt = Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap());
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
         let spec = RemoteSpec::parse("s3://b/p").unwrap();
         let mut opts = S3Options {
             endpoint: Some("http://example.com:9000".into()),

@@ -5,8 +5,12 @@ use std::os::unix::fs::FileExt;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let db_path = args.next().expect("usage: crash_writer <db> <progress-file>");
-    let progress_path = args.next().expect("usage: crash_writer <db> <progress-file>");
+    let db_path = args
+        .next()
+        .expect("usage: crash_writer <db> <progress-file>");
+    let progress_path = args
+        .next()
+        .expect("usage: crash_writer <db> <progress-file>");
     let progress = std::fs::File::create(&progress_path).expect("progress file");
     let mut opts = rocksdb::Options::default();
     opts.create_if_missing(true);
@@ -17,10 +21,19 @@ fn main() {
     let mut wo = rocksdb::WriteOptions::default();
     wo.set_sync(true);
     for i in 0u64.. {
-        if db.put_opt(statefs_tests::crash_key(i), statefs_tests::crash_value(i), &wo).is_err() {
+        if db
+            .put_opt(
+                statefs_tests::crash_key(i),
+                statefs_tests::crash_value(i),
+                &wo,
+            )
+            .is_err()
+        {
             std::process::exit(3);
         }
         // Written only after RocksDB acknowledged a synced write: keys 0..=i are durable.
-        progress.write_all_at(&(i + 1).to_le_bytes(), 0).expect("progress write");
+        progress
+            .write_all_at(&(i + 1).to_le_bytes(), 0)
+            .expect("progress write");
     }
 }
