@@ -9,4 +9,7 @@ target="${CARGO_TARGET_DIR:-$PWD/target}"
 export STATEFS_TEST_TMP="${STATEFS_TEST_TMP:-$target/test-scratch}"
 mkdir -p "$STATEFS_TEST_TMP"
 cargo build --workspace --all-targets
-cargo test --workspace
+log="$STATEFS_TEST_TMP/cargo-test.log"
+cargo test --workspace 2>&1 | tee "$log"
+# One closing line for the whole run (cargo's own last line is the doc-test summary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "statefs: %d passed, %d failed\n", p, f }' "$log"
