@@ -9,6 +9,8 @@
 
 mod deleter;
 mod io;
+#[cfg(test)]
+mod model_tests;
 mod recovery;
 #[cfg(test)]
 mod tests;
@@ -629,6 +631,12 @@ impl FsCore {
     /// The remote store this core writes to.
     pub fn remote(&self) -> &Arc<dyn RemoteStore> {
         &self.remote
+    }
+
+    /// Waits until data whose last name is gone has been removed (tests, and tools that list the
+    /// store right after deleting).
+    pub fn settle(&self) {
+        self.deleter.barrier();
     }
 
     /// Finishes pending removals, compacts and syncs the journal. Called at unmount.

@@ -23,8 +23,15 @@ pub enum Doomed {
 }
 
 #[derive(Debug)]
+enum Msg {
+    Remove(Doomed),
+    /// Answered once everything queued before it is done.
+    Barrier(mpsc::SyncSender<()>),
+}
+
+#[derive(Debug)]
 pub struct Deleter {
-    tx: Mutex<Option<Sender<Doomed>>>,
+    tx: Mutex<Option<Sender<Msg>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -45,9 +52,22 @@ impl Deleter {
         let tx = self.tx.lock();
         for item in items {
             match tx.as_ref() {
-                Some(tx) if tx.send(item.clone()).is_ok() => {}
+                Some(tx) if tx.send(Msg::Remove(item.clone())).is_ok() => {}
                 _ => tracing::error!(?item, "deleter stopped; leaving data for gc"),
             }
+        }
+    }
+
+    /// Waits until every removal queued so far has been carried out (or has failed and been logged).
+    pub fn barrier(&self) {
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        let sent = self
+            .tx
+            .lock()
+            .as_ref()
+            .is_some_and(|tx| tx.send(Msg::Barrier(ack_tx)).is_ok());
+        if sent {
+            let _ = ack_rx.recv();
         }
     }
 
@@ -60,30 +80,43 @@ impl Deleter {
     }
 }
 
-fn run(rx: Receiver<Doomed>, state: Arc<Mutex<State>>, remote: Arc<dyn RemoteStore>) {
+fn run(rx: Receiver<Msg>, state: Arc<Mutex<State>>, remote: Arc<dyn RemoteStore>) {
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter());
+        let mut batch = Vec::new();
+        let mut barriers = Vec::new();
+        for msg in std::iter::once(first).chain(rx.try_iter()) {
+            match msg {
+                Msg::Remove(d) => batch.push(d),
+                Msg::Barrier(ack) => barriers.push(ack),
+            }
+        }
         let syncer = state.lock().journal.syncer();
         if let Err(e) = syncer.sync() {
             tracing::error!(error = %e, items = batch.len(), "journal sync failed; keeping data that would have been removed");
-            continue;
+            batch.clear();
         }
-        for item in batch {
-            match &item {
-                Doomed::Object(key) => {
-                    if let Err(e) = remote.delete(key) {
-                        tracing::error!(key, error = %e, "remote delete failed; object left for gc");
-                    }
+        remove(batch, remote.as_ref());
+        for ack in barriers {
+            let _ = ack.send(());
+        }
+    }
+}
+
+fn remove(batch: Vec<Doomed>, remote: &dyn RemoteStore) {
+    for item in batch {
+        match &item {
+            Doomed::Object(key) => {
+                if let Err(e) = remote.delete(key) {
+                    tracing::error!(key, error = %e, "remote delete failed; object left for gc");
                 }
-                Doomed::LocalFile(path) => match std::fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        tracing::error!(path = %path.display(), error = %e, "removing local file failed")
-                    }
-                },
             }
+            Doomed::LocalFile(path) => match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "removing local file failed")
+                }
+            },
         }
     }
 }

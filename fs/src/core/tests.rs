@@ -84,7 +84,7 @@ fn files_in(dir: &Path) -> usize {
 
 /// Waits for the background deleter (removal happens after a journal sync, off the caller's thread).
 fn settle(core: &FsCore) {
-    core.deleter.shutdown();
+    core.settle();
 }
 
 #[test]
