@@ -486,6 +486,7 @@ impl Filesystem for StatefsFuse {
         reply: ReplyData,
     ) {
         self.metrics.count("read");
+        tracing::trace!(ino = _ino.0, fh = fh.0, offset, size, "read");
         match self.core.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(Self::errno("read", &e)),

@@ -284,3 +284,88 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Runs a small RocksDB workload with passthrough forced on or off and checks which path served it.
+fn workload_in_mode(mode: statefs::PassthroughMode) -> (u64, u64, u64, u64) {
+    use std::sync::atomic::Ordering;
+    let dirs = Dirs::new();
+    let mut config = dirs.config();
+    config.passthrough = mode;
+    let mount = MountHandle::mount(&config, &dirs.mnt).unwrap();
+    let db_path = dirs.mnt.join("db");
+    {
+        let db = DB::open(&small_lsm_options(), &db_path).unwrap();
+        for i in 0..30_000 {
+            db.put(key(i), value(i)).unwrap();
+        }
+        db.flush().unwrap();
+        for i in 0..30_000 {
+            assert_eq!(db.get(key(i)).unwrap().as_deref(), Some(&value(i)[..]));
+        }
+    }
+    // O_APPEND through either path.
+    let log = dirs.mnt.join("append.txt");
+    for part in ["one,", "two,", "three"] {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        f.write_all(part.as_bytes()).unwrap();
+    }
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "one,two,three");
+    let ops = mount.fuse_metrics.snapshot();
+    let count = |name: &str| ops.iter().find(|(op, _)| *op == name).unwrap().1;
+    let (reads, writes) = (count("read"), count("write"));
+    let counts = (
+        mount.fuse_metrics.passthrough_opens.load(Ordering::Relaxed),
+        mount.fuse_metrics.daemon_opens.load(Ordering::Relaxed),
+        reads,
+        writes,
+    );
+    mount.unmount().unwrap();
+    counts
+}
+
+#[test]
+fn daemon_mode_serves_io_itself() {
+    let (passthrough, daemon, _reads, writes) = workload_in_mode(statefs::PassthroughMode::Off);
+    assert_eq!(passthrough, 0);
+    assert!(daemon > 0);
+    assert!(writes > 100, "every write reaches the daemon: {writes}");
+}
+
+#[test]
+fn passthrough_serves_files_with_a_local_backing_file() {
+    // This kernel (Linux >= 6.9, root) offers passthrough: `on` fails the mount otherwise.
+    let (passthrough, daemon, reads, writes) = workload_in_mode(statefs::PassthroughMode::On);
+    assert_eq!(writes, 0, "writes go to the backing file");
+    assert!(passthrough > 0);
+    assert_eq!(daemon, 0, "every file had a complete local backing file");
+    // Reads go to the backing file; only readahead(2) hints (RocksDB prefetches SST tails) still
+    // reach the daemon, as they act on the FUSE inode's page cache.
+    assert!(
+        reads < 200,
+        "{reads} reads reached the daemon for 30000 gets"
+    );
+}
+
+#[test]
+fn rocksdb_lock_excludes_a_second_open_on_the_same_host() {
+    let dirs = Dirs::new();
+    let mount = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
+    let db_path = dirs.mnt.join("db");
+    let db = DB::open(&small_lsm_options(), &db_path).unwrap();
+    // Another process (the crash test's writer) opening the same DB must hit the LOCK file.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crash_writer"))
+        .arg(&db_path)
+        .arg(dirs.root.path().join("progress"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second process opened a locked DB");
+    assert!(stderr.contains("lock"), "{stderr}");
+    drop(db);
+    mount.unmount().unwrap();
+}
