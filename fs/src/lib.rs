@@ -4,6 +4,7 @@
 //! → [`table::MappingTable`] + [`journal::Journal`] (the persisted mapping) → [`store::RemoteStore`]
 //! (object storage behind retry/metrics/fault-injection layers).
 
+pub mod cache;
 pub mod config;
 pub mod core;
 pub mod error;
