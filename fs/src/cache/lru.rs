@@ -400,3 +400,81 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write(u8, u64),
+        Cold(u8, u64, bool),
+        Access(u8),
+        Remove(u8),
+        LoadFailed(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u8..12, 1u64..60).prop_map(|(i, s)| Op::Write(i, s)),
+            2 => (0u8..12, 1u64..60, any::<bool>()).prop_map(|(i, s, h)| Op::Cold(i, s, h)),
+            6 => (0u8..12).prop_map(Op::Access),
+            1 => (0u8..12).prop_map(Op::Remove),
+            1 => (0u8..12).prop_map(Op::LoadFailed),
+        ]
+    }
+
+    proptest! {
+        /// Hot bytes never exceed the limit, the `used` counter equals the hot bytes, every tracked
+        /// file stays tracked until removed, and every copy that goes is reported exactly once.
+        #[test]
+        fn never_over_the_limit_and_never_loses_a_file(ops in proptest::collection::vec(op(), 1..200)) {
+            let capacity = 100;
+            let cfg = CacheConfig { size_limit: capacity, reserve_size: 0, access_before_promote: 2, promote_limit: 3, target_file_size: 10 };
+            let mut c = CacheIndex::new(cfg, LimitPolicy::Size { capacity });
+            let mut tracked: BTreeMap<u8, u64> = BTreeMap::new();
+            let mut hot: BTreeSet<u8> = BTreeSet::new();
+            for op in ops {
+                let demoted = match op {
+                    Op::Write(i, s) => {
+                        let (is_hot, d) = c.insert_written(Uuid::from_u128(i as u128), s);
+                        hot.remove(&i);
+                        tracked.insert(i, s);
+                        if is_hot { hot.insert(i); }
+                        d
+                    }
+                    Op::Cold(i, s, h) => {
+                        if !tracked.contains_key(&i) {
+                            c.register_cold(Uuid::from_u128(i as u128), s, h);
+                            tracked.insert(i, s);
+                        }
+                        vec![]
+                    }
+                    Op::Access(i) => match c.access(Uuid::from_u128(i as u128)) {
+                        Access::Promote(d) => { prop_assert!(!hot.contains(&i)); hot.insert(i); d }
+                        Access::Hit => { prop_assert!(hot.contains(&i)); vec![] }
+                        Access::Miss => { prop_assert!(tracked.contains_key(&i) && !hot.contains(&i)); vec![] }
+                        Access::Untracked => { prop_assert!(!tracked.contains_key(&i)); vec![] }
+                    },
+                    Op::Remove(i) => { c.remove(&Uuid::from_u128(i as u128)); tracked.remove(&i); hot.remove(&i); vec![] }
+                    Op::LoadFailed(i) => { c.load_failed(Uuid::from_u128(i as u128)); hot.remove(&i); vec![] }
+                };
+                for d in demoted {
+                    let i = d.id.as_u128() as u8;
+                    prop_assert!(hot.remove(&i), "demoted {i} was not hot");
+                    prop_assert_eq!(tracked[&i], d.size);
+                }
+                let hot_bytes: u64 = hot.iter().map(|i| tracked[i]).sum();
+                prop_assert!(hot_bytes <= capacity, "{hot_bytes} > {capacity}");
+                prop_assert_eq!(c.stats().used, hot_bytes);
+                for (i, _) in &tracked {
+                    let id = Uuid::from_u128(*i as u128);
+                    prop_assert!(c.contains(&id));
+                    prop_assert_eq!(c.is_hot(&id), hot.contains(i));
+                }
+            }
+        }
+    }
+}
