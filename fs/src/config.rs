@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cache::CacheConfig;
 use crate::store::{RetryPolicy, S3Options};
 
 /// Whether files with a complete local backing file are opened with FUSE passthrough.
@@ -57,6 +58,8 @@ pub struct MountConfig {
     pub retry: RetryPolicy,
     /// `--allow-other`: let users other than the mounting one use the mount.
     pub allow_other: bool,
+    /// The local cache of SST copies (`state.backend.forst.cache.*`).
+    pub cache: CacheConfig,
 }
 
 impl MountConfig {
@@ -78,6 +81,7 @@ impl MountConfig {
             part_size: crate::store::DEFAULT_PART_SIZE,
             retry: RetryPolicy::default(),
             allow_other: false,
+            cache: CacheConfig::default(),
         }
     }
 }

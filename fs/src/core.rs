@@ -7,6 +7,7 @@
 //!
 //! Data I/O (`read`/`write` served by the daemon) takes neither: a handle owns an `Arc<File>`.
 
+mod cached;
 mod deleter;
 mod io;
 #[cfg(test)]
@@ -85,6 +86,10 @@ pub(crate) struct OpenInode {
     dirty: Arc<AtomicBool>,
     /// Serializes uploads of this inode.
     upload: Arc<Mutex<()>>,
+    /// The inode's local copy id (remote-placed files), to find it from cache decisions.
+    local_id: Option<uuid::Uuid>,
+    /// The copy was demoted while open: delete it (this many bytes) at the last release.
+    evicted: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -96,6 +101,7 @@ enum ReadSource {
 #[derive(Debug)]
 struct Handle {
     ino: Ino,
+    local_id: uuid::Uuid,
     writable: bool,
     placement: Placement,
     source: ReadSource,
@@ -120,6 +126,8 @@ pub struct FsCore {
     next_fh: AtomicU64,
     remote: Arc<dyn RemoteStore>,
     deleter: Deleter,
+    cache: Mutex<crate::cache::CacheIndex>,
+    loader: cached::Loader,
     local_files: PathBuf,
     cache_files: PathBuf,
     statfs_dir: PathBuf,
@@ -195,6 +203,7 @@ impl FsCore {
     fn doomed_data(&self, meta: &InodeMeta) -> Vec<Doomed> {
         let mut out = Vec::new();
         if let NodeKind::File(f) = &meta.kind {
+            self.cache.lock().remove(&f.local_id);
             out.push(Doomed::LocalFile(self.local_path(f)));
             if let Some(s) = &f.sealed {
                 if s.ownership == crate::table::Ownership::Owned {
@@ -641,6 +650,7 @@ impl FsCore {
 
     /// Finishes pending removals, compacts and syncs the journal. Called at unmount.
     pub fn shutdown(&self) -> FsResult<()> {
+        self.loader.shutdown();
         self.deleter.shutdown();
         let mut st = self.state.lock();
         let State { table, journal } = &mut *st;

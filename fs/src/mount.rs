@@ -152,7 +152,7 @@ pub fn prepare(
         None => build_remote(config, runtime.clone(), remote_metrics.clone())?,
     };
     let mountpoint = check_mountpoint(mountpoint)?;
-    let core = Arc::new(FsCore::start(&config.local_dir, &config.cache_dir, remote)?);
+    let core = FsCore::start(&config.local_dir, &config.cache_dir, remote, config.cache)?;
     let fuse_metrics = Arc::new(FuseMetrics::default());
     let status = Arc::new(FuseStatus::default());
     let fs = StatefsFuse::new(

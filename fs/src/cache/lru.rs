@@ -42,6 +42,7 @@ pub struct CacheStats {
     pub misses: u64,
     pub promotions: u64,
     pub evictions: u64,
+    pub loadbacks: u64,
     /// Bytes of hot copies.
     pub used: u64,
     pub hot_entries: u64,
@@ -227,6 +228,20 @@ impl CacheIndex {
             self.used -= e.size;
         }
         self.cold.pop(id);
+    }
+
+    /// Bytes of copies that were demoted but are still open: counted as used until released.
+    pub fn hold(&mut self, bytes: u64) {
+        self.used += bytes;
+    }
+
+    pub fn unhold(&mut self, bytes: u64) {
+        self.used = self.used.saturating_sub(bytes);
+    }
+
+    /// A demoted copy was still on disk when promoted again: no download needed.
+    pub fn count_loadback(&mut self) {
+        self.stats.loadbacks += 1;
     }
 
     /// Re-checks the limits (free space shrinks from outside): demotes what no longer fits.

@@ -79,7 +79,7 @@ impl AsFdRef for File {
 
 impl FsCore {
     /// Counts a new handle on `ino`; returns its dirty flag and upload lock.
-    fn acquire(&self, ino: Ino, writable: bool) -> (Arc<AtomicBool>, Arc<Mutex<()>>) {
+    pub(crate) fn acquire(&self, ino: Ino, writable: bool) -> (Arc<AtomicBool>, Arc<Mutex<()>>) {
         let mut open = self.open.lock();
         let e = open.entry(ino).or_insert_with(OpenInode::default);
         e.handles += 1;
@@ -90,7 +90,7 @@ impl FsCore {
     }
 
     /// Uncounts a handle; the last handle of a nameless inode drops it.
-    fn release_count(&self, ino: Ino, writable: bool) {
+    pub(crate) fn release_count(&self, ino: Ino, writable: bool) {
         let doomed = {
             let mut st = self.state.lock();
             let mut open = self.open.lock();
@@ -102,8 +102,13 @@ impl FsCore {
             if e.handles > 0 {
                 return;
             }
-            open.remove(&ino);
+            let finished = open
+                .remove(&ino)
+                .and_then(|e| Some((e.local_id?, e.evicted?)));
             drop(open);
+            if let Some((id, size)) = finished {
+                self.finish_eviction(id, size);
+            }
             match st.table.get(ino) {
                 Some(node) if node.nlink == 0 => {
                     let doomed = self.doomed_data(&node.meta);
@@ -119,7 +124,7 @@ impl FsCore {
         self.deleter.queue(doomed);
     }
 
-    fn backing_file(&self, ino: Ino, path: &Path) -> FsResult<Arc<File>> {
+    pub(crate) fn backing_file(&self, ino: Ino, path: &Path) -> FsResult<Arc<File>> {
         let mut open = self.open.lock();
         let e = open.get_mut(&ino).ok_or(FsError::BadHandle)?;
         if let Some(f) = &e.file {
@@ -135,7 +140,7 @@ impl FsCore {
         Ok(f)
     }
 
-    fn file_meta(&self, ino: Ino) -> FsResult<FileMeta> {
+    pub(crate) fn file_meta(&self, ino: Ino) -> FsResult<FileMeta> {
         let st = self.state.lock();
         match &st.table.get(ino).ok_or(FsError::NotFound)?.meta.kind {
             NodeKind::File(f) => Ok(f.clone()),
@@ -145,7 +150,7 @@ impl FsCore {
 
     /// Brings a sealed file's object into its local copy (for writing to it). Caller holds the upload
     /// lock of `ino`.
-    fn download(&self, ino: Ino, f: &FileMeta, s: &Sealed) -> FsResult<()> {
+    pub(crate) fn download(&self, ino: Ino, f: &FileMeta, s: &Sealed) -> FsResult<()> {
         let path = self.local_path(f);
         let data = self.remote.get(&s.key)?;
         if data.len() as u64 != s.size || crc32c::crc32c(&data) != s.crc32c {
@@ -181,9 +186,23 @@ impl FsCore {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let f = self.file_meta(ino)?;
         let (dirty, upload) = self.acquire(ino, writable);
+        if f.placement == Placement::Remote {
+            if let Some(e) = self.open.lock().get_mut(&ino) {
+                e.local_id = Some(f.local_id);
+            }
+        }
         let result = (|| {
             let path = self.local_path(&f);
             let mut has_local = path.exists();
+            if f.placement == Placement::Remote && f.sealed.is_some() {
+                if writable {
+                    // Untracked while open for writing: a copy that may hold undurable bytes is
+                    // never evicted. It re-enters the cache when it is sealed again.
+                    self.cache.lock().remove(&f.local_id);
+                } else {
+                    has_local = self.cache_open(ino, f.local_id, has_local);
+                }
+            }
             if !has_local {
                 match &f.sealed {
                     Some(s) if writable => {
@@ -207,19 +226,34 @@ impl FsCore {
                     }
                 }
             }
-            let source = if has_local {
-                let file = self.backing_file(ino, &path)?;
-                if writable && flags & libc::O_TRUNC != 0 {
-                    file.set_len(0)?;
-                    dirty.store(true, Ordering::Release);
-                }
-                ReadSource::Local(file)
-            } else {
-                let s = f.sealed.as_ref().expect("checked above");
+            let remote = || {
+                let s = f
+                    .sealed
+                    .as_ref()
+                    .expect("only sealed files lack a local copy");
                 ReadSource::Remote {
                     key: s.key.clone(),
                     size: s.size,
                 }
+            };
+            let source = match has_local.then(|| self.backing_file(ino, &path)) {
+                Some(Ok(file)) => {
+                    if writable && flags & libc::O_TRUNC != 0 {
+                        file.set_len(0)?;
+                        dirty.store(true, Ordering::Release);
+                    }
+                    ReadSource::Local(file)
+                }
+                // The copy was evicted between the cache's answer and this open: read the object.
+                Some(Err(FsError::Io(e)))
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && !writable
+                        && f.sealed.is_some() =>
+                {
+                    remote()
+                }
+                Some(Err(e)) => return Err(e),
+                None => remote(),
             };
             Ok::<_, FsError>(source)
         })();
@@ -237,6 +271,7 @@ impl FsCore {
         let fh = self.next_fh();
         let handle = Handle {
             ino,
+            local_id: f.local_id,
             writable,
             placement: f.placement,
             source,
@@ -281,6 +316,7 @@ impl FsCore {
                     return Ok(Vec::new());
                 }
                 self.metrics.remote_reads.fetch_add(1, Ordering::Relaxed);
+                self.cache_remote_read(h.ino, h.local_id);
                 Ok(self.remote.get_range(key, offset..end)?.to_vec())
             }
         }
@@ -364,6 +400,10 @@ impl FsCore {
                 .as_ref()
                 .is_some_and(|s| s.local_stamp == Some(stamp))
         {
+            // Unchanged; a copy that was untracked while open for writing re-enters the cache.
+            if !self.cache.lock().contains(&f.local_id) {
+                self.cache_written(f.local_id, stamp.size);
+            }
             return Ok(());
         }
         let key = data_key(&uuid::Uuid::new_v4());
@@ -414,6 +454,7 @@ impl FsCore {
         };
         self.sync_journal()?;
         self.deleter.queue(doomed);
+        self.cache_written(f.local_id, up.size);
         Ok(())
     }
 

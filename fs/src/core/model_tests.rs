@@ -79,8 +79,15 @@ fn run(steps: Vec<Step>) {
     );
     let remote: Arc<dyn RemoteStore> = Arc::new(ObjectStoreRemote::in_memory(rt));
     let dir = tempfile::tempdir().unwrap();
-    let start =
-        || FsCore::start(&dir.path().join("l"), &dir.path().join("c"), remote.clone()).unwrap();
+    let start = || {
+        FsCore::start(
+            &dir.path().join("l"),
+            &dir.path().join("c"),
+            remote.clone(),
+            crate::core::tests::test_cache(),
+        )
+        .unwrap()
+    };
     let mut core = start();
     let mut m = Model::default();
     for step in steps {

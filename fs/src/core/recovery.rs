@@ -13,6 +13,7 @@ use std::sync::atomic::AtomicU64;
 use parking_lot::{Mutex, RwLock};
 
 use super::{Deleter, Doomed, FsCore, State, now_ns};
+use crate::cache::{CacheConfig, CacheIndex, LimitPolicy, StatvfsFreeSpace};
 use crate::journal::{Journal, JournalError};
 use crate::store::{RemoteStore, StoreError};
 use crate::table::{MappingTable, NodeKind, Op, ROOT_INO, Stamp};
@@ -79,13 +80,29 @@ fn lock_local_dir(local_dir: &Path) -> Result<File, OpenError> {
     Ok(file)
 }
 
+/// CRC32C of a whole file.
+fn crc_of(path: &Path) -> std::io::Result<u32> {
+    use std::io::Read;
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut crc = 0u32;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(crc);
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+    }
+}
+
 impl FsCore {
     /// Opens the filesystem state in `local_dir` (created if missing) with data under `cache_dir`.
     pub fn start(
         local_dir: &Path,
         cache_dir: &Path,
         remote: Arc<dyn RemoteStore>,
-    ) -> Result<FsCore, OpenError> {
+        cache: CacheConfig,
+    ) -> Result<Arc<FsCore>, OpenError> {
         let local_files = local_dir.join("files");
         let cache_files = cache_dir.join("files");
         for dir in [local_dir, &local_files, cache_dir, &cache_files] {
@@ -100,7 +117,12 @@ impl FsCore {
         let (journal, table) = Journal::open(&local_dir.join("journal"))?;
         let state = Arc::new(Mutex::new(State { table, journal }));
         let deleter = Deleter::start(state.clone(), remote.clone());
-        let core = FsCore {
+        let policy = LimitPolicy::from_config(
+            cache.size_limit,
+            cache.reserve_size,
+            Box::new(StatvfsFreeSpace(cache_dir.to_path_buf())),
+        );
+        let core = Arc::new_cyclic(|me| FsCore {
             state,
             open: Mutex::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
@@ -108,12 +130,14 @@ impl FsCore {
             next_fh: AtomicU64::new(1),
             remote,
             deleter,
+            cache: Mutex::new(CacheIndex::new(cache, policy)),
+            loader: super::cached::Loader::start(me.clone()),
             local_files,
             cache_files,
             statfs_dir: local_dir.to_path_buf(),
             metrics: Default::default(),
             _dir_lock: dir_lock,
-        };
+        });
         core.recover().map_err(|e| match e {
             crate::error::FsError::Journal(j) => OpenError::Journal(j),
             other => OpenError::Io {
@@ -128,6 +152,8 @@ impl FsCore {
     /// Brings table and disk into agreement. Runs before any handle exists.
     fn recover(&self) -> crate::error::FsResult<()> {
         let mut doomed = Vec::new();
+        let mut present = Vec::new();
+        let mut absent = Vec::new();
         {
             let mut st = self.state.lock();
             if st.table.get(ROOT_INO).is_none() {
@@ -160,14 +186,24 @@ impl FsCore {
                             size: md.len(),
                             mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
                         };
-                        if s.local_stamp != Some(stamp) {
-                            // Changes made after the last sync, or a damaged copy: the object is the
-                            // synced version.
-                            tracing::warn!(ino = node.meta.ino, path = %path.display(), "local copy differs from the synced version; dropping it");
-                            std::fs::remove_file(&path)?;
-                            if s.local_stamp.is_some() {
+                        // A copy is served only if it is exactly the synced version: same stamp, same
+                        // checksum. Otherwise (changes after the last sync, a partial or damaged
+                        // copy) the object is the truth.
+                        let why = if s.local_stamp != Some(stamp) {
+                            Some("differs from the synced version")
+                        } else if crc_of(&path)? != s.crc32c {
+                            Some("fails its checksum")
+                        } else {
+                            None
+                        };
+                        match why {
+                            Some(why) => {
+                                tracing::warn!(ino = node.meta.ino, path = %path.display(), "local copy {why}; dropping it");
+                                std::fs::remove_file(&path)?;
                                 restamp.push(node.meta.clone());
+                                absent.push((f.local_id, s.size));
                             }
+                            None => present.push((f.local_id, s.size)),
                         }
                     }
                     (Ok(_), None) => {}
@@ -175,6 +211,7 @@ impl FsCore {
                         if s.local_stamp.is_some() {
                             restamp.push(node.meta.clone());
                         }
+                        absent.push((f.local_id, s.size));
                     }
                     (Err(_), None) => {
                         // Local-placed or never synced: created but its bytes never reached the disk.
@@ -209,6 +246,19 @@ impl FsCore {
             let State { table, journal } = &mut *st;
             journal.compact(table)?;
         }
+        // The cache index is rebuilt from what is on disk: verified copies are hot (as far as the
+        // limits allow), the rest cold.
+        let mut demoted = Vec::new();
+        {
+            let mut cache = self.cache.lock();
+            for (id, size) in present {
+                demoted.extend(cache.register_present(id, size));
+            }
+            for (id, size) in absent {
+                cache.register_cold(id, size, false);
+            }
+        }
+        self.drop_copies(demoted);
         self.deleter.queue(
             doomed
                 .into_iter()

@@ -7,6 +7,15 @@ use super::*;
 use crate::store::{FailingRemote, FaultPlan, ObjectStoreRemote, RetryPolicy, RetryingRemote};
 use crate::table::ROOT_INO;
 
+/// A cache that holds everything: tests of other behaviour must not depend on this disk's free space.
+pub(crate) fn test_cache() -> crate::cache::CacheConfig {
+    crate::cache::CacheConfig {
+        size_limit: 1 << 40,
+        reserve_size: 0,
+        ..Default::default()
+    }
+}
+
 const ME: Caller = Caller { uid: 0, gid: 0 };
 const RW: i32 = libc::O_RDWR;
 
@@ -44,11 +53,12 @@ impl Env {
         }
     }
 
-    fn core(&self) -> FsCore {
+    fn core(&self) -> Arc<FsCore> {
         FsCore::start(
             &self.dir.path().join("local"),
             &self.dir.path().join("cache"),
             self.remote.clone(),
+            crate::core::tests::test_cache(),
         )
         .unwrap()
     }
@@ -392,6 +402,7 @@ fn local_dir_is_locked_while_open() {
         &env.dir.path().join("local"),
         &env.dir.path().join("cache2"),
         env.remote.clone(),
+        crate::core::tests::test_cache(),
     )
     .unwrap_err();
     assert!(matches!(err, OpenError::LocalDirInUse { .. }), "{err}");
@@ -412,6 +423,7 @@ fn unreachable_store_fails_the_start() {
         &env.dir.path().join("local"),
         &env.dir.path().join("cache"),
         env.remote.clone(),
+        crate::core::tests::test_cache(),
     )
     .unwrap_err();
     assert!(matches!(err, OpenError::Remote(_)), "{err}");
