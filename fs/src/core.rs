@@ -7,6 +7,8 @@
 //!
 //! Data I/O (`read`/`write` served by the daemon) takes neither: a handle owns an `Arc<File>`.
 
+#[cfg(test)]
+mod cache_tests;
 mod cached;
 mod deleter;
 mod io;

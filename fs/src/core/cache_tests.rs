@@ -1,0 +1,204 @@
+//! The cache as the core uses it: eviction, deferred eviction of open copies, promotion, rebuild at
+//! mount, damaged copies.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::cache::CacheConfig;
+use crate::store::ObjectStoreRemote;
+use crate::table::ROOT_INO;
+
+const ME: Caller = Caller { uid: 0, gid: 0 };
+
+struct Env {
+    dir: tempfile::TempDir,
+    remote: Arc<dyn RemoteStore>,
+    _rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl Env {
+    fn new() -> Env {
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+        let remote: Arc<dyn RemoteStore> = Arc::new(ObjectStoreRemote::in_memory(rt.clone()));
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            remote,
+            _rt: rt,
+        }
+    }
+    fn core(&self, cache: CacheConfig) -> Arc<FsCore> {
+        FsCore::start(
+            &self.dir.path().join("local"),
+            &self.dir.path().join("cache"),
+            self.remote.clone(),
+            cache,
+        )
+        .unwrap()
+    }
+    fn copies(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("cache/files"))
+            .unwrap()
+            .count()
+    }
+}
+
+fn sized(limit: u64) -> CacheConfig {
+    CacheConfig {
+        size_limit: limit,
+        reserve_size: 0,
+        access_before_promote: 3,
+        promote_limit: 3,
+        target_file_size: 1000,
+    }
+}
+
+fn data(n: u8) -> Vec<u8> {
+    vec![n; 1000]
+}
+
+fn put(core: &FsCore, name: &str, bytes: &[u8]) -> Ino {
+    let (attr, o) = core
+        .create(ROOT_INO, name, 0o644, libc::O_RDWR, ME)
+        .unwrap();
+    core.write(o.fh, 0, bytes).unwrap();
+    core.fsync(o.fh, true).unwrap();
+    core.release(o.fh).unwrap();
+    attr.ino
+}
+
+fn read_all(core: &FsCore, ino: Ino) -> (Vec<u8>, bool) {
+    let o = core.open(ino, libc::O_RDONLY).unwrap();
+    let d = core.read(o.fh, 0, 100_000).unwrap();
+    let local = o.backing.is_some();
+    core.release(o.fh).unwrap();
+    (d, local)
+}
+
+#[test]
+fn least_recently_used_copy_goes_first_and_reads_stay_correct() {
+    let env = Env::new();
+    let core = env.core(sized(2500));
+    let a = put(&core, "a.sst", &data(1));
+    let b = put(&core, "b.sst", &data(2));
+    assert_eq!(read_all(&core, a), (data(1), true)); // a is now more recent than b
+    let c = put(&core, "c.sst", &data(3));
+    assert_eq!(env.copies(), 2);
+    assert_eq!(
+        read_all(&core, b),
+        (data(2), false),
+        "b was evicted: read from the store"
+    );
+    assert_eq!(read_all(&core, a), (data(1), true));
+    assert_eq!(read_all(&core, c), (data(3), true));
+    let stats = core.cache_stats();
+    assert_eq!(
+        (stats.used, stats.evictions, stats.hot_entries),
+        (2000, 1, 2)
+    );
+}
+
+#[test]
+fn an_open_copy_is_evicted_only_when_its_last_handle_closes() {
+    let env = Env::new();
+    let core = env.core(sized(1500));
+    let a = put(&core, "a.sst", &data(1));
+    let reader = core.open(a, libc::O_RDONLY).unwrap();
+    assert!(reader.backing.is_some());
+    assert_eq!(core.read(reader.fh, 0, 10).unwrap(), vec![1; 10]);
+    put(&core, "b.sst", &data(2)); // demotes a while it is open
+    assert_eq!(env.copies(), 2, "a's copy stays while open");
+    assert_eq!(core.cache_stats().used, 2000, "and stays counted");
+    assert_eq!(
+        core.read(reader.fh, 10, 990).unwrap(),
+        vec![1; 990],
+        "the open reader reads on, correctly"
+    );
+    // A new open no longer uses the demoted copy.
+    assert_eq!(read_all(&core, a), (data(1), false));
+    core.release(reader.fh).unwrap();
+    assert_eq!(env.copies(), 1);
+    assert_eq!(core.cache_stats().used, 1000);
+}
+
+#[test]
+fn cold_file_is_promoted_after_enough_reads() {
+    let env = Env::new();
+    let core = env.core(sized(2500));
+    let a = put(&core, "a.sst", &data(1));
+    put(&core, "b.sst", &data(2));
+    put(&core, "c.sst", &data(3)); // a demoted
+    core.unlink(ROOT_INO, "c.sst").unwrap(); // room again
+    let o = core.open(a, libc::O_RDONLY).unwrap();
+    assert!(o.backing.is_none());
+    // Open counted 1 access, reads count the rest (access_before_promote = 3).
+    core.read(o.fh, 0, 100).unwrap();
+    core.read(o.fh, 100, 100).unwrap();
+    core.release(o.fh).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.copies() < 2 {
+        assert!(Instant::now() < deadline, "promoted copy never loaded");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(read_all(&core, a), (data(1), true));
+    assert_eq!(core.cache_stats().promotions, 1);
+}
+
+#[test]
+fn rebuilt_at_mount_and_damaged_copies_are_dropped() {
+    let env = Env::new();
+    let (a, b);
+    {
+        let core = env.core(sized(10_000));
+        a = put(&core, "a.sst", &data(1));
+        b = put(&core, "b.sst", &data(2));
+        core.shutdown().unwrap();
+    }
+    // Damage b's copy without changing its size or mtime: only the checksum can tell.
+    let path = std::fs::read_dir(env.dir.path().join("cache/files"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read(p).unwrap()[0] == 2)
+        .unwrap();
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    std::fs::write(&path, data(9)).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let core = env.core(sized(10_000));
+    assert_eq!(env.copies(), 1, "the damaged copy is gone");
+    assert_eq!(
+        read_all(&core, a),
+        (data(1), true),
+        "an intact copy serves hits after remount"
+    );
+    assert_eq!(read_all(&core, b), (data(2), false), "never a damaged byte");
+    assert_eq!(core.cache_stats().hits, 1);
+}
+
+#[test]
+fn disabled_cache_keeps_no_copies() {
+    let env = Env::new();
+    let core = env.core(CacheConfig {
+        size_limit: 0,
+        reserve_size: 0,
+        ..sized(0)
+    });
+    let a = put(&core, "a.sst", &data(1));
+    assert_eq!(env.copies(), 0);
+    assert_eq!(read_all(&core, a), (data(1), false));
+    let o = core.open(a, libc::O_RDWR).unwrap();
+    core.write(o.fh, 0, &[7]).unwrap();
+    core.release(o.fh).unwrap();
+    assert_eq!(env.copies(), 0, "rewritten and sealed again: the copy goes");
+    assert_eq!(read_all(&core, a).0[..2], [7, 1]);
+}
