@@ -14,9 +14,11 @@
 //!
 //! This module is pure bookkeeping: [`CacheIndex`] says what to drop or load; the core does the I/O.
 
+mod blocks;
 mod lru;
 mod policy;
 
+pub use blocks::{BlockCache, BlockConfig, BlockStats, ReadPattern};
 pub use lru::{Access, CacheIndex, CacheStats, Demoted};
 pub use policy::{FreeSpace, LimitPolicy, StatvfsFreeSpace};
 
@@ -35,6 +37,8 @@ pub struct CacheConfig {
     /// `state.backend.forst.compaction.level.target-file-size-base`: the room a new file needs to be
     /// written into the cache directly.
     pub target_file_size: u64,
+    /// Cold reads of files without a local copy.
+    pub blocks: BlockConfig,
 }
 
 impl Default for CacheConfig {
@@ -45,6 +49,7 @@ impl Default for CacheConfig {
             access_before_promote: 6,
             promote_limit: 3,
             target_file_size: 64 << 20,
+            blocks: BlockConfig::default(),
         }
     }
 }

@@ -60,6 +60,8 @@ pub struct MountConfig {
     pub allow_other: bool,
     /// The local cache of SST copies (`state.backend.forst.cache.*`).
     pub cache: CacheConfig,
+    /// `--metrics-addr` (default `127.0.0.1:0`, a free loopback port): the `/metrics` endpoint.
+    pub metrics_addr: String,
 }
 
 impl MountConfig {
@@ -82,6 +84,7 @@ impl MountConfig {
             retry: RetryPolicy::default(),
             allow_other: false,
             cache: CacheConfig::default(),
+            metrics_addr: "127.0.0.1:0".into(),
         }
     }
 }

@@ -97,7 +97,12 @@ pub(crate) struct OpenInode {
 #[derive(Debug)]
 enum ReadSource {
     Local(Arc<File>),
-    Remote { key: String, size: u64 },
+    /// No local copy: cold reads through the block cache, with this handle's read pattern.
+    Remote {
+        key: String,
+        size: u64,
+        pattern: Mutex<crate::cache::ReadPattern>,
+    },
 }
 
 #[derive(Debug)]
@@ -114,9 +119,14 @@ struct Handle {
 #[derive(Debug, Default)]
 pub struct CoreMetrics {
     pub uploads: AtomicU64,
+    pub uploads_in_flight: AtomicU64,
     pub upload_bytes: AtomicU64,
     pub downloads: AtomicU64,
+    /// Ranged GETs made for cold reads.
     pub remote_reads: AtomicU64,
+    /// Cold-read blocks found in memory, and fetched.
+    pub block_hits: AtomicU64,
+    pub block_misses: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -129,6 +139,7 @@ pub struct FsCore {
     remote: Arc<dyn RemoteStore>,
     deleter: Deleter,
     cache: Mutex<crate::cache::CacheIndex>,
+    blocks: crate::cache::BlockCache,
     loader: cached::Loader,
     local_files: PathBuf,
     cache_files: PathBuf,
@@ -206,6 +217,9 @@ impl FsCore {
         let mut out = Vec::new();
         if let NodeKind::File(f) = &meta.kind {
             self.cache.lock().remove(&f.local_id);
+            if let Some(s) = &f.sealed {
+                self.blocks.forget(&s.key);
+            }
             out.push(Doomed::LocalFile(self.local_path(f)));
             if let Some(s) = &f.sealed {
                 if s.ownership == crate::table::Ownership::Owned {

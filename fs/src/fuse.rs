@@ -53,14 +53,60 @@ const OPS: [&str; 21] = [
 #[derive(Debug, Default)]
 pub struct FuseMetrics {
     counts: [AtomicU64; OPS.len()],
+    latency: [crate::metrics::Histogram; OPS.len()],
     pub passthrough_opens: AtomicU64,
     pub daemon_opens: AtomicU64,
 }
 
 impl FuseMetrics {
-    fn count(&self, op: &'static str) {
+    /// Counts one request of `op`; the returned guard records its latency when dropped.
+    fn count(&self, op: &'static str) -> crate::metrics::Timer<'_> {
         let i = OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1);
         self.counts[i].fetch_add(1, Ordering::Relaxed);
+        crate::metrics::Timer::new(&self.latency[i])
+    }
+
+    /// Writes the FUSE metrics in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        use crate::metrics::{FUSE_LATENCY, FUSE_OPENS, FUSE_OPS, header, sample};
+        header(
+            out,
+            FUSE_OPS,
+            "counter",
+            "FUSE requests that reached the daemon",
+        );
+        for (op, c) in OPS.iter().zip(&self.counts) {
+            sample(
+                out,
+                FUSE_OPS,
+                &format!("op=\"{op}\""),
+                c.load(Ordering::Relaxed),
+            );
+        }
+        header(
+            out,
+            FUSE_LATENCY,
+            "histogram",
+            "time the daemon spent on a FUSE request",
+        );
+        for (op, h) in OPS.iter().zip(&self.latency) {
+            if h.count() > 0 {
+                h.render(out, FUSE_LATENCY, &format!("op=\"{op}\""));
+            }
+        }
+        header(out, FUSE_OPENS, "counter", "opens by I/O path");
+        sample(
+            out,
+            FUSE_OPENS,
+            "path=\"passthrough\"",
+            self.passthrough_opens.load(Ordering::Relaxed),
+        );
+        sample(
+            out,
+            FUSE_OPENS,
+            "path=\"daemon\"",
+            self.daemon_opens.load(Ordering::Relaxed),
+        );
     }
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         OPS.iter()
@@ -255,7 +301,7 @@ impl Filesystem for StatefsFuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.metrics.count("lookup");
+        let _t = self.metrics.count("lookup");
         let name = match Self::name(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -267,7 +313,7 @@ impl Filesystem for StatefsFuse {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.metrics.count("getattr");
+        let _t = self.metrics.count("getattr");
         match self.core.getattr(ino.0) {
             Ok(a) => reply.attr(&self.attr_ttl, &Self::file_attr(&a)),
             Err(e) => reply.error(Self::errno("getattr", &e)),
@@ -292,7 +338,7 @@ impl Filesystem for StatefsFuse {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        self.metrics.count("setattr");
+        let _t = self.metrics.count("setattr");
         let _s = tracing::debug_span!("setattr", ino = ino.0, ?size).entered();
         let set = SetAttr {
             perm: mode.map(|m| (m & 0o7777) as u16),
@@ -317,7 +363,7 @@ impl Filesystem for StatefsFuse {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        self.metrics.count("mkdir");
+        let _t = self.metrics.count("mkdir");
         let name = match Self::name(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -332,7 +378,7 @@ impl Filesystem for StatefsFuse {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.metrics.count("unlink");
+        let _t = self.metrics.count("unlink");
         let _s = tracing::debug_span!("unlink", parent = parent.0, ?name).entered();
         match Self::name(name).map_err(|e| e).and_then(|n| {
             self.core
@@ -345,7 +391,7 @@ impl Filesystem for StatefsFuse {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.metrics.count("rmdir");
+        let _t = self.metrics.count("rmdir");
         match Self::name(name).and_then(|n| {
             self.core
                 .rmdir(parent.0, n)
@@ -366,7 +412,7 @@ impl Filesystem for StatefsFuse {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.metrics.count("rename");
+        let _t = self.metrics.count("rename");
         let _s = tracing::debug_span!("rename", ?name, ?newname).entered();
         let r = Self::name(name).and_then(|n| {
             let nn = Self::name(newname)?;
@@ -388,7 +434,7 @@ impl Filesystem for StatefsFuse {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.metrics.count("link");
+        let _t = self.metrics.count("link");
         let name = match Self::name(newname) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -400,7 +446,7 @@ impl Filesystem for StatefsFuse {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.metrics.count("open");
+        let _t = self.metrics.count("open");
         let _s = tracing::debug_span!("open", ino = ino.0, flags = flags.0).entered();
         match self.core.open(ino.0, flags.0) {
             Ok(opened) => match self.backing_for(ino.0, &opened, |f| reply.open_backing(f)) {
@@ -431,7 +477,7 @@ impl Filesystem for StatefsFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        self.metrics.count("create");
+        let _t = self.metrics.count("create");
         let _s = tracing::debug_span!("create", parent = parent.0, ?name).entered();
         let name = match Self::name(name) {
             Ok(n) => n,
@@ -485,7 +531,7 @@ impl Filesystem for StatefsFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.metrics.count("read");
+        let _t = self.metrics.count("read");
         tracing::trace!(ino = _ino.0, fh = fh.0, offset, size, "read");
         match self.core.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
@@ -505,7 +551,7 @@ impl Filesystem for StatefsFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        self.metrics.count("write");
+        let _t = self.metrics.count("write");
         match self.core.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(Self::errno("write", &e)),
@@ -520,7 +566,7 @@ impl Filesystem for StatefsFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.metrics.count("flush");
+        let _t = self.metrics.count("flush");
         match self.core.flush(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(Self::errno("flush", &e)),
@@ -537,7 +583,7 @@ impl Filesystem for StatefsFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.metrics.count("release");
+        let _t = self.metrics.count("release");
         let _s = tracing::debug_span!("release", ino = ino.0, fh = fh.0).entered();
         let r = self.core.release(fh.0);
         {
@@ -564,7 +610,7 @@ impl Filesystem for StatefsFuse {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.metrics.count("fsync");
+        let _t = self.metrics.count("fsync");
         let _s = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0, datasync).entered();
         match self.core.fsync(fh.0, datasync) {
             Ok(()) => reply.ok(),
@@ -573,7 +619,7 @@ impl Filesystem for StatefsFuse {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.metrics.count("opendir");
+        let _t = self.metrics.count("opendir");
         match self.core.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(Self::errno("opendir", &e)),
@@ -588,7 +634,7 @@ impl Filesystem for StatefsFuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.metrics.count("readdir");
+        let _t = self.metrics.count("readdir");
         match self.core.readdir(fh.0) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate().skip(offset as usize) {
@@ -627,7 +673,7 @@ impl Filesystem for StatefsFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.metrics.count("fsyncdir");
+        let _t = self.metrics.count("fsyncdir");
         match self.core.fsyncdir() {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(Self::errno("fsyncdir", &e)),
@@ -635,7 +681,7 @@ impl Filesystem for StatefsFuse {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.metrics.count("statfs");
+        let _t = self.metrics.count("statfs");
         match self.core.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks() as u64,
@@ -661,7 +707,7 @@ impl Filesystem for StatefsFuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.metrics.count("fallocate");
+        let _t = self.metrics.count("fallocate");
         match self.core.fallocate(fh.0, offset, length, mode) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(Self::errno("fallocate", &e)),

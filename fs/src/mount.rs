@@ -28,6 +28,11 @@ pub enum MountError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// The mount point must be an existing, empty directory that is not already a mount.
@@ -110,10 +115,37 @@ pub fn runtime() -> Result<Arc<tokio::runtime::Runtime>, MountError> {
         .map_err(MountError::Runtime)
 }
 
+/// `statefs:<local-dir>`, or plain `statefs` when the path cannot travel in a mount option.
+fn fs_name(local_dir: &Path) -> String {
+    let dir = local_dir.to_string_lossy();
+    if dir.contains([',', ' ', '\t', '\n', '\\']) {
+        "statefs".into()
+    } else {
+        format!("statefs:{dir}")
+    }
+}
+
+/// The local dir of the statefs mount at `mountpoint`, from the mount table.
+pub fn local_dir_of(mountpoint: &Path) -> Option<PathBuf> {
+    let abs = std::fs::canonicalize(mountpoint).ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = abs.to_string_lossy();
+    info.lines().find_map(|l| {
+        let mut fields = l.split(' ');
+        if fields.nth(4).map(unescape_mount_path)? != want {
+            return None;
+        }
+        let rest = l.split(" - ").nth(1)?;
+        let source = rest.split(' ').nth(1)?;
+        source.strip_prefix("statefs:").map(PathBuf::from)
+    })
+}
+
 fn fuser_config(config: &MountConfig) -> fuser::Config {
     let mut c = fuser::Config::default();
     c.mount_options = vec![
-        MountOption::FSName("statefs".into()),
+        // The source names the local dir, so `statefs stats <mountpoint>` finds the mount's files.
+        MountOption::FSName(fs_name(&config.local_dir)),
         MountOption::Subtype("statefs".into()),
         MountOption::DefaultPermissions,
         MountOption::NoAtime,
@@ -126,6 +158,188 @@ fn fuser_config(config: &MountConfig) -> fuser::Config {
     c
 }
 
+/// Renders every metric of a mount in Prometheus text format.
+pub fn render_metrics(core: &FsCore, remote: &RemoteMetrics, fuse: &FuseMetrics) -> String {
+    use crate::metrics::*;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::new();
+    let c = core.cache_stats();
+    let m = &core.metrics;
+    let counters: [(&str, &str, u64); 13] = [
+        (
+            CACHE_HITS,
+            "accesses of files with a hot local copy",
+            c.hits,
+        ),
+        (
+            CACHE_MISSES,
+            "accesses of tracked files without a hot copy",
+            c.misses,
+        ),
+        (
+            CACHE_LOADBACKS,
+            "promotions served by a demoted copy still on disk",
+            c.loadbacks,
+        ),
+        (CACHE_PROMOTIONS, "cold files promoted to hot", c.promotions),
+        (
+            CACHE_EVICTIONS,
+            "hot copies demoted to make room",
+            c.evictions,
+        ),
+        (
+            BLOCK_HITS,
+            "cold-read blocks found in memory",
+            m.block_hits.load(Relaxed),
+        ),
+        (
+            BLOCK_MISSES,
+            "cold-read blocks fetched from the store",
+            m.block_misses.load(Relaxed),
+        ),
+        (
+            REMOTE_ERRORS,
+            "failed object-store attempts",
+            remote.errors.load(Relaxed),
+        ),
+        (UPLOADS, "files uploaded", m.uploads.load(Relaxed)),
+        (
+            UPLOAD_BYTES,
+            "bytes of uploaded files",
+            m.upload_bytes.load(Relaxed),
+        ),
+        (DOWNLOADS, "whole-file downloads", m.downloads.load(Relaxed)),
+        (
+            INODES,
+            "inodes in the mapping table",
+            core.inode_count() as u64,
+        ),
+        (
+            UPLOADS_IN_FLIGHT,
+            "uploads running now",
+            m.uploads_in_flight.load(Relaxed),
+        ),
+    ];
+    for (name, help, v) in counters {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        header(&mut out, name, kind, help);
+        sample(&mut out, name, "", v);
+    }
+    let gauges: [(&str, &str, u64); 4] = [
+        (
+            CACHE_USED_BYTES,
+            "bytes of hot copies plus demoted copies still open",
+            c.used,
+        ),
+        (
+            CACHE_REMAINING_BYTES,
+            "bytes that fit before a limit is reached",
+            core.cache_remaining(),
+        ),
+        (
+            CACHE_HOT_FILES,
+            "files with a hot local copy",
+            c.hot_entries,
+        ),
+        (
+            CACHE_COLD_FILES,
+            "files tracked without a copy",
+            c.cold_entries,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        header(&mut out, name, "gauge", help);
+        sample(&mut out, name, "", v);
+    }
+    header(
+        &mut out,
+        REMOTE_REQUESTS,
+        "counter",
+        "object-store requests by operation",
+    );
+    for (op, v) in [
+        ("get", &remote.gets),
+        ("put", &remote.puts),
+        ("head", &remote.heads),
+        ("delete", &remote.deletes),
+        ("list", &remote.lists),
+    ] {
+        sample(
+            &mut out,
+            REMOTE_REQUESTS,
+            &format!("op=\"{op}\""),
+            v.load(Relaxed),
+        );
+    }
+    header(
+        &mut out,
+        REMOTE_BYTES,
+        "counter",
+        "object-store bytes by operation",
+    );
+    sample(
+        &mut out,
+        REMOTE_BYTES,
+        "op=\"get\"",
+        remote.get_bytes.load(Relaxed),
+    );
+    sample(
+        &mut out,
+        REMOTE_BYTES,
+        "op=\"put\"",
+        remote.put_bytes.load(Relaxed),
+    );
+    header(
+        &mut out,
+        REMOTE_LATENCY,
+        "histogram",
+        "latency of one object-store attempt",
+    );
+    remote
+        .get_latency
+        .render(&mut out, REMOTE_LATENCY, "op=\"get\"");
+    remote
+        .put_latency
+        .render(&mut out, REMOTE_LATENCY, "op=\"put\"");
+    remote
+        .delete_latency
+        .render(&mut out, REMOTE_LATENCY, "op=\"delete\"");
+    fuse.render(&mut out);
+    out
+}
+
+/// Starts the `/metrics` endpoint of a mount and records its address in `<local-dir>/metrics.addr`
+/// for `statefs stats`.
+pub fn start_metrics(
+    config: &MountConfig,
+    core: &Arc<FsCore>,
+    remote: &Arc<RemoteMetrics>,
+    fuse: &Arc<FuseMetrics>,
+) -> Result<crate::metrics::MetricsServer, MountError> {
+    let (c, r, f) = (Arc::downgrade(core), remote.clone(), fuse.clone());
+    let render = Arc::new(move || match c.upgrade() {
+        Some(core) => render_metrics(&core, &r, &f),
+        None => String::new(),
+    });
+    let server =
+        crate::metrics::MetricsServer::start(&config.metrics_addr, render).map_err(|e| {
+            MountError::Metrics {
+                addr: config.metrics_addr.clone(),
+                source: e,
+            }
+        })?;
+    let path = config.local_dir.join("metrics.addr");
+    std::fs::write(&path, format!("{}\n", server.addr())).map_err(|e| MountError::Metrics {
+        addr: path.display().to_string(),
+        source: e,
+    })?;
+    Ok(server)
+}
+
 /// Everything a mount needs before the kernel is involved.
 pub struct Prepared {
     pub core: Arc<FsCore>,
@@ -136,6 +350,7 @@ pub struct Prepared {
     pub fuse_metrics: Arc<FuseMetrics>,
     pub status: Arc<FuseStatus>,
     pub runtime: Arc<tokio::runtime::Runtime>,
+    pub metrics_server: crate::metrics::MetricsServer,
 }
 
 /// Checks the mount point, opens the store and recovers the core. `remote` replaces the store named
@@ -152,6 +367,14 @@ pub fn prepare(
         None => build_remote(config, runtime.clone(), remote_metrics.clone())?,
     };
     let mountpoint = check_mountpoint(mountpoint)?;
+    let local_dir = std::path::absolute(&config.local_dir).map_err(|e| MountError::MountPoint {
+        path: config.local_dir.clone(),
+        why: e.to_string(),
+    })?;
+    let config = &MountConfig {
+        local_dir,
+        ..config.clone()
+    };
     let core = FsCore::start(&config.local_dir, &config.cache_dir, remote, config.cache)?;
     let fuse_metrics = Arc::new(FuseMetrics::default());
     let status = Arc::new(FuseStatus::default());
@@ -163,6 +386,7 @@ pub fn prepare(
         fuse_metrics.clone(),
         status.clone(),
     );
+    let metrics_server = start_metrics(config, &core, &remote_metrics, &fuse_metrics)?;
     Ok(Prepared {
         core,
         fs,
@@ -172,6 +396,7 @@ pub fn prepare(
         fuse_metrics,
         status,
         runtime,
+        metrics_server,
     })
 }
 
@@ -183,6 +408,7 @@ pub struct MountHandle {
     pub remote_metrics: Arc<RemoteMetrics>,
     pub fuse_metrics: Arc<FuseMetrics>,
     pub status: Arc<FuseStatus>,
+    pub metrics_server: Option<crate::metrics::MetricsServer>,
     _runtime: Arc<tokio::runtime::Runtime>,
 }
 
@@ -210,6 +436,7 @@ impl MountHandle {
             remote_metrics: p.remote_metrics,
             fuse_metrics: p.fuse_metrics,
             status: p.status,
+            metrics_server: Some(p.metrics_server),
             _runtime: p.runtime,
         })
     }
@@ -233,6 +460,7 @@ impl MountHandle {
             None => Ok(()),
         };
         self.core.take();
+        self.metrics_server.take();
         r
     }
 }

@@ -73,7 +73,7 @@ fn each_bad_input_fails_with_its_message() {
             good.clone(),
             dirs.mnt.clone(),
             vec!["--passthrough", "sometimes"],
-            "passthrough must be auto, on or off",
+            "expected one of auto, on, off",
         ),
     ];
     for (remote, mnt, extra, want) in cases {

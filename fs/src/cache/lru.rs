@@ -262,6 +262,7 @@ mod tests {
             access_before_promote: 3,
             promote_limit: 2,
             target_file_size: 10,
+            ..Default::default()
         }
     }
     fn index(capacity: u64) -> CacheIndex {
@@ -447,7 +448,7 @@ mod model {
         #[test]
         fn never_over_the_limit_and_never_loses_a_file(ops in proptest::collection::vec(op(), 1..200)) {
             let capacity = 100;
-            let cfg = CacheConfig { size_limit: capacity, reserve_size: 0, access_before_promote: 2, promote_limit: 3, target_file_size: 10 };
+            let cfg = CacheConfig { size_limit: capacity, reserve_size: 0, access_before_promote: 2, promote_limit: 3, target_file_size: 10, ..Default::default() };
             let mut c = CacheIndex::new(cfg, LimitPolicy::Size { capacity });
             let mut tracked: BTreeMap<u8, u64> = BTreeMap::new();
             let mut hot: BTreeSet<u8> = BTreeSet::new();

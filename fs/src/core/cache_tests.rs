@@ -56,6 +56,7 @@ fn sized(limit: u64) -> CacheConfig {
         access_before_promote: 3,
         promote_limit: 3,
         target_file_size: 1000,
+        ..Default::default()
     }
 }
 
@@ -135,6 +136,7 @@ fn cold_file_is_promoted_after_enough_reads() {
     put(&core, "b.sst", &data(2));
     put(&core, "c.sst", &data(3)); // a demoted
     core.unlink(ROOT_INO, "c.sst").unwrap(); // room again
+    core.settle();
     let o = core.open(a, libc::O_RDONLY).unwrap();
     assert!(o.backing.is_none());
     // Open counted 1 access, reads count the rest (access_before_promote = 3).
@@ -142,7 +144,7 @@ fn cold_file_is_promoted_after_enough_reads() {
     core.read(o.fh, 100, 100).unwrap();
     core.release(o.fh).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while env.copies() < 2 {
+    while core.metrics.downloads.load(Ordering::Relaxed) < 1 {
         assert!(Instant::now() < deadline, "promoted copy never loaded");
         std::thread::sleep(Duration::from_millis(10));
     }

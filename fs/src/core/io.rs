@@ -234,6 +234,7 @@ impl FsCore {
                 ReadSource::Remote {
                     key: s.key.clone(),
                     size: s.size,
+                    pattern: Default::default(),
                 }
             };
             let source = match has_local.then(|| self.backing_file(ino, &path)) {
@@ -310,14 +311,35 @@ impl FsCore {
                 buf.truncate(filled);
                 Ok(buf)
             }
-            ReadSource::Remote { key, size: len } => {
-                let end = (offset + size as u64).min(*len);
-                if offset >= end {
-                    return Ok(Vec::new());
-                }
-                self.metrics.remote_reads.fetch_add(1, Ordering::Relaxed);
+            ReadSource::Remote {
+                key,
+                size: len,
+                pattern,
+            } => {
                 self.cache_remote_read(h.ino, h.local_id);
-                Ok(self.remote.get_range(key, offset..end)?.to_vec())
+                let mut stats = crate::cache::BlockStats::default();
+                let data = {
+                    let mut pattern = pattern.lock();
+                    self.blocks.read(
+                        self.remote.as_ref(),
+                        key,
+                        *len,
+                        offset,
+                        size as u64,
+                        &mut pattern,
+                        &mut stats,
+                    )
+                };
+                self.metrics
+                    .remote_reads
+                    .fetch_add(stats.gets, Ordering::Relaxed);
+                self.metrics
+                    .block_hits
+                    .fetch_add(stats.hits, Ordering::Relaxed);
+                self.metrics
+                    .block_misses
+                    .fetch_add(stats.misses, Ordering::Relaxed);
+                Ok(data?)
             }
         }
     }
@@ -409,7 +431,14 @@ impl FsCore {
         let key = data_key(&uuid::Uuid::new_v4());
         let span = tracing::debug_span!("upload", ino, key = %key, size = stamp.size);
         let _e = span.enter();
-        let up = match self.remote.put_file(&key, &path) {
+        self.metrics
+            .uploads_in_flight
+            .fetch_add(1, Ordering::Relaxed);
+        let uploaded = self.remote.put_file(&key, &path);
+        self.metrics
+            .uploads_in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+        let up = match uploaded {
             Ok(u) => u,
             Err(e) => {
                 dirty.store(true, Ordering::Release);

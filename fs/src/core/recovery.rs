@@ -130,6 +130,7 @@ impl FsCore {
             next_fh: AtomicU64::new(1),
             remote,
             deleter,
+            blocks: crate::cache::BlockCache::new(cache.blocks),
             cache: Mutex::new(CacheIndex::new(cache, policy)),
             loader: super::cached::Loader::start(me.clone()),
             local_files,

@@ -1,0 +1,451 @@
+//! Cold reads: aligned blocks of files that have no local copy, in a bounded in-memory LRU.
+//!
+//! A read is served from blocks of `block_size` bytes fetched with ranged GETs; contiguous missing
+//! blocks are fetched with one GET. A reader that keeps reading where it stopped (compaction, scans)
+//! gets a read-ahead window that doubles up to `max_readahead`; a point lookup fetches only the blocks
+//! it touches, never the whole file. Concurrent misses on one block make one remote request: the
+//! first reader fetches, the others wait for it.
+//!
+//! Keys are object keys, which name one immutable version of a file: a block can never be stale.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar};
+
+use bytes::Bytes;
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::store::{RemoteStore, StoreError};
+
+/// Block store settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockConfig {
+    /// `statefs.cache.block.size` (default 64 KiB): alignment and unit of cold reads.
+    pub block_size: u64,
+    /// `statefs.cache.block.memory` (default 64 MiB): memory for cold blocks.
+    pub memory: u64,
+    /// `statefs.cache.block.max-readahead` (default 4 MiB): largest read-ahead of a sequential reader.
+    pub max_readahead: u64,
+}
+
+impl Default for BlockConfig {
+    fn default() -> Self {
+        BlockConfig {
+            block_size: 64 << 10,
+            memory: 64 << 20,
+            max_readahead: 4 << 20,
+        }
+    }
+}
+
+type BlockId = (Arc<str>, u64);
+
+#[derive(Debug, Default)]
+struct Flight {
+    result: std::sync::Mutex<Option<Result<Bytes, String>>>,
+    done: Condvar,
+}
+
+impl Flight {
+    fn finish(&self, r: Result<Bytes, String>) {
+        *self.result.lock().unwrap() = Some(r);
+        self.done.notify_all();
+    }
+    fn wait(&self) -> Result<Bytes, String> {
+        let mut g = self.result.lock().unwrap();
+        while g.is_none() {
+            g = self.done.wait(g).unwrap();
+        }
+        g.clone().unwrap()
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    blocks: LruCache<BlockId, Bytes>,
+    flights: HashMap<BlockId, Arc<Flight>>,
+}
+
+/// Per-handle sequential-read detector.
+#[derive(Debug, Default)]
+pub struct ReadPattern {
+    next: u64,
+    window: u64,
+}
+
+impl ReadPattern {
+    /// Read-ahead bytes for a read at `offset..end`, updating the pattern.
+    fn advance(&mut self, offset: u64, end: u64, cfg: &BlockConfig) -> u64 {
+        if offset == self.next && offset != 0 {
+            self.window = (self.window * 2).clamp(cfg.block_size, cfg.max_readahead);
+        } else {
+            self.window = 0;
+        }
+        self.next = end;
+        self.window
+    }
+}
+
+#[derive(Debug)]
+pub struct BlockCache {
+    cfg: BlockConfig,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BlockStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub gets: u64,
+}
+
+impl BlockCache {
+    pub fn new(cfg: BlockConfig) -> BlockCache {
+        let capacity = (cfg.memory / cfg.block_size.max(1)).max(1) as usize;
+        BlockCache {
+            cfg,
+            inner: Mutex::new(Inner {
+                blocks: LruCache::new(std::num::NonZeroUsize::new(capacity).expect("at least one")),
+                flights: HashMap::new(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &BlockConfig {
+        &self.cfg
+    }
+
+    /// Reads `offset..offset+len` (clipped to `size`) of object `key`.
+    pub fn read(
+        &self,
+        remote: &dyn RemoteStore,
+        key: &str,
+        size: u64,
+        offset: u64,
+        len: u64,
+        pattern: &mut ReadPattern,
+        stats: &mut BlockStats,
+    ) -> Result<Vec<u8>, StoreError> {
+        let end = (offset + len).min(size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let bs = self.cfg.block_size;
+        let readahead = pattern.advance(offset, end, &self.cfg);
+        let first = offset / bs;
+        let last = (end - 1) / bs;
+        let last_ahead = ((end + readahead).min(size) - 1) / bs;
+        let key: Arc<str> = Arc::from(key);
+
+        // Under the lock: take what is cached, join flights of others, and claim the rest.
+        let mut have: HashMap<u64, Bytes> = HashMap::new();
+        let mut waiting: Vec<(u64, Arc<Flight>)> = Vec::new();
+        let mut claimed: Vec<u64> = Vec::new();
+        {
+            let mut inner = self.inner.lock();
+            for b in first..=last {
+                let id = (key.clone(), b);
+                if let Some(data) = inner.blocks.get(&id) {
+                    have.insert(b, data.clone());
+                    stats.hits += 1;
+                } else if let Some(f) = inner.flights.get(&id) {
+                    waiting.push((b, f.clone()));
+                } else {
+                    inner.flights.insert(id, Arc::new(Flight::default()));
+                    claimed.push(b);
+                    stats.misses += 1;
+                }
+            }
+            // Read-ahead: the window after the read, fetched when the reader reaches its edge (the
+            // next block is not cached) — not one block per read — and only up to the first block
+            // that is cached or already being fetched, so it stays one contiguous GET.
+            let at_edge = last < last_ahead && !inner.blocks.contains(&(key.clone(), last + 1));
+            if at_edge {
+                for b in last + 1..=last_ahead {
+                    let id = (key.clone(), b);
+                    if inner.blocks.contains(&id) || inner.flights.contains_key(&id) {
+                        break;
+                    }
+                    inner.flights.insert(id, Arc::new(Flight::default()));
+                    claimed.push(b);
+                }
+            }
+        }
+
+        // Fetch claimed blocks, one GET per contiguous run.
+        let mut failure = None;
+        for run in runs(&claimed) {
+            let (a, b) = (run[0], *run.last().unwrap());
+            let range = a * bs..((b + 1) * bs).min(size);
+            stats.gets += 1;
+            let fetched = remote.get_range(&key, range.clone());
+            let mut inner = self.inner.lock();
+            for blk in a..=b {
+                let id = (key.clone(), blk);
+                let flight = inner.flights.remove(&id);
+                match &fetched {
+                    Ok(data) => {
+                        let lo = ((blk - a) * bs) as usize;
+                        let hi = (lo + bs as usize).min(data.len());
+                        let piece = data.slice(lo.min(hi)..hi);
+                        inner.blocks.put(id, piece.clone());
+                        if blk <= last {
+                            have.insert(blk, piece.clone());
+                        }
+                        if let Some(f) = flight {
+                            f.finish(Ok(piece));
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(f) = flight {
+                            f.finish(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+            if let Err(e) = fetched {
+                failure.get_or_insert(e);
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        for (b, f) in waiting {
+            match f.wait() {
+                Ok(data) => {
+                    have.insert(b, data);
+                    stats.hits += 1;
+                }
+                Err(message) => {
+                    return Err(StoreError::Unavailable {
+                        op: "get_range",
+                        key: key.to_string(),
+                        message,
+                    });
+                }
+            }
+        }
+
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for b in first..=last {
+            let data = &have[&b];
+            let block_start = b * bs;
+            let lo = offset.max(block_start) - block_start;
+            let hi = (end.min(block_start + bs) - block_start).min(data.len() as u64);
+            out.extend_from_slice(&data[lo as usize..hi as usize]);
+        }
+        Ok(out)
+    }
+
+    /// Drops every block of `key` (its file was deleted).
+    pub fn forget(&self, key: &str) {
+        let mut inner = self.inner.lock();
+        let ids: Vec<BlockId> = inner
+            .blocks
+            .iter()
+            .filter(|((k, _), _)| &**k == key)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            inner.blocks.pop(&id);
+        }
+    }
+}
+
+/// Splits sorted block numbers into contiguous runs.
+fn runs(blocks: &[u64]) -> Vec<Vec<u64>> {
+    let mut out: Vec<Vec<u64>> = Vec::new();
+    for &b in blocks {
+        match out.last_mut() {
+            Some(run) if *run.last().unwrap() + 1 == b => run.push(b),
+            _ => out.push(vec![b]),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MetricsRemote, ObjectStoreRemote, RemoteMetrics};
+    use std::sync::atomic::Ordering;
+
+    fn setup(
+        size: usize,
+    ) -> (
+        Arc<RemoteMetrics>,
+        MetricsRemote<ObjectStoreRemote>,
+        Vec<u8>,
+    ) {
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+        let metrics = Arc::new(RemoteMetrics::default());
+        let remote = MetricsRemote::new(ObjectStoreRemote::in_memory(rt), metrics.clone());
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        remote.put("data/f", Bytes::from(data.clone())).unwrap();
+        metrics.puts.store(0, Ordering::Relaxed);
+        (metrics, remote, data)
+    }
+
+    fn cfg() -> BlockConfig {
+        BlockConfig {
+            block_size: 4096,
+            memory: 1 << 20,
+            max_readahead: 64 << 10,
+        }
+    }
+
+    #[test]
+    fn point_reads_fetch_only_their_blocks() {
+        let (m, remote, data) = setup(1 << 20);
+        let cache = BlockCache::new(cfg());
+        let mut st = BlockStats::default();
+        let got = cache
+            .read(
+                &remote,
+                "data/f",
+                data.len() as u64,
+                500_000,
+                100,
+                &mut ReadPattern::default(),
+                &mut st,
+            )
+            .unwrap();
+        assert_eq!(got, &data[500_000..500_100]);
+        assert_eq!(
+            m.get_bytes.load(Ordering::Relaxed),
+            4096,
+            "one block, not the file"
+        );
+        // Spanning two blocks: one GET of both.
+        let got = cache
+            .read(
+                &remote,
+                "data/f",
+                data.len() as u64,
+                8190,
+                10,
+                &mut ReadPattern::default(),
+                &mut st,
+            )
+            .unwrap();
+        assert_eq!(got, &data[8190..8200]);
+        assert_eq!(m.gets.load(Ordering::Relaxed), 2);
+        // Cached now.
+        cache
+            .read(
+                &remote,
+                "data/f",
+                data.len() as u64,
+                500_010,
+                50,
+                &mut ReadPattern::default(),
+                &mut st,
+            )
+            .unwrap();
+        assert_eq!(m.gets.load(Ordering::Relaxed), 2);
+        assert_eq!(st.hits, 1);
+    }
+
+    #[test]
+    fn sequential_readers_get_growing_readahead() {
+        let (m, remote, data) = setup(1 << 20);
+        let cache = BlockCache::new(cfg());
+        let mut st = BlockStats::default();
+        let mut p = ReadPattern::default();
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off < data.len() as u64 {
+            out.extend(
+                cache
+                    .read(
+                        &remote,
+                        "data/f",
+                        data.len() as u64,
+                        off,
+                        4096,
+                        &mut p,
+                        &mut st,
+                    )
+                    .unwrap(),
+            );
+            off += 4096;
+        }
+        assert_eq!(out, data);
+        let gets = m.gets.load(Ordering::Relaxed);
+        assert!(gets < 40, "{gets} GETs for 256 sequential block reads");
+        assert_eq!(
+            m.get_bytes.load(Ordering::Relaxed),
+            data.len() as u64,
+            "nothing fetched twice"
+        );
+    }
+
+    #[test]
+    fn concurrent_misses_on_one_block_make_one_request() {
+        let (m, remote, data) = setup(1 << 16);
+        let remote = Arc::new(remote);
+        let cache = Arc::new(BlockCache::new(cfg()));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, remote) = (cache.clone(), remote.clone());
+                std::thread::spawn(move || {
+                    let mut st = BlockStats::default();
+                    cache
+                        .read(
+                            remote.as_ref(),
+                            "data/f",
+                            1 << 16,
+                            100,
+                            200,
+                            &mut ReadPattern::default(),
+                            &mut st,
+                        )
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), &data[100..300]);
+        }
+        assert_eq!(m.gets.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn reads_past_the_end_are_clipped() {
+        let (_, remote, data) = setup(10_000);
+        let cache = BlockCache::new(cfg());
+        let mut st = BlockStats::default();
+        let got = cache
+            .read(
+                &remote,
+                "data/f",
+                10_000,
+                9_000,
+                5_000,
+                &mut ReadPattern::default(),
+                &mut st,
+            )
+            .unwrap();
+        assert_eq!(got, &data[9_000..]);
+        assert!(
+            cache
+                .read(
+                    &remote,
+                    "data/f",
+                    10_000,
+                    10_000,
+                    10,
+                    &mut ReadPattern::default(),
+                    &mut st
+                )
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
