@@ -1,0 +1,243 @@
+//! The bounded cache through a real mount: RocksDB on a cache far smaller than its data, eviction
+//! under an open reader, rebuild at remount, and the metrics a person reads.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+
+use rocksdb::{DB, Options};
+use statefs::MountHandle;
+use statefs_tests::{CliMount, Dirs, statefs_bin};
+
+fn sized_cache(dirs: &Dirs, limit: u64, target: u64) -> statefs::MountConfig {
+    let mut c = dirs.config();
+    c.cache.size_limit = limit;
+    c.cache.reserve_size = 0;
+    c.cache.target_file_size = target;
+    c
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("k{:08}", i.wrapping_mul(2_654_435_761) % 1_000_000_007).into_bytes()
+}
+fn value(i: u32) -> Vec<u8> {
+    let mut v = format!("v{i}").into_bytes();
+    v.resize(120, (i % 251) as u8);
+    v
+}
+
+/// Writes and fsyncs: the upload (and so the cache decision) is done when this returns. A plain
+/// write+close uploads at release, which the kernel sends after close() has returned.
+fn write_synced(path: &std::path::Path, data: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(data).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn rocksdb_verifies_fully_with_a_cache_of_a_tenth_of_its_data() {
+    let dirs = Dirs::new();
+    let n = 200_000;
+    // About 26 MB of SSTs against a 2.5 MB cache.
+    let config = sized_cache(&dirs, 2_600_000, 1 << 20);
+    let mount = MountHandle::mount(&config, &dirs.mnt).unwrap();
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.set_write_buffer_size(1 << 20);
+    o.set_target_file_size_base(1 << 20);
+    o.set_compression_type(rocksdb::DBCompressionType::None);
+    // No block cache of RocksDB's own worth mentioning: reads reach the filesystem.
+    let mut bo = rocksdb::BlockBasedOptions::default();
+    bo.set_block_cache(&rocksdb::Cache::new_lru_cache(64 << 10));
+    o.set_block_based_table_factory(&bo);
+    let db_path = dirs.mnt.join("db");
+    {
+        let db = DB::open(&o, &db_path).unwrap();
+        for i in 0..n {
+            db.put(key(i), value(i)).unwrap();
+        }
+        db.flush().unwrap();
+        db.compact_range::<&[u8], &[u8]>(None, None);
+        for i in 0..n {
+            assert_eq!(
+                db.get(key(i)).unwrap().as_deref(),
+                Some(&value(i)[..]),
+                "key {i}"
+            );
+        }
+    }
+    let remote_bytes: u64 = dirs.remote_objects().iter().map(|(_, s)| s).sum();
+    let stats = mount.core().cache_stats();
+    assert!(
+        remote_bytes > 10 * config.cache.size_limit,
+        "data {remote_bytes} is not 10x the cache"
+    );
+    assert!(
+        stats.used <= config.cache.size_limit,
+        "cache holds {} > limit",
+        stats.used
+    );
+    assert!(stats.evictions > 0);
+    let cached: u64 = std::fs::read_dir(dirs.cache.join("files"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        cached <= config.cache.size_limit,
+        "{cached} bytes of copies on disk"
+    );
+    assert!(
+        mount.core().metrics.remote_reads.load(Ordering::Relaxed) > 0,
+        "cold reads went to the store"
+    );
+    mount.unmount().unwrap();
+
+    // And again after a remount, with the rebuilt cache.
+    let mount = MountHandle::mount(&config, &dirs.mnt).unwrap();
+    let db = DB::open(&o, &db_path).unwrap();
+    for i in (0..n).step_by(3) {
+        assert_eq!(
+            db.get(key(i)).unwrap().as_deref(),
+            Some(&value(i)[..]),
+            "key {i}"
+        );
+    }
+    drop(db);
+    assert!(mount.core().cache_stats().used <= config.cache.size_limit);
+}
+
+#[test]
+fn a_reader_keeps_correct_bytes_when_its_copy_is_evicted() {
+    let dirs = Dirs::new();
+    let mount = MountHandle::mount(&sized_cache(&dirs, 1_500_000, 1_000_000), &dirs.mnt).unwrap();
+    let a: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    write_synced(&dirs.mnt.join("a.sst"), &a);
+    let mut reader = std::fs::File::open(dirs.mnt.join("a.sst")).unwrap();
+    let mut first = vec![0u8; 400_000];
+    reader.read_exact(&mut first).unwrap();
+    // b takes a's place in the cache while a is open.
+    write_synced(&dirs.mnt.join("b.sst"), &[7u8; 1_000_000]);
+    assert!(mount.core().cache_stats().evictions >= 1);
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    first.extend(rest);
+    assert_eq!(first, a, "the evicted reader read every byte right");
+    reader.seek(SeekFrom::Start(123_456)).unwrap();
+    let mut some = vec![0u8; 1000];
+    reader.read_exact(&mut some).unwrap();
+    assert_eq!(some, a[123_456..124_456]);
+    drop(reader);
+    // A new reader reads from the store (no copy any more), still correct.
+    assert_eq!(std::fs::read(dirs.mnt.join("a.sst")).unwrap(), a);
+    assert_eq!(
+        std::fs::read_dir(dirs.cache.join("files")).unwrap().count(),
+        1,
+        "only b's copy is left"
+    );
+    mount.unmount().unwrap();
+}
+
+#[test]
+fn remount_serves_hits_from_the_rebuilt_cache_and_drops_damaged_copies() {
+    let dirs = Dirs::new();
+    let config = sized_cache(&dirs, 10 << 20, 1 << 20);
+    {
+        let _m = MountHandle::mount(&config, &dirs.mnt).unwrap();
+        write_synced(&dirs.mnt.join("good.sst"), &[1u8; 300_000]);
+        write_synced(&dirs.mnt.join("bad.sst"), &[2u8; 300_000]);
+    }
+    // Damage one copy in place, keeping its size and mtime.
+    let copy = std::fs::read_dir(dirs.cache.join("files"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read(p).unwrap()[0] == 2)
+        .unwrap();
+    let mtime = std::fs::metadata(&copy).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&copy).unwrap();
+    bytes[150_000] = 99;
+    std::fs::write(&copy, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+
+    let mount = MountHandle::mount(&config, &dirs.mnt).unwrap();
+    assert!(!copy.exists(), "the damaged copy was dropped at mount");
+    assert_eq!(
+        std::fs::read(dirs.mnt.join("good.sst")).unwrap(),
+        vec![1u8; 300_000]
+    );
+    assert_eq!(
+        std::fs::read(dirs.mnt.join("bad.sst")).unwrap(),
+        vec![2u8; 300_000],
+        "never a damaged byte"
+    );
+    let stats = mount.core().cache_stats();
+    assert_eq!(stats.hits, 1, "good.sst was served from the rebuilt cache");
+    assert!(stats.misses >= 1, "bad.sst was read from the store");
+    mount.unmount().unwrap();
+}
+
+#[test]
+fn stats_of_a_running_mount() {
+    let dirs = Dirs::new();
+    let args = vec![
+        "--remote".to_string(),
+        dirs.remote_url(),
+        "--local-dir".into(),
+        dirs.local.display().to_string(),
+        "--cache-dir".into(),
+        dirs.cache.display().to_string(),
+        "--cache-size-limit".into(),
+        "1mb".into(),
+        // A new file keeps its copy only if the cache has room for one target-size file.
+        "--target-file-size".into(),
+        "256kb".into(),
+    ];
+    let mount = CliMount::start(&args, &dirs.mnt);
+    write_synced(&dirs.mnt.join("x.sst"), &[5u8; 200_000]);
+    assert_eq!(
+        std::fs::read(dirs.mnt.join("x.sst")).unwrap().len(),
+        200_000
+    );
+    let out = Command::new(statefs_bin())
+        .arg("stats")
+        .arg(&dirs.mnt)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("uploads   1 files"), "{text}");
+    assert!(text.contains("hot files"), "{text}");
+    let raw = Command::new(statefs_bin())
+        .args(["stats", "--raw"])
+        .arg(&dirs.mnt)
+        .output()
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw.stdout);
+    let metrics = statefs::metrics::parse(&raw);
+    let get = |k: &str| metrics.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    assert_eq!(get("statefs_uploads_total"), Some(1.0), "{raw}");
+    assert_eq!(get("statefs_cache_used_bytes"), Some(200_000.0), "{raw}");
+    assert!(get("statefs_fuse_operations_total{op=\"create\"}").unwrap() >= 1.0);
+    assert!(
+        raw.contains("statefs_remote_request_seconds_bucket{op=\"put\",le=\"+Inf\"} 1"),
+        "{raw}"
+    );
+    // Not a statefs mount: a clear error.
+    let out = Command::new(statefs_bin())
+        .arg("stats")
+        .arg(dirs.root.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a statefs mount"));
+    drop(mount);
+}
