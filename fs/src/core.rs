@@ -97,11 +97,13 @@ pub(crate) struct OpenInode {
 #[derive(Debug)]
 enum ReadSource {
     Local(Arc<File>),
-    /// No local copy: cold reads through the block cache, with this handle's read pattern.
+    /// No local copy at open: cold reads through the block cache, with this handle's read pattern,
+    /// until a promoted copy is complete (`upgraded`); then reads come from the copy.
     Remote {
         key: String,
         size: u64,
         pattern: Mutex<crate::cache::ReadPattern>,
+        upgraded: std::sync::OnceLock<Arc<File>>,
     },
 }
 

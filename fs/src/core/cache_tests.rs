@@ -142,12 +142,16 @@ fn cold_file_is_promoted_after_enough_reads() {
     // Open counted 1 access, reads count the rest (access_before_promote = 3).
     core.read(o.fh, 0, 100).unwrap();
     core.read(o.fh, 100, 100).unwrap();
-    core.release(o.fh).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while core.metrics.downloads.load(Ordering::Relaxed) < 1 {
         assert!(Instant::now() < deadline, "promoted copy never loaded");
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The handle opened before the promotion moves to the copy: no more store reads.
+    let gets = core.metrics.remote_reads.load(Ordering::Relaxed);
+    assert_eq!(core.read(o.fh, 500, 500).unwrap(), vec![1; 500]);
+    assert_eq!(core.metrics.remote_reads.load(Ordering::Relaxed), gets);
+    core.release(o.fh).unwrap();
     assert_eq!(read_all(&core, a), (data(1), true));
     assert_eq!(core.cache_stats().promotions, 1);
 }

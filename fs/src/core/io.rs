@@ -235,6 +235,7 @@ impl FsCore {
                     key: s.key.clone(),
                     size: s.size,
                     pattern: Default::default(),
+                    upgraded: Default::default(),
                 }
             };
             let source = match has_local.then(|| self.backing_file(ino, &path)) {
@@ -297,26 +298,27 @@ impl FsCore {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let h = self.handle(fh)?;
         match &h.source {
-            ReadSource::Local(file) => {
-                let mut buf = vec![0u8; size as usize];
-                let mut filled = 0;
-                while filled < buf.len() {
-                    match file.read_at(&mut buf[filled..], offset + filled as u64) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                buf.truncate(filled);
-                Ok(buf)
-            }
+            ReadSource::Local(file) => read_full_at(file, offset, size),
             ReadSource::Remote {
                 key,
                 size: len,
                 pattern,
+                upgraded,
             } => {
                 self.cache_remote_read(h.ino, h.local_id);
+                // A long-lived handle (RocksDB keeps SSTs open) moves to the promoted copy once it
+                // is complete; it cannot switch to passthrough, but stops going to the store.
+                if upgraded.get().is_none() && self.cache.lock().is_hot(&h.local_id) {
+                    if let Ok(f) = File::open(
+                        self.cache_files
+                            .join(h.local_id.as_hyphenated().to_string()),
+                    ) {
+                        let _ = upgraded.set(Arc::new(f));
+                    }
+                }
+                if let Some(file) = upgraded.get() {
+                    return read_full_at(file, offset, size);
+                }
                 let mut stats = crate::cache::BlockStats::default();
                 let data = {
                     let mut pattern = pattern.lock();
@@ -623,6 +625,22 @@ impl FsCore {
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         self.handle(fh).map(|_| ())
     }
+}
+
+/// Reads up to `size` bytes at `offset`, short only at the end of the file.
+fn read_full_at(file: &File, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
 }
 
 fn to_ns(t: SystemTime) -> i64 {

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# db_bench readrandom against local disk and against statefs with its cache at 100%, 30%, 10% and 0%
+# of the data, with and without FUSE passthrough, in one run. db_bench's own block cache is kept
+# small and reads use O_DIRECT (on both sides), so every block read reaches the filesystem rather than
+# the kernel page cache (the machine has far more RAM than the data). statefs's in-memory block store
+# for cold reads is kept at BLOCK_MEMORY. Prints ops/s, the ratio to local disk, and remote GETs per
+# 1,000 reads.
+#
+#   KEYS=2000000 READS=300000 scripts/bench-cache.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KEYS="${KEYS:-1000000}"
+READS="${READS:-200000}"
+BLOCK_MEMORY="${BLOCK_MEMORY:-8mb}"
+work="${BENCH_DIR:-/var/tmp/statefs-bench-cache}"
+scripts/setup.sh
+cargo build --release -q -p statefs-cli
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release/statefs"
+
+pid=
+cleanup() {
+  if grep -q " $work/mnt " /proc/mounts; then "$bin" unmount --lazy "$work/mnt" || true; fi
+  [ -n "$pid" ] && { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; } || true
+}
+trap cleanup EXIT
+
+fill=(--value_size=100 --compression_type=none --write_buffer_size=8388608 --target_file_size_base=8388608
+      --num="$KEYS" --threads=1 --seed=42)
+read_args=(--use_existing_db=1 --benchmarks=readrandom --num="$KEYS" --reads="$READS" --cache_size=1048576
+           --threads=1 --seed=7 --open_files=-1 --use_direct_reads=true)
+
+ops() { awk '$1 == "readrandom" { for (i = 1; i <= NF; i++) if ($i == "ops/sec") print $(i-1) }'; }
+
+mount_with() { # $1 = cache size limit (bytes; 0 with reserve 0 = no cache), $2 = passthrough
+  local reserve=0
+  "$bin" mount --remote "file://$work/remote" --local-dir "$work/local" --cache-dir "$work/cache" \
+    --cache-size-limit "$1" --cache-reserve-size "$reserve" --target-file-size 8mb --passthrough "$2" \
+    --block-memory "$BLOCK_MEMORY" \
+    "$work/mnt" 2>>"$work/mount.log" &
+  pid=$!
+  for _ in $(seq 300); do grep -q " $work/mnt " /proc/mounts && return; sleep 0.1; done
+  cat "$work/mount.log"; exit 1
+}
+unmount_now() { "$bin" unmount "$work/mnt"; wait "$pid"; pid=; }
+gets() { "$bin" stats --raw "$work/mnt" | awk -F' ' '/^statefs_remote_requests_total\{op="get"\}/ { print $2 }'; }
+
+rm -rf "$work" && mkdir -p "$work/mnt" "$work/localdisk"
+echo "filling $KEYS keys on local disk and on statefs" >&2
+db_bench --db="$work/localdisk/db" --benchmarks=fillrandom "${fill[@]}" >/dev/null
+mount_with 100gb on
+db_bench --db="$work/mnt/db" --benchmarks=fillrandom "${fill[@]}" >/dev/null
+unmount_now
+data=$(du -sb "$work/remote/data" | cut -f1)
+echo "SST data: $data bytes in $(ls "$work/remote/data" | wc -l) objects" >&2
+
+local_ops=$(db_bench --db="$work/localdisk/db" "${read_args[@]}" 2>&1 | ops)
+
+results=()
+for pct in 100 30 10 0; do
+  limit=$((data * pct / 100))
+  [ "$pct" -eq 100 ] && limit=$((data * 2))
+  for pt in on off; do
+    mount_with "$limit" "$pt"
+    # Warm-up pass: lets promotion fill the cache as far as the limit allows.
+    db_bench --db="$work/mnt/db" "${read_args[@]}" >/dev/null 2>&1
+    before=$(gets)
+    s=$(db_bench --db="$work/mnt/db" "${read_args[@]}" 2>&1 | ops)
+    after=$(gets)
+    unmount_now
+    per1k=$(awk -v a="$after" -v b="$before" -v r="$READS" 'BEGIN { printf "%.1f", (a - b) * 1000 / r }')
+    results+=("$pct|$pt|$s|$per1k")
+    echo "cache ${pct}% passthrough $pt done" >&2
+  done
+done
+
+echo
+echo "db_bench readrandom: $KEYS keys, $READS reads, O_DIRECT, 1 MiB db_bench block cache; SST data $((data / 1048576)) MiB; statefs block memory $BLOCK_MEMORY"
+echo "local disk: $local_ops ops/s"
+printf "| %-6s | %-11s | %12s | %8s | %18s |\n" cache passthrough "ops/s" "vs local" "remote GETs/1k reads"
+printf "|%s|%s|%s|%s|%s|\n" "--------" "-------------" "--------------" "----------" "--------------------"
+for r in "${results[@]}"; do
+  IFS='|' read -r pct pt s per1k <<<"$r"
+  printf "| %-6s | %-11s | %12s | %8s | %18s |\n" "$pct%" "$pt" "$s" \
+    "$(awk -v a="$s" -v b="$local_ops" 'BEGIN { printf "%.2fx", a / b }')" "$per1k"
+done
