@@ -317,7 +317,20 @@ fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), String> {
     }
 }
 
+/// Appends a formatted line to a String (stats builds its whole report before printing it).
+macro_rules! outln {
+    ($out:expr) => { $out.push('\n') };
+    ($out:expr, $($arg:tt)*) => {{ $out.push_str(&format!($($arg)*)); $out.push('\n'); }};
+}
+
+/// Prints, ignoring a closed pipe (`statefs stats | head`).
+fn print_all(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 fn stats(mountpoint: &Path, raw: bool) -> Result<(), String> {
+    let mut out = String::new();
     let local = statefs::mount::local_dir_of(mountpoint)
         .ok_or_else(|| format!("{} is not a statefs mount", mountpoint.display()))?;
     let addr_file = local.join("metrics.addr");
@@ -326,7 +339,8 @@ fn stats(mountpoint: &Path, raw: bool) -> Result<(), String> {
     let text = statefs::metrics::fetch(addr.trim())
         .map_err(|e| format!("metrics of the mount at {}: {e}", addr.trim()))?;
     if raw {
-        print!("{text}");
+        out.push_str(&text);
+        print_all(&out);
         return Ok(());
     }
     let values = statefs::metrics::parse(&text);
@@ -346,21 +360,24 @@ fn stats(mountpoint: &Path, raw: bool) -> Result<(), String> {
     };
     let mib = |v: f64| format!("{:.1} MiB", v / (1024.0 * 1024.0));
     use statefs::metrics as m;
-    println!(
+    outln!(
+        out,
         "statefs mount {} (local dir {}, metrics {})",
         mountpoint.display(),
         local.display(),
         addr.trim()
     );
-    println!();
-    println!(
+    outln!(out);
+    outln!(
+        out,
         "cache     used {} of {} more allowed, {} hot files, {} cold files",
         mib(get(m::CACHE_USED_BYTES)),
         mib(get(m::CACHE_REMAINING_BYTES)),
         get(m::CACHE_HOT_FILES),
         get(m::CACHE_COLD_FILES)
     );
-    println!(
+    outln!(
+        out,
         "          hits {}, misses {}, promotions {}, loadbacks {}, evictions {}",
         get(m::CACHE_HITS),
         get(m::CACHE_MISSES),
@@ -368,19 +385,22 @@ fn stats(mountpoint: &Path, raw: bool) -> Result<(), String> {
         get(m::CACHE_LOADBACKS),
         get(m::CACHE_EVICTIONS)
     );
-    println!(
+    outln!(
+        out,
         "cold      block hits {}, block misses {}",
         get(m::BLOCK_HITS),
         get(m::BLOCK_MISSES)
     );
-    println!(
+    outln!(
+        out,
         "remote    gets {}, puts {}, deletes {}, errors {}",
         get(&format!("{}{{op=\"get\"}}", m::REMOTE_REQUESTS)),
         get(&format!("{}{{op=\"put\"}}", m::REMOTE_REQUESTS)),
         get(&format!("{}{{op=\"delete\"}}", m::REMOTE_REQUESTS)),
         get(m::REMOTE_ERRORS)
     );
-    println!(
+    outln!(
+        out,
         "          read {}, written {}",
         mib(get(&format!("{}{{op=\"get\"}}", m::REMOTE_BYTES))),
         mib(get(&format!("{}{{op=\"put\"}}", m::REMOTE_BYTES)))
@@ -389,20 +409,23 @@ fn stats(mountpoint: &Path, raw: bool) -> Result<(), String> {
         let count = get(&format!("{}_count{{op=\"{op}\"}}", m::REMOTE_LATENCY));
         let sum = get(&format!("{}_sum{{op=\"{op}\"}}", m::REMOTE_LATENCY));
         if count > 0.0 {
-            println!(
+            outln!(
+                out,
                 "          {op:<6} mean latency {:.2} ms over {count} requests",
                 1000.0 * sum / count
             );
         }
     }
-    println!(
+    outln!(
+        out,
         "uploads   {} files, {}, {} in flight; downloads {}",
         get(m::UPLOADS),
         mib(get(m::UPLOAD_BYTES)),
         get(m::UPLOADS_IN_FLIGHT),
         get(m::DOWNLOADS)
     );
-    println!(
+    outln!(
+        out,
         "fuse      {} requests; opens: {} passthrough, {} daemon; {} inodes",
         sum_prefix(&format!("{}{{", m::FUSE_OPS)),
         get(&format!("{}{{path=\"passthrough\"}}", m::FUSE_OPENS)),
@@ -418,10 +441,12 @@ fn stats(mountpoint: &Path, raw: bool) -> Result<(), String> {
     for (op, n) in ops {
         let count = get(&format!("{}_count{{op=\"{op}\"}}", m::FUSE_LATENCY));
         let sum = get(&format!("{}_sum{{op=\"{op}\"}}", m::FUSE_LATENCY));
-        println!(
+        outln!(
+            out,
             "          {op:<10} {n:>10}  mean {:>8.1} us",
             if count > 0.0 { 1e6 * sum / count } else { 0.0 }
         );
     }
+    print_all(&out);
     Ok(())
 }
