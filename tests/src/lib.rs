@@ -48,6 +48,18 @@ impl Dirs {
         format!("file://{}", self.remote.display())
     }
 
+    /// `statefs mount` arguments naming these directories (the mount point not included).
+    pub fn cli_args(&self) -> Vec<String> {
+        vec![
+            "--remote".into(),
+            self.remote_url(),
+            "--local-dir".into(),
+            self.local.display().to_string(),
+            "--cache-dir".into(),
+            self.cache.display().to_string(),
+        ]
+    }
+
     pub fn config(&self) -> statefs::MountConfig {
         statefs::MountConfig::new(self.remote_url(), &self.local, &self.cache)
     }

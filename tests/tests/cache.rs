@@ -184,19 +184,14 @@ fn remount_serves_hits_from_the_rebuilt_cache_and_drops_damaged_copies() {
 #[test]
 fn stats_of_a_running_mount() {
     let dirs = Dirs::new();
-    let args = vec![
-        "--remote".to_string(),
-        dirs.remote_url(),
-        "--local-dir".into(),
-        dirs.local.display().to_string(),
-        "--cache-dir".into(),
-        dirs.cache.display().to_string(),
+    let mut args = dirs.cli_args();
+    args.extend::<Vec<String>>(vec![
         "--cache-size-limit".into(),
         "1mb".into(),
         // A new file keeps its copy only if the cache has room for one target-size file.
         "--target-file-size".into(),
         "256kb".into(),
-    ];
+    ]);
     let mount = CliMount::start(&args, &dirs.mnt);
     write_synced(&dirs.mnt.join("x.sst"), &[5u8; 200_000]);
     assert_eq!(

@@ -8,14 +8,7 @@ use statefs_tests::{CliMount, Dirs, crash_key, crash_progress, crash_value, unmo
 #[test]
 fn synced_writes_survive_kill9_of_the_mount() {
     let dirs = Dirs::new();
-    let args = vec![
-        "--remote".to_string(),
-        dirs.remote_url(),
-        "--local-dir".into(),
-        dirs.local.display().to_string(),
-        "--cache-dir".into(),
-        dirs.cache.display().to_string(),
-    ];
+    let args = dirs.cli_args();
     let progress = dirs.root.path().join("progress");
     let db = dirs.mnt.join("db");
     let mut mount = CliMount::start(&args, &dirs.mnt);

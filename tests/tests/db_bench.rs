@@ -16,14 +16,7 @@ fn db_bench() -> &'static str {
 #[test]
 fn db_bench_fillrandom_readrandom_on_the_mount() {
     let dirs = Dirs::new();
-    let args = vec![
-        "--remote".to_string(),
-        dirs.remote_url(),
-        "--local-dir".into(),
-        dirs.local.display().to_string(),
-        "--cache-dir".into(),
-        dirs.cache.display().to_string(),
-    ];
+    let args = dirs.cli_args();
     let mount = CliMount::start(&args, &dirs.mnt);
     let out = Command::new(db_bench())
         .arg(format!("--db={}", dirs.mnt.join("db").display()))

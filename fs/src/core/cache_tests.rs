@@ -1,47 +1,17 @@
 //! The cache as the core uses it: eviction, deferred eviction of open copies, promotion, rebuild at
 //! mount, damaged copies.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::cache::CacheConfig;
-use crate::store::ObjectStoreRemote;
 use crate::table::ROOT_INO;
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
 
-struct Env {
-    dir: tempfile::TempDir,
-    remote: Arc<dyn RemoteStore>,
-    _rt: Arc<tokio::runtime::Runtime>,
-}
+use super::tests::Env;
 
 impl Env {
-    fn new() -> Env {
-        let rt = Arc::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap(),
-        );
-        let remote: Arc<dyn RemoteStore> = Arc::new(ObjectStoreRemote::in_memory(rt.clone()));
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-            remote,
-            _rt: rt,
-        }
-    }
-    fn core(&self, cache: CacheConfig) -> Arc<FsCore> {
-        FsCore::start(
-            &self.dir.path().join("local"),
-            &self.dir.path().join("cache"),
-            self.remote.clone(),
-            cache,
-        )
-        .unwrap()
-    }
     fn copies(&self) -> usize {
         std::fs::read_dir(self.dir.path().join("cache/files"))
             .unwrap()
@@ -85,7 +55,7 @@ fn read_all(core: &FsCore, ino: Ino) -> (Vec<u8>, bool) {
 #[test]
 fn least_recently_used_copy_goes_first_and_reads_stay_correct() {
     let env = Env::new();
-    let core = env.core(sized(2500));
+    let core = env.core_with(sized(2500));
     let a = put(&core, "a.sst", &data(1));
     let b = put(&core, "b.sst", &data(2));
     assert_eq!(read_all(&core, a), (data(1), true)); // a is now more recent than b
@@ -108,7 +78,7 @@ fn least_recently_used_copy_goes_first_and_reads_stay_correct() {
 #[test]
 fn an_open_copy_is_evicted_only_when_its_last_handle_closes() {
     let env = Env::new();
-    let core = env.core(sized(1500));
+    let core = env.core_with(sized(1500));
     let a = put(&core, "a.sst", &data(1));
     let reader = core.open(a, libc::O_RDONLY).unwrap();
     assert!(reader.backing.is_some());
@@ -131,7 +101,7 @@ fn an_open_copy_is_evicted_only_when_its_last_handle_closes() {
 #[test]
 fn cold_file_is_promoted_after_enough_reads() {
     let env = Env::new();
-    let core = env.core(sized(2500));
+    let core = env.core_with(sized(2500));
     let a = put(&core, "a.sst", &data(1));
     put(&core, "b.sst", &data(2));
     put(&core, "c.sst", &data(3)); // a demoted
@@ -161,7 +131,7 @@ fn rebuilt_at_mount_and_damaged_copies_are_dropped() {
     let env = Env::new();
     let (a, b);
     {
-        let core = env.core(sized(10_000));
+        let core = env.core_with(sized(10_000));
         a = put(&core, "a.sst", &data(1));
         b = put(&core, "b.sst", &data(2));
         core.shutdown().unwrap();
@@ -180,7 +150,7 @@ fn rebuilt_at_mount_and_damaged_copies_are_dropped() {
         .unwrap()
         .set_modified(mtime)
         .unwrap();
-    let core = env.core(sized(10_000));
+    let core = env.core_with(sized(10_000));
     assert_eq!(env.copies(), 1, "the damaged copy is gone");
     assert_eq!(
         read_all(&core, a),
@@ -194,7 +164,7 @@ fn rebuilt_at_mount_and_damaged_copies_are_dropped() {
 #[test]
 fn disabled_cache_keeps_no_copies() {
     let env = Env::new();
-    let core = env.core(CacheConfig {
+    let core = env.core_with(CacheConfig {
         size_limit: 0,
         reserve_size: 0,
         ..sized(0)

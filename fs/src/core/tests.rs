@@ -19,15 +19,16 @@ pub(crate) fn test_cache() -> crate::cache::CacheConfig {
 const ME: Caller = Caller { uid: 0, gid: 0 };
 const RW: i32 = libc::O_RDWR;
 
-struct Env {
-    dir: tempfile::TempDir,
-    remote: Arc<dyn RemoteStore>,
-    faults: FaultPlan,
+/// Scratch dirs and an in-memory store behind fault injection and fast retries.
+pub(crate) struct Env {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) remote: Arc<dyn RemoteStore>,
+    pub(crate) faults: FaultPlan,
     _rt: Arc<tokio::runtime::Runtime>,
 }
 
 impl Env {
-    fn new() -> Env {
+    pub(crate) fn new() -> Env {
         let rt = Arc::new(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -54,11 +55,15 @@ impl Env {
     }
 
     fn core(&self) -> Arc<FsCore> {
+        self.core_with(test_cache())
+    }
+
+    pub(crate) fn core_with(&self, cache: crate::cache::CacheConfig) -> Arc<FsCore> {
         FsCore::start(
             &self.dir.path().join("local"),
             &self.dir.path().join("cache"),
             self.remote.clone(),
-            crate::core::tests::test_cache(),
+            cache,
         )
         .unwrap()
     }
