@@ -46,5 +46,8 @@ rm -rf "$demo/cache"
 start_mount
 db_bench --db="$demo/mnt/db" --use_existing_db=1 --benchmarks=readrandom --num="$keys" --reads=20000 2>&1 \
   | grep -E "^readrandom"
+echo
+echo "== statefs stats $demo/mnt"
+"$bin" stats "$demo/mnt"
 stop_mount
 echo "== done; everything is in $demo"
