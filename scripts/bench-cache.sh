@@ -13,16 +13,7 @@ KEYS="${KEYS:-1000000}"
 READS="${READS:-200000}"
 BLOCK_MEMORY="${BLOCK_MEMORY:-8mb}"
 work="${BENCH_DIR:-/var/tmp/statefs-bench-cache}"
-scripts/setup.sh
-cargo build --release -q -p statefs-cli
-bin="${CARGO_TARGET_DIR:-$PWD/target}/release/statefs"
-
-pid=
-cleanup() {
-  if grep -q " $work/mnt " /proc/mounts; then "$bin" unmount --lazy "$work/mnt" || true; fi
-  [ -n "$pid" ] && { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; } || true
-}
-trap cleanup EXIT
+source scripts/lib.sh
 
 # The same table options for every run, and no compaction while reading: the file layout (many
 # 8 MiB SSTs) stays what the cache sizes are computed against.
@@ -36,16 +27,10 @@ drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 ops() { awk '$1 == "readrandom" { for (i = 1; i <= NF; i++) if ($i == "ops/sec") print $(i-1) }'; }
 
 mount_with() { # $1 = cache size limit (bytes; 0 with reserve 0 = no cache), $2 = passthrough
-  local reserve=0
-  "$bin" mount --remote "file://$work/remote" --local-dir "$work/local" --cache-dir "$work/cache" \
-    --cache-size-limit "$1" --cache-reserve-size "$reserve" --target-file-size 8mb --passthrough "$2" \
-    --block-memory "$BLOCK_MEMORY" \
-    "$work/mnt" 2>>"$work/mount.log" &
-  pid=$!
-  for _ in $(seq 300); do grep -q " $work/mnt " /proc/mounts && return; sleep 0.1; done
-  cat "$work/mount.log"; exit 1
+  start_mount --remote "file://$work/remote" --local-dir "$work/local" --cache-dir "$work/cache" \
+    --cache-size-limit "$1" --cache-reserve-size 0 --target-file-size 8mb --passthrough "$2" \
+    --block-memory "$BLOCK_MEMORY"
 }
-unmount_now() { "$bin" unmount "$work/mnt"; wait "$pid"; pid=; }
 gets() { "$bin" stats --raw "$work/mnt" | awk -F' ' '/^statefs_remote_requests_total\{op="get"\}/ { print $2 }'; }
 
 rm -rf "$work" && mkdir -p "$work/mnt" "$work/localdisk"
@@ -56,7 +41,7 @@ for db in "$work/localdisk/db" "$work/mnt/db"; do
   db_bench --db="$db" --benchmarks=fillrandom "${fill[@]}" >/dev/null 2>&1
   db_bench --db="$db" "${table[@]}" --use_existing_db=1 --benchmarks=compact >/dev/null 2>&1
 done
-unmount_now
+stop_mount
 data=$(du -sb "$work/remote/data" | cut -f1)
 echo "SST data: $data bytes in $(ls "$work/remote/data" | wc -l) objects" >&2
 
@@ -77,7 +62,7 @@ for pct in 100 30 10 0; do
     drop_caches
     s=$(db_bench --db="$work/mnt/db" "${read_args[@]}" 2>&1 | ops)
     after=$(gets)
-    unmount_now
+    stop_mount
     per1k=$(awk -v a="$after" -v b="$before" -v r="$READS" 'BEGIN { printf "%.1f", (a - b) * 1000 / r }')
     results+=("$pct|$pt|$l|$s|$per1k")
     echo "cache ${pct}% passthrough $pt done" >&2

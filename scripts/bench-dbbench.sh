@@ -16,16 +16,7 @@ PASSTHROUGH="${PASSTHROUGH:-auto}"
 FUSE_THREADS="${FUSE_THREADS:-2}"
 work="${BENCH_DIR:-/var/tmp/statefs-bench}"
 
-scripts/setup.sh
-cargo build --release -q -p statefs-cli
-bin="${CARGO_TARGET_DIR:-$PWD/target}/release/statefs"
-
-pid=
-cleanup() {
-  if grep -q " $work/mnt " /proc/mounts; then "$bin" unmount --lazy "$work/mnt" || true; fi
-  [ -n "$pid" ] && { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; } || true
-}
-trap cleanup EXIT
+source scripts/lib.sh
 
 common=(--value_size=100 --compression_type=none --write_buffer_size=67108864 --threads=1
         --histogram=0 --statistics=0)
@@ -48,11 +39,8 @@ run_suite() { # $1 = db dir; prints "fillrandom readrandom readseq fillsync"
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 rm -rf "$work" && mkdir -p "$work/mnt" "$work/localdisk"
-"$bin" mount --remote "file://$work/remote" --local-dir "$work/local" --cache-dir "$work/cache" \
-  --passthrough "$PASSTHROUGH" --fuse-threads "$FUSE_THREADS" "$work/mnt" 2>"$work/mount.log" &
-pid=$!
-for _ in $(seq 300); do grep -q " $work/mnt " /proc/mounts && break; sleep 0.1; done
-grep -q " $work/mnt " /proc/mounts || { cat "$work/mount.log"; exit 1; }
+start_mount --remote "file://$work/remote" --local-dir "$work/local" --cache-dir "$work/cache" \
+  --passthrough "$PASSTHROUGH" --fuse-threads "$FUSE_THREADS"
 mode=$(grep -o "passthrough o[nf]*" "$work/mount.log" | tail -1)
 
 : >"$work/local.txt"; : >"$work/statefs.txt"
