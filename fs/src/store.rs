@@ -25,6 +25,15 @@ pub use object::{DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, ObjectStoreRemo
 pub use retry::{RetryPolicy, RetryingRemote};
 pub use url::{RemoteSpec, S3Options};
 
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the store's prefix.
+    pub key: String,
+    pub size: u64,
+    pub modified: std::time::SystemTime,
+}
+
 /// Outcome of uploading a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Uploaded {
@@ -83,8 +92,8 @@ pub trait RemoteStore: Send + Sync + Debug {
     fn head(&self, key: &str) -> Result<u64, StoreError>;
     /// Deletes the object; deleting a missing object succeeds.
     fn delete(&self, key: &str) -> Result<(), StoreError>;
-    /// Keys (relative to the prefix) and sizes of all objects whose key starts with `prefix`.
-    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError>;
+    /// All objects whose key (relative to the store's prefix) starts with `prefix`.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
 }
 
 /// The key of an SST object, from its UUID.

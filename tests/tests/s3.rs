@@ -56,7 +56,7 @@ fn rocksdb_on_s3_writes_reopens_and_reads_cold() {
     let objects = store.list("data/").unwrap();
     assert!(objects.len() >= 2, "{objects:?}");
     assert!(
-        objects.iter().any(|(_, s)| *s == 13 << 20),
+        objects.iter().any(|o| o.size == 13 << 20),
         "multipart object stored whole"
     );
     let store: Arc<dyn RemoteStore> = Arc::new(store);
@@ -65,7 +65,7 @@ fn rocksdb_on_s3_writes_reopens_and_reads_cold() {
             .list("")
             .unwrap()
             .iter()
-            .all(|(k, _)| k.starts_with("data/")),
+            .all(|o| o.key.starts_with("data/")),
         "everything under the prefix"
     );
 

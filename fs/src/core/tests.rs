@@ -69,7 +69,8 @@ impl Env {
     }
 
     fn objects(&self) -> Vec<(String, u64)> {
-        let mut v = self.remote.list("data/").unwrap();
+        let mut v: Vec<(String, u64)> =
+            self.remote.list("data/").unwrap().into_iter().map(|o| (o.key, o.size)).collect();
         v.sort();
         v
     }

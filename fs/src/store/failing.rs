@@ -102,7 +102,7 @@ impl<R: RemoteStore> RemoteStore for FailingRemote<R> {
         self.plan.check("delete", key, true)?;
         self.inner.delete(key)
     }
-    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+    fn list(&self, prefix: &str) -> Result<Vec<super::ObjectInfo>, StoreError> {
         self.plan.check("list", prefix, false)?;
         self.inner.list(prefix)
     }

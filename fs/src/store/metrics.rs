@@ -116,7 +116,7 @@ impl<R: RemoteStore> RemoteStore for MetricsRemote<R> {
         let _t = crate::metrics::Timer::new(&self.metrics.delete_latency);
         self.count(&self.metrics.deletes, self.inner.delete(key))
     }
-    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+    fn list(&self, prefix: &str) -> Result<Vec<super::ObjectInfo>, StoreError> {
         self.count(&self.metrics.lists, self.inner.list(prefix))
     }
 }

@@ -265,7 +265,7 @@ impl RemoteStore for ObjectStoreRemote {
         }
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+    fn list(&self, prefix: &str) -> Result<Vec<super::ObjectInfo>, StoreError> {
         let full = self.path(prefix);
         self.runtime.block_on(async {
             let metas: Vec<_> = self
@@ -276,7 +276,11 @@ impl RemoteStore for ObjectStoreRemote {
                 .map_err(|e| map_err("list", prefix, e))?;
             Ok(metas
                 .into_iter()
-                .map(|m| (self.relative(m.location.as_ref()).to_string(), m.size))
+                .map(|m| super::ObjectInfo {
+                    key: self.relative(m.location.as_ref()).to_string(),
+                    size: m.size,
+                    modified: m.last_modified.into(),
+                })
                 .collect())
         })
     }

@@ -99,7 +99,7 @@ impl<R: RemoteStore> RemoteStore for RetryingRemote<R> {
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.run("delete", key, || self.inner.delete(key))
     }
-    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+    fn list(&self, prefix: &str) -> Result<Vec<super::ObjectInfo>, StoreError> {
         self.run("list", prefix, || self.inner.list(prefix))
     }
 }
