@@ -62,6 +62,19 @@ pub struct MountConfig {
     pub cache: CacheConfig,
     /// `--metrics-addr` (default `127.0.0.1:0`, a free loopback port): the `/metrics` endpoint.
     pub metrics_addr: String,
+    /// `--restore ID` / `--claim`: start from a checkpoint (needs a fresh local dir).
+    pub restore: Option<RestoreFrom>,
+    /// `state.checkpoints.num-retained` (default 1): checkpoints of this mount kept; older ones are
+    /// dropped when a new one is published. 0 keeps all.
+    pub num_retained: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreFrom {
+    pub id: String,
+    /// Take the checkpoint over (Flink's CLAIM mode); without it, nothing it names is ever deleted by
+    /// this mount (NO_CLAIM).
+    pub claim: bool,
 }
 
 impl MountConfig {
@@ -85,6 +98,8 @@ impl MountConfig {
             allow_other: false,
             cache: CacheConfig::default(),
             metrics_addr: "127.0.0.1:0".into(),
+            restore: None,
+            num_retained: 1,
         }
     }
 }

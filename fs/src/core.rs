@@ -14,6 +14,7 @@ mod deleter;
 mod io;
 #[cfg(test)]
 mod model_tests;
+mod publish;
 mod recovery;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ pub use recovery::OpenError;
 use deleter::Deleter;
 pub use deleter::Doomed;
 pub use io::Opened;
+pub use publish::Published;
 
 /// Attributes of one inode, as the kernel needs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +145,11 @@ pub struct FsCore {
     cache: Mutex<crate::cache::CacheIndex>,
     blocks: crate::cache::BlockCache,
     loader: cached::Loader,
+    /// This mount's identity in the store (`<local-dir>/MOUNT_ID`), stable across remounts.
+    pub mount_id: String,
+    /// Set when the journal names new objects: the mount record needs rewriting.
+    record_dirty: std::sync::atomic::AtomicBool,
+    registrar: publish::Registrar,
     local_files: PathBuf,
     cache_files: PathBuf,
     statfs_dir: PathBuf,
@@ -669,7 +676,11 @@ impl FsCore {
     /// Finishes pending removals, compacts and syncs the journal. Called at unmount.
     pub fn shutdown(&self) -> FsResult<()> {
         self.loader.shutdown();
+        self.registrar.shutdown();
         self.deleter.shutdown();
+        if let Err(e) = self.write_mount_record() {
+            tracing::error!(error = %e, "writing the mount record at unmount failed; gc's grace period protects new objects");
+        }
         let mut st = self.state.lock();
         let State { table, journal } = &mut *st;
         journal.compact(table)?;

@@ -5,6 +5,7 @@
 //! (object storage behind retry/metrics/fault-injection layers).
 
 pub mod cache;
+pub mod checkpoint;
 pub mod config;
 pub mod core;
 pub mod error;

@@ -157,6 +157,21 @@ impl MetricsServer {
         addr: &str,
         render: Arc<dyn Fn() -> String + Send + Sync>,
     ) -> std::io::Result<MetricsServer> {
+        Self::start_with_control(
+            addr,
+            render,
+            Arc::new(|_: &str| Err("no control operations here".to_string())),
+        )
+    }
+
+    /// Like [`MetricsServer::start`], and `POST <path>?<query>` requests go to `control`, whose
+    /// `Ok` text is the 200 answer and whose `Err` text a 500 answer. Bound to loopback by default,
+    /// as anyone who can reach it can publish checkpoints.
+    pub fn start_with_control(
+        addr: &str,
+        render: Arc<dyn Fn() -> String + Send + Sync>,
+        control: Arc<Control>,
+    ) -> std::io::Result<MetricsServer> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -170,7 +185,7 @@ impl MetricsServer {
                     }
                     if let Ok(stream) = conn {
                         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                        let _ = serve(stream, render.as_ref());
+                        let _ = serve(stream, render.as_ref(), control.as_ref());
                     }
                 }
             })?;
@@ -197,7 +212,14 @@ impl Drop for MetricsServer {
     }
 }
 
-fn serve(stream: TcpStream, render: &(dyn Fn() -> String + Send + Sync)) -> std::io::Result<()> {
+/// A control operation: the request's path and query in, the answer out.
+pub type Control = dyn Fn(&str) -> Result<String, String> + Send + Sync;
+
+fn serve(
+    stream: TcpStream,
+    render: &(dyn Fn() -> String + Send + Sync),
+    control: &Control,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -212,6 +234,11 @@ fn serve(stream: TcpStream, render: &(dyn Fn() -> String + Send + Sync)) -> std:
     let (status, body) = if request_line.starts_with("GET ") && (path == "/metrics" || path == "/")
     {
         ("200 OK", render())
+    } else if request_line.starts_with("POST ") {
+        match control(path) {
+            Ok(text) => ("200 OK", text),
+            Err(text) => ("500 Internal Server Error", text),
+        }
     } else {
         ("404 Not Found", "not found\n".to_string())
     };
@@ -239,6 +266,24 @@ pub fn fetch(addr: &str) -> std::io::Result<String> {
         _ => Err(std::io::Error::other(format!(
             "unexpected answer from {addr}"
         ))),
+    }
+}
+
+/// Sends `POST <path_and_query>` to a mount's endpoint; the answer text, or its error text.
+pub fn post(addr: &str, path_and_query: &str) -> Result<String, String> {
+    use std::io::Read;
+    let mut s =
+        TcpStream::connect(addr).map_err(|e| format!("connecting to the mount at {addr}: {e}"))?;
+    // A publish takes as long as its uploads.
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3600)));
+    write!(s, "POST {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    match resp.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        Some((_, body)) => Err(body.trim().to_string()),
+        None => Err(format!("no answer from the mount at {addr}")),
     }
 }
 

@@ -325,19 +325,41 @@ pub fn start_metrics(
         Some(core) => render_metrics(&core, &r, &f),
         None => String::new(),
     });
+    let (c, retained) = (Arc::downgrade(core), config.num_retained);
+    let control = Arc::new(move |path: &str| control(&c, path, retained));
     let server =
-        crate::metrics::MetricsServer::start(&config.metrics_addr, render).map_err(|e| {
-            MountError::Metrics {
+        crate::metrics::MetricsServer::start_with_control(&config.metrics_addr, render, control)
+            .map_err(|e| MountError::Metrics {
                 addr: config.metrics_addr.clone(),
                 source: e,
-            }
-        })?;
+            })?;
     let path = config.local_dir.join("metrics.addr");
     std::fs::write(&path, format!("{}\n", server.addr())).map_err(|e| MountError::Metrics {
         addr: path.display().to_string(),
         source: e,
     })?;
     Ok(server)
+}
+
+/// `POST /checkpoint?dir=<path>`: publishes `<path>` (relative to the mount root) and answers
+/// `<id>\n`.
+fn control(core: &std::sync::Weak<FsCore>, path: &str, retained: usize) -> Result<String, String> {
+    let core = core.upgrade().ok_or("the mount is shutting down")?;
+    let url = url::Url::parse(&format!("http://mount{path}")).map_err(|e| e.to_string())?;
+    match url.path() {
+        "/checkpoint" => {
+            let dir = url
+                .query_pairs()
+                .find(|(k, _)| k == "dir")
+                .map(|(_, v)| v.into_owned())
+                .ok_or("missing dir=")?;
+            let p = core
+                .publish(&dir, retained)
+                .map_err(|e| format!("checkpoint of {dir}: {e}"))?;
+            Ok(format!("{}\n", p.id))
+        }
+        other => Err(format!("unknown operation {other}")),
+    }
 }
 
 /// Everything a mount needs before the kernel is involved.
@@ -375,7 +397,17 @@ pub fn prepare(
         local_dir,
         ..config.clone()
     };
-    let core = FsCore::start(&config.local_dir, &config.cache_dir, remote, config.cache)?;
+    let core = match &config.restore {
+        Some(r) => FsCore::start_restored(
+            &config.local_dir,
+            &config.cache_dir,
+            remote,
+            config.cache,
+            &r.id,
+            r.claim,
+        )?,
+        None => FsCore::start(&config.local_dir, &config.cache_dir, remote, config.cache)?,
+    };
     let fuse_metrics = Arc::new(FuseMetrics::default());
     let status = Arc::new(FuseStatus::default());
     let fs = StatefsFuse::new(
@@ -443,6 +475,17 @@ impl MountHandle {
 
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// Publishes directory `dir` of the mount (a path inside the mount, or relative to its root) as a
+    /// checkpoint, applying `retained` (0 keeps all).
+    pub fn checkpoint(
+        &self,
+        dir: &Path,
+        retained: usize,
+    ) -> crate::error::FsResult<crate::core::Published> {
+        let rel = dir.strip_prefix(&self.mountpoint).unwrap_or(dir);
+        self.core().publish(&rel.to_string_lossy(), retained)
     }
 
     pub fn core(&self) -> &Arc<FsCore> {

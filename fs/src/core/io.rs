@@ -484,6 +484,7 @@ impl FsCore {
             }
         };
         self.sync_journal()?;
+        self.record_dirty.store(true, Ordering::Release);
         self.deleter.queue(doomed);
         self.cache_written(f.local_id, up.size);
         Ok(())

@@ -32,6 +32,12 @@ pub enum OpenError {
     Journal(#[from] JournalError),
     #[error("object store is not usable: {0}")]
     Remote(#[from] StoreError),
+    #[error("--restore needs a fresh local dir, but {0} already holds a filesystem")]
+    NotFresh(PathBuf),
+    #[error("cannot restore: {0}")]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error("restore failed (nothing was kept): {0}")]
+    Restore(String),
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> OpenError + 'a {
@@ -80,6 +86,33 @@ fn lock_local_dir(local_dir: &Path) -> Result<File, OpenError> {
     Ok(file)
 }
 
+/// This local dir's mount id, created at its first mount.
+fn mount_id(local_dir: &Path) -> Result<String, OpenError> {
+    let path = local_dir.join("MOUNT_ID");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if uuid::Uuid::parse_str(s.trim()).is_ok() => Ok(s.trim().to_string()),
+        Ok(_) => Err(OpenError::Io {
+            what: "damaged mount id in",
+            path,
+            source: std::io::Error::other("not a UUID"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4().to_string();
+            let tmp = local_dir.join("MOUNT_ID.tmp");
+            std::fs::write(&tmp, format!("{id}\n"))
+                .and_then(|_| File::open(&tmp)?.sync_all())
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(io_err("cannot write", &path))?;
+            Ok(id)
+        }
+        Err(e) => Err(OpenError::Io {
+            what: "cannot read",
+            path,
+            source: e,
+        }),
+    }
+}
+
 /// CRC32C of a whole file.
 fn crc_of(path: &Path) -> std::io::Result<u32> {
     use std::io::Read;
@@ -96,6 +129,66 @@ fn crc_of(path: &Path) -> std::io::Result<u32> {
 }
 
 impl FsCore {
+    /// Starts a fresh mount from checkpoint `id`: nothing is created unless the manifest is sound,
+    /// every object it names exists with its size, and the small files are downloaded and checked.
+    /// `claim` takes the checkpoint over (it becomes subject to this mount's retention).
+    pub fn start_restored(
+        local_dir: &Path,
+        cache_dir: &Path,
+        remote: Arc<dyn RemoteStore>,
+        cache: CacheConfig,
+        id: &str,
+        claim: bool,
+    ) -> Result<Arc<FsCore>, OpenError> {
+        let journal = local_dir.join("journal");
+        if std::fs::read_dir(&journal).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(OpenError::NotFresh(local_dir.to_path_buf()));
+        }
+        let m = crate::checkpoint::load_manifest(remote.as_ref(), id)?;
+        crate::checkpoint::verify_objects(remote.as_ref(), &m)?;
+        let mut small = Vec::new();
+        for (i, f) in m.files.iter().enumerate() {
+            if f.key.starts_with("data/") {
+                continue;
+            }
+            let bytes = remote.get(&f.key)?;
+            if bytes.len() as u64 != f.size || crc32c::crc32c(&bytes) != f.crc32c {
+                return Err(OpenError::Checkpoint(
+                    crate::checkpoint::CheckpointError::BadManifest {
+                        id: id.to_string(),
+                        why: format!(
+                            "file {:?}: object {} does not match its size or checksum",
+                            f.name, f.key
+                        ),
+                    },
+                ));
+            }
+            small.push((i, bytes.to_vec()));
+        }
+        let core = Self::start(local_dir, cache_dir, remote.clone(), cache)?;
+        let result = core.restore_namespace(&m, &small).and_then(|_| {
+            if claim {
+                remote.put(
+                    &crate::checkpoint::claim_key(id),
+                    bytes::Bytes::from(core.mount_id.clone()),
+                )?;
+            }
+            core.write_mount_record()
+        });
+        if let Err(e) = result {
+            let _ = core.shutdown();
+            drop(core);
+            // The local dir was fresh: remove what this attempt made, so a retry starts clean.
+            for p in ["journal", "files", "MOUNT_ID", "metrics.addr"] {
+                let p = local_dir.join(p);
+                let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+            }
+            let _ = std::fs::remove_dir_all(cache_dir.join("files"));
+            return Err(OpenError::Restore(e.to_string()));
+        }
+        Ok(core)
+    }
+
     /// Opens the filesystem state in `local_dir` (created if missing) with data under `cache_dir`.
     pub fn start(
         local_dir: &Path,
@@ -114,6 +207,7 @@ impl FsCore {
             Ok(_) | Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(OpenError::Remote(e)),
         }
+        let mount_id = mount_id(local_dir)?;
         let (journal, table) = Journal::open(&local_dir.join("journal"))?;
         let state = Arc::new(Mutex::new(State { table, journal }));
         let deleter = Deleter::start(state.clone(), remote.clone());
@@ -133,20 +227,25 @@ impl FsCore {
             blocks: crate::cache::BlockCache::new(cache.blocks),
             cache: Mutex::new(CacheIndex::new(cache, policy)),
             loader: super::cached::Loader::start(me.clone()),
+            registrar: super::publish::Registrar::start(me.clone()),
+            mount_id,
+            record_dirty: std::sync::atomic::AtomicBool::new(false),
             local_files,
             cache_files,
             statfs_dir: local_dir.to_path_buf(),
             metrics: Default::default(),
             _dir_lock: dir_lock,
         });
-        core.recover().map_err(|e| match e {
-            crate::error::FsError::Journal(j) => OpenError::Journal(j),
-            other => OpenError::Io {
-                what: "recovery failed in",
-                path: local_dir.to_path_buf(),
-                source: std::io::Error::other(other.to_string()),
-            },
-        })?;
+        core.recover()
+            .and_then(|_| core.write_mount_record())
+            .map_err(|e| match e {
+                crate::error::FsError::Journal(j) => OpenError::Journal(j),
+                other => OpenError::Io {
+                    what: "recovery failed in",
+                    path: local_dir.to_path_buf(),
+                    source: std::io::Error::other(other.to_string()),
+                },
+            })?;
         Ok(core)
     }
 

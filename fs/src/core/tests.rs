@@ -69,8 +69,13 @@ impl Env {
     }
 
     fn objects(&self) -> Vec<(String, u64)> {
-        let mut v: Vec<(String, u64)> =
-            self.remote.list("data/").unwrap().into_iter().map(|o| (o.key, o.size)).collect();
+        let mut v: Vec<(String, u64)> = self
+            .remote
+            .list("data/")
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect();
         v.sort();
         v
     }

@@ -1,0 +1,471 @@
+//! Checkpoints in the object store: manifests, the registry of live mounts, retention and GC.
+//!
+//! Layout under the remote prefix:
+//! - `data/<uuid>`: SST objects (written by mounts, never rewritten);
+//! - `checkpoints/<id>/_metadata`: the manifest, written last and only if absent, so a checkpoint is
+//!   visible exactly when it is complete;
+//! - `checkpoints/<id>/files/<n>`: copies of the small local-placed files (MANIFEST, CURRENT, OPTIONS);
+//! - `checkpoints/<id>/_claimed_by`: a restore in claim mode took the checkpoint over;
+//! - `mounts/<mount-id>`: the objects a mount's journal names (its live references), rewritten at
+//!   start, at every checkpoint and at unmount.
+//!
+//! Who deletes what: a mount deletes an object only if it created it and no checkpoint ever named it;
+//! once a checkpoint names an object, only [`collect_garbage`] deletes it, and only when no retained
+//! checkpoint and no mount record names it and it is older than the grace period.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{RemoteStore, StoreError};
+
+pub const FORMAT: &str = "statefs-checkpoint";
+pub const VERSION: u32 = 1;
+
+/// One file of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// Path relative to the checkpoint directory, `/`-separated.
+    pub name: String,
+    /// Object holding the bytes: `data/<uuid>` (an SST, shared) or `checkpoints/<id>/files/<n>` (a
+    /// copy of a small file, owned by the checkpoint).
+    pub key: String,
+    pub size: u64,
+    pub crc32c: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub id: String,
+    /// The mount that published it.
+    pub mount_id: String,
+    pub created_ms: u64,
+    pub files: Vec<ManifestFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRecord {
+    pub mount_id: String,
+    pub host: String,
+    pub local_dir: String,
+    pub updated_ms: u64,
+    /// Every object key the mount's journal names.
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint {id}: manifest rejected: {why}")]
+    BadManifest { id: String, why: String },
+    #[error("no checkpoint {0} in the store")]
+    NotFound(String),
+    #[error("bad checkpoint id {0:?}")]
+    BadId(String),
+    #[error("object store: {0}")]
+    Remote(#[from] StoreError),
+}
+
+pub fn manifest_key(id: &str) -> String {
+    format!("checkpoints/{id}/_metadata")
+}
+
+pub fn claim_key(id: &str) -> String {
+    format!("checkpoints/{id}/_claimed_by")
+}
+
+pub fn file_key(id: &str, n: usize) -> String {
+    format!("checkpoints/{id}/files/{n}")
+}
+
+pub fn mount_record_key(mount_id: &str) -> String {
+    format!("mounts/{mount_id}")
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A new checkpoint id: sortable by creation time, unique by its random tail.
+pub fn new_id() -> String {
+    format!(
+        "{:013}-{}",
+        now_ms(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Ids are what [`new_id`] makes: digits, a dash, hex. Anything else never reaches a key.
+pub fn check_id(id: &str) -> Result<(), CheckpointError> {
+    let ok = id.len() <= 64
+        && !id.is_empty()
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !id.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(CheckpointError::BadId(id.to_string()))
+    }
+}
+
+fn is_data_key(key: &str) -> bool {
+    key.strip_prefix("data/")
+        .is_some_and(|u| uuid::Uuid::parse_str(u).is_ok() && !u.contains('/'))
+}
+
+/// A name is a relative path of ordinary components.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.starts_with('/') {
+        return Err(format!("file name {name:?} is empty or absolute"));
+    }
+    for part in name.split('/') {
+        if part.is_empty() || part == "." || part == ".." || part.contains('\0') || part.len() > 255
+        {
+            return Err(format!("file name {name:?} has a bad component {part:?}"));
+        }
+    }
+    Ok(())
+}
+
+impl Manifest {
+    /// Parses and checks a manifest: format and version, safe names, keys inside this checkpoint or
+    /// the data area, no duplicates. Sizes are checked against the store by [`verify_objects`].
+    pub fn parse(id: &str, bytes: &[u8]) -> Result<Manifest, CheckpointError> {
+        let bad = |why: String| CheckpointError::BadManifest {
+            id: id.to_string(),
+            why,
+        };
+        let m: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| bad(format!("not a manifest: {e}")))?;
+        if m.format != FORMAT {
+            return Err(bad(format!("unknown format {:?}", m.format)));
+        }
+        if m.version != VERSION {
+            return Err(bad(format!(
+                "unsupported version {} (this statefs reads {VERSION})",
+                m.version
+            )));
+        }
+        if m.id != id {
+            return Err(bad(format!("names itself {:?}", m.id)));
+        }
+        let mut seen = BTreeSet::new();
+        for f in &m.files {
+            check_name(&f.name).map_err(&bad)?;
+            if !seen.insert(f.name.as_str()) {
+                return Err(bad(format!("file {:?} listed twice", f.name)));
+            }
+            let own = f
+                .key
+                .strip_prefix(&format!("checkpoints/{id}/files/"))
+                .is_some_and(|n| n.parse::<usize>().is_ok());
+            if !own && !is_data_key(&f.key) {
+                return Err(bad(format!(
+                    "file {:?} names key {:?} outside the checkpoint and the data area",
+                    f.name, f.key
+                )));
+            }
+        }
+        Ok(m)
+    }
+
+    /// Object keys in the data area this checkpoint references.
+    pub fn data_keys(&self) -> impl Iterator<Item = &str> {
+        self.files
+            .iter()
+            .map(|f| f.key.as_str())
+            .filter(|k| k.starts_with("data/"))
+    }
+}
+
+/// Reads and checks a checkpoint's manifest.
+pub fn load_manifest(remote: &dyn RemoteStore, id: &str) -> Result<Manifest, CheckpointError> {
+    check_id(id)?;
+    let bytes = match remote.get(&manifest_key(id)) {
+        Ok(b) => b,
+        Err(StoreError::NotFound { .. }) => return Err(CheckpointError::NotFound(id.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    Manifest::parse(id, &bytes)
+}
+
+/// Checks that every object the manifest names exists with the size it claims.
+pub fn verify_objects(remote: &dyn RemoteStore, m: &Manifest) -> Result<(), CheckpointError> {
+    for f in &m.files {
+        match remote.head(&f.key) {
+            Ok(size) if size == f.size => {}
+            Ok(size) => {
+                return Err(CheckpointError::BadManifest {
+                    id: m.id.clone(),
+                    why: format!(
+                        "file {:?}: manifest says {} bytes, object {} has {size}",
+                        f.name, f.size, f.key
+                    ),
+                });
+            }
+            Err(StoreError::NotFound { .. }) => {
+                return Err(CheckpointError::BadManifest {
+                    id: m.id.clone(),
+                    why: format!("file {:?}: object {} is missing", f.name, f.key),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// A checkpoint as `statefs checkpoints list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    pub id: String,
+    pub mount_id: String,
+    pub created_ms: u64,
+    pub files: usize,
+    pub bytes: u64,
+    pub claimed_by: Option<String>,
+}
+
+/// Ids of complete checkpoints (those with a manifest), oldest first.
+pub fn list_ids(remote: &dyn RemoteStore) -> Result<Vec<String>, CheckpointError> {
+    let mut ids: Vec<String> = remote
+        .list("checkpoints/")?
+        .into_iter()
+        .filter_map(|o| {
+            o.key
+                .strip_prefix("checkpoints/")?
+                .strip_suffix("/_metadata")
+                .map(str::to_string)
+        })
+        .filter(|id| check_id(id).is_ok())
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+pub fn list(remote: &dyn RemoteStore) -> Result<Vec<CheckpointInfo>, CheckpointError> {
+    let mut out = Vec::new();
+    for id in list_ids(remote)? {
+        let m = load_manifest(remote, &id)?;
+        let claimed_by = match remote.get(&claim_key(&id)) {
+            Ok(b) => Some(String::from_utf8_lossy(&b).trim().to_string()),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        out.push(CheckpointInfo {
+            id,
+            mount_id: m.mount_id.clone(),
+            created_ms: m.created_ms,
+            files: m.files.len(),
+            bytes: m.files.iter().map(|f| f.size).sum(),
+            claimed_by,
+        });
+    }
+    Ok(out)
+}
+
+/// Deletes a checkpoint: its manifest first (it is gone from then on), then its own files. Data
+/// objects it referenced are left to [`collect_garbage`].
+pub fn drop_checkpoint(remote: &dyn RemoteStore, id: &str) -> Result<(), CheckpointError> {
+    check_id(id)?;
+    remote.delete(&manifest_key(id))?;
+    for o in remote.list(&format!("checkpoints/{id}/"))? {
+        remote.delete(&o.key)?;
+    }
+    Ok(())
+}
+
+/// Keeps the newest `retained` checkpoints owned by `mount_id` (published by it, or claimed by it);
+/// drops the older ones. Returns the dropped ids.
+pub fn apply_retention(
+    remote: &dyn RemoteStore,
+    mount_id: &str,
+    retained: usize,
+) -> Result<Vec<String>, CheckpointError> {
+    let owned: Vec<CheckpointInfo> = list(remote)?
+        .into_iter()
+        .filter(|c| c.claimed_by.as_deref().unwrap_or(&c.mount_id) == mount_id)
+        .collect();
+    let mut dropped = Vec::new();
+    if owned.len() > retained {
+        for c in &owned[..owned.len() - retained] {
+            drop_checkpoint(remote, &c.id)?;
+            dropped.push(c.id.clone());
+        }
+    }
+    Ok(dropped)
+}
+
+pub fn write_mount_record(
+    remote: &dyn RemoteStore,
+    record: &MountRecord,
+) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(record).expect("record serializes");
+    remote.put(&mount_record_key(&record.mount_id), Bytes::from(bytes))
+}
+
+/// What [`collect_garbage`] found (and, unless a dry run, deleted).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    /// Unreferenced data objects older than the grace period.
+    pub garbage: Vec<(String, u64)>,
+    /// Files of checkpoints whose manifest never appeared (an interrupted publish), old enough.
+    pub abandoned: Vec<String>,
+    /// Unreferenced objects younger than the grace period: kept.
+    pub too_young: usize,
+    pub referenced: usize,
+}
+
+/// Deletes data objects that no retained checkpoint and no mount record references, and leftovers of
+/// interrupted publishes, if older than `min_age`. A running mount registers its references before
+/// the objects can be that old, so its files are never collected.
+pub fn collect_garbage(
+    remote: &dyn RemoteStore,
+    min_age: Duration,
+    dry_run: bool,
+) -> Result<GcReport, CheckpointError> {
+    let now = SystemTime::now();
+    let old_enough = |t: SystemTime| now.duration_since(t).unwrap_or_default() >= min_age;
+    let mut referenced: BTreeSet<String> = BTreeSet::new();
+    let ids = list_ids(remote)?;
+    for id in &ids {
+        let m = load_manifest(remote, id)?;
+        referenced.extend(m.data_keys().map(str::to_string));
+    }
+    for o in remote.list("mounts/")? {
+        let bytes = remote.get(&o.key)?;
+        let r: MountRecord =
+            serde_json::from_slice(&bytes).map_err(|e| CheckpointError::BadManifest {
+                id: o.key.clone(),
+                why: format!("mount record unreadable ({e}); refusing to collect anything"),
+            })?;
+        referenced.extend(r.keys);
+    }
+    let mut report = GcReport {
+        referenced: referenced.len(),
+        ..Default::default()
+    };
+    for o in remote.list("data/")? {
+        if referenced.contains(&o.key) {
+            continue;
+        }
+        if old_enough(o.modified) {
+            report.garbage.push((o.key, o.size));
+        } else {
+            report.too_young += 1;
+        }
+    }
+    let complete: BTreeSet<&String> = ids.iter().collect();
+    let mut by_checkpoint: BTreeMap<String, Vec<(String, SystemTime)>> = BTreeMap::new();
+    for o in remote.list("checkpoints/")? {
+        let Some(id) = o
+            .key
+            .strip_prefix("checkpoints/")
+            .and_then(|r| r.split('/').next())
+        else {
+            continue;
+        };
+        if !complete.contains(&id.to_string()) {
+            by_checkpoint
+                .entry(id.to_string())
+                .or_default()
+                .push((o.key.clone(), o.modified));
+        }
+    }
+    for (_, files) in by_checkpoint {
+        if files.iter().all(|(_, t)| old_enough(*t)) {
+            report.abandoned.extend(files.into_iter().map(|(k, _)| k));
+        }
+    }
+    if !dry_run {
+        for (key, _) in &report.garbage {
+            remote.delete(key)?;
+        }
+        for key in &report.abandoned {
+            remote.delete(key)?;
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(id: &str, files: Vec<ManifestFile>) -> Vec<u8> {
+        serde_json::to_vec(&Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            id: id.into(),
+            mount_id: "m".into(),
+            created_ms: 1,
+            files,
+        })
+        .unwrap()
+    }
+
+    fn file(name: &str, key: &str) -> ManifestFile {
+        ManifestFile {
+            name: name.into(),
+            key: key.into(),
+            size: 1,
+            crc32c: 0,
+        }
+    }
+
+    #[test]
+    fn hostile_manifests_are_rejected_with_their_reason() {
+        let id = "0000000000001-abcdef12";
+        let data = format!("data/{}", uuid::Uuid::new_v4());
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"{not json".to_vec(), "not a manifest"),
+            (b"[]".to_vec(), "not a manifest"),
+            (manifest("other-id", vec![]), "names itself"),
+            (
+                serde_json::to_vec(&serde_json::json!({"format": FORMAT, "version": 99, "id": id, "mount_id": "m", "created_ms": 1, "files": []})).unwrap(),
+                "unsupported version 99",
+            ),
+            (
+                serde_json::to_vec(&serde_json::json!({"format": "zip", "version": 1, "id": id, "mount_id": "m", "created_ms": 1, "files": []})).unwrap(),
+                "unknown format",
+            ),
+            (manifest(id, vec![file("../etc/passwd", &data)]), "bad component \"..\""),
+            (manifest(id, vec![file("/abs", &data)]), "empty or absolute"),
+            (manifest(id, vec![file("a//b", &data)]), "bad component \"\""),
+            (manifest(id, vec![file("x.sst", "../../elsewhere")]), "outside the checkpoint"),
+            (manifest(id, vec![file("x.sst", "data/not-a-uuid")]), "outside the checkpoint"),
+            (manifest(id, vec![file("x", "checkpoints/other/files/1")]), "outside the checkpoint"),
+            (manifest(id, vec![file("x.sst", &data), file("x.sst", &data)]), "listed twice"),
+        ];
+        for (bytes, want) in cases {
+            let err = Manifest::parse(id, &bytes).unwrap_err().to_string();
+            assert!(
+                err.contains(want),
+                "{}: {err}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        let ok = manifest(
+            id,
+            vec![
+                file("db/000001.sst", &data),
+                file("CURRENT", &file_key(id, 0)),
+            ],
+        );
+        assert_eq!(Manifest::parse(id, &ok).unwrap().data_keys().count(), 1);
+    }
+
+    #[test]
+    fn ids_are_checked_before_they_become_keys() {
+        check_id(&new_id()).unwrap();
+        for bad in ["", "../x", "a/b", "-x", "a b"] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! Checkpoints from the core's side: publishing a directory of the mount, restoring one into a fresh
+//! mount, and the mount record that keeps a running mount's objects safe from GC.
+//!
+//! Publish order, so that a crash at any step leaves no checkpoint that names a missing object:
+//! 1. every remote-placed file is sealed (uploaded);
+//! 2. copies of the local-placed files go to `checkpoints/<id>/files/`;
+//! 3. the referenced objects become *borrowed* in the journal (synced): from now on RocksDB deleting
+//!    a file no longer deletes its object;
+//! 4. the mount record is rewritten;
+//! 5. the manifest is written if absent — the checkpoint exists from this moment.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::FsCore;
+use crate::checkpoint::{self, CheckpointError, Manifest, ManifestFile, MountRecord};
+use crate::error::{FsError, FsResult};
+use crate::placement::Placement;
+use crate::table::{FileMeta, Ino, InodeMeta, NodeKind, Op, Ownership, ROOT_INO, Sealed};
+
+/// A published checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub id: String,
+    pub files: usize,
+    /// Bytes of SST objects referenced (not copied).
+    pub referenced_bytes: u64,
+    /// Bytes of small files copied.
+    pub copied_bytes: u64,
+    /// Older checkpoints dropped by retention.
+    pub dropped: Vec<String>,
+}
+
+impl From<CheckpointError> for FsError {
+    fn from(e: CheckpointError) -> FsError {
+        match e {
+            CheckpointError::Remote(r) => FsError::Remote(r),
+            other => FsError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl FsCore {
+    /// The inode at `path` (relative to the mount root, `/`-separated).
+    pub fn resolve(&self, path: &str) -> FsResult<Ino> {
+        let st = self.state.lock();
+        let mut ino = ROOT_INO;
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            let node = st.table.get(ino).ok_or(FsError::NotFound)?;
+            if !node.meta.is_dir() {
+                return Err(FsError::NotDir);
+            }
+            ino = if part == ".." {
+                node.parent
+            } else {
+                *node.children.get(part).ok_or(FsError::NotFound)?
+            };
+        }
+        Ok(ino)
+    }
+
+    /// Files below directory `dir`, with their paths relative to it.
+    fn files_below(&self, dir: Ino) -> FsResult<Vec<(String, Ino)>> {
+        let st = self.state.lock();
+        let root = st.table.get(dir).ok_or(FsError::NotFound)?;
+        if !root.meta.is_dir() {
+            return Err(FsError::NotDir);
+        }
+        let mut out = Vec::new();
+        let mut stack = vec![(String::new(), dir)];
+        while let Some((prefix, d)) = stack.pop() {
+            let node = st.table.get(d).ok_or(FsError::NotFound)?;
+            for (name, child) in &node.children {
+                let path = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                match st.table.get(*child).map(|n| n.meta.is_dir()) {
+                    Some(true) => stack.push((path, *child)),
+                    Some(false) => out.push((path, *child)),
+                    None => {}
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Publishes directory `path` of the mount as a checkpoint; keeps the newest `retained` of this
+    /// mount's checkpoints (0 = keep all).
+    pub fn publish(&self, path: &str, retained: usize) -> FsResult<Published> {
+        let dir = self.resolve(path)?;
+        let id = checkpoint::new_id();
+        let span = tracing::info_span!("publish", %id, path);
+        let _e = span.enter();
+        let files = self.files_below(dir)?;
+        let mut entries = Vec::new();
+        let mut borrowed = Vec::new();
+        let (mut referenced_bytes, mut copied_bytes) = (0, 0);
+        for (n, (name, ino)) in files.iter().enumerate() {
+            let f = self.file_meta(*ino)?;
+            match f.placement {
+                Placement::Remote => {
+                    self.seal_if_needed(*ino)?;
+                    let f = self.file_meta(*ino)?;
+                    let s = f.sealed.clone().ok_or_else(|| {
+                        FsError::Internal(format!("{name} not sealed after sync"))
+                    })?;
+                    referenced_bytes += s.size;
+                    entries.push(ManifestFile {
+                        name: name.clone(),
+                        key: s.key.clone(),
+                        size: s.size,
+                        crc32c: s.crc32c,
+                    });
+                    borrowed.push((*ino, s.key));
+                }
+                Placement::Local => {
+                    let data = std::fs::read(self.local_path(&f))?;
+                    let key = checkpoint::file_key(&id, n);
+                    let crc = crc32c::crc32c(&data);
+                    let size = data.len() as u64;
+                    self.remote.put(&key, Bytes::from(data))?;
+                    copied_bytes += size;
+                    entries.push(ManifestFile {
+                        name: name.clone(),
+                        key,
+                        size,
+                        crc32c: crc,
+                    });
+                }
+            }
+        }
+        // From here on the mount never deletes these objects.
+        {
+            let mut st = self.state.lock();
+            let mut ops = Vec::new();
+            for (ino, key) in &borrowed {
+                let Some(node) = st.table.get(*ino) else {
+                    continue;
+                };
+                let mut meta = node.meta.clone();
+                if let NodeKind::File(FileMeta {
+                    sealed: Some(s), ..
+                }) = &mut meta.kind
+                {
+                    if &s.key == key && s.ownership == Ownership::Owned {
+                        s.ownership = Ownership::Borrowed;
+                        ops.push(Op::PutInode(meta));
+                    }
+                }
+            }
+            if !ops.is_empty() {
+                Self::commit(&mut st, &ops)?;
+            }
+        }
+        self.sync_journal()?;
+        self.write_mount_record()?;
+        let manifest = Manifest {
+            format: checkpoint::FORMAT.into(),
+            version: checkpoint::VERSION,
+            id: id.clone(),
+            mount_id: self.mount_id.clone(),
+            created_ms: checkpoint::now_ms(),
+            files: entries,
+        };
+        let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+        self.remote
+            .put_if_absent(&checkpoint::manifest_key(&id), Bytes::from(bytes))?;
+        let dropped = if retained > 0 {
+            checkpoint::apply_retention(self.remote.as_ref(), &self.mount_id, retained)?
+        } else {
+            Vec::new()
+        };
+        tracing::info!(
+            files = files.len(),
+            referenced_bytes,
+            copied_bytes,
+            dropped = dropped.len(),
+            "checkpoint published"
+        );
+        Ok(Published {
+            id,
+            files: files.len(),
+            referenced_bytes,
+            copied_bytes,
+            dropped,
+        })
+    }
+
+    /// Every object key the journal names: what GC must keep while this mount exists.
+    fn live_keys(&self) -> Vec<String> {
+        let st = self.state.lock();
+        let mut keys: Vec<String> = st
+            .table
+            .nodes()
+            .filter_map(|n| n.meta.file()?.sealed.as_ref().map(|s| s.key.clone()))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Rewrites `mounts/<mount-id>` with the objects the journal names now.
+    pub fn write_mount_record(&self) -> FsResult<()> {
+        let record = MountRecord {
+            mount_id: self.mount_id.clone(),
+            host: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            local_dir: self.statfs_dir.display().to_string(),
+            updated_ms: checkpoint::now_ms(),
+            keys: self.live_keys(),
+        };
+        checkpoint::write_mount_record(self.remote.as_ref(), &record)?;
+        self.record_dirty.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Builds the namespace of checkpoint `m` in this (fresh) core: SSTs borrowed from the store and
+    /// read lazily, small files written locally from `small` (their bytes, already checked).
+    pub(crate) fn restore_namespace(
+        &self,
+        m: &Manifest,
+        small: &[(usize, Vec<u8>)],
+    ) -> FsResult<()> {
+        let now = super::now_ns();
+        let uid = nix::unistd::geteuid().as_raw();
+        let gid = nix::unistd::getegid().as_raw();
+        let mut cold = Vec::new();
+        for (i, f) in m.files.iter().enumerate() {
+            let mut parts: Vec<&str> = f.name.split('/').collect();
+            let base = parts.pop().expect("names are checked non-empty");
+            let mut parent = ROOT_INO;
+            for dir in parts {
+                parent = match self.lookup(parent, dir) {
+                    Ok(a) if a.is_dir => a.ino,
+                    Ok(_) => return Err(FsError::NotDir),
+                    Err(FsError::NotFound) => {
+                        self.mkdir(parent, dir, 0o755, super::Caller { uid, gid })?
+                            .ino
+                    }
+                    Err(e) => return Err(e),
+                };
+            }
+            let local_id = uuid::Uuid::new_v4();
+            let meta = if f.key.starts_with("data/") {
+                cold.push((local_id, f.size));
+                FileMeta {
+                    placement: Placement::Remote,
+                    local_id,
+                    sealed: Some(Sealed {
+                        key: f.key.clone(),
+                        size: f.size,
+                        crc32c: f.crc32c,
+                        ownership: Ownership::Borrowed,
+                        local_stamp: None,
+                    }),
+                }
+            } else {
+                let fm = FileMeta {
+                    placement: Placement::Local,
+                    local_id,
+                    sealed: None,
+                };
+                let bytes = small
+                    .iter()
+                    .find(|(j, _)| *j == i)
+                    .map(|(_, b)| b.as_slice())
+                    .unwrap_or_default();
+                std::fs::write(self.local_path(&fm), bytes)?;
+                fm
+            };
+            let mut st = self.state.lock();
+            if st
+                .table
+                .get(parent)
+                .is_some_and(|p| p.children.contains_key(base))
+            {
+                return Err(FsError::Exists);
+            }
+            let ino = st.table.allocate_ino();
+            let inode = InodeMeta {
+                ino,
+                kind: NodeKind::File(meta),
+                perm: 0o644,
+                uid,
+                gid,
+                mtime_ns: now,
+                ctime_ns: now,
+            };
+            Self::commit(
+                &mut st,
+                &[
+                    Op::PutInode(inode),
+                    Op::PutEntry {
+                        parent,
+                        name: base.to_string(),
+                        ino,
+                    },
+                ],
+            )?;
+        }
+        self.sync_journal()?;
+        let mut cache = self.cache.lock();
+        for (id, size) in cold {
+            cache.register_cold(id, size, true);
+        }
+        Ok(())
+    }
+}
+
+/// Rewrites the mount record every minute while the journal names new objects, so `statefs gc`
+/// (whose grace period is far longer) never sees a live object as unreferenced.
+#[derive(Debug)]
+pub(crate) struct Registrar {
+    tx: parking_lot::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    worker: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// How often a changed mount record is rewritten.
+pub const RECORD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Registrar {
+    pub(crate) fn start(core: std::sync::Weak<FsCore>) -> Registrar {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::Builder::new()
+            .name("statefs-registrar".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(RECORD_INTERVAL) {
+                    let Some(core) = core.upgrade() else { break };
+                    if core.record_dirty.load(Ordering::Acquire) {
+                        if let Err(e) = core.write_mount_record() {
+                            tracing::warn!(error = %e, "refreshing the mount record failed; retrying in a minute");
+                        }
+                    }
+                }
+            })
+            .expect("spawn registrar thread");
+        Registrar {
+            tx: parking_lot::Mutex::new(Some(tx)),
+            worker: parking_lot::Mutex::new(Some(worker)),
+        }
+    }
+
+    pub(crate) fn shutdown(&self) {
+        self.tx.lock().take();
+        if let Some(w) = self.worker.lock().take() {
+            if w.thread().id() != std::thread::current().id() {
+                let _ = w.join();
+            }
+        }
+    }
+}
