@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use nix::sys::signal::{SigSet, Signal};
@@ -36,6 +37,37 @@ enum Command {
     },
     /// Print every configuration option (Markdown; this is docs/CONFIG.md).
     Config,
+    /// Publish a directory of a running mount (e.g. made by RocksDB's Checkpoint API) as a checkpoint.
+    /// The id is the last line of the output.
+    Checkpoint {
+        mountpoint: PathBuf,
+        /// Directory inside the mount.
+        dir: PathBuf,
+    },
+    /// Checkpoints in an object store.
+    Checkpoints {
+        #[command(subcommand)]
+        command: CheckpointsCommand,
+    },
+    /// Delete objects no retained checkpoint and no mount references.
+    Gc {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep unreferenced objects younger than this (e.g. 1h, 30min, 0s): a mount's newest
+        /// objects may not be in its record yet (records are refreshed every minute).
+        #[arg(long, default_value = "1h")]
+        min_age: String,
+    },
+    /// Check a mount's journal against the object store (the mount must not be running).
+    Fsck {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[arg(long)]
+        local_dir: PathBuf,
+    },
     /// Print the metrics of a running mount, readable by a person.
     Stats {
         mountpoint: PathBuf,
@@ -43,6 +75,70 @@ enum Command {
         #[arg(long)]
         raw: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum CheckpointsCommand {
+    /// List complete checkpoints, oldest first.
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Drop a checkpoint (its manifest and its own files; shared objects are left to gc).
+    Drop {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        id: String,
+    },
+}
+
+/// Which object store, for the commands that work on a store without a mount.
+#[derive(Args)]
+struct RemoteArgs {
+    /// file:///abs/path, s3://bucket/prefix.
+    #[arg(long)]
+    remote: String,
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    s3_endpoint: Option<String>,
+    #[arg(long, env = "AWS_REGION")]
+    s3_region: Option<String>,
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    s3_access_key_id: Option<String>,
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    s3_secret_access_key: Option<String>,
+    #[arg(long)]
+    s3_allow_http: bool,
+}
+
+impl RemoteArgs {
+    fn open(
+        &self,
+    ) -> Result<
+        (
+            std::sync::Arc<dyn statefs::store::RemoteStore>,
+            std::sync::Arc<tokio::runtime::Runtime>,
+        ),
+        String,
+    > {
+        let runtime = statefs::mount::runtime().map_err(|e| e.to_string())?;
+        let s3 = statefs::store::S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            allow_http: self.s3_allow_http,
+        };
+        let spec = statefs::store::RemoteSpec::parse(&self.remote).map_err(|e| e.to_string())?;
+        if spec == statefs::store::RemoteSpec::Memory {
+            return Err(
+                "memory:// lives inside one mount process; nothing to inspect from outside".into(),
+            );
+        }
+        let store = spec.open(&s3, runtime.clone()).map_err(|e| e.to_string())?;
+        let retrying =
+            statefs::store::RetryingRemote::new(store, statefs::store::RetryPolicy::default());
+        Ok((std::sync::Arc::new(retrying), runtime))
+    }
 }
 
 /// `statefs mount` flags. Every flag is optional here: defaults live in the option registry
@@ -138,6 +234,15 @@ struct MountArgs {
     /// Address of the Prometheus /metrics endpoint (port 0: any free port).
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// Start from this checkpoint (the local dir must be fresh); files are fetched on first read.
+    #[arg(long)]
+    restore: Option<String>,
+    /// With --restore: take the checkpoint over (Flink's CLAIM mode).
+    #[arg(long)]
+    claim: bool,
+    /// Checkpoints of this mount to keep (0 = all).
+    #[arg(long)]
+    num_retained: Option<String>,
 }
 
 impl MountArgs {
@@ -159,7 +264,10 @@ impl MountArgs {
                 .map_err(|e| e.to_string())?;
         }
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let flags: [(&str, Option<String>); 26] = [
+        let flags: [(&str, Option<String>); 29] = [
+            ("--restore", self.restore.clone()),
+            ("--claim", self.claim.then(|| "true".into())),
+            ("--num-retained", self.num_retained.clone()),
             ("--remote", self.remote.clone()),
             ("--local-dir", path(&self.local_dir)),
             ("--cache-dir", path(&self.cache_dir)),
@@ -230,6 +338,14 @@ fn main() -> ExitCode {
         Command::Mount(args) => mount(args, signals),
         Command::Unmount { mountpoint, lazy } => unmount(mountpoint, *lazy),
         Command::Stats { mountpoint, raw } => stats(mountpoint, *raw),
+        Command::Checkpoint { mountpoint, dir } => checkpoint(mountpoint, dir),
+        Command::Checkpoints { command } => checkpoints(command),
+        Command::Gc {
+            remote,
+            dry_run,
+            min_age,
+        } => gc(remote, *dry_run, min_age),
+        Command::Fsck { remote, local_dir } => fsck(remote, local_dir),
         Command::Config => {
             print!("{}", options::config_doc());
             Ok(())
@@ -449,4 +565,177 @@ fn stats(mountpoint: &Path, raw: bool) -> Result<(), String> {
     }
     print_all(&out);
     Ok(())
+}
+
+fn checkpoint(mountpoint: &Path, dir: &Path) -> Result<(), String> {
+    let local = statefs::mount::local_dir_of(mountpoint)
+        .ok_or_else(|| format!("{} is not a statefs mount", mountpoint.display()))?;
+    let mnt = std::fs::canonicalize(mountpoint).map_err(|e| e.to_string())?;
+    let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let rel = dir.strip_prefix(&mnt).map_err(|_| {
+        format!(
+            "{} is not inside the mount {}",
+            dir.display(),
+            mnt.display()
+        )
+    })?;
+    let addr = std::fs::read_to_string(local.join("metrics.addr"))
+        .map_err(|e| format!("the mount's control address: {e}"))?;
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("dir", &rel.to_string_lossy())
+        .finish();
+    let id = statefs::metrics::post(addr.trim(), &format!("/checkpoint?{query}"))?;
+    let id = id.trim();
+    let remote = remote_of(&local).unwrap_or_default();
+    print_all(&format!(
+        "published {}/checkpoints/{id}\n{id}\n",
+        remote.trim_end_matches('/')
+    ));
+    Ok(())
+}
+
+/// The `--remote` a mount was started with, from its mount record's neighbour file.
+fn remote_of(local: &Path) -> Option<String> {
+    std::fs::read_to_string(local.join("REMOTE"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn checkpoints(command: &CheckpointsCommand) -> Result<(), String> {
+    match command {
+        CheckpointsCommand::List { remote } => {
+            let (store, _rt) = remote.open()?;
+            let list = statefs::checkpoint::list(store.as_ref()).map_err(|e| e.to_string())?;
+            let mut out = String::from(
+                "id                      created (UTC)        files       bytes  mount / claimed by\n",
+            );
+            for c in list {
+                let created = chrono_like(c.created_ms);
+                outln!(
+                    out,
+                    "{:<23} {created}  {:>5} {:>11}  {}{}",
+                    c.id,
+                    c.files,
+                    c.bytes,
+                    c.mount_id,
+                    c.claimed_by.map(|m| format!(" / {m}")).unwrap_or_default()
+                );
+            }
+            print_all(&out);
+            Ok(())
+        }
+        CheckpointsCommand::Drop { remote, id } => {
+            let (store, _rt) = remote.open()?;
+            statefs::checkpoint::load_manifest(store.as_ref(), id).map_err(|e| e.to_string())?;
+            statefs::checkpoint::drop_checkpoint(store.as_ref(), id).map_err(|e| e.to_string())?;
+            print_all(&format!(
+                "dropped {id}; run statefs gc to delete the objects only it referenced\n"
+            ));
+            Ok(())
+        }
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` of a Unix time in milliseconds (UTC), without a date library.
+fn chrono_like(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn gc(remote: &RemoteArgs, dry_run: bool, min_age: &str) -> Result<(), String> {
+    let min_age = parse_age(min_age)?;
+    let (store, _rt) = remote.open()?;
+    let report = statefs::checkpoint::collect_garbage(store.as_ref(), min_age, dry_run)
+        .map_err(|e| e.to_string())?;
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    let mut out = String::new();
+    for (key, size) in &report.garbage {
+        outln!(out, "{verb} {key} ({size} bytes)");
+    }
+    for key in &report.abandoned {
+        outln!(out, "{verb} {key} (left by an interrupted checkpoint)");
+    }
+    let bytes: u64 = report.garbage.iter().map(|(_, s)| s).sum();
+    outln!(
+        out,
+        "{verb} {} objects ({bytes} bytes) and {} abandoned checkpoint files; {} referenced; {} unreferenced but younger than the grace period",
+        report.garbage.len(),
+        report.abandoned.len(),
+        report.referenced,
+        report.too_young
+    );
+    print_all(&out);
+    Ok(())
+}
+
+fn parse_age(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("bad --min-age {s:?}"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "min" | "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("bad --min-age {s:?} (units: s, min, h, d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn fsck(remote: &RemoteArgs, local_dir: &Path) -> Result<(), String> {
+    let (store, _rt) = remote.open()?;
+    let r = statefs::fsck::fsck(local_dir, store.as_ref()).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    for (path, key) in &r.missing_objects {
+        outln!(out, "MISSING  {path}: object {key} is not in the store");
+    }
+    for (path, key, want, got) in &r.size_mismatches {
+        outln!(
+            out,
+            "SIZE     {path}: object {key} has {got} bytes, the journal says {want}"
+        );
+    }
+    for path in &r.missing_local {
+        outln!(out, "MISSING  {path}: its local file is gone");
+    }
+    for (key, size) in &r.orphans {
+        outln!(
+            out,
+            "orphan   {key} ({size} bytes): referenced by nothing (statefs gc deletes it)"
+        );
+    }
+    outln!(
+        out,
+        "{} files, {} objects checked, {} missing, {} size mismatches, {} missing local files, {} orphans, {} never synced",
+        r.files,
+        r.objects_checked,
+        r.missing_objects.len(),
+        r.size_mismatches.len(),
+        r.missing_local.len(),
+        r.orphans.len(),
+        r.unsynced
+    );
+    print_all(&out);
+    if r.damaged() {
+        Err("damage found".into())
+    } else {
+        Ok(())
+    }
 }

@@ -99,6 +99,41 @@ impl Journal {
     /// an empty table (the caller adds the root).
     pub fn open(dir: &Path) -> Result<(Journal, MappingTable), JournalError> {
         std::fs::create_dir_all(dir)?;
+        let (table, generation, records) = Self::replay(dir, true)?;
+        let log_path = dir.join(format!("journal.{generation}"));
+        // Journals of other generations are leftovers of an interrupted compaction.
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if (name.starts_with("journal.") && *name != *format!("journal.{generation}"))
+                || name == "snapshot.tmp"
+            {
+                std::fs::remove_file(dir.join(&*name))?;
+            }
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)?;
+        let journal = Journal {
+            dir: dir.to_path_buf(),
+            generation,
+            file: Arc::new(file),
+            records: AtomicU64::new(records),
+            dirty: Arc::new(AtomicBool::new(false)),
+        };
+        Ok((journal, table))
+    }
+
+    /// The table a journal describes, changing nothing on disk (for fsck). A torn tail is ignored
+    /// here as it would be cut off at the next mount.
+    pub fn read_only(dir: &Path) -> Result<MappingTable, JournalError> {
+        Self::replay(dir, false).map(|(t, _, _)| t)
+    }
+
+    /// Replays snapshot and journal. `repair`: cut a torn tail off the journal file.
+    fn replay(dir: &Path, repair: bool) -> Result<(MappingTable, u64, u64), JournalError> {
         let mut table = MappingTable::new();
         let snapshot = dir.join("snapshot");
         let mut generation = 0;
@@ -172,38 +207,18 @@ impl Journal {
                                 why,
                             });
                         }
-                        tracing::warn!(path = %log_path.display(), line = line_no, %why, "cutting off a torn journal tail");
-                        let f = OpenOptions::new().write(true).open(&log_path)?;
-                        f.set_len(offset as u64)?;
-                        f.sync_all()?;
+                        if repair {
+                            tracing::warn!(path = %log_path.display(), line = line_no, %why, "cutting off a torn journal tail");
+                            let f = OpenOptions::new().write(true).open(&log_path)?;
+                            f.set_len(offset as u64)?;
+                            f.sync_all()?;
+                        }
                         break;
                     }
                 }
             }
         }
-        // Journals of other generations are leftovers of an interrupted compaction.
-        for entry in std::fs::read_dir(dir)? {
-            let name = entry?.file_name();
-            let name = name.to_string_lossy();
-            if (name.starts_with("journal.") && *name != *format!("journal.{generation}"))
-                || name == "snapshot.tmp"
-            {
-                std::fs::remove_file(dir.join(&*name))?;
-            }
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&log_path)?;
-        let journal = Journal {
-            dir: dir.to_path_buf(),
-            generation,
-            file: Arc::new(file),
-            records: AtomicU64::new(records),
-            dirty: Arc::new(AtomicBool::new(false)),
-        };
-        Ok((journal, table))
+        Ok((table, generation, records))
     }
 
     /// Appends one record. Callers hold the table lock, so records are in apply order.

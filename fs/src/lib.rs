@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod fsck;
 pub mod fuse;
 pub mod journal;
 pub mod metrics;

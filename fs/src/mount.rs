@@ -333,6 +333,14 @@ pub fn start_metrics(
                 addr: config.metrics_addr.clone(),
                 source: e,
             })?;
+    // Where this mount's store is, for the checkpoint URL `statefs checkpoint` prints.
+    let remote_file = config.local_dir.join("REMOTE");
+    std::fs::write(&remote_file, format!("{}\n", config.remote)).map_err(|e| {
+        MountError::Metrics {
+            addr: remote_file.display().to_string(),
+            source: e,
+        }
+    })?;
     let path = config.local_dir.join("metrics.addr");
     std::fs::write(&path, format!("{}\n", server.addr())).map_err(|e| MountError::Metrics {
         addr: path.display().to_string(),

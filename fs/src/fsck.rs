@@ -1,0 +1,141 @@
+//! `statefs fsck`: a mount's journal and the object store, checked against each other.
+
+use std::collections::BTreeSet;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use crate::checkpoint::{self, MountRecord};
+use crate::journal::{Journal, JournalError};
+use crate::placement::Placement;
+use crate::store::{RemoteStore, StoreError};
+use crate::table::{NodeKind, ROOT_INO};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FsckError {
+    #[error("local dir {0} is mounted (its lock is held); unmount it first")]
+    Mounted(String),
+    #[error("{0} has no statefs journal")]
+    NoJournal(String),
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error("object store: {0}")]
+    Remote(#[from] StoreError),
+    #[error("{0}")]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug, Default)]
+pub struct FsckReport {
+    pub files: usize,
+    pub objects_checked: usize,
+    /// (path, key): the journal names an object the store does not have.
+    pub missing_objects: Vec<(String, String)>,
+    /// (path, key, journal size, store size).
+    pub size_mismatches: Vec<(String, String, u64, u64)>,
+    /// Local-placed files whose backing file is gone.
+    pub missing_local: Vec<String>,
+    /// Objects under data/ that nothing references (this journal, any checkpoint, any mount record).
+    pub orphans: Vec<(String, u64)>,
+    /// Remote-placed files never synced (their bytes are only in the cache dir).
+    pub unsynced: usize,
+}
+
+impl FsckReport {
+    pub fn damaged(&self) -> bool {
+        !self.missing_objects.is_empty()
+            || !self.size_mismatches.is_empty()
+            || !self.missing_local.is_empty()
+    }
+}
+
+pub fn fsck(local_dir: &Path, remote: &dyn RemoteStore) -> Result<FsckReport, FsckError> {
+    let journal = local_dir.join("journal");
+    if !journal.join("snapshot").exists() {
+        return Err(FsckError::NoJournal(local_dir.display().to_string()));
+    }
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(local_dir.join("LOCK"))?;
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(FsckError::Mounted(local_dir.display().to_string()));
+    }
+    let table = Journal::read_only(&journal)?;
+    let mount_id = std::fs::read_to_string(local_dir.join("MOUNT_ID"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+
+    // Paths for the report, from the root down.
+    let mut paths = std::collections::HashMap::new();
+    let mut stack = vec![(String::new(), ROOT_INO)];
+    while let Some((prefix, d)) = stack.pop() {
+        let Some(node) = table.get(d) else { continue };
+        for (name, child) in &node.children {
+            let p = format!("{prefix}/{name}");
+            if table.get(*child).is_some_and(|n| n.meta.is_dir()) {
+                stack.push((p, *child));
+            } else {
+                paths.insert(*child, p);
+            }
+        }
+    }
+    let mut report = FsckReport::default();
+    let mut referenced = BTreeSet::new();
+    for node in table.nodes() {
+        let NodeKind::File(f) = &node.meta.kind else {
+            continue;
+        };
+        report.files += 1;
+        let path = paths
+            .get(&node.meta.ino)
+            .cloned()
+            .unwrap_or_else(|| format!("<unlinked inode {}>", node.meta.ino));
+        match (&f.sealed, f.placement) {
+            (Some(s), _) => {
+                referenced.insert(s.key.clone());
+                report.objects_checked += 1;
+                match remote.head(&s.key) {
+                    Ok(size) if size == s.size => {}
+                    Ok(size) => report
+                        .size_mismatches
+                        .push((path, s.key.clone(), s.size, size)),
+                    Err(StoreError::NotFound { .. }) => {
+                        report.missing_objects.push((path, s.key.clone()))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            (None, Placement::Local) => {
+                if !local_dir
+                    .join("files")
+                    .join(f.local_id.as_hyphenated().to_string())
+                    .exists()
+                {
+                    report.missing_local.push(path);
+                }
+            }
+            (None, Placement::Remote) => report.unsynced += 1,
+        }
+    }
+    for id in checkpoint::list_ids(remote)? {
+        let m = checkpoint::load_manifest(remote, &id)?;
+        referenced.extend(m.data_keys().map(str::to_string));
+    }
+    for o in remote.list("mounts/")? {
+        if o.key == checkpoint::mount_record_key(&mount_id) {
+            continue; // this mount: its journal, just read, is the truth
+        }
+        if let Ok(r) = serde_json::from_slice::<MountRecord>(&remote.get(&o.key)?) {
+            referenced.extend(r.keys);
+        }
+    }
+    for o in remote.list("data/")? {
+        if !referenced.contains(&o.key) {
+            report.orphans.push((o.key, o.size));
+        }
+    }
+    Ok(report)
+}
