@@ -250,6 +250,27 @@ pub const OPTIONS: &[OptionSpec] = &[
         "Allow plain http to a non-loopback S3 endpoint (loopback endpoints always may).",
     ),
     opt(
+        "state.checkpoints.num-retained",
+        "--num-retained",
+        Kind::Count,
+        "1",
+        "Checkpoints of this mount to keep; publishing a new one drops the oldest beyond this. 0 keeps all.",
+    ),
+    opt(
+        "statefs.restore.checkpoint",
+        "--restore",
+        Kind::Text,
+        "",
+        "Start from this checkpoint id (the local dir must be fresh). Its files are fetched when first read.",
+    ),
+    opt(
+        "statefs.restore.claim",
+        "--claim",
+        Kind::Bool,
+        "false",
+        "With --restore: take the checkpoint over (Flink's CLAIM), so this mount's retention may drop it. Without it (NO_CLAIM) the mount never deletes anything it restored from.",
+    ),
+    opt(
         "statefs.metrics.addr",
         "--metrics-addr",
         Kind::Text,
@@ -520,6 +541,13 @@ impl Settings {
         c.metrics_addr = self
             .text("statefs.metrics.addr")
             .unwrap_or_else(|| "127.0.0.1:0".into());
+        c.num_retained = self.count("state.checkpoints.num-retained") as usize;
+        c.restore = self
+            .text("statefs.restore.checkpoint")
+            .map(|id| crate::config::RestoreFrom {
+                id,
+                claim: self.flag("statefs.restore.claim"),
+            });
         Ok(c)
     }
 }

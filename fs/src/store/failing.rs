@@ -26,6 +26,8 @@ struct FaultState {
     writes_down: AtomicBool,
     /// Calls that were failed on purpose.
     injected: AtomicU64,
+    /// Every call on a key containing this text fails while set.
+    key_pattern: std::sync::Mutex<Option<String>>,
 }
 
 impl FaultPlan {
@@ -38,13 +40,24 @@ impl FaultPlan {
     pub fn fail_next(&self, n: u64) {
         self.inner.fail_next.store(n, Ordering::SeqCst);
     }
+    /// Fails every call on keys containing `pattern` (e.g. `_metadata`: a crash before the manifest).
+    pub fn fail_keys_containing(&self, pattern: Option<&str>) {
+        *self.inner.key_pattern.lock().unwrap() = pattern.map(str::to_string);
+    }
+
     pub fn injected(&self) -> u64 {
         self.inner.injected.load(Ordering::SeqCst)
     }
 
     fn check(&self, op: &'static str, key: &str, is_write: bool) -> Result<(), StoreError> {
         let s = &self.inner;
-        let fail = s.down.load(Ordering::SeqCst)
+        let fail = s
+            .key_pattern
+            .lock()
+            .unwrap()
+            .as_deref()
+            .is_some_and(|p| key.contains(p))
+            || s.down.load(Ordering::SeqCst)
             || (is_write && s.writes_down.load(Ordering::SeqCst))
             || s.fail_next
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))

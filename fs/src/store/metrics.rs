@@ -55,7 +55,10 @@ impl<R: RemoteStore> MetricsRemote<R> {
 
     fn count<T>(&self, counter: &AtomicU64, r: Result<T, StoreError>) -> Result<T, StoreError> {
         counter.fetch_add(1, Ordering::Relaxed);
-        if r.is_err() {
+        // A missing object is an answer, not a failure (probes and deletes expect it).
+        if r.as_ref()
+            .is_err_and(|e| !matches!(e, StoreError::NotFound { .. }))
+        {
             self.metrics.errors.fetch_add(1, Ordering::Relaxed);
         }
         r
