@@ -1,0 +1,556 @@
+//! Filesystem checkpoints: metadata-only publish, lazy restore, retention, GC, fsck, hostile manifests.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rocksdb::{DB, Options};
+use statefs::MountHandle;
+use statefs::checkpoint;
+use statefs::config::RestoreFrom;
+use statefs::store::{
+    FailingRemote, FaultPlan, RemoteSpec, RemoteStore, RetryPolicy, RetryingRemote,
+};
+use statefs_tests::{Dirs, S3Server, statefs_bin};
+
+fn key(i: u32) -> Vec<u8> {
+    format!("k{:08}", i.wrapping_mul(2_654_435_761) % 1_000_000_007).into_bytes()
+}
+fn value(i: u32, round: u32) -> Vec<u8> {
+    let mut v = format!("v{i}-r{round}").into_bytes();
+    v.resize(100, (i % 251) as u8);
+    v
+}
+
+fn opts() -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.set_write_buffer_size(512 << 10);
+    o.set_target_file_size_base(512 << 10);
+    o.set_level_zero_file_num_compaction_trigger(2);
+    o
+}
+
+fn write_round(db: &DB, round: u32, n: u32) {
+    for i in 0..n {
+        db.put(key(i), value(i, round)).unwrap();
+    }
+    db.flush().unwrap();
+}
+
+fn verify_round(db: &DB, round: u32, n: u32) {
+    for i in 0..n {
+        assert_eq!(
+            db.get(key(i)).unwrap().as_deref(),
+            Some(&value(i, round)[..]),
+            "key {i} round {round}"
+        );
+    }
+}
+
+/// A second mount restored from `id`, with its own fresh local and cache dirs.
+fn restore(dirs: &Dirs, name: &str, id: &str, claim: bool) -> (MountHandle, std::path::PathBuf) {
+    let root = dirs.root.path().join(name);
+    let mnt = root.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mut c =
+        statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
+    c.restore = Some(RestoreFrom {
+        id: id.into(),
+        claim,
+    });
+    (MountHandle::mount(&c, &mnt).unwrap(), mnt)
+}
+
+fn data_keys(remote: &dyn RemoteStore) -> BTreeSet<String> {
+    remote
+        .list("data/")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
+}
+
+fn file_remote(dirs: &Dirs) -> (Arc<dyn RemoteStore>, Arc<tokio::runtime::Runtime>) {
+    let rt = statefs::mount::runtime().unwrap();
+    let store = RemoteSpec::parse(&dirs.remote_url())
+        .unwrap()
+        .open(&Default::default(), rt.clone())
+        .unwrap();
+    (Arc::new(store), rt)
+}
+
+#[test]
+fn checkpoint_copies_no_sst_and_restores_exactly_while_the_source_keeps_working() {
+    let dirs = Dirs::new();
+    let (remote, _rt) = file_remote(&dirs);
+    let mut config = dirs.config();
+    config.num_retained = 0;
+    let mount = MountHandle::mount(&config, &dirs.mnt).unwrap();
+    let db = DB::open(&opts(), dirs.mnt.join("db")).unwrap();
+    let n = 20_000;
+    write_round(&db, 1, n);
+    rocksdb::checkpoint::Checkpoint::new(&db)
+        .unwrap()
+        .create_checkpoint(dirs.mnt.join("chk1"))
+        .unwrap();
+    // Every SST the checkpoint names was in the store before the publish: none was copied.
+    let before = data_keys(remote.as_ref());
+    let published = mount.checkpoint(&dirs.mnt.join("chk1"), 0).unwrap();
+    assert!(published.referenced_bytes > 256 << 10, "{published:?}");
+    let named: BTreeSet<String> = checkpoint::load_manifest(remote.as_ref(), &published.id)
+        .unwrap()
+        .data_keys()
+        .map(str::to_string)
+        .collect();
+    assert!(named.is_subset(&before), "the publish uploaded an SST");
+    assert!(published.copied_bytes < published.referenced_bytes / 10);
+    let m = checkpoint::load_manifest(remote.as_ref(), &published.id).unwrap();
+    assert!(
+        m.files.iter().any(|f| f.name == "CURRENT")
+            && m.files.iter().any(|f| f.name.ends_with(".sst"))
+    );
+
+    // The source keeps writing and compacting: RocksDB deletes the checkpointed SSTs.
+    std::fs::remove_dir_all(dirs.mnt.join("chk1")).unwrap();
+    write_round(&db, 2, n);
+    db.compact_range::<&[u8], &[u8]>(None, None);
+    let live: Vec<_> = std::fs::read_dir(dirs.mnt.join("db"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        m.files
+            .iter()
+            .filter(|f| f.name.ends_with(".sst"))
+            .all(|f| !live.contains(&f.name.clone().into())),
+        "compaction replaced every checkpointed SST"
+    );
+    mount.core().settle();
+    for k in m.data_keys() {
+        assert!(
+            remote.head(k).is_ok(),
+            "{k} was deleted although the checkpoint names it"
+        );
+    }
+
+    // Two restores of one checkpoint, side by side, while the source still works.
+    let (r1, mnt1) = restore(&dirs, "r1", &published.id, false);
+    let (r2, mnt2) = restore(&dirs, "r2", &published.id, false);
+    // Restoring fetched only the manifest and the small files: no SST byte before the first read.
+    let fetched = r1
+        .remote_metrics
+        .get_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        fetched <= published.copied_bytes + (64 << 10),
+        "restore fetched {fetched} bytes"
+    );
+    assert_eq!(
+        std::fs::read_dir(mnt1.parent().unwrap().join("cache/files"))
+            .unwrap()
+            .count(),
+        0,
+        "no SST copy yet"
+    );
+    let db1 = DB::open(&opts(), &mnt1).unwrap();
+    let db2 = DB::open(&opts(), &mnt2).unwrap();
+    verify_round(&db1, 1, n);
+    verify_round(&db2, 1, n);
+    db1.put(b"only-in-r1", b"x").unwrap();
+    assert_eq!(db2.get(b"only-in-r1").unwrap(), None);
+    verify_round(&db, 2, n);
+    drop((db1, db2));
+    drop((r1, r2));
+    drop(db);
+    mount.unmount().unwrap();
+}
+
+fn gc_scenario(
+    remote: Arc<dyn RemoteStore>,
+    config: statefs::MountConfig,
+    mnt: &Path,
+    restore_into: &Dirs,
+) {
+    let mount = MountHandle::mount(&config, mnt).unwrap();
+    let db = DB::open(&opts(), mnt.join("db")).unwrap();
+    let n = 10_000;
+    write_round(&db, 1, n);
+    rocksdb::checkpoint::Checkpoint::new(&db)
+        .unwrap()
+        .create_checkpoint(mnt.join("c1"))
+        .unwrap();
+    let c1 = mount.checkpoint(&mnt.join("c1"), 1).unwrap();
+    std::fs::remove_dir_all(mnt.join("c1")).unwrap();
+    write_round(&db, 2, n);
+    db.compact_range::<&[u8], &[u8]>(None, None);
+    rocksdb::checkpoint::Checkpoint::new(&db)
+        .unwrap()
+        .create_checkpoint(mnt.join("c2"))
+        .unwrap();
+    let m1 = checkpoint::load_manifest(remote.as_ref(), &c1.id).unwrap();
+    let c2 = mount.checkpoint(&mnt.join("c2"), 1).unwrap();
+    assert_eq!(
+        c2.dropped,
+        vec![c1.id.clone()],
+        "retention 1 drops the older checkpoint"
+    );
+    std::fs::remove_dir_all(mnt.join("c2")).unwrap();
+    mount.core().settle();
+
+    // Expected garbage: what only the dropped checkpoint referenced.
+    let m2 = checkpoint::load_manifest(remote.as_ref(), &c2.id).unwrap();
+    let record: checkpoint::MountRecord = serde_json::from_slice(
+        &remote
+            .get(&checkpoint::mount_record_key(&mount.core().mount_id))
+            .unwrap(),
+    )
+    .unwrap();
+    let keep: BTreeSet<String> = m2
+        .data_keys()
+        .map(str::to_string)
+        .chain(record.keys.iter().cloned())
+        .collect();
+    let expected: BTreeSet<String> = m1
+        .data_keys()
+        .filter(|k| !keep.contains(*k))
+        .map(str::to_string)
+        .collect();
+    assert!(!expected.is_empty(), "the scenario must leave garbage");
+    let before = data_keys(remote.as_ref());
+    let dry = checkpoint::collect_garbage(remote.as_ref(), Duration::ZERO, true).unwrap();
+    assert_eq!(
+        dry.garbage
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect::<BTreeSet<_>>(),
+        expected
+    );
+    assert_eq!(
+        data_keys(remote.as_ref()),
+        before,
+        "dry run deletes nothing"
+    );
+    let report = checkpoint::collect_garbage(remote.as_ref(), Duration::ZERO, false).unwrap();
+    assert_eq!(
+        report
+            .garbage
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect::<BTreeSet<_>>(),
+        expected
+    );
+    assert_eq!(
+        data_keys(remote.as_ref()),
+        before.difference(&expected).cloned().collect()
+    );
+    // The grace period protects young objects.
+    assert!(
+        checkpoint::collect_garbage(remote.as_ref(), Duration::from_secs(3600), true)
+            .unwrap()
+            .garbage
+            .is_empty()
+    );
+
+    // The retained checkpoint still restores, and the source still reads everything.
+    let root = restore_into.root.path().join("after-gc");
+    std::fs::create_dir_all(root.join("mnt")).unwrap();
+    let mut rc = config.clone();
+    rc.local_dir = root.join("local");
+    rc.cache_dir = root.join("cache");
+    rc.restore = Some(RestoreFrom {
+        id: c2.id.clone(),
+        claim: false,
+    });
+    let restored =
+        MountHandle::mount_with_remote(&rc, &root.join("mnt"), Some(remote.clone())).unwrap();
+    let rdb = DB::open(&opts(), root.join("mnt")).unwrap();
+    verify_round(&rdb, 2, n);
+    drop(rdb);
+    drop(restored);
+    verify_round(&db, 2, n);
+    drop(db);
+    mount.unmount().unwrap();
+}
+
+#[test]
+fn gc_removes_exactly_the_unreferenced_objects() {
+    let dirs = Dirs::new();
+    let (remote, _rt) = file_remote(&dirs);
+    gc_scenario(remote, dirs.config(), &dirs.mnt, &dirs);
+}
+
+#[test]
+fn gc_on_s3() {
+    let server = S3Server::start("statefs-gc");
+    let dirs = Dirs::new();
+    let mut config = statefs::MountConfig::new("s3://statefs-gc/p", &dirs.local, &dirs.cache);
+    config.s3 = statefs::store::S3Options {
+        endpoint: Some(server.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("testing".into()),
+        secret_access_key: Some("testing".into()),
+        allow_http: false,
+    };
+    let rt = statefs::mount::runtime().unwrap();
+    let remote: Arc<dyn RemoteStore> = Arc::new(
+        RemoteSpec::parse("s3://statefs-gc/p")
+            .unwrap()
+            .open(&config.s3, rt)
+            .unwrap(),
+    );
+    gc_scenario(remote, config, &dirs.mnt, &dirs);
+}
+
+#[test]
+fn crash_before_the_manifest_leaves_no_checkpoint_and_loses_nothing() {
+    let dirs = Dirs::new();
+    let rt = statefs::mount::runtime().unwrap();
+    let faults = FaultPlan::default();
+    let store = RemoteSpec::parse(&dirs.remote_url())
+        .unwrap()
+        .open(&Default::default(), rt.clone())
+        .unwrap();
+    let policy = RetryPolicy {
+        attempts: 2,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(1),
+    };
+    let remote: Arc<dyn RemoteStore> = Arc::new(RetryingRemote::new(
+        FailingRemote::new(store, faults.clone()),
+        policy,
+    ));
+    let mount =
+        MountHandle::mount_with_remote(&dirs.config(), &dirs.mnt, Some(remote.clone())).unwrap();
+    let db = DB::open(&opts(), dirs.mnt.join("db")).unwrap();
+    write_round(&db, 1, 10_000);
+    rocksdb::checkpoint::Checkpoint::new(&db)
+        .unwrap()
+        .create_checkpoint(dirs.mnt.join("chk"))
+        .unwrap();
+    faults.fail_keys_containing(Some("_metadata"));
+    let err = mount.checkpoint(&dirs.mnt.join("chk"), 1).unwrap_err();
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    faults.fail_keys_containing(None);
+    assert!(
+        checkpoint::list_ids(remote.as_ref()).unwrap().is_empty(),
+        "no visible checkpoint"
+    );
+    // Nothing lost: every object the mount names is there, and gc (even with no grace) keeps them.
+    let report = checkpoint::collect_garbage(remote.as_ref(), Duration::ZERO, false).unwrap();
+    assert!(report.garbage.is_empty(), "{report:?}");
+    assert!(
+        !report.abandoned.is_empty(),
+        "the copies of the small files were collected"
+    );
+    assert!(remote.list("checkpoints/").unwrap().is_empty());
+    verify_round(&db, 1, 10_000);
+    // A retry succeeds.
+    let ok = mount.checkpoint(&dirs.mnt.join("chk"), 1).unwrap();
+    assert_eq!(checkpoint::list_ids(remote.as_ref()).unwrap(), vec![ok.id]);
+    drop(db);
+    mount.unmount().unwrap();
+}
+
+#[test]
+fn hostile_manifests_are_refused_and_nothing_is_half_restored() {
+    let dirs = Dirs::new();
+    let (remote, _rt) = file_remote(&dirs);
+    {
+        let mount = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
+        std::fs::create_dir(dirs.mnt.join("c")).unwrap();
+        let mut f = std::fs::File::create(dirs.mnt.join("c/000001.sst")).unwrap();
+        std::io::Write::write_all(&mut f, &[1u8; 5000]).unwrap();
+        f.sync_all().unwrap();
+        std::fs::write(dirs.mnt.join("c/CURRENT"), b"MANIFEST-000001\n").unwrap();
+        mount.checkpoint(&dirs.mnt.join("c"), 0).unwrap();
+    }
+    let good_id = checkpoint::list_ids(remote.as_ref())
+        .unwrap()
+        .pop()
+        .unwrap();
+    let good: serde_json::Value =
+        serde_json::from_slice(&remote.get(&checkpoint::manifest_key(&good_id)).unwrap()).unwrap();
+    // Variants keep only the SST entry: the copies of small files belong to the good checkpoint's id.
+    let variant = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = good.clone();
+        v["files"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|f| f["key"].as_str().unwrap().starts_with("data/"));
+        f(&mut v);
+        v
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("0000000000001-00000001", b"{".to_vec(), "not a manifest"),
+        (
+            "0000000000001-00000002",
+            serde_json::to_vec(&variant(&|v| v["version"] = 7.into())).unwrap(),
+            "unsupported version 7",
+        ),
+        (
+            "0000000000001-00000003",
+            serde_json::to_vec(&variant(&|v| v["files"][0]["name"] = "../../etc/x".into()))
+                .unwrap(),
+            "bad component",
+        ),
+        (
+            "0000000000001-00000004",
+            serde_json::to_vec(&variant(&|v| v["files"][0]["name"] = "/abs".into())).unwrap(),
+            "absolute",
+        ),
+        (
+            "0000000000001-00000005",
+            serde_json::to_vec(&variant(&|v| v["files"][0]["key"] = "../outside".into())).unwrap(),
+            "outside the checkpoint",
+        ),
+        (
+            "0000000000001-00000006",
+            serde_json::to_vec(&variant(&|v| v["files"][0]["size"] = 4999.into())).unwrap(),
+            "manifest says 4999 bytes",
+        ),
+        (
+            "0000000000001-00000007",
+            serde_json::to_vec(&variant(&|v| {
+                v["files"][0]["key"] = format!("data/{}", uuid::Uuid::new_v4()).into()
+            }))
+            .unwrap(),
+            "is missing",
+        ),
+    ];
+    for (id, bytes, want) in cases {
+        let mut bytes_json = bytes.clone();
+        if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            v["id"] = id.into();
+            bytes_json = serde_json::to_vec(&v).unwrap();
+        }
+        remote
+            .put(&checkpoint::manifest_key(id), bytes_json.into())
+            .unwrap();
+        let root = dirs.root.path().join(format!("h-{id}"));
+        std::fs::create_dir_all(root.join("mnt")).unwrap();
+        let mut c =
+            statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
+        c.restore = Some(RestoreFrom {
+            id: id.into(),
+            claim: false,
+        });
+        let err = MountHandle::mount(&c, &root.join("mnt"))
+            .err()
+            .expect("hostile manifest accepted")
+            .to_string();
+        assert!(err.contains(want), "{id}: {err}");
+        assert!(!statefs_tests::is_mounted(&root.join("mnt")));
+        assert!(!root.join("local/journal").exists(), "{id}: half-restored");
+        remote.delete(&checkpoint::manifest_key(id)).unwrap();
+    }
+    // An unknown id, and an id that is not one.
+    let out = Command::new(statefs_bin())
+        .args([
+            "mount",
+            "--remote",
+            &dirs.remote_url(),
+            "--restore",
+            "../../x",
+            "--local-dir",
+        ])
+        .arg(dirs.root.path().join("x/l"))
+        .arg("--cache-dir")
+        .arg(dirs.root.path().join("x/c"))
+        .arg(&dirs.mnt)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad checkpoint id"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn cli_checkpoint_list_gc_and_fsck() {
+    let dirs = Dirs::new();
+    let (remote, _rt) = file_remote(&dirs);
+    let mount = statefs_tests::CliMount::start(&dirs.cli_args(), &dirs.mnt);
+    std::fs::create_dir(dirs.mnt.join("chk")).unwrap();
+    let mut f = std::fs::File::create(dirs.mnt.join("chk/000009.sst")).unwrap();
+    std::io::Write::write_all(&mut f, &[3u8; 70_000]).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    std::fs::write(dirs.mnt.join("chk/CURRENT"), b"MANIFEST-000004\n").unwrap();
+    let out = Command::new(statefs_bin())
+        .arg("checkpoint")
+        .arg(&dirs.mnt)
+        .arg(dirs.mnt.join("chk"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = stdout.lines().last().unwrap().trim().to_string();
+    checkpoint::check_id(&id).unwrap();
+    assert!(
+        stdout.contains(&format!("{}/checkpoints/{id}", dirs.remote_url())),
+        "{stdout}"
+    );
+    let list = Command::new(statefs_bin())
+        .args(["checkpoints", "list", "--remote", &dirs.remote_url()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains(&id));
+    drop(mount);
+
+    let fsck = |expect_ok: bool| {
+        let out = Command::new(statefs_bin())
+            .args(["fsck", "--remote", &dirs.remote_url(), "--local-dir"])
+            .arg(&dirs.local)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.success(),
+            expect_ok,
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(fsck(true).contains("0 missing"));
+    // An orphan is reported, not damage; a missing object is damage.
+    remote
+        .put(
+            "data/00000000-0000-0000-0000-000000000001",
+            vec![0u8; 10].into(),
+        )
+        .unwrap();
+    assert!(fsck(true).contains("orphan   data/00000000-0000-0000-0000-000000000001"));
+    let m = checkpoint::load_manifest(remote.as_ref(), &id).unwrap();
+    let sst_key = m.data_keys().next().unwrap().to_string();
+    let saved = remote.get(&sst_key).unwrap();
+    remote.delete(&sst_key).unwrap();
+    assert!(fsck(false).contains(&format!("MISSING  /chk/000009.sst: object {sst_key}")));
+    remote.put(&sst_key, saved).unwrap();
+
+    let gc = Command::new(statefs_bin())
+        .args([
+            "gc",
+            "--remote",
+            &dirs.remote_url(),
+            "--min-age",
+            "0s",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&gc.stdout);
+    assert!(
+        text.contains("would delete data/00000000-0000-0000-0000-000000000001"),
+        "{text}"
+    );
+    assert!(!text.contains(&sst_key));
+}
