@@ -554,3 +554,58 @@ fn cli_checkpoint_list_gc_and_fsck() {
     );
     assert!(!text.contains(&sst_key));
 }
+
+#[test]
+fn claim_hands_the_checkpoint_to_the_new_mount_and_no_claim_never_deletes_it() {
+    let dirs = Dirs::new();
+    let (remote, _rt) = file_remote(&dirs);
+    let id = {
+        let mount = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
+        let db = DB::open(&opts(), dirs.mnt.join("db")).unwrap();
+        write_round(&db, 1, 5_000);
+        rocksdb::checkpoint::Checkpoint::new(&db)
+            .unwrap()
+            .create_checkpoint(dirs.mnt.join("c"))
+            .unwrap();
+        drop(db);
+        mount.checkpoint(&dirs.mnt.join("c"), 1).unwrap().id
+    };
+    // NO_CLAIM: the restored mount's own checkpoints and retention never touch the original.
+    let (nc, nc_mnt) = restore(&dirs, "noclaim", &id, false);
+    {
+        let db = DB::open(&opts(), &nc_mnt).unwrap();
+        write_round(&db, 2, 5_000);
+        rocksdb::checkpoint::Checkpoint::new(&db)
+            .unwrap()
+            .create_checkpoint(nc_mnt.join("c"))
+            .unwrap();
+    }
+    let first = nc.checkpoint(&nc_mnt.join("c"), 1).unwrap();
+    std::fs::remove_dir_all(nc_mnt.join("c")).unwrap();
+    let second = nc.checkpoint(&nc_mnt, 1).unwrap();
+    assert_eq!(
+        second.dropped,
+        vec![first.id],
+        "retention drops only the mount's own checkpoints"
+    );
+    assert!(
+        checkpoint::list_ids(remote.as_ref()).unwrap().contains(&id),
+        "the restored-from checkpoint stays"
+    );
+    drop(nc);
+    // CLAIM: the checkpoint becomes the new mount's, and its retention drops it.
+    let (cl, cl_mnt) = restore(&dirs, "claim", &id, true);
+    let infos = checkpoint::list(remote.as_ref()).unwrap();
+    let claimed = infos.iter().find(|c| c.id == id).unwrap();
+    assert_eq!(
+        claimed.claimed_by.as_deref(),
+        Some(cl.core().mount_id.as_str())
+    );
+    let own = cl.checkpoint(&cl_mnt, 1).unwrap();
+    assert_eq!(own.dropped, vec![id.clone()]);
+    assert!(!checkpoint::list_ids(remote.as_ref()).unwrap().contains(&id));
+    // Its SSTs are still readable through the claiming mount (gc keeps what a mount names).
+    checkpoint::collect_garbage(remote.as_ref(), Duration::ZERO, false).unwrap();
+    let db = DB::open(&opts(), &cl_mnt).unwrap();
+    verify_round(&db, 1, 5_000);
+}
