@@ -440,6 +440,24 @@ pub fn prepare(
     })
 }
 
+/// Unmounts `path`, waiting up to 2 s for files that are still being released (the kernel sends
+/// RELEASE after `close()` returns), then detaching lazily: the caller is never left with a mount.
+pub fn unmount_path(path: &Path) -> std::io::Result<()> {
+    use nix::mount::{MntFlags, umount2};
+    for _ in 0..100 {
+        match umount2(path, MntFlags::empty()) {
+            Ok(()) => return Ok(()),
+            Err(nix::errno::Errno::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(nix::errno::Errno::EINVAL) if !is_mounted(path) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tracing::warn!(path = %path.display(), "mount still busy after 2 s; detaching lazily");
+    umount2(path, MntFlags::MNT_DETACH).map_err(Into::into)
+}
+
 /// A live in-process mount. Dropping it unmounts (and waits for the journal to be compacted).
 pub struct MountHandle {
     session: Option<fuser::BackgroundSession>,
@@ -507,7 +525,7 @@ impl MountHandle {
 
     fn unmount_inner(&mut self) -> std::io::Result<()> {
         let r = match self.session.take() {
-            Some(s) => s.umount_and_join(),
+            Some(s) => unmount_path(&self.mountpoint).and_then(|_| s.join()),
             None => Ok(()),
         };
         self.core.take();

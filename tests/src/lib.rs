@@ -70,8 +70,10 @@ impl Dirs {
         let Ok(rd) = std::fs::read_dir(&dir) else {
             return Vec::new();
         };
+        // `<key>#<n>` files are uploads the local store is still writing.
         let mut v: Vec<_> = rd
             .map(|e| e.unwrap())
+            .filter(|e| !e.file_name().to_string_lossy().contains('#'))
             .map(|e| {
                 (
                     e.file_name().to_string_lossy().into_owned(),

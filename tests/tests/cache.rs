@@ -110,7 +110,10 @@ fn rocksdb_verifies_fully_with_a_cache_of_a_tenth_of_its_data() {
 #[test]
 fn a_reader_keeps_correct_bytes_when_its_copy_is_evicted() {
     let dirs = Dirs::new();
-    let mount = MountHandle::mount(&sized_cache(&dirs, 1_500_000, 1_000_000), &dirs.mnt).unwrap();
+    let mut config = sized_cache(&dirs, 1_500_000, 1_000_000);
+    // No promotion while a.sst is read back below: the copy count at the end must be exact.
+    config.cache.access_before_promote = 1_000;
+    let mount = MountHandle::mount(&config, &dirs.mnt).unwrap();
     let a: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
     write_synced(&dirs.mnt.join("a.sst"), &a);
     let mut reader = std::fs::File::open(dirs.mnt.join("a.sst")).unwrap();
@@ -225,7 +228,11 @@ fn stats_of_a_running_mount() {
     // Every PUT (the SST, and the mount record written at mount) is in the latency histogram.
     let puts = get("statefs_remote_requests_total{op=\"put\"}").unwrap();
     assert!(puts >= 2.0, "{raw}");
-    assert_eq!(get("statefs_remote_request_seconds_count{op=\"put\"}"), Some(puts), "{raw}");
+    assert_eq!(
+        get("statefs_remote_request_seconds_count{op=\"put\"}"),
+        Some(puts),
+        "{raw}"
+    );
     // Not a statefs mount: a clear error.
     let out = Command::new(statefs_bin())
         .arg("stats")

@@ -79,7 +79,9 @@ fn rocksdb_writes_compacts_reopens_with_ssts_in_the_store() {
         );
     }
     assert!(
-        walk(&dirs.remote.join("data")).iter().all(|p| looks_like_sst(p)),
+        walk(&dirs.remote.join("data"))
+            .iter()
+            .all(|p| looks_like_sst(p)),
         "every data object is an SST"
     );
 
@@ -158,7 +160,11 @@ fn checkpoint_hard_links_and_renames_through_the_mount() {
     assert_eq!(a.nlink(), 2);
     let objects = dirs.remote_objects();
     assert_eq!(objects.len(), 1, "a hard link copies nothing");
-    std::fs::write(m.join("c.sst"), b"C").unwrap();
+    // Synced, so its upload (otherwise at release, after close returns) is done before we count.
+    let mut c = std::fs::File::create(m.join("c.sst")).unwrap();
+    std::io::Write::write_all(&mut c, b"C").unwrap();
+    c.sync_all().unwrap();
+    drop(c);
     std::fs::rename(m.join("c.sst"), m.join("a.sst")).unwrap();
     assert_eq!(std::fs::read(m.join("a.sst")).unwrap(), b"C");
     assert_eq!(std::fs::read(m.join("b.sst")).unwrap(), b"A");
@@ -175,7 +181,10 @@ fn checkpoint_hard_links_and_renames_through_the_mount() {
 
     // RocksDB's Checkpoint API: hard links of the SSTs, copies of the rest.
     let db_path = m.join("db");
-    let db = DB::open(&small_lsm_options(), &db_path).unwrap();
+    // No background compaction: it would delete SSTs (and their objects) while we count.
+    let mut o = small_lsm_options();
+    o.set_disable_auto_compactions(true);
+    let db = DB::open(&o, &db_path).unwrap();
     for i in 0..30_000 {
         db.put(key(i), value(i)).unwrap();
     }
