@@ -59,14 +59,21 @@ fn rocksdb_on_s3_writes_reopens_and_reads_cold() {
         objects.iter().any(|o| o.size == 13 << 20),
         "multipart object stored whole"
     );
-    let store: Arc<dyn RemoteStore> = Arc::new(store);
-    assert!(
-        store
-            .list("")
+    // Seen from the bucket root, everything the mount wrote is under its prefix.
+    let bucket: Arc<dyn RemoteStore> = Arc::new(
+        RemoteSpec::parse("s3://statefs-test")
             .unwrap()
-            .iter()
-            .all(|o| o.key.starts_with("data/")),
-        "everything under the prefix"
+            .open(&config.s3, statefs::mount::runtime().unwrap())
+            .unwrap(),
+    );
+    let all = bucket.list("").unwrap();
+    assert!(
+        all.iter().all(|o| o.key.starts_with("prefix/one/")),
+        "{all:?}"
+    );
+    assert!(
+        all.iter().any(|o| o.key.starts_with("prefix/one/mounts/")),
+        "the mount record is there too"
     );
 
     // Cold: no local copies at all, every read goes to S3.
