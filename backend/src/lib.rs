@@ -1,4 +1,26 @@
-//! Keyed state backends for stream processors (heap, embedded RocksDB, ForSt on statefs).
+//! Keyed state backends for stream processors, with Flink's semantics: the State API (value, list,
+//! map, reducing, aggregating; namespaces; TTL), key groups, a heap backend with copy-on-write
+//! snapshots, and one canonical snapshot/savepoint format every backend reads and writes.
 //!
-//! Not built yet: the State API, backends and checkpoint storage arrive with their own issue. The crate
-//! exists so the workspace has its final shape.
+//! Status: the heap backend, the State API, TTL, snapshots with key-group restore and rescaling,
+//! and the savepoint format are here. Checkpoint storage on an object store, the shared-state
+//! registry and the RocksDB/ForSt backends are not built yet (see the issue notes).
+
+pub mod backend;
+pub mod error;
+pub mod heap;
+pub mod keygroup;
+pub mod serializer;
+pub mod snapshot;
+pub mod states;
+pub mod ttl;
+
+#[cfg(test)]
+mod tests;
+
+pub use backend::{StateBackend, StateKind, StateMeta};
+pub use error::{StateError, StateResult};
+pub use heap::HeapBackend;
+pub use keygroup::KeyGroupRange;
+pub use states::{Aggregate, AggregatingState, Keyed, ListState, MapState, ReducingState, ValueState};
+pub use ttl::{Clock, ManualClock, SystemClock, TtlConfig, UpdateType, Visibility};

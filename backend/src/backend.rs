@@ -1,0 +1,119 @@
+//! The byte-level backend trait every backend (heap, rocksdb, forst) implements, and state metadata.
+//!
+//! A state is a sorted map per key group from a *composite key* to value bytes. The composite key is
+//! `[u32 BE len][key][u32 BE len][namespace][user key]`, so all entries of one (key, namespace) —
+//! a map state's user keys — are one prefix range.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StateResult;
+use crate::keygroup::KeyGroupRange;
+use crate::serializer::SerializerId;
+use crate::ttl::TtlConfig;
+
+pub type StateId = usize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateKind {
+    Value,
+    List,
+    Map,
+    Reducing,
+    Aggregating,
+}
+
+/// What a snapshot records about each state; a restore compares it with the registering
+/// descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateMeta {
+    pub name: String,
+    pub kind: StateKind,
+    pub key: SerializerId,
+    pub namespace: SerializerId,
+    pub value: SerializerId,
+    /// Map states: the user-key serializer.
+    pub user_key: Option<SerializerId>,
+    pub ttl: Option<TtlConfig>,
+}
+
+impl StateMeta {
+    /// Why `self` (registering now) cannot read state written as `old`, if it cannot.
+    pub fn incompatibility(&self, old: &StateMeta) -> Option<String> {
+        if self.kind != old.kind {
+            return Some(format!("it was a {:?} state, not {:?}", old.kind, self.kind));
+        }
+        for (what, a, b) in [
+            ("key", &self.key, &old.key),
+            ("namespace", &self.namespace, &old.namespace),
+            ("value", &self.value, &old.value),
+        ] {
+            if a != b {
+                return Some(format!("{what} serializer {}/v{} cannot read {}/v{}", a.id, a.version, b.id, b.version));
+            }
+        }
+        if self.user_key != old.user_key {
+            return Some("user-key serializer changed".into());
+        }
+        if self.ttl.is_some() != old.ttl.is_some() {
+            return Some("TTL was switched on or off (Flink's StateMigrationException too)".into());
+        }
+        None
+    }
+}
+
+pub fn composite_key(key: &[u8], namespace: &[u8], user_key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + key.len() + namespace.len() + user_key.len());
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&(namespace.len() as u32).to_be_bytes());
+    out.extend_from_slice(namespace);
+    out.extend_from_slice(user_key);
+    out
+}
+
+/// Splits a composite key into (key, namespace, user key).
+pub fn split_composite(ck: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let klen = u32::from_be_bytes(ck.get(..4)?.try_into().ok()?) as usize;
+    let key = ck.get(4..4 + klen)?;
+    let rest = &ck[4 + klen..];
+    let nlen = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let ns = rest.get(4..4 + nlen)?;
+    Some((key, ns, &rest[4 + nlen..]))
+}
+
+/// One entry of a state: key group, composite key, value.
+pub type Entry = (u32, Vec<u8>, Vec<u8>);
+
+pub trait StateBackend: Send {
+    /// `heap`, `rocksdb`, `forst`.
+    fn name(&self) -> &'static str;
+    fn key_group_range(&self) -> KeyGroupRange;
+    fn max_parallelism(&self) -> u32;
+    /// Registers a state, or checks a restored one against `meta`.
+    fn register(&mut self, meta: StateMeta) -> StateResult<StateId>;
+    fn meta(&self, id: StateId) -> &StateMeta;
+    fn states(&self) -> Vec<StateMeta>;
+    fn get(&self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<Option<Vec<u8>>>;
+    fn put(&mut self, s: StateId, kg: u32, ck: Vec<u8>, value: Vec<u8>) -> StateResult<()>;
+    fn delete(&mut self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<()>;
+    /// Entries whose composite key starts with `prefix`, in key order.
+    fn scan_prefix(&self, s: StateId, kg: u32, prefix: &[u8]) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>>;
+    fn delete_prefix(&mut self, s: StateId, kg: u32, prefix: &[u8]) -> StateResult<()>;
+    /// Every entry of state `s` in key-group then key order (tooling, savepoints).
+    fn entries(&self, s: StateId) -> StateResult<Vec<Entry>>;
+    /// A consistent view of every state, taken cheaply; reading it does not block writers.
+    fn snapshot_view(&self) -> Box<dyn SnapshotView>;
+    /// Loads entries restored from a snapshot (already limited to this backend's key groups).
+    fn load(&mut self, s: StateId, entries: Vec<Entry>) -> StateResult<()>;
+    /// States known from a restore, registered before any descriptor asks for them.
+    fn adopt(&mut self, meta: StateMeta) -> StateResult<StateId>;
+}
+
+/// A frozen version of a backend's states, for writing a snapshot while writers go on.
+pub trait SnapshotView: Send {
+    fn states(&self) -> Vec<StateMeta>;
+    fn key_group_range(&self) -> KeyGroupRange;
+    fn max_parallelism(&self) -> u32;
+    /// Entries of state `s` in key group `kg`, in key order.
+    fn key_group_entries(&self, s: StateId, kg: u32) -> Vec<(Vec<u8>, Vec<u8>)>;
+}

@@ -1,0 +1,55 @@
+//! Serializers: how typed keys, namespaces and values become bytes.
+//!
+//! Each serializer has an id and a version that state metadata records, so restoring a state with an
+//! incompatible serializer fails with a migration error instead of misreading bytes.
+
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub trait StateSerializer<T>: Send + Sync {
+    fn serialize(&self, value: &T) -> Vec<u8>;
+    fn deserialize(&self, bytes: &[u8]) -> Result<T, String>;
+    /// Identity of the format, e.g. `serde-postcard:u64`.
+    fn id(&self) -> String;
+    fn version(&self) -> u32;
+}
+
+/// The default: serde with postcard's compact, stable binary format. Its id names the Rust type, so
+/// a state written as `u64` is not silently read as `String`.
+pub struct Serde<T>(PhantomData<fn() -> T>);
+
+impl<T> Default for Serde<T> {
+    fn default() -> Self {
+        Serde(PhantomData)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> StateSerializer<T> for Serde<T> {
+    fn serialize(&self, value: &T) -> Vec<u8> {
+        postcard::to_allocvec(value).expect("serde types serialize to postcard")
+    }
+    fn deserialize(&self, bytes: &[u8]) -> Result<T, String> {
+        postcard::from_bytes(bytes).map_err(|e| e.to_string())
+    }
+    fn id(&self) -> String {
+        format!("serde-postcard:{}", std::any::type_name::<T>())
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+}
+
+/// Identity and version of a serializer, as recorded in state metadata.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SerializerId {
+    pub id: String,
+    pub version: u32,
+}
+
+impl SerializerId {
+    pub fn of<T>(s: &dyn StateSerializer<T>) -> Self {
+        SerializerId { id: s.id(), version: s.version() }
+    }
+}
