@@ -40,7 +40,10 @@ impl StateMeta {
     /// Why `self` (registering now) cannot read state written as `old`, if it cannot.
     pub fn incompatibility(&self, old: &StateMeta) -> Option<String> {
         if self.kind != old.kind {
-            return Some(format!("it was a {:?} state, not {:?}", old.kind, self.kind));
+            return Some(format!(
+                "it was a {:?} state, not {:?}",
+                old.kind, self.kind
+            ));
         }
         for (what, a, b) in [
             ("key", &self.key, &old.key),
@@ -48,7 +51,10 @@ impl StateMeta {
             ("value", &self.value, &old.value),
         ] {
             if a != b {
-                return Some(format!("{what} serializer {}/v{} cannot read {}/v{}", a.id, a.version, b.id, b.version));
+                return Some(format!(
+                    "{what} serializer {}/v{} cannot read {}/v{}",
+                    a.id, a.version, b.id, b.version
+                ));
             }
         }
         if self.user_key != old.user_key {
@@ -97,7 +103,12 @@ pub trait StateBackend: Send {
     fn put(&mut self, s: StateId, kg: u32, ck: Vec<u8>, value: Vec<u8>) -> StateResult<()>;
     fn delete(&mut self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<()>;
     /// Entries whose composite key starts with `prefix`, in key order.
-    fn scan_prefix(&self, s: StateId, kg: u32, prefix: &[u8]) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>>;
+    fn scan_prefix(
+        &self,
+        s: StateId,
+        kg: u32,
+        prefix: &[u8],
+    ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>>;
     fn delete_prefix(&mut self, s: StateId, kg: u32, prefix: &[u8]) -> StateResult<()>;
     /// Every entry of state `s` in key-group then key order (tooling, savepoints).
     fn entries(&self, s: StateId) -> StateResult<Vec<Entry>>;
@@ -116,4 +127,53 @@ pub trait SnapshotView: Send {
     fn max_parallelism(&self) -> u32;
     /// Entries of state `s` in key group `kg`, in key order.
     fn key_group_entries(&self, s: StateId, kg: u32) -> Vec<(Vec<u8>, Vec<u8>)>;
+}
+
+/// A boxed backend is a backend (the conformance suite and tools work on `Box<dyn StateBackend>`).
+impl StateBackend for Box<dyn StateBackend> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn key_group_range(&self) -> KeyGroupRange {
+        (**self).key_group_range()
+    }
+    fn max_parallelism(&self) -> u32 {
+        (**self).max_parallelism()
+    }
+    fn register(&mut self, meta: StateMeta) -> StateResult<StateId> {
+        (**self).register(meta)
+    }
+    fn meta(&self, id: StateId) -> &StateMeta {
+        (**self).meta(id)
+    }
+    fn states(&self) -> Vec<StateMeta> {
+        (**self).states()
+    }
+    fn get(&self, s: usize, kg: u32, ck: &[u8]) -> StateResult<Option<Vec<u8>>> {
+        (**self).get(s, kg, ck)
+    }
+    fn put(&mut self, s: usize, kg: u32, ck: Vec<u8>, v: Vec<u8>) -> StateResult<()> {
+        (**self).put(s, kg, ck, v)
+    }
+    fn delete(&mut self, s: usize, kg: u32, ck: &[u8]) -> StateResult<()> {
+        (**self).delete(s, kg, ck)
+    }
+    fn scan_prefix(&self, s: usize, kg: u32, p: &[u8]) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        (**self).scan_prefix(s, kg, p)
+    }
+    fn delete_prefix(&mut self, s: usize, kg: u32, p: &[u8]) -> StateResult<()> {
+        (**self).delete_prefix(s, kg, p)
+    }
+    fn entries(&self, s: usize) -> StateResult<Vec<Entry>> {
+        (**self).entries(s)
+    }
+    fn snapshot_view(&self) -> Box<dyn SnapshotView> {
+        (**self).snapshot_view()
+    }
+    fn load(&mut self, s: usize, e: Vec<Entry>) -> StateResult<()> {
+        (**self).load(s, e)
+    }
+    fn adopt(&mut self, meta: StateMeta) -> StateResult<StateId> {
+        (**self).adopt(meta)
+    }
 }

@@ -6,7 +6,10 @@ use crate::keygroup::KeyGroupRange;
 pub enum StateError {
     /// A caller bug: a key this backend does not own, no current key, a bad argument.
     #[error("key group {key_group} of this key is outside the backend's range {range:?}")]
-    KeyOutOfRange { key_group: u32, range: KeyGroupRange },
+    KeyOutOfRange {
+        key_group: u32,
+        range: KeyGroupRange,
+    },
     #[error("no current key: call set_current_key first")]
     NoCurrentKey,
     #[error("invalid argument: {0}")]
@@ -25,7 +28,10 @@ pub enum StateError {
 
 impl StateError {
     pub fn corrupt(what: impl Into<String>, why: impl Into<String>) -> Self {
-        StateError::Corrupt { what: what.into(), why: why.into() }
+        StateError::Corrupt {
+            what: what.into(),
+            why: why.into(),
+        }
     }
 }
 

@@ -30,8 +30,16 @@ pub struct HeapBackend {
 
 impl HeapBackend {
     pub fn new(range: KeyGroupRange, max_parallelism: u32) -> Self {
-        assert!(range.end < max_parallelism, "range {range:?} beyond max parallelism {max_parallelism}");
-        HeapBackend { range, max_parallelism, states: Vec::new(), by_name: HashMap::new() }
+        assert!(
+            range.end < max_parallelism,
+            "range {range:?} beyond max parallelism {max_parallelism}"
+        );
+        HeapBackend {
+            range,
+            max_parallelism,
+            states: Vec::new(),
+            by_name: HashMap::new(),
+        }
     }
 
     fn group(&self, s: StateId, kg: u32) -> StateResult<&Group> {
@@ -42,22 +50,33 @@ impl HeapBackend {
     fn group_mut(&mut self, s: StateId, kg: u32) -> StateResult<&mut BTreeMap<Vec<u8>, Vec<u8>>> {
         self.check(kg)?;
         let start = self.range.start;
-        Ok(Arc::make_mut(&mut self.states[s].groups[(kg - start) as usize]))
+        Ok(Arc::make_mut(
+            &mut self.states[s].groups[(kg - start) as usize],
+        ))
     }
 
     fn check(&self, kg: u32) -> StateResult<()> {
         if self.range.contains(kg) {
             Ok(())
         } else {
-            Err(StateError::KeyOutOfRange { key_group: kg, range: self.range })
+            Err(StateError::KeyOutOfRange {
+                key_group: kg,
+                range: self.range,
+            })
         }
     }
 
     fn insert_state(&mut self, meta: StateMeta, registered: bool) -> StateId {
         let id = self.states.len();
         self.by_name.insert(meta.name.clone(), id);
-        let groups = (0..self.range.len()).map(|_| Arc::new(BTreeMap::new())).collect();
-        self.states.push(HeapState { meta, groups, registered });
+        let groups = (0..self.range.len())
+            .map(|_| Arc::new(BTreeMap::new()))
+            .collect();
+        self.states.push(HeapState {
+            meta,
+            groups,
+            registered,
+        });
         id
     }
 }
@@ -100,7 +119,10 @@ impl StateBackend for HeapBackend {
         match self.by_name.get(&meta.name).copied() {
             Some(id) => {
                 if let Some(why) = meta.incompatibility(&self.states[id].meta) {
-                    return Err(StateError::Migration { state: meta.name, why });
+                    return Err(StateError::Migration {
+                        state: meta.name,
+                        why,
+                    });
                 }
                 // A restored state takes the new TTL settings (Flink does not persist them either).
                 self.states[id].meta.ttl = meta.ttl;
@@ -136,12 +158,21 @@ impl StateBackend for HeapBackend {
         Ok(())
     }
 
-    fn scan_prefix(&self, s: StateId, kg: u32, prefix: &[u8]) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(range_of(self.group(s, kg)?, prefix).map(|(k, v)| (k.clone(), v.clone())).collect())
+    fn scan_prefix(
+        &self,
+        s: StateId,
+        kg: u32,
+        prefix: &[u8],
+    ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(range_of(self.group(s, kg)?, prefix)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn delete_prefix(&mut self, s: StateId, kg: u32, prefix: &[u8]) -> StateResult<()> {
-        let keys: Vec<Vec<u8>> = range_of(self.group(s, kg)?, prefix).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<Vec<u8>> = range_of(self.group(s, kg)?, prefix)
+            .map(|(k, _)| k.clone())
+            .collect();
         if !keys.is_empty() {
             let g = self.group_mut(s, kg)?;
             for k in keys {
@@ -164,7 +195,11 @@ impl StateBackend for HeapBackend {
         Box::new(HeapView {
             range: self.range,
             max_parallelism: self.max_parallelism,
-            states: self.states.iter().map(|s| (s.meta.clone(), s.groups.clone())).collect(),
+            states: self
+                .states
+                .iter()
+                .map(|s| (s.meta.clone(), s.groups.clone()))
+                .collect(),
         })
     }
 
@@ -179,7 +214,10 @@ impl StateBackend for HeapBackend {
         match self.by_name.get(&meta.name).copied() {
             Some(id) => match meta.incompatibility(&self.states[id].meta) {
                 None => Ok(id),
-                Some(why) => Err(StateError::corrupt("restore", format!("handles disagree on state {:?}: {why}", meta.name))),
+                Some(why) => Err(StateError::corrupt(
+                    "restore",
+                    format!("handles disagree on state {:?}: {why}", meta.name),
+                )),
             },
             None => Ok(self.insert_state(meta, false)),
         }

@@ -34,7 +34,9 @@ pub fn murmur_hash(code: i32) -> i32 {
 /// The 32-bit hash of a serialized key: Java's `Arrays.hashCode(byte[])`, so a key hashes the same
 /// on every backend and every run.
 pub fn key_hash(key: &[u8]) -> i32 {
-    key.iter().fold(1i32, |h, b| h.wrapping_mul(31).wrapping_add(*b as i8 as i32))
+    key.iter().fold(1i32, |h, b| {
+        h.wrapping_mul(31).wrapping_add(*b as i8 as i32)
+    })
 }
 
 pub fn key_group_for_hash(hash: i32, max_parallelism: u32) -> u32 {
@@ -47,7 +49,9 @@ pub fn key_group_of(key: &[u8], max_parallelism: u32) -> u32 {
 
 /// Flink's default: `min(max(roundUpPow2(p + p / 2), 128), 32768)`.
 pub fn default_max_parallelism(parallelism: u32) -> u32 {
-    (parallelism + parallelism / 2).next_power_of_two().clamp(128, 32768)
+    (parallelism + parallelism / 2)
+        .next_power_of_two()
+        .clamp(128, 32768)
 }
 
 /// An inclusive range of key groups.

@@ -7,6 +7,7 @@
 //! registry and the RocksDB/ForSt backends are not built yet (see the issue notes).
 
 pub mod backend;
+pub mod conformance;
 pub mod error;
 pub mod heap;
 pub mod keygroup;
@@ -22,5 +23,7 @@ pub use backend::{StateBackend, StateKind, StateMeta};
 pub use error::{StateError, StateResult};
 pub use heap::HeapBackend;
 pub use keygroup::KeyGroupRange;
-pub use states::{Aggregate, AggregatingState, Keyed, ListState, MapState, ReducingState, ValueState};
+pub use states::{
+    Aggregate, AggregatingState, Keyed, ListState, MapState, ReducingState, ValueState,
+};
 pub use ttl::{Clock, ManualClock, SystemClock, TtlConfig, UpdateType, Visibility};

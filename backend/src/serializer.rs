@@ -5,8 +5,8 @@
 
 use std::marker::PhantomData;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 pub trait StateSerializer<T>: Send + Sync {
     fn serialize(&self, value: &T) -> Vec<u8>;
@@ -50,6 +50,9 @@ pub struct SerializerId {
 
 impl SerializerId {
     pub fn of<T>(s: &dyn StateSerializer<T>) -> Self {
-        SerializerId { id: s.id(), version: s.version() }
+        SerializerId {
+            id: s.id(),
+            version: s.version(),
+        }
     }
 }

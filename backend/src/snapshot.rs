@@ -38,7 +38,11 @@ struct IndexEntry {
 /// cleanup are left out when expired.
 pub fn write(view: &dyn SnapshotView, now_ms: u64) -> Vec<u8> {
     let states = view.states();
-    let header = Header { max_parallelism: view.max_parallelism(), range: view.key_group_range(), states: states.clone() };
+    let header = Header {
+        max_parallelism: view.max_parallelism(),
+        range: view.key_group_range(),
+        states: states.clone(),
+    };
     let hbytes = postcard::to_allocvec(&header).expect("header serializes");
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
@@ -50,7 +54,10 @@ pub fn write(view: &dyn SnapshotView, now_ms: u64) -> Vec<u8> {
         for (s, meta) in states.iter().enumerate() {
             let mut entries = view.key_group_entries(s, kg);
             if let Some(t) = meta.ttl.filter(|t| t.cleanup_full_snapshot) {
-                entries = entries.into_iter().filter_map(|(k, v)| drop_expired(meta, &t, now_ms, k, v)).collect();
+                entries = entries
+                    .into_iter()
+                    .filter_map(|(k, v)| drop_expired(meta, &t, now_ms, k, v))
+                    .collect();
             }
             if entries.is_empty() {
                 continue;
@@ -66,7 +73,12 @@ pub fn write(view: &dyn SnapshotView, now_ms: u64) -> Vec<u8> {
         }
         if out.len() > start {
             let crc = crc32c::crc32c(&out[start..]);
-            index.push(IndexEntry { kg, offset: start as u64, len: (out.len() - start) as u64, crc });
+            index.push(IndexEntry {
+                kg,
+                offset: start as u64,
+                len: (out.len() - start) as u64,
+                crc,
+            });
         }
     }
     let ibytes = postcard::to_allocvec(&index).expect("index serializes");
@@ -80,7 +92,13 @@ pub fn write(view: &dyn SnapshotView, now_ms: u64) -> Vec<u8> {
 }
 
 /// Drops an expired value, or the expired elements of a list.
-fn drop_expired(meta: &StateMeta, t: &ttl::TtlConfig, now: u64, k: Vec<u8>, v: Vec<u8>) -> Option<(Vec<u8>, Vec<u8>)> {
+fn drop_expired(
+    meta: &StateMeta,
+    t: &ttl::TtlConfig,
+    now: u64,
+    k: Vec<u8>,
+    v: Vec<u8>,
+) -> Option<(Vec<u8>, Vec<u8>)> {
     if meta.kind == StateKind::List {
         let kept: Vec<Vec<u8>> = crate::states::decode_list(&v)
             .ok()?
@@ -101,13 +119,15 @@ pub trait ByteSource {
     fn read(&self, offset: u64, len: u64) -> StateResult<Vec<u8>>;
 }
 
-impl ByteSource for [u8] {
+impl ByteSource for Vec<u8> {
     fn len(&self) -> StateResult<u64> {
-        Ok(<[u8]>::len(self) as u64)
+        Ok(Vec::len(self) as u64)
     }
     fn read(&self, offset: u64, len: u64) -> StateResult<Vec<u8>> {
-        let end = offset.checked_add(len).filter(|e| *e <= <[u8]>::len(self) as u64);
-        match end {
+        match offset
+            .checked_add(len)
+            .filter(|e| *e <= Vec::len(self) as u64)
+        {
             Some(e) => Ok(self[offset as usize..e as usize].to_vec()),
             None => Err(StateError::corrupt("snapshot", "truncated")),
         }
@@ -124,16 +144,20 @@ impl ByteSource for RemoteObject<'_> {
     fn len(&self) -> StateResult<u64> {
         match self.store.head(&self.key) {
             Ok(n) => Ok(n),
-            Err(statefs::store::StoreError::NotFound { key }) => {
-                Err(StateError::corrupt("checkpoint", format!("file {key} is missing")))
-            }
+            Err(statefs::store::StoreError::NotFound { key }) => Err(StateError::corrupt(
+                "checkpoint",
+                format!("file {key} is missing"),
+            )),
             Err(e) => Err(e.into()),
         }
     }
     fn read(&self, offset: u64, len: u64) -> StateResult<Vec<u8>> {
         let b = self.store.get_range(&self.key, offset..offset + len)?;
         if b.len() as u64 != len {
-            return Err(StateError::corrupt("checkpoint", format!("file {} is shorter than its index", self.key)));
+            return Err(StateError::corrupt(
+                "checkpoint",
+                format!("file {} is shorter than its index", self.key),
+            ));
         }
         Ok(b.to_vec())
     }
@@ -172,32 +196,47 @@ impl<'a> SnapshotReader<'a> {
         if crc32c::crc32c(&ibytes) != index_crc {
             return Err(bad("index checksum mismatch"));
         }
-        let index: Vec<IndexEntry> = postcard::from_bytes(&ibytes).map_err(|e| bad(&format!("index: {e}")))?;
+        let index: Vec<IndexEntry> =
+            postcard::from_bytes(&ibytes).map_err(|e| bad(&format!("index: {e}")))?;
         let hlen = u32::from_le_bytes(head[8..12].try_into().unwrap()) as u64;
         if 12 + hlen > index_offset {
             return Err(bad("header runs past the data"));
         }
-        let header: Header = postcard::from_bytes(&src.read(12, hlen)?).map_err(|e| bad(&format!("header: {e}")))?;
+        let header: Header =
+            postcard::from_bytes(&src.read(12, hlen)?).map_err(|e| bad(&format!("header: {e}")))?;
         for e in &index {
-            if !header.range.contains(e.kg) || e.offset < 12 + hlen || e.offset + e.len > index_offset {
+            if !header.range.contains(e.kg)
+                || e.offset < 12 + hlen
+                || e.offset + e.len > index_offset
+            {
                 return Err(bad("index entry outside the file or the range"));
             }
         }
-        Ok(SnapshotReader { src, header, index, what: what.to_string() })
+        Ok(SnapshotReader {
+            src,
+            header,
+            index,
+            what: what.to_string(),
+        })
     }
 
     /// Records of key group `kg`: (state index in the header, composite key, value).
     pub fn key_group(&self, kg: u32) -> StateResult<Vec<(usize, Vec<u8>, Vec<u8>)>> {
-        let Some(e) = self.index.iter().find(|e| e.kg == kg) else { return Ok(Vec::new()) };
+        let Some(e) = self.index.iter().find(|e| e.kg == kg) else {
+            return Ok(Vec::new());
+        };
         let block = self.src.read(e.offset, e.len)?;
-        let bad = |why: &str| StateError::corrupt(self.what.clone(), format!("key group {kg}: {why}"));
+        let bad =
+            |why: &str| StateError::corrupt(self.what.clone(), format!("key group {kg}: {why}"));
         if crc32c::crc32c(&block) != e.crc {
             return Err(bad("checksum mismatch"));
         }
         let mut out = Vec::new();
         let mut p = 0usize;
         let take = |p: &mut usize, n: usize| -> StateResult<&[u8]> {
-            let s = block.get(*p..*p + n).ok_or_else(|| bad("record runs past its block"))?;
+            let s = block
+                .get(*p..*p + n)
+                .ok_or_else(|| bad("record runs past its block"))?;
             *p += n;
             Ok(s)
         };
@@ -222,7 +261,10 @@ impl<'a> SnapshotReader<'a> {
 /// Loads the key groups of `backend`'s range from snapshots `sources` (e.g. the handles of all old
 /// subtasks when rescaling). States are adopted from the headers; a registering descriptor later
 /// checks compatibility.
-pub fn restore(backend: &mut dyn StateBackend, sources: &[(&dyn ByteSource, String)]) -> StateResult<()> {
+pub fn restore(
+    backend: &mut dyn StateBackend,
+    sources: &[(&dyn ByteSource, String)],
+) -> StateResult<()> {
     for (src, what) in sources {
         let r = SnapshotReader::open(*src, what)?;
         if r.header.max_parallelism != backend.max_parallelism() {
@@ -232,8 +274,15 @@ pub fn restore(backend: &mut dyn StateBackend, sources: &[(&dyn ByteSource, Stri
                 backend.max_parallelism()
             )));
         }
-        let ids: Vec<_> = r.header.states.iter().map(|m| backend.adopt(m.clone())).collect::<StateResult<_>>()?;
-        let Some(range) = r.header.range.intersect(&backend.key_group_range()) else { continue };
+        let ids: Vec<_> = r
+            .header
+            .states
+            .iter()
+            .map(|m| backend.adopt(m.clone()))
+            .collect::<StateResult<_>>()?;
+        let Some(range) = r.header.range.intersect(&backend.key_group_range()) else {
+            continue;
+        };
         for kg in range.iter() {
             let mut per_state: Vec<Vec<_>> = vec![Vec::new(); ids.len()];
             for (s, k, v) in r.key_group(kg)? {

@@ -7,10 +7,10 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::backend::{composite_key, split_composite, StateBackend, StateId, StateKind, StateMeta};
+use crate::backend::{StateBackend, StateId, StateKind, StateMeta, composite_key, split_composite};
 use crate::error::{StateError, StateResult};
 use crate::keygroup::key_group_of;
 use crate::serializer::{Serde, SerializerId, StateSerializer};
@@ -26,7 +26,12 @@ pub struct Keyed<K, B: StateBackend> {
 
 impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend> Keyed<K, B> {
     pub fn new(backend: B) -> Self {
-        Keyed { backend, key_ser: Arc::new(Serde::<K>::default()), current: None, clock: Arc::new(SystemClock) }
+        Keyed {
+            backend,
+            key_ser: Arc::new(Serde::<K>::default()),
+            current: None,
+            clock: Arc::new(SystemClock),
+        }
     }
 }
 
@@ -58,22 +63,41 @@ impl<K, B: StateBackend> Keyed<K, B> {
         let kg = key_group_of(&bytes, self.backend.max_parallelism());
         let range = self.backend.key_group_range();
         if !range.contains(kg) {
-            return Err(StateError::KeyOutOfRange { key_group: kg, range });
+            return Err(StateError::KeyOutOfRange {
+                key_group: kg,
+                range,
+            });
         }
         self.current = Some((bytes, kg));
         Ok(())
     }
 
     fn current(&self) -> StateResult<(&[u8], u32)> {
-        self.current.as_ref().map(|(k, g)| (k.as_slice(), *g)).ok_or(StateError::NoCurrentKey)
+        self.current
+            .as_ref()
+            .map(|(k, g)| (k.as_slice(), *g))
+            .ok_or(StateError::NoCurrentKey)
     }
 
-    fn register<V>(&mut self, name: &str, kind: StateKind, value: &dyn StateSerializer<V>, user_key: Option<SerializerId>, ttl: Option<TtlConfig>) -> StateResult<StateId> {
+    fn register<V>(
+        &mut self,
+        name: &str,
+        kind: StateKind,
+        value: &dyn StateSerializer<V>,
+        user_key: Option<SerializerId>,
+        ttl: Option<TtlConfig>,
+    ) -> StateResult<StateId> {
         let meta = StateMeta {
             name: name.to_string(),
             kind,
-            key: SerializerId { id: self.key_ser.id(), version: self.key_ser.version() },
-            namespace: SerializerId { id: "bytes".into(), version: 1 },
+            key: SerializerId {
+                id: self.key_ser.id(),
+                version: self.key_ser.version(),
+            },
+            namespace: SerializerId {
+                id: "bytes".into(),
+                version: 1,
+            },
             value: SerializerId::of(value),
             user_key,
             ttl,
@@ -89,46 +113,103 @@ impl<K, B: StateBackend> Keyed<K, B> {
         let mut out: Vec<(K, Vec<u8>)> = Vec::new();
         let mut last: Option<(Vec<u8>, Vec<u8>)> = None;
         for (_, ck, _) in self.backend.entries(id)? {
-            let (k, ns, _) = split_composite(&ck).ok_or_else(|| StateError::corrupt("state", "bad composite key"))?;
+            let (k, ns, _) = split_composite(&ck)
+                .ok_or_else(|| StateError::corrupt("state", "bad composite key"))?;
             if last.as_ref().is_some_and(|(lk, lns)| lk == k && lns == ns) {
                 continue;
             }
             last = Some((k.to_vec(), ns.to_vec()));
-            let key = self.key_ser.deserialize(k).map_err(|why| StateError::Serialization { state: name.into(), why })?;
+            let key = self
+                .key_ser
+                .deserialize(k)
+                .map_err(|why| StateError::Serialization {
+                    state: name.into(),
+                    why,
+                })?;
             out.push((key, ns.to_vec()));
         }
         Ok(out)
     }
 
-    pub fn value_state<V: Serialize + DeserializeOwned + 'static>(&mut self, name: &str, ttl: Option<TtlConfig>) -> StateResult<ValueState<V>> {
+    pub fn value_state<V: Serialize + DeserializeOwned + 'static>(
+        &mut self,
+        name: &str,
+        ttl: Option<TtlConfig>,
+    ) -> StateResult<ValueState<V>> {
         let ser: Arc<dyn StateSerializer<V>> = Arc::new(Serde::<V>::default());
         let id = self.register(name, StateKind::Value, ser.as_ref(), None, ttl)?;
-        Ok(ValueState { inner: Inner::new(id, name, ttl), ser })
+        Ok(ValueState {
+            inner: Inner::new(id, name, ttl),
+            ser,
+        })
     }
 
-    pub fn list_state<V: Serialize + DeserializeOwned + 'static>(&mut self, name: &str, ttl: Option<TtlConfig>) -> StateResult<ListState<V>> {
+    pub fn list_state<V: Serialize + DeserializeOwned + 'static>(
+        &mut self,
+        name: &str,
+        ttl: Option<TtlConfig>,
+    ) -> StateResult<ListState<V>> {
         let ser: Arc<dyn StateSerializer<V>> = Arc::new(Serde::<V>::default());
         let id = self.register(name, StateKind::List, ser.as_ref(), None, ttl)?;
-        Ok(ListState { inner: Inner::new(id, name, ttl), ser })
+        Ok(ListState {
+            inner: Inner::new(id, name, ttl),
+            ser,
+        })
     }
 
-    pub fn map_state<UK: Serialize + DeserializeOwned + 'static, V: Serialize + DeserializeOwned + 'static>(&mut self, name: &str, ttl: Option<TtlConfig>) -> StateResult<MapState<UK, V>> {
+    pub fn map_state<
+        UK: Serialize + DeserializeOwned + 'static,
+        V: Serialize + DeserializeOwned + 'static,
+    >(
+        &mut self,
+        name: &str,
+        ttl: Option<TtlConfig>,
+    ) -> StateResult<MapState<UK, V>> {
         let ser: Arc<dyn StateSerializer<V>> = Arc::new(Serde::<V>::default());
         let uk: Arc<dyn StateSerializer<UK>> = Arc::new(Serde::<UK>::default());
-        let id = self.register(name, StateKind::Map, ser.as_ref(), Some(SerializerId::of(uk.as_ref())), ttl)?;
-        Ok(MapState { inner: Inner::new(id, name, ttl), ser, uk })
+        let id = self.register(
+            name,
+            StateKind::Map,
+            ser.as_ref(),
+            Some(SerializerId::of(uk.as_ref())),
+            ttl,
+        )?;
+        Ok(MapState {
+            inner: Inner::new(id, name, ttl),
+            ser,
+            uk,
+        })
     }
 
-    pub fn reducing_state<V: Serialize + DeserializeOwned + 'static>(&mut self, name: &str, reduce: impl Fn(V, V) -> V + Send + Sync + 'static, ttl: Option<TtlConfig>) -> StateResult<ReducingState<V>> {
+    pub fn reducing_state<V: Serialize + DeserializeOwned + 'static>(
+        &mut self,
+        name: &str,
+        reduce: impl Fn(V, V) -> V + Send + Sync + 'static,
+        ttl: Option<TtlConfig>,
+    ) -> StateResult<ReducingState<V>> {
         let ser: Arc<dyn StateSerializer<V>> = Arc::new(Serde::<V>::default());
         let id = self.register(name, StateKind::Reducing, ser.as_ref(), None, ttl)?;
-        Ok(ReducingState { inner: Inner::new(id, name, ttl), ser, reduce: Arc::new(reduce) })
+        Ok(ReducingState {
+            inner: Inner::new(id, name, ttl),
+            ser,
+            reduce: Arc::new(reduce),
+        })
     }
 
-    pub fn aggregating_state<IN, ACC: Serialize + DeserializeOwned + 'static, OUT>(&mut self, name: &str, agg: impl Aggregate<IN, ACC, OUT> + 'static, ttl: Option<TtlConfig>) -> StateResult<AggregatingState<IN, ACC, OUT>> {
+    pub fn aggregating_state<IN, ACC: Serialize + DeserializeOwned + 'static, OUT>(
+        &mut self,
+        name: &str,
+        agg: impl Aggregate<IN, ACC, OUT> + 'static,
+        ttl: Option<TtlConfig>,
+    ) -> StateResult<AggregatingState<IN, ACC, OUT>> {
         let ser: Arc<dyn StateSerializer<ACC>> = Arc::new(Serde::<ACC>::default());
         let id = self.register(name, StateKind::Aggregating, ser.as_ref(), None, ttl)?;
-        Ok(AggregatingState { inner: Inner::new(id, name, ttl), ser, agg: Arc::new(agg), _p: PhantomData })
+        Ok(AggregatingState {
+            inner: Inner::new(id, name, ttl),
+            ser,
+            agg: Arc::new(agg),
+            _p: PhantomData,
+        })
     }
 }
 
@@ -150,23 +231,45 @@ struct Inner {
 
 impl Inner {
     fn new(id: StateId, name: &str, ttl: Option<TtlConfig>) -> Self {
-        Inner { id, name: name.to_string(), namespace: Vec::new(), ttl }
+        Inner {
+            id,
+            name: name.to_string(),
+            namespace: Vec::new(),
+            ttl,
+        }
     }
 
-    fn ck<K, B: StateBackend>(&self, kb: &Keyed<K, B>, user_key: &[u8]) -> StateResult<(u32, Vec<u8>)> {
+    fn ck<K, B: StateBackend>(
+        &self,
+        kb: &Keyed<K, B>,
+        user_key: &[u8],
+    ) -> StateResult<(u32, Vec<u8>)> {
         let (k, kg) = kb.current()?;
         Ok((kg, composite_key(k, &self.namespace, user_key)))
     }
 
     fn ser_err(&self, why: String) -> StateError {
-        StateError::Serialization { state: self.name.clone(), why }
+        StateError::Serialization {
+            state: self.name.clone(),
+            why,
+        }
     }
 
     /// Reads a raw stored value, applying TTL (expiry, cleanup on read, refresh on read).
-    fn read<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, kg: u32, ck: &[u8]) -> StateResult<Option<Vec<u8>>> {
-        let Some(raw) = kb.backend.get(self.id, kg, ck)? else { return Ok(None) };
-        let Some(t) = self.ttl else { return Ok(Some(raw)) };
-        let (stamp, v) = ttl::unwrap(&raw).ok_or_else(|| StateError::corrupt("TTL value", "shorter than its timestamp"))?;
+    fn read<K, B: StateBackend>(
+        &self,
+        kb: &mut Keyed<K, B>,
+        kg: u32,
+        ck: &[u8],
+    ) -> StateResult<Option<Vec<u8>>> {
+        let Some(raw) = kb.backend.get(self.id, kg, ck)? else {
+            return Ok(None);
+        };
+        let Some(t) = self.ttl else {
+            return Ok(Some(raw));
+        };
+        let (stamp, v) = ttl::unwrap(&raw)
+            .ok_or_else(|| StateError::corrupt("TTL value", "shorter than its timestamp"))?;
         let now = kb.now_ms();
         if ttl::expired(&t, stamp, now) {
             let visible = t.visibility == Visibility::ReturnExpiredIfNotCleanedUp;
@@ -176,13 +279,20 @@ impl Inner {
         }
         if t.update == UpdateType::OnReadAndWrite {
             let v = v.to_vec();
-            kb.backend.put(self.id, kg, ck.to_vec(), ttl::wrap(now, &v))?;
+            kb.backend
+                .put(self.id, kg, ck.to_vec(), ttl::wrap(now, &v))?;
             return Ok(Some(v));
         }
         Ok(Some(v.to_vec()))
     }
 
-    fn write<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, kg: u32, ck: Vec<u8>, v: &[u8]) -> StateResult<()> {
+    fn write<K, B: StateBackend>(
+        &self,
+        kb: &mut Keyed<K, B>,
+        kg: u32,
+        ck: Vec<u8>,
+        v: &[u8],
+    ) -> StateResult<()> {
         let stored = match self.ttl {
             Some(_) => ttl::wrap(kb.now_ms(), v),
             None => v.to_vec(),
@@ -220,7 +330,11 @@ impl<V> ValueState<V> {
     pub fn value<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<Option<V>> {
         let (kg, ck) = self.inner.ck(kb, &[])?;
         match self.inner.read(kb, kg, &ck)? {
-            Some(b) => self.ser.deserialize(&b).map(Some).map_err(|e| self.inner.ser_err(e)),
+            Some(b) => self
+                .ser
+                .deserialize(&b)
+                .map(Some)
+                .map_err(|e| self.inner.ser_err(e)),
             None => Ok(None),
         }
     }
@@ -246,8 +360,19 @@ pub fn decode_list(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     let mut out = Vec::new();
     let mut p = 0;
     while p < bytes.len() {
-        let n = u32::from_le_bytes(bytes.get(p..p + 4).ok_or("truncated list")?.try_into().unwrap()) as usize;
-        out.push(bytes.get(p + 4..p + 4 + n).ok_or("truncated list element")?.to_vec());
+        let n = u32::from_le_bytes(
+            bytes
+                .get(p..p + 4)
+                .ok_or("truncated list")?
+                .try_into()
+                .unwrap(),
+        ) as usize;
+        out.push(
+            bytes
+                .get(p + 4..p + 4 + n)
+                .ok_or("truncated list element")?
+                .to_vec(),
+        );
         p += 4 + n;
     }
     Ok(out)
@@ -261,11 +386,15 @@ pub struct ListState<V> {
 impl<V> ListState<V> {
     namespace_methods!();
 
-    fn elements<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<(u32, Vec<u8>, Vec<Vec<u8>>)> {
+    fn elements<K, B: StateBackend>(
+        &self,
+        kb: &mut Keyed<K, B>,
+    ) -> StateResult<(u32, Vec<u8>, Vec<Vec<u8>>)> {
         let (kg, ck) = self.inner.ck(kb, &[])?;
         let raw = kb.backend.get(self.inner.id, kg, &ck)?;
         let elems = match raw {
-            Some(b) => decode_list(&b).map_err(|e| StateError::corrupt(format!("list state {}", self.inner.name), e))?,
+            Some(b) => decode_list(&b)
+                .map_err(|e| StateError::corrupt(format!("list state {}", self.inner.name), e))?,
             None => Vec::new(),
         };
         Ok((kg, ck, elems))
@@ -280,7 +409,8 @@ impl<V> ListState<V> {
             match self.inner.ttl {
                 None => live.push(e),
                 Some(t) => {
-                    let (stamp, v) = ttl::unwrap(&e).ok_or_else(|| StateError::corrupt("TTL element", "short"))?;
+                    let (stamp, v) = ttl::unwrap(&e)
+                        .ok_or_else(|| StateError::corrupt("TTL element", "short"))?;
                     if ttl::expired(&t, stamp, now) {
                         changed = true;
                         if t.visibility == Visibility::ReturnExpiredIfNotCleanedUp {
@@ -300,7 +430,11 @@ impl<V> ListState<V> {
         let out = live
             .iter()
             .map(|e| {
-                let v = if self.inner.ttl.is_some() { &e[8..] } else { &e[..] };
+                let v = if self.inner.ttl.is_some() {
+                    &e[8..]
+                } else {
+                    &e[..]
+                };
                 self.ser.deserialize(v).map_err(|e| self.inner.ser_err(e))
             })
             .collect::<StateResult<Vec<V>>>()?;
@@ -308,7 +442,11 @@ impl<V> ListState<V> {
             // Expired elements are cleaned up on read; returned-if-not-cleaned ones go now too.
             let kept: Vec<Vec<u8>> = live
                 .into_iter()
-                .filter(|e| self.inner.ttl.is_none_or(|t| ttl::unwrap(e).is_some_and(|(s, _)| !ttl::expired(&t, s, now))))
+                .filter(|e| {
+                    self.inner.ttl.is_none_or(|t| {
+                        ttl::unwrap(e).is_some_and(|(s, _)| !ttl::expired(&t, s, now))
+                    })
+                })
                 .collect();
             if kept.is_empty() {
                 kb.backend.delete(self.inner.id, kg, &ck)?;
@@ -321,21 +459,33 @@ impl<V> ListState<V> {
 
     fn wrap_elem<K, B: StateBackend>(&self, kb: &Keyed<K, B>, v: &V) -> Vec<u8> {
         let b = self.ser.serialize(v);
-        if self.inner.ttl.is_some() { ttl::wrap(kb.now_ms(), &b) } else { b }
+        if self.inner.ttl.is_some() {
+            ttl::wrap(kb.now_ms(), &b)
+        } else {
+            b
+        }
     }
 
     pub fn add<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, value: &V) -> StateResult<()> {
         self.add_all(kb, std::slice::from_ref(value))
     }
 
-    pub fn add_all<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, values: &[V]) -> StateResult<()> {
+    pub fn add_all<K, B: StateBackend>(
+        &self,
+        kb: &mut Keyed<K, B>,
+        values: &[V],
+    ) -> StateResult<()> {
         let (kg, ck, mut elems) = self.elements(kb)?;
         elems.extend(values.iter().map(|v| self.wrap_elem(kb, v)));
         kb.backend.put(self.inner.id, kg, ck, encode_list(&elems))
     }
 
     /// Replaces the list; an empty list removes it.
-    pub fn update<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, values: &[V]) -> StateResult<()> {
+    pub fn update<K, B: StateBackend>(
+        &self,
+        kb: &mut Keyed<K, B>,
+        values: &[V],
+    ) -> StateResult<()> {
         let (kg, ck) = self.inner.ck(kb, &[])?;
         if values.is_empty() {
             return kb.backend.delete(self.inner.id, kg, &ck);
@@ -354,29 +504,54 @@ pub struct MapState<UK, V> {
 impl<UK, V> MapState<UK, V> {
     namespace_methods!();
 
-    pub fn get<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, user_key: &UK) -> StateResult<Option<V>> {
+    pub fn get<K, B: StateBackend>(
+        &self,
+        kb: &mut Keyed<K, B>,
+        user_key: &UK,
+    ) -> StateResult<Option<V>> {
         let (kg, ck) = self.inner.ck(kb, &self.uk.serialize(user_key))?;
         match self.inner.read(kb, kg, &ck)? {
-            Some(b) => self.ser.deserialize(&b).map(Some).map_err(|e| self.inner.ser_err(e)),
+            Some(b) => self
+                .ser
+                .deserialize(&b)
+                .map(Some)
+                .map_err(|e| self.inner.ser_err(e)),
             None => Ok(None),
         }
     }
 
-    pub fn put<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, user_key: &UK, value: &V) -> StateResult<()> {
+    pub fn put<K, B: StateBackend>(
+        &self,
+        kb: &mut Keyed<K, B>,
+        user_key: &UK,
+        value: &V,
+    ) -> StateResult<()> {
         let (kg, ck) = self.inner.ck(kb, &self.uk.serialize(user_key))?;
         self.inner.write(kb, kg, ck, &self.ser.serialize(value))
     }
 
-    pub fn put_all<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, entries: &[(UK, V)]) -> StateResult<()> {
+    pub fn put_all<K, B: StateBackend>(
+        &self,
+        kb: &mut Keyed<K, B>,
+        entries: &[(UK, V)],
+    ) -> StateResult<()> {
         entries.iter().try_for_each(|(k, v)| self.put(kb, k, v))
     }
 
-    pub fn remove<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, user_key: &UK) -> StateResult<()> {
+    pub fn remove<K, B: StateBackend>(
+        &self,
+        kb: &mut Keyed<K, B>,
+        user_key: &UK,
+    ) -> StateResult<()> {
         let (kg, ck) = self.inner.ck(kb, &self.uk.serialize(user_key))?;
         kb.backend.delete(self.inner.id, kg, &ck)
     }
 
-    pub fn contains<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, user_key: &UK) -> StateResult<bool> {
+    pub fn contains<K, B: StateBackend>(
+        &self,
+        kb: &mut Keyed<K, B>,
+        user_key: &UK,
+    ) -> StateResult<bool> {
         let (kg, ck) = self.inner.ck(kb, &self.uk.serialize(user_key))?;
         Ok(self.inner.read(kb, kg, &ck)?.is_some())
     }
@@ -389,8 +564,16 @@ impl<UK, V> MapState<UK, V> {
         for (ck, _) in raw {
             if let Some(v) = self.inner.read(kb, kg, &ck)? {
                 let ukb = &ck[prefix.len()..];
-                let uk = self.uk.deserialize(ukb).map_err(|e| self.inner.ser_err(e))?;
-                out.push((uk, self.ser.deserialize(&v).map_err(|e| self.inner.ser_err(e))?));
+                let uk = self
+                    .uk
+                    .deserialize(ukb)
+                    .map_err(|e| self.inner.ser_err(e))?;
+                out.push((
+                    uk,
+                    self.ser
+                        .deserialize(&v)
+                        .map_err(|e| self.inner.ser_err(e))?,
+                ));
             }
         }
         Ok(out)
@@ -421,7 +604,11 @@ impl<V> ReducingState<V> {
     pub fn get<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<Option<V>> {
         let (kg, ck) = self.inner.ck(kb, &[])?;
         match self.inner.read(kb, kg, &ck)? {
-            Some(b) => self.ser.deserialize(&b).map(Some).map_err(|e| self.inner.ser_err(e)),
+            Some(b) => self
+                .ser
+                .deserialize(&b)
+                .map(Some)
+                .map_err(|e| self.inner.ser_err(e)),
             None => Ok(None),
         }
     }
@@ -449,7 +636,11 @@ impl<IN, ACC, OUT> AggregatingState<IN, ACC, OUT> {
     fn acc<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<Option<ACC>> {
         let (kg, ck) = self.inner.ck(kb, &[])?;
         match self.inner.read(kb, kg, &ck)? {
-            Some(b) => self.ser.deserialize(&b).map(Some).map_err(|e| self.inner.ser_err(e)),
+            Some(b) => self
+                .ser
+                .deserialize(&b)
+                .map(Some)
+                .map_err(|e| self.inner.ser_err(e)),
             None => Ok(None),
         }
     }

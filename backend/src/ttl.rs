@@ -1,7 +1,7 @@
 //! State time-to-live, as Flink's `StateTtlConfig`, with an injected clock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Milliseconds since an arbitrary epoch.
@@ -14,7 +14,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 }
 
@@ -85,7 +88,12 @@ pub(crate) fn wrap(now_ms: u64, value: &[u8]) -> Vec<u8> {
 }
 
 pub(crate) fn unwrap(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    (bytes.len() >= 8).then(|| (u64::from_le_bytes(bytes[..8].try_into().unwrap()), &bytes[8..]))
+    (bytes.len() >= 8).then(|| {
+        (
+            u64::from_le_bytes(bytes[..8].try_into().unwrap()),
+            &bytes[8..],
+        )
+    })
 }
 
 pub(crate) fn expired(ttl: &TtlConfig, stamp: u64, now: u64) -> bool {

@@ -1,0 +1,395 @@
+//! The conformance suite every backend must pass: state semantics, TTL, snapshot/restore, rescaling
+//! and the savepoint round trip. A backend's tests call [`run_all`] with a factory that makes an
+//! empty backend for a key-group range and max parallelism.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::StateError;
+use crate::backend::StateBackend;
+use crate::keygroup::KeyGroupRange;
+use crate::snapshot;
+use crate::states::{Aggregate, Keyed};
+use crate::ttl::{ManualClock, TtlConfig, UpdateType, Visibility};
+
+pub trait Factory: Fn(KeyGroupRange, u32) -> Box<dyn StateBackend> {}
+impl<F: Fn(KeyGroupRange, u32) -> Box<dyn StateBackend>> Factory for F {}
+
+const MAXP: u32 = 128;
+
+fn keyed(f: &dyn Factory, range: KeyGroupRange) -> Keyed<String, Box<dyn StateBackend>> {
+    Keyed::new(f(range, MAXP))
+}
+
+pub fn run_all(f: &dyn Factory) {
+    value_list_map_semantics(f);
+    reducing_and_aggregating(f);
+    namespaces_are_separate(f);
+    keys_outside_the_range_are_refused(f);
+    ttl_semantics(f);
+    snapshot_restore_and_rescale(f);
+    incompatible_restores_fail(f);
+    corrupt_snapshots_fail(f);
+}
+
+pub fn value_list_map_semantics(f: &dyn Factory) {
+    let mut kb = keyed(f, KeyGroupRange::all(MAXP));
+    let v = kb.value_state::<u64>("v", None).unwrap();
+    let l = kb.list_state::<String>("l", None).unwrap();
+    let m = kb.map_state::<String, i32>("m", None).unwrap();
+    assert!(matches!(v.value(&mut kb), Err(StateError::NoCurrentKey)));
+    kb.set_current_key(&"a".to_string()).unwrap();
+    assert_eq!(v.value(&mut kb).unwrap(), None);
+    v.update(&mut kb, &7).unwrap();
+    assert_eq!(v.value(&mut kb).unwrap(), Some(7));
+    kb.set_current_key(&"b".to_string()).unwrap();
+    assert_eq!(v.value(&mut kb).unwrap(), None, "per key");
+    l.add(&mut kb, &"x".into()).unwrap();
+    l.add_all(&mut kb, &["y".into(), "z".into()]).unwrap();
+    assert_eq!(l.get(&mut kb).unwrap(), vec!["x", "y", "z"]);
+    l.update(&mut kb, &["q".into()]).unwrap();
+    assert_eq!(l.get(&mut kb).unwrap(), vec!["q"]);
+    l.update(&mut kb, &[]).unwrap();
+    assert!(l.get(&mut kb).unwrap().is_empty());
+    assert!(m.is_empty(&mut kb).unwrap());
+    m.put_all(
+        &mut kb,
+        &[("k2".into(), 2), ("k1".into(), 1), ("k3".into(), 3)],
+    )
+    .unwrap();
+    assert_eq!(m.get(&mut kb, &"k2".into()).unwrap(), Some(2));
+    assert!(m.contains(&mut kb, &"k3".into()).unwrap());
+    assert!(!m.contains(&mut kb, &"k9".into()).unwrap());
+    m.remove(&mut kb, &"k3".into()).unwrap();
+    let mut keys = m.keys(&mut kb).unwrap();
+    keys.sort();
+    assert_eq!(keys, vec!["k1", "k2"]);
+    let mut values = m.values(&mut kb).unwrap();
+    values.sort();
+    assert_eq!(values, vec![1, 2]);
+    m.clear(&mut kb).unwrap();
+    assert!(m.is_empty(&mut kb).unwrap());
+    kb.set_current_key(&"a".to_string()).unwrap();
+    assert_eq!(v.value(&mut kb).unwrap(), Some(7));
+    v.clear(&mut kb).unwrap();
+    assert_eq!(v.value(&mut kb).unwrap(), None);
+    // Key iteration for tooling.
+    kb.set_current_key(&"c".to_string()).unwrap();
+    v.update(&mut kb, &1).unwrap();
+    kb.set_current_key(&"d".to_string()).unwrap();
+    v.update(&mut kb, &2).unwrap();
+    let mut keys: Vec<String> = kb.keys("v").unwrap().into_iter().map(|(k, _)| k).collect();
+    keys.sort();
+    assert_eq!(keys, vec!["c", "d"]);
+}
+
+struct Avg;
+impl Aggregate<u64, (u64, u64), f64> for Avg {
+    fn create(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn add(&self, v: u64, acc: (u64, u64)) -> (u64, u64) {
+        (acc.0 + v, acc.1 + 1)
+    }
+    fn result(&self, acc: &(u64, u64)) -> f64 {
+        acc.0 as f64 / acc.1 as f64
+    }
+}
+
+pub fn reducing_and_aggregating(f: &dyn Factory) {
+    let mut kb = keyed(f, KeyGroupRange::all(MAXP));
+    let sum = kb.reducing_state::<u64>("sum", |a, b| a + b, None).unwrap();
+    let avg = kb.aggregating_state("avg", Avg, None).unwrap();
+    kb.set_current_key(&"k".to_string()).unwrap();
+    assert_eq!(sum.get(&mut kb).unwrap(), None);
+    assert_eq!(avg.get(&mut kb).unwrap(), None);
+    for x in [1u64, 2, 3, 4] {
+        sum.add(&mut kb, x).unwrap();
+        avg.add(&mut kb, x).unwrap();
+    }
+    assert_eq!(sum.get(&mut kb).unwrap(), Some(10));
+    assert_eq!(avg.get(&mut kb).unwrap(), Some(2.5));
+}
+
+pub fn namespaces_are_separate(f: &dyn Factory) {
+    let mut kb = keyed(f, KeyGroupRange::all(MAXP));
+    let mut w = kb.list_state::<u32>("window", None).unwrap();
+    kb.set_current_key(&"k".to_string()).unwrap();
+    w.set_namespace(&(0u64, 10u64));
+    w.add(&mut kb, &1).unwrap();
+    w.set_namespace(&(10u64, 20u64));
+    w.add(&mut kb, &2).unwrap();
+    assert_eq!(w.get(&mut kb).unwrap(), vec![2]);
+    w.clear(&mut kb).unwrap();
+    w.set_namespace(&(0u64, 10u64));
+    assert_eq!(
+        w.get(&mut kb).unwrap(),
+        vec![1],
+        "clearing one window leaves the other"
+    );
+}
+
+pub fn keys_outside_the_range_are_refused(f: &dyn Factory) {
+    let range = KeyGroupRange::for_operator(MAXP, 4, 1);
+    let mut kb = keyed(f, range);
+    let mut refused = 0;
+    for i in 0..200 {
+        match kb.set_current_key(&format!("key{i}")) {
+            Ok(()) => {}
+            Err(StateError::KeyOutOfRange {
+                key_group,
+                range: r,
+            }) => {
+                assert!(!r.contains(key_group));
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        refused > 100,
+        "three quarters of the keys belong to other subtasks"
+    );
+}
+
+pub fn ttl_semantics(f: &dyn Factory) {
+    let clock = ManualClock::new(1_000_000);
+    let mut kb = keyed(f, KeyGroupRange::all(MAXP)).with_clock(Arc::new(clock.clone()));
+    let ttl = TtlConfig::new(Duration::from_secs(10));
+    let v = kb.value_state::<u32>("v", Some(ttl)).unwrap();
+    let read_refresh = kb
+        .value_state::<u32>(
+            "r",
+            Some(TtlConfig {
+                update: UpdateType::OnReadAndWrite,
+                ..ttl
+            }),
+        )
+        .unwrap();
+    let visible = kb
+        .value_state::<u32>(
+            "e",
+            Some(TtlConfig {
+                visibility: Visibility::ReturnExpiredIfNotCleanedUp,
+                ..ttl
+            }),
+        )
+        .unwrap();
+    let l = kb.list_state::<u32>("l", Some(ttl)).unwrap();
+    let m = kb.map_state::<u32, u32>("m", Some(ttl)).unwrap();
+    kb.set_current_key(&"k".to_string()).unwrap();
+    v.update(&mut kb, &1).unwrap();
+    read_refresh.update(&mut kb, &2).unwrap();
+    visible.update(&mut kb, &3).unwrap();
+    l.add(&mut kb, &1).unwrap();
+    m.put(&mut kb, &1, &1).unwrap();
+    clock.advance(Duration::from_secs(6));
+    l.add(&mut kb, &2).unwrap();
+    m.put(&mut kb, &2, &2).unwrap();
+    assert_eq!(
+        read_refresh.value(&mut kb).unwrap(),
+        Some(2),
+        "read at 6 s refreshes"
+    );
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(
+        v.value(&mut kb).unwrap(),
+        None,
+        "expired after 10 s, never returned"
+    );
+    assert_eq!(
+        read_refresh.value(&mut kb).unwrap(),
+        Some(2),
+        "refreshed 5 s ago"
+    );
+    assert_eq!(
+        l.get(&mut kb).unwrap(),
+        vec![2],
+        "list elements expire one by one"
+    );
+    assert_eq!(m.entries(&mut kb).unwrap(), vec![(2, 2)], "map entries too");
+    assert_eq!(
+        visible.value(&mut kb).unwrap(),
+        Some(3),
+        "returned once, then cleaned up on read"
+    );
+    assert_eq!(visible.value(&mut kb).unwrap(), None);
+    // Full-snapshot cleanup leaves expired entries out.
+    let fs = kb
+        .value_state::<u32>(
+            "fs",
+            Some(TtlConfig {
+                cleanup_full_snapshot: true,
+                ..ttl
+            }),
+        )
+        .unwrap();
+    fs.update(&mut kb, &9).unwrap();
+    clock.advance(Duration::from_secs(11));
+    let bytes = snapshot::write(kb.backend().snapshot_view().as_ref(), clock_now(&clock));
+    let mut restored = keyed(f, KeyGroupRange::all(MAXP)).with_clock(Arc::new(clock.clone()));
+    snapshot::restore(
+        restored.backend_mut(),
+        &[(&bytes as &dyn snapshot::ByteSource, "snapshot".into())],
+    )
+    .unwrap();
+    let fs2 = restored.value_state::<u32>("fs", Some(ttl)).unwrap();
+    let id = (0..restored.backend().states().len())
+        .find(|i| restored.backend().meta(*i).name == "fs")
+        .unwrap();
+    assert!(
+        restored.backend().entries(id).unwrap().is_empty(),
+        "the expired value is not in the snapshot"
+    );
+    restored.set_current_key(&"k".to_string()).unwrap();
+    assert_eq!(fs2.value(&mut restored).unwrap(), None);
+}
+
+fn clock_now(c: &ManualClock) -> u64 {
+    use crate::ttl::Clock;
+    c.now_ms()
+}
+
+/// Writes keys 0..n into a backend over all key groups.
+fn fill(f: &dyn Factory, n: u32) -> Keyed<String, Box<dyn StateBackend>> {
+    let mut kb = keyed(f, KeyGroupRange::all(MAXP));
+    let v = kb.value_state::<u32>("v", None).unwrap();
+    let m = kb.map_state::<u32, String>("m", None).unwrap();
+    for i in 0..n {
+        kb.set_current_key(&format!("key{i}")).unwrap();
+        v.update(&mut kb, &i).unwrap();
+        m.put(&mut kb, &i, &format!("m{i}")).unwrap();
+        m.put(&mut kb, &(i + 1), &format!("m{}", i + 1)).unwrap();
+    }
+    kb
+}
+
+fn verify(kbs: &mut [Keyed<String, Box<dyn StateBackend>>], n: u32) {
+    for kb in kbs.iter_mut() {
+        kb.value_state::<u32>("v", None).unwrap();
+        kb.map_state::<u32, String>("m", None).unwrap();
+    }
+    for i in 0..n {
+        let key = format!("key{i}");
+        let owner = kbs
+            .iter_mut()
+            .position(|kb| kb.set_current_key(&key).is_ok())
+            .expect("some subtask owns every key");
+        let kb = &mut kbs[owner];
+        let v = kb.value_state::<u32>("v", None).unwrap();
+        let m = kb.map_state::<u32, String>("m", None).unwrap();
+        assert_eq!(v.value(kb).unwrap(), Some(i), "{key}");
+        assert_eq!(m.get(kb, &(i + 1)).unwrap(), Some(format!("m{}", i + 1)));
+    }
+    let total: usize = kbs.iter().map(|kb| kb.keys("v").unwrap().len()).sum();
+    assert_eq!(total, n as usize, "every key exactly once across subtasks");
+}
+
+/// Restores `snapshots` into subtasks 0..p (each reads only its key groups from every snapshot).
+fn rescale(
+    f: &dyn Factory,
+    snapshots: &[Vec<u8>],
+    p: u32,
+) -> Vec<Keyed<String, Box<dyn StateBackend>>> {
+    (0..p)
+        .map(|i| {
+            let mut kb = keyed(f, KeyGroupRange::for_operator(MAXP, p, i));
+            let sources: Vec<(&dyn snapshot::ByteSource, String)> = snapshots
+                .iter()
+                .map(|s| (s as &dyn snapshot::ByteSource, "snapshot".to_string()))
+                .collect();
+            snapshot::restore(kb.backend_mut(), &sources).unwrap();
+            kb
+        })
+        .collect()
+}
+
+pub fn snapshot_restore_and_rescale(f: &dyn Factory) {
+    let n = 2_000;
+    let mut kb = fill(f, n);
+    // The snapshot is a version: writes after it are not in it.
+    let view = kb.backend().snapshot_view();
+    let v = kb.value_state::<u32>("v", None).unwrap();
+    kb.set_current_key(&"key0".to_string()).unwrap();
+    v.update(&mut kb, &999_999).unwrap();
+    let snap = snapshot::write(view.as_ref(), 0);
+    let one = rescale(f, &[snap], 1);
+    let snaps: Vec<Vec<u8>> = one
+        .iter()
+        .map(|kb| snapshot::write(kb.backend().snapshot_view().as_ref(), 0))
+        .collect();
+    let mut two = rescale(f, &snaps, 2);
+    verify(&mut two, n);
+    let snaps: Vec<Vec<u8>> = two
+        .iter()
+        .map(|kb| snapshot::write(kb.backend().snapshot_view().as_ref(), 0))
+        .collect();
+    let mut three = rescale(f, &snaps, 3);
+    verify(&mut three, n);
+    let snaps: Vec<Vec<u8>> = three
+        .iter()
+        .map(|kb| snapshot::write(kb.backend().snapshot_view().as_ref(), 0))
+        .collect();
+    let mut back = rescale(f, &snaps, 1);
+    verify(&mut back, n);
+}
+
+pub fn incompatible_restores_fail(f: &dyn Factory) {
+    let kb = fill(f, 10);
+    let snap = snapshot::write(kb.backend().snapshot_view().as_ref(), 0);
+    let restored = || rescale(f, std::slice::from_ref(&snap), 1).pop().unwrap();
+    let mut r = restored();
+    let err = r
+        .list_state::<u32>("v", None)
+        .err()
+        .expect("value state read as list");
+    assert!(err.to_string().contains("it was a Value state"), "{err}");
+    let mut r = restored();
+    let err = r
+        .value_state::<String>("v", None)
+        .err()
+        .expect("u32 read as String");
+    assert!(
+        matches!(err, StateError::Migration { .. }) && err.to_string().contains("value serializer"),
+        "{err}"
+    );
+    let mut r = restored();
+    let err = r
+        .value_state::<u32>("v", Some(TtlConfig::new(Duration::from_secs(1))))
+        .err()
+        .expect("TTL switched on");
+    assert!(err.to_string().contains("TTL"), "{err}");
+    // Another max parallelism cannot read the key groups.
+    let mut other = Keyed::<String, _>::new(f(KeyGroupRange::all(256), 256));
+    let err = snapshot::restore(
+        other.backend_mut(),
+        &[(&snap as &dyn snapshot::ByteSource, "snapshot".into())],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("max parallelism 128"), "{err}");
+}
+
+pub fn corrupt_snapshots_fail(f: &dyn Factory) {
+    let kb = fill(f, 200);
+    let snap = snapshot::write(kb.backend().snapshot_view().as_ref(), 0);
+    let try_restore = |bytes: &[u8]| -> String {
+        let mut t = keyed(f, KeyGroupRange::all(MAXP));
+        let bytes = bytes.to_vec();
+        snapshot::restore(
+            t.backend_mut(),
+            &[(&bytes as &dyn snapshot::ByteSource, "snapshot".into())],
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    assert!(try_restore(&snap[..snap.len() / 2]).contains("corrupt snapshot"));
+    assert!(try_restore(&snap[..10]).contains("too short"));
+    assert!(try_restore(b"definitely not a snapshot of anything at all").contains("bad magic"));
+    let mut flipped = snap.clone();
+    flipped[snap.len() / 3] ^= 0x40;
+    let msg = try_restore(&flipped);
+    assert!(
+        msg.contains("checksum mismatch") || msg.contains("corrupt"),
+        "{msg}"
+    );
+}
