@@ -7,6 +7,7 @@
 //! registry and the RocksDB/ForSt backends are not built yet (see the issue notes).
 
 pub mod backend;
+pub mod checkpoint;
 pub mod conformance;
 pub mod error;
 pub mod heap;

@@ -69,3 +69,191 @@ proptest! {
         }
     }
 }
+
+mod storage {
+    use std::sync::Arc;
+
+    use statefs::store::{ObjectStoreRemote, RemoteStore};
+
+    use crate::checkpoint::{CheckpointStorage, SharedStateRegistry};
+    use crate::keygroup::KeyGroupRange;
+    use crate::states::Keyed;
+    use crate::{HeapBackend, StateError};
+
+    fn remote() -> (Arc<dyn RemoteStore>, Arc<tokio::runtime::Runtime>) {
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+        (Arc::new(ObjectStoreRemote::in_memory(rt.clone())), rt)
+    }
+
+    fn filled(n: u32, round: u32) -> Keyed<String, HeapBackend> {
+        let mut kb = Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128));
+        let v = kb.value_state::<u32>("v", None).unwrap();
+        for i in 0..n {
+            kb.set_current_key(&format!("k{i}")).unwrap();
+            v.update(&mut kb, &(i + round)).unwrap();
+        }
+        kb
+    }
+
+    fn check(kb: &mut Keyed<String, HeapBackend>, n: u32, round: u32) {
+        let v = kb.value_state::<u32>("v", None).unwrap();
+        for i in 0..n {
+            if kb.set_current_key(&format!("k{i}")).is_ok() {
+                assert_eq!(v.value(kb).unwrap(), Some(i + round));
+            }
+        }
+    }
+
+    fn objects(r: &dyn RemoteStore) -> Vec<String> {
+        let mut v: Vec<String> = r.list("").unwrap().into_iter().map(|o| o.key).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn checkpoints_restore_rescale_and_are_retained() {
+        let (r, _rt) = remote();
+        let mut storage = CheckpointStorage::open(r.clone(), "job-1", 2).unwrap();
+        for round in 1..=3u32 {
+            let kb = filled(500, round);
+            let mut p = storage.begin(round as u64, 128);
+            p.add_backend(kb.backend(), 0).unwrap();
+            let dropped = p.complete().unwrap();
+            assert_eq!(dropped, if round == 3 { vec![1] } else { vec![] });
+        }
+        assert_eq!(storage.completed_ids().unwrap(), vec![2, 3]);
+        let files = objects(r.as_ref());
+        assert_eq!(
+            files.iter().filter(|k| k.contains("/taskowned/")).count(),
+            2,
+            "{files:?}: the dropped checkpoint's file is gone"
+        );
+        let latest = storage.latest().unwrap().unwrap();
+        assert_eq!(latest.id, 3);
+        // Restore on two subtasks (rescale 1 -> 2), each reading only its key groups.
+        for i in 0..2 {
+            let mut kb = Keyed::new(HeapBackend::new(
+                KeyGroupRange::for_operator(128, 2, i),
+                128,
+            ));
+            storage.restore(&latest, kb.backend_mut()).unwrap();
+            check(&mut kb, 500, 3);
+        }
+        // Reopening rebuilds from the store.
+        let again = CheckpointStorage::open(r, "job-1", 2).unwrap();
+        assert_eq!(again.latest().unwrap().unwrap(), latest);
+    }
+
+    #[test]
+    fn an_aborted_checkpoint_leaves_nothing() {
+        let (r, _rt) = remote();
+        let mut storage = CheckpointStorage::open(r.clone(), "job", 1).unwrap();
+        let kb = filled(100, 0);
+        let mut p = storage.begin(1, 128);
+        p.add_backend(kb.backend(), 0).unwrap();
+        p.abort().unwrap();
+        assert!(objects(r.as_ref()).is_empty());
+        {
+            let mut p = storage.begin(2, 128);
+            p.add_backend(kb.backend(), 0).unwrap();
+            // dropped without completing: aborted too
+        }
+        assert!(objects(r.as_ref()).is_empty());
+        assert!(storage.latest().unwrap().is_none());
+    }
+
+    #[test]
+    fn missing_or_damaged_checkpoint_files_are_clear_errors() {
+        let (r, _rt) = remote();
+        let mut storage = CheckpointStorage::open(r.clone(), "job", 1).unwrap();
+        let kb = filled(100, 0);
+        let mut p = storage.begin(7, 128);
+        p.add_backend(kb.backend(), 0).unwrap();
+        p.complete().unwrap();
+        let c = storage.load(7).unwrap();
+        r.delete(&c.subtasks[0].file).unwrap();
+        let mut fresh = HeapBackend::new(KeyGroupRange::all(128), 128);
+        let err = storage.restore(&c, &mut fresh).unwrap_err();
+        assert!(
+            matches!(err, StateError::Corrupt { .. }) && err.to_string().contains("is missing"),
+            "{err}"
+        );
+        r.put("job/chk-8/_metadata", b"{ not json".to_vec().into())
+            .unwrap();
+        assert!(
+            storage
+                .load(8)
+                .unwrap_err()
+                .to_string()
+                .contains("corrupt checkpoint 8")
+        );
+        let mut hostile = serde_json::to_value(&c).unwrap();
+        hostile["id"] = 9.into();
+        hostile["subtasks"][0]["file"] = "other-job/taskowned/x".into();
+        r.put(
+            "job/chk-9/_metadata",
+            serde_json::to_vec(&hostile).unwrap().into(),
+        )
+        .unwrap();
+        assert!(
+            storage
+                .load(9)
+                .unwrap_err()
+                .to_string()
+                .contains("outside the job's directory")
+        );
+        assert!(CheckpointStorage::open(r, "../escape", 1).is_err());
+    }
+
+    #[test]
+    fn registry_counts_references_and_offers_only_confirmed_files() {
+        let mut reg = SharedStateRegistry::default();
+        assert!(
+            !reg.reusable("job/shared/a"),
+            "nothing is reusable before a checkpoint completes"
+        );
+        reg.register(1, ["job/shared/a".to_string(), "job/shared/b".to_string()]);
+        reg.register(2, ["job/shared/b".to_string(), "job/shared/c".to_string()]);
+        assert_eq!(reg.ref_count("job/shared/b"), 2);
+        assert_eq!(reg.release(1), vec!["job/shared/a".to_string()]);
+        assert!(reg.reusable("job/shared/b"));
+        let mut dead = reg.release(2);
+        dead.sort();
+        assert_eq!(
+            dead,
+            vec!["job/shared/b".to_string(), "job/shared/c".to_string()]
+        );
+    }
+
+    #[test]
+    fn savepoints_round_trip_and_never_overwrite() {
+        let (r, _rt) = remote();
+        let storage = CheckpointStorage::open(r, "job", 1).unwrap();
+        let kb = filled(300, 5);
+        storage.savepoint("sp1", kb.backend(), 0).unwrap();
+        let err = storage.savepoint("sp1", kb.backend(), 0).unwrap_err();
+        assert!(err.to_string().contains("exists"), "{err}");
+        let mut restored = Keyed::new(HeapBackend::new(
+            KeyGroupRange::for_operator(128, 3, 2),
+            128,
+        ));
+        storage
+            .restore_savepoint("sp1", restored.backend_mut())
+            .unwrap();
+        check(&mut restored, 300, 5);
+        let mut none = HeapBackend::new(KeyGroupRange::all(128), 128);
+        assert!(
+            storage
+                .restore_savepoint("nope", &mut none)
+                .unwrap_err()
+                .to_string()
+                .contains("missing")
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! Checkpoint storage on an object store, Flink's layout:
+//!
+//! ```text
+//! <job>/chk-<n>/_metadata        the completed checkpoint (JSON), written last, only if absent
+//! <job>/taskowned/<uuid>         exclusive state files (full snapshots of subtasks)
+//! <job>/shared/<uuid>            files incremental checkpoints share (refcounted by the registry)
+//! <job>/savepoints/<name>/...    self-contained canonical savepoints
+//! ```
+//!
+//! A checkpoint is visible only once its `_metadata` exists; an aborted one deletes what it uploaded.
+//! Retention keeps the newest N completed checkpoints; dropping one deletes its exclusive files and
+//! releases its shared ones, which the [`SharedStateRegistry`] deletes when no retained checkpoint
+//! references them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use statefs::store::{RemoteStore, StoreError};
+
+use crate::backend::StateBackend;
+use crate::error::{StateError, StateResult};
+use crate::keygroup::KeyGroupRange;
+use crate::snapshot::{self, RemoteObject};
+
+/// One subtask's part of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubtaskState {
+    pub range: KeyGroupRange,
+    /// Object key (relative to the storage root) of the snapshot file.
+    pub file: String,
+    pub size: u64,
+    /// Files of `shared/` this subtask's state also needs (incremental checkpoints).
+    pub shared: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletedCheckpoint {
+    pub format: String,
+    pub version: u32,
+    pub job: String,
+    pub id: u64,
+    pub max_parallelism: u32,
+    pub subtasks: Vec<SubtaskState>,
+}
+
+const FORMAT: &str = "statefs-backend-checkpoint";
+
+/// Reference counts of shared files by the completed checkpoints that use them. Only files
+/// registered by a *completed* checkpoint are offered for reuse: an upload of a failed checkpoint is
+/// never referenced again.
+#[derive(Debug, Default, Clone)]
+pub struct SharedStateRegistry {
+    refs: BTreeMap<String, BTreeSet<u64>>,
+}
+
+impl SharedStateRegistry {
+    pub fn register(&mut self, checkpoint: u64, files: impl IntoIterator<Item = String>) {
+        for f in files {
+            self.refs.entry(f).or_default().insert(checkpoint);
+        }
+    }
+
+    /// Drops `checkpoint`'s references; returns the files no checkpoint references any more.
+    pub fn release(&mut self, checkpoint: u64) -> Vec<String> {
+        let mut dead = Vec::new();
+        self.refs.retain(|f, cps| {
+            cps.remove(&checkpoint);
+            if cps.is_empty() {
+                dead.push(f.clone());
+                false
+            } else {
+                true
+            }
+        });
+        dead
+    }
+
+    /// Whether `file` may be referenced by a new checkpoint without uploading it again.
+    pub fn reusable(&self, file: &str) -> bool {
+        self.refs.contains_key(file)
+    }
+
+    pub fn ref_count(&self, file: &str) -> usize {
+        self.refs.get(file).map_or(0, |c| c.len())
+    }
+}
+
+pub struct CheckpointStorage {
+    remote: Arc<dyn RemoteStore>,
+    job: String,
+    retained: usize,
+    registry: SharedStateRegistry,
+}
+
+/// A checkpoint being written. Dropping it without [`PendingCheckpoint::complete`] aborts it.
+pub struct PendingCheckpoint<'a> {
+    storage: &'a mut CheckpointStorage,
+    id: u64,
+    max_parallelism: u32,
+    subtasks: Vec<SubtaskState>,
+    uploaded: Vec<String>,
+    done: bool,
+}
+
+fn check_job(job: &str) -> StateResult<()> {
+    let ok = !job.is_empty()
+        && job.len() <= 128
+        && job
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError::Invalid(format!("bad job name {job:?}")))
+    }
+}
+
+impl CheckpointStorage {
+    /// Opens the storage of `job`, rebuilding the shared-state registry from its retained
+    /// checkpoints. `retained` is Flink's `state.checkpoints.num-retained` (at least 1).
+    pub fn open(remote: Arc<dyn RemoteStore>, job: &str, retained: usize) -> StateResult<Self> {
+        check_job(job)?;
+        let mut s = CheckpointStorage {
+            remote,
+            job: job.into(),
+            retained: retained.max(1),
+            registry: Default::default(),
+        };
+        for id in s.completed_ids()? {
+            let c = s.load(id)?;
+            s.registry
+                .register(id, c.subtasks.iter().flat_map(|t| t.shared.clone()));
+        }
+        Ok(s)
+    }
+
+    pub fn registry(&self) -> &SharedStateRegistry {
+        &self.registry
+    }
+
+    fn metadata_key(&self, id: u64) -> String {
+        format!("{}/chk-{id}/_metadata", self.job)
+    }
+
+    /// Ids of completed checkpoints, oldest first.
+    pub fn completed_ids(&self) -> StateResult<Vec<u64>> {
+        // Object stores list by whole path segments: list the job, then pick the checkpoints.
+        let prefix = format!("{}/chk-", self.job);
+        let mut ids: Vec<u64> = self
+            .remote
+            .list(&format!("{}/", self.job))?
+            .into_iter()
+            .filter_map(|o| {
+                o.key
+                    .strip_prefix(&prefix)?
+                    .strip_suffix("/_metadata")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    pub fn latest(&self) -> StateResult<Option<CompletedCheckpoint>> {
+        match self.completed_ids()?.last() {
+            Some(id) => self.load(*id).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn load(&self, id: u64) -> StateResult<CompletedCheckpoint> {
+        let what = format!("checkpoint {id} of job {}", self.job);
+        let bytes = match self.remote.get(&self.metadata_key(id)) {
+            Ok(b) => b,
+            Err(StoreError::NotFound { .. }) => {
+                return Err(StateError::Invalid(format!("no {what}")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let c: CompletedCheckpoint = serde_json::from_slice(&bytes)
+            .map_err(|e| StateError::corrupt(what.clone(), e.to_string()))?;
+        if c.format != FORMAT || c.version != 1 || c.id != id || c.job != self.job {
+            return Err(StateError::corrupt(
+                what,
+                "metadata of another format, version, id or job",
+            ));
+        }
+        let own = format!("{}/", self.job);
+        for t in &c.subtasks {
+            if !t.file.starts_with(&own)
+                || t.file.contains("..")
+                || t.shared
+                    .iter()
+                    .any(|f| !f.starts_with(&own) || f.contains(".."))
+            {
+                return Err(StateError::corrupt(
+                    what,
+                    "a state file outside the job's directory",
+                ));
+            }
+        }
+        Ok(c)
+    }
+
+    /// Starts checkpoint `id` (ids grow; an id that exists is refused at completion).
+    pub fn begin(&mut self, id: u64, max_parallelism: u32) -> PendingCheckpoint<'_> {
+        PendingCheckpoint {
+            storage: self,
+            id,
+            max_parallelism,
+            subtasks: Vec::new(),
+            uploaded: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// Restores the key groups of `backend` from checkpoint `c` (reading only them).
+    pub fn restore(
+        &self,
+        c: &CompletedCheckpoint,
+        backend: &mut dyn StateBackend,
+    ) -> StateResult<()> {
+        let objects: Vec<RemoteObject<'_>> = c
+            .subtasks
+            .iter()
+            .filter(|t| t.range.intersect(&backend.key_group_range()).is_some())
+            .map(|t| RemoteObject {
+                store: self.remote.as_ref(),
+                key: t.file.clone(),
+            })
+            .collect();
+        let sources: Vec<(&dyn snapshot::ByteSource, String)> = objects
+            .iter()
+            .map(|o| {
+                (
+                    o as &dyn snapshot::ByteSource,
+                    format!("checkpoint {} file {}", c.id, o.key),
+                )
+            })
+            .collect();
+        snapshot::restore(backend, &sources)
+    }
+
+    fn drop_checkpoint(&mut self, id: u64) -> StateResult<()> {
+        let c = self.load(id)?;
+        // The metadata goes first: from then on the checkpoint does not exist.
+        self.remote.delete(&self.metadata_key(id))?;
+        for t in &c.subtasks {
+            self.remote.delete(&t.file)?;
+        }
+        for f in self.registry.release(id) {
+            self.remote.delete(&f)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a self-contained canonical savepoint of `backend` under `savepoints/<name>/`.
+    pub fn savepoint(
+        &self,
+        name: &str,
+        backend: &dyn StateBackend,
+        now_ms: u64,
+    ) -> StateResult<String> {
+        check_job(name)?;
+        let key = format!("{}/savepoints/{name}/state", self.job);
+        let bytes = snapshot::write(backend.snapshot_view().as_ref(), now_ms);
+        self.remote
+            .put_if_absent(&key, Bytes::from(bytes))
+            .map_err(|e| match e {
+                StoreError::AlreadyExists { .. } => {
+                    StateError::Invalid(format!("savepoint {name} exists"))
+                }
+                e => e.into(),
+            })?;
+        Ok(key)
+    }
+
+    /// Restores `backend`'s key groups from savepoint `name` (written by any backend).
+    pub fn restore_savepoint(&self, name: &str, backend: &mut dyn StateBackend) -> StateResult<()> {
+        check_job(name)?;
+        let o = RemoteObject {
+            store: self.remote.as_ref(),
+            key: format!("{}/savepoints/{name}/state", self.job),
+        };
+        snapshot::restore(
+            backend,
+            &[(&o as &dyn snapshot::ByteSource, format!("savepoint {name}"))],
+        )
+    }
+}
+
+impl PendingCheckpoint<'_> {
+    /// Uploads a full snapshot of `backend` (its whole key-group range) as task-owned state.
+    pub fn add_backend(&mut self, backend: &dyn StateBackend, now_ms: u64) -> StateResult<()> {
+        let bytes = snapshot::write(backend.snapshot_view().as_ref(), now_ms);
+        let key = format!("{}/taskowned/{}", self.storage.job, uuid_v4());
+        let size = bytes.len() as u64;
+        self.uploaded.push(key.clone());
+        self.storage.remote.put(&key, Bytes::from(bytes))?;
+        self.subtasks.push(SubtaskState {
+            range: backend.key_group_range(),
+            file: key,
+            size,
+            shared: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Makes the checkpoint visible (atomically), then applies retention. Returns dropped ids.
+    pub fn complete(mut self) -> StateResult<Vec<u64>> {
+        let c = CompletedCheckpoint {
+            format: FORMAT.into(),
+            version: 1,
+            job: self.storage.job.clone(),
+            id: self.id,
+            max_parallelism: self.max_parallelism,
+            subtasks: std::mem::take(&mut self.subtasks),
+        };
+        let bytes = serde_json::to_vec_pretty(&c).expect("checkpoint metadata serializes");
+        match self
+            .storage
+            .remote
+            .put_if_absent(&self.storage.metadata_key(self.id), Bytes::from(bytes))
+        {
+            Ok(()) => {}
+            Err(StoreError::AlreadyExists { .. }) => {
+                return Err(StateError::Invalid(format!(
+                    "checkpoint {} exists already",
+                    self.id
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.done = true;
+        self.storage
+            .registry
+            .register(self.id, c.subtasks.iter().flat_map(|t| t.shared.clone()));
+        let ids = self.storage.completed_ids()?;
+        let mut dropped = Vec::new();
+        if ids.len() > self.storage.retained {
+            for id in &ids[..ids.len() - self.storage.retained] {
+                self.storage.drop_checkpoint(*id)?;
+                dropped.push(*id);
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Deletes everything this checkpoint uploaded.
+    pub fn abort(mut self) -> StateResult<()> {
+        self.cleanup()
+    }
+
+    fn cleanup(&mut self) -> StateResult<()> {
+        self.done = true;
+        for key in std::mem::take(&mut self.uploaded) {
+            self.storage.remote.delete(&key)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PendingCheckpoint<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.cleanup();
+        }
+    }
+}
+
+fn uuid_v4() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
