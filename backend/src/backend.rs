@@ -110,6 +110,15 @@ pub trait StateBackend: Send {
         prefix: &[u8],
     ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>>;
     fn delete_prefix(&mut self, s: StateId, kg: u32, prefix: &[u8]) -> StateResult<()>;
+    /// Up to `limit` entries of key group `kg` after composite key `after` (from the start if
+    /// `None`), in key order: the cursor of incremental TTL cleanup.
+    fn scan_after(
+        &self,
+        s: StateId,
+        kg: u32,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Every entry of state `s` in key-group then key order (tooling, savepoints).
     fn entries(&self, s: StateId) -> StateResult<Vec<Entry>>;
     /// A consistent view of every state, taken cheaply; reading it does not block writers.
@@ -163,6 +172,15 @@ impl StateBackend for Box<dyn StateBackend> {
     }
     fn delete_prefix(&mut self, s: usize, kg: u32, p: &[u8]) -> StateResult<()> {
         (**self).delete_prefix(s, kg, p)
+    }
+    fn scan_after(
+        &self,
+        s: StateId,
+        kg: u32,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        (**self).scan_after(s, kg, after, limit)
     }
     fn entries(&self, s: usize) -> StateResult<Vec<Entry>> {
         (**self).entries(s)

@@ -171,6 +171,8 @@ pub fn ttl_semantics(f: &dyn Factory) {
             "e",
             Some(TtlConfig {
                 visibility: Visibility::ReturnExpiredIfNotCleanedUp,
+                // Not cleaned up in the background, so the expired value is still there to return.
+                cleanup_incremental: 0,
                 ..ttl
             }),
         )
@@ -214,6 +216,33 @@ pub fn ttl_semantics(f: &dyn Factory) {
         "returned once, then cleaned up on read"
     );
     assert_eq!(visible.value(&mut kb).unwrap(), None);
+    // Incremental cleanup: accesses to one key clean up expired entries of other keys.
+    let inc = kb
+        .value_state::<u32>(
+            "inc",
+            Some(TtlConfig {
+                cleanup_incremental: 5,
+                ..ttl
+            }),
+        )
+        .unwrap();
+    for i in 0..20 {
+        kb.set_current_key(&format!("old{i}")).unwrap();
+        inc.update(&mut kb, &i).unwrap();
+    }
+    clock.advance(Duration::from_secs(11));
+    kb.set_current_key(&"fresh".to_string()).unwrap();
+    for _ in 0..10 {
+        inc.update(&mut kb, &1).unwrap();
+    }
+    let inc_id = (0..kb.backend().states().len())
+        .find(|i| kb.backend().meta(*i).name == "inc")
+        .unwrap();
+    assert_eq!(
+        kb.backend().entries(inc_id).unwrap().len(),
+        1,
+        "20 expired entries cleaned by 10 accesses x 5"
+    );
     // Full-snapshot cleanup leaves expired entries out.
     let fs = kb
         .value_state::<u32>(

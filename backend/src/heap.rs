@@ -182,6 +182,25 @@ impl StateBackend for HeapBackend {
         Ok(())
     }
 
+    fn scan_after(
+        &self,
+        s: StateId,
+        kg: u32,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a.to_vec()),
+            None => Bound::Unbounded,
+        };
+        let g = self.group(s, kg)?;
+        Ok(g.range((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
     fn entries(&self, s: StateId) -> StateResult<Vec<Entry>> {
         let mut out = Vec::new();
         for (i, g) in self.states[s].groups.iter().enumerate() {

@@ -22,6 +22,8 @@ pub struct Keyed<K, B: StateBackend> {
     key_ser: Arc<dyn StateSerializer<K>>,
     current: Option<(Vec<u8>, u32)>,
     clock: Arc<dyn Clock>,
+    /// Incremental TTL cleanup: per state, the key group and last key checked.
+    cursors: std::collections::HashMap<StateId, (u32, Option<Vec<u8>>)>,
 }
 
 impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend> Keyed<K, B> {
@@ -31,6 +33,7 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend> Keyed<K, B> {
             key_ser: Arc::new(Serde::<K>::default()),
             current: None,
             clock: Arc::new(SystemClock),
+            cursors: Default::default(),
         }
     }
 }
@@ -55,6 +58,51 @@ impl<K, B: StateBackend> Keyed<K, B> {
 
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    /// Flink's heap `cleanupIncrementally`: checks the next `ttl.cleanup_incremental` entries of
+    /// state `s` for expiry (a cursor walks all key groups round and round) and removes what expired.
+    fn cleanup_tick(&mut self, s: StateId, kind: StateKind, ttl: &TtlConfig) -> StateResult<()> {
+        let mut budget = ttl.cleanup_incremental;
+        if budget == 0 {
+            return Ok(());
+        }
+        let range = self.backend.key_group_range();
+        let now = self.now_ms();
+        let (mut kg, mut after) = self.cursors.remove(&s).unwrap_or((range.start, None));
+        let mut groups_seen = 0;
+        while budget > 0 && groups_seen <= range.len() {
+            let batch = self.backend.scan_after(s, kg, after.as_deref(), budget)?;
+            if batch.is_empty() {
+                kg = if kg >= range.end { range.start } else { kg + 1 };
+                after = None;
+                groups_seen += 1;
+                continue;
+            }
+            budget -= batch.len();
+            for (ck, v) in batch {
+                if kind == StateKind::List {
+                    let elems =
+                        decode_list(&v).map_err(|e| StateError::corrupt("list state", e))?;
+                    let kept: Vec<Vec<u8>> = elems
+                        .into_iter()
+                        .filter(|e| {
+                            ttl::unwrap(e).is_some_and(|(st, _)| !ttl::expired(ttl, st, now))
+                        })
+                        .collect();
+                    if kept.is_empty() {
+                        self.backend.delete(s, kg, &ck)?;
+                    } else if encode_list(&kept) != v {
+                        self.backend.put(s, kg, ck.clone(), encode_list(&kept))?;
+                    }
+                } else if ttl::unwrap(&v).is_none_or(|(st, _)| ttl::expired(ttl, st, now)) {
+                    self.backend.delete(s, kg, &ck)?;
+                }
+                after = Some(ck);
+            }
+        }
+        self.cursors.insert(s, (kg, after));
+        Ok(())
     }
 
     /// Sets the key the states read and write; a key outside the backend's key groups is refused.
@@ -255,6 +303,16 @@ impl Inner {
         }
     }
 
+    fn tick<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<()> {
+        match &self.ttl {
+            Some(t) if t.cleanup_incremental > 0 => {
+                let kind = kb.backend.meta(self.id).kind;
+                kb.cleanup_tick(self.id, kind, t)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Reads a raw stored value, applying TTL (expiry, cleanup on read, refresh on read).
     fn read<K, B: StateBackend>(
         &self,
@@ -262,6 +320,7 @@ impl Inner {
         kg: u32,
         ck: &[u8],
     ) -> StateResult<Option<Vec<u8>>> {
+        self.tick(kb)?;
         let Some(raw) = kb.backend.get(self.id, kg, ck)? else {
             return Ok(None);
         };
@@ -293,6 +352,7 @@ impl Inner {
         ck: Vec<u8>,
         v: &[u8],
     ) -> StateResult<()> {
+        self.tick(kb)?;
         let stored = match self.ttl {
             Some(_) => ttl::wrap(kb.now_ms(), v),
             None => v.to_vec(),
