@@ -257,3 +257,44 @@ mod storage {
         );
     }
 }
+
+#[test]
+fn writers_go_on_while_a_snapshot_is_written() {
+    let mut kb: Keyed<u32, HeapBackend> =
+        Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128));
+    let v = kb.value_state::<u32>("v", None).unwrap();
+    for i in 0..20_000 {
+        kb.set_current_key(&i).unwrap();
+        v.update(&mut kb, &i).unwrap();
+    }
+    // Marking the version is all a writer waits for; the snapshot is written on another thread.
+    let view = kb.backend().snapshot_view();
+    let writer = std::thread::spawn(move || snapshot::write(view.as_ref(), 0));
+    for i in 0..20_000 {
+        kb.set_current_key(&i).unwrap();
+        v.update(&mut kb, &(i + 1_000_000)).unwrap();
+    }
+    let bytes = writer.join().unwrap();
+    let mut restored: Keyed<u32, HeapBackend> =
+        Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128));
+    snapshot::restore(
+        restored.backend_mut(),
+        &[(&bytes as &dyn snapshot::ByteSource, "snapshot".into())],
+    )
+    .unwrap();
+    let rv = restored.value_state::<u32>("v", None).unwrap();
+    for i in (0..20_000).step_by(97) {
+        restored.set_current_key(&i).unwrap();
+        assert_eq!(
+            rv.value(&mut restored).unwrap(),
+            Some(i),
+            "the snapshot holds the version at the mark"
+        );
+        kb.set_current_key(&i).unwrap();
+        assert_eq!(
+            v.value(&mut kb).unwrap(),
+            Some(i + 1_000_000),
+            "the writes after it are live"
+        );
+    }
+}
