@@ -1,24 +1,132 @@
-//! The heap backend: a sorted map per state and key group, copied on write after a snapshot.
+//! The heap backend: a map per state and key group, copied on write after a snapshot.
 //!
 //! Each key group's map sits behind an `Arc`. A snapshot clones the `Arc`s (one per state and key
 //! group: "marking a version"), and the first write to a key group afterwards copies just that map
 //! (`Arc::make_mut`). Writers never wait for a snapshot being written.
+//!
+//! Map states, and states with TTL (whose incremental cleanup walks entries in order), keep a sorted
+//! map. Every other state keeps a hash map: it is only ever looked up by its exact composite key.
+//! That is sound because composite keys are length-prefixed (`[len][key][len][ns][user key]`) and
+//! only map states have a user key, so no composite key of another kind is a prefix of another: a
+//! prefix scan of such a state is an exact lookup.
 
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::backend::{Entry, SnapshotView, StateBackend, StateId, StateMeta};
+use crate::backend::{Entry, SnapshotView, StateBackend, StateId, StateKind, StateMeta};
 use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
 
-type Group = Arc<BTreeMap<Vec<u8>, Vec<u8>>>;
+#[derive(Clone)]
+enum Group {
+    Sorted(BTreeMap<Vec<u8>, Vec<u8>>),
+    Hashed(FxHashMap<Vec<u8>, Vec<u8>>),
+}
+
+impl Group {
+    fn for_meta(meta: &StateMeta) -> Group {
+        if meta.kind == StateKind::Map || meta.ttl.is_some() {
+            Group::Sorted(BTreeMap::new())
+        } else {
+            Group::Hashed(FxHashMap::default())
+        }
+    }
+
+    fn get(&self, k: &[u8]) -> Option<&Vec<u8>> {
+        match self {
+            Group::Sorted(m) => m.get(k),
+            Group::Hashed(m) => m.get(k),
+        }
+    }
+
+    fn contains(&self, k: &[u8]) -> bool {
+        self.get(k).is_some()
+    }
+
+    fn insert(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        match self {
+            Group::Sorted(m) => {
+                m.insert(k, v);
+            }
+            Group::Hashed(m) => {
+                m.insert(k, v);
+            }
+        }
+    }
+
+    fn remove(&mut self, k: &[u8]) {
+        match self {
+            Group::Sorted(m) => {
+                m.remove(k);
+            }
+            Group::Hashed(m) => {
+                m.remove(k);
+            }
+        }
+    }
+
+    /// Entries whose key starts with `prefix`, in key order.
+    fn prefixed(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        match self {
+            Group::Sorted(m) => {
+                let upper = match prefix_end(prefix) {
+                    Some(e) => Bound::Excluded(e),
+                    None => Bound::Unbounded,
+                };
+                m.range((Bound::Included(prefix.to_vec()), upper))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }
+            // Prefix-free keys (see the module doc): the prefix is the whole key.
+            Group::Hashed(m) => m
+                .get(prefix)
+                .map(|v| vec![(prefix.to_vec(), v.clone())])
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Every entry, in key order.
+    fn sorted(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        match self {
+            Group::Sorted(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Group::Hashed(m) => {
+                let mut v: Vec<_> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                v
+            }
+        }
+    }
+
+    fn after(&self, after: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let lower = match after {
+            Some(a) => Bound::Excluded(a.to_vec()),
+            None => Bound::Unbounded,
+        };
+        match self {
+            Group::Sorted(m) => m
+                .range((lower, Bound::Unbounded))
+                .take(limit)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Group::Hashed(_) => {
+                let all = self.sorted();
+                let start = match after {
+                    Some(a) => all.partition_point(|(k, _)| k.as_slice() <= a),
+                    None => 0,
+                };
+                all.into_iter().skip(start).take(limit).collect()
+            }
+        }
+    }
+}
 
 struct HeapState {
     meta: StateMeta,
     /// Index: key group - range.start.
-    groups: Vec<Group>,
-    /// Registered by a descriptor (not only known from a restore).
-    registered: bool,
+    groups: Vec<Arc<Group>>,
 }
 
 pub struct HeapBackend {
@@ -47,7 +155,7 @@ impl HeapBackend {
         Ok(&self.states[s].groups[(kg - self.range.start) as usize])
     }
 
-    fn group_mut(&mut self, s: StateId, kg: u32) -> StateResult<&mut BTreeMap<Vec<u8>, Vec<u8>>> {
+    fn group_mut(&mut self, s: StateId, kg: u32) -> StateResult<&mut Group> {
         self.check(kg)?;
         let start = self.range.start;
         Ok(Arc::make_mut(
@@ -66,17 +174,13 @@ impl HeapBackend {
         }
     }
 
-    fn insert_state(&mut self, meta: StateMeta, registered: bool) -> StateId {
+    fn insert_state(&mut self, meta: StateMeta) -> StateId {
         let id = self.states.len();
         self.by_name.insert(meta.name.clone(), id);
         let groups = (0..self.range.len())
-            .map(|_| Arc::new(BTreeMap::new()))
+            .map(|_| Arc::new(Group::for_meta(&meta)))
             .collect();
-        self.states.push(HeapState {
-            meta,
-            groups,
-            registered,
-        });
+        self.states.push(HeapState { meta, groups });
         id
     }
 }
@@ -90,18 +194,6 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
-}
-
-fn range_of<'a>(
-    map: &'a BTreeMap<Vec<u8>, Vec<u8>>,
-    prefix: &[u8],
-) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> {
-    use std::ops::Bound;
-    let upper = match prefix_end(prefix) {
-        Some(e) => Bound::Excluded(e),
-        None => Bound::Unbounded,
-    };
-    map.range((Bound::Included(prefix.to_vec()), upper))
 }
 
 impl StateBackend for HeapBackend {
@@ -124,12 +216,12 @@ impl StateBackend for HeapBackend {
                         why,
                     });
                 }
-                // A restored state takes the new TTL settings (Flink does not persist them either).
+                // A restored state takes the new TTL settings (Flink does not persist them either);
+                // whether TTL is on is checked above, so the group kind stays right.
                 self.states[id].meta.ttl = meta.ttl;
-                self.states[id].registered = true;
                 Ok(id)
             }
-            None => Ok(self.insert_state(meta, true)),
+            None => Ok(self.insert_state(meta)),
         }
     }
 
@@ -152,7 +244,7 @@ impl StateBackend for HeapBackend {
 
     fn delete(&mut self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<()> {
         // Avoid copying a shared group just to find nothing to delete.
-        if self.group(s, kg)?.contains_key(ck) {
+        if self.group(s, kg)?.contains(ck) {
             self.group_mut(s, kg)?.remove(ck);
         }
         Ok(())
@@ -164,14 +256,15 @@ impl StateBackend for HeapBackend {
         kg: u32,
         prefix: &[u8],
     ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(range_of(self.group(s, kg)?, prefix)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(self.group(s, kg)?.prefixed(prefix))
     }
 
     fn delete_prefix(&mut self, s: StateId, kg: u32, prefix: &[u8]) -> StateResult<()> {
-        let keys: Vec<Vec<u8>> = range_of(self.group(s, kg)?, prefix)
-            .map(|(k, _)| k.clone())
+        let keys: Vec<Vec<u8>> = self
+            .group(s, kg)?
+            .prefixed(prefix)
+            .into_iter()
+            .map(|(k, _)| k)
             .collect();
         if !keys.is_empty() {
             let g = self.group_mut(s, kg)?;
@@ -189,23 +282,14 @@ impl StateBackend for HeapBackend {
         after: Option<&[u8]>,
         limit: usize,
     ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        use std::ops::Bound;
-        let lower = match after {
-            Some(a) => Bound::Excluded(a.to_vec()),
-            None => Bound::Unbounded,
-        };
-        let g = self.group(s, kg)?;
-        Ok(g.range((lower, Bound::Unbounded))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(self.group(s, kg)?.after(after, limit))
     }
 
     fn entries(&self, s: StateId) -> StateResult<Vec<Entry>> {
         let mut out = Vec::new();
         for (i, g) in self.states[s].groups.iter().enumerate() {
             let kg = self.range.start + i as u32;
-            out.extend(g.iter().map(|(k, v)| (kg, k.clone(), v.clone())));
+            out.extend(g.sorted().into_iter().map(|(k, v)| (kg, k, v)));
         }
         Ok(out)
     }
@@ -238,7 +322,7 @@ impl StateBackend for HeapBackend {
                     format!("handles disagree on state {:?}: {why}", meta.name),
                 )),
             },
-            None => Ok(self.insert_state(meta, false)),
+            None => Ok(self.insert_state(meta)),
         }
     }
 }
@@ -246,7 +330,7 @@ impl StateBackend for HeapBackend {
 struct HeapView {
     range: KeyGroupRange,
     max_parallelism: u32,
-    states: Vec<(StateMeta, Vec<Group>)>,
+    states: Vec<(StateMeta, Vec<Arc<Group>>)>,
 }
 
 impl SnapshotView for HeapView {
@@ -260,7 +344,6 @@ impl SnapshotView for HeapView {
         self.max_parallelism
     }
     fn key_group_entries(&self, s: StateId, kg: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let g = &self.states[s].1[(kg - self.range.start) as usize];
-        g.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.states[s].1[(kg - self.range.start) as usize].sorted()
     }
 }
