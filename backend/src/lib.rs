@@ -12,6 +12,7 @@ pub mod conformance;
 pub mod error;
 pub mod heap;
 pub mod keygroup;
+pub mod rocks;
 pub mod serializer;
 pub mod snapshot;
 pub mod states;
@@ -24,6 +25,7 @@ pub use backend::{StateBackend, StateKind, StateMeta};
 pub use error::{StateError, StateResult};
 pub use heap::HeapBackend;
 pub use keygroup::KeyGroupRange;
+pub use rocks::RocksBackend;
 pub use states::{
     Aggregate, AggregatingState, Keyed, ListState, MapState, ReducingState, ValueState,
 };
