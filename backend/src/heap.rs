@@ -22,14 +22,19 @@ use crate::keygroup::KeyGroupRange;
 
 #[derive(Clone)]
 enum Group {
+    /// Map states without TTL: (key, namespace) prefix -> user key -> value. A point access is a
+    /// hash lookup plus a search among one key's entries, not a search of the whole key group.
+    TwoLevel(FxHashMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>),
     Sorted(BTreeMap<Vec<u8>, Vec<u8>>),
     Hashed(FxHashMap<Vec<u8>, Vec<u8>>),
 }
 
 impl Group {
     fn for_meta(meta: &StateMeta) -> Group {
-        if meta.kind == StateKind::Map || meta.ttl.is_some() {
+        if meta.ttl.is_some() {
             Group::Sorted(BTreeMap::new())
+        } else if meta.kind == StateKind::Map {
+            Group::TwoLevel(FxHashMap::default())
         } else {
             Group::Hashed(FxHashMap::default())
         }
@@ -37,6 +42,10 @@ impl Group {
 
     fn get(&self, k: &[u8]) -> Option<&Vec<u8>> {
         match self {
+            Group::TwoLevel(m) => {
+                let (p, uk) = split_prefix(k);
+                m.get(p)?.get(uk)
+            }
             Group::Sorted(m) => m.get(k),
             Group::Hashed(m) => m.get(k),
         }
@@ -48,6 +57,17 @@ impl Group {
 
     fn insert(&mut self, k: Vec<u8>, v: Vec<u8>) {
         match self {
+            Group::TwoLevel(m) => {
+                let (p, uk) = split_prefix(&k);
+                match m.get_mut(p) {
+                    Some(inner) => {
+                        inner.insert(uk.to_vec(), v);
+                    }
+                    None => {
+                        m.insert(p.to_vec(), BTreeMap::from([(uk.to_vec(), v)]));
+                    }
+                }
+            }
             Group::Sorted(m) => {
                 m.insert(k, v);
             }
@@ -59,6 +79,15 @@ impl Group {
 
     fn remove(&mut self, k: &[u8]) {
         match self {
+            Group::TwoLevel(m) => {
+                let (p, uk) = split_prefix(k);
+                if let Some(inner) = m.get_mut(p) {
+                    inner.remove(uk);
+                    if inner.is_empty() {
+                        m.remove(p);
+                    }
+                }
+            }
             Group::Sorted(m) => {
                 m.remove(k);
             }
@@ -71,6 +100,23 @@ impl Group {
     /// Entries whose key starts with `prefix`, in key order.
     fn prefixed(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         match self {
+            Group::TwoLevel(m) => match split_prefix(prefix) {
+                (p, uk) if uk.is_empty() && p.len() == prefix.len() => m
+                    .get(p)
+                    .map(|inner| {
+                        inner
+                            .iter()
+                            .map(|(uk, v)| ([p, uk.as_slice()].concat(), v.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                // Any other prefix: filter the ordered whole.
+                _ => self
+                    .sorted()
+                    .into_iter()
+                    .filter(|(k, _)| k.starts_with(prefix))
+                    .collect(),
+            },
             Group::Sorted(m) => {
                 let upper = match prefix_end(prefix) {
                     Some(e) => Bound::Excluded(e),
@@ -91,6 +137,18 @@ impl Group {
     /// Every entry, in key order.
     fn sorted(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         match self {
+            // Prefixes are prefix-free, so ordering by prefix, then user key, is composite-key order.
+            Group::TwoLevel(m) => {
+                let mut prefixes: Vec<&Vec<u8>> = m.keys().collect();
+                prefixes.sort_unstable();
+                prefixes
+                    .into_iter()
+                    .flat_map(|p| {
+                        m[p].iter()
+                            .map(move |(uk, v)| ([p.as_slice(), uk.as_slice()].concat(), v.clone()))
+                    })
+                    .collect()
+            }
             Group::Sorted(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             Group::Hashed(m) => {
                 let mut v: Vec<_> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -111,7 +169,7 @@ impl Group {
                 .take(limit)
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            Group::Hashed(_) => {
+            Group::Hashed(_) | Group::TwoLevel(_) => {
                 let all = self.sorted();
                 let start = match after {
                     Some(a) => all.partition_point(|(k, _)| k.as_slice() <= a),
@@ -182,6 +240,15 @@ impl HeapBackend {
             .collect();
         self.states.push(HeapState { meta, groups });
         id
+    }
+}
+
+/// Splits a composite key into its (key, namespace) prefix and the user key. A key that is not a
+/// composite key (never produced by the State API) is all prefix.
+fn split_prefix(ck: &[u8]) -> (&[u8], &[u8]) {
+    match crate::backend::split_composite(ck) {
+        Some((k, ns, _)) => ck.split_at(8 + k.len() + ns.len()),
+        None => (ck, &[]),
     }
 }
 

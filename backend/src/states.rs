@@ -621,8 +621,14 @@ impl<UK, V> MapState<UK, V> {
         let (kg, prefix) = self.inner.ck(kb, &[])?;
         let raw = kb.backend.scan_prefix(self.inner.id, kg, &prefix)?;
         let mut out = Vec::with_capacity(raw.len());
-        for (ck, _) in raw {
-            if let Some(v) = self.inner.read(kb, kg, &ck)? {
+        for (ck, raw_v) in raw {
+            // Without TTL the scanned value is the value; with TTL, read applies expiry and refresh.
+            let value = if self.inner.ttl.is_none() {
+                Some(raw_v)
+            } else {
+                self.inner.read(kb, kg, &ck)?
+            };
+            if let Some(v) = value {
                 let ukb = &ck[prefix.len()..];
                 let uk = self
                     .uk
