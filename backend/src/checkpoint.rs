@@ -140,6 +140,10 @@ impl CheckpointStorage {
         &self.registry
     }
 
+    pub fn remote(&self) -> &Arc<dyn RemoteStore> {
+        &self.remote
+    }
+
     fn metadata_key(&self, id: u64) -> String {
         format!("{}/chk-{id}/_metadata", self.job)
     }
@@ -293,6 +297,34 @@ impl CheckpointStorage {
 }
 
 impl PendingCheckpoint<'_> {
+    pub fn registry(&self) -> &SharedStateRegistry {
+        &self.storage.registry
+    }
+
+    fn new_key(&self, shared: bool) -> String {
+        let area = if shared { "shared" } else { "taskowned" };
+        format!("{}/{area}/{}", self.storage.job, uuid_v4())
+    }
+
+    /// Uploads a file to `shared/` or `taskowned/`; an aborted checkpoint deletes it again.
+    pub fn upload_file(&mut self, shared: bool, path: &std::path::Path) -> StateResult<String> {
+        let key = self.new_key(shared);
+        self.uploaded.push(key.clone());
+        self.storage.remote.put_file(&key, path)?;
+        Ok(key)
+    }
+
+    pub fn upload_bytes(&mut self, shared: bool, bytes: Vec<u8>) -> StateResult<String> {
+        let key = self.new_key(shared);
+        self.uploaded.push(key.clone());
+        self.storage.remote.put(&key, Bytes::from(bytes))?;
+        Ok(key)
+    }
+
+    pub fn add_subtask(&mut self, state: SubtaskState) {
+        self.subtasks.push(state);
+    }
+
     /// Uploads a full snapshot of `backend` (its whole key-group range) as task-owned state.
     pub fn add_backend(&mut self, backend: &dyn StateBackend, now_ms: u64) -> StateResult<()> {
         let bytes = snapshot::write(backend.snapshot_view().as_ref(), now_ms);

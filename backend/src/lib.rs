@@ -13,6 +13,7 @@ pub mod error;
 pub mod heap;
 pub mod keygroup;
 pub mod rocks;
+pub mod rocks_checkpoint;
 pub mod serializer;
 pub mod snapshot;
 pub mod states;

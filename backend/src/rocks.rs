@@ -26,6 +26,9 @@ pub struct RocksBackend {
     by_name: HashMap<String, StateId>,
     /// Removes the database directory on drop (temporary backends).
     _temp: Option<tempfile::TempDir>,
+    /// SST file name -> its object in `shared/`, from earlier checkpoints (reused only when the
+    /// shared-state registry confirms a completed checkpoint holds it).
+    uploaded: HashMap<String, String>,
 }
 
 fn cf_name(state: &str) -> String {
@@ -67,6 +70,7 @@ impl RocksBackend {
             states: Vec::new(),
             by_name: HashMap::new(),
             _temp: None,
+            uploaded: HashMap::new(),
         })
     }
 
@@ -81,6 +85,38 @@ impl RocksBackend {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// Flushes every memtable and compacts every state's column family fully.
+    pub fn compact_all(&self) -> StateResult<()> {
+        for m in &self.states {
+            let cf = self.db.cf_handle(&cf_name(&m.name)).expect("registered");
+            self.db.flush_cf(cf).map_err(rocks_err)?;
+            self.db.compact_range_cf::<&[u8], &[u8]>(cf, None, None);
+        }
+        Ok(())
+    }
+
+    /// Flushes every state's memtable.
+    pub fn flush(&self) -> StateResult<()> {
+        for m in &self.states {
+            self.db
+                .flush_cf(self.db.cf_handle(&cf_name(&m.name)).expect("registered"))
+                .map_err(rocks_err)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn uploaded_ssts(&self) -> &HashMap<String, String> {
+        &self.uploaded
+    }
+
+    pub(crate) fn uploaded_ssts_mut(&mut self) -> &mut HashMap<String, String> {
+        &mut self.uploaded
     }
 
     fn cf(&self, s: StateId) -> &rocksdb::ColumnFamily {

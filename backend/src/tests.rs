@@ -339,3 +339,158 @@ fn writers_go_on_while_a_snapshot_is_written() {
         );
     }
 }
+
+mod rocks_incremental {
+    use std::sync::Arc;
+
+    use statefs::store::{ObjectStoreRemote, RemoteStore};
+
+    use crate::RocksBackend;
+    use crate::checkpoint::CheckpointStorage;
+    use crate::keygroup::KeyGroupRange;
+    use crate::states::Keyed;
+
+    fn remote() -> (Arc<dyn RemoteStore>, Arc<tokio::runtime::Runtime>) {
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+        (Arc::new(ObjectStoreRemote::in_memory(rt.clone())), rt)
+    }
+
+    fn write(kb: &mut Keyed<String, RocksBackend>, from: u32, to: u32, round: u32) {
+        let v = kb.value_state::<u32>("v", None).unwrap();
+        for i in from..to {
+            kb.set_current_key(&format!("k{i}")).unwrap();
+            v.update(kb, &(i + round)).unwrap();
+        }
+        kb.backend().flush().unwrap();
+    }
+
+    fn check(kb: &mut Keyed<String, RocksBackend>, n: u32, round: u32) {
+        let v = kb.value_state::<u32>("v", None).unwrap();
+        let mut seen = 0;
+        for i in 0..n {
+            if kb.set_current_key(&format!("k{i}")).is_ok() {
+                assert_eq!(v.value(kb).unwrap(), Some(i + round), "k{i}");
+                seen += 1;
+            }
+        }
+        assert!(seen > 0);
+    }
+
+    #[test]
+    fn uploads_only_new_ssts_and_restores_and_rescales() {
+        let (r, _rt) = remote();
+        let mut storage = CheckpointStorage::open(r.clone(), "job", 2).unwrap();
+        let mut kb: Keyed<String, RocksBackend> =
+            Keyed::new(RocksBackend::temporary(KeyGroupRange::all(128), 128).unwrap());
+        write(&mut kb, 0, 2000, 1);
+        let mut p = storage.begin(1, 128);
+        let s1 = kb.backend_mut().checkpoint_into(&mut p, false).unwrap();
+        p.complete().unwrap();
+        assert!(s1.sst_bytes_uploaded > 0 && s1.sst_files_uploaded == s1.sst_files);
+
+        // No writes: the next checkpoint uploads no SST byte.
+        let mut p = storage.begin(2, 128);
+        let s2 = kb.backend_mut().checkpoint_into(&mut p, false).unwrap();
+        p.complete().unwrap();
+        assert_eq!(
+            (s2.sst_bytes_uploaded, s2.sst_files_uploaded),
+            (0, 0),
+            "{s2:?}"
+        );
+        assert!(
+            s2.misc_bytes_uploaded > 0,
+            "MANIFEST, CURRENT, OPTIONS every time"
+        );
+
+        // New data and a compaction: only the new SSTs are uploaded.
+        write(&mut kb, 2000, 4000, 1);
+        kb.backend().compact_all().unwrap();
+        let mut p = storage.begin(3, 128);
+        let s3 = kb.backend_mut().checkpoint_into(&mut p, false).unwrap();
+        let dropped = p.complete().unwrap();
+        assert_eq!(dropped, vec![1]);
+        assert!(s3.sst_files_uploaded >= 1 && s3.sst_files_uploaded <= s3.sst_files);
+
+        // Full mode uploads everything.
+        let mut p = storage.begin(4, 128);
+        let s4 = kb.backend_mut().checkpoint_into(&mut p, true).unwrap();
+        p.abort().unwrap();
+        assert_eq!(s4.sst_files_uploaded, s4.sst_files);
+
+        // Restore exactly, and rescale 1 -> 2.
+        let c = storage.latest().unwrap().unwrap();
+        assert_eq!(c.id, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let mut same: Keyed<String, RocksBackend> = Keyed::new(
+            RocksBackend::restore_incremental(
+                &storage,
+                &c,
+                KeyGroupRange::all(128),
+                &dir.path().join("a"),
+            )
+            .unwrap(),
+        );
+        check(&mut same, 4000, 1);
+        for i in 0..2 {
+            let range = KeyGroupRange::for_operator(128, 2, i);
+            let mut half: Keyed<String, RocksBackend> = Keyed::new(
+                RocksBackend::restore_incremental(
+                    &storage,
+                    &c,
+                    range,
+                    &dir.path().join(format!("h{i}")),
+                )
+                .unwrap(),
+            );
+            check(&mut half, 4000, 1);
+            let n: usize = half.keys("v").unwrap().len();
+            assert!(n > 1000 && n < 3000, "{n}");
+        }
+    }
+
+    #[test]
+    fn dropped_checkpoints_free_exactly_their_files() {
+        let (r, _rt) = remote();
+        let mut storage = CheckpointStorage::open(r.clone(), "job", 1).unwrap();
+        let mut kb: Keyed<String, RocksBackend> =
+            Keyed::new(RocksBackend::temporary(KeyGroupRange::all(128), 128).unwrap());
+        write(&mut kb, 0, 1000, 0);
+        let mut p = storage.begin(1, 128);
+        kb.backend_mut().checkpoint_into(&mut p, false).unwrap();
+        p.complete().unwrap();
+        let first: std::collections::BTreeSet<String> = r
+            .list("job/shared/")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        write(&mut kb, 1000, 2000, 0);
+        kb.backend().compact_all().unwrap();
+        let mut p = storage.begin(2, 128);
+        kb.backend_mut().checkpoint_into(&mut p, false).unwrap();
+        p.complete().unwrap();
+        let c2 = storage.load(2).unwrap();
+        let live: std::collections::BTreeSet<String> =
+            c2.subtasks.iter().flat_map(|t| t.shared.clone()).collect();
+        let now: std::collections::BTreeSet<String> = r
+            .list("job/shared/")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(
+            now, live,
+            "shared files are exactly those the retained checkpoint references"
+        );
+        assert!(
+            first.difference(&live).count() > 0,
+            "compaction made some of the first SSTs obsolete, and they are gone"
+        );
+    }
+}

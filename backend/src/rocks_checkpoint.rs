@@ -1,0 +1,230 @@
+//! Incremental checkpoints of the RocksDB backend, Flink's scheme.
+//!
+//! RocksDB's Checkpoint API makes a consistent directory of hard links. Its SST files are immutable
+//! and uniquely named within a database, so an SST uploaded to `shared/` by a *completed* checkpoint
+//! is referenced again instead of uploaded (the shared-state registry confirms it); new SSTs go to
+//! `shared/<uuid>`. MANIFEST, CURRENT and OPTIONS are uploaded every time, as task-owned files. A
+//! small JSON manifest (also task-owned) lists every file and the backend's state metadata; it is the
+//! subtask's entry in the checkpoint's `_metadata`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{StateBackend, StateMeta};
+use crate::checkpoint::{CheckpointStorage, CompletedCheckpoint, PendingCheckpoint, SubtaskState};
+use crate::error::{StateError, StateResult};
+use crate::keygroup::KeyGroupRange;
+use crate::rocks::RocksBackend;
+
+const FORMAT: &str = "statefs-rocksdb-incremental";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbFile {
+    pub name: String,
+    pub key: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbManifest {
+    pub format: String,
+    pub version: u32,
+    pub range: KeyGroupRange,
+    pub max_parallelism: u32,
+    pub states: Vec<StateMeta>,
+    pub files: Vec<DbFile>,
+}
+
+/// What one checkpoint of one backend cost.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointStats {
+    pub sst_files: usize,
+    pub sst_files_uploaded: usize,
+    pub sst_bytes_uploaded: u64,
+    pub misc_bytes_uploaded: u64,
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> StateError + '_ {
+    move |e| StateError::Invalid(format!("{what}: {e}"))
+}
+
+impl RocksBackend {
+    /// Adds this backend's state to `pending`. `full`: upload every SST (Flink's full mode).
+    pub fn checkpoint_into(
+        &mut self,
+        pending: &mut PendingCheckpoint<'_>,
+        full: bool,
+    ) -> StateResult<CheckpointStats> {
+        let tmp = tempfile::tempdir().map_err(io("checkpoint scratch dir"))?;
+        let dir = tmp.path().join("chk");
+        rocksdb::checkpoint::Checkpoint::new(self.db())
+            .and_then(|c| c.create_checkpoint(&dir))
+            .map_err(|e| StateError::Invalid(format!("rocksdb checkpoint: {e}")))?;
+        let mut stats = CheckpointStats::default();
+        let mut files = Vec::new();
+        let mut shared = Vec::new();
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(io("checkpoint dir"))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(io("checkpoint dir"))?;
+        names.sort();
+        for name in names {
+            let name = name.to_string_lossy().into_owned();
+            let path = dir.join(&name);
+            let size = std::fs::metadata(&path)
+                .map_err(io("checkpoint file"))?
+                .len();
+            if name.ends_with(".sst") {
+                stats.sst_files += 1;
+                let reuse = (!full)
+                    .then(|| self.uploaded_ssts().get(&name).cloned())
+                    .flatten()
+                    .filter(|key| pending.registry().reusable(key));
+                let key = match reuse {
+                    Some(key) => key,
+                    None => {
+                        let key = pending.upload_file(true, &path)?;
+                        stats.sst_files_uploaded += 1;
+                        stats.sst_bytes_uploaded += size;
+                        self.uploaded_ssts_mut().insert(name.clone(), key.clone());
+                        key
+                    }
+                };
+                shared.push(key.clone());
+                files.push(DbFile { name, key, size });
+            } else {
+                let key = pending.upload_file(false, &path)?;
+                stats.misc_bytes_uploaded += size;
+                files.push(DbFile { name, key, size });
+            }
+        }
+        let manifest = DbManifest {
+            format: FORMAT.into(),
+            version: 1,
+            range: self.key_group_range(),
+            max_parallelism: self.max_parallelism(),
+            states: self.states(),
+            files,
+        };
+        let bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
+        let size = bytes.len() as u64;
+        let file = pending.upload_bytes(false, bytes)?;
+        pending.add_subtask(SubtaskState {
+            range: self.key_group_range(),
+            file,
+            size,
+            shared,
+        });
+        Ok(stats)
+    }
+
+    /// Restores key groups `range` from an incremental checkpoint into a new database at `dir`.
+    /// One handle covering exactly `range` is downloaded and opened as is; otherwise every
+    /// overlapping handle is opened aside and its in-range entries copied (rescaling).
+    pub fn restore_incremental(
+        storage: &CheckpointStorage,
+        c: &CompletedCheckpoint,
+        range: KeyGroupRange,
+        dir: &Path,
+    ) -> StateResult<RocksBackend> {
+        let handles: Vec<&SubtaskState> = c
+            .subtasks
+            .iter()
+            .filter(|t| t.range.intersect(&range).is_some())
+            .collect();
+        if let [only] = handles.as_slice() {
+            if only.range == range {
+                let m = load_manifest(storage, only)?;
+                download(storage, &m, dir)?;
+                let mut b = RocksBackend::open(dir, range, c.max_parallelism)?;
+                for s in m.states {
+                    b.adopt(s)?;
+                }
+                return Ok(b);
+            }
+        }
+        let mut target = RocksBackend::open(dir, range, c.max_parallelism)?;
+        for h in handles {
+            let m = load_manifest(storage, h)?;
+            let tmp = tempfile::tempdir().map_err(io("restore scratch dir"))?;
+            download(storage, &m, tmp.path())?;
+            let mut source = RocksBackend::open(tmp.path(), m.range, m.max_parallelism)?;
+            for (i, meta) in m.states.iter().enumerate() {
+                source.adopt(meta.clone())?;
+                let id = target.adopt(meta.clone())?;
+                let entries: Vec<_> = source
+                    .entries(i)?
+                    .into_iter()
+                    .filter(|(kg, _, _)| range.contains(*kg))
+                    .collect();
+                target.load(id, entries)?;
+            }
+        }
+        Ok(target)
+    }
+}
+
+fn load_manifest(storage: &CheckpointStorage, h: &SubtaskState) -> StateResult<DbManifest> {
+    let bytes = storage.remote().get(&h.file).map_err(|e| match e {
+        statefs::store::StoreError::NotFound { key } => {
+            StateError::corrupt("checkpoint", format!("file {key} is missing"))
+        }
+        e => e.into(),
+    })?;
+    let m: DbManifest = serde_json::from_slice(&bytes)
+        .map_err(|e| StateError::corrupt(format!("rocksdb manifest {}", h.file), e.to_string()))?;
+    if m.format != FORMAT || m.version != 1 || m.range != h.range {
+        return Err(StateError::corrupt(
+            format!("rocksdb manifest {}", h.file),
+            "another format, version or key-group range",
+        ));
+    }
+    for f in &m.files {
+        if f.name.contains('/') || f.name == ".." || f.name.is_empty() {
+            return Err(StateError::corrupt(
+                format!("rocksdb manifest {}", h.file),
+                format!("bad file name {:?}", f.name),
+            ));
+        }
+    }
+    Ok(m)
+}
+
+fn download(storage: &CheckpointStorage, m: &DbManifest, dir: &Path) -> StateResult<()> {
+    std::fs::create_dir_all(dir).map_err(io("restore dir"))?;
+    for f in &m.files {
+        let bytes = storage.remote().get(&f.key).map_err(|e| match e {
+            statefs::store::StoreError::NotFound { key } => {
+                StateError::corrupt("checkpoint", format!("file {key} is missing"))
+            }
+            e => e.into(),
+        })?;
+        if bytes.len() as u64 != f.size {
+            return Err(StateError::corrupt(
+                "checkpoint",
+                format!(
+                    "file {} has {} bytes, the manifest says {}",
+                    f.key,
+                    bytes.len(),
+                    f.size
+                ),
+            ));
+        }
+        std::fs::write(dir.join(&f.name), &bytes).map_err(io("restore file"))?;
+    }
+    Ok(())
+}
+
+/// For tests and tools: how the SSTs of a checkpoint are shared.
+pub fn shared_files(c: &CompletedCheckpoint) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for t in &c.subtasks {
+        for f in &t.shared {
+            *m.entry(f.clone()).or_insert(0) += 1;
+        }
+    }
+    m
+}
