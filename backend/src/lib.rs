@@ -10,6 +10,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod conformance;
 pub mod error;
+pub mod forst;
 pub mod heap;
 pub mod keygroup;
 pub mod rocks;
@@ -24,6 +25,7 @@ mod tests;
 
 pub use backend::{StateBackend, StateKind, StateMeta};
 pub use error::{StateError, StateResult};
+pub use forst::ForstBackend;
 pub use heap::HeapBackend;
 pub use keygroup::KeyGroupRange;
 pub use rocks::RocksBackend;

@@ -1,0 +1,191 @@
+//! ForSt mode: the RocksDB backend with its database directory on a statefs mount, so its SST files
+//! live in the object store and a checkpoint copies no SST byte.
+//!
+//! Checkpoint = RocksDB's Checkpoint API on the mount (hard links: metadata only) plus a statefs
+//! publish of that directory; the checkpoint handle is the statefs checkpoint id. Restore = a statefs
+//! mount restored from that id (lazy: SSTs are fetched on first read) and RocksDB opened on it.
+//! Ownership stays unambiguous: the mount deletes only objects no checkpoint names; statefs GC
+//! deletes the rest.
+
+use std::path::{Path, PathBuf};
+
+use statefs::config::RestoreFrom;
+use statefs::{MountConfig, MountHandle};
+
+use crate::backend::{Entry, SnapshotView, StateBackend, StateId, StateMeta};
+use crate::error::{StateError, StateResult};
+use crate::keygroup::KeyGroupRange;
+use crate::rocks::RocksBackend;
+
+const STATES_FILE: &str = "STATEFS-STATES.json";
+
+/// A RocksDB backend on a statefs mount. Field order matters: the database closes before the
+/// mount goes away.
+pub struct ForstBackend {
+    rocks: RocksBackend,
+    mount: MountHandle,
+    db_dir: PathBuf,
+    /// Dropped last: e.g. the temporary directories a test mounted from.
+    _keep: Option<Box<dyn std::any::Any + Send>>,
+}
+
+fn fs_err(what: &str, e: impl std::fmt::Display) -> StateError {
+    StateError::Invalid(format!("{what}: {e}"))
+}
+
+impl ForstBackend {
+    /// Mounts statefs with `config` on `mountpoint` and opens the database in `<mountpoint>/db`.
+    pub fn open(
+        config: &MountConfig,
+        mountpoint: &Path,
+        range: KeyGroupRange,
+        max_parallelism: u32,
+    ) -> StateResult<Self> {
+        let mount =
+            MountHandle::mount(config, mountpoint).map_err(|e| fs_err("statefs mount", e))?;
+        let db_dir = mount.mountpoint().join("db");
+        let rocks = RocksBackend::open(&db_dir, range, max_parallelism)?;
+        Ok(ForstBackend {
+            rocks,
+            mount,
+            db_dir,
+            _keep: None,
+        })
+    }
+
+    /// Mounts `config` restored from statefs checkpoint `id` (a fresh local dir) and opens the
+    /// database found there, with the state metadata the checkpoint recorded.
+    pub fn restore(
+        config: &MountConfig,
+        mountpoint: &Path,
+        id: &str,
+        range: KeyGroupRange,
+        max_parallelism: u32,
+    ) -> StateResult<Self> {
+        let mut c = config.clone();
+        c.restore = Some(RestoreFrom {
+            id: id.to_string(),
+            claim: false,
+        });
+        let mount = MountHandle::mount(&c, mountpoint).map_err(|e| fs_err("statefs restore", e))?;
+        let db_dir = mount.mountpoint().to_path_buf();
+        let states: Vec<StateMeta> = std::fs::read(db_dir.join(STATES_FILE))
+            .map_err(|e| fs_err("checkpoint state metadata", e))
+            .and_then(|b| {
+                serde_json::from_slice(&b)
+                    .map_err(|e| StateError::corrupt("forst checkpoint", e.to_string()))
+            })?;
+        let mut rocks = RocksBackend::open(&db_dir, range, max_parallelism)?;
+        for s in states {
+            rocks.adopt(s)?;
+        }
+        Ok(ForstBackend {
+            rocks,
+            mount,
+            db_dir,
+            _keep: None,
+        })
+    }
+
+    /// Keeps `guard` alive until after the database is closed and the mount is gone.
+    pub fn keeping(mut self, guard: Box<dyn std::any::Any + Send>) -> Self {
+        self._keep = Some(guard);
+        self
+    }
+
+    pub fn mount(&self) -> &MountHandle {
+        &self.mount
+    }
+
+    pub fn rocks(&self) -> &RocksBackend {
+        &self.rocks
+    }
+
+    /// Publishes a checkpoint: no SST byte is copied. Returns the statefs checkpoint id.
+    pub fn checkpoint(&mut self, retained: usize) -> StateResult<String> {
+        self.rocks.flush()?;
+        let dir = self
+            .mount
+            .mountpoint()
+            .join(format!("chk-{}", uuid::Uuid::new_v4().simple()));
+        rocksdb::checkpoint::Checkpoint::new(self.rocks.db())
+            .and_then(|c| c.create_checkpoint(&dir))
+            .map_err(|e| fs_err("rocksdb checkpoint", e))?;
+        let states = serde_json::to_vec(&self.rocks.states()).expect("state metadata serializes");
+        std::fs::write(dir.join(STATES_FILE), states).map_err(|e| fs_err("state metadata", e))?;
+        let published = self
+            .mount
+            .checkpoint(&dir, retained)
+            .map_err(|e| fs_err("statefs checkpoint", e));
+        // The directory was only names (hard links and small copies); the published checkpoint
+        // holds what it needs.
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(published?.id)
+    }
+
+    pub fn db_dir(&self) -> &Path {
+        &self.db_dir
+    }
+}
+
+impl StateBackend for ForstBackend {
+    fn name(&self) -> &'static str {
+        "forst"
+    }
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.rocks.key_group_range()
+    }
+    fn max_parallelism(&self) -> u32 {
+        self.rocks.max_parallelism()
+    }
+    fn register(&mut self, meta: StateMeta) -> StateResult<StateId> {
+        self.rocks.register(meta)
+    }
+    fn meta(&self, id: StateId) -> &StateMeta {
+        self.rocks.meta(id)
+    }
+    fn states(&self) -> Vec<StateMeta> {
+        self.rocks.states()
+    }
+    fn get(&self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<Option<Vec<u8>>> {
+        self.rocks.get(s, kg, ck)
+    }
+    fn put(&mut self, s: StateId, kg: u32, ck: Vec<u8>, value: Vec<u8>) -> StateResult<()> {
+        self.rocks.put(s, kg, ck, value)
+    }
+    fn delete(&mut self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<()> {
+        self.rocks.delete(s, kg, ck)
+    }
+    fn scan_prefix(
+        &self,
+        s: StateId,
+        kg: u32,
+        prefix: &[u8],
+    ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.rocks.scan_prefix(s, kg, prefix)
+    }
+    fn delete_prefix(&mut self, s: StateId, kg: u32, prefix: &[u8]) -> StateResult<()> {
+        self.rocks.delete_prefix(s, kg, prefix)
+    }
+    fn scan_after(
+        &self,
+        s: StateId,
+        kg: u32,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.rocks.scan_after(s, kg, after, limit)
+    }
+    fn entries(&self, s: StateId) -> StateResult<Vec<Entry>> {
+        self.rocks.entries(s)
+    }
+    fn snapshot_view(&self) -> Box<dyn SnapshotView> {
+        self.rocks.snapshot_view()
+    }
+    fn load(&mut self, s: StateId, entries: Vec<Entry>) -> StateResult<()> {
+        self.rocks.load(s, entries)
+    }
+    fn adopt(&mut self, meta: StateMeta) -> StateResult<StateId> {
+        self.rocks.adopt(meta)
+    }
+}

@@ -1,0 +1,107 @@
+//! ForSt mode: the RocksDB backend on a statefs mount.
+
+use statefs_backend::conformance;
+use statefs_backend::keygroup::KeyGroupRange;
+use statefs_backend::snapshot;
+use statefs_backend::states::Keyed;
+use statefs_backend::{ForstBackend, HeapBackend, RocksBackend, StateBackend};
+use statefs_tests::Dirs;
+
+fn forst(range: KeyGroupRange, maxp: u32) -> Box<dyn StateBackend> {
+    let dirs = Dirs::new();
+    let b = ForstBackend::open(&dirs.config(), &dirs.mnt, range, maxp).unwrap();
+    Box::new(b.keeping(Box::new(dirs)))
+}
+
+#[test]
+fn forst_passes_the_conformance_suite_unchanged() {
+    conformance::run_all(&forst);
+}
+
+fn write(kb: &mut Keyed<String, ForstBackend>, n: u32, round: u32) {
+    let v = kb.value_state::<u32>("v", None).unwrap();
+    let m = kb.map_state::<u32, u32>("m", None).unwrap();
+    for i in 0..n {
+        kb.set_current_key(&format!("k{i}")).unwrap();
+        v.update(kb, &(i + round)).unwrap();
+        m.put(kb, &1, &round).unwrap();
+    }
+}
+
+fn check<B: StateBackend>(kb: &mut Keyed<String, B>, n: u32, round: u32) {
+    let v = kb.value_state::<u32>("v", None).unwrap();
+    let m = kb.map_state::<u32, u32>("m", None).unwrap();
+    for i in 0..n {
+        kb.set_current_key(&format!("k{i}")).unwrap();
+        assert_eq!(v.value(kb).unwrap(), Some(i + round), "k{i}");
+        assert_eq!(m.get(kb, &1).unwrap(), Some(round));
+    }
+}
+
+#[test]
+fn forst_checkpoint_copies_no_sst_and_restores_lazily() {
+    let dirs = Dirs::new();
+    let range = KeyGroupRange::all(128);
+    let mut kb = Keyed::new(ForstBackend::open(&dirs.config(), &dirs.mnt, range, 128).unwrap());
+    write(&mut kb, 20_000, 1);
+    kb.backend().rocks().compact_all().unwrap();
+    let before: std::collections::BTreeSet<_> =
+        dirs.remote_objects().into_iter().map(|(k, _)| k).collect();
+    let id = kb.backend_mut().checkpoint(0).unwrap();
+    let after: std::collections::BTreeSet<_> =
+        dirs.remote_objects().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        before, after,
+        "the checkpoint uploaded no SST (the flush before it had nothing to write)"
+    );
+    // The source keeps going.
+    write(&mut kb, 20_000, 2);
+    kb.backend().rocks().compact_all().unwrap();
+
+    let root = dirs.root.path().join("restored");
+    std::fs::create_dir_all(root.join("mnt")).unwrap();
+    let config =
+        statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
+    let restored = ForstBackend::restore(&config, &root.join("mnt"), &id, range, 128).unwrap();
+    let mut rkb = Keyed::new(restored);
+    check(&mut rkb, 20_000, 1);
+    check(&mut kb, 20_000, 2);
+}
+
+#[test]
+fn savepoints_migrate_heap_rocksdb_forst_heap() {
+    let range = KeyGroupRange::all(128);
+    let mut heap: Keyed<String, HeapBackend> = Keyed::new(HeapBackend::new(range, 128));
+    let v = heap.value_state::<u32>("v", None).unwrap();
+    let m = heap.map_state::<u32, u32>("m", None).unwrap();
+    for i in 0..3_000 {
+        heap.set_current_key(&format!("k{i}")).unwrap();
+        v.update(&mut heap, &(i + 7)).unwrap();
+        m.put(&mut heap, &1, &7).unwrap();
+    }
+    let sp = |b: &dyn StateBackend| snapshot::write(b.snapshot_view().as_ref(), 0);
+    let sp1 = sp(heap.backend());
+    let mut rocks = RocksBackend::temporary(range, 128).unwrap();
+    snapshot::restore(
+        &mut rocks,
+        &[(&sp1 as &dyn snapshot::ByteSource, "savepoint".into())],
+    )
+    .unwrap();
+    let sp2 = sp(&rocks);
+    let dirs = Dirs::new();
+    let mut forst = ForstBackend::open(&dirs.config(), &dirs.mnt, range, 128).unwrap();
+    snapshot::restore(
+        &mut forst,
+        &[(&sp2 as &dyn snapshot::ByteSource, "savepoint".into())],
+    )
+    .unwrap();
+    let sp3 = sp(&forst);
+    let mut back: Keyed<String, HeapBackend> = Keyed::new(HeapBackend::new(range, 128));
+    snapshot::restore(
+        back.backend_mut(),
+        &[(&sp3 as &dyn snapshot::ByteSource, "savepoint".into())],
+    )
+    .unwrap();
+    check(&mut back, 3_000, 7);
+    assert_eq!(sp1, sp3, "every backend writes the same canonical bytes");
+}
