@@ -1,0 +1,246 @@
+//! heap vs rocksdb vs forst: state operation throughput, checkpoint cost over a steady update
+//! workload, and restore time to first state access. Runs as root (forst mounts statefs).
+//!
+//!   cargo bench -p statefs-backend --bench backends
+//!   STATE_MB=1024 ROUNDS=5 cargo bench -p statefs-backend --bench backends
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use statefs::store::{MetricsRemote, RemoteMetrics, RemoteSpec, RemoteStore};
+use statefs_backend::checkpoint::CheckpointStorage;
+use statefs_backend::keygroup::KeyGroupRange;
+use statefs_backend::states::Keyed;
+use statefs_backend::{ForstBackend, HeapBackend, RocksBackend, StateBackend};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn measure(budget: Duration, mut op: impl FnMut(u64)) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < budget {
+        for _ in 0..200 {
+            op(n);
+            n += 1;
+        }
+    }
+    n as f64 / start.elapsed().as_secs_f64() / 1000.0
+}
+
+fn ops<B: StateBackend>(kb: &mut Keyed<u64, B>, keys: u64, budget: Duration) -> [f64; 4] {
+    let v = kb.value_state::<u64>("v", None).unwrap();
+    let m = kb.map_state::<u64, u64>("m", None).unwrap();
+    for i in 0..keys {
+        kb.set_current_key(&i).unwrap();
+        v.update(kb, &i).unwrap();
+        m.put(kb, &(i % 10), &i).unwrap();
+    }
+    let key = |i: u64| i.wrapping_mul(2_654_435_761) % keys;
+    [
+        measure(budget, |i| {
+            kb.set_current_key(&key(i)).unwrap();
+            std::hint::black_box(v.value(kb).unwrap());
+        }),
+        measure(budget, |i| {
+            kb.set_current_key(&key(i)).unwrap();
+            v.update(kb, &i).unwrap();
+        }),
+        measure(budget, |i| {
+            kb.set_current_key(&key(i)).unwrap();
+            std::hint::black_box(m.get(kb, &(i % 10)).unwrap());
+        }),
+        measure(budget, |i| {
+            kb.set_current_key(&key(i)).unwrap();
+            m.put(kb, &(i % 10), &i).unwrap();
+        }),
+    ]
+}
+
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let base = std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into());
+        Scratch {
+            dir: tempfile::Builder::new()
+                .prefix("statefs-bench-backends-")
+                .tempdir_in(base)
+                .unwrap(),
+        }
+    }
+    fn path(&self, p: &str) -> std::path::PathBuf {
+        let p = self.dir.path().join(p);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+}
+
+fn forst_config(s: &Scratch, name: &str) -> statefs::MountConfig {
+    statefs::MountConfig::new(
+        format!("file://{}", s.path("remote").display()),
+        s.path(&format!("{name}/local")),
+        s.path(&format!("{name}/cache")),
+    )
+}
+
+fn main() {
+    let keys = env("KEYS", 200_000);
+    let budget = Duration::from_millis(env("BENCH_MS", 1000));
+    let state_mb = env("STATE_MB", 256);
+    let rounds = env("ROUNDS", 3);
+    let range = KeyGroupRange::all(128);
+    let scratch = Scratch::new();
+
+    // 1. Operations.
+    let heap = ops(&mut Keyed::new(HeapBackend::new(range, 128)), keys, budget);
+    let rocks = ops(
+        &mut Keyed::new(RocksBackend::open(&scratch.path("ops-rocks"), range, 128).unwrap()),
+        keys,
+        budget,
+    );
+    let forst = {
+        let b = ForstBackend::open(
+            &forst_config(&scratch, "ops-forst"),
+            &scratch.path("ops-forst/mnt"),
+            range,
+            128,
+        )
+        .unwrap();
+        ops(&mut Keyed::new(b), keys, budget)
+    };
+    println!("state operations, {keys} keys, ops/ms (one thread)");
+    println!("| op | heap | rocksdb | forst | forst / rocksdb |");
+    println!("|---|---|---|---|---|");
+    for (i, name) in ["valueGet", "valueUpdate", "mapGet", "mapPut"]
+        .iter()
+        .enumerate()
+    {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.2}x |",
+            heap[i],
+            rocks[i],
+            forst[i],
+            forst[i] / rocks[i]
+        );
+    }
+
+    // 2. Checkpoints over a steady update workload.
+    let value = vec![7u8; 1000];
+    let n = state_mb * 1024 * 1024 / 1100;
+    fn fill<B: StateBackend>(
+        kb: &mut Keyed<u64, B>,
+        value: &[u8],
+        n: u64,
+        from: u64,
+        to: u64,
+        round: u64,
+    ) {
+        let v = kb.value_state::<Vec<u8>>("blob", None).unwrap();
+        let mut val = value.to_vec();
+        val[0] = round as u8;
+        for i in from..to {
+            kb.set_current_key(&(i.wrapping_mul(2_654_435_761) % n))
+                .unwrap();
+            v.update(kb, &val).unwrap();
+        }
+    }
+    let rt = statefs::mount::runtime().unwrap();
+    let metrics = Arc::new(RemoteMetrics::default());
+    let chk_store = RemoteSpec::parse(&format!("file://{}", scratch.path("chk-store").display()))
+        .unwrap()
+        .open(&Default::default(), rt)
+        .unwrap();
+    let chk_remote: Arc<dyn RemoteStore> = Arc::new(MetricsRemote::new(chk_store, metrics.clone()));
+    let mut storage = CheckpointStorage::open(chk_remote, "bench", 2).unwrap();
+    let mut rkb: Keyed<u64, RocksBackend> =
+        Keyed::new(RocksBackend::open(&scratch.path("chk-rocks"), range, 128).unwrap());
+    let forst_cfg = forst_config(&scratch, "chk-forst");
+    let fb = ForstBackend::open(&forst_cfg, &scratch.path("chk-forst/mnt"), range, 128).unwrap();
+    let forst_metrics = fb.mount().remote_metrics.clone();
+    let mut fkb: Keyed<u64, ForstBackend> = Keyed::new(fb);
+    eprintln!("filling {n} keys x 1 KB into rocksdb and forst");
+    fill(&mut rkb, &value, n, 0, n, 0);
+    fill(&mut fkb, &value, n, 0, n, 0);
+    let mut rows = Vec::new();
+    let mut last_ids = (0u64, String::new());
+    for round in 1..=rounds {
+        let from = (round - 1) * n / 20;
+        fill(&mut rkb, &value, n, from, from + n / 20, round);
+        fill(&mut fkb, &value, n, from, from + n / 20, round);
+        // rocksdb incremental
+        let put0 = metrics.put_bytes.load(Ordering::Relaxed);
+        let t = Instant::now();
+        let mut p = storage.begin(round, 128);
+        rkb.backend_mut().checkpoint_into(&mut p, false).unwrap();
+        p.complete().unwrap();
+        let rocks_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let rocks_bytes = metrics.put_bytes.load(Ordering::Relaxed) - put0;
+        // forst
+        let fput0 = forst_metrics.put_bytes.load(Ordering::Relaxed);
+        let t = Instant::now();
+        let id = fkb.backend_mut().checkpoint(2).unwrap();
+        let forst_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let forst_bytes = forst_metrics.put_bytes.load(Ordering::Relaxed) - fput0;
+        rows.push((round, rocks_ms, rocks_bytes, forst_ms, forst_bytes));
+        last_ids = (round, id);
+    }
+    println!();
+    println!(
+        "checkpoints: {state_mb} MB of state ({n} keys x 1 KB), 5% of keys updated between checkpoints"
+    );
+    println!(
+        "| round | rocksdb incremental ms | rocksdb bytes uploaded | forst ms | forst bytes uploaded | rocksdb / forst time |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (r, rm, rb, fm, fbytes) in rows {
+        println!(
+            "| {r} | {rm:.0} | {rb} | {fm:.0} | {fbytes} | {:.1}x |",
+            rm / fm
+        );
+    }
+
+    // 3. Restore to first state access.
+    let c = storage.load(last_ids.0).unwrap();
+    let t = Instant::now();
+    let restored = RocksBackend::restore_incremental(
+        &storage,
+        &c,
+        range,
+        &scratch.path("restore-rocks").join("db"),
+    )
+    .unwrap();
+    let mut rk: Keyed<u64, RocksBackend> = Keyed::new(restored);
+    let v = rk.value_state::<Vec<u8>>("blob", None).unwrap();
+    rk.set_current_key(&1).unwrap();
+    v.value(&mut rk).unwrap().unwrap();
+    let rocks_restore = t.elapsed();
+    drop(rk);
+    let t = Instant::now();
+    let fr = ForstBackend::restore(
+        &forst_config(&scratch, "restore-forst"),
+        &scratch.path("restore-forst/mnt"),
+        &last_ids.1,
+        range,
+        128,
+    )
+    .unwrap();
+    let mut fk: Keyed<u64, ForstBackend> = Keyed::new(fr);
+    let v = fk.value_state::<Vec<u8>>("blob", None).unwrap();
+    fk.set_current_key(&1).unwrap();
+    v.value(&mut fk).unwrap().unwrap();
+    let forst_restore = t.elapsed();
+    println!();
+    println!(
+        "restore to first state access: rocksdb (download everything) {:.0} ms, forst (lazy) {:.0} ms",
+        rocks_restore.as_secs_f64() * 1000.0,
+        forst_restore.as_secs_f64() * 1000.0
+    );
+}
