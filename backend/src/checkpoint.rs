@@ -314,6 +314,39 @@ impl PendingCheckpoint<'_> {
         Ok(key)
     }
 
+    /// Uploads files with up to `threads` in flight; returns their keys in order.
+    pub fn upload_files(
+        &mut self,
+        shared: bool,
+        paths: &[std::path::PathBuf],
+        threads: usize,
+    ) -> StateResult<Vec<String>> {
+        let keys: Vec<String> = paths.iter().map(|_| self.new_key(shared)).collect();
+        self.uploaded.extend(keys.iter().cloned());
+        let remote = self.storage.remote.as_ref();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failure: std::sync::Mutex<Option<StoreError>> = std::sync::Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..threads.max(1).min(paths.len().max(1)) {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= paths.len() || failure.lock().unwrap().is_some() {
+                            break;
+                        }
+                        if let Err(e) = remote.put_file(&keys[i], &paths[i]) {
+                            failure.lock().unwrap().get_or_insert(e);
+                        }
+                    }
+                });
+            }
+        });
+        match failure.into_inner().unwrap() {
+            Some(e) => Err(e.into()),
+            None => Ok(keys),
+        }
+    }
+
     pub fn upload_bytes(&mut self, shared: bool, bytes: Vec<u8>) -> StateResult<String> {
         let key = self.new_key(shared);
         self.uploaded.push(key.clone());

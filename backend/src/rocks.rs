@@ -101,6 +101,29 @@ impl RocksBackend {
         Ok(())
     }
 
+    /// Deletes the key groups of `had` outside `keep` from every state (DeleteRange).
+    pub(crate) fn clip_to(&self, keep: KeyGroupRange, had: KeyGroupRange) -> StateResult<()> {
+        for m in &self.states {
+            let cf = self.db.cf_handle(&cf_name(&m.name)).expect("registered");
+            if had.start < keep.start {
+                self.db
+                    .delete_range_cf(cf, db_key(had.start, &[]), db_key(keep.start, &[]))
+                    .map_err(rocks_err)?;
+            }
+            if had.end > keep.end {
+                let upper = if had.end + 1 > u16::MAX as u32 {
+                    vec![0xff; 3]
+                } else {
+                    db_key(had.end + 1, &[])
+                };
+                self.db
+                    .delete_range_cf(cf, db_key(keep.end + 1, &[]), upper)
+                    .map_err(rocks_err)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Flushes every state's memtable.
     pub fn flush(&self) -> StateResult<()> {
         for m in &self.states {

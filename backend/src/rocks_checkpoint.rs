@@ -8,7 +8,10 @@
 //! subtask's entry in the checkpoint's `_metadata`.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// SST uploads in flight at once per checkpoint.
+const UPLOAD_THREADS: usize = 4;
 
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +68,7 @@ impl RocksBackend {
         let mut stats = CheckpointStats::default();
         let mut files = Vec::new();
         let mut shared = Vec::new();
+        let mut new_ssts: Vec<(String, PathBuf, u64)> = Vec::new();
         let mut names: Vec<_> = std::fs::read_dir(&dir)
             .map_err(io("checkpoint dir"))?
             .map(|e| e.map(|e| e.file_name()))
@@ -83,24 +87,30 @@ impl RocksBackend {
                     .then(|| self.uploaded_ssts().get(&name).cloned())
                     .flatten()
                     .filter(|key| pending.registry().reusable(key));
-                let key = match reuse {
-                    Some(key) => key,
-                    None => {
-                        let key = pending.upload_file(true, &path)?;
-                        stats.sst_files_uploaded += 1;
-                        stats.sst_bytes_uploaded += size;
-                        self.uploaded_ssts_mut().insert(name.clone(), key.clone());
-                        key
+                match reuse {
+                    Some(key) => {
+                        shared.push(key.clone());
+                        files.push(DbFile { name, key, size });
                     }
-                };
-                shared.push(key.clone());
-                files.push(DbFile { name, key, size });
+                    None => new_ssts.push((name, path, size)),
+                }
             } else {
                 let key = pending.upload_file(false, &path)?;
                 stats.misc_bytes_uploaded += size;
                 files.push(DbFile { name, key, size });
             }
         }
+        // New SSTs are uploaded in parallel.
+        let paths: Vec<PathBuf> = new_ssts.iter().map(|(_, p, _)| p.clone()).collect();
+        let keys = pending.upload_files(true, &paths, UPLOAD_THREADS)?;
+        for ((name, _, size), key) in new_ssts.into_iter().zip(keys) {
+            stats.sst_files_uploaded += 1;
+            stats.sst_bytes_uploaded += size;
+            self.uploaded_ssts_mut().insert(name.clone(), key.clone());
+            shared.push(key.clone());
+            files.push(DbFile { name, key, size });
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
         let manifest = DbManifest {
             format: FORMAT.into(),
             version: 1,
@@ -136,13 +146,16 @@ impl RocksBackend {
             .filter(|t| t.range.intersect(&range).is_some())
             .collect();
         if let [only] = handles.as_slice() {
-            if only.range == range {
+            if only.range.intersect(&range) == Some(range) {
+                // One handle covers the range: download, open, and clip what lies outside with
+                // DeleteRange (Flink's clipDBWithKeyGroupRange).
                 let m = load_manifest(storage, only)?;
                 download(storage, &m, dir)?;
                 let mut b = RocksBackend::open(dir, range, c.max_parallelism)?;
                 for s in m.states {
                     b.adopt(s)?;
                 }
+                b.clip_to(range, only.range)?;
                 return Ok(b);
             }
         }

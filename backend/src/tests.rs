@@ -451,6 +451,10 @@ mod rocks_incremental {
             check(&mut half, 4000, 1);
             let n: usize = half.keys("v").unwrap().len();
             assert!(n > 1000 && n < 3000, "{n}");
+            // Clipped physically, not just hidden: the column family holds only this range.
+            let db = half.backend().db();
+            let raw = db.iterator_cf(db.cf_handle("state-v").unwrap(), rocksdb::IteratorMode::Start).count();
+            assert_eq!(raw, n, "entries outside the range were deleted");
         }
     }
 
