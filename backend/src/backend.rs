@@ -102,6 +102,13 @@ pub trait StateBackend: Send {
     fn get(&self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<Option<Vec<u8>>>;
     fn put(&mut self, s: StateId, kg: u32, ck: Vec<u8>, value: Vec<u8>) -> StateResult<()>;
     fn delete(&mut self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<()>;
+    /// Appends `bytes` to the value at `ck` (list states: encoded elements concatenate). RocksDB
+    /// does it with a merge operator, without reading the list.
+    fn append(&mut self, s: StateId, kg: u32, ck: Vec<u8>, bytes: &[u8]) -> StateResult<()> {
+        let mut v = self.get(s, kg, &ck)?.unwrap_or_default();
+        v.extend_from_slice(bytes);
+        self.put(s, kg, ck, v)
+    }
     /// Entries whose composite key starts with `prefix`, in key order.
     fn scan_prefix(
         &self,
@@ -172,6 +179,9 @@ impl StateBackend for Box<dyn StateBackend> {
     }
     fn delete_prefix(&mut self, s: usize, kg: u32, p: &[u8]) -> StateResult<()> {
         (**self).delete_prefix(s, kg, p)
+    }
+    fn append(&mut self, s: StateId, kg: u32, ck: Vec<u8>, bytes: &[u8]) -> StateResult<()> {
+        (**self).append(s, kg, ck, bytes)
     }
     fn scan_after(
         &self,

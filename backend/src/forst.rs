@@ -156,6 +156,9 @@ impl StateBackend for ForstBackend {
     fn delete(&mut self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<()> {
         self.rocks.delete(s, kg, ck)
     }
+    fn append(&mut self, s: StateId, kg: u32, ck: Vec<u8>, bytes: &[u8]) -> StateResult<()> {
+        self.rocks.append(s, kg, ck, bytes)
+    }
     fn scan_prefix(
         &self,
         s: StateId,

@@ -31,6 +31,26 @@ pub struct RocksBackend {
     uploaded: HashMap<String, String>,
 }
 
+/// Options of every state's column family: list appends are merges that concatenate encoded
+/// elements (the list encoding is a concatenation of length-prefixed elements).
+fn cf_options() -> Options {
+    let mut o = Options::default();
+    o.set_merge_operator_associative("statefs-list-append", concat_merge);
+    o
+}
+
+fn concat_merge(
+    _key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &rocksdb::MergeOperands,
+) -> Option<Vec<u8>> {
+    let mut out = existing.map(<[u8]>::to_vec).unwrap_or_default();
+    for op in operands {
+        out.extend_from_slice(op);
+    }
+    Some(out)
+}
+
 fn cf_name(state: &str) -> String {
     format!("state-{state}")
 }
@@ -59,7 +79,7 @@ impl RocksBackend {
         let descriptors: Vec<ColumnFamilyDescriptor> = cfs
             .iter()
             .filter(|c| *c != "default")
-            .map(|c| ColumnFamilyDescriptor::new(c, Options::default()))
+            .map(|c| ColumnFamilyDescriptor::new(c, cf_options()))
             .collect();
         let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(rocks_err)?;
         Ok(RocksBackend {
@@ -162,7 +182,7 @@ impl RocksBackend {
     fn insert_state(&mut self, meta: StateMeta) -> StateResult<StateId> {
         if self.db.cf_handle(&cf_name(&meta.name)).is_none() {
             self.db
-                .create_cf(cf_name(&meta.name), &Options::default())
+                .create_cf(cf_name(&meta.name), &cf_options())
                 .map_err(rocks_err)?;
         }
         let id = self.states.len();
@@ -250,6 +270,13 @@ impl StateBackend for RocksBackend {
         self.check(kg)?;
         self.db
             .put_cf(self.cf(s), db_key(kg, &ck), value)
+            .map_err(rocks_err)
+    }
+
+    fn append(&mut self, s: StateId, kg: u32, ck: Vec<u8>, bytes: &[u8]) -> StateResult<()> {
+        self.check(kg)?;
+        self.db
+            .merge_cf(self.cf(s), db_key(kg, &ck), bytes)
             .map_err(rocks_err)
     }
 

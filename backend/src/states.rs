@@ -535,9 +535,10 @@ impl<V> ListState<V> {
         kb: &mut Keyed<K, B>,
         values: &[V],
     ) -> StateResult<()> {
-        let (kg, ck, mut elems) = self.elements(kb)?;
-        elems.extend(values.iter().map(|v| self.wrap_elem(kb, v)));
-        kb.backend.put(self.inner.id, kg, ck, encode_list(&elems))
+        let (kg, ck) = self.inner.ck(kb, &[])?;
+        let elems: Vec<Vec<u8>> = values.iter().map(|v| self.wrap_elem(kb, v)).collect();
+        kb.backend
+            .append(self.inner.id, kg, ck, &encode_list(&elems))
     }
 
     /// Replaces the list; an empty list removes it.

@@ -453,7 +453,12 @@ mod rocks_incremental {
             assert!(n > 1000 && n < 3000, "{n}");
             // Clipped physically, not just hidden: the column family holds only this range.
             let db = half.backend().db();
-            let raw = db.iterator_cf(db.cf_handle("state-v").unwrap(), rocksdb::IteratorMode::Start).count();
+            let raw = db
+                .iterator_cf(
+                    db.cf_handle("state-v").unwrap(),
+                    rocksdb::IteratorMode::Start,
+                )
+                .count();
             assert_eq!(raw, n, "entries outside the range were deleted");
         }
     }
