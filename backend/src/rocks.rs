@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch};
 
-use crate::backend::{Entry, SnapshotView, StateBackend, StateId, StateMeta};
+use crate::backend::{Entry, SnapshotView, StateBackend, StateId, StateKind, StateMeta};
 use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
 
@@ -29,6 +29,9 @@ pub struct RocksBackend {
     /// SST file name -> its object in `shared/`, from earlier checkpoints (reused only when the
     /// shared-state registry confirms a completed checkpoint holds it).
     uploaded: HashMap<String, String>,
+    /// Options of column families created here: they own the compaction filter and merge operator
+    /// callbacks, which RocksDB calls for as long as the database is open.
+    cf_opts: Vec<Options>,
 }
 
 /// Options of every state's column family: list appends are merges that concatenate encoded
@@ -49,6 +52,37 @@ fn concat_merge(
         out.extend_from_slice(op);
     }
     Some(out)
+}
+
+/// Drops expired TTL values during compaction (Flink's `cleanupInRocksdbCompactFilter`), with the
+/// system clock. A list value (when RocksDB sees one: appends are merge operands, which the filter
+/// does not see) is dropped when all its elements expired. Set when the column family is created: a database reopened from a checkpoint relies on
+/// read-time and incremental cleanup.
+fn ttl_filter(
+    kind: StateKind,
+    ttl_ms: u64,
+) -> impl FnMut(u32, &[u8], &[u8]) -> rocksdb::compaction_filter::Decision + Send + 'static {
+    use rocksdb::compaction_filter::Decision;
+    move |_level, _key, value| {
+        let now = crate::ttl::Clock::now_ms(&crate::ttl::SystemClock);
+        let cfg = crate::ttl::TtlConfig {
+            ttl_ms,
+            ..crate::ttl::TtlConfig::new(std::time::Duration::ZERO)
+        };
+        let dead = |v: &[u8]| {
+            crate::ttl::unwrap(v).is_some_and(|(stamp, _)| crate::ttl::expired(&cfg, stamp, now))
+        };
+        let expired = match kind {
+            StateKind::List => crate::states::decode_list(value)
+                .is_ok_and(|els| !els.is_empty() && els.iter().all(|e| dead(e))),
+            _ => dead(value),
+        };
+        if expired {
+            Decision::Remove
+        } else {
+            Decision::Keep
+        }
+    }
 }
 
 fn cf_name(state: &str) -> String {
@@ -91,6 +125,7 @@ impl RocksBackend {
             by_name: HashMap::new(),
             _temp: None,
             uploaded: HashMap::new(),
+            cf_opts: Vec::new(),
         })
     }
 
@@ -181,9 +216,14 @@ impl RocksBackend {
 
     fn insert_state(&mut self, meta: StateMeta) -> StateResult<StateId> {
         if self.db.cf_handle(&cf_name(&meta.name)).is_none() {
+            let mut opts = cf_options();
+            if let Some(ttl) = meta.ttl {
+                opts.set_compaction_filter("statefs-ttl", ttl_filter(meta.kind, ttl.ttl_ms));
+            }
             self.db
-                .create_cf(cf_name(&meta.name), &cf_options())
+                .create_cf(cf_name(&meta.name), &opts)
                 .map_err(rocks_err)?;
+            self.cf_opts.push(opts);
         }
         let id = self.states.len();
         self.by_name.insert(meta.name.clone(), id);
