@@ -32,14 +32,61 @@ pub struct RocksBackend {
     /// Options of column families created here: they own the compaction filter and merge operator
     /// callbacks, which RocksDB calls for as long as the database is open.
     cf_opts: Vec<Options>,
+    /// The shared block cache and write-buffer manager, when a memory budget is set.
+    shared: Option<std::sync::Arc<SharedResources>>,
 }
 
 /// Options of every state's column family: list appends are merges that concatenate encoded
 /// elements (the list encoding is a concatenation of length-prefixed elements).
-fn cf_options() -> Options {
+fn cf_options(shared: Option<&SharedResources>) -> Options {
     let mut o = Options::default();
     o.set_merge_operator_associative("statefs-list-append", concat_merge);
+    if let Some(sh) = shared {
+        let mut t = rocksdb::BlockBasedOptions::default();
+        t.set_block_cache(&sh.cache);
+        // Index and filter blocks are charged to the budget too, at high priority (Flink's
+        // high-prio pool; the C API gives no separate pool ratio).
+        t.set_cache_index_and_filter_blocks(true);
+        t.set_cache_index_and_filter_blocks_with_high_priority(true);
+        t.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        o.set_block_based_table_factory(&t);
+        o.set_write_buffer_size(sh.write_buffer_size);
+    }
     o
+}
+
+/// Memory one or several RocksDB backends share (Flink's `state.backend.rocksdb.memory.*`): one
+/// block cache of `budget` bytes, with memtables charged to it through a write-buffer manager
+/// limited to `write_buffer_ratio` of the budget.
+pub struct SharedResources {
+    pub cache: rocksdb::Cache,
+    pub write_buffers: rocksdb::WriteBufferManager,
+    pub budget: usize,
+    write_buffer_size: usize,
+}
+
+impl SharedResources {
+    /// `budget` bytes in all; `write_buffer_ratio` (Flink's default 0.5) of it for memtables.
+    pub fn new(budget: usize, write_buffer_ratio: f64) -> std::sync::Arc<Self> {
+        let cache = rocksdb::Cache::new_lru_cache(budget);
+        let wb = ((budget as f64) * write_buffer_ratio.clamp(0.05, 0.9)) as usize;
+        let write_buffers = rocksdb::WriteBufferManager::new_write_buffer_manager_with_cache(
+            wb,
+            true,
+            cache.clone(),
+        );
+        std::sync::Arc::new(SharedResources {
+            cache,
+            write_buffers,
+            budget,
+            write_buffer_size: (wb / 4).clamp(64 << 10, 64 << 20),
+        })
+    }
+
+    /// Bytes the block cache holds now (blocks and charged memtables).
+    pub fn usage(&self) -> usize {
+        self.cache.get_usage()
+    }
 }
 
 fn concat_merge(
@@ -103,17 +150,30 @@ fn db_key(kg: u32, ck: &[u8]) -> Vec<u8> {
 impl RocksBackend {
     /// Opens (creating) a database at `path` for key groups `range`.
     pub fn open(path: &Path, range: KeyGroupRange, max_parallelism: u32) -> StateResult<Self> {
+        Self::open_with(path, range, max_parallelism, None)
+    }
+
+    /// Opens with a memory budget shared with other backends (see [`SharedResources`]).
+    pub fn open_with(
+        path: &Path,
+        range: KeyGroupRange,
+        max_parallelism: u32,
+        shared: Option<std::sync::Arc<SharedResources>>,
+    ) -> StateResult<Self> {
         if max_parallelism > 1 << 16 {
             return Err(StateError::Invalid("max parallelism above 65536".into()));
         }
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
+        if let Some(sh) = &shared {
+            opts.set_write_buffer_manager(&sh.write_buffers);
+        }
         let cfs = DB::list_cf(&opts, path).unwrap_or_default();
         let descriptors: Vec<ColumnFamilyDescriptor> = cfs
             .iter()
             .filter(|c| *c != "default")
-            .map(|c| ColumnFamilyDescriptor::new(c, cf_options()))
+            .map(|c| ColumnFamilyDescriptor::new(c, cf_options(shared.as_deref())))
             .collect();
         let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(rocks_err)?;
         Ok(RocksBackend {
@@ -126,6 +186,7 @@ impl RocksBackend {
             _temp: None,
             uploaded: HashMap::new(),
             cf_opts: Vec::new(),
+            shared,
         })
     }
 
@@ -216,7 +277,7 @@ impl RocksBackend {
 
     fn insert_state(&mut self, meta: StateMeta) -> StateResult<StateId> {
         if self.db.cf_handle(&cf_name(&meta.name)).is_none() {
-            let mut opts = cf_options();
+            let mut opts = cf_options(self.shared.as_deref());
             if let Some(ttl) = meta.ttl {
                 opts.set_compaction_filter("statefs-ttl", ttl_filter(meta.kind, ttl.ttl_ms));
             }

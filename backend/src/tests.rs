@@ -534,3 +534,49 @@ fn rocksdb_compaction_drops_expired_ttl_values() {
         );
     }
 }
+
+#[test]
+fn rocksdb_respects_a_shared_memory_budget() {
+    use crate::states::Keyed;
+    let budget = 8 << 20;
+    let shared = crate::rocks::SharedResources::new(budget, 0.5);
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    // Two backends (two subtasks) share one budget.
+    let mut kbs: Vec<Keyed<u64, crate::RocksBackend>> = (0..2u32)
+        .map(|i| {
+            let b = crate::RocksBackend::open_with(
+                dirs[i as usize].path(),
+                KeyGroupRange::for_operator(128, 2, i),
+                128,
+                Some(shared.clone()),
+            )
+            .unwrap();
+            Keyed::new(b)
+        })
+        .collect();
+    let blob = vec![9u8; 1000];
+    fn owner(kbs: &mut [Keyed<u64, crate::RocksBackend>], k: u64) -> usize {
+        (0..kbs.len())
+            .find(|&x| kbs[x].set_current_key(&k).is_ok())
+            .expect("one subtask owns every key")
+    }
+    let mut peak = 0;
+    for i in 0..60_000u64 {
+        let o = owner(&mut kbs, i);
+        let v = kbs[o].value_state::<Vec<u8>>("v", None).unwrap();
+        v.update(&mut kbs[o], &blob).unwrap();
+        if i % 7 == 0 {
+            let o = owner(&mut kbs, i / 2);
+            let v = kbs[o].value_state::<Vec<u8>>("v", None).unwrap();
+            assert_eq!(v.value(&mut kbs[o]).unwrap(), Some(blob.clone()));
+        }
+        peak = peak.max(shared.usage());
+    }
+    // 60 MB written through an 8 MB budget: memtables and blocks stay within it (LRU capacity is
+    // not a hard limit in RocksDB's C API; allow 10%).
+    assert!(
+        peak <= budget + budget / 10,
+        "peak cache usage {peak} over budget {budget}"
+    );
+    assert!(peak > budget / 4, "the budget is actually used: {peak}");
+}
