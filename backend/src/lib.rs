@@ -15,6 +15,7 @@ pub mod heap;
 pub mod keygroup;
 pub mod rocks;
 pub mod rocks_checkpoint;
+pub mod rocks_options;
 pub mod serializer;
 pub mod snapshot;
 pub mod states;

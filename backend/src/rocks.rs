@@ -16,6 +16,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, Writ
 use crate::backend::{Entry, SnapshotView, StateBackend, StateId, StateKind, StateMeta};
 use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
+use crate::rocks_options::RocksTuning;
 
 pub struct RocksBackend {
     db: DB,
@@ -34,24 +35,26 @@ pub struct RocksBackend {
     cf_opts: Vec<Options>,
     /// The shared block cache and write-buffer manager, when a memory budget is set.
     shared: Option<std::sync::Arc<SharedResources>>,
+    tuning: RocksTuning,
 }
 
 /// Options of every state's column family: list appends are merges that concatenate encoded
 /// elements (the list encoding is a concatenation of length-prefixed elements).
-fn cf_options(shared: Option<&SharedResources>) -> Options {
+fn cf_options(shared: Option<&SharedResources>, tuning: &RocksTuning) -> Options {
     let mut o = Options::default();
     o.set_merge_operator_associative("statefs-list-append", concat_merge);
+    let mut t = rocksdb::BlockBasedOptions::default();
+    tuning.apply_cf(&mut o, &mut t, shared.is_some());
     if let Some(sh) = shared {
-        let mut t = rocksdb::BlockBasedOptions::default();
         t.set_block_cache(&sh.cache);
         // Index and filter blocks are charged to the budget too, at high priority (Flink's
         // high-prio pool; the C API gives no separate pool ratio).
         t.set_cache_index_and_filter_blocks(true);
         t.set_cache_index_and_filter_blocks_with_high_priority(true);
         t.set_pin_l0_filter_and_index_blocks_in_cache(true);
-        o.set_block_based_table_factory(&t);
         o.set_write_buffer_size(sh.write_buffer_size);
     }
+    o.set_block_based_table_factory(&t);
     o
 }
 
@@ -160,6 +163,17 @@ impl RocksBackend {
         max_parallelism: u32,
         shared: Option<std::sync::Arc<SharedResources>>,
     ) -> StateResult<Self> {
+        Self::open_tuned(path, range, max_parallelism, shared, RocksTuning::default())
+    }
+
+    /// Opens with Flink's predefined profile and configured keys applied ([`RocksTuning`]).
+    pub fn open_tuned(
+        path: &Path,
+        range: KeyGroupRange,
+        max_parallelism: u32,
+        shared: Option<std::sync::Arc<SharedResources>>,
+        tuning: RocksTuning,
+    ) -> StateResult<Self> {
         if max_parallelism > 1 << 16 {
             return Err(StateError::Invalid("max parallelism above 65536".into()));
         }
@@ -169,11 +183,12 @@ impl RocksBackend {
         if let Some(sh) = &shared {
             opts.set_write_buffer_manager(&sh.write_buffers);
         }
+        tuning.apply_db(&mut opts);
         let cfs = DB::list_cf(&opts, path).unwrap_or_default();
         let descriptors: Vec<ColumnFamilyDescriptor> = cfs
             .iter()
             .filter(|c| *c != "default")
-            .map(|c| ColumnFamilyDescriptor::new(c, cf_options(shared.as_deref())))
+            .map(|c| ColumnFamilyDescriptor::new(c, cf_options(shared.as_deref(), &tuning)))
             .collect();
         let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(rocks_err)?;
         Ok(RocksBackend {
@@ -187,6 +202,7 @@ impl RocksBackend {
             uploaded: HashMap::new(),
             cf_opts: Vec::new(),
             shared,
+            tuning,
         })
     }
 
@@ -277,7 +293,7 @@ impl RocksBackend {
 
     fn insert_state(&mut self, meta: StateMeta) -> StateResult<StateId> {
         if self.db.cf_handle(&cf_name(&meta.name)).is_none() {
-            let mut opts = cf_options(self.shared.as_deref());
+            let mut opts = cf_options(self.shared.as_deref(), &self.tuning);
             if let Some(ttl) = meta.ttl {
                 opts.set_compaction_filter("statefs-ttl", ttl_filter(meta.kind, ttl.ttl_ms));
             }

@@ -580,3 +580,54 @@ fn rocksdb_respects_a_shared_memory_budget() {
     );
     assert!(peak > budget / 4, "the budget is actually used: {peak}");
 }
+
+#[test]
+fn rocksdb_applies_profiles_and_configured_keys() {
+    use crate::rocks_options::RocksTuning;
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = RocksTuning::from_pairs(&[
+        (
+            "state.backend.rocksdb.predefined-options",
+            "SPINNING_DISK_OPTIMIZED_HIGH_MEM",
+        ),
+        ("state.backend.rocksdb.writebuffer.size", "1mb"),
+    ])
+    .unwrap();
+    let mut kb: crate::Keyed<u32, crate::RocksBackend> = crate::Keyed::new(
+        crate::RocksBackend::open_tuned(dir.path(), KeyGroupRange::all(128), 128, None, tuning)
+            .unwrap(),
+    );
+    let v = kb.value_state::<u32>("v", None).unwrap();
+    kb.set_current_key(&1).unwrap();
+    v.update(&mut kb, &1).unwrap();
+    drop(kb);
+    // RocksDB writes the options in force to OPTIONS-*: the profile's and the configured values.
+    // The newest OPTIONS file (after the column family was created) has the state's options.
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("OPTIONS-")
+        })
+        .collect();
+    files.sort_by_key(|p| {
+        p.file_name().unwrap().to_string_lossy()[8..]
+            .parse::<u64>()
+            .unwrap_or(0)
+    });
+    let options = std::fs::read_to_string(files.last().unwrap()).unwrap();
+    let section = &options[options.find("[CFOptions \"state-v\"]").unwrap()..];
+    assert!(
+        section.contains("write_buffer_size=1048576"),
+        "configured value"
+    );
+    assert!(
+        section.contains("target_file_size_base=268435456"),
+        "profile value"
+    );
+    assert!(section.contains("max_write_buffer_number=4"));
+    assert!(section.contains("block_size=131072"));
+}

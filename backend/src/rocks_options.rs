@@ -1,0 +1,271 @@
+//! RocksDB tuning: Flink's predefined option profiles and configurable keys.
+//!
+//! Precedence, as Flink: a configured key > the profile's value > RocksDB's default; a shared
+//! memory budget ([`crate::rocks::SharedResources`]) overrides cache and write-buffer sizes. Keys are
+//! accepted under `state.backend.rocksdb.` and `state.backend.forst.`.
+
+use rocksdb::{BlockBasedOptions, Options};
+
+use crate::error::{StateError, StateResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    #[default]
+    Default,
+    SpinningDiskOptimized,
+    SpinningDiskOptimizedHighMem,
+    FlashSsdOptimized,
+}
+
+/// Configured values; `None` = the profile's value, else RocksDB's default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RocksTuning {
+    pub profile: Profile,
+    pub block_size: Option<usize>,
+    pub block_cache_size: Option<usize>,
+    pub write_buffer_size: Option<usize>,
+    pub max_write_buffer_number: Option<i32>,
+    pub min_write_buffer_number_to_merge: Option<i32>,
+    pub target_file_size_base: Option<u64>,
+    pub max_bytes_for_level_base: Option<u64>,
+    pub use_dynamic_level_size: Option<bool>,
+    pub use_bloom_filter: Option<bool>,
+    pub bloom_bits_per_key: Option<f64>,
+    pub thread_num: Option<i32>,
+}
+
+/// The keys [`RocksTuning::from_pairs`] understands (after the `state.backend.rocksdb.` or
+/// `state.backend.forst.` prefix).
+pub const KEYS: &[&str] = &[
+    "predefined-options",
+    "block.blocksize",
+    "block.cache-size",
+    "writebuffer.size",
+    "writebuffer.count",
+    "writebuffer.number-to-merge",
+    "compaction.level.target-file-size-base",
+    "compaction.level.max-size-level-base",
+    "compaction.level.use-dynamic-size",
+    "use-bloom-filter",
+    "bloom-filter.bits-per-key",
+    "thread.num",
+];
+
+fn size(key: &str, v: &str) -> StateResult<u64> {
+    let t = v.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| bad(key, v, "expected a size like 64mb"))?;
+    let m = match unit.trim() {
+        "" | "b" => 1,
+        "kb" | "k" => 1 << 10,
+        "mb" | "m" => 1 << 20,
+        "gb" | "g" => 1 << 30,
+        _ => return Err(bad(key, v, "unknown size unit")),
+    };
+    Ok(n * m)
+}
+
+fn bad(key: &str, v: &str, why: &str) -> StateError {
+    StateError::Invalid(format!("bad value {v:?} for `{key}`: {why}"))
+}
+
+impl RocksTuning {
+    /// Parses `(key, value)` pairs; unknown keys under the RocksDB/ForSt prefixes and bad values are
+    /// errors naming the key; other keys are not ours and are ignored.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> StateResult<RocksTuning> {
+        let mut t = RocksTuning::default();
+        for (key, v) in pairs {
+            let Some(k) = key
+                .strip_prefix("state.backend.rocksdb.")
+                .or_else(|| key.strip_prefix("state.backend.forst."))
+            else {
+                continue;
+            };
+            if !KEYS.contains(&k) {
+                // ForSt's cache and directory keys belong to statefs' own registry.
+                if key.starts_with("state.backend.forst.") {
+                    continue;
+                }
+                return Err(StateError::Invalid(format!(
+                    "unknown configuration key `{key}`"
+                )));
+            }
+            let int = |v: &str| {
+                v.trim()
+                    .parse::<i32>()
+                    .map_err(|_| bad(key, v, "expected a whole number"))
+            };
+            let boolean = |v: &str| match v.trim() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(bad(key, v, "expected true or false")),
+            };
+            match k {
+                "predefined-options" => {
+                    t.profile = match v.trim() {
+                        "DEFAULT" => Profile::Default,
+                        "SPINNING_DISK_OPTIMIZED" => Profile::SpinningDiskOptimized,
+                        "SPINNING_DISK_OPTIMIZED_HIGH_MEM" => Profile::SpinningDiskOptimizedHighMem,
+                        "FLASH_SSD_OPTIMIZED" => Profile::FlashSsdOptimized,
+                        _ => {
+                            return Err(bad(
+                                key,
+                                v,
+                                "expected DEFAULT, SPINNING_DISK_OPTIMIZED, SPINNING_DISK_OPTIMIZED_HIGH_MEM or FLASH_SSD_OPTIMIZED",
+                            ));
+                        }
+                    }
+                }
+                "block.blocksize" => t.block_size = Some(size(key, v)? as usize),
+                "block.cache-size" => t.block_cache_size = Some(size(key, v)? as usize),
+                "writebuffer.size" => t.write_buffer_size = Some(size(key, v)? as usize),
+                "writebuffer.count" => t.max_write_buffer_number = Some(int(v)?),
+                "writebuffer.number-to-merge" => t.min_write_buffer_number_to_merge = Some(int(v)?),
+                "compaction.level.target-file-size-base" => {
+                    t.target_file_size_base = Some(size(key, v)?)
+                }
+                "compaction.level.max-size-level-base" => {
+                    t.max_bytes_for_level_base = Some(size(key, v)?)
+                }
+                "compaction.level.use-dynamic-size" => t.use_dynamic_level_size = Some(boolean(v)?),
+                "use-bloom-filter" => t.use_bloom_filter = Some(boolean(v)?),
+                "bloom-filter.bits-per-key" => {
+                    t.bloom_bits_per_key = Some(
+                        v.trim()
+                            .parse()
+                            .map_err(|_| bad(key, v, "expected a number"))?,
+                    )
+                }
+                "thread.num" => t.thread_num = Some(int(v)?),
+                _ => unreachable!("checked against KEYS"),
+            }
+        }
+        Ok(t)
+    }
+
+    /// The profile's values under the configured ones.
+    fn resolved(&self) -> RocksTuning {
+        let mut r = self.clone();
+        let jobs = Some(4);
+        match self.profile {
+            Profile::Default => {}
+            Profile::SpinningDiskOptimized | Profile::FlashSsdOptimized => {
+                r.thread_num = r.thread_num.or(jobs);
+                if self.profile == Profile::SpinningDiskOptimized {
+                    r.use_dynamic_level_size = r.use_dynamic_level_size.or(Some(true));
+                }
+            }
+            Profile::SpinningDiskOptimizedHighMem => {
+                r.block_cache_size = r.block_cache_size.or(Some(256 << 20));
+                r.block_size = r.block_size.or(Some(128 << 10));
+                r.max_bytes_for_level_base = r.max_bytes_for_level_base.or(Some(1 << 30));
+                r.target_file_size_base = r.target_file_size_base.or(Some(256 << 20));
+                r.write_buffer_size = r.write_buffer_size.or(Some(64 << 20));
+                r.max_write_buffer_number = r.max_write_buffer_number.or(Some(4));
+                r.min_write_buffer_number_to_merge = r.min_write_buffer_number_to_merge.or(Some(3));
+                r.use_bloom_filter = r.use_bloom_filter.or(Some(true));
+                r.use_dynamic_level_size = r.use_dynamic_level_size.or(Some(true));
+                r.thread_num = r.thread_num.or(jobs);
+            }
+        }
+        r
+    }
+
+    pub(crate) fn apply_db(&self, o: &mut Options) {
+        let r = self.resolved();
+        if let Some(n) = r.thread_num {
+            o.increase_parallelism(n);
+            o.set_max_background_jobs(n);
+        }
+        if self.profile != Profile::Default {
+            o.set_max_open_files(-1);
+        }
+    }
+
+    /// Column-family options; `shared_cache`: a budget's cache, which wins over the cache size.
+    pub(crate) fn apply_cf(&self, o: &mut Options, t: &mut BlockBasedOptions, shared_cache: bool) {
+        let r = self.resolved();
+        if let Some(b) = r.block_size {
+            t.set_block_size(b);
+        }
+        if !shared_cache {
+            if let Some(c) = r.block_cache_size {
+                t.set_block_cache(&rocksdb::Cache::new_lru_cache(c));
+            }
+            if let Some(w) = r.write_buffer_size {
+                o.set_write_buffer_size(w);
+            }
+        }
+        if let Some(n) = r.max_write_buffer_number {
+            o.set_max_write_buffer_number(n);
+        }
+        if let Some(n) = r.min_write_buffer_number_to_merge {
+            o.set_min_write_buffer_number_to_merge(n);
+        }
+        if let Some(n) = r.target_file_size_base {
+            o.set_target_file_size_base(n);
+        }
+        if let Some(n) = r.max_bytes_for_level_base {
+            o.set_max_bytes_for_level_base(n);
+        }
+        if let Some(d) = r.use_dynamic_level_size {
+            o.set_level_compaction_dynamic_level_bytes(d);
+        }
+        if r.use_bloom_filter == Some(true) {
+            t.set_bloom_filter(r.bloom_bits_per_key.unwrap_or(10.0), false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_values_and_profiles() {
+        let t = RocksTuning::from_pairs(&[
+            (
+                "state.backend.rocksdb.predefined-options",
+                "SPINNING_DISK_OPTIMIZED_HIGH_MEM",
+            ),
+            ("state.backend.rocksdb.block.blocksize", "16kb"),
+            ("state.backend.forst.writebuffer.count", "5"),
+            ("state.backend.forst.cache.size-based-limit", "1gb"),
+            ("execution.checkpointing.interval", "10s"),
+        ])
+        .unwrap();
+        let r = t.resolved();
+        assert_eq!(r.block_size, Some(16 << 10), "configured beats the profile");
+        assert_eq!(r.max_write_buffer_number, Some(5));
+        assert_eq!(
+            r.target_file_size_base,
+            Some(256 << 20),
+            "the profile fills the rest"
+        );
+        assert_eq!(r.use_bloom_filter, Some(true));
+        for (pairs, want) in [
+            (
+                vec![("state.backend.rocksdb.nope", "1")],
+                "unknown configuration key `state.backend.rocksdb.nope`",
+            ),
+            (
+                vec![("state.backend.rocksdb.writebuffer.size", "lots")],
+                "`state.backend.rocksdb.writebuffer.size`",
+            ),
+            (
+                vec![("state.backend.rocksdb.predefined-options", "FAST")],
+                "SPINNING_DISK_OPTIMIZED",
+            ),
+            (
+                vec![("state.backend.rocksdb.use-bloom-filter", "yes")],
+                "true or false",
+            ),
+        ] {
+            let err = RocksTuning::from_pairs(&pairs).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+    }
+}
