@@ -145,10 +145,17 @@ fn main() {
     ) {
         let v = kb.value_state::<Vec<u8>>("blob", None).unwrap();
         let mut val = value.to_vec();
-        val[0] = round as u8;
+        // Incompressible values: a real state's bytes do not shrink 100x in an SST.
+        let mut x = round.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         for i in from..to {
-            kb.set_current_key(&(i.wrapping_mul(2_654_435_761) % n))
-                .unwrap();
+            for chunk in val.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let b = x.to_le_bytes();
+                chunk.copy_from_slice(&b[..chunk.len()]);
+            }
+            kb.set_current_key(&(i.wrapping_mul(2_654_435_761) % n)).unwrap();
             v.update(kb, &val).unwrap();
         }
     }
