@@ -155,7 +155,8 @@ fn main() {
                 let b = x.to_le_bytes();
                 chunk.copy_from_slice(&b[..chunk.len()]);
             }
-            kb.set_current_key(&(i.wrapping_mul(2_654_435_761) % n)).unwrap();
+            kb.set_current_key(&(i.wrapping_mul(2_654_435_761) % n))
+                .unwrap();
             v.update(kb, &val).unwrap();
         }
     }

@@ -67,6 +67,31 @@ impl StateMeta {
     }
 }
 
+/// What `register` does with a state known already (restored or registered before): refuses an
+/// incompatible descriptor, else takes the descriptor's TTL settings (Flink does not persist them
+/// either; whether TTL is on at all must match).
+pub fn reregister(existing: &mut StateMeta, meta: StateMeta) -> StateResult<()> {
+    if let Some(why) = meta.incompatibility(existing) {
+        return Err(crate::error::StateError::Migration {
+            state: meta.name,
+            why,
+        });
+    }
+    existing.ttl = meta.ttl;
+    Ok(())
+}
+
+/// What `adopt` does with a state known already: snapshots that disagree about it are damage.
+pub fn readopt(existing: &StateMeta, meta: &StateMeta) -> StateResult<()> {
+    match meta.incompatibility(existing) {
+        None => Ok(()),
+        Some(why) => Err(crate::error::StateError::corrupt(
+            "restore",
+            format!("handles disagree on state {:?}: {why}", meta.name),
+        )),
+    }
+}
+
 pub fn composite_key(key: &[u8], namespace: &[u8], user_key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + key.len() + namespace.len() + user_key.len());
     out.extend_from_slice(&(key.len() as u32).to_be_bytes());

@@ -277,15 +277,7 @@ impl StateBackend for HeapBackend {
     fn register(&mut self, meta: StateMeta) -> StateResult<StateId> {
         match self.by_name.get(&meta.name).copied() {
             Some(id) => {
-                if let Some(why) = meta.incompatibility(&self.states[id].meta) {
-                    return Err(StateError::Migration {
-                        state: meta.name,
-                        why,
-                    });
-                }
-                // A restored state takes the new TTL settings (Flink does not persist them either);
-                // whether TTL is on is checked above, so the group kind stays right.
-                self.states[id].meta.ttl = meta.ttl;
+                crate::backend::reregister(&mut self.states[id].meta, meta)?;
                 Ok(id)
             }
             None => Ok(self.insert_state(meta)),
@@ -382,13 +374,7 @@ impl StateBackend for HeapBackend {
 
     fn adopt(&mut self, meta: StateMeta) -> StateResult<StateId> {
         match self.by_name.get(&meta.name).copied() {
-            Some(id) => match meta.incompatibility(&self.states[id].meta) {
-                None => Ok(id),
-                Some(why) => Err(StateError::corrupt(
-                    "restore",
-                    format!("handles disagree on state {:?}: {why}", meta.name),
-                )),
-            },
+            Some(id) => crate::backend::readopt(&self.states[id].meta, &meta).map(|_| id),
             None => Ok(self.insert_state(meta)),
         }
     }

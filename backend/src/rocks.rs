@@ -355,13 +355,7 @@ impl StateBackend for RocksBackend {
     fn register(&mut self, meta: StateMeta) -> StateResult<StateId> {
         match self.by_name.get(&meta.name).copied() {
             Some(id) => {
-                if let Some(why) = meta.incompatibility(&self.states[id]) {
-                    return Err(StateError::Migration {
-                        state: meta.name,
-                        why,
-                    });
-                }
-                self.states[id].ttl = meta.ttl;
+                crate::backend::reregister(&mut self.states[id], meta)?;
                 Ok(id)
             }
             None => self.insert_state(meta),
@@ -475,13 +469,7 @@ impl StateBackend for RocksBackend {
 
     fn adopt(&mut self, meta: StateMeta) -> StateResult<StateId> {
         match self.by_name.get(&meta.name).copied() {
-            Some(id) => match meta.incompatibility(&self.states[id]) {
-                None => Ok(id),
-                Some(why) => Err(StateError::corrupt(
-                    "restore",
-                    format!("handles disagree on state {:?}: {why}", meta.name),
-                )),
-            },
+            Some(id) => crate::backend::readopt(&self.states[id], &meta).map(|_| id),
             None => self.insert_state(meta),
         }
     }

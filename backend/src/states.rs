@@ -345,6 +345,20 @@ impl Inner {
         Ok(Some(v.to_vec()))
     }
 
+    /// Reads the value at `ck` (TTL applied) and deserializes it.
+    fn read_typed<K, B: StateBackend, T>(
+        &self,
+        kb: &mut Keyed<K, B>,
+        kg: u32,
+        ck: &[u8],
+        ser: &dyn StateSerializer<T>,
+    ) -> StateResult<Option<T>> {
+        match self.read(kb, kg, ck)? {
+            Some(b) => ser.deserialize(&b).map(Some).map_err(|e| self.ser_err(e)),
+            None => Ok(None),
+        }
+    }
+
     fn write<K, B: StateBackend>(
         &self,
         kb: &mut Keyed<K, B>,
@@ -389,14 +403,7 @@ impl<V> ValueState<V> {
 
     pub fn value<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<Option<V>> {
         let (kg, ck) = self.inner.ck(kb, &[])?;
-        match self.inner.read(kb, kg, &ck)? {
-            Some(b) => self
-                .ser
-                .deserialize(&b)
-                .map(Some)
-                .map_err(|e| self.inner.ser_err(e)),
-            None => Ok(None),
-        }
+        self.inner.read_typed(kb, kg, &ck, self.ser.as_ref())
     }
 
     pub fn update<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, value: &V) -> StateResult<()> {
@@ -571,14 +578,7 @@ impl<UK, V> MapState<UK, V> {
         user_key: &UK,
     ) -> StateResult<Option<V>> {
         let (kg, ck) = self.inner.ck(kb, &self.uk.serialize(user_key))?;
-        match self.inner.read(kb, kg, &ck)? {
-            Some(b) => self
-                .ser
-                .deserialize(&b)
-                .map(Some)
-                .map_err(|e| self.inner.ser_err(e)),
-            None => Ok(None),
-        }
+        self.inner.read_typed(kb, kg, &ck, self.ser.as_ref())
     }
 
     pub fn put<K, B: StateBackend>(
@@ -670,14 +670,7 @@ impl<V> ReducingState<V> {
 
     pub fn get<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<Option<V>> {
         let (kg, ck) = self.inner.ck(kb, &[])?;
-        match self.inner.read(kb, kg, &ck)? {
-            Some(b) => self
-                .ser
-                .deserialize(&b)
-                .map(Some)
-                .map_err(|e| self.inner.ser_err(e)),
-            None => Ok(None),
-        }
+        self.inner.read_typed(kb, kg, &ck, self.ser.as_ref())
     }
 
     pub fn add<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, value: V) -> StateResult<()> {
@@ -702,14 +695,7 @@ impl<IN, ACC, OUT> AggregatingState<IN, ACC, OUT> {
 
     fn acc<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<Option<ACC>> {
         let (kg, ck) = self.inner.ck(kb, &[])?;
-        match self.inner.read(kb, kg, &ck)? {
-            Some(b) => self
-                .ser
-                .deserialize(&b)
-                .map(Some)
-                .map_err(|e| self.inner.ser_err(e)),
-            None => Ok(None),
-        }
+        self.inner.read_typed(kb, kg, &ck, self.ser.as_ref())
     }
 
     pub fn get<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<Option<OUT>> {
