@@ -19,6 +19,14 @@ use crate::rocks::RocksBackend;
 
 const STATES_FILE: &str = "STATEFS-STATES.json";
 
+/// What a ForSt checkpoint records beside the database files.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CheckpointMeta {
+    range: KeyGroupRange,
+    max_parallelism: u32,
+    states: Vec<StateMeta>,
+}
+
 /// A RocksDB backend on a statefs mount. Field order matters: the database closes before the
 /// mount goes away.
 pub struct ForstBackend {
@@ -69,16 +77,31 @@ impl ForstBackend {
         });
         let mount = MountHandle::mount(&c, mountpoint).map_err(|e| fs_err("statefs restore", e))?;
         let db_dir = mount.mountpoint().to_path_buf();
-        let states: Vec<StateMeta> = std::fs::read(db_dir.join(STATES_FILE))
+        let meta: CheckpointMeta = std::fs::read(db_dir.join(STATES_FILE))
             .map_err(|e| fs_err("checkpoint state metadata", e))
             .and_then(|b| {
                 serde_json::from_slice(&b)
                     .map_err(|e| StateError::corrupt("forst checkpoint", e.to_string()))
             })?;
+        if meta.max_parallelism != max_parallelism {
+            return Err(StateError::Invalid(format!(
+                "checkpoint {id} has max parallelism {}, not {max_parallelism}",
+                meta.max_parallelism
+            )));
+        }
+        if meta.range.intersect(&range) != Some(range) {
+            return Err(StateError::Invalid(format!(
+                "checkpoint {id} holds key groups {:?}; restoring {range:?} needs several checkpoints (not supported for forst yet)",
+                meta.range
+            )));
+        }
         let mut rocks = RocksBackend::open(&db_dir, range, max_parallelism)?;
-        for s in states {
+        for s in meta.states {
             rocks.adopt(s)?;
         }
+        // Rescaling out: drop the key groups another subtask takes over (DeleteRange; their
+        // objects stay with the checkpoint, which statefs GC manages).
+        rocks.clip_to(range, meta.range)?;
         Ok(ForstBackend {
             rocks,
             mount,
@@ -111,7 +134,12 @@ impl ForstBackend {
         rocksdb::checkpoint::Checkpoint::new(self.rocks.db())
             .and_then(|c| c.create_checkpoint(&dir))
             .map_err(|e| fs_err("rocksdb checkpoint", e))?;
-        let states = serde_json::to_vec(&self.rocks.states()).expect("state metadata serializes");
+        let states = serde_json::to_vec(&CheckpointMeta {
+            range: self.rocks.key_group_range(),
+            max_parallelism: self.rocks.max_parallelism(),
+            states: self.rocks.states(),
+        })
+        .expect("state metadata serializes");
         std::fs::write(dir.join(STATES_FILE), states).map_err(|e| fs_err("state metadata", e))?;
         let published = self
             .mount

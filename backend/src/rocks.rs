@@ -234,7 +234,7 @@ impl RocksBackend {
     }
 
     /// Deletes the key groups of `had` outside `keep` from every state (DeleteRange).
-    pub(crate) fn clip_to(&self, keep: KeyGroupRange, had: KeyGroupRange) -> StateResult<()> {
+    pub fn clip_to(&self, keep: KeyGroupRange, had: KeyGroupRange) -> StateResult<()> {
         for m in &self.states {
             let cf = self.db.cf_handle(&cf_name(&m.name)).expect("registered");
             if had.start < keep.start {

@@ -105,3 +105,38 @@ fn savepoints_migrate_heap_rocksdb_forst_heap() {
     check(&mut back, 3_000, 7);
     assert_eq!(sp1, sp3, "every backend writes the same canonical bytes");
 }
+
+#[test]
+fn forst_restore_rescales_by_clipping() {
+    let dirs = Dirs::new();
+    let all = KeyGroupRange::all(128);
+    let mut kb = Keyed::new(ForstBackend::open(&dirs.config(), &dirs.mnt, all, 128).unwrap());
+    write(&mut kb, 5_000, 3);
+    let id = kb.backend_mut().checkpoint(0).unwrap();
+    drop(kb);
+    let mut total = 0;
+    for i in 0..2 {
+        let range = KeyGroupRange::for_operator(128, 2, i);
+        let root = dirs.root.path().join(format!("sub{i}"));
+        std::fs::create_dir_all(root.join("mnt")).unwrap();
+        let config =
+            statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
+        let mut sub =
+            Keyed::new(ForstBackend::restore(&config, &root.join("mnt"), &id, range, 128).unwrap());
+        let v = sub.value_state::<u32>("v", None).unwrap();
+        let mut owned = 0;
+        for k in 0..5_000u32 {
+            if sub.set_current_key(&format!("k{k}")).is_ok() {
+                assert_eq!(v.value(&mut sub).unwrap(), Some(k + 3));
+                owned += 1;
+            }
+        }
+        assert_eq!(
+            sub.keys("v").unwrap().len(),
+            owned,
+            "only this subtask's keys remain"
+        );
+        total += owned;
+    }
+    assert_eq!(total, 5_000, "every key in exactly one subtask");
+}
