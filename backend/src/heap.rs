@@ -301,6 +301,19 @@ impl StateBackend for HeapBackend {
         Ok(())
     }
 
+    fn append(&mut self, s: StateId, kg: u32, ck: Vec<u8>, bytes: &[u8]) -> StateResult<()> {
+        match self.group_mut(s, kg)? {
+            Group::Hashed(m) => m.entry(ck).or_default().extend_from_slice(bytes),
+            Group::Sorted(m) => m.entry(ck).or_default().extend_from_slice(bytes),
+            g @ Group::TwoLevel(_) => {
+                let mut v = g.get(&ck).cloned().unwrap_or_default();
+                v.extend_from_slice(bytes);
+                g.insert(ck, v);
+            }
+        }
+        Ok(())
+    }
+
     fn delete(&mut self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<()> {
         // Avoid copying a shared group just to find nothing to delete.
         if self.group(s, kg)?.contains(ck) {

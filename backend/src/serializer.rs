@@ -10,6 +10,10 @@ use serde::de::DeserializeOwned;
 
 pub trait StateSerializer<T>: Send + Sync {
     fn serialize(&self, value: &T) -> Vec<u8>;
+    /// Appends the serialized value to `out` (hot paths reuse one buffer).
+    fn serialize_into(&self, value: &T, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.serialize(value));
+    }
     fn deserialize(&self, bytes: &[u8]) -> Result<T, String>;
     /// Identity of the format, e.g. `serde-postcard:u64`.
     fn id(&self) -> String;
@@ -32,6 +36,10 @@ impl<T: Serialize + DeserializeOwned> StateSerializer<T> for Serde<T> {
     }
     fn deserialize(&self, bytes: &[u8]) -> Result<T, String> {
         postcard::from_bytes(bytes).map_err(|e| e.to_string())
+    }
+    fn serialize_into(&self, value: &T, out: &mut Vec<u8>) {
+        let buf = std::mem::take(out);
+        *out = postcard::to_extend(value, buf).expect("serde types serialize to postcard");
     }
     fn id(&self) -> String {
         format!("serde-postcard:{}", std::any::type_name::<T>())

@@ -105,9 +105,13 @@ impl<K, B: StateBackend> Keyed<K, B> {
         Ok(())
     }
 
-    /// Sets the key the states read and write; a key outside the backend's key groups is refused.
+    /// Sets the key the states read and write; a key outside the backend's key groups is refused,
+    /// and then there is no current key (no state access can land on the previous key by mistake).
     pub fn set_current_key(&mut self, key: &K) -> StateResult<()> {
-        let bytes = self.key_ser.serialize(key);
+        // Reuse the previous key's buffer: one allocation less per record.
+        let mut bytes = self.current.take().map(|(b, _)| b).unwrap_or_default();
+        bytes.clear();
+        self.key_ser.serialize_into(key, &mut bytes);
         let kg = key_group_of(&bytes, self.backend.max_parallelism());
         let range = self.backend.key_group_range();
         if !range.contains(kg) {
@@ -543,9 +547,20 @@ impl<V> ListState<V> {
         values: &[V],
     ) -> StateResult<()> {
         let (kg, ck) = self.inner.ck(kb, &[])?;
-        let elems: Vec<Vec<u8>> = values.iter().map(|v| self.wrap_elem(kb, v)).collect();
-        kb.backend
-            .append(self.inner.id, kg, ck, &encode_list(&elems))
+        // Encode every element straight into one buffer: `[u32 len][ttl stamp?][value]`.
+        let now = self.inner.ttl.map(|_| kb.now_ms());
+        let mut buf = Vec::with_capacity(values.len() * 16);
+        for v in values {
+            let at = buf.len();
+            buf.extend_from_slice(&[0u8; 4]);
+            if let Some(now) = now {
+                buf.extend_from_slice(&now.to_le_bytes());
+            }
+            self.ser.serialize_into(v, &mut buf);
+            let len = (buf.len() - at - 4) as u32;
+            buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        }
+        kb.backend.append(self.inner.id, kg, ck, &buf)
     }
 
     /// Replaces the list; an empty list removes it.
