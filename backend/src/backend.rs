@@ -92,6 +92,16 @@ pub fn readopt(existing: &StateMeta, meta: &StateMeta) -> StateResult<()> {
     }
 }
 
+/// [`composite_key`] into a reused buffer.
+pub fn composite_key_into(out: &mut Vec<u8>, key: &[u8], namespace: &[u8], user_key: &[u8]) {
+    out.clear();
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&(namespace.len() as u32).to_be_bytes());
+    out.extend_from_slice(namespace);
+    out.extend_from_slice(user_key);
+}
+
 pub fn composite_key(key: &[u8], namespace: &[u8], user_key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + key.len() + namespace.len() + user_key.len());
     out.extend_from_slice(&(key.len() as u32).to_be_bytes());
@@ -125,6 +135,23 @@ pub trait StateBackend: Send {
     fn meta(&self, id: StateId) -> &StateMeta;
     fn states(&self) -> Vec<StateMeta>;
     fn get(&self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<Option<Vec<u8>>>;
+    /// Calls `f` with the value at `ck`, if any, without copying it where the backend can lend it.
+    /// Returns whether there was a value.
+    fn get_with(
+        &self,
+        s: StateId,
+        kg: u32,
+        ck: &[u8],
+        f: &mut dyn FnMut(&[u8]),
+    ) -> StateResult<bool> {
+        match self.get(s, kg, ck)? {
+            Some(v) => {
+                f(&v);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
     fn put(&mut self, s: StateId, kg: u32, ck: Vec<u8>, value: Vec<u8>) -> StateResult<()>;
     fn delete(&mut self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<()>;
     /// Appends `bytes` to the value at `ck` (list states: encoded elements concatenate). RocksDB
@@ -192,6 +219,15 @@ impl StateBackend for Box<dyn StateBackend> {
     }
     fn get(&self, s: usize, kg: u32, ck: &[u8]) -> StateResult<Option<Vec<u8>>> {
         (**self).get(s, kg, ck)
+    }
+    fn get_with(
+        &self,
+        s: StateId,
+        kg: u32,
+        ck: &[u8],
+        f: &mut dyn FnMut(&[u8]),
+    ) -> StateResult<bool> {
+        (**self).get_with(s, kg, ck, f)
     }
     fn put(&mut self, s: usize, kg: u32, ck: Vec<u8>, v: Vec<u8>) -> StateResult<()> {
         (**self).put(s, kg, ck, v)

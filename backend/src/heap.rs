@@ -296,6 +296,22 @@ impl StateBackend for HeapBackend {
         Ok(self.group(s, kg)?.get(ck).cloned())
     }
 
+    fn get_with(
+        &self,
+        s: StateId,
+        kg: u32,
+        ck: &[u8],
+        f: &mut dyn FnMut(&[u8]),
+    ) -> StateResult<bool> {
+        match self.group(s, kg)?.get(ck) {
+            Some(v) => {
+                f(v);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     fn put(&mut self, s: StateId, kg: u32, ck: Vec<u8>, value: Vec<u8>) -> StateResult<()> {
         self.group_mut(s, kg)?.insert(ck, value);
         Ok(())

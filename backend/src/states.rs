@@ -22,6 +22,8 @@ pub struct Keyed<K, B: StateBackend> {
     key_ser: Arc<dyn StateSerializer<K>>,
     current: Option<(Vec<u8>, u32)>,
     clock: Arc<dyn Clock>,
+    /// Scratch buffer for composite keys of reads.
+    scratch: Vec<u8>,
     /// Incremental TTL cleanup: per state, the key group and last key checked.
     cursors: std::collections::HashMap<StateId, (u32, Option<Vec<u8>>)>,
 }
@@ -34,6 +36,7 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend> Keyed<K, B> {
             current: None,
             clock: Arc::new(SystemClock),
             cursors: Default::default(),
+            scratch: Vec::new(),
         }
     }
 }
@@ -349,6 +352,31 @@ impl Inner {
         Ok(Some(v.to_vec()))
     }
 
+    /// Reads and deserializes the value for `user_key` of the current key and namespace: without
+    /// TTL, straight from the backend's bytes into a reused key buffer (no copies); with TTL,
+    /// through [`Inner::read`].
+    fn get_typed<K, B: StateBackend, T>(
+        &self,
+        kb: &mut Keyed<K, B>,
+        user_key: &[u8],
+        ser: &dyn StateSerializer<T>,
+    ) -> StateResult<Option<T>> {
+        if self.ttl.is_some() {
+            let (kg, ck) = self.ck(kb, user_key)?;
+            return self.read_typed(kb, kg, &ck, ser);
+        }
+        let mut buf = std::mem::take(&mut kb.scratch);
+        let (k, kg) = kb.current()?;
+        crate::backend::composite_key_into(&mut buf, k, &self.namespace, user_key);
+        let mut out = None;
+        let found = kb.backend.get_with(self.id, kg, &buf, &mut |bytes| {
+            out = Some(ser.deserialize(bytes))
+        });
+        kb.scratch = buf;
+        found?;
+        out.transpose().map_err(|e| self.ser_err(e))
+    }
+
     /// Reads the value at `ck` (TTL applied) and deserializes it.
     fn read_typed<K, B: StateBackend, T>(
         &self,
@@ -406,8 +434,7 @@ impl<V> ValueState<V> {
     namespace_methods!();
 
     pub fn value<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<Option<V>> {
-        let (kg, ck) = self.inner.ck(kb, &[])?;
-        self.inner.read_typed(kb, kg, &ck, self.ser.as_ref())
+        self.inner.get_typed(kb, &[], self.ser.as_ref())
     }
 
     pub fn update<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, value: &V) -> StateResult<()> {
@@ -592,8 +619,8 @@ impl<UK, V> MapState<UK, V> {
         kb: &mut Keyed<K, B>,
         user_key: &UK,
     ) -> StateResult<Option<V>> {
-        let (kg, ck) = self.inner.ck(kb, &self.uk.serialize(user_key))?;
-        self.inner.read_typed(kb, kg, &ck, self.ser.as_ref())
+        self.inner
+            .get_typed(kb, &self.uk.serialize(user_key), self.ser.as_ref())
     }
 
     pub fn put<K, B: StateBackend>(
@@ -684,8 +711,7 @@ impl<V> ReducingState<V> {
     namespace_methods!();
 
     pub fn get<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<Option<V>> {
-        let (kg, ck) = self.inner.ck(kb, &[])?;
-        self.inner.read_typed(kb, kg, &ck, self.ser.as_ref())
+        self.inner.get_typed(kb, &[], self.ser.as_ref())
     }
 
     pub fn add<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, value: V) -> StateResult<()> {
