@@ -34,22 +34,121 @@ pub struct RocksTuning {
     pub thread_num: Option<i32>,
 }
 
-/// The keys [`RocksTuning::from_pairs`] understands (after the `state.backend.rocksdb.` or
-/// `state.backend.forst.` prefix).
-pub const KEYS: &[&str] = &[
-    "predefined-options",
-    "block.blocksize",
-    "block.cache-size",
-    "writebuffer.size",
-    "writebuffer.count",
-    "writebuffer.number-to-merge",
-    "compaction.level.target-file-size-base",
-    "compaction.level.max-size-level-base",
-    "compaction.level.use-dynamic-size",
-    "use-bloom-filter",
-    "bloom-filter.bits-per-key",
-    "thread.num",
+/// One key [`RocksTuning::from_pairs`] understands.
+pub struct TuningKey {
+    /// After the `state.backend.rocksdb.` or `state.backend.forst.` prefix.
+    pub key: &'static str,
+    pub kind: &'static str,
+    /// What applies when neither the key nor the profile sets it.
+    pub default: &'static str,
+    pub description: &'static str,
+}
+
+/// The keys [`RocksTuning::from_pairs`] understands; `docs/ROCKSDB_OPTIONS.md` is
+/// [`markdown_table`] of them (a test checks).
+pub const KEYS: &[TuningKey] = &[
+    TuningKey {
+        key: "predefined-options",
+        kind: "`DEFAULT` \\| `SPINNING_DISK_OPTIMIZED` \\| `SPINNING_DISK_OPTIMIZED_HIGH_MEM` \\| `FLASH_SSD_OPTIMIZED`",
+        default: "DEFAULT",
+        description: "Flink's option profile; it fills every key below that is not configured. Non-default profiles also keep all files open and use 4 background jobs.",
+    },
+    TuningKey {
+        key: "block.blocksize",
+        kind: "size",
+        default: "4kb (RocksDB)",
+        description: "Uncompressed data per SST block.",
+    },
+    TuningKey {
+        key: "block.cache-size",
+        kind: "size",
+        default: "32mb (RocksDB)",
+        description: "LRU block cache of each column family. A shared memory budget replaces it.",
+    },
+    TuningKey {
+        key: "writebuffer.size",
+        kind: "size",
+        default: "64mb (RocksDB)",
+        description: "Memtable size before it is switched for flushing. A shared memory budget replaces it.",
+    },
+    TuningKey {
+        key: "writebuffer.count",
+        kind: "integer",
+        default: "2 (RocksDB)",
+        description: "Memtables held in memory at most, the active one included.",
+    },
+    TuningKey {
+        key: "writebuffer.number-to-merge",
+        kind: "integer",
+        default: "1 (RocksDB)",
+        description: "Immutable memtables merged into one flush.",
+    },
+    TuningKey {
+        key: "compaction.level.target-file-size-base",
+        kind: "size",
+        default: "64mb (RocksDB)",
+        description: "Target SST size at level 1 (the SST size on statefs' object store).",
+    },
+    TuningKey {
+        key: "compaction.level.max-size-level-base",
+        kind: "size",
+        default: "256mb (RocksDB)",
+        description: "Total size of level 1.",
+    },
+    TuningKey {
+        key: "compaction.level.use-dynamic-size",
+        kind: "boolean",
+        default: "true (RocksDB)",
+        description: "Size levels from the last level upwards (`level_compaction_dynamic_level_bytes`).",
+    },
+    TuningKey {
+        key: "use-bloom-filter",
+        kind: "boolean",
+        default: "false",
+        description: "Bloom filter in every SST (full filter, not block-based).",
+    },
+    TuningKey {
+        key: "bloom-filter.bits-per-key",
+        kind: "number",
+        default: "10",
+        description: "Bloom filter bits per key, when the filter is on.",
+    },
+    TuningKey {
+        key: "thread.num",
+        kind: "integer",
+        default: "2 (RocksDB)",
+        description: "Background flush and compaction jobs (and the thread pools' sizes).",
+    },
 ];
+
+/// The tuning keys in Markdown (`docs/ROCKSDB_OPTIONS.md` holds this).
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| Key (after `state.backend.rocksdb.` or `state.backend.forst.`) | Type | Default | Description |\n|---|---|---|---|\n",
+    );
+    for k in KEYS {
+        out.push_str(&format!(
+            "| `{}` | {} | `{}` | {} |\n",
+            k.key, k.kind, k.default, k.description
+        ));
+    }
+    out
+}
+
+/// `docs/ROCKSDB_OPTIONS.md`.
+pub fn options_doc() -> String {
+    format!(
+        "# RocksDB and ForSt tuning keys\n\n\
+         The embedded RocksDB backend and the ForSt mode read these keys (Flink's names) from the\n\
+         `(key, value)` pairs given to `RocksTuning::from_pairs`. Precedence, as in Flink: a configured\n\
+         key, then the `predefined-options` profile, then RocksDB's default. Sizes take `b`, `kb`, `mb`,\n\
+         `gb`. An unknown key under `state.backend.rocksdb.` or a bad value is an error naming the key;\n\
+         other `state.backend.forst.` keys are statefs' own (docs/CONFIG.md).\n\n\
+         Generated from `backend/src/rocks_options.rs`; a test fails when it drifts. Regenerate with\n\
+         `STATEFS_BLESS=1 cargo test -p statefs-backend rocksdb_options_doc`.\n\n{}",
+        markdown_table()
+    )
+}
 
 fn size(key: &str, v: &str) -> StateResult<u64> {
     let t = v.trim().to_ascii_lowercase();
@@ -84,7 +183,7 @@ impl RocksTuning {
             else {
                 continue;
             };
-            if !KEYS.contains(&k) {
+            if !KEYS.iter().any(|t| t.key == k) {
                 // ForSt's cache and directory keys belong to statefs' own registry.
                 if key.starts_with("state.backend.forst.") {
                     continue;
@@ -267,5 +366,40 @@ mod tests {
             let err = RocksTuning::from_pairs(&pairs).unwrap_err().to_string();
             assert!(err.contains(want), "{err}");
         }
+    }
+
+    #[test]
+    fn every_documented_key_parses() {
+        for k in KEYS {
+            let v = match k.kind {
+                "size" => "8mb",
+                "integer" => "3",
+                "boolean" => "true",
+                "number" => "12.5",
+                _ => "FLASH_SSD_OPTIMIZED",
+            };
+            let key = format!("state.backend.forst.{}", k.key);
+            let t = RocksTuning::from_pairs(&[(key.as_str(), v)]).unwrap();
+            assert_ne!(
+                t,
+                RocksTuning::default(),
+                "{key} was parsed but set nothing"
+            );
+        }
+    }
+
+    #[test]
+    fn rocksdb_options_doc() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/ROCKSDB_OPTIONS.md");
+        let want = options_doc();
+        if std::env::var_os("STATEFS_BLESS").is_some() {
+            std::fs::write(path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/ROCKSDB_OPTIONS.md is out of date: regenerate it with \
+             `STATEFS_BLESS=1 cargo test -p statefs-backend rocksdb_options_doc`"
+        );
     }
 }
