@@ -14,6 +14,22 @@ fn heap(range: KeyGroupRange, maxp: u32) -> Box<dyn StateBackend> {
     Box::new(HeapBackend::new(range, maxp))
 }
 
+/// An in-memory object store and the runtime it runs on (keep the runtime alive with the store).
+fn memory_remote() -> (
+    std::sync::Arc<dyn statefs::store::RemoteStore>,
+    std::sync::Arc<tokio::runtime::Runtime>,
+) {
+    let rt = std::sync::Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap(),
+    );
+    let store = statefs::store::ObjectStoreRemote::in_memory(rt.clone());
+    (std::sync::Arc::new(store), rt)
+}
+
 #[test]
 fn heap_passes_the_conformance_suite() {
     conformance::run_all(&heap);
@@ -112,25 +128,12 @@ proptest! {
 }
 
 mod storage {
-    use std::sync::Arc;
-
-    use statefs::store::{ObjectStoreRemote, RemoteStore};
+    use statefs::store::RemoteStore;
 
     use crate::checkpoint::{CheckpointStorage, SharedStateRegistry};
     use crate::keygroup::KeyGroupRange;
     use crate::states::Keyed;
     use crate::{HeapBackend, StateError};
-
-    fn remote() -> (Arc<dyn RemoteStore>, Arc<tokio::runtime::Runtime>) {
-        let rt = Arc::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap(),
-        );
-        (Arc::new(ObjectStoreRemote::in_memory(rt.clone())), rt)
-    }
 
     fn filled(n: u32, round: u32) -> Keyed<String, HeapBackend> {
         let mut kb = Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128));
@@ -159,7 +162,7 @@ mod storage {
 
     #[test]
     fn checkpoints_restore_rescale_and_are_retained() {
-        let (r, _rt) = remote();
+        let (r, _rt) = super::memory_remote();
         let mut storage = CheckpointStorage::open(r.clone(), "job-1", 2).unwrap();
         for round in 1..=3u32 {
             let kb = filled(500, round);
@@ -193,7 +196,7 @@ mod storage {
 
     #[test]
     fn an_aborted_checkpoint_leaves_nothing() {
-        let (r, _rt) = remote();
+        let (r, _rt) = super::memory_remote();
         let mut storage = CheckpointStorage::open(r.clone(), "job", 1).unwrap();
         let kb = filled(100, 0);
         let mut p = storage.begin(1, 128);
@@ -211,7 +214,7 @@ mod storage {
 
     #[test]
     fn missing_or_damaged_checkpoint_files_are_clear_errors() {
-        let (r, _rt) = remote();
+        let (r, _rt) = super::memory_remote();
         let mut storage = CheckpointStorage::open(r.clone(), "job", 1).unwrap();
         let kb = filled(100, 0);
         let mut p = storage.begin(7, 128);
@@ -274,7 +277,7 @@ mod storage {
 
     #[test]
     fn savepoints_round_trip_and_never_overwrite() {
-        let (r, _rt) = remote();
+        let (r, _rt) = super::memory_remote();
         let storage = CheckpointStorage::open(r, "job", 1).unwrap();
         let kb = filled(300, 5);
         storage.savepoint("sp1", kb.backend(), 0).unwrap();
@@ -341,25 +344,10 @@ fn writers_go_on_while_a_snapshot_is_written() {
 }
 
 mod rocks_incremental {
-    use std::sync::Arc;
-
-    use statefs::store::{ObjectStoreRemote, RemoteStore};
-
     use crate::RocksBackend;
     use crate::checkpoint::CheckpointStorage;
     use crate::keygroup::KeyGroupRange;
     use crate::states::Keyed;
-
-    fn remote() -> (Arc<dyn RemoteStore>, Arc<tokio::runtime::Runtime>) {
-        let rt = Arc::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap(),
-        );
-        (Arc::new(ObjectStoreRemote::in_memory(rt.clone())), rt)
-    }
 
     fn write(kb: &mut Keyed<String, RocksBackend>, from: u32, to: u32, round: u32) {
         let v = kb.value_state::<u32>("v", None).unwrap();
@@ -384,7 +372,7 @@ mod rocks_incremental {
 
     #[test]
     fn uploads_only_new_ssts_and_restores_and_rescales() {
-        let (r, _rt) = remote();
+        let (r, _rt) = super::memory_remote();
         let mut storage = CheckpointStorage::open(r.clone(), "job", 2).unwrap();
         let mut kb: Keyed<String, RocksBackend> =
             Keyed::new(RocksBackend::temporary(KeyGroupRange::all(128), 128).unwrap());
@@ -465,7 +453,7 @@ mod rocks_incremental {
 
     #[test]
     fn dropped_checkpoints_free_exactly_their_files() {
-        let (r, _rt) = remote();
+        let (r, _rt) = super::memory_remote();
         let mut storage = CheckpointStorage::open(r.clone(), "job", 1).unwrap();
         let mut kb: Keyed<String, RocksBackend> =
             Keyed::new(RocksBackend::temporary(KeyGroupRange::all(128), 128).unwrap());
