@@ -104,11 +104,7 @@ pub fn composite_key_into(out: &mut Vec<u8>, key: &[u8], namespace: &[u8], user_
 
 pub fn composite_key(key: &[u8], namespace: &[u8], user_key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + key.len() + namespace.len() + user_key.len());
-    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(&(namespace.len() as u32).to_be_bytes());
-    out.extend_from_slice(namespace);
-    out.extend_from_slice(user_key);
+    composite_key_into(&mut out, key, namespace, user_key);
     out
 }
 

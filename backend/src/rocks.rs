@@ -145,6 +145,14 @@ fn ttl_filter(
     }
 }
 
+/// Options of a state's column family, with its TTL compaction filter and the filter's slot.
+fn state_cf_options(shared: Option<&SharedResources>, tuning: &RocksTuning) -> (Options, TtlSlot) {
+    let slot = TtlSlot::default();
+    let mut o = cf_options(shared, tuning);
+    o.set_compaction_filter("statefs-ttl", ttl_filter(slot.clone()));
+    (o, slot)
+}
+
 fn cf_name(state: &str) -> String {
     format!("state-{state}")
 }
@@ -200,9 +208,7 @@ impl RocksBackend {
             .iter()
             .filter(|c| *c != "default")
             .map(|c| {
-                let slot = TtlSlot::default();
-                let mut o = cf_options(shared.as_deref(), &tuning);
-                o.set_compaction_filter("statefs-ttl", ttl_filter(slot.clone()));
+                let (o, slot) = state_cf_options(shared.as_deref(), &tuning);
                 ttl_slots.insert(c.clone(), slot);
                 ColumnFamilyDescriptor::new(c, o)
             })
@@ -312,9 +318,7 @@ impl RocksBackend {
     fn insert_state(&mut self, meta: StateMeta) -> StateResult<StateId> {
         let name = cf_name(&meta.name);
         if self.db.cf_handle(&name).is_none() {
-            let slot = TtlSlot::default();
-            let mut opts = cf_options(self.shared.as_deref(), &self.tuning);
-            opts.set_compaction_filter("statefs-ttl", ttl_filter(slot.clone()));
+            let (opts, slot) = state_cf_options(self.shared.as_deref(), &self.tuning);
             self.db.create_cf(&name, &opts).map_err(rocks_err)?;
             self.cf_opts.push(opts);
             self.ttl_slots.insert(name.clone(), slot);
