@@ -19,13 +19,7 @@ fn memory_remote() -> (
     std::sync::Arc<dyn statefs::store::RemoteStore>,
     std::sync::Arc<tokio::runtime::Runtime>,
 ) {
-    let rt = std::sync::Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap(),
-    );
+    let rt = statefs::mount::runtime().unwrap();
     let store = statefs::store::ObjectStoreRemote::in_memory(rt.clone());
     (std::sync::Arc::new(store), rt)
 }

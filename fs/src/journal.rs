@@ -282,19 +282,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::{InodeMeta, NodeKind, ROOT_INO};
-
-    fn dir_op(ino: u64) -> Op {
-        Op::PutInode(InodeMeta {
-            ino,
-            kind: NodeKind::Dir,
-            perm: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime_ns: 0,
-            ctime_ns: 0,
-        })
-    }
+    use crate::table::{ROOT_INO, dir_op};
 
     fn setup(dir: &Path) -> MappingTable {
         let (j, mut t) = Journal::open(dir).unwrap();

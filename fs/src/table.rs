@@ -333,21 +333,24 @@ impl Default for MappingTable {
     }
 }
 
+/// An `Op` that creates directory `ino` (root-owned, 0755): the start of most test histories.
+#[cfg(test)]
+pub(crate) fn dir_op(ino: Ino) -> Op {
+    Op::PutInode(InodeMeta {
+        ino,
+        kind: NodeKind::Dir,
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime_ns: 0,
+        ctime_ns: 0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn dir(ino: Ino) -> Op {
-        Op::PutInode(InodeMeta {
-            ino,
-            kind: NodeKind::Dir,
-            perm: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime_ns: 0,
-            ctime_ns: 0,
-        })
-    }
     fn file(ino: Ino) -> Op {
         Op::PutInode(InodeMeta {
             ino,
@@ -374,8 +377,8 @@ mod tests {
     fn base() -> MappingTable {
         let mut t = MappingTable::new();
         t.apply_all(&[
-            dir(ROOT_INO),
-            dir(2),
+            dir_op(ROOT_INO),
+            dir_op(2),
             entry(ROOT_INO, "db", 2),
             file(3),
             entry(2, "a.sst", 3),
@@ -432,7 +435,7 @@ mod tests {
     fn snapshot_rebuilds_the_same_table() {
         let mut t = base();
         t.apply_all(&[
-            dir(7),
+            dir_op(7),
             entry(2, "sub", 7),
             file(9),
             entry(7, "x", 9),

@@ -277,13 +277,7 @@ mod tests {
         MetricsRemote<ObjectStoreRemote>,
         Vec<u8>,
     ) {
-        let rt = Arc::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap(),
-        );
+        let rt = crate::mount::runtime().unwrap();
         let metrics = Arc::new(RemoteMetrics::default());
         let remote = MetricsRemote::new(ObjectStoreRemote::in_memory(rt), metrics.clone());
         let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();

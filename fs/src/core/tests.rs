@@ -29,13 +29,7 @@ pub(crate) struct Env {
 
 impl Env {
     pub(crate) fn new() -> Env {
-        let rt = Arc::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap(),
-        );
+        let rt = crate::mount::runtime().unwrap();
         let faults = FaultPlan::default();
         let policy = RetryPolicy {
             attempts: 2,

@@ -108,7 +108,6 @@ impl<R: RemoteStore> RemoteStore for RetryingRemote<R> {
 mod tests {
     use super::*;
     use crate::store::{FailingRemote, FaultPlan, ObjectStoreRemote};
-    use std::sync::Arc;
 
     fn policy(attempts: u32) -> RetryPolicy {
         RetryPolicy {
@@ -120,12 +119,7 @@ mod tests {
 
     #[test]
     fn transient_failures_are_retried_until_success() {
-        let rt = Arc::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        );
+        let rt = crate::mount::runtime().unwrap();
         let faults = FaultPlan::default();
         let store = RetryingRemote::new(
             FailingRemote::new(ObjectStoreRemote::in_memory(rt), faults.clone()),
