@@ -33,8 +33,6 @@ pub struct RocksBackend {
     /// Options of column families created here: they own the compaction filter and merge operator
     /// callbacks, which RocksDB calls for as long as the database is open.
     cf_opts: Vec<Options>,
-    /// Column family name -> the TTL its compaction filter applies (see [`TtlSlot`]).
-    ttl_slots: HashMap<String, TtlSlot>,
     /// The shared block cache and write-buffer manager, when a memory budget is set.
     shared: Option<std::sync::Arc<SharedResources>>,
     tuning: RocksTuning,
@@ -106,24 +104,16 @@ fn concat_merge(
     Some(out)
 }
 
-/// A state's TTL for the compaction filter of its column family: empty until the state is
-/// registered (or adopted) with a TTL. The filter is installed when the database opens (existing
-/// column families) or when the column family is created, before RocksDB can compact it;
-/// registration fills the slot later (and re-registration may change it), and while it is empty
-/// the filter keeps everything.
-type TtlSlot = std::sync::Arc<std::sync::RwLock<Option<(StateKind, u64)>>>;
-
 /// Drops expired TTL values during compaction (Flink's `cleanupInRocksdbCompactFilter`), with the
 /// system clock. A list value (when RocksDB sees one: appends are merge operands, which the filter
-/// does not see) is dropped when all its elements expired.
+/// does not see) is dropped when all its elements expired. Set when the column family is created: a database reopened from a checkpoint relies on
+/// read-time and incremental cleanup.
 fn ttl_filter(
-    slot: TtlSlot,
+    kind: StateKind,
+    ttl_ms: u64,
 ) -> impl FnMut(u32, &[u8], &[u8]) -> rocksdb::compaction_filter::Decision + Send + 'static {
     use rocksdb::compaction_filter::Decision;
     move |_level, _key, value| {
-        let Some((kind, ttl_ms)) = *slot.read().unwrap_or_else(|p| p.into_inner()) else {
-            return Decision::Keep;
-        };
         let now = crate::ttl::Clock::now_ms(&crate::ttl::SystemClock);
         let cfg = crate::ttl::TtlConfig {
             ttl_ms,
@@ -143,14 +133,6 @@ fn ttl_filter(
             Decision::Keep
         }
     }
-}
-
-/// Options of a state's column family, with its TTL compaction filter and the filter's slot.
-fn state_cf_options(shared: Option<&SharedResources>, tuning: &RocksTuning) -> (Options, TtlSlot) {
-    let slot = TtlSlot::default();
-    let mut o = cf_options(shared, tuning);
-    o.set_compaction_filter("statefs-ttl", ttl_filter(slot.clone()));
-    (o, slot)
 }
 
 fn cf_name(state: &str) -> String {
@@ -203,15 +185,10 @@ impl RocksBackend {
         }
         tuning.apply_db(&mut opts);
         let cfs = DB::list_cf(&opts, path).unwrap_or_default();
-        let mut ttl_slots = HashMap::new();
         let descriptors: Vec<ColumnFamilyDescriptor> = cfs
             .iter()
             .filter(|c| *c != "default")
-            .map(|c| {
-                let (o, slot) = state_cf_options(shared.as_deref(), &tuning);
-                ttl_slots.insert(c.clone(), slot);
-                ColumnFamilyDescriptor::new(c, o)
-            })
+            .map(|c| ColumnFamilyDescriptor::new(c, cf_options(shared.as_deref(), &tuning)))
             .collect();
         let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(rocks_err)?;
         Ok(RocksBackend {
@@ -224,7 +201,6 @@ impl RocksBackend {
             _temp: None,
             uploaded: HashMap::new(),
             cf_opts: Vec::new(),
-            ttl_slots,
             shared,
             tuning,
         })
@@ -316,27 +292,20 @@ impl RocksBackend {
     }
 
     fn insert_state(&mut self, meta: StateMeta) -> StateResult<StateId> {
-        let name = cf_name(&meta.name);
-        if self.db.cf_handle(&name).is_none() {
-            let (opts, slot) = state_cf_options(self.shared.as_deref(), &self.tuning);
-            self.db.create_cf(&name, &opts).map_err(rocks_err)?;
+        if self.db.cf_handle(&cf_name(&meta.name)).is_none() {
+            let mut opts = cf_options(self.shared.as_deref(), &self.tuning);
+            if let Some(ttl) = meta.ttl {
+                opts.set_compaction_filter("statefs-ttl", ttl_filter(meta.kind, ttl.ttl_ms));
+            }
+            self.db
+                .create_cf(cf_name(&meta.name), &opts)
+                .map_err(rocks_err)?;
             self.cf_opts.push(opts);
-            self.ttl_slots.insert(name.clone(), slot);
         }
         let id = self.states.len();
         self.by_name.insert(meta.name.clone(), id);
         self.states.push(meta);
-        self.sync_ttl(id);
         Ok(id)
-    }
-
-    /// Points the compaction filter of state `id` at its current TTL.
-    fn sync_ttl(&self, id: StateId) {
-        let meta = &self.states[id];
-        if let Some(slot) = self.ttl_slots.get(&cf_name(&meta.name)) {
-            *slot.write().unwrap_or_else(|p| p.into_inner()) =
-                meta.ttl.map(|t| (meta.kind, t.ttl_ms));
-        }
     }
 
     /// Entries of key group `kg` whose composite key starts with `prefix`, after `after`.
@@ -387,7 +356,6 @@ impl StateBackend for RocksBackend {
         match self.by_name.get(&meta.name).copied() {
             Some(id) => {
                 crate::backend::reregister(&mut self.states[id], meta)?;
-                self.sync_ttl(id);
                 Ok(id)
             }
             None => self.insert_state(meta),

@@ -518,37 +518,6 @@ fn rocksdb_compaction_drops_expired_ttl_values() {
 }
 
 #[test]
-fn rocksdb_compaction_filter_works_on_a_reopened_database() {
-    use crate::states::Keyed;
-    let dir = tempfile::tempdir().unwrap();
-    let ttl = crate::TtlConfig {
-        cleanup_incremental: 0,
-        ..crate::TtlConfig::new(std::time::Duration::from_millis(30))
-    };
-    {
-        let mut kb: Keyed<String, crate::RocksBackend> = Keyed::new(
-            crate::RocksBackend::open(dir.path(), KeyGroupRange::all(128), 128).unwrap(),
-        );
-        let v = kb.value_state::<u32>("v", Some(ttl)).unwrap();
-        for i in 0..200u32 {
-            kb.set_current_key(&format!("k{i}")).unwrap();
-            v.update(&mut kb, &i).unwrap();
-        }
-        kb.backend().flush().unwrap();
-    }
-    // Reopened (as after a restore): the column family exists before the state is registered.
-    let mut kb: Keyed<String, crate::RocksBackend> =
-        Keyed::new(crate::RocksBackend::open(dir.path(), KeyGroupRange::all(128), 128).unwrap());
-    let _v = kb.value_state::<u32>("v", Some(ttl)).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(60));
-    kb.backend().compact_all().unwrap();
-    assert!(
-        kb.backend().entries(0).unwrap().is_empty(),
-        "expired values left after compacting a reopened database"
-    );
-}
-
-#[test]
 fn rocksdb_respects_a_shared_memory_budget() {
     use crate::states::Keyed;
     let budget = 8 << 20;
