@@ -148,14 +148,16 @@ pub trait StateBackend: Send {
             None => Ok(false),
         }
     }
-    fn put(&mut self, s: StateId, kg: u32, ck: Vec<u8>, value: Vec<u8>) -> StateResult<()>;
+    /// Stores `value` at `ck`. Both are borrowed: callers encode into reused buffers, and a
+    /// backend copies only what it keeps.
+    fn put(&mut self, s: StateId, kg: u32, ck: &[u8], value: &[u8]) -> StateResult<()>;
     fn delete(&mut self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<()>;
     /// Appends `bytes` to the value at `ck` (list states: encoded elements concatenate). RocksDB
     /// does it with a merge operator, without reading the list.
-    fn append(&mut self, s: StateId, kg: u32, ck: Vec<u8>, bytes: &[u8]) -> StateResult<()> {
-        let mut v = self.get(s, kg, &ck)?.unwrap_or_default();
+    fn append(&mut self, s: StateId, kg: u32, ck: &[u8], bytes: &[u8]) -> StateResult<()> {
+        let mut v = self.get(s, kg, ck)?.unwrap_or_default();
         v.extend_from_slice(bytes);
-        self.put(s, kg, ck, v)
+        self.put(s, kg, ck, &v)
     }
     /// Entries whose composite key starts with `prefix`, in key order.
     fn scan_prefix(
@@ -164,6 +166,23 @@ pub trait StateBackend: Send {
         kg: u32,
         prefix: &[u8],
     ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Calls `f(suffix, value)` for each entry whose composite key starts with `prefix`, in key
+    /// order, where `suffix` is the composite key after `prefix`; stops when `f` returns false.
+    /// Lends the bytes where the backend can (no per-entry copies).
+    fn scan_prefix_with(
+        &self,
+        s: StateId,
+        kg: u32,
+        prefix: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> StateResult<()> {
+        for (k, v) in self.scan_prefix(s, kg, prefix)? {
+            if !f(&k[prefix.len()..], &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
     fn delete_prefix(&mut self, s: StateId, kg: u32, prefix: &[u8]) -> StateResult<()>;
     /// Up to `limit` entries of key group `kg` after composite key `after` (from the start if
     /// `None`), in key order: the cursor of incremental TTL cleanup.
@@ -225,7 +244,7 @@ impl StateBackend for Box<dyn StateBackend> {
     ) -> StateResult<bool> {
         (**self).get_with(s, kg, ck, f)
     }
-    fn put(&mut self, s: usize, kg: u32, ck: Vec<u8>, v: Vec<u8>) -> StateResult<()> {
+    fn put(&mut self, s: usize, kg: u32, ck: &[u8], v: &[u8]) -> StateResult<()> {
         (**self).put(s, kg, ck, v)
     }
     fn delete(&mut self, s: usize, kg: u32, ck: &[u8]) -> StateResult<()> {
@@ -234,10 +253,19 @@ impl StateBackend for Box<dyn StateBackend> {
     fn scan_prefix(&self, s: usize, kg: u32, p: &[u8]) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
         (**self).scan_prefix(s, kg, p)
     }
+    fn scan_prefix_with(
+        &self,
+        s: StateId,
+        kg: u32,
+        prefix: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> StateResult<()> {
+        (**self).scan_prefix_with(s, kg, prefix, f)
+    }
     fn delete_prefix(&mut self, s: usize, kg: u32, p: &[u8]) -> StateResult<()> {
         (**self).delete_prefix(s, kg, p)
     }
-    fn append(&mut self, s: StateId, kg: u32, ck: Vec<u8>, bytes: &[u8]) -> StateResult<()> {
+    fn append(&mut self, s: StateId, kg: u32, ck: &[u8], bytes: &[u8]) -> StateResult<()> {
         (**self).append(s, kg, ck, bytes)
     }
     fn scan_after(

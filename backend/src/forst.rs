@@ -178,14 +178,32 @@ impl StateBackend for ForstBackend {
     fn get(&self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<Option<Vec<u8>>> {
         self.rocks.get(s, kg, ck)
     }
-    fn put(&mut self, s: StateId, kg: u32, ck: Vec<u8>, value: Vec<u8>) -> StateResult<()> {
+    fn get_with(
+        &self,
+        s: StateId,
+        kg: u32,
+        ck: &[u8],
+        f: &mut dyn FnMut(&[u8]),
+    ) -> StateResult<bool> {
+        self.rocks.get_with(s, kg, ck, f)
+    }
+    fn put(&mut self, s: StateId, kg: u32, ck: &[u8], value: &[u8]) -> StateResult<()> {
         self.rocks.put(s, kg, ck, value)
     }
     fn delete(&mut self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<()> {
         self.rocks.delete(s, kg, ck)
     }
-    fn append(&mut self, s: StateId, kg: u32, ck: Vec<u8>, bytes: &[u8]) -> StateResult<()> {
+    fn append(&mut self, s: StateId, kg: u32, ck: &[u8], bytes: &[u8]) -> StateResult<()> {
         self.rocks.append(s, kg, ck, bytes)
+    }
+    fn scan_prefix_with(
+        &self,
+        s: StateId,
+        kg: u32,
+        prefix: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> StateResult<()> {
+        self.rocks.scan_prefix_with(s, kg, prefix, f)
     }
     fn scan_prefix(
         &self,

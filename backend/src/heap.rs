@@ -11,22 +11,50 @@
 //! prefix scan of such a state is an exact lookup.
 
 use std::collections::{BTreeMap, HashMap};
-
-use rustc_hash::FxHashMap;
 use std::ops::Bound;
 use std::sync::Arc;
+
+use rustc_hash::FxBuildHasher;
+use smallvec::SmallVec;
 
 use crate::backend::{Entry, SnapshotView, StateBackend, StateId, StateKind, StateMeta};
 use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
 
+/// A stored composite key or value: up to 24 bytes live inline in the map slot, so the common
+/// small entry (a u64 key and value) costs no allocation and no pointer chase.
+type Bytes = SmallVec<[u8; 24]>;
+type Hash<V> = hashbrown::HashMap<Bytes, V, FxBuildHasher>;
+
 #[derive(Clone)]
 enum Group {
     /// Map states without TTL: (key, namespace) prefix -> user key -> value. A point access is a
     /// hash lookup plus a search among one key's entries, not a search of the whole key group.
-    TwoLevel(FxHashMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>),
-    Sorted(BTreeMap<Vec<u8>, Vec<u8>>),
-    Hashed(FxHashMap<Vec<u8>, Vec<u8>>),
+    TwoLevel(Hash<BTreeMap<Bytes, Bytes>>),
+    Sorted(BTreeMap<Bytes, Bytes>),
+    Hashed(Hash<Bytes>),
+}
+
+/// Overwrites `k`'s value in place, or inserts it; an existing key is not rebuilt.
+fn set(m: &mut BTreeMap<Bytes, Bytes>, k: &[u8], v: &[u8]) {
+    match m.get_mut(k) {
+        Some(old) => {
+            old.clear();
+            old.extend_from_slice(v);
+        }
+        None => {
+            m.insert(k.into(), v.into());
+        }
+    }
+}
+
+fn extend(m: &mut BTreeMap<Bytes, Bytes>, k: &[u8], v: &[u8]) {
+    match m.get_mut(k) {
+        Some(old) => old.extend_from_slice(v),
+        None => {
+            m.insert(k.into(), v.into());
+        }
+    }
 }
 
 impl Group {
@@ -34,20 +62,20 @@ impl Group {
         if meta.ttl.is_some() {
             Group::Sorted(BTreeMap::new())
         } else if meta.kind == StateKind::Map {
-            Group::TwoLevel(FxHashMap::default())
+            Group::TwoLevel(Hash::default())
         } else {
-            Group::Hashed(FxHashMap::default())
+            Group::Hashed(Hash::default())
         }
     }
 
-    fn get(&self, k: &[u8]) -> Option<&Vec<u8>> {
+    fn get(&self, k: &[u8]) -> Option<&[u8]> {
         match self {
             Group::TwoLevel(m) => {
                 let (p, uk) = split_prefix(k);
-                m.get(p)?.get(uk)
+                m.get(p)?.get(uk).map(|v| v.as_slice())
             }
-            Group::Sorted(m) => m.get(k),
-            Group::Hashed(m) => m.get(k),
+            Group::Sorted(m) => m.get(k).map(|v| v.as_slice()),
+            Group::Hashed(m) => m.get(k).map(|v| v.as_slice()),
         }
     }
 
@@ -55,25 +83,29 @@ impl Group {
         self.get(k).is_some()
     }
 
-    fn insert(&mut self, k: Vec<u8>, v: Vec<u8>) {
+    fn insert(&mut self, k: &[u8], v: &[u8]) {
         match self {
             Group::TwoLevel(m) => {
-                let (p, uk) = split_prefix(&k);
-                match m.get_mut(p) {
-                    Some(inner) => {
-                        inner.insert(uk.to_vec(), v);
-                    }
-                    None => {
-                        m.insert(p.to_vec(), BTreeMap::from([(uk.to_vec(), v)]));
-                    }
-                }
+                let (p, uk) = split_prefix(k);
+                set(m.entry_ref(p).or_default(), uk, v);
             }
-            Group::Sorted(m) => {
-                m.insert(k, v);
-            }
+            Group::Sorted(m) => set(m, k, v),
             Group::Hashed(m) => {
-                m.insert(k, v);
+                let old = m.entry_ref(k).or_default();
+                old.clear();
+                old.extend_from_slice(v);
             }
+        }
+    }
+
+    fn append(&mut self, k: &[u8], bytes: &[u8]) {
+        match self {
+            Group::TwoLevel(m) => {
+                let (p, uk) = split_prefix(k);
+                extend(m.entry_ref(p).or_default(), uk, bytes);
+            }
+            Group::Sorted(m) => extend(m, k, bytes),
+            Group::Hashed(m) => m.entry_ref(k).or_default().extend_from_slice(bytes),
         }
     }
 
@@ -97,41 +129,56 @@ impl Group {
         }
     }
 
-    /// Entries whose key starts with `prefix`, in key order.
-    fn prefixed(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// Calls `f(suffix, value)` for the entries whose key starts with `prefix`, in key order,
+    /// until `f` returns false; `suffix` is the key after `prefix`.
+    fn for_prefix(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
         match self {
             Group::TwoLevel(m) => match split_prefix(prefix) {
-                (p, uk) if uk.is_empty() && p.len() == prefix.len() => m
-                    .get(p)
-                    .map(|inner| {
-                        inner
-                            .iter()
-                            .map(|(uk, v)| ([p, uk.as_slice()].concat(), v.clone()))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                (p, uk) if uk.is_empty() && p.len() == prefix.len() => {
+                    for (uk, v) in m.get(p).into_iter().flatten() {
+                        if !f(uk, v) {
+                            return;
+                        }
+                    }
+                }
                 // Any other prefix: filter the ordered whole.
-                _ => self
-                    .sorted()
-                    .into_iter()
-                    .filter(|(k, _)| k.starts_with(prefix))
-                    .collect(),
+                _ => {
+                    for (k, v) in self.sorted() {
+                        if k.starts_with(prefix) && !f(&k[prefix.len()..], &v) {
+                            return;
+                        }
+                    }
+                }
             },
             Group::Sorted(m) => {
-                let upper = match prefix_end(prefix) {
-                    Some(e) => Bound::Excluded(e),
+                let end = prefix_end(prefix);
+                let upper = match &end {
+                    Some(e) => Bound::Excluded(e.as_slice()),
                     None => Bound::Unbounded,
                 };
-                m.range((Bound::Included(prefix.to_vec()), upper))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
+                for (k, v) in m.range::<[u8], _>((Bound::Included(prefix), upper)) {
+                    if !f(&k[prefix.len()..], v) {
+                        return;
+                    }
+                }
             }
             // Prefix-free keys (see the module doc): the prefix is the whole key.
-            Group::Hashed(m) => m
-                .get(prefix)
-                .map(|v| vec![(prefix.to_vec(), v.clone())])
-                .unwrap_or_default(),
+            Group::Hashed(m) => {
+                if let Some(v) = m.get(prefix) {
+                    f(&[], v);
+                }
+            }
         }
+    }
+
+    /// Entries whose key starts with `prefix`, in key order.
+    fn prefixed(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        self.for_prefix(prefix, &mut |suffix, v| {
+            out.push(([prefix, suffix].concat(), v.to_vec()));
+            true
+        });
+        out
     }
 
     /// Every entry, in key order.
@@ -139,19 +186,19 @@ impl Group {
         match self {
             // Prefixes are prefix-free, so ordering by prefix, then user key, is composite-key order.
             Group::TwoLevel(m) => {
-                let mut prefixes: Vec<&Vec<u8>> = m.keys().collect();
+                let mut prefixes: Vec<&Bytes> = m.keys().collect();
                 prefixes.sort_unstable();
                 prefixes
                     .into_iter()
                     .flat_map(|p| {
                         m[p].iter()
-                            .map(move |(uk, v)| ([p.as_slice(), uk.as_slice()].concat(), v.clone()))
+                            .map(move |(uk, v)| ([p.as_slice(), uk.as_slice()].concat(), v.to_vec()))
                     })
                     .collect()
             }
-            Group::Sorted(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Group::Sorted(m) => m.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(),
             Group::Hashed(m) => {
-                let mut v: Vec<_> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let mut v: Vec<_> = m.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
                 v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 v
             }
@@ -159,16 +206,17 @@ impl Group {
     }
 
     fn after(&self, after: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let lower = match after {
-            Some(a) => Bound::Excluded(a.to_vec()),
-            None => Bound::Unbounded,
-        };
         match self {
-            Group::Sorted(m) => m
-                .range((lower, Bound::Unbounded))
-                .take(limit)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            Group::Sorted(m) => {
+                let lower = match after {
+                    Some(a) => Bound::Excluded(a),
+                    None => Bound::Unbounded,
+                };
+                m.range::<[u8], _>((lower, Bound::Unbounded))
+                    .take(limit)
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .collect()
+            }
             Group::Hashed(_) | Group::TwoLevel(_) => {
                 let all = self.sorted();
                 let start = match after {
@@ -293,7 +341,7 @@ impl StateBackend for HeapBackend {
     }
 
     fn get(&self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<Option<Vec<u8>>> {
-        Ok(self.group(s, kg)?.get(ck).cloned())
+        Ok(self.group(s, kg)?.get(ck).map(<[u8]>::to_vec))
     }
 
     fn get_with(
@@ -312,21 +360,13 @@ impl StateBackend for HeapBackend {
         }
     }
 
-    fn put(&mut self, s: StateId, kg: u32, ck: Vec<u8>, value: Vec<u8>) -> StateResult<()> {
+    fn put(&mut self, s: StateId, kg: u32, ck: &[u8], value: &[u8]) -> StateResult<()> {
         self.group_mut(s, kg)?.insert(ck, value);
         Ok(())
     }
 
-    fn append(&mut self, s: StateId, kg: u32, ck: Vec<u8>, bytes: &[u8]) -> StateResult<()> {
-        match self.group_mut(s, kg)? {
-            Group::Hashed(m) => m.entry(ck).or_default().extend_from_slice(bytes),
-            Group::Sorted(m) => m.entry(ck).or_default().extend_from_slice(bytes),
-            g @ Group::TwoLevel(_) => {
-                let mut v = g.get(&ck).cloned().unwrap_or_default();
-                v.extend_from_slice(bytes);
-                g.insert(ck, v);
-            }
-        }
+    fn append(&mut self, s: StateId, kg: u32, ck: &[u8], bytes: &[u8]) -> StateResult<()> {
+        self.group_mut(s, kg)?.append(ck, bytes);
         Ok(())
     }
 
@@ -345,6 +385,17 @@ impl StateBackend for HeapBackend {
         prefix: &[u8],
     ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
         Ok(self.group(s, kg)?.prefixed(prefix))
+    }
+
+    fn scan_prefix_with(
+        &self,
+        s: StateId,
+        kg: u32,
+        prefix: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> StateResult<()> {
+        self.group(s, kg)?.for_prefix(prefix, f);
+        Ok(())
     }
 
     fn delete_prefix(&mut self, s: StateId, kg: u32, prefix: &[u8]) -> StateResult<()> {
@@ -396,7 +447,7 @@ impl StateBackend for HeapBackend {
 
     fn load(&mut self, s: StateId, entries: Vec<Entry>) -> StateResult<()> {
         for (kg, k, v) in entries {
-            self.group_mut(s, kg)?.insert(k, v);
+            self.group_mut(s, kg)?.insert(&k, &v);
         }
         Ok(())
     }

@@ -377,18 +377,59 @@ impl StateBackend for RocksBackend {
             .map_err(rocks_err)
     }
 
-    fn put(&mut self, s: StateId, kg: u32, ck: Vec<u8>, value: Vec<u8>) -> StateResult<()> {
+    fn get_with(
+        &self,
+        s: StateId,
+        kg: u32,
+        ck: &[u8],
+        f: &mut dyn FnMut(&[u8]),
+    ) -> StateResult<bool> {
+        self.check(kg)?;
+        match self
+            .db
+            .get_pinned_cf(self.cf(s), db_key(kg, ck))
+            .map_err(rocks_err)?
+        {
+            Some(v) => {
+                f(&v);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn put(&mut self, s: StateId, kg: u32, ck: &[u8], value: &[u8]) -> StateResult<()> {
         self.check(kg)?;
         self.db
-            .put_cf(self.cf(s), db_key(kg, &ck), value)
+            .put_cf(self.cf(s), db_key(kg, ck), value)
             .map_err(rocks_err)
     }
 
-    fn append(&mut self, s: StateId, kg: u32, ck: Vec<u8>, bytes: &[u8]) -> StateResult<()> {
+    fn append(&mut self, s: StateId, kg: u32, ck: &[u8], bytes: &[u8]) -> StateResult<()> {
         self.check(kg)?;
         self.db
-            .merge_cf(self.cf(s), db_key(kg, &ck), bytes)
+            .merge_cf(self.cf(s), db_key(kg, ck), bytes)
             .map_err(rocks_err)
+    }
+
+    fn scan_prefix_with(
+        &self,
+        s: StateId,
+        kg: u32,
+        prefix: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> StateResult<()> {
+        self.check(kg)?;
+        let start = db_key(kg, prefix);
+        let mut it = self.db.raw_iterator_cf(self.cf(s));
+        it.seek(&start);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(&start) || !f(&k[start.len()..], v) {
+                break;
+            }
+            it.next();
+        }
+        it.status().map_err(rocks_err)
     }
 
     fn delete(&mut self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<()> {

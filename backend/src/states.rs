@@ -22,8 +22,9 @@ pub struct Keyed<K, B: StateBackend> {
     key_ser: Arc<dyn StateSerializer<K>>,
     current: Option<(Vec<u8>, u32)>,
     clock: Arc<dyn Clock>,
-    /// Scratch buffer for composite keys of reads.
+    /// Reused buffers: the composite key and the value of the access in progress.
     scratch: Vec<u8>,
+    vbuf: Vec<u8>,
     /// Incremental TTL cleanup: per state, the key group and last key checked.
     cursors: std::collections::HashMap<StateId, (u32, Option<Vec<u8>>)>,
 }
@@ -37,6 +38,7 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend> Keyed<K, B> {
             clock: Arc::new(SystemClock),
             cursors: Default::default(),
             scratch: Vec::new(),
+            vbuf: Vec::new(),
         }
     }
 }
@@ -96,7 +98,7 @@ impl<K, B: StateBackend> Keyed<K, B> {
                     if kept.is_empty() {
                         self.backend.delete(s, kg, &ck)?;
                     } else if encode_list(&kept) != v {
-                        self.backend.put(s, kg, ck.clone(), encode_list(&kept))?;
+                        self.backend.put(s, kg, &ck, &encode_list(&kept))?;
                     }
                 } else if ttl::unwrap(&v).is_none_or(|(st, _)| ttl::expired(ttl, st, now)) {
                     self.backend.delete(s, kg, &ck)?;
@@ -303,6 +305,39 @@ impl Inner {
         Ok((kg, composite_key(k, &self.namespace, user_key)))
     }
 
+    /// Builds the composite key of the current key, this namespace and the user key `uk` writes
+    /// into `kb.scratch`; returns the key group.
+    fn key_into<K, B: StateBackend>(
+        &self,
+        kb: &mut Keyed<K, B>,
+        uk: impl FnOnce(&mut Vec<u8>),
+    ) -> StateResult<u32> {
+        let (k, kg) = kb.current.as_ref().ok_or(StateError::NoCurrentKey)?;
+        crate::backend::composite_key_into(&mut kb.scratch, k, &self.namespace, &[]);
+        uk(&mut kb.scratch);
+        Ok(*kg)
+    }
+
+    /// Stores what `value` writes (after a TTL stamp, with TTL) at the key in `kb.scratch`.
+    fn write_scratch<K, B: StateBackend>(
+        &self,
+        kb: &mut Keyed<K, B>,
+        kg: u32,
+        value: impl FnOnce(&mut Vec<u8>),
+    ) -> StateResult<()> {
+        // The incremental cleanup tick uses neither buffer.
+        self.tick(kb)?;
+        let mut v = std::mem::take(&mut kb.vbuf);
+        v.clear();
+        if self.ttl.is_some() {
+            v.extend_from_slice(&kb.now_ms().to_le_bytes());
+        }
+        value(&mut v);
+        let r = kb.backend.put(self.id, kg, &kb.scratch, &v);
+        kb.vbuf = v;
+        r
+    }
+
     fn ser_err(&self, why: String) -> StateError {
         StateError::Serialization {
             state: self.name.clone(),
@@ -345,8 +380,7 @@ impl Inner {
         }
         if t.update == UpdateType::OnReadAndWrite {
             let v = v.to_vec();
-            kb.backend
-                .put(self.id, kg, ck.to_vec(), ttl::wrap(now, &v))?;
+            kb.backend.put(self.id, kg, ck, &ttl::wrap(now, &v))?;
             return Ok(Some(v));
         }
         Ok(Some(v.to_vec()))
@@ -358,22 +392,18 @@ impl Inner {
     fn get_typed<K, B: StateBackend, T>(
         &self,
         kb: &mut Keyed<K, B>,
-        user_key: &[u8],
+        user_key: impl FnOnce(&mut Vec<u8>),
         ser: &dyn StateSerializer<T>,
     ) -> StateResult<Option<T>> {
+        let kg = self.key_into(kb, user_key)?;
         if self.ttl.is_some() {
-            let (kg, ck) = self.ck(kb, user_key)?;
+            let ck = kb.scratch.clone();
             return self.read_typed(kb, kg, &ck, ser);
         }
-        let mut buf = std::mem::take(&mut kb.scratch);
-        let (k, kg) = kb.current()?;
-        crate::backend::composite_key_into(&mut buf, k, &self.namespace, user_key);
         let mut out = None;
-        let found = kb.backend.get_with(self.id, kg, &buf, &mut |bytes| {
+        kb.backend.get_with(self.id, kg, &kb.scratch, &mut |bytes| {
             out = Some(ser.deserialize(bytes))
-        });
-        kb.scratch = buf;
-        found?;
+        })?;
         out.transpose().map_err(|e| self.ser_err(e))
     }
 
@@ -389,21 +419,6 @@ impl Inner {
             Some(b) => ser.deserialize(&b).map(Some).map_err(|e| self.ser_err(e)),
             None => Ok(None),
         }
-    }
-
-    fn write<K, B: StateBackend>(
-        &self,
-        kb: &mut Keyed<K, B>,
-        kg: u32,
-        ck: Vec<u8>,
-        v: &[u8],
-    ) -> StateResult<()> {
-        self.tick(kb)?;
-        let stored = match self.ttl {
-            Some(_) => ttl::wrap(kb.now_ms(), v),
-            None => v.to_vec(),
-        };
-        kb.backend.put(self.id, kg, ck, stored)
     }
 
     fn clear<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<()> {
@@ -434,12 +449,13 @@ impl<V> ValueState<V> {
     namespace_methods!();
 
     pub fn value<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<Option<V>> {
-        self.inner.get_typed(kb, &[], self.ser.as_ref())
+        self.inner.get_typed(kb, |_| {}, self.ser.as_ref())
     }
 
     pub fn update<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, value: &V) -> StateResult<()> {
-        let (kg, ck) = self.inner.ck(kb, &[])?;
-        self.inner.write(kb, kg, ck, &self.ser.serialize(value))
+        let kg = self.inner.key_into(kb, |_| {})?;
+        self.inner
+            .write_scratch(kb, kg, |out| self.ser.serialize_into(value, out))
     }
 }
 
@@ -456,6 +472,18 @@ pub fn encode_list(elements: &[Vec<u8>]) -> Vec<u8> {
 
 pub fn decode_list(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     let mut out = Vec::new();
+    for_each_element(bytes, |e| {
+        out.push(e.to_vec());
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` with each encoded element of a list value, borrowed.
+fn for_each_element(
+    bytes: &[u8],
+    mut f: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), String> {
     let mut p = 0;
     while p < bytes.len() {
         let n = u32::from_le_bytes(
@@ -465,15 +493,22 @@ pub fn decode_list(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
                 .try_into()
                 .unwrap(),
         ) as usize;
-        out.push(
-            bytes
-                .get(p + 4..p + 4 + n)
-                .ok_or("truncated list element")?
-                .to_vec(),
-        );
+        f(bytes.get(p + 4..p + 4 + n).ok_or("truncated list element")?)?;
         p += 4 + n;
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Appends one list element, `[u32 len][ttl stamp?][value]`, to `buf`.
+fn push_element(buf: &mut Vec<u8>, stamp: Option<u64>, value: impl FnOnce(&mut Vec<u8>)) {
+    let at = buf.len();
+    buf.extend_from_slice(&[0u8; 4]);
+    if let Some(now) = stamp {
+        buf.extend_from_slice(&now.to_le_bytes());
+    }
+    value(buf);
+    let len = (buf.len() - at - 4) as u32;
+    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
 pub struct ListState<V> {
@@ -499,6 +534,27 @@ impl<V> ListState<V> {
     }
 
     pub fn get<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<Vec<V>> {
+        if self.inner.ttl.is_none() {
+            // Deserialize straight from the stored bytes.
+            let kg = self.inner.key_into(kb, |_| {})?;
+            let mut out = Vec::new();
+            let mut failed = None;
+            kb.backend
+                .get_with(self.inner.id, kg, &kb.scratch, &mut |bytes| {
+                    failed = for_each_element(bytes, |e| {
+                        out.push(self.ser.deserialize(e)?);
+                        Ok(())
+                    })
+                    .err();
+                })?;
+            return match failed {
+                None => Ok(out),
+                Some(e) => Err(StateError::corrupt(
+                    format!("list state {}", self.inner.name),
+                    e,
+                )),
+            };
+        }
         let (kg, ck, elems) = self.elements(kb)?;
         let mut live = Vec::new();
         let mut changed = false;
@@ -549,19 +605,10 @@ impl<V> ListState<V> {
             if kept.is_empty() {
                 kb.backend.delete(self.inner.id, kg, &ck)?;
             } else {
-                kb.backend.put(self.inner.id, kg, ck, encode_list(&kept))?;
+                kb.backend.put(self.inner.id, kg, &ck, &encode_list(&kept))?;
             }
         }
         Ok(out)
-    }
-
-    fn wrap_elem<K, B: StateBackend>(&self, kb: &Keyed<K, B>, v: &V) -> Vec<u8> {
-        let b = self.ser.serialize(v);
-        if self.inner.ttl.is_some() {
-            ttl::wrap(kb.now_ms(), &b)
-        } else {
-            b
-        }
     }
 
     pub fn add<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, value: &V) -> StateResult<()> {
@@ -573,21 +620,17 @@ impl<V> ListState<V> {
         kb: &mut Keyed<K, B>,
         values: &[V],
     ) -> StateResult<()> {
-        let (kg, ck) = self.inner.ck(kb, &[])?;
-        // Encode every element straight into one buffer: `[u32 len][ttl stamp?][value]`.
+        let kg = self.inner.key_into(kb, |_| {})?;
+        // Encode every element straight into one reused buffer.
         let now = self.inner.ttl.map(|_| kb.now_ms());
-        let mut buf = Vec::with_capacity(values.len() * 16);
+        let mut buf = std::mem::take(&mut kb.vbuf);
+        buf.clear();
         for v in values {
-            let at = buf.len();
-            buf.extend_from_slice(&[0u8; 4]);
-            if let Some(now) = now {
-                buf.extend_from_slice(&now.to_le_bytes());
-            }
-            self.ser.serialize_into(v, &mut buf);
-            let len = (buf.len() - at - 4) as u32;
-            buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+            push_element(&mut buf, now, |out| self.ser.serialize_into(v, out));
         }
-        kb.backend.append(self.inner.id, kg, ck, &buf)
+        let r = kb.backend.append(self.inner.id, kg, &kb.scratch, &buf);
+        kb.vbuf = buf;
+        r
     }
 
     /// Replaces the list; an empty list removes it.
@@ -596,12 +639,19 @@ impl<V> ListState<V> {
         kb: &mut Keyed<K, B>,
         values: &[V],
     ) -> StateResult<()> {
-        let (kg, ck) = self.inner.ck(kb, &[])?;
+        let kg = self.inner.key_into(kb, |_| {})?;
         if values.is_empty() {
-            return kb.backend.delete(self.inner.id, kg, &ck);
+            return kb.backend.delete(self.inner.id, kg, &kb.scratch);
         }
-        let elems: Vec<Vec<u8>> = values.iter().map(|v| self.wrap_elem(kb, v)).collect();
-        kb.backend.put(self.inner.id, kg, ck, encode_list(&elems))
+        let now = self.inner.ttl.map(|_| kb.now_ms());
+        let mut buf = std::mem::take(&mut kb.vbuf);
+        buf.clear();
+        for v in values {
+            push_element(&mut buf, now, |out| self.ser.serialize_into(v, out));
+        }
+        let r = kb.backend.put(self.inner.id, kg, &kb.scratch, &buf);
+        kb.vbuf = buf;
+        r
     }
 }
 
@@ -619,8 +669,11 @@ impl<UK, V> MapState<UK, V> {
         kb: &mut Keyed<K, B>,
         user_key: &UK,
     ) -> StateResult<Option<V>> {
-        self.inner
-            .get_typed(kb, &self.uk.serialize(user_key), self.ser.as_ref())
+        self.inner.get_typed(
+            kb,
+            |out| self.uk.serialize_into(user_key, out),
+            self.ser.as_ref(),
+        )
     }
 
     pub fn put<K, B: StateBackend>(
@@ -629,8 +682,11 @@ impl<UK, V> MapState<UK, V> {
         user_key: &UK,
         value: &V,
     ) -> StateResult<()> {
-        let (kg, ck) = self.inner.ck(kb, &self.uk.serialize(user_key))?;
-        self.inner.write(kb, kg, ck, &self.ser.serialize(value))
+        let kg = self
+            .inner
+            .key_into(kb, |out| self.uk.serialize_into(user_key, out))?;
+        self.inner
+            .write_scratch(kb, kg, |out| self.ser.serialize_into(value, out))
     }
 
     pub fn put_all<K, B: StateBackend>(
@@ -646,8 +702,10 @@ impl<UK, V> MapState<UK, V> {
         kb: &mut Keyed<K, B>,
         user_key: &UK,
     ) -> StateResult<()> {
-        let (kg, ck) = self.inner.ck(kb, &self.uk.serialize(user_key))?;
-        kb.backend.delete(self.inner.id, kg, &ck)
+        let kg = self
+            .inner
+            .key_into(kb, |out| self.uk.serialize_into(user_key, out))?;
+        kb.backend.delete(self.inner.id, kg, &kb.scratch)
     }
 
     pub fn contains<K, B: StateBackend>(
@@ -655,12 +713,43 @@ impl<UK, V> MapState<UK, V> {
         kb: &mut Keyed<K, B>,
         user_key: &UK,
     ) -> StateResult<bool> {
-        let (kg, ck) = self.inner.ck(kb, &self.uk.serialize(user_key))?;
+        let kg = self
+            .inner
+            .key_into(kb, |out| self.uk.serialize_into(user_key, out))?;
+        if self.inner.ttl.is_none() {
+            return kb
+                .backend
+                .get_with(self.inner.id, kg, &kb.scratch, &mut |_| {});
+        }
+        let ck = kb.scratch.clone();
         Ok(self.inner.read(kb, kg, &ck)?.is_some())
     }
 
     /// Live entries of the current key and namespace, in user-key byte order.
     pub fn entries<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<Vec<(UK, V)>> {
+        if self.inner.ttl.is_none() {
+            // Decode straight from the backend's bytes.
+            let kg = self.inner.key_into(kb, |_| {})?;
+            let mut out = Vec::new();
+            let mut failed = None;
+            kb.backend
+                .scan_prefix_with(self.inner.id, kg, &kb.scratch, &mut |uk, v| {
+                    match (self.uk.deserialize(uk), self.ser.deserialize(v)) {
+                        (Ok(k), Ok(v)) => {
+                            out.push((k, v));
+                            true
+                        }
+                        (Err(e), _) | (_, Err(e)) => {
+                            failed = Some(e);
+                            false
+                        }
+                    }
+                })?;
+            return match failed {
+                None => Ok(out),
+                Some(e) => Err(self.inner.ser_err(e)),
+            };
+        }
         let (kg, prefix) = self.inner.ck(kb, &[])?;
         let raw = kb.backend.scan_prefix(self.inner.id, kg, &prefix)?;
         let mut out = Vec::with_capacity(raw.len());
@@ -697,6 +786,16 @@ impl<UK, V> MapState<UK, V> {
     }
 
     pub fn is_empty<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<bool> {
+        if self.inner.ttl.is_none() {
+            let kg = self.inner.key_into(kb, |_| {})?;
+            let mut any = false;
+            kb.backend
+                .scan_prefix_with(self.inner.id, kg, &kb.scratch, &mut |_, _| {
+                    any = true;
+                    false
+                })?;
+            return Ok(!any);
+        }
         Ok(self.entries(kb)?.is_empty())
     }
 }
@@ -711,7 +810,7 @@ impl<V> ReducingState<V> {
     namespace_methods!();
 
     pub fn get<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<Option<V>> {
-        self.inner.get_typed(kb, &[], self.ser.as_ref())
+        self.inner.get_typed(kb, |_| {}, self.ser.as_ref())
     }
 
     pub fn add<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, value: V) -> StateResult<()> {
@@ -719,8 +818,9 @@ impl<V> ReducingState<V> {
             Some(cur) => (self.reduce)(cur, value),
             None => value,
         };
-        let (kg, ck) = self.inner.ck(kb, &[])?;
-        self.inner.write(kb, kg, ck, &self.ser.serialize(&next))
+        let kg = self.inner.key_into(kb, |_| {})?;
+        self.inner
+            .write_scratch(kb, kg, |out| self.ser.serialize_into(&next, out))
     }
 }
 
@@ -735,8 +835,7 @@ impl<IN, ACC, OUT> AggregatingState<IN, ACC, OUT> {
     namespace_methods!();
 
     fn acc<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<Option<ACC>> {
-        let (kg, ck) = self.inner.ck(kb, &[])?;
-        self.inner.read_typed(kb, kg, &ck, self.ser.as_ref())
+        self.inner.get_typed(kb, |_| {}, self.ser.as_ref())
     }
 
     pub fn get<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>) -> StateResult<Option<OUT>> {
@@ -746,7 +845,8 @@ impl<IN, ACC, OUT> AggregatingState<IN, ACC, OUT> {
     pub fn add<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, value: IN) -> StateResult<()> {
         let acc = self.acc(kb)?.unwrap_or_else(|| self.agg.create());
         let next = self.agg.add(value, acc);
-        let (kg, ck) = self.inner.ck(kb, &[])?;
-        self.inner.write(kb, kg, ck, &self.ser.serialize(&next))
+        let kg = self.inner.key_into(kb, |_| {})?;
+        self.inner
+            .write_scratch(kb, kg, |out| self.ser.serialize_into(&next, out))
     }
 }
