@@ -16,6 +16,26 @@ fn keyed() -> Keyed<u64, HeapBackend> {
     Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128))
 }
 
+/// `BENCH_ONLY=mapGet,listAdd` runs just those operations (for profiling one of them).
+fn selected(name: &str) -> bool {
+    match std::env::var("BENCH_ONLY") {
+        Ok(only) => only.split(',').any(|o| name.starts_with(o.trim())),
+        Err(_) => true,
+    }
+}
+
+fn run(
+    rows: &mut Vec<(&'static str, f64, &'static str)>,
+    name: &'static str,
+    budget: Duration,
+    op: impl FnMut(u64),
+    flink: &'static str,
+) {
+    if selected(name) {
+        rows.push((name, measure(budget, op), flink));
+    }
+}
+
 /// Runs `op(i)` for about `budget`, returns ops/ms.
 fn measure(budget: Duration, mut op: impl FnMut(u64)) -> f64 {
     let start = Instant::now();
@@ -36,7 +56,7 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(1500),
     );
-    let mut rows: Vec<(&str, f64, &str)> = Vec::new();
+    let mut rows: Vec<(&'static str, f64, &'static str)> = Vec::new();
     let key = |i: u64| (i.wrapping_mul(2_654_435_761)) % KEYS;
 
     // value
@@ -46,30 +66,36 @@ fn main() {
         kb.set_current_key(&i).unwrap();
         v.update(&mut kb, &i).unwrap();
     }
-    rows.push((
+    run(
+        &mut rows,
         "valueGet",
-        measure(budget, |i| {
+        budget,
+        |i| {
             kb.set_current_key(&key(i)).unwrap();
             std::hint::black_box(v.value(&mut kb).unwrap());
-        }),
+        },
         "not found",
-    ));
-    rows.push((
+    );
+    run(
+        &mut rows,
         "valueUpdate",
-        measure(budget, |i| {
+        budget,
+        |i| {
             kb.set_current_key(&key(i)).unwrap();
             v.update(&mut kb, &i).unwrap();
-        }),
+        },
         "not found",
-    ));
-    rows.push((
+    );
+    run(
+        &mut rows,
         "valueAdd",
-        measure(budget, |i| {
+        budget,
+        |i| {
             kb.set_current_key(&(KEYS + i)).unwrap();
             v.update(&mut kb, &i).unwrap();
-        }),
+        },
         "not found",
-    ));
+    );
     drop(kb);
 
     // list
@@ -79,39 +105,47 @@ fn main() {
         kb.set_current_key(&i).unwrap();
         l.add(&mut kb, &i).unwrap();
     }
-    rows.push((
+    run(
+        &mut rows,
         "listAdd",
-        measure(budget, |i| {
+        budget,
+        |i| {
             kb.set_current_key(&(KEYS + i)).unwrap();
             l.add(&mut kb, &i).unwrap();
-        }),
+        },
         "4623",
-    ));
-    rows.push((
+    );
+    run(
+        &mut rows,
         "listUpdate",
-        measure(budget, |i| {
+        budget,
+        |i| {
             kb.set_current_key(&key(i)).unwrap();
             l.update(&mut kb, &[i]).unwrap();
-        }),
+        },
         "2511",
-    ));
-    rows.push((
+    );
+    run(
+        &mut rows,
         "listGet",
-        measure(budget, |i| {
+        budget,
+        |i| {
             kb.set_current_key(&key(i)).unwrap();
             std::hint::black_box(l.get(&mut kb).unwrap());
-        }),
+        },
         "2479",
-    ));
+    );
     let batch: Vec<u64> = (0..100).collect();
-    rows.push((
+    run(
+        &mut rows,
         "listAddAll (100)",
-        measure(budget, |i| {
+        budget,
+        |i| {
             kb.set_current_key(&(2 * KEYS + i)).unwrap();
             l.add_all(&mut kb, &batch).unwrap();
-        }),
+        },
         "625",
-    ));
+    );
     drop(kb);
 
     // map
@@ -123,48 +157,58 @@ fn main() {
             m.put(&mut kb, &e, &(i + e)).unwrap();
         }
     }
-    rows.push((
+    run(
+        &mut rows,
         "mapGet",
-        measure(budget, |i| {
+        budget,
+        |i| {
             kb.set_current_key(&key(i)).unwrap();
             std::hint::black_box(m.get(&mut kb, &(i % MAP_ENTRIES)).unwrap());
-        }),
+        },
         "3506",
-    ));
-    rows.push((
+    );
+    run(
+        &mut rows,
         "mapContains (missing)",
-        measure(budget, |i| {
+        budget,
+        |i| {
             kb.set_current_key(&key(i)).unwrap();
             std::hint::black_box(m.contains(&mut kb, &(MAP_ENTRIES + 1)).unwrap());
-        }),
+        },
         "3728",
-    ));
-    rows.push((
+    );
+    run(
+        &mut rows,
         "mapUpdate",
-        measure(budget, |i| {
+        budget,
+        |i| {
             kb.set_current_key(&key(i)).unwrap();
             m.put(&mut kb, &(i % MAP_ENTRIES), &i).unwrap();
-        }),
+        },
         "not found",
-    ));
-    rows.push((
+    );
+    run(
+        &mut rows,
         "mapAdd",
-        measure(budget, |i| {
+        budget,
+        |i| {
             kb.set_current_key(&(KEYS + i / MAP_ENTRIES)).unwrap();
             m.put(&mut kb, &(i % MAP_ENTRIES), &i).unwrap();
-        }),
+        },
         "4429",
-    ));
+    );
     // Per entry, as Flink's mapIterator counts.
-    let per_key = measure(budget, |i| {
-        kb.set_current_key(&key(i)).unwrap();
-        std::hint::black_box(m.entries(&mut kb).unwrap());
-    });
-    rows.push((
-        "mapIterator (per entry)",
-        per_key * MAP_ENTRIES as f64,
-        "21335",
-    ));
+    if selected("mapIterator") {
+        let per_key = measure(budget, |i| {
+            kb.set_current_key(&key(i)).unwrap();
+            std::hint::black_box(m.entries(&mut kb).unwrap());
+        });
+        rows.push((
+            "mapIterator (per entry)",
+            per_key * MAP_ENTRIES as f64,
+            "21335",
+        ));
+    }
 
     println!(
         "statefs heap backend, {KEYS} preloaded keys, {MAP_ENTRIES} map entries per key, 1 thread"

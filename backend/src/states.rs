@@ -401,9 +401,10 @@ impl Inner {
             return self.read_typed(kb, kg, &ck, ser);
         }
         let mut out = None;
-        kb.backend.get_with(self.id, kg, &kb.scratch, &mut |bytes| {
-            out = Some(ser.deserialize(bytes))
-        })?;
+        kb.backend
+            .get_with(self.id, kg, &kb.scratch, &mut |bytes| {
+                out = Some(ser.deserialize(bytes))
+            })?;
         out.transpose().map_err(|e| self.ser_err(e))
     }
 
@@ -493,7 +494,9 @@ fn for_each_element(
                 .try_into()
                 .unwrap(),
         ) as usize;
-        f(bytes.get(p + 4..p + 4 + n).ok_or("truncated list element")?)?;
+        f(bytes
+            .get(p + 4..p + 4 + n)
+            .ok_or("truncated list element")?)?;
         p += 4 + n;
     }
     Ok(())
@@ -605,7 +608,8 @@ impl<V> ListState<V> {
             if kept.is_empty() {
                 kb.backend.delete(self.inner.id, kg, &ck)?;
             } else {
-                kb.backend.put(self.inner.id, kg, &ck, &encode_list(&kept))?;
+                kb.backend
+                    .put(self.inner.id, kg, &ck, &encode_list(&kept))?;
             }
         }
         Ok(out)
@@ -733,16 +737,17 @@ impl<UK, V> MapState<UK, V> {
             let mut out = Vec::new();
             let mut failed = None;
             kb.backend
-                .scan_prefix_with(self.inner.id, kg, &kb.scratch, &mut |uk, v| {
-                    match (self.uk.deserialize(uk), self.ser.deserialize(v)) {
-                        (Ok(k), Ok(v)) => {
-                            out.push((k, v));
-                            true
-                        }
-                        (Err(e), _) | (_, Err(e)) => {
-                            failed = Some(e);
-                            false
-                        }
+                .scan_prefix_with(self.inner.id, kg, &kb.scratch, &mut |uk, v| match (
+                    self.uk.deserialize(uk),
+                    self.ser.deserialize(v),
+                ) {
+                    (Ok(k), Ok(v)) => {
+                        out.push((k, v));
+                        true
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        failed = Some(e);
+                        false
                     }
                 })?;
             return match failed {

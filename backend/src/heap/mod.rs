@@ -21,6 +21,9 @@ use crate::backend::{Entry, SnapshotView, StateBackend, StateId, StateKind, Stat
 use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
 
+mod user_map;
+use user_map::UserMap;
+
 /// A stored composite key or value: up to 24 bytes live inline in the map slot, so the common
 /// small entry (a u64 key and value) costs no allocation and no pointer chase.
 type Bytes = SmallVec<[u8; 24]>;
@@ -30,7 +33,7 @@ type Hash<V> = hashbrown::HashMap<Bytes, V, FxBuildHasher>;
 enum Group {
     /// Map states without TTL: (key, namespace) prefix -> user key -> value. A point access is a
     /// hash lookup plus a search among one key's entries, not a search of the whole key group.
-    TwoLevel(Hash<BTreeMap<Bytes, Bytes>>),
+    TwoLevel(Hash<UserMap>),
     Sorted(BTreeMap<Bytes, Bytes>),
     Hashed(Hash<Bytes>),
 }
@@ -72,7 +75,7 @@ impl Group {
         match self {
             Group::TwoLevel(m) => {
                 let (p, uk) = split_prefix(k);
-                m.get(p)?.get(uk).map(|v| v.as_slice())
+                m.get(p)?.get(uk)
             }
             Group::Sorted(m) => m.get(k).map(|v| v.as_slice()),
             Group::Hashed(m) => m.get(k).map(|v| v.as_slice()),
@@ -87,7 +90,7 @@ impl Group {
         match self {
             Group::TwoLevel(m) => {
                 let (p, uk) = split_prefix(k);
-                set(m.entry_ref(p).or_default(), uk, v);
+                m.entry_ref(p).or_default().set(uk, v);
             }
             Group::Sorted(m) => set(m, k, v),
             Group::Hashed(m) => {
@@ -102,7 +105,7 @@ impl Group {
         match self {
             Group::TwoLevel(m) => {
                 let (p, uk) = split_prefix(k);
-                extend(m.entry_ref(p).or_default(), uk, bytes);
+                m.entry_ref(p).or_default().extend(uk, bytes);
             }
             Group::Sorted(m) => extend(m, k, bytes),
             Group::Hashed(m) => m.entry_ref(k).or_default().extend_from_slice(bytes),
@@ -135,7 +138,7 @@ impl Group {
         match self {
             Group::TwoLevel(m) => match split_prefix(prefix) {
                 (p, uk) if uk.is_empty() && p.len() == prefix.len() => {
-                    for (uk, v) in m.get(p).into_iter().flatten() {
+                    for (uk, v) in m.get(p).into_iter().flat_map(UserMap::iter) {
                         if !f(uk, v) {
                             return;
                         }
@@ -191,8 +194,9 @@ impl Group {
                 prefixes
                     .into_iter()
                     .flat_map(|p| {
-                        m[p].iter()
-                            .map(move |(uk, v)| ([p.as_slice(), uk.as_slice()].concat(), v.to_vec()))
+                        m[p].iter().map(move |(uk, v)| {
+                            ([p.as_slice(), uk].concat(), v.to_vec())
+                        })
                     })
                     .collect()
             }
