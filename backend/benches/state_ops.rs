@@ -1,6 +1,16 @@
 //! State operation throughput shaped like Flink's state benchmarks (flink-benchmarks
-//! `state/benchmark`): 500k preloaded keys, Long (u64) values, 10 map entries per key, 100-element
-//! addAll batches; one thread. Prints ops/ms per operation, beside Flink's published heap figures.
+//! `org.apache.flink.state.benchmark`), one thread, printed as ops/ms beside Flink's published heap
+//! figures. The shapes follow `StateBenchmarkConstants` / `StateBenchmarkBase`:
+//! - 500k setup keys `0..500k` and 500k new keys `500k..1M`, each visited in a shuffled order that
+//!   cycles (so `*Add` inserts 500k keys, then overwrites them, as Flink's does);
+//! - values from a shuffled `0..1M`; map states `u64 -> f64` with 10 entries per setup key, map keys
+//!   `0..10` shuffled; `mapContains` asks for `mapKey << 1` (half present);
+//! - list states: every setup key holds one element before the list benchmarks (Flink's
+//!   per-iteration setup); `listAdd` is `update([v])` on a new key, `listAppend` is `add(v)`,
+//!   `listAddAll` appends 100 random longs to a setup key.
+//!
+//! Each operation runs `BENCH_ROUNDS` (3) times for `BENCH_MS` (1000) ms; the median is printed.
+//! `BENCH_ONLY=mapGet,listAdd` runs just those (for profiling).
 //!
 //!   cargo bench -p statefs-backend --bench state_ops
 
@@ -9,213 +19,368 @@ use std::time::{Duration, Instant};
 use statefs_backend::keygroup::KeyGroupRange;
 use statefs_backend::{HeapBackend, Keyed};
 
-const KEYS: u64 = 500_000;
+const SETUP_KEYS: u64 = 500_000;
+const NEW_KEYS: u64 = 500_000;
 const MAP_ENTRIES: u64 = 10;
+const LIST_BATCH: usize = 100;
+const RANDOM_VALUES: u64 = 1_000_000;
 
 fn keyed() -> Keyed<u64, HeapBackend> {
     Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128))
 }
 
-/// `BENCH_ONLY=mapGet,listAdd` runs just those operations (for profiling one of them).
-fn selected(name: &str) -> bool {
-    match std::env::var("BENCH_ONLY") {
-        Ok(only) => only.split(',').any(|o| name.starts_with(o.trim())),
-        Err(_) => true,
+/// xorshift64*: deterministic, so every run shuffles alike.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn shuffled(&mut self, range: std::ops::Range<u64>) -> Vec<u64> {
+        let mut v: Vec<u64> = range.collect();
+        for i in (1..v.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+        v
     }
 }
 
-fn run(
-    rows: &mut Vec<(&'static str, f64, &'static str)>,
-    name: &'static str,
-    budget: Duration,
-    op: impl FnMut(u64),
-    flink: &'static str,
-) {
-    if selected(name) {
-        rows.push((name, measure(budget, op), flink));
-    }
+/// What one invocation uses, as Flink's `KeyValue` picks it by a global index.
+struct Inputs {
+    setup: Vec<u64>,
+    new: Vec<u64>,
+    map_keys: Vec<u64>,
+    map_values: Vec<f64>,
+    values: Vec<u64>,
 }
 
-/// Runs `op(i)` for about `budget`, returns ops/ms.
-fn measure(budget: Duration, mut op: impl FnMut(u64)) -> f64 {
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < budget {
-        for _ in 0..1000 {
-            op(n);
-            n += 1;
+impl Inputs {
+    fn new() -> Self {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let map_keys = rng.shuffled(0..MAP_ENTRIES);
+        let map_values = (0..MAP_ENTRIES)
+            .map(|_| (rng.next() >> 11) as f64 / (1u64 << 53) as f64)
+            .collect();
+        Inputs {
+            setup: rng.shuffled(0..SETUP_KEYS),
+            new: rng.shuffled(SETUP_KEYS..SETUP_KEYS + NEW_KEYS),
+            map_keys,
+            map_values,
+            values: rng.shuffled(0..RANDOM_VALUES),
         }
     }
-    n as f64 / start.elapsed().as_secs_f64() / 1000.0
+    fn setup_key(&self, i: u64) -> u64 {
+        self.setup[(i % SETUP_KEYS) as usize]
+    }
+    fn new_key(&self, i: u64) -> u64 {
+        self.new[(i % NEW_KEYS) as usize]
+    }
+    fn map_key(&self, i: u64) -> u64 {
+        self.map_keys[(i % MAP_ENTRIES) as usize]
+    }
+    fn map_value(&self, i: u64) -> f64 {
+        self.map_values[(i % MAP_ENTRIES) as usize]
+    }
+    fn value(&self, i: u64) -> u64 {
+        self.values[(i % RANDOM_VALUES) as usize]
+    }
+}
+
+struct Settings {
+    budget: Duration,
+    rounds: usize,
+    only: Option<String>,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let num = |k: &str, d: u64| {
+            std::env::var(k)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(d)
+        };
+        Settings {
+            budget: Duration::from_millis(num("BENCH_MS", 1000)),
+            rounds: num("BENCH_ROUNDS", 3).max(1) as usize,
+            only: std::env::var("BENCH_ONLY").ok(),
+        }
+    }
+    fn selected(&self, name: &str) -> bool {
+        match &self.only {
+            Some(only) => only.split(',').any(|o| name.starts_with(o.trim())),
+            None => true,
+        }
+    }
+}
+
+struct Table {
+    settings: Settings,
+    /// Invocation index across all operations, as Flink's global `keyIndex`.
+    index: u64,
+    rows: Vec<(&'static str, f64, &'static str)>,
+}
+
+impl Table {
+    fn any(&self, names: &[&str]) -> bool {
+        names.iter().any(|n| self.settings.selected(n))
+    }
+
+    /// Runs `op(state, index)` in rounds, each after an untimed `reset(state)` (Flink's per-iteration
+    /// setup); records the median ops/ms times `per_call` (JMH's `@OperationsPerInvocation`).
+    fn run<S>(
+        &mut self,
+        name: &'static str,
+        flink: &'static str,
+        per_call: u64,
+        state: &mut S,
+        mut reset: impl FnMut(&mut S),
+        mut op: impl FnMut(&mut S, u64),
+    ) {
+        if !self.settings.selected(name) {
+            return;
+        }
+        let mut results = Vec::new();
+        for _ in 0..self.settings.rounds {
+            reset(state);
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < self.settings.budget {
+                for _ in 0..1000 {
+                    op(state, self.index);
+                    self.index += 1;
+                    n += 1;
+                }
+            }
+            results.push((n * per_call) as f64 / start.elapsed().as_secs_f64() / 1000.0);
+        }
+        results.sort_by(f64::total_cmp);
+        self.rows.push((name, results[results.len() / 2], flink));
+    }
 }
 
 fn main() {
-    let budget = Duration::from_millis(
-        std::env::var("BENCH_MS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1500),
-    );
-    let mut rows: Vec<(&'static str, f64, &'static str)> = Vec::new();
-    let key = |i: u64| (i.wrapping_mul(2_654_435_761)) % KEYS;
+    let settings = Settings::from_env();
+    let rounds = settings.rounds;
+    let budget = settings.budget;
+    let mut t = Table {
+        settings,
+        index: 0,
+        rows: Vec::new(),
+    };
+    let inp = Inputs::new();
 
     // value
-    let mut kb = keyed();
-    let v = kb.value_state::<u64>("v", None).unwrap();
-    for i in 0..KEYS {
-        kb.set_current_key(&i).unwrap();
-        v.update(&mut kb, &i).unwrap();
+    if t.any(&["valueGet", "valueUpdate", "valueAdd"]) {
+        let mut kb = keyed();
+        let v = kb.value_state::<u64>("v", None).unwrap();
+        for k in 0..SETUP_KEYS {
+            kb.set_current_key(&k).unwrap();
+            v.update(&mut kb, &inp.value(k)).unwrap();
+        }
+        t.run(
+            "valueGet",
+            "not found",
+            1,
+            &mut kb,
+            |_| {},
+            |kb, i| {
+                kb.set_current_key(&inp.setup_key(i)).unwrap();
+                std::hint::black_box(v.value(kb).unwrap());
+            },
+        );
+        t.run(
+            "valueUpdate",
+            "not found",
+            1,
+            &mut kb,
+            |_| {},
+            |kb, i| {
+                kb.set_current_key(&inp.setup_key(i)).unwrap();
+                v.update(kb, &inp.value(i)).unwrap();
+            },
+        );
+        t.run(
+            "valueAdd",
+            "not found",
+            1,
+            &mut kb,
+            |_| {},
+            |kb, i| {
+                kb.set_current_key(&inp.new_key(i)).unwrap();
+                v.update(kb, &inp.value(i)).unwrap();
+            },
+        );
     }
-    run(
-        &mut rows,
-        "valueGet",
-        budget,
-        |i| {
-            kb.set_current_key(&key(i)).unwrap();
-            std::hint::black_box(v.value(&mut kb).unwrap());
-        },
-        "not found",
-    );
-    run(
-        &mut rows,
-        "valueUpdate",
-        budget,
-        |i| {
-            kb.set_current_key(&key(i)).unwrap();
-            v.update(&mut kb, &i).unwrap();
-        },
-        "not found",
-    );
-    run(
-        &mut rows,
-        "valueAdd",
-        budget,
-        |i| {
-            kb.set_current_key(&(KEYS + i)).unwrap();
-            v.update(&mut kb, &i).unwrap();
-        },
-        "not found",
-    );
-    drop(kb);
 
     // list
-    let mut kb = keyed();
-    let l = kb.list_state::<u64>("l", None).unwrap();
-    for i in 0..KEYS {
-        kb.set_current_key(&i).unwrap();
-        l.add(&mut kb, &i).unwrap();
-    }
-    run(
-        &mut rows,
-        "listAdd",
-        budget,
-        |i| {
-            kb.set_current_key(&(KEYS + i)).unwrap();
-            l.add(&mut kb, &i).unwrap();
-        },
-        "4623",
-    );
-    run(
-        &mut rows,
+    if t.any(&[
         "listUpdate",
-        budget,
-        |i| {
-            kb.set_current_key(&key(i)).unwrap();
-            l.update(&mut kb, &[i]).unwrap();
-        },
-        "2511",
-    );
-    run(
-        &mut rows,
+        "listAdd",
+        "listAppend",
         "listGet",
-        budget,
-        |i| {
-            kb.set_current_key(&key(i)).unwrap();
-            std::hint::black_box(l.get(&mut kb).unwrap());
-        },
-        "2479",
-    );
-    let batch: Vec<u64> = (0..100).collect();
-    run(
-        &mut rows,
-        "listAddAll (100)",
-        budget,
-        |i| {
-            kb.set_current_key(&(2 * KEYS + i)).unwrap();
-            l.add_all(&mut kb, &batch).unwrap();
-        },
-        "625",
-    );
-    drop(kb);
+        "listAddAll",
+    ]) {
+        let mut kb = keyed();
+        let l = kb.list_state::<u64>("l", None).unwrap();
+        // Flink's per-iteration setup and teardown: every setup key holds exactly one element.
+        let one_each = |kb: &mut Keyed<u64, HeapBackend>| {
+            for k in 0..SETUP_KEYS {
+                kb.set_current_key(&k).unwrap();
+                l.update(kb, &[inp.value(k)]).unwrap();
+            }
+        };
+        t.run("listUpdate", "2511", 1, &mut kb, one_each, |kb, i| {
+            kb.set_current_key(&inp.setup_key(i)).unwrap();
+            l.update(kb, &[inp.value(i)]).unwrap();
+        });
+        t.run("listAdd", "4623", 1, &mut kb, one_each, |kb, i| {
+            kb.set_current_key(&inp.new_key(i)).unwrap();
+            l.update(kb, &[inp.value(i)]).unwrap();
+        });
+        t.run("listAppend", "3024", 1, &mut kb, one_each, |kb, i| {
+            kb.set_current_key(&inp.setup_key(i)).unwrap();
+            l.add(kb, &inp.value(i)).unwrap();
+        });
+        t.run("listGet", "2479", 1, &mut kb, one_each, |kb, i| {
+            kb.set_current_key(&inp.setup_key(i)).unwrap();
+            std::hint::black_box(l.get(kb).unwrap());
+        });
+        let mut rng = Rng(42);
+        let batch: Vec<u64> = (0..LIST_BATCH).map(|_| rng.next()).collect();
+        t.run("listAddAll (100)", "625", 1, &mut kb, one_each, |kb, i| {
+            kb.set_current_key(&inp.setup_key(i)).unwrap();
+            l.add_all(kb, &batch).unwrap();
+        });
+    }
 
     // map
-    let mut kb = keyed();
-    let m = kb.map_state::<u64, u64>("m", None).unwrap();
-    for i in 0..KEYS {
-        kb.set_current_key(&i).unwrap();
-        for e in 0..MAP_ENTRIES {
-            m.put(&mut kb, &e, &(i + e)).unwrap();
-        }
-    }
-    run(
-        &mut rows,
+    if t.any(&[
         "mapGet",
-        budget,
-        |i| {
-            kb.set_current_key(&key(i)).unwrap();
-            std::hint::black_box(m.get(&mut kb, &(i % MAP_ENTRIES)).unwrap());
-        },
-        "3506",
-    );
-    run(
-        &mut rows,
-        "mapContains (missing)",
-        budget,
-        |i| {
-            kb.set_current_key(&key(i)).unwrap();
-            std::hint::black_box(m.contains(&mut kb, &(MAP_ENTRIES + 1)).unwrap());
-        },
-        "3728",
-    );
-    run(
-        &mut rows,
+        "mapContains",
         "mapUpdate",
-        budget,
-        |i| {
-            kb.set_current_key(&key(i)).unwrap();
-            m.put(&mut kb, &(i % MAP_ENTRIES), &i).unwrap();
-        },
-        "not found",
-    );
-    run(
-        &mut rows,
         "mapAdd",
-        budget,
-        |i| {
-            kb.set_current_key(&(KEYS + i / MAP_ENTRIES)).unwrap();
-            m.put(&mut kb, &(i % MAP_ENTRIES), &i).unwrap();
-        },
-        "4429",
-    );
-    // Per entry, as Flink's mapIterator counts.
-    if selected("mapIterator") {
-        let per_key = measure(budget, |i| {
-            kb.set_current_key(&key(i)).unwrap();
-            std::hint::black_box(m.entries(&mut kb).unwrap());
-        });
-        rows.push((
+        "mapIterator",
+    ]) {
+        let mut kb = keyed();
+        let m = kb.map_state::<u64, f64>("m", None).unwrap();
+        for k in 0..SETUP_KEYS {
+            kb.set_current_key(&k).unwrap();
+            for e in 0..MAP_ENTRIES {
+                m.put(&mut kb, &inp.map_key(e), &inp.map_value(k + e))
+                    .unwrap();
+            }
+        }
+        t.run(
+            "mapGet",
+            "3506",
+            1,
+            &mut kb,
+            |_| {},
+            |kb, i| {
+                kb.set_current_key(&inp.setup_key(i)).unwrap();
+                std::hint::black_box(m.get(kb, &inp.map_key(i)).unwrap());
+            },
+        );
+        t.run(
+            "mapContains",
+            "3728",
+            1,
+            &mut kb,
+            |_| {},
+            |kb, i| {
+                kb.set_current_key(&inp.setup_key(i)).unwrap();
+                std::hint::black_box(m.contains(kb, &(inp.map_key(i) << 1)).unwrap());
+            },
+        );
+        t.run(
+            "mapUpdate",
+            "not found",
+            1,
+            &mut kb,
+            |_| {},
+            |kb, i| {
+                kb.set_current_key(&inp.setup_key(i)).unwrap();
+                m.put(kb, &inp.map_key(i), &inp.map_value(i)).unwrap();
+            },
+        );
+        t.run(
+            "mapAdd",
+            "4429",
+            1,
+            &mut kb,
+            |_| {},
+            |kb, i| {
+                kb.set_current_key(&inp.new_key(i)).unwrap();
+                m.put(kb, &inp.map_key(i), &inp.map_value(i)).unwrap();
+            },
+        );
+        t.run(
             "mapIterator (per entry)",
-            per_key * MAP_ENTRIES as f64,
             "21335",
-        ));
+            MAP_ENTRIES,
+            &mut kb,
+            |_| {},
+            |kb, i| {
+                kb.set_current_key(&inp.setup_key(i)).unwrap();
+                std::hint::black_box(m.entries(kb).unwrap());
+            },
+        );
+    }
+
+    // The machine's floor, same run: typed Rust hash maps with the same key counts and access order,
+    // no serialization, no key groups, no snapshots. What a state access cannot beat here.
+    if t.any(&["floor"]) {
+        let mut flat: hashbrown::HashMap<u64, u64, rustc_hash::FxBuildHasher> = Default::default();
+        let mut nested: hashbrown::HashMap<
+            u64,
+            hashbrown::HashMap<u64, f64, rustc_hash::FxBuildHasher>,
+            rustc_hash::FxBuildHasher,
+        > = Default::default();
+        for k in 0..SETUP_KEYS {
+            flat.insert(k, inp.value(k));
+            let inner = nested.entry(k).or_default();
+            for e in 0..MAP_ENTRIES {
+                inner.insert(inp.map_key(e), inp.map_value(k + e));
+            }
+        }
+        let mut state = (flat, nested);
+        t.run(
+            "floor: HashMap<u64,u64> get",
+            "-",
+            1,
+            &mut state,
+            |_| {},
+            |s, i| {
+                std::hint::black_box(s.0.get(&inp.setup_key(i)));
+            },
+        );
+        t.run(
+            "floor: HashMap<u64,HashMap<u64,f64>> get",
+            "-",
+            1,
+            &mut state,
+            |_| {},
+            |s, i| {
+                std::hint::black_box(
+                    s.1.get(&inp.setup_key(i))
+                        .and_then(|m| m.get(&inp.map_key(i))),
+                );
+            },
+        );
     }
 
     println!(
-        "statefs heap backend, {KEYS} preloaded keys, {MAP_ENTRIES} map entries per key, 1 thread"
+        "statefs heap backend, {SETUP_KEYS} setup keys, {MAP_ENTRIES} map entries per key, \
+         1 thread, median of {rounds} x {} ms",
+        budget.as_millis()
     );
     println!("| operation | statefs heap ops/ms | Flink heap ops/ms (published) |");
     println!("|---|---|---|");
-    for (name, ops, flink) in rows {
+    for (name, ops, flink) in t.rows {
         println!("| {name} | {ops:.0} | {flink} |");
     }
 }

@@ -194,9 +194,8 @@ impl Group {
                 prefixes
                     .into_iter()
                     .flat_map(|p| {
-                        m[p].iter().map(move |(uk, v)| {
-                            ([p.as_slice(), uk].concat(), v.to_vec())
-                        })
+                        m[p].iter()
+                            .map(move |(uk, v)| ([p.as_slice(), uk].concat(), v.to_vec()))
                     })
                     .collect()
             }

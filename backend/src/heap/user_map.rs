@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use smallvec::SmallVec;
+
 use super::Bytes;
 
 /// Largest packed buffer; past it a map is a B-tree (a write shifts at most this many bytes).
@@ -17,13 +19,13 @@ const PACK_LIMIT: usize = 1024;
 #[derive(Clone)]
 pub(super) enum UserMap {
     /// Entries sorted by key, keys unique, `len() <= PACK_LIMIT`.
-    Packed(Vec<u8>),
+    Packed(SmallVec<[u8; 120]>),
     Large(BTreeMap<Bytes, Bytes>),
 }
 
 impl Default for UserMap {
     fn default() -> Self {
-        UserMap::Packed(Vec::new())
+        UserMap::Packed(SmallVec::new())
     }
 }
 
@@ -108,7 +110,13 @@ impl UserMap {
                 };
                 let new_len = buf.len() - range.len() + 3 + k.len() + value.len();
                 if !grows || new_len <= PACK_LIMIT {
-                    buf.splice(range, encode(k, value));
+                    let entry: SmallVec<[u8; 64]> = encode(k, value).collect();
+                    if range.len() == entry.len() {
+                        buf[range].copy_from_slice(&entry);
+                    } else {
+                        buf.drain(range.clone());
+                        buf.insert_from_slice(range.start, &entry);
+                    }
                     return;
                 }
             }
@@ -169,16 +177,12 @@ impl UserMap {
             UserMap::Packed(buf) => (Some(packed(buf)), None),
             UserMap::Large(m) => (None, Some(m.iter())),
         };
-        small
-            .into_iter()
-            .flatten()
-            .map(|s| (s.key, s.value))
-            .chain(
-                large
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, v)| (k.as_slice(), v.as_slice())),
-            )
+        small.into_iter().flatten().map(|s| (s.key, s.value)).chain(
+            large
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.as_slice(), v.as_slice())),
+        )
     }
 }
 
@@ -194,7 +198,9 @@ mod tests {
         // Deterministic pseudo-random keys, enough to spill.
         let mut x = 12345u64;
         for round in 0..400u64 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let k = ((x >> 33) % 150).to_be_bytes()[5..].to_vec();
             match round % 5 {
                 0 => {
