@@ -734,7 +734,7 @@ impl<UK, V> MapState<UK, V> {
         if self.inner.ttl.is_none() {
             // Decode straight from the backend's bytes.
             let kg = self.inner.key_into(kb, |_| {})?;
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(16);
             let mut failed = None;
             kb.backend
                 .scan_prefix_with(self.inner.id, kg, &kb.scratch, &mut |uk, v| match (

@@ -15,18 +15,16 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use rustc_hash::FxBuildHasher;
-use smallvec::SmallVec;
 
 use crate::backend::{Entry, SnapshotView, StateBackend, StateId, StateKind, StateMeta};
 use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
 
+mod bytes;
 mod user_map;
+use bytes::Bytes;
 use user_map::UserMap;
 
-/// A stored composite key or value: up to 24 bytes live inline in the map slot, so the common
-/// small entry (a u64 key and value) costs no allocation and no pointer chase.
-type Bytes = SmallVec<[u8; 24]>;
 type Hash<V> = hashbrown::HashMap<Bytes, V, FxBuildHasher>;
 
 #[derive(Clone)]
@@ -42,8 +40,7 @@ enum Group {
 fn set(m: &mut BTreeMap<Bytes, Bytes>, k: &[u8], v: &[u8]) {
     match m.get_mut(k) {
         Some(old) => {
-            old.clear();
-            old.extend_from_slice(v);
+            old.set(v);
         }
         None => {
             m.insert(k.into(), v.into());
@@ -94,9 +91,7 @@ impl Group {
             }
             Group::Sorted(m) => set(m, k, v),
             Group::Hashed(m) => {
-                let old = m.entry_ref(k).or_default();
-                old.clear();
-                old.extend_from_slice(v);
+                m.entry_ref(k).or_default().set(v);
             }
         }
     }

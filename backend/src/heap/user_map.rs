@@ -71,10 +71,25 @@ fn packed(buf: &[u8]) -> PackedIter<'_> {
     PackedIter { buf, at: 0 }
 }
 
+/// Byte order of two keys. User keys are mostly a few bytes, where a loop beats a call to memcmp.
+#[inline]
+fn cmp_key(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    if a.len() <= 16 && b.len() <= 16 {
+        for (x, y) in a.iter().zip(b) {
+            if x != y {
+                return x.cmp(y);
+            }
+        }
+        a.len().cmp(&b.len())
+    } else {
+        a.cmp(b)
+    }
+}
+
 /// The entry with key `k`, or where it would be inserted.
 fn find(buf: &[u8], k: &[u8]) -> Result<(usize, usize), usize> {
     for slot in packed(buf) {
-        match slot.key.cmp(k) {
+        match cmp_key(slot.key, k) {
             std::cmp::Ordering::Less => {}
             std::cmp::Ordering::Equal => return Ok((slot.start, slot.end)),
             std::cmp::Ordering::Greater => return Err(slot.start),
@@ -125,8 +140,7 @@ impl UserMap {
         if let UserMap::Large(m) = self {
             match m.get_mut(k) {
                 Some(old) => {
-                    old.clear();
-                    old.extend_from_slice(value);
+                    old.set(value);
                 }
                 None => {
                     m.insert(k.into(), value.into());
