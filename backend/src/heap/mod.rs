@@ -14,18 +14,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use rustc_hash::FxBuildHasher;
-
 use crate::backend::{Entry, SnapshotView, StateBackend, StateId, StateKind, StateMeta};
 use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
 
 mod bytes;
+mod table;
 mod user_map;
 use bytes::Bytes;
+use table::Table;
 use user_map::UserMap;
 
-type Hash<V> = hashbrown::HashMap<Bytes, V, FxBuildHasher>;
+type Hash<V> = Table<V>;
 
 #[derive(Clone)]
 enum Group {
@@ -87,11 +87,11 @@ impl Group {
         match self {
             Group::TwoLevel(m) => {
                 let (p, uk) = split_prefix(k);
-                m.entry_ref(p).or_default().set(uk, v);
+                m.entry_or_default(p).set(uk, v);
             }
             Group::Sorted(m) => set(m, k, v),
             Group::Hashed(m) => {
-                m.entry_ref(k).or_default().set(v);
+                m.entry_or_default(k).set(v);
             }
         }
     }
@@ -100,10 +100,10 @@ impl Group {
         match self {
             Group::TwoLevel(m) => {
                 let (p, uk) = split_prefix(k);
-                m.entry_ref(p).or_default().extend(uk, bytes);
+                m.entry_or_default(p).extend(uk, bytes);
             }
             Group::Sorted(m) => extend(m, k, bytes),
-            Group::Hashed(m) => m.entry_ref(k).or_default().extend_from_slice(bytes),
+            Group::Hashed(m) => m.entry_or_default(k).extend_from_slice(bytes),
         }
     }
 
@@ -184,12 +184,12 @@ impl Group {
         match self {
             // Prefixes are prefix-free, so ordering by prefix, then user key, is composite-key order.
             Group::TwoLevel(m) => {
-                let mut prefixes: Vec<&Bytes> = m.keys().collect();
-                prefixes.sort_unstable();
+                let mut prefixes: Vec<(&Bytes, &UserMap)> = m.iter().collect();
+                prefixes.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 prefixes
                     .into_iter()
-                    .flat_map(|p| {
-                        m[p].iter()
+                    .flat_map(|(p, um)| {
+                        um.iter()
                             .map(move |(uk, v)| ([p.as_slice(), uk].concat(), v.to_vec()))
                     })
                     .collect()
