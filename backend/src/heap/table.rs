@@ -39,7 +39,9 @@ enum Slot<V> {
 pub(super) struct Table<V> {
     slots: Box<[Slot<V>]>,
     len: usize,
-    hasher: rustc_hash::FxBuildHasher,
+    /// Seeded per table: keys come from the stream, and a fixed hash would let crafted keys build
+    /// one long probe run (hash flooding).
+    hasher: foldhash::fast::RandomState,
 }
 
 impl<V> Default for Table<V> {
@@ -47,16 +49,14 @@ impl<V> Default for Table<V> {
         Table {
             slots: Box::new([]),
             len: 0,
-            hasher: rustc_hash::FxBuildHasher,
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 }
 
 impl<V> Table<V> {
     fn hash(&self, key: &[u8]) -> u64 {
-        // FxHash's low bits are weak for short inputs; the multiply-fold spreads the high bits down.
-        let h = self.hasher.hash_one(key);
-        (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
+        self.hasher.hash_one(key)
     }
 
     fn mask(&self) -> usize {
