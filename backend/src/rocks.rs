@@ -3,10 +3,10 @@
 //! One column family per state; keys are `[key group: u16 BE][composite key]`, so a key-group range
 //! is one contiguous byte range of every column family (rescaling can clip it with DeleteRange).
 //!
-//! Not here yet (the RocksDB issue): incremental checkpoints of SST files, merge-operator lists,
-//! compaction-filter TTL, the shared block cache and memory budget, ForSt mode on statefs. The
-//! canonical snapshot of this backend copies every entry (it is what savepoints need; checkpoints
-//! will use RocksDB's own files).
+//! Lists are merge operands (concatenation); states with TTL live in `ttlstate-` column families
+//! with a compaction filter, installed at open for every such family, so a restarted or restored
+//! database keeps cleaning. Incremental checkpoints are in `rocks_checkpoint.rs`; the canonical
+//! snapshot (savepoints) copies every entry.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +36,10 @@ pub struct RocksBackend {
     /// The shared block cache and write-buffer manager, when a memory budget is set.
     shared: Option<std::sync::Arc<SharedResources>>,
     tuning: RocksTuning,
+    /// Column family of each state, by `StateId`.
+    cf_names: Vec<String>,
+    /// What the TTL compaction filter of each TTL column family knows, by column-family name.
+    ttl_slots: HashMap<String, std::sync::Arc<TtlSlot>>,
 }
 
 /// Options of every state's column family: list appends are merges that concatenate encoded
@@ -104,16 +108,67 @@ fn concat_merge(
     Some(out)
 }
 
+/// What a TTL column family's compaction filter needs from the state's descriptor: its TTL and
+/// kind. A database opened from disk (a restart or a restore) installs the filter before any
+/// descriptor is registered; until one is, the slot is unknown and the filter keeps everything.
+/// Registering sets it (and a descriptor with another TTL duration updates it, as Flink lets TTL
+/// durations change across restores).
+#[derive(Default)]
+struct TtlSlot {
+    /// Milliseconds; `u64::MAX` = not known yet.
+    ttl_ms: std::sync::atomic::AtomicU64,
+    /// 0 = not known yet, 1 = list, 2 = any other kind.
+    kind: std::sync::atomic::AtomicU8,
+}
+
+impl TtlSlot {
+    fn unknown() -> std::sync::Arc<Self> {
+        let s = TtlSlot::default();
+        s.ttl_ms
+            .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+        std::sync::Arc::new(s)
+    }
+
+    fn set(&self, meta: &StateMeta) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(t) = meta.ttl {
+            self.kind
+                .store(if meta.kind == StateKind::List { 1 } else { 2 }, Relaxed);
+            self.ttl_ms.store(t.ttl_ms, Relaxed);
+        }
+    }
+}
+
+/// Column families of states with TTL are named apart (`ttlstate-`), so a database opened from
+/// disk knows which ones get the TTL compaction filter before any descriptor arrives. A filter on
+/// a state without TTL would not be harmless: RocksDB rewrites the bottommost level in a manual
+/// compaction whenever a column family has a filter.
+fn cf_name_for(meta: &StateMeta) -> String {
+    if meta.ttl.is_some() {
+        format!("ttlstate-{}", meta.name)
+    } else {
+        cf_name(&meta.name)
+    }
+}
+
 /// Drops expired TTL values during compaction (Flink's `cleanupInRocksdbCompactFilter`), with the
 /// system clock. A list value (when RocksDB sees one: appends are merge operands, which the filter
-/// does not see) is dropped when all its elements expired. Set when the column family is created: a database reopened from a checkpoint relies on
-/// read-time and incremental cleanup.
+/// does not see) is dropped when all its elements expired.
 fn ttl_filter(
-    kind: StateKind,
-    ttl_ms: u64,
+    slot: std::sync::Arc<TtlSlot>,
 ) -> impl FnMut(u32, &[u8], &[u8]) -> rocksdb::compaction_filter::Decision + Send + 'static {
     use rocksdb::compaction_filter::Decision;
+    use std::sync::atomic::Ordering::Relaxed;
     move |_level, _key, value| {
+        let (ttl_ms, kind) = (slot.ttl_ms.load(Relaxed), slot.kind.load(Relaxed));
+        if ttl_ms == u64::MAX || kind == 0 {
+            return Decision::Keep;
+        }
+        let kind = if kind == 1 {
+            StateKind::List
+        } else {
+            StateKind::Value
+        };
         let now = crate::ttl::Clock::now_ms(&crate::ttl::SystemClock);
         let cfg = crate::ttl::TtlConfig {
             ttl_ms,
@@ -185,10 +240,19 @@ impl RocksBackend {
         }
         tuning.apply_db(&mut opts);
         let cfs = DB::list_cf(&opts, path).unwrap_or_default();
+        let mut ttl_slots = HashMap::new();
         let descriptors: Vec<ColumnFamilyDescriptor> = cfs
             .iter()
             .filter(|c| *c != "default")
-            .map(|c| ColumnFamilyDescriptor::new(c, cf_options(shared.as_deref(), &tuning)))
+            .map(|c| {
+                let mut o = cf_options(shared.as_deref(), &tuning);
+                if c.starts_with("ttlstate-") {
+                    let slot = TtlSlot::unknown();
+                    o.set_compaction_filter("statefs-ttl", ttl_filter(slot.clone()));
+                    ttl_slots.insert(c.clone(), slot);
+                }
+                ColumnFamilyDescriptor::new(c, o)
+            })
             .collect();
         let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(rocks_err)?;
         Ok(RocksBackend {
@@ -203,6 +267,8 @@ impl RocksBackend {
             cf_opts: Vec::new(),
             shared,
             tuning,
+            cf_names: Vec::new(),
+            ttl_slots,
         })
     }
 
@@ -225,8 +291,8 @@ impl RocksBackend {
 
     /// Flushes every memtable and compacts every state's column family fully.
     pub fn compact_all(&self) -> StateResult<()> {
-        for m in &self.states {
-            let cf = self.db.cf_handle(&cf_name(&m.name)).expect("registered");
+        for name in &self.cf_names {
+            let cf = self.db.cf_handle(name).expect("registered");
             self.db.flush_cf(cf).map_err(rocks_err)?;
             self.db.compact_range_cf::<&[u8], &[u8]>(cf, None, None);
         }
@@ -235,8 +301,8 @@ impl RocksBackend {
 
     /// Deletes the key groups of `had` outside `keep` from every state (DeleteRange).
     pub fn clip_to(&self, keep: KeyGroupRange, had: KeyGroupRange) -> StateResult<()> {
-        for m in &self.states {
-            let cf = self.db.cf_handle(&cf_name(&m.name)).expect("registered");
+        for name in &self.cf_names {
+            let cf = self.db.cf_handle(name).expect("registered");
             if had.start < keep.start {
                 self.db
                     .delete_range_cf(cf, db_key(had.start, &[]), db_key(keep.start, &[]))
@@ -258,9 +324,9 @@ impl RocksBackend {
 
     /// Flushes every state's memtable.
     pub fn flush(&self) -> StateResult<()> {
-        for m in &self.states {
+        for name in &self.cf_names {
             self.db
-                .flush_cf(self.db.cf_handle(&cf_name(&m.name)).expect("registered"))
+                .flush_cf(self.db.cf_handle(name).expect("registered"))
                 .map_err(rocks_err)?;
         }
         Ok(())
@@ -276,7 +342,7 @@ impl RocksBackend {
 
     fn cf(&self, s: StateId) -> &rocksdb::ColumnFamily {
         self.db
-            .cf_handle(&cf_name(&self.states[s].name))
+            .cf_handle(&self.cf_names[s])
             .expect("registered states have a column family")
     }
 
@@ -292,19 +358,30 @@ impl RocksBackend {
     }
 
     fn insert_state(&mut self, meta: StateMeta) -> StateResult<StateId> {
-        if self.db.cf_handle(&cf_name(&meta.name)).is_none() {
+        let mut name = cf_name_for(&meta);
+        // A database written before TTL column families were named apart keeps its TTL state under
+        // the plain name (and, reopened, without a compaction filter: cleanup on read and
+        // incremental only).
+        if self.db.cf_handle(&name).is_none() && self.db.cf_handle(&cf_name(&meta.name)).is_some() {
+            name = cf_name(&meta.name);
+        }
+        if self.db.cf_handle(&name).is_none() {
             let mut opts = cf_options(self.shared.as_deref(), &self.tuning);
-            if let Some(ttl) = meta.ttl {
-                opts.set_compaction_filter("statefs-ttl", ttl_filter(meta.kind, ttl.ttl_ms));
+            if meta.ttl.is_some() {
+                let slot = TtlSlot::unknown();
+                opts.set_compaction_filter("statefs-ttl", ttl_filter(slot.clone()));
+                self.ttl_slots.insert(name.clone(), slot);
             }
-            self.db
-                .create_cf(cf_name(&meta.name), &opts)
-                .map_err(rocks_err)?;
+            self.db.create_cf(&name, &opts).map_err(rocks_err)?;
             self.cf_opts.push(opts);
+        }
+        if let Some(slot) = self.ttl_slots.get(&name) {
+            slot.set(&meta);
         }
         let id = self.states.len();
         self.by_name.insert(meta.name.clone(), id);
         self.states.push(meta);
+        self.cf_names.push(name);
         Ok(id)
     }
 
@@ -356,6 +433,9 @@ impl StateBackend for RocksBackend {
         match self.by_name.get(&meta.name).copied() {
             Some(id) => {
                 crate::backend::reregister(&mut self.states[id], meta)?;
+                if let Some(slot) = self.ttl_slots.get(&self.cf_names[id]) {
+                    slot.set(&self.states[id]);
+                }
                 Ok(id)
             }
             None => self.insert_state(meta),

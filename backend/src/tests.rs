@@ -517,6 +517,69 @@ fn rocksdb_compaction_drops_expired_ttl_values() {
     }
 }
 
+/// A database opened from disk (restart, restore) installs the TTL compaction filter on its TTL
+/// column families before any descriptor arrives: it keeps everything until the descriptor says
+/// what the TTL is, then drops what expired. A state without TTL is never filtered.
+#[test]
+fn rocksdb_ttl_filter_survives_reopen_and_spares_plain_states() {
+    use crate::states::Keyed;
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = crate::TtlConfig {
+        cleanup_incremental: 0,
+        ..crate::TtlConfig::new(std::time::Duration::from_secs(3600))
+    };
+    // Written "in 1970" (a manual clock): long expired by the system clock the filter uses.
+    let clock = std::sync::Arc::new(crate::ttl::ManualClock::new(1_000));
+    {
+        let mut kb: Keyed<String, crate::RocksBackend> = Keyed::new(
+            crate::RocksBackend::open(dir.path(), KeyGroupRange::all(128), 128).unwrap(),
+        )
+        .with_clock(clock.clone());
+        let v = kb.value_state::<u32>("v", Some(ttl)).unwrap();
+        let p = kb.value_state::<u32>("p", None).unwrap();
+        for i in 0..200u32 {
+            kb.set_current_key(&format!("k{i}")).unwrap();
+            v.update(&mut kb, &i).unwrap();
+            p.update(&mut kb, &i).unwrap();
+        }
+        kb.backend().flush().unwrap();
+    }
+    let b = crate::RocksBackend::open(dir.path(), KeyGroupRange::all(128), 128).unwrap();
+    let count = |b: &crate::RocksBackend, name: &str| {
+        let id = (0..b.states().len())
+            .find(|i| b.meta(*i).name == name)
+            .unwrap();
+        b.entries(id).unwrap().len()
+    };
+    // Before any descriptor: the TTL is unknown, a compaction drops nothing.
+    {
+        let db = b.db();
+        let cf = db
+            .cf_handle("ttlstate-v")
+            .expect("TTL state in its own family");
+        db.compact_range_cf::<&[u8], &[u8]>(cf, None, None);
+    }
+    let mut kb: Keyed<String, crate::RocksBackend> = Keyed::new(b).with_clock(clock);
+    kb.value_state::<u32>("v", Some(ttl)).unwrap();
+    kb.value_state::<u32>("p", None).unwrap();
+    assert_eq!(
+        count(kb.backend(), "v"),
+        200,
+        "kept while the TTL was unknown"
+    );
+    kb.backend().compact_all().unwrap();
+    assert_eq!(
+        count(kb.backend(), "v"),
+        0,
+        "expired entries left after reopen"
+    );
+    assert_eq!(
+        count(kb.backend(), "p"),
+        200,
+        "a state without TTL lost entries"
+    );
+}
+
 #[test]
 fn rocksdb_respects_a_shared_memory_budget() {
     use crate::states::Keyed;
