@@ -8,6 +8,7 @@
 //! deletes the rest.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use statefs::config::RestoreFrom;
 use statefs::{MountConfig, MountHandle};
@@ -15,7 +16,8 @@ use statefs::{MountConfig, MountHandle};
 use crate::backend::{Entry, SnapshotView, StateBackend, StateId, StateMeta};
 use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
-use crate::rocks::RocksBackend;
+use crate::rocks::{RocksBackend, SharedResources};
+use crate::rocks_options::RocksTuning;
 
 const STATES_FILE: &str = "STATEFS-STATES.json";
 
@@ -49,10 +51,30 @@ impl ForstBackend {
         range: KeyGroupRange,
         max_parallelism: u32,
     ) -> StateResult<Self> {
+        Self::open_tuned(
+            config,
+            mountpoint,
+            range,
+            max_parallelism,
+            None,
+            RocksTuning::default(),
+        )
+    }
+
+    /// [`ForstBackend::open`] with a shared memory budget and tuning keys, as
+    /// [`RocksBackend::open_tuned`].
+    pub fn open_tuned(
+        config: &MountConfig,
+        mountpoint: &Path,
+        range: KeyGroupRange,
+        max_parallelism: u32,
+        shared: Option<Arc<SharedResources>>,
+        tuning: RocksTuning,
+    ) -> StateResult<Self> {
         let mount =
             MountHandle::mount(config, mountpoint).map_err(|e| fs_err("statefs mount", e))?;
         let db_dir = mount.mountpoint().join("db");
-        let rocks = RocksBackend::open(&db_dir, range, max_parallelism)?;
+        let rocks = RocksBackend::open_tuned(&db_dir, range, max_parallelism, shared, tuning)?;
         Ok(ForstBackend {
             rocks,
             mount,
@@ -69,6 +91,27 @@ impl ForstBackend {
         id: &str,
         range: KeyGroupRange,
         max_parallelism: u32,
+    ) -> StateResult<Self> {
+        Self::restore_tuned(
+            config,
+            mountpoint,
+            id,
+            range,
+            max_parallelism,
+            None,
+            RocksTuning::default(),
+        )
+    }
+
+    /// [`ForstBackend::restore`] with a shared memory budget and tuning keys.
+    pub fn restore_tuned(
+        config: &MountConfig,
+        mountpoint: &Path,
+        id: &str,
+        range: KeyGroupRange,
+        max_parallelism: u32,
+        shared: Option<Arc<SharedResources>>,
+        tuning: RocksTuning,
     ) -> StateResult<Self> {
         let mut c = config.clone();
         c.restore = Some(RestoreFrom {
@@ -95,7 +138,7 @@ impl ForstBackend {
                 meta.range
             )));
         }
-        let mut rocks = RocksBackend::open(&db_dir, range, max_parallelism)?;
+        let mut rocks = RocksBackend::open_tuned(&db_dir, range, max_parallelism, shared, tuning)?;
         for s in meta.states {
             rocks.adopt(s)?;
         }

@@ -139,8 +139,10 @@ pub fn markdown_table() -> String {
 pub fn options_doc() -> String {
     format!(
         "# RocksDB and ForSt tuning keys\n\n\
-         The embedded RocksDB backend and the ForSt mode read these keys (Flink's names) from the\n\
-         `(key, value)` pairs given to `RocksTuning::from_pairs`. Precedence, as in Flink: a configured\n\
+         The embedded RocksDB backend and the ForSt mode read these keys (Flink's names) from a\n\
+         Flink-style YAML file (`RocksTuning::from_yaml_file`: flat keys or nested mappings, as in\n\
+         Flink's `config.yaml`) or from `(key, value)` pairs (`RocksTuning::from_pairs`), and apply\n\
+         them with `RocksBackend::open_tuned`. Precedence, as in Flink: a configured\n\
          key, then the `predefined-options` profile, then RocksDB's default. Sizes take `b`, `kb`, `mb`,\n\
          `gb`. An unknown key under `state.backend.rocksdb.` or a bad value is an error naming the key;\n\
          other `state.backend.forst.` keys are statefs' own (docs/CONFIG.md).\n\n\
@@ -172,6 +174,26 @@ fn bad(key: &str, v: &str, why: &str) -> StateError {
 }
 
 impl RocksTuning {
+    /// Reads Flink-style YAML configuration (`config.yaml`: flat `state.backend.rocksdb.x: v` keys
+    /// or nested mappings); keys outside the RocksDB/ForSt prefixes are ignored, as in
+    /// [`RocksTuning::from_pairs`]. `origin` names the source in errors.
+    pub fn from_yaml(text: &str, origin: &str) -> StateResult<RocksTuning> {
+        let pairs = statefs::options::yaml_pairs(text)
+            .map_err(|why| StateError::Invalid(format!("{origin}: {why}")))?;
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Self::from_pairs(&refs).map_err(|e| StateError::Invalid(format!("{origin}: {e}")))
+    }
+
+    /// [`RocksTuning::from_yaml`] of a file.
+    pub fn from_yaml_file(path: &std::path::Path) -> StateResult<RocksTuning> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| StateError::Invalid(format!("{}: {e}", path.display())))?;
+        Self::from_yaml(&text, &path.display().to_string())
+    }
+
     /// Parses `(key, value)` pairs; unknown keys under the RocksDB/ForSt prefixes and bad values are
     /// errors naming the key; other keys are not ours and are ignored.
     pub fn from_pairs(pairs: &[(&str, &str)]) -> StateResult<RocksTuning> {
@@ -366,6 +388,53 @@ mod tests {
             let err = RocksTuning::from_pairs(&pairs).unwrap_err().to_string();
             assert!(err.contains(want), "{err}");
         }
+    }
+
+    /// Flink's `config.yaml` in both spellings (nested and flat) gives the same tuning; a bad value
+    /// or an unknown key names the file and the key; keys of other subsystems are ignored.
+    #[test]
+    fn yaml_nested_and_flat_and_errors() {
+        let nested = "state:\n  backend:\n    rocksdb:\n      block.blocksize: 16kb\n      \
+                      writebuffer.count: 5\n      use-bloom-filter: true\n      \
+                      bloom-filter.bits-per-key: 12.5\n\
+                      execution.checkpointing.interval: 10s\n";
+        let flat = "state.backend.rocksdb.block.blocksize: 16kb\n\
+                    state.backend.rocksdb.writebuffer.count: 5\n\
+                    state.backend.rocksdb.use-bloom-filter: true\n\
+                    state.backend.rocksdb.bloom-filter.bits-per-key: 12.5\n";
+        let a = RocksTuning::from_yaml(nested, "a.yaml").unwrap();
+        let b = RocksTuning::from_yaml(flat, "b.yaml").unwrap();
+        assert_eq!(a, b);
+        let r = a.resolved();
+        assert_eq!(r.block_size, Some(16 << 10));
+        assert_eq!(r.max_write_buffer_number, Some(5));
+        assert_eq!(r.bloom_bits_per_key, Some(12.5));
+        assert_eq!(
+            RocksTuning::from_yaml("", "empty.yaml").unwrap(),
+            RocksTuning::default()
+        );
+        for (yaml, want) in [
+            (
+                "state.backend.rocksdb.writebuffer.count: many\n",
+                "writebuffer.count",
+            ),
+            ("state.backend.rocksdb.no-such-key: 1\n", "no-such-key"),
+            ("state: [1, 2]\n", "unsupported value"),
+            ("- a\n- b\n", "mapping"),
+            ("a: [1\n", "c.yaml"),
+        ] {
+            let err = RocksTuning::from_yaml(yaml, "c.yaml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("c.yaml") && err.contains(want),
+                "{yaml:?}: {err}"
+            );
+        }
+        let missing = RocksTuning::from_yaml_file(std::path::Path::new("/nonexistent/x.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("/nonexistent/x.yaml"), "{missing}");
     }
 
     #[test]

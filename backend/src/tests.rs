@@ -617,8 +617,9 @@ fn rocksdb_respects_a_shared_memory_budget() {
         }
         peak = peak.max(shared.usage());
     }
-    // 60 MB written through an 8 MB budget: memtables and blocks stay within it (LRU capacity is
-    // not a hard limit in RocksDB's C API; allow 10%).
+    // 60 MB written through an 8 MB budget: memtables and blocks stay within it (the LRU capacity
+    // is not a hard limit: RocksDB's C API has a strict-capacity cache, but the rocksdb crate gives
+    // no way to hand one to the table options; allow 10%).
     assert!(
         peak <= budget + budget / 10,
         "peak cache usage {peak} over budget {budget}"

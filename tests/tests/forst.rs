@@ -140,3 +140,52 @@ fn forst_restore_rescales_by_clipping() {
     }
     assert_eq!(total, 5_000, "every key in exactly one subtask");
 }
+
+/// ForSt mode reads the same tuning keys, from a Flink-style YAML file, and RocksDB on the mount
+/// runs with them (its OPTIONS file says so).
+#[test]
+fn forst_applies_tuning_keys_from_yaml() {
+    let dirs = Dirs::new();
+    let yaml = dirs.root.path().join("config.yaml");
+    std::fs::write(
+        &yaml,
+        "state:\n  backend:\n    forst:\n      writebuffer.size: 2mb\n      block.blocksize: 16kb\n",
+    )
+    .unwrap();
+    let tuning = statefs_backend::rocks_options::RocksTuning::from_yaml_file(&yaml).unwrap();
+    let b = ForstBackend::open_tuned(
+        &dirs.config(),
+        &dirs.mnt,
+        KeyGroupRange::all(128),
+        128,
+        None,
+        tuning,
+    )
+    .unwrap();
+    let db_dir = b.db_dir().to_path_buf();
+    let mut kb: Keyed<u32, ForstBackend> = Keyed::new(b);
+    let v = kb.value_state::<u32>("v", None).unwrap();
+    kb.set_current_key(&1).unwrap();
+    v.update(&mut kb, &1).unwrap();
+    let newest = std::fs::read_dir(&db_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("OPTIONS-")
+        })
+        .max_by_key(|p| {
+            p.file_name().unwrap().to_string_lossy()[8..]
+                .parse::<u64>()
+                .unwrap_or(0)
+        })
+        .unwrap();
+    let options = std::fs::read_to_string(newest).unwrap();
+    let section = &options[options.find("[CFOptions \"state-v\"]").unwrap()..];
+    assert!(section.contains("write_buffer_size=2097152"), "{section}");
+    assert!(section.contains("block_size=16384"), "{section}");
+    drop(kb);
+    drop(dirs);
+}
