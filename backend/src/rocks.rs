@@ -152,8 +152,10 @@ fn cf_name_for(meta: &StateMeta) -> String {
 }
 
 /// Drops expired TTL values during compaction (Flink's `cleanupInRocksdbCompactFilter`), with the
-/// system clock. A list value (when RocksDB sees one: appends are merge operands, which the filter
-/// does not see) is dropped when all its elements expired.
+/// system clock. A list is dropped when all its elements expired. Appends are merge operands, which
+/// the filter never sees (the C API filters values only): a compaction first merges them into a
+/// value, and the next one filters it. Expired elements of a list that is still partly alive are
+/// removed on read, as Flink's list TTL does.
 fn ttl_filter(
     slot: std::sync::Arc<TtlSlot>,
 ) -> impl FnMut(u32, &[u8], &[u8]) -> rocksdb::compaction_filter::Decision + Send + 'static {

@@ -504,8 +504,7 @@ fn rocksdb_compaction_drops_expired_ttl_values() {
     }
     std::thread::sleep(std::time::Duration::from_millis(60));
     kb.backend().compact_all().unwrap();
-    // Lists are appended with merge operands, which the compaction filter does not see: list TTL on
-    // RocksDB is cleaned on read and incrementally.
+    // Lists: see rocksdb_compaction_drops_expired_lists_once_merged.
     for name in ["v", "m"] {
         let id = (0..kb.backend().states().len())
             .find(|i| kb.backend().meta(*i).name == name)
@@ -515,6 +514,38 @@ fn rocksdb_compaction_drops_expired_ttl_values() {
             "state {name}: expired entries left after compaction"
         );
     }
+}
+
+/// List appends are merge operands, which RocksDB's compaction filter (through the C API) never
+/// sees; a compaction merges them into one value, and the next compaction filters that value.
+/// So expired lists are dropped from the second full compaction on.
+#[test]
+fn rocksdb_compaction_drops_expired_lists_once_merged() {
+    use crate::states::Keyed;
+    let clock = std::sync::Arc::new(crate::ttl::ManualClock::new(1_000));
+    let mut kb: Keyed<String, crate::RocksBackend> =
+        Keyed::new(crate::RocksBackend::temporary(KeyGroupRange::all(128), 128).unwrap())
+            .with_clock(clock);
+    let ttl = crate::TtlConfig {
+        cleanup_incremental: 0,
+        ..crate::TtlConfig::new(std::time::Duration::from_secs(3600))
+    };
+    let l = kb.list_state::<u32>("l", Some(ttl)).unwrap();
+    for i in 0..100u32 {
+        kb.set_current_key(&format!("k{i}")).unwrap();
+        l.add(&mut kb, &i).unwrap();
+        l.add(&mut kb, &(i + 1)).unwrap();
+    }
+    let id = (0..kb.backend().states().len())
+        .find(|i| kb.backend().meta(*i).name == "l")
+        .unwrap();
+    kb.backend().compact_all().unwrap();
+    kb.backend().compact_all().unwrap();
+    assert_eq!(
+        kb.backend().entries(id).unwrap().len(),
+        0,
+        "expired lists left after two compactions"
+    );
 }
 
 /// A database opened from disk (restart, restore) installs the TTL compaction filter on its TTL
