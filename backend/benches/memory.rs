@@ -39,8 +39,9 @@ fn main() {
     let write_mb = env("WRITE_MB", 1024);
     let value = vec![0x5au8; 1024];
     let (base_rss, _) = rss();
-    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into()))
-        .expect("scratch dir");
+    let dir =
+        tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into()))
+            .expect("scratch dir");
     let shared = (budget_mb > 0).then(|| SharedResources::new((budget_mb << 20) as usize, 0.5));
     let backend =
         RocksBackend::open_with(dir.path(), KeyGroupRange::all(128), 128, shared.clone()).unwrap();
@@ -57,7 +58,8 @@ fn main() {
         v.update(&mut kb, &value).unwrap();
         if i % 16 == 0 {
             let r = i.wrapping_mul(40_503) % (i + 1);
-            kb.set_current_key(&(r.wrapping_mul(2_654_435_761) % keys)).unwrap();
+            kb.set_current_key(&(r.wrapping_mul(2_654_435_761) % keys))
+                .unwrap();
             std::hint::black_box(v.value(&mut kb).unwrap());
         }
         if let Some(sh) = &shared

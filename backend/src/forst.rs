@@ -113,28 +113,11 @@ impl ForstBackend {
         shared: Option<Arc<SharedResources>>,
         tuning: RocksTuning,
     ) -> StateResult<Self> {
-        let mut c = config.clone();
-        c.restore = Some(RestoreFrom {
-            id: id.to_string(),
-            claim: false,
-        });
-        let mount = MountHandle::mount(&c, mountpoint).map_err(|e| fs_err("statefs restore", e))?;
-        let db_dir = mount.mountpoint().to_path_buf();
-        let meta: CheckpointMeta = std::fs::read(db_dir.join(STATES_FILE))
-            .map_err(|e| fs_err("checkpoint state metadata", e))
-            .and_then(|b| {
-                serde_json::from_slice(&b)
-                    .map_err(|e| StateError::corrupt("forst checkpoint", e.to_string()))
-            })?;
-        if meta.max_parallelism != max_parallelism {
-            return Err(StateError::Invalid(format!(
-                "checkpoint {id} has max parallelism {}, not {max_parallelism}",
-                meta.max_parallelism
-            )));
-        }
+        let (mount, db_dir, meta) = mount_restored(config, mountpoint, id, max_parallelism)?;
         if meta.range.intersect(&range) != Some(range) {
             return Err(StateError::Invalid(format!(
-                "checkpoint {id} holds key groups {:?}; restoring {range:?} needs several checkpoints (not supported for forst yet)",
+                "checkpoint {id} holds key groups {:?}, not all of {range:?}: restore from every \
+                 checkpoint that holds them with ForstBackend::restore_merged",
                 meta.range
             )));
         }
@@ -145,6 +128,90 @@ impl ForstBackend {
         // Rescaling out: drop the key groups another subtask takes over (DeleteRange; their
         // objects stay with the checkpoint, which statefs GC manages).
         rocks.clip_to(range, meta.range)?;
+        Ok(ForstBackend {
+            rocks,
+            mount,
+            db_dir,
+            _keep: None,
+        })
+    }
+
+    /// Restores key groups `range` from several ForSt checkpoints, as after scaling in (each was
+    /// one subtask's). The first is mounted as this backend's own, lazily as in
+    /// [`ForstBackend::restore`], and clipped to `range`. Each other one is mounted aside (local
+    /// and cache dirs in a scratch directory beside `config.local_dir`, removed afterwards), its
+    /// database opened read-only, and its entries in `range` copied in; then it is unmounted.
+    /// Together the checkpoints must hold every key group of `range`.
+    ///
+    /// The copy reads every entry of the other checkpoints (downloading their SSTs through the
+    /// scratch mount); only the first checkpoint's SSTs are reused as they are.
+    pub fn restore_merged(
+        config: &MountConfig,
+        mountpoint: &Path,
+        ids: &[&str],
+        range: KeyGroupRange,
+        max_parallelism: u32,
+    ) -> StateResult<Self> {
+        let Some((first, rest)) = ids.split_first() else {
+            return Err(StateError::Invalid("no checkpoint to restore from".into()));
+        };
+        let (mount, db_dir, meta) = mount_restored(config, mountpoint, first, max_parallelism)?;
+        let mut covered = vec![meta.range];
+        let mut rocks = RocksBackend::open(&db_dir, range, max_parallelism)?;
+        for s in meta.states {
+            rocks.adopt(s)?;
+        }
+        rocks.clip_to(range, meta.range)?;
+        let scratch_parent = config
+            .local_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir);
+        for id in rest {
+            let scratch = tempfile::Builder::new()
+                .prefix(".statefs-merge-")
+                .tempdir_in(&scratch_parent)
+                .map_err(|e| fs_err("merge scratch directory", e))?;
+            let mut c = config.clone();
+            c.local_dir = scratch.path().join("local");
+            c.cache_dir = scratch.path().join("cache");
+            c.metrics_addr = "127.0.0.1:0".into();
+            let mnt = scratch.path().join("mnt");
+            std::fs::create_dir_all(&mnt).map_err(|e| fs_err("merge scratch mount point", e))?;
+            let (source_mount, source_dir, source_meta) =
+                mount_restored(&c, &mnt, id, max_parallelism)?;
+            if source_meta.range.intersect(&range).is_none() {
+                return Err(StateError::Invalid(format!(
+                    "checkpoint {id} holds key groups {:?}, none of {range:?}",
+                    source_meta.range
+                )));
+            }
+            let mut source =
+                RocksBackend::open_read_only(&source_dir, source_meta.range, max_parallelism)?;
+            for (i, m) in source_meta.states.iter().enumerate() {
+                let sid = source.adopt(m.clone())?;
+                debug_assert_eq!(sid, i);
+                let tid = rocks.adopt(m.clone())?;
+                let entries: Vec<Entry> = source
+                    .entries(sid)?
+                    .into_iter()
+                    .filter(|(kg, _, _)| range.contains(*kg))
+                    .collect();
+                rocks.load(tid, entries)?;
+            }
+            // The database closes before its mount goes away.
+            drop(source);
+            drop(source_mount);
+            covered.push(source_meta.range);
+        }
+        if let Some(kg) = range
+            .iter()
+            .find(|kg| !covered.iter().any(|r| r.contains(*kg)))
+        {
+            return Err(StateError::Invalid(format!(
+                "checkpoints {ids:?} do not hold key group {kg} of {range:?}"
+            )));
+        }
         Ok(ForstBackend {
             rocks,
             mount,
@@ -197,6 +264,36 @@ impl ForstBackend {
     pub fn db_dir(&self) -> &Path {
         &self.db_dir
     }
+}
+
+/// Mounts `config` restored from statefs checkpoint `id` (no claim) on `mountpoint` and reads the
+/// state metadata the ForSt checkpoint recorded; the database is the mount's root.
+fn mount_restored(
+    config: &MountConfig,
+    mountpoint: &Path,
+    id: &str,
+    max_parallelism: u32,
+) -> StateResult<(MountHandle, PathBuf, CheckpointMeta)> {
+    let mut c = config.clone();
+    c.restore = Some(RestoreFrom {
+        id: id.to_string(),
+        claim: false,
+    });
+    let mount = MountHandle::mount(&c, mountpoint).map_err(|e| fs_err("statefs restore", e))?;
+    let db_dir = mount.mountpoint().to_path_buf();
+    let meta: CheckpointMeta = std::fs::read(db_dir.join(STATES_FILE))
+        .map_err(|e| fs_err("checkpoint state metadata", e))
+        .and_then(|b| {
+            serde_json::from_slice(&b)
+                .map_err(|e| StateError::corrupt("forst checkpoint", e.to_string()))
+        })?;
+    if meta.max_parallelism != max_parallelism {
+        return Err(StateError::Invalid(format!(
+            "checkpoint {id} has max parallelism {}, not {max_parallelism}",
+            meta.max_parallelism
+        )));
+    }
+    Ok((mount, db_dir, meta))
 }
 
 impl StateBackend for ForstBackend {

@@ -231,6 +231,34 @@ impl RocksBackend {
         shared: Option<std::sync::Arc<SharedResources>>,
         tuning: RocksTuning,
     ) -> StateResult<Self> {
+        Self::open_inner(path, range, max_parallelism, shared, tuning, false)
+    }
+
+    /// Opens an existing database read-only (a source to copy from: nothing on disk changes, no
+    /// flush, no compaction); writes fail.
+    pub fn open_read_only(
+        path: &Path,
+        range: KeyGroupRange,
+        max_parallelism: u32,
+    ) -> StateResult<Self> {
+        Self::open_inner(
+            path,
+            range,
+            max_parallelism,
+            None,
+            RocksTuning::default(),
+            true,
+        )
+    }
+
+    fn open_inner(
+        path: &Path,
+        range: KeyGroupRange,
+        max_parallelism: u32,
+        shared: Option<std::sync::Arc<SharedResources>>,
+        tuning: RocksTuning,
+        read_only: bool,
+    ) -> StateResult<Self> {
         if max_parallelism > 1 << 16 {
             return Err(StateError::Invalid("max parallelism above 65536".into()));
         }
@@ -256,7 +284,12 @@ impl RocksBackend {
                 ColumnFamilyDescriptor::new(c, o)
             })
             .collect();
-        let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(rocks_err)?;
+        let db = if read_only {
+            DB::open_cf_descriptors_read_only(&opts, path, descriptors, false)
+        } else {
+            DB::open_cf_descriptors(&opts, path, descriptors)
+        }
+        .map_err(rocks_err)?;
         Ok(RocksBackend {
             db,
             path: path.to_path_buf(),

@@ -189,3 +189,89 @@ fn forst_applies_tuning_keys_from_yaml() {
     drop(kb);
     drop(dirs);
 }
+
+/// Scaling in: two subtasks' ForSt checkpoints restore into one backend holding every key of both,
+/// exactly once. A single checkpoint cannot stand in for both, and the scratch mounts and
+/// directories are gone afterwards.
+#[test]
+fn forst_scale_in_merges_two_checkpoints() {
+    let dirs = Dirs::new();
+    let remote = dirs.remote_url();
+    let mut ids = Vec::new();
+    let mut owned = Vec::new();
+    for sub in 0..2u32 {
+        let root = dirs.root.path().join(format!("sub{sub}"));
+        std::fs::create_dir_all(root.join("mnt")).unwrap();
+        let config =
+            statefs::MountConfig::new(remote.clone(), root.join("local"), root.join("cache"));
+        let range = KeyGroupRange::for_operator(128, 2, sub);
+        let mut kb: Keyed<String, ForstBackend> =
+            Keyed::new(ForstBackend::open(&config, &root.join("mnt"), range, 128).unwrap());
+        let v = kb.value_state::<u32>("v", None).unwrap();
+        let l = kb.list_state::<u32>("l", None).unwrap();
+        let mut mine = 0;
+        for i in 0..4_000u32 {
+            if kb.set_current_key(&format!("k{i}")).is_ok() {
+                v.update(&mut kb, &i).unwrap();
+                l.add(&mut kb, &i).unwrap();
+                l.add(&mut kb, &(i + 1)).unwrap();
+                mine += 1;
+            }
+        }
+        owned.push(mine);
+        ids.push(kb.backend_mut().checkpoint(0).unwrap());
+    }
+    assert!(
+        owned.iter().all(|n| *n > 1_000),
+        "both subtasks own keys: {owned:?}"
+    );
+
+    let all = KeyGroupRange::all(128);
+    let root = dirs.root.path().join("merged");
+    std::fs::create_dir_all(root.join("mnt")).unwrap();
+    let config = statefs::MountConfig::new(remote.clone(), root.join("local"), root.join("cache"));
+    let err = ForstBackend::restore(&config, &root.join("mnt"), &ids[0], all, 128)
+        .err()
+        .expect("one subtask's checkpoint does not hold every key group")
+        .to_string();
+    assert!(err.contains("restore_merged"), "{err}");
+    let fresh = |name: &str| {
+        let r = dirs.root.path().join(name);
+        std::fs::create_dir_all(r.join("mnt")).unwrap();
+        (
+            statefs::MountConfig::new(remote.clone(), r.join("local"), r.join("cache")),
+            r.join("mnt"),
+        )
+    };
+    let (c, m) = fresh("half");
+    let err = ForstBackend::restore_merged(&c, &m, &[ids[1].as_str()], all, 128)
+        .err()
+        .expect("half the key groups")
+        .to_string();
+    assert!(err.contains("do not hold key group"), "{err}");
+
+    let (c, m) = fresh("both");
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut kb: Keyed<String, ForstBackend> =
+        Keyed::new(ForstBackend::restore_merged(&c, &m, &id_refs, all, 128).unwrap());
+    let v = kb.value_state::<u32>("v", None).unwrap();
+    let l = kb.list_state::<u32>("l", None).unwrap();
+    for i in 0..4_000u32 {
+        kb.set_current_key(&format!("k{i}")).unwrap();
+        assert_eq!(v.value(&mut kb).unwrap(), Some(i), "k{i}");
+        assert_eq!(l.get(&mut kb).unwrap(), vec![i, i + 1], "k{i}");
+    }
+    assert_eq!(kb.keys("v").unwrap().len(), 4_000, "every key exactly once");
+    drop(kb);
+    let leftovers: Vec<_> = std::fs::read_dir(dirs.root.path().join("both"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".statefs-merge-"))
+        .collect();
+    assert!(leftovers.is_empty(), "scratch left: {leftovers:?}");
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains(".statefs-merge-"),
+        "a scratch mount is still mounted"
+    );
+}
