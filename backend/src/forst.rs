@@ -188,17 +188,7 @@ impl ForstBackend {
             }
             let mut source =
                 RocksBackend::open_read_only(&source_dir, source_meta.range, max_parallelism)?;
-            for (i, m) in source_meta.states.iter().enumerate() {
-                let sid = source.adopt(m.clone())?;
-                debug_assert_eq!(sid, i);
-                let tid = rocks.adopt(m.clone())?;
-                let entries: Vec<Entry> = source
-                    .entries(sid)?
-                    .into_iter()
-                    .filter(|(kg, _, _)| range.contains(*kg))
-                    .collect();
-                rocks.load(tid, entries)?;
-            }
+            rocks.copy_in_range_from(&mut source, &source_meta.states, range)?;
             // The database closes before its mount goes away.
             drop(source);
             drop(source_mount);

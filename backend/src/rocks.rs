@@ -357,6 +357,27 @@ impl RocksBackend {
         Ok(())
     }
 
+    /// Copies into this backend the entries of `source` (states `metas`, as its checkpoint recorded
+    /// them) whose key group is in `range`: the merge step of scaling in.
+    pub(crate) fn copy_in_range_from(
+        &mut self,
+        source: &mut RocksBackend,
+        metas: &[StateMeta],
+        range: KeyGroupRange,
+    ) -> StateResult<()> {
+        for m in metas {
+            let sid = source.adopt(m.clone())?;
+            let tid = self.adopt(m.clone())?;
+            let entries: Vec<Entry> = source
+                .entries(sid)?
+                .into_iter()
+                .filter(|(kg, _, _)| range.contains(*kg))
+                .collect();
+            self.load(tid, entries)?;
+        }
+        Ok(())
+    }
+
     /// Flushes every state's memtable.
     pub fn flush(&self) -> StateResult<()> {
         for name in &self.cf_names {

@@ -165,16 +165,7 @@ impl RocksBackend {
             let tmp = tempfile::tempdir().map_err(io("restore scratch dir"))?;
             download(storage, &m, tmp.path())?;
             let mut source = RocksBackend::open(tmp.path(), m.range, m.max_parallelism)?;
-            for (i, meta) in m.states.iter().enumerate() {
-                source.adopt(meta.clone())?;
-                let id = target.adopt(meta.clone())?;
-                let entries: Vec<_> = source
-                    .entries(i)?
-                    .into_iter()
-                    .filter(|(kg, _, _)| range.contains(*kg))
-                    .collect();
-                target.load(id, entries)?;
-            }
+            target.copy_in_range_from(&mut source, &m.states, range)?;
         }
         Ok(target)
     }

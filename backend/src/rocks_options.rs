@@ -152,6 +152,25 @@ pub fn options_doc() -> String {
     )
 }
 
+/// The OPTIONS file RocksDB wrote last in database directory `dir` (`OPTIONS-<n>`, highest `n`):
+/// the options in force, to check what a tuning did.
+pub fn latest_options_file(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("OPTIONS-")?
+                .parse::<u64>()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, p)| p)
+}
+
 fn size(key: &str, v: &str) -> StateResult<u64> {
     let t = v.trim().to_ascii_lowercase();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());

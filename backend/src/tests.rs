@@ -445,6 +445,38 @@ mod rocks_incremental {
         }
     }
 
+    /// Scaling in: two subtasks checkpoint into one checkpoint; one backend restores all key
+    /// groups from both handles (the merge path) with every key exactly once.
+    #[test]
+    fn scale_in_merges_two_handles() {
+        let (r, _rt) = super::memory_remote();
+        let mut storage = CheckpointStorage::open(r.clone(), "job", 1).unwrap();
+        let mut p = storage.begin(1, 128);
+        for i in 0..2 {
+            let range = KeyGroupRange::for_operator(128, 2, i);
+            let mut kb: Keyed<String, RocksBackend> =
+                Keyed::new(RocksBackend::temporary(range, 128).unwrap());
+            let v = kb.value_state::<u32>("v", None).unwrap();
+            for k in 0..3000u32 {
+                if kb.set_current_key(&format!("k{k}")).is_ok() {
+                    v.update(&mut kb, &(k + 5)).unwrap();
+                }
+            }
+            kb.backend().flush().unwrap();
+            kb.backend_mut().checkpoint_into(&mut p, false).unwrap();
+        }
+        p.complete().unwrap();
+        let c = storage.latest().unwrap().unwrap();
+        assert_eq!(c.subtasks.len(), 2);
+        let dir = tempfile::tempdir().unwrap();
+        let mut all: Keyed<String, RocksBackend> = Keyed::new(
+            RocksBackend::restore_incremental(&storage, &c, KeyGroupRange::all(128), dir.path())
+                .unwrap(),
+        );
+        check(&mut all, 3000, 5);
+        assert_eq!(all.keys("v").unwrap().len(), 3000, "every key exactly once");
+    }
+
     #[test]
     fn dropped_checkpoints_free_exactly_their_files() {
         let (r, _rt) = super::memory_remote();
@@ -680,22 +712,8 @@ fn rocksdb_applies_profiles_and_configured_keys() {
     drop(kb);
     // RocksDB writes the options in force to OPTIONS-*: the profile's and the configured values.
     // The newest OPTIONS file (after the column family was created) has the state's options.
-    let mut files: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("OPTIONS-")
-        })
-        .collect();
-    files.sort_by_key(|p| {
-        p.file_name().unwrap().to_string_lossy()[8..]
-            .parse::<u64>()
-            .unwrap_or(0)
-    });
-    let options = std::fs::read_to_string(files.last().unwrap()).unwrap();
+    let newest = crate::rocks_options::latest_options_file(dir.path()).unwrap();
+    let options = std::fs::read_to_string(newest).unwrap();
     let section = &options[options.find("[CFOptions \"state-v\"]").unwrap()..];
     assert!(
         section.contains("write_buffer_size=1048576"),

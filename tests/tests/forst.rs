@@ -167,21 +167,7 @@ fn forst_applies_tuning_keys_from_yaml() {
     let v = kb.value_state::<u32>("v", None).unwrap();
     kb.set_current_key(&1).unwrap();
     v.update(&mut kb, &1).unwrap();
-    let newest = std::fs::read_dir(&db_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("OPTIONS-")
-        })
-        .max_by_key(|p| {
-            p.file_name().unwrap().to_string_lossy()[8..]
-                .parse::<u64>()
-                .unwrap_or(0)
-        })
-        .unwrap();
+    let newest = statefs_backend::rocks_options::latest_options_file(&db_dir).unwrap();
     let options = std::fs::read_to_string(newest).unwrap();
     let section = &options[options.find("[CFOptions \"state-v\"]").unwrap()..];
     assert!(section.contains("write_buffer_size=2097152"), "{section}");
