@@ -371,6 +371,28 @@ fn main() {
                 );
             },
         );
+        // One dependent cache miss per operation: a random cyclic walk over 512 MB, one 64-byte
+        // line per step. What any state access that misses the caches once costs here.
+        let lines = 512usize << 20 >> 6;
+        let mut rng = Rng(7);
+        let order = rng.shuffled(0..lines as u64);
+        let mut next = vec![0u64; lines * 8];
+        for w in 0..lines {
+            next[order[w] as usize * 8] = order[(w + 1) % lines] * 8;
+        }
+        drop(order);
+        let mut walk = (next, 0u64);
+        t.run(
+            "floor: one dependent random load (512 MB)",
+            "-",
+            1,
+            &mut walk,
+            |_| {},
+            |w, _| {
+                w.1 = w.0[w.1 as usize];
+            },
+        );
+        std::hint::black_box(walk.1);
     }
 
     println!(
