@@ -2,7 +2,7 @@
 //! workload, and restore time to first state access. Runs as root (forst mounts statefs).
 //!
 //!   cargo bench -p statefs-backend --bench backends
-//!   STATE_MB=1024 ROUNDS=5 cargo bench -p statefs-backend --bench backends
+//!   STATE_MB=1024 ROUNDS=5 UPDATE_PCT=20 cargo bench -p statefs-backend --bench backends
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -96,6 +96,8 @@ fn main() {
     let budget = Duration::from_millis(env("BENCH_MS", 1000));
     let state_mb = env("STATE_MB", 256);
     let rounds = env("ROUNDS", 3);
+    // Percent of the keys rewritten between checkpoints.
+    let update_pct = env("UPDATE_PCT", 5).clamp(1, 100);
     let range = KeyGroupRange::all(128);
     let scratch = Scratch::new();
 
@@ -180,9 +182,10 @@ fn main() {
     let mut rows = Vec::new();
     let mut last_ids = (0u64, String::new());
     for round in 1..=rounds {
-        let from = (round - 1) * n / 20;
-        fill(&mut rkb, &value, n, from, from + n / 20, round);
-        fill(&mut fkb, &value, n, from, from + n / 20, round);
+        let per_round = n * update_pct / 100;
+        let from = ((round - 1) * per_round) % n;
+        fill(&mut rkb, &value, n, from, from + per_round, round);
+        fill(&mut fkb, &value, n, from, from + per_round, round);
         // rocksdb incremental
         let put0 = metrics.put_bytes.load(Ordering::Relaxed);
         let t = Instant::now();
@@ -202,7 +205,7 @@ fn main() {
     }
     println!();
     println!(
-        "checkpoints: {state_mb} MB of state ({n} keys x 1 KB), 5% of keys updated between checkpoints"
+        "checkpoints: {state_mb} MB of state ({n} keys x 1 KB), {update_pct}% of keys updated between checkpoints"
     );
     println!(
         "| round | rocksdb incremental ms | rocksdb bytes uploaded | forst ms | forst bytes uploaded | rocksdb / forst time |"
