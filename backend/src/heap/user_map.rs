@@ -239,4 +239,26 @@ mod tests {
         assert_eq!(got, want);
         assert!(!m.is_empty());
     }
+
+    /// A key longer than 255 bytes or a value longer than 64 KiB cannot be packed: the map turns
+    /// into a B-tree and keeps every entry, in order.
+    #[test]
+    fn long_keys_and_values_spill_and_keep_everything() {
+        for (k, v) in [(vec![7u8; 300], vec![1u8; 3]), (vec![7u8; 3], vec![1u8; 70_000])] {
+            let mut m = UserMap::default();
+            m.set(b"a", b"first");
+            m.set(b"z", b"last");
+            m.set(&k, &v);
+            assert!(matches!(m, UserMap::Large(_)));
+            assert_eq!(m.get(b"a"), Some(&b"first"[..]));
+            assert_eq!(m.get(&k), Some(&v[..]));
+            let keys: Vec<Vec<u8>> = m.iter().map(|(k, _)| k.to_vec()).collect();
+            let mut want = vec![b"a".to_vec(), k.clone(), b"z".to_vec()];
+            want.sort();
+            assert_eq!(keys, want, "byte order");
+            m.remove(&k);
+            assert_eq!(m.get(&k), None);
+            assert_eq!(m.iter().count(), 2);
+        }
+    }
 }
