@@ -244,7 +244,10 @@ mod tests {
     /// into a B-tree and keeps every entry, in order.
     #[test]
     fn long_keys_and_values_spill_and_keep_everything() {
-        for (k, v) in [(vec![7u8; 300], vec![1u8; 3]), (vec![7u8; 3], vec![1u8; 70_000])] {
+        for (k, v) in [
+            (vec![7u8; 300], vec![1u8; 3]),
+            (vec![7u8; 3], vec![1u8; 70_000]),
+        ] {
             let mut m = UserMap::default();
             m.set(b"a", b"first");
             m.set(b"z", b"last");
