@@ -625,16 +625,22 @@ impl<V> ListState<V> {
         values: &[V],
     ) -> StateResult<()> {
         let kg = self.inner.key_into(kb, |_| {})?;
-        // Encode every element straight into one reused buffer.
+        let buf = self.encode_elements(kb, values);
+        let r = kb.backend.append(self.inner.id, kg, &kb.scratch, &buf);
+        kb.vbuf = buf;
+        r
+    }
+
+    /// `values` encoded as list elements (`[u32 len][ttl stamp?][value]` each) in `kb`'s reused
+    /// value buffer, taken out; the caller puts it back after use.
+    fn encode_elements<K, B: StateBackend>(&self, kb: &mut Keyed<K, B>, values: &[V]) -> Vec<u8> {
         let now = self.inner.ttl.map(|_| kb.now_ms());
         let mut buf = std::mem::take(&mut kb.vbuf);
         buf.clear();
         for v in values {
             push_element(&mut buf, now, |out| self.ser.serialize_into(v, out));
         }
-        let r = kb.backend.append(self.inner.id, kg, &kb.scratch, &buf);
-        kb.vbuf = buf;
-        r
+        buf
     }
 
     /// Replaces the list; an empty list removes it.
@@ -647,12 +653,7 @@ impl<V> ListState<V> {
         if values.is_empty() {
             return kb.backend.delete(self.inner.id, kg, &kb.scratch);
         }
-        let now = self.inner.ttl.map(|_| kb.now_ms());
-        let mut buf = std::mem::take(&mut kb.vbuf);
-        buf.clear();
-        for v in values {
-            push_element(&mut buf, now, |out| self.ser.serialize_into(v, out));
-        }
+        let buf = self.encode_elements(kb, values);
         let r = kb.backend.put(self.inner.id, kg, &kb.scratch, &buf);
         kb.vbuf = buf;
         r

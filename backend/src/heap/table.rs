@@ -130,33 +130,30 @@ impl<V> Table<V> {
         V: Default,
     {
         let hash = self.hash(key);
-        if self.find(hash, key).is_none()
-            && (self.len + 1) * MAX_LOAD_DEN > self.slots.len() * MAX_LOAD_NUM
-        {
-            self.grow();
-        }
-        let mask = self.mask();
-        let mut i = hash as usize & mask;
-        loop {
-            match &self.slots[i] {
-                Slot::Empty => {
-                    self.slots[i] = Slot::Full(Full {
-                        hash,
-                        key: Bytes::from(key),
-                        value: V::default(),
-                    });
-                    self.len += 1;
-                    break;
+        let i = match self.find(hash, key) {
+            Some(i) => i,
+            None => {
+                if (self.len + 1) * MAX_LOAD_DEN > self.slots.len() * MAX_LOAD_NUM {
+                    self.grow();
                 }
-                Slot::Full(Full {
-                    hash: h, key: k, ..
-                }) if *h == hash && k.as_slice() == key => break,
-                Slot::Full(_) => i = (i + 1) & mask,
+                // Absent, and there are no tombstones: the first empty slot of its run is its place.
+                let mask = self.mask();
+                let mut i = hash as usize & mask;
+                while matches!(self.slots[i], Slot::Full(_)) {
+                    i = (i + 1) & mask;
+                }
+                self.slots[i] = Slot::Full(Full {
+                    hash,
+                    key: Bytes::from(key),
+                    value: V::default(),
+                });
+                self.len += 1;
+                i
             }
-        }
+        };
         match &mut self.slots[i] {
             Slot::Full(Full { value, .. }) => value,
-            Slot::Empty => unreachable!("filled above"),
+            Slot::Empty => unreachable!("found or filled above"),
         }
     }
 
