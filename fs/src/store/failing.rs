@@ -28,6 +28,11 @@ struct FaultState {
     injected: AtomicU64,
     /// Every call on a key containing this text fails while set.
     key_pattern: std::sync::Mutex<Option<String>>,
+    /// Every call first waits this long (a distant store), microseconds.
+    latency_us: AtomicU64,
+    /// Calls waiting out the latency now, and the most there ever were at once.
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
 }
 
 impl FaultPlan {
@@ -45,12 +50,31 @@ impl FaultPlan {
         *self.inner.key_pattern.lock().unwrap() = pattern.map(str::to_string);
     }
 
+    /// Makes every call wait `latency` first, as a store across a network would.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.inner
+            .latency_us
+            .store(latency.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// The most calls that were waiting out the latency at the same time.
+    pub fn max_in_flight(&self) -> u64 {
+        self.inner.max_in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn injected(&self) -> u64 {
         self.inner.injected.load(Ordering::SeqCst)
     }
 
     fn check(&self, op: &'static str, key: &str, is_write: bool) -> Result<(), StoreError> {
         let s = &self.inner;
+        let latency = s.latency_us.load(Ordering::SeqCst);
+        if latency > 0 {
+            let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            s.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_micros(latency));
+            s.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         let fail = s
             .key_pattern
             .lock()
