@@ -358,22 +358,47 @@ impl RocksBackend {
     }
 
     /// Copies into this backend the entries of `source` (states `metas`, as its checkpoint recorded
-    /// them) whose key group is in `range`: the merge step of scaling in.
+    /// them) whose key group is in `range`: the merge step of scaling in. Each state's in-range
+    /// entries are one contiguous key range of its column family (keys start with the key group);
+    /// they are streamed in key order and written in batches of about 4 MiB, so a rescale holds
+    /// one batch in memory, not a whole state.
     pub(crate) fn copy_in_range_from(
         &mut self,
         source: &mut RocksBackend,
         metas: &[StateMeta],
         range: KeyGroupRange,
     ) -> StateResult<()> {
+        const BATCH_BYTES: usize = 4 << 20;
         for m in metas {
             let sid = source.adopt(m.clone())?;
             let tid = self.adopt(m.clone())?;
-            let entries: Vec<Entry> = source
-                .entries(sid)?
-                .into_iter()
-                .filter(|(kg, _, _)| range.contains(*kg))
-                .collect();
-            self.load(tid, entries)?;
+            let Some(r) = range.intersect(&source.range) else {
+                continue;
+            };
+            let start = db_key(r.start, &[]);
+            // Past the last key group there is no upper key: the range runs to the end.
+            let end = (r.end < u16::MAX as u32).then(|| db_key(r.end + 1, &[]));
+            let mut it = source.db.raw_iterator_cf(source.cf(sid));
+            it.seek(&start);
+            let mut batch = WriteBatch::default();
+            let mut pending = 0;
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if end.as_deref().is_some_and(|e| k >= e) {
+                    break;
+                }
+                // Same key layout on both sides: the raw key is the target's key.
+                batch.put_cf(self.cf(tid), k, v);
+                pending += k.len() + v.len();
+                if pending >= BATCH_BYTES {
+                    self.db
+                        .write(std::mem::take(&mut batch))
+                        .map_err(rocks_err)?;
+                    pending = 0;
+                }
+                it.next();
+            }
+            it.status().map_err(rocks_err)?;
+            self.db.write(batch).map_err(rocks_err)?;
         }
         Ok(())
     }

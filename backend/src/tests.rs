@@ -475,6 +475,33 @@ mod rocks_incremental {
         );
         check(&mut all, 3000, 5);
         assert_eq!(all.keys("v").unwrap().len(), 3000, "every key exactly once");
+
+        // A range across both handles' boundary takes part of each, and nothing outside it.
+        let middle = KeyGroupRange { start: 32, end: 95 };
+        let dir = tempfile::tempdir().unwrap();
+        let mut mid: Keyed<String, RocksBackend> = Keyed::new(
+            RocksBackend::restore_incremental(&storage, &c, middle, dir.path()).unwrap(),
+        );
+        check(&mut mid, 3000, 5);
+        let n = mid.keys("v").unwrap().len();
+        let want = (0..3000)
+            .filter(|k| {
+                let kg = crate::keygroup::key_group_of(
+                    &postcard::to_allocvec(&format!("k{k}")).unwrap(),
+                    128,
+                );
+                middle.contains(kg)
+            })
+            .count();
+        assert_eq!(n, want, "exactly the keys of key groups 32..=95");
+        let db = mid.backend().db();
+        let raw = db
+            .iterator_cf(
+                db.cf_handle("state-v").unwrap(),
+                rocksdb::IteratorMode::Start,
+            )
+            .count();
+        assert_eq!(raw, want, "nothing outside the range was copied");
     }
 
     #[test]
