@@ -196,7 +196,7 @@ pub trait StateBackend: Send {
     /// Every entry of state `s` in key-group then key order (tooling, savepoints).
     fn entries(&self, s: StateId) -> StateResult<Vec<Entry>>;
     /// A consistent view of every state, taken cheaply; reading it does not block writers.
-    fn snapshot_view(&self) -> Box<dyn SnapshotView>;
+    fn snapshot_view(&self) -> StateResult<Box<dyn SnapshotView>>;
     /// Loads entries restored from a snapshot (already limited to this backend's key groups).
     fn load(&mut self, s: StateId, entries: Vec<Entry>) -> StateResult<()>;
     /// States known from a restore, registered before any descriptor asks for them.
@@ -209,7 +209,7 @@ pub trait SnapshotView: Send {
     fn key_group_range(&self) -> KeyGroupRange;
     fn max_parallelism(&self) -> u32;
     /// Entries of state `s` in key group `kg`, in key order.
-    fn key_group_entries(&self, s: StateId, kg: u32) -> Vec<(Vec<u8>, Vec<u8>)>;
+    fn key_group_entries(&self, s: StateId, kg: u32) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>>;
 }
 
 /// A boxed backend is a backend (the conformance suite and tools work on `Box<dyn StateBackend>`).
@@ -280,7 +280,7 @@ impl StateBackend for Box<dyn StateBackend> {
     fn entries(&self, s: usize) -> StateResult<Vec<Entry>> {
         (**self).entries(s)
     }
-    fn snapshot_view(&self) -> Box<dyn SnapshotView> {
+    fn snapshot_view(&self) -> StateResult<Box<dyn SnapshotView>> {
         (**self).snapshot_view()
     }
     fn load(&mut self, s: usize, e: Vec<Entry>) -> StateResult<()> {

@@ -270,7 +270,7 @@ impl CheckpointStorage {
     ) -> StateResult<String> {
         check_job(name)?;
         let key = format!("{}/savepoints/{name}/state", self.job);
-        let bytes = snapshot::write(backend.snapshot_view().as_ref(), now_ms);
+        let bytes = snapshot::write(backend.snapshot_view()?.as_ref(), now_ms)?;
         self.remote
             .put_if_absent(&key, Bytes::from(bytes))
             .map_err(|e| match e {
@@ -360,7 +360,7 @@ impl PendingCheckpoint<'_> {
 
     /// Uploads a full snapshot of `backend` (its whole key-group range) as task-owned state.
     pub fn add_backend(&mut self, backend: &dyn StateBackend, now_ms: u64) -> StateResult<()> {
-        let bytes = snapshot::write(backend.snapshot_view().as_ref(), now_ms);
+        let bytes = snapshot::write(backend.snapshot_view()?.as_ref(), now_ms)?;
         let key = format!("{}/taskowned/{}", self.storage.job, uuid_v4());
         let size = bytes.len() as u64;
         self.uploaded.push(key.clone());

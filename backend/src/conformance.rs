@@ -255,7 +255,11 @@ pub fn ttl_semantics(f: &dyn Factory) {
         .unwrap();
     fs.update(&mut kb, &9).unwrap();
     clock.advance(Duration::from_secs(11));
-    let bytes = snapshot::write(kb.backend().snapshot_view().as_ref(), clock_now(&clock));
+    let bytes = snapshot::write(
+        kb.backend().snapshot_view().unwrap().as_ref(),
+        clock_now(&clock),
+    )
+    .unwrap();
     let mut restored = keyed(f, KeyGroupRange::all(MAXP)).with_clock(Arc::new(clock.clone()));
     snapshot::restore(
         restored.backend_mut(),
@@ -337,27 +341,27 @@ pub fn snapshot_restore_and_rescale(f: &dyn Factory) {
     let n = 2_000;
     let mut kb = fill(f, n);
     // The snapshot is a version: writes after it are not in it.
-    let view = kb.backend().snapshot_view();
+    let view = kb.backend().snapshot_view().unwrap();
     let v = kb.value_state::<u32>("v", None).unwrap();
     kb.set_current_key(&"key0".to_string()).unwrap();
     v.update(&mut kb, &999_999).unwrap();
-    let snap = snapshot::write(view.as_ref(), 0);
+    let snap = snapshot::write(view.as_ref(), 0).unwrap();
     let one = rescale(f, &[snap], 1);
     let snaps: Vec<Vec<u8>> = one
         .iter()
-        .map(|kb| snapshot::write(kb.backend().snapshot_view().as_ref(), 0))
+        .map(|kb| snapshot::write(kb.backend().snapshot_view().unwrap().as_ref(), 0).unwrap())
         .collect();
     let mut two = rescale(f, &snaps, 2);
     verify(&mut two, n);
     let snaps: Vec<Vec<u8>> = two
         .iter()
-        .map(|kb| snapshot::write(kb.backend().snapshot_view().as_ref(), 0))
+        .map(|kb| snapshot::write(kb.backend().snapshot_view().unwrap().as_ref(), 0).unwrap())
         .collect();
     let mut three = rescale(f, &snaps, 3);
     verify(&mut three, n);
     let snaps: Vec<Vec<u8>> = three
         .iter()
-        .map(|kb| snapshot::write(kb.backend().snapshot_view().as_ref(), 0))
+        .map(|kb| snapshot::write(kb.backend().snapshot_view().unwrap().as_ref(), 0).unwrap())
         .collect();
     let mut back = rescale(f, &snaps, 1);
     verify(&mut back, n);
@@ -365,7 +369,7 @@ pub fn snapshot_restore_and_rescale(f: &dyn Factory) {
 
 pub fn incompatible_restores_fail(f: &dyn Factory) {
     let kb = fill(f, 10);
-    let snap = snapshot::write(kb.backend().snapshot_view().as_ref(), 0);
+    let snap = snapshot::write(kb.backend().snapshot_view().unwrap().as_ref(), 0).unwrap();
     let restored = || rescale(f, std::slice::from_ref(&snap), 1).pop().unwrap();
     let mut r = restored();
     let err = r
@@ -400,7 +404,7 @@ pub fn incompatible_restores_fail(f: &dyn Factory) {
 
 pub fn corrupt_snapshots_fail(f: &dyn Factory) {
     let kb = fill(f, 200);
-    let snap = snapshot::write(kb.backend().snapshot_view().as_ref(), 0);
+    let snap = snapshot::write(kb.backend().snapshot_view().unwrap().as_ref(), 0).unwrap();
     let try_restore = |bytes: &[u8]| -> String {
         let mut t = keyed(f, KeyGroupRange::all(MAXP));
         let bytes = bytes.to_vec();

@@ -358,7 +358,7 @@ impl StateBackend for ForstBackend {
     fn entries(&self, s: StateId) -> StateResult<Vec<Entry>> {
         self.rocks.entries(s)
     }
-    fn snapshot_view(&self) -> Box<dyn SnapshotView> {
+    fn snapshot_view(&self) -> StateResult<Box<dyn SnapshotView>> {
         self.rocks.snapshot_view()
     }
     fn load(&mut self, s: StateId, entries: Vec<Entry>) -> StateResult<()> {

@@ -5,8 +5,9 @@
 //!
 //! Lists are merge operands (concatenation); states with TTL live in `ttlstate-` column families
 //! with a compaction filter, installed at open for every such family, so a restarted or restored
-//! database keeps cleaning. Incremental checkpoints are in `rocks_checkpoint.rs`; the canonical
-//! snapshot (savepoints) copies every entry.
+//! database keeps cleaning. Incremental checkpoints are in `rocks_checkpoint.rs`. The canonical
+//! snapshot (savepoints) reads a RocksDB checkpoint taken beside the database and opened
+//! read-only, one key group at a time.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -269,6 +270,9 @@ impl RocksBackend {
             opts.set_write_buffer_manager(&sh.write_buffers);
         }
         tuning.apply_db(&mut opts);
+        if !read_only {
+            remove_stale_views(path);
+        }
         let cfs = DB::list_cf(&opts, path).unwrap_or_default();
         let mut ttl_slots = HashMap::new();
         let descriptors: Vec<ColumnFamilyDescriptor> = cfs
@@ -640,24 +644,22 @@ impl StateBackend for RocksBackend {
         Ok(out)
     }
 
-    fn snapshot_view(&self) -> Box<dyn SnapshotView> {
-        // A consistent copy (RocksDB snapshot semantics by reading everything now); checkpoints of
-        // this backend will use RocksDB's own files instead.
-        let states = self.states.clone();
-        let mut groups: Vec<HashMap<u32, Vec<(Vec<u8>, Vec<u8>)>>> = Vec::new();
-        for s in 0..states.len() {
-            let mut by_kg: HashMap<u32, Vec<(Vec<u8>, Vec<u8>)>> = HashMap::new();
-            for (kg, k, v) in self.entries(s).unwrap_or_default() {
-                by_kg.entry(kg).or_default().push((k, v));
-            }
-            groups.push(by_kg);
-        }
-        Box::new(CopiedView {
-            range: self.range,
-            max_parallelism: self.max_parallelism,
-            states,
-            groups,
-        })
+    fn snapshot_view(&self) -> StateResult<Box<dyn SnapshotView>> {
+        // RocksDB's checkpoint (memtables flushed, files hard-linked: cheap, and on statefs
+        // metadata only) beside the database, opened read-only: a frozen version that writers do
+        // not block on, read one key group at a time.
+        let dir = view_dir(&self.path);
+        rocksdb::checkpoint::Checkpoint::new(&self.db)
+            .and_then(|c| c.create_checkpoint(&dir))
+            .map_err(|e| StateError::Invalid(format!("snapshot checkpoint: {e}")))?;
+        let guard = RemoveOnDrop(dir.clone());
+        let db = RocksBackend::open_read_only(&dir, self.range, self.max_parallelism)?;
+        Ok(Box::new(CheckpointView {
+            db,
+            cf_names: self.cf_names.clone(),
+            states: self.states.clone(),
+            _dir: guard,
+        }))
     }
 
     fn load(&mut self, s: StateId, entries: Vec<Entry>) -> StateResult<()> {
@@ -677,24 +679,96 @@ impl StateBackend for RocksBackend {
     }
 }
 
-struct CopiedView {
-    range: KeyGroupRange,
-    max_parallelism: u32,
-    states: Vec<StateMeta>,
-    groups: Vec<HashMap<u32, Vec<(Vec<u8>, Vec<u8>)>>>,
+/// Snapshot views live beside the database in `.statefs-view-<db dir name>-<pid>-<uuid>`
+/// directories, removed when the view is dropped. One left behind by a process that died is
+/// removed when the database opens next; views of live processes (a view may outlive the backend
+/// that made it) are left alone.
+const VIEW_PREFIX: &str = ".statefs-view-";
+
+fn view_prefix(db: &Path) -> String {
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("{VIEW_PREFIX}{name}-")
 }
 
-impl SnapshotView for CopiedView {
+fn view_dir(db: &Path) -> PathBuf {
+    let name = format!(
+        "{}{}-{}",
+        view_prefix(db),
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
+    match db.parent() {
+        Some(p) => p.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+/// Removes views of the database at `db` that a dead process left (they pin its files).
+fn remove_stale_views(db: &Path) {
+    let Some(parent) = db.parent() else { return };
+    let Ok(dir) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let prefix = view_prefix(db);
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A read-only database opened on a RocksDB checkpoint. Field order matters: the database closes
+/// before its directory is removed.
+struct CheckpointView {
+    db: RocksBackend,
+    cf_names: Vec<String>,
+    states: Vec<StateMeta>,
+    _dir: RemoveOnDrop,
+}
+
+impl SnapshotView for CheckpointView {
     fn states(&self) -> Vec<StateMeta> {
         self.states.clone()
     }
     fn key_group_range(&self) -> KeyGroupRange {
-        self.range
+        self.db.range
     }
     fn max_parallelism(&self) -> u32 {
-        self.max_parallelism
+        self.db.max_parallelism
     }
-    fn key_group_entries(&self, s: StateId, kg: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.groups[s].get(&kg).cloned().unwrap_or_default()
+    fn key_group_entries(&self, s: StateId, kg: u32) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let cf =
+            self.db.db.cf_handle(&self.cf_names[s]).ok_or_else(|| {
+                StateError::corrupt("snapshot view", "a column family is missing")
+            })?;
+        let prefix = db_key(kg, &[]);
+        let mut it = self.db.db.raw_iterator_cf(cf);
+        it.seek(&prefix);
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push((k[2..].to_vec(), v.to_vec()));
+            it.next();
+        }
+        it.status().map_err(rocks_err)?;
+        Ok(out)
     }
 }

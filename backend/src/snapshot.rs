@@ -36,7 +36,7 @@ struct IndexEntry {
 
 /// Writes a full snapshot of `view`. With `now_ms`, entries of states whose TTL asks for full-snapshot
 /// cleanup are left out when expired.
-pub fn write(view: &dyn SnapshotView, now_ms: u64) -> Vec<u8> {
+pub fn write(view: &dyn SnapshotView, now_ms: u64) -> StateResult<Vec<u8>> {
     let states = view.states();
     let header = Header {
         max_parallelism: view.max_parallelism(),
@@ -52,7 +52,7 @@ pub fn write(view: &dyn SnapshotView, now_ms: u64) -> Vec<u8> {
     for kg in header.range.iter() {
         let start = out.len();
         for (s, meta) in states.iter().enumerate() {
-            let mut entries = view.key_group_entries(s, kg);
+            let mut entries = view.key_group_entries(s, kg)?;
             if let Some(t) = meta.ttl.filter(|t| t.cleanup_full_snapshot) {
                 entries = entries
                     .into_iter()
@@ -88,7 +88,7 @@ pub fn write(view: &dyn SnapshotView, now_ms: u64) -> Vec<u8> {
     out.extend_from_slice(&(ibytes.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(&ibytes).to_le_bytes());
     out.extend_from_slice(MAGIC);
-    out
+    Ok(out)
 }
 
 /// Drops an expired value, or the expired elements of a list.

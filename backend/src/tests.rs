@@ -47,14 +47,14 @@ fn savepoints_move_state_between_heap_and_rocksdb() {
         m.put(&mut heap_kb, &i, &format!("v{i}")).unwrap();
     }
     // heap -> rocksdb -> heap, through the canonical format.
-    let sp1 = snapshot::write(heap_kb.backend().snapshot_view().as_ref(), 0);
+    let sp1 = snapshot::write(heap_kb.backend().snapshot_view().unwrap().as_ref(), 0).unwrap();
     let mut rocks = crate::RocksBackend::temporary(KeyGroupRange::all(128), 128).unwrap();
     snapshot::restore(
         &mut rocks,
         &[(&sp1 as &dyn snapshot::ByteSource, "savepoint".into())],
     )
     .unwrap();
-    let sp2 = snapshot::write(rocks.snapshot_view().as_ref(), 0);
+    let sp2 = snapshot::write(rocks.snapshot_view().unwrap().as_ref(), 0).unwrap();
     let mut back: Keyed<String, Box<dyn StateBackend>> =
         Keyed::new(heap(KeyGroupRange::all(128), 128));
     snapshot::restore(
@@ -102,7 +102,7 @@ proptest! {
                 Op::Remove(k, uk) => { kb.set_current_key(&k).unwrap(); m.remove(&mut kb, &uk).unwrap(); map_model.remove(&(k, uk)); }
                 Op::Add(k, v) => { kb.set_current_key(&k).unwrap(); l.add(&mut kb, &v).unwrap(); list_model.entry(k).or_default().push(v); }
                 Op::Snapshot => {
-                    let bytes = snapshot::write(kb.backend().snapshot_view().as_ref(), 0);
+                    let bytes = snapshot::write(kb.backend().snapshot_view().unwrap().as_ref(), 0).unwrap();
                     let mut fresh = HeapBackend::new(KeyGroupRange::all(128), 128);
                     snapshot::restore(&mut fresh, &[(&bytes as &dyn snapshot::ByteSource, "snapshot".into())]).unwrap();
                     kb = Keyed::new(fresh);
@@ -306,8 +306,8 @@ fn writers_go_on_while_a_snapshot_is_written() {
         v.update(&mut kb, &i).unwrap();
     }
     // Marking the version is all a writer waits for; the snapshot is written on another thread.
-    let view = kb.backend().snapshot_view();
-    let writer = std::thread::spawn(move || snapshot::write(view.as_ref(), 0));
+    let view = kb.backend().snapshot_view().unwrap();
+    let writer = std::thread::spawn(move || snapshot::write(view.as_ref(), 0).unwrap());
     for i in 0..20_000 {
         kb.set_current_key(&i).unwrap();
         v.update(&mut kb, &(i + 1_000_000)).unwrap();
@@ -752,4 +752,49 @@ fn rocksdb_applies_profiles_and_configured_keys() {
     );
     assert!(section.contains("max_write_buffer_number=4"));
     assert!(section.contains("block_size=131072"));
+}
+
+/// A RocksDB snapshot view is a checkpoint beside the database: it exists while the view lives and
+/// is removed with it; one a dead process left is removed when the database opens, and views of
+/// other databases are not touched.
+#[test]
+fn rocksdb_snapshot_views_clean_up_after_themselves() {
+    use crate::states::Keyed;
+    let root = tempfile::tempdir().unwrap();
+    let db = root.path().join("db");
+    let views = || -> Vec<String> {
+        std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".statefs-view-"))
+            .collect()
+    };
+    let mut kb: Keyed<u32, crate::RocksBackend> =
+        Keyed::new(crate::RocksBackend::open(&db, KeyGroupRange::all(128), 128).unwrap());
+    let v = kb.value_state::<u32>("v", None).unwrap();
+    for i in 0..100u32 {
+        kb.set_current_key(&i).unwrap();
+        v.update(&mut kb, &i).unwrap();
+    }
+    let view = kb.backend().snapshot_view().unwrap();
+    let live = views();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert!(live[0].starts_with(&format!(".statefs-view-db-{}-", std::process::id())));
+    let bytes = snapshot::write(view.as_ref(), 0).unwrap();
+    drop(view);
+    assert!(views().is_empty(), "the view's checkpoint was removed");
+    assert!(!bytes.is_empty());
+    drop(kb);
+
+    let stale = root.path().join(".statefs-view-db-999999999-0123");
+    let other = root.path().join(".statefs-view-otherdb-999999999-0123");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    let b = crate::RocksBackend::open(&db, KeyGroupRange::all(128), 128).unwrap();
+    assert!(
+        !stale.exists(),
+        "a dead process's view of this database is removed"
+    );
+    assert!(other.exists(), "another database's view is not touched");
+    drop(b);
 }

@@ -79,7 +79,8 @@ fn savepoints_migrate_heap_rocksdb_forst_heap() {
         v.update(&mut heap, &(i + 7)).unwrap();
         m.put(&mut heap, &1, &7).unwrap();
     }
-    let sp = |b: &dyn StateBackend| snapshot::write(b.snapshot_view().as_ref(), 0);
+    let sp =
+        |b: &dyn StateBackend| snapshot::write(b.snapshot_view().unwrap().as_ref(), 0).unwrap();
     let sp1 = sp(heap.backend());
     let mut rocks = RocksBackend::temporary(range, 128).unwrap();
     snapshot::restore(

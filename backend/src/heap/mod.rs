@@ -431,8 +431,8 @@ impl StateBackend for HeapBackend {
         Ok(out)
     }
 
-    fn snapshot_view(&self) -> Box<dyn SnapshotView> {
-        Box::new(HeapView {
+    fn snapshot_view(&self) -> StateResult<Box<dyn SnapshotView>> {
+        Ok(Box::new(HeapView {
             range: self.range,
             max_parallelism: self.max_parallelism,
             states: self
@@ -440,7 +440,7 @@ impl StateBackend for HeapBackend {
                 .iter()
                 .map(|s| (s.meta.clone(), s.groups.clone()))
                 .collect(),
-        })
+        }))
     }
 
     fn load(&mut self, s: StateId, entries: Vec<Entry>) -> StateResult<()> {
@@ -474,7 +474,7 @@ impl SnapshotView for HeapView {
     fn max_parallelism(&self) -> u32 {
         self.max_parallelism
     }
-    fn key_group_entries(&self, s: StateId, kg: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.states[s].1[(kg - self.range.start) as usize].sorted()
+    fn key_group_entries(&self, s: StateId, kg: u32) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self.states[s].1[(kg - self.range.start) as usize].sorted())
     }
 }
