@@ -89,6 +89,30 @@ impl Inputs {
     }
 }
 
+/// Resident set size now, bytes (/proc/self/status).
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| {
+            st.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb << 10)
+}
+
+/// Memory a preload added, per key. Meaningful when the section runs alone (`BENCH_ONLY`): memory
+/// freed by an earlier section is reused and hides growth.
+fn memory_line(what: &str, before: u64, keys: u64) -> String {
+    let grew = rss().saturating_sub(before);
+    format!(
+        "{what}: preload grew RSS by {:.0} MB, {:.0} bytes per key",
+        grew as f64 / (1 << 20) as f64,
+        grew as f64 / keys as f64
+    )
+}
+
 struct Settings {
     budget: Duration,
     rounds: usize,
@@ -171,16 +195,19 @@ fn main() {
         index: 0,
         rows: Vec::new(),
     };
+    let mut memory = Vec::new();
     let inp = Inputs::new();
 
     // value
     if t.any(&["valueGet", "valueUpdate", "valueAdd"]) {
+        let before = rss();
         let mut kb = keyed();
         let v = kb.value_state::<u64>("v", None).unwrap();
         for k in 0..SETUP_KEYS {
             kb.set_current_key(&k).unwrap();
             v.update(&mut kb, &inp.value(k)).unwrap();
         }
+        memory.push(memory_line("value state (u64 -> u64)", before, SETUP_KEYS));
         t.run(
             "valueGet",
             "not found",
@@ -265,6 +292,7 @@ fn main() {
         "mapAdd",
         "mapIterator",
     ]) {
+        let before = rss();
         let mut kb = keyed();
         let m = kb.map_state::<u64, f64>("m", None).unwrap();
         for k in 0..SETUP_KEYS {
@@ -274,6 +302,11 @@ fn main() {
                     .unwrap();
             }
         }
+        memory.push(memory_line(
+            "map state (u64 -> {10 x u64 -> f64})",
+            before,
+            SETUP_KEYS,
+        ));
         t.run(
             "mapGet",
             "3506",
@@ -404,5 +437,8 @@ fn main() {
     println!("|---|---|---|");
     for (name, ops, flink) in t.rows {
         println!("| {name} | {ops:.0} | {flink} |");
+    }
+    for line in memory {
+        println!("{line}");
     }
 }
