@@ -7,7 +7,8 @@
 //! which is where the time of a heap state access went (two thirds of it, measured).
 //!
 //! Invariants:
-//! - `slots.len()` is 0 or a power of two, and `len <= slots.len() * MAX_LOAD`;
+//! - `slots.len()` is 0 or a power of two, and `len <= slots.len() * MAX_LOAD`; a table with more
+//!   than 16 slots is at least 1/8 full after a removal (it shrinks);
 //! - every full slot is reachable from its home slot (`hash & mask`) through full slots only
 //!   (no tombstones: a removal shifts later entries of the probe run back).
 
@@ -158,7 +159,11 @@ impl<V> Table<V> {
     }
 
     fn grow(&mut self) {
-        let cap = (self.slots.len() * 2).max(16);
+        self.resize((self.slots.len() * 2).max(16));
+    }
+
+    /// Rebuilds the table with `cap` slots (a power of two that holds `len` within the load limit).
+    fn resize(&mut self, cap: usize) {
         let old = std::mem::replace(&mut self.slots, (0..cap).map(|_| Slot::Empty).collect());
         let mask = cap - 1;
         for slot in old.into_vec() {
@@ -187,6 +192,11 @@ impl<V> Table<V> {
                 hole = j;
             }
             j = (j + 1) & mask;
+        }
+        // A table that emptied out gives its memory back: below 1/8 full it halves (past the
+        // minimum), leaving it about a quarter full, so removals and inserts do not flip-flop.
+        if self.slots.len() > 16 && self.len * 8 < self.slots.len() {
+            self.resize(self.slots.len() / 2);
         }
         match removed {
             Slot::Full(Full { value, .. }) => Some(value),
@@ -230,6 +240,29 @@ mod tests {
         let mut v = k.to_be_bytes().to_vec();
         v.resize(2 + (k as usize % 30), b'x');
         v
+    }
+
+    /// Removing most entries gives the memory back, and what is left is still found.
+    #[test]
+    fn shrinks_after_removals() {
+        let mut t: Table<u32> = Table::default();
+        for k in 0..1000u32 {
+            *t.entry_or_default(&k.to_be_bytes()) = k;
+        }
+        let full = t.slots.len();
+        for k in 10..1000u32 {
+            assert_eq!(t.remove(&k.to_be_bytes()), Some(k));
+        }
+        assert!(
+            t.slots.len() * 16 <= full,
+            "{} slots of {full} kept",
+            t.slots.len()
+        );
+        for k in 0..10u32 {
+            assert_eq!(t.get(&k.to_be_bytes()), Some(&k));
+        }
+        assert_eq!(t.get(&500u32.to_be_bytes()), None);
+        assert_eq!(t.len(), 10);
     }
 
     proptest! {
