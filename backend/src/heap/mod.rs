@@ -48,6 +48,7 @@ fn set(m: &mut BTreeMap<Bytes, Bytes>, k: &[u8], v: &[u8]) {
     }
 }
 
+/// Appends to `k`'s value in place, or inserts it.
 fn extend(m: &mut BTreeMap<Bytes, Bytes>, k: &[u8], v: &[u8]) {
     match m.get_mut(k) {
         Some(old) => old.extend_from_slice(v),

@@ -138,14 +138,7 @@ impl UserMap {
             self.spill();
         }
         if let UserMap::Large(m) = self {
-            match m.get_mut(k) {
-                Some(old) => {
-                    old.set(value);
-                }
-                None => {
-                    m.insert(k.into(), value.into());
-                }
-            }
+            super::set(m, k, value);
         }
     }
 
@@ -160,6 +153,9 @@ impl UserMap {
     }
 
     pub(super) fn extend(&mut self, k: &[u8], bytes: &[u8]) {
+        if let UserMap::Large(m) = self {
+            return super::extend(m, k, bytes);
+        }
         let mut v = self.get(k).map(<[u8]>::to_vec).unwrap_or_default();
         v.extend_from_slice(bytes);
         self.set(k, &v);
