@@ -121,13 +121,17 @@ impl ForstBackend {
                 meta.range
             )));
         }
-        let mut rocks = RocksBackend::open_tuned(&db_dir, range, max_parallelism, shared, tuning)?;
-        for s in meta.states {
-            rocks.adopt(s)?;
-        }
-        // Rescaling out: drop the key groups another subtask takes over (DeleteRange; their
-        // objects stay with the checkpoint, which statefs GC manages).
-        rocks.clip_to(range, meta.range)?;
+        // Rescaling out clips the key groups another subtask takes over (their objects stay with
+        // the checkpoint, which statefs GC manages).
+        let rocks = RocksBackend::open_restored(
+            &db_dir,
+            range,
+            max_parallelism,
+            shared,
+            tuning,
+            meta.states,
+            meta.range,
+        )?;
         Ok(ForstBackend {
             rocks,
             mount,
@@ -157,11 +161,15 @@ impl ForstBackend {
         };
         let (mount, db_dir, meta) = mount_restored(config, mountpoint, first, max_parallelism)?;
         let mut covered = vec![meta.range];
-        let mut rocks = RocksBackend::open(&db_dir, range, max_parallelism)?;
-        for s in meta.states {
-            rocks.adopt(s)?;
-        }
-        rocks.clip_to(range, meta.range)?;
+        let mut rocks = RocksBackend::open_restored(
+            &db_dir,
+            range,
+            max_parallelism,
+            None,
+            RocksTuning::default(),
+            meta.states,
+            meta.range,
+        )?;
         let scratch_parent = config
             .local_dir
             .parent()
@@ -231,9 +239,7 @@ impl ForstBackend {
             .mount
             .mountpoint()
             .join(format!("chk-{}", uuid::Uuid::new_v4().simple()));
-        rocksdb::checkpoint::Checkpoint::new(self.rocks.db())
-            .and_then(|c| c.create_checkpoint(&dir))
-            .map_err(|e| fs_err("rocksdb checkpoint", e))?;
+        self.rocks.checkpoint_to(&dir)?;
         let states = serde_json::to_vec(&CheckpointMeta {
             range: self.rocks.key_group_range(),
             max_parallelism: self.rocks.max_parallelism(),

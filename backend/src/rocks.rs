@@ -324,6 +324,7 @@ impl RocksBackend {
         &self.path
     }
 
+    #[cfg(test)]
     pub(crate) fn db(&self) -> &DB {
         &self.db
     }
@@ -405,6 +406,35 @@ impl RocksBackend {
             self.db.write(batch).map_err(rocks_err)?;
         }
         Ok(())
+    }
+
+    /// RocksDB's checkpoint of this database into `dir` (which must not exist): memtables
+    /// flushed, SST files hard-linked, the small files copied.
+    pub(crate) fn checkpoint_to(&self, dir: &Path) -> StateResult<()> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)
+            .and_then(|c| c.create_checkpoint(dir))
+            .map_err(|e| {
+                StateError::Invalid(format!("rocksdb checkpoint into {}: {e}", dir.display()))
+            })
+    }
+
+    /// Opens a database restored from a checkpoint that held key groups `had`: adopts the
+    /// states the checkpoint recorded and deletes what lies outside `range` (DeleteRange).
+    pub(crate) fn open_restored(
+        path: &Path,
+        range: KeyGroupRange,
+        max_parallelism: u32,
+        shared: Option<std::sync::Arc<SharedResources>>,
+        tuning: RocksTuning,
+        states: Vec<StateMeta>,
+        had: KeyGroupRange,
+    ) -> StateResult<Self> {
+        let mut b = Self::open_tuned(path, range, max_parallelism, shared, tuning)?;
+        for s in states {
+            b.adopt(s)?;
+        }
+        b.clip_to(range, had)?;
+        Ok(b)
     }
 
     /// Flushes every state's memtable.
@@ -649,10 +679,9 @@ impl StateBackend for RocksBackend {
         // metadata only) beside the database, opened read-only: a frozen version that writers do
         // not block on, read one key group at a time.
         let dir = view_dir(&self.path);
-        rocksdb::checkpoint::Checkpoint::new(&self.db)
-            .and_then(|c| c.create_checkpoint(&dir))
-            .map_err(|e| StateError::Invalid(format!("snapshot checkpoint: {e}")))?;
+        // Armed first: a checkpoint that fails half-way leaves nothing behind either.
         let guard = RemoveOnDrop(dir.clone());
+        self.checkpoint_to(&dir)?;
         let db = RocksBackend::open_read_only(&dir, self.range, self.max_parallelism)?;
         Ok(Box::new(CheckpointView {
             db,

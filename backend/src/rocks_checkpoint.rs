@@ -20,6 +20,7 @@ use crate::checkpoint::{CheckpointStorage, CompletedCheckpoint, PendingCheckpoin
 use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
 use crate::rocks::RocksBackend;
+use crate::rocks_options::RocksTuning;
 
 const FORMAT: &str = "statefs-rocksdb-incremental";
 
@@ -62,9 +63,7 @@ impl RocksBackend {
     ) -> StateResult<CheckpointStats> {
         let tmp = tempfile::tempdir().map_err(io("checkpoint scratch dir"))?;
         let dir = tmp.path().join("chk");
-        rocksdb::checkpoint::Checkpoint::new(self.db())
-            .and_then(|c| c.create_checkpoint(&dir))
-            .map_err(|e| StateError::Invalid(format!("rocksdb checkpoint: {e}")))?;
+        self.checkpoint_to(&dir)?;
         let mut stats = CheckpointStats::default();
         let mut files = Vec::new();
         let mut shared = Vec::new();
@@ -151,12 +150,15 @@ impl RocksBackend {
                 // DeleteRange (Flink's clipDBWithKeyGroupRange).
                 let m = load_manifest(storage, only)?;
                 download(storage, &m, dir)?;
-                let mut b = RocksBackend::open(dir, range, c.max_parallelism)?;
-                for s in m.states {
-                    b.adopt(s)?;
-                }
-                b.clip_to(range, only.range)?;
-                return Ok(b);
+                return RocksBackend::open_restored(
+                    dir,
+                    range,
+                    c.max_parallelism,
+                    None,
+                    RocksTuning::default(),
+                    m.states,
+                    only.range,
+                );
             }
         }
         let mut target = RocksBackend::open(dir, range, c.max_parallelism)?;
