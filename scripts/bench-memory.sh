@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo bench -p statefs-backend --bench memory --no-run
-echo "| configuration | MB written | RSS before open (MB) | peak RSS (MB) | RSS at end (MB) | peak block-cache usage (MB) | MB/s |"
-echo "|---|---|---|---|---|---|---|"
+echo "| configuration | MB written | RSS before open (MB) | peak RSS (MB) | RSS at end (MB) | peak block cache (MB) | peak memtables (MB) | MB/s |"
+echo "|---|---|---|---|---|---|---|---|"
 for b in ${BUDGETS:-64 256 0}; do
     BUDGET_MB=$b WRITE_MB=${WRITE_MB:-1024} cargo bench -q -p statefs-backend --bench memory 2>/dev/null | grep '^|'
 done

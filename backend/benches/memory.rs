@@ -1,5 +1,6 @@
 //! Memory under a write-heavy workload: the RocksDB backend with a shared memory budget
-//! (`SharedResources`: one block cache with memtables charged to it) against RocksDB's defaults.
+//! (`SharedResources`: a strict-capacity block cache and a stalling write-buffer manager) against
+//! RocksDB's defaults.
 //! Peak RSS is per process, so one run measures one configuration; `scripts/bench-memory.sh`
 //! runs both and prints them side by side.
 //!
@@ -42,14 +43,15 @@ fn main() {
     let dir =
         tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into()))
             .expect("scratch dir");
-    let shared = (budget_mb > 0).then(|| SharedResources::new((budget_mb << 20) as usize, 0.5));
+    let shared =
+        (budget_mb > 0).then(|| SharedResources::new((budget_mb << 20) as usize, 0.5).unwrap());
     let backend =
         RocksBackend::open_with(dir.path(), KeyGroupRange::all(128), 128, shared.clone()).unwrap();
     let mut kb: Keyed<u64, RocksBackend> = Keyed::new(backend);
     let v = kb.value_state::<Vec<u8>>("v", None).unwrap();
     let keys = (write_mb << 20) / value.len() as u64;
     let start = Instant::now();
-    let mut peak_cache = 0;
+    let (mut peak_cache, mut peak_memtables) = (0, 0);
     for i in 0..keys {
         // Random-ish key order (a multiplicative permutation): memtables fill and flush, compaction
         // runs, reads of recent keys hit the block cache.
@@ -62,17 +64,17 @@ fn main() {
                 .unwrap();
             std::hint::black_box(v.value(&mut kb).unwrap());
         }
-        if let Some(sh) = &shared
-            && i % 1024 == 0
-        {
-            peak_cache = peak_cache.max(sh.usage());
+        if i % 1024 == 0 {
+            let u = kb.backend().memory_usage().unwrap();
+            peak_cache = peak_cache.max(u.block_cache);
+            peak_memtables = peak_memtables.max(u.memtables);
         }
     }
     let secs = start.elapsed().as_secs_f64();
     let (now_rss, peak_rss) = rss();
     let mb = |b: u64| b as f64 / (1 << 20) as f64;
     println!(
-        "| {} | {write_mb} | {:.0} | {:.0} | {:.0} | {} | {:.1} |",
+        "| {} | {write_mb} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |",
         if budget_mb > 0 {
             format!("budget {budget_mb} MB")
         } else {
@@ -81,11 +83,8 @@ fn main() {
         mb(base_rss),
         mb(peak_rss),
         mb(now_rss),
-        if shared.is_some() {
-            format!("{:.0}", mb(peak_cache as u64))
-        } else {
-            "-".to_string()
-        },
+        mb(peak_cache),
+        mb(peak_memtables),
         write_mb as f64 / secs,
     );
 }

@@ -45,56 +45,124 @@ pub struct RocksBackend {
 
 /// Options of every state's column family: list appends are merges that concatenate encoded
 /// elements (the list encoding is a concatenation of length-prefixed elements).
-fn cf_options(shared: Option<&SharedResources>, tuning: &RocksTuning) -> Options {
-    let mut o = Options::default();
+///
+/// Table options are applied as a RocksDB options string on top of the base options: RocksDB
+/// clones the base's block-based table factory for that, and a clone keeps the factory's block
+/// cache, so with a budget every column family of every backend shares the budget's one cache.
+fn cf_options(shared: Option<&SharedResources>, tuning: &RocksTuning) -> StateResult<Options> {
+    let mut base = shared.map(|sh| sh.base.clone()).unwrap_or_default();
+    let table = tuning.table_options(shared.is_some());
+    let mut o = base
+        .get_options_from_string(format!("block_based_table_factory={{{table}}}"))
+        .map_err(|e| StateError::Invalid(format!("rocksdb table options `{table}`: {e}")))?;
     o.set_merge_operator_associative("statefs-list-append", concat_merge);
-    let mut t = rocksdb::BlockBasedOptions::default();
-    tuning.apply_cf(&mut o, &mut t, shared.is_some());
+    tuning.apply_cf(&mut o, shared.is_some());
     if let Some(sh) = shared {
-        t.set_block_cache(&sh.cache);
-        // Index and filter blocks are charged to the budget too, at high priority (Flink's
-        // high-prio pool; the C API gives no separate pool ratio).
-        t.set_cache_index_and_filter_blocks(true);
-        t.set_cache_index_and_filter_blocks_with_high_priority(true);
-        t.set_pin_l0_filter_and_index_blocks_in_cache(true);
         o.set_write_buffer_size(sh.write_buffer_size);
     }
-    o.set_block_based_table_factory(&t);
-    o
+    Ok(o)
 }
 
-/// Memory one or several RocksDB backends share (Flink's `state.backend.rocksdb.memory.*`): one
-/// block cache of `budget` bytes, with memtables charged to it through a write-buffer manager
-/// limited to `write_buffer_ratio` of the budget.
+/// Memory one or several RocksDB backends share (Flink's `state.backend.rocksdb.memory.*`), as a
+/// hard split of `budget`: memtables get `write_buffer_ratio` of it through a write-buffer
+/// manager that stalls writers at its limit, and the rest is one LRU block cache with a strict
+/// capacity (an insert that would exceed it fails instead of growing the cache). Index and filter
+/// blocks are cached in it, at high priority, in a pool of `high_pri_pool_ratio` of the cache.
+///
+/// Flink charges memtables to the cache instead; that needs the cache object for the write-buffer
+/// manager, which the `rocksdb` crate cannot build with a strict capacity. The split is strict on
+/// both sides, at the price of the cache not borrowing memtable memory left unused.
 pub struct SharedResources {
-    pub cache: rocksdb::Cache,
+    /// Options whose block-based table factory holds the shared cache; every database and column
+    /// family starts from a copy, and a copy shares the factory's cache (a `shared_ptr`).
+    base: Options,
     pub write_buffers: rocksdb::WriteBufferManager,
     pub budget: usize,
+    /// Bytes of the block cache (`budget` minus the memtables' share).
+    pub cache_capacity: usize,
     write_buffer_size: usize,
 }
 
 impl SharedResources {
-    /// `budget` bytes in all; `write_buffer_ratio` (Flink's default 0.5) of it for memtables.
-    pub fn new(budget: usize, write_buffer_ratio: f64) -> std::sync::Arc<Self> {
-        let cache = rocksdb::Cache::new_lru_cache(budget);
-        let wb = ((budget as f64) * write_buffer_ratio.clamp(0.05, 0.9)) as usize;
-        let write_buffers = rocksdb::WriteBufferManager::new_write_buffer_manager_with_cache(
-            wb,
-            true,
-            cache.clone(),
-        );
-        std::sync::Arc::new(SharedResources {
-            cache,
-            write_buffers,
-            budget,
-            write_buffer_size: (wb / 4).clamp(64 << 10, 64 << 20),
-        })
+    /// `budget` bytes in all, `write_buffer_ratio` (Flink's default 0.5) of it for memtables, and
+    /// Flink's default high-priority pool ratio (0.1).
+    pub fn new(budget: usize, write_buffer_ratio: f64) -> StateResult<std::sync::Arc<Self>> {
+        Self::with_ratios(budget, write_buffer_ratio, 0.1)
     }
 
-    /// Bytes the block cache holds now (blocks and charged memtables).
-    pub fn usage(&self) -> usize {
-        self.cache.get_usage()
+    /// The budget `memory.fixed-per-slot` configures, with the configured ratios; `None` when no
+    /// budget is configured.
+    pub fn from_tuning(tuning: &RocksTuning) -> StateResult<Option<std::sync::Arc<Self>>> {
+        tuning
+            .memory_budget
+            .map(|b| {
+                Self::with_ratios(
+                    b,
+                    tuning.write_buffer_ratio.unwrap_or(0.5),
+                    tuning.high_pri_pool_ratio.unwrap_or(0.1),
+                )
+            })
+            .transpose()
     }
+
+    /// Flink's `memory.write-buffer-ratio` and `memory.high-prio-pool-ratio`, both in (0, 1).
+    pub fn with_ratios(
+        budget: usize,
+        write_buffer_ratio: f64,
+        high_pri_pool_ratio: f64,
+    ) -> StateResult<std::sync::Arc<Self>> {
+        for (name, r) in [
+            ("write-buffer ratio", write_buffer_ratio),
+            ("high-priority pool ratio", high_pri_pool_ratio),
+        ] {
+            if !(r > 0.0 && r < 1.0) {
+                return Err(StateError::Invalid(format!(
+                    "rocksdb memory {name} {r}: must be above 0 and below 1"
+                )));
+            }
+        }
+        if budget < 1 << 20 {
+            return Err(StateError::Invalid(format!(
+                "rocksdb memory budget {budget} bytes: at least 1 MiB"
+            )));
+        }
+        let wb = (budget as f64 * write_buffer_ratio) as usize;
+        let cache_capacity = budget - wb;
+        // The strict limit holds per shard, and a shard's capacity is its share of the total: with
+        // RocksDB's default 512 KiB shards, two readers holding index blocks of 64 MB SSTs (about
+        // 400 KB each) that hash to one shard made the next read fail. Shards of 16 MiB or more.
+        let shard_bits = (cache_capacity >> 24).max(1).ilog2().min(6);
+        let table = format!(
+            "block_based_table_factory={{block_cache={{capacity={cache_capacity};\
+             num_shard_bits={shard_bits};strict_capacity_limit=true;\
+             high_pri_pool_ratio={high_pri_pool_ratio}}};cache_index_and_filter_blocks=true;\
+             cache_index_and_filter_blocks_with_high_priority=true;\
+             pin_l0_filter_and_index_blocks_in_cache=true}}"
+        );
+        let base = Options::default()
+            .get_options_from_string(&table)
+            .map_err(|e| StateError::Invalid(format!("rocksdb shared cache `{table}`: {e}")))?;
+        Ok(std::sync::Arc::new(SharedResources {
+            base,
+            write_buffers: rocksdb::WriteBufferManager::new_write_buffer_manager(wb, true),
+            budget,
+            cache_capacity,
+            write_buffer_size: (wb / 4).clamp(64 << 10, 64 << 20),
+        }))
+    }
+}
+
+/// Memory a RocksDB backend reports (RocksDB's properties), in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// What the block cache holds; with a budget, the shared cache of all its backends.
+    pub block_cache: u64,
+    /// Of that, blocks in use by readers (not evictable).
+    pub block_cache_pinned: u64,
+    pub block_cache_capacity: u64,
+    /// Memtables: with a budget, of all its backends (the write-buffer manager's count); without,
+    /// of this database's states.
+    pub memtables: u64,
 }
 
 fn concat_merge(
@@ -198,7 +266,12 @@ fn cf_name(state: &str) -> String {
 }
 
 fn rocks_err(e: rocksdb::Error) -> StateError {
-    StateError::Invalid(format!("rocksdb: {e}"))
+    let hint = if e.to_string().contains("Memory limit") {
+        " (the memory budget's block cache is full of blocks in use by readers: raise the budget)"
+    } else {
+        ""
+    };
+    StateError::Invalid(format!("rocksdb: {e}{hint}"))
 }
 
 fn db_key(kg: u32, ck: &[u8]) -> Vec<u8> {
@@ -263,7 +336,16 @@ impl RocksBackend {
         if max_parallelism > 1 << 16 {
             return Err(StateError::Invalid("max parallelism above 65536".into()));
         }
-        let mut opts = Options::default();
+        let shared = match shared {
+            Some(sh) => Some(sh),
+            None => SharedResources::from_tuning(&tuning)?,
+        };
+        // With a budget the default column family shares its cache too, so the database's
+        // cache properties report the shared cache.
+        let mut opts = shared
+            .as_ref()
+            .map(|sh| sh.base.clone())
+            .unwrap_or_default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         if let Some(sh) = &shared {
@@ -275,19 +357,19 @@ impl RocksBackend {
         }
         let cfs = DB::list_cf(&opts, path).unwrap_or_default();
         let mut ttl_slots = HashMap::new();
-        let descriptors: Vec<ColumnFamilyDescriptor> = cfs
+        let descriptors = cfs
             .iter()
             .filter(|c| *c != "default")
             .map(|c| {
-                let mut o = cf_options(shared.as_deref(), &tuning);
+                let mut o = cf_options(shared.as_deref(), &tuning)?;
                 if c.starts_with("ttlstate-") {
                     let slot = TtlSlot::unknown();
                     o.set_compaction_filter("statefs-ttl", ttl_filter(slot.clone()));
                     ttl_slots.insert(c.clone(), slot);
                 }
-                ColumnFamilyDescriptor::new(c, o)
+                Ok(ColumnFamilyDescriptor::new(c, o))
             })
-            .collect();
+            .collect::<StateResult<Vec<_>>>()?;
         let db = if read_only {
             DB::open_cf_descriptors_read_only(&opts, path, descriptors, false)
         } else {
@@ -437,6 +519,41 @@ impl RocksBackend {
         Ok(b)
     }
 
+    /// Memory RocksDB holds for this backend (with a budget: for all backends sharing it).
+    pub fn memory_usage(&self) -> StateResult<MemoryUsage> {
+        let prop = |cf: Option<&str>, name: &str| -> StateResult<u64> {
+            let v = match cf.and_then(|c| self.db.cf_handle(c)) {
+                Some(h) => self.db.property_int_value_cf(h, name),
+                None => self.db.property_int_value(name),
+            };
+            v.map_err(rocks_err)?
+                .ok_or_else(|| StateError::Invalid(format!("rocksdb property {name} missing")))
+        };
+        let cache = |cf: Option<&str>| -> StateResult<[u64; 3]> {
+            Ok([
+                prop(cf, "rocksdb.block-cache-usage")?,
+                prop(cf, "rocksdb.block-cache-pinned-usage")?,
+                prop(cf, "rocksdb.block-cache-capacity")?,
+            ])
+        };
+        let mut u = MemoryUsage::default();
+        if let Some(sh) = &self.shared {
+            // One cache for every column family, the default one included.
+            [u.block_cache, u.block_cache_pinned, u.block_cache_capacity] = cache(None)?;
+            u.memtables = sh.write_buffers.get_usage() as u64;
+        } else {
+            // Each column family has its own cache and memtables; the default one holds no state.
+            for name in &self.cf_names {
+                let [used, pinned, cap] = cache(Some(name))?;
+                u.block_cache += used;
+                u.block_cache_pinned += pinned;
+                u.block_cache_capacity += cap;
+                u.memtables += prop(Some(name), "rocksdb.cur-size-all-mem-tables")?;
+            }
+        }
+        Ok(u)
+    }
+
     /// Flushes every state's memtable.
     pub fn flush(&self) -> StateResult<()> {
         for name in &self.cf_names {
@@ -453,6 +570,12 @@ impl RocksBackend {
 
     pub(crate) fn uploaded_ssts_mut(&mut self) -> &mut HashMap<String, String> {
         &mut self.uploaded
+    }
+
+    /// The database and a state's column family, for tests that drive RocksDB directly.
+    #[cfg(test)]
+    pub(crate) fn raw(&self, state: &str) -> (&DB, &rocksdb::ColumnFamily) {
+        (&self.db, self.cf(self.by_name[state]))
     }
 
     fn cf(&self, s: StateId) -> &rocksdb::ColumnFamily {
@@ -481,7 +604,7 @@ impl RocksBackend {
             name = cf_name(&meta.name);
         }
         if self.db.cf_handle(&name).is_none() {
-            let mut opts = cf_options(self.shared.as_deref(), &self.tuning);
+            let mut opts = cf_options(self.shared.as_deref(), &self.tuning)?;
             if meta.ttl.is_some() {
                 let slot = TtlSlot::unknown();
                 opts.set_compaction_filter("statefs-ttl", ttl_filter(slot.clone()));

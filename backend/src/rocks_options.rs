@@ -4,7 +4,7 @@
 //! memory budget ([`crate::rocks::SharedResources`]) overrides cache and write-buffer sizes. Keys are
 //! accepted under `state.backend.rocksdb.` and `state.backend.forst.`.
 
-use rocksdb::{BlockBasedOptions, Options};
+use rocksdb::Options;
 
 use crate::error::{StateError, StateResult};
 
@@ -32,6 +32,10 @@ pub struct RocksTuning {
     pub use_bloom_filter: Option<bool>,
     pub bloom_bits_per_key: Option<f64>,
     pub thread_num: Option<i32>,
+    /// A memory budget ([`crate::rocks::SharedResources::from_tuning`]).
+    pub memory_budget: Option<usize>,
+    pub write_buffer_ratio: Option<f64>,
+    pub high_pri_pool_ratio: Option<f64>,
 }
 
 /// One key [`RocksTuning::from_pairs`] understands.
@@ -119,6 +123,24 @@ pub const KEYS: &[TuningKey] = &[
         default: "2 (RocksDB)",
         description: "Background flush and compaction jobs (and the thread pools' sizes).",
     },
+    TuningKey {
+        key: "memory.fixed-per-slot",
+        kind: "size",
+        default: "none",
+        description: "A memory budget for the backend: a strict-capacity block cache plus memtables that stall writers at their share. `RocksBackend::open_tuned` without a `SharedResources` makes one per backend; pass one `SharedResources::from_tuning` to several backends to share it. It replaces the block cache and write buffer sizes.",
+    },
+    TuningKey {
+        key: "memory.write-buffer-ratio",
+        kind: "number in (0, 1)",
+        default: "0.5",
+        description: "Share of the budget for memtables; the rest is the block cache.",
+    },
+    TuningKey {
+        key: "memory.high-prio-pool-ratio",
+        kind: "number in (0, 1)",
+        default: "0.1",
+        description: "Share of the block cache kept for index and filter blocks (cached at high priority).",
+    },
 ];
 
 /// The tuning keys in Markdown (`docs/ROCKSDB_OPTIONS.md` holds this).
@@ -186,6 +208,13 @@ fn size(key: &str, v: &str) -> StateResult<u64> {
         _ => return Err(bad(key, v, "unknown size unit")),
     };
     Ok(n * m)
+}
+
+fn ratio(key: &str, v: &str) -> StateResult<f64> {
+    match v.trim().parse::<f64>() {
+        Ok(r) if r > 0.0 && r < 1.0 => Ok(r),
+        _ => Err(bad(key, v, "expected a number above 0 and below 1")),
+    }
 }
 
 fn bad(key: &str, v: &str, why: &str) -> StateError {
@@ -280,6 +309,9 @@ impl RocksTuning {
                     )
                 }
                 "thread.num" => t.thread_num = Some(int(v)?),
+                "memory.fixed-per-slot" => t.memory_budget = Some(size(key, v)? as usize),
+                "memory.write-buffer-ratio" => t.write_buffer_ratio = Some(ratio(key, v)?),
+                "memory.high-prio-pool-ratio" => t.high_pri_pool_ratio = Some(ratio(key, v)?),
                 _ => unreachable!("checked against KEYS"),
             }
         }
@@ -325,19 +357,34 @@ impl RocksTuning {
         }
     }
 
-    /// Column-family options; `shared_cache`: a budget's cache, which wins over the cache size.
-    pub(crate) fn apply_cf(&self, o: &mut Options, t: &mut BlockBasedOptions, shared_cache: bool) {
+    /// Block-based table options as a RocksDB options string (the inside of
+    /// `block_based_table_factory={...}`); `shared_cache`: a budget's cache, which wins over the
+    /// configured cache size.
+    pub(crate) fn table_options(&self, shared_cache: bool) -> String {
         let r = self.resolved();
+        let mut t = Vec::new();
         if let Some(b) = r.block_size {
-            t.set_block_size(b);
+            t.push(format!("block_size={b}"));
         }
-        if !shared_cache {
-            if let Some(c) = r.block_cache_size {
-                t.set_block_cache(&rocksdb::Cache::new_lru_cache(c));
-            }
-            if let Some(w) = r.write_buffer_size {
-                o.set_write_buffer_size(w);
-            }
+        if !shared_cache && let Some(c) = r.block_cache_size {
+            t.push(format!("block_cache={c}"));
+        }
+        if r.use_bloom_filter == Some(true) {
+            // A full filter (not the legacy block-based one).
+            t.push(format!(
+                "filter_policy=bloomfilter:{}:false",
+                r.bloom_bits_per_key.unwrap_or(10.0)
+            ));
+        }
+        t.join(";")
+    }
+
+    /// Column-family options other than the table's; `shared_cache`: a budget sets the write
+    /// buffer size.
+    pub(crate) fn apply_cf(&self, o: &mut Options, shared_cache: bool) {
+        let r = self.resolved();
+        if !shared_cache && let Some(w) = r.write_buffer_size {
+            o.set_write_buffer_size(w);
         }
         if let Some(n) = r.max_write_buffer_number {
             o.set_max_write_buffer_number(n);
@@ -353,9 +400,6 @@ impl RocksTuning {
         }
         if let Some(d) = r.use_dynamic_level_size {
             o.set_level_compaction_dynamic_level_bytes(d);
-        }
-        if r.use_bloom_filter == Some(true) {
-            t.set_bloom_filter(r.bloom_bits_per_key.unwrap_or(10.0), false);
         }
     }
 }
@@ -464,6 +508,7 @@ mod tests {
                 "integer" => "3",
                 "boolean" => "true",
                 "number" => "12.5",
+                "number in (0, 1)" => "0.3",
                 _ => "FLASH_SSD_OPTIMIZED",
             };
             let key = format!("state.backend.forst.{}", k.key);
