@@ -147,14 +147,37 @@ impl ForstBackend {
     /// database opened read-only, and its entries in `range` copied in; then it is unmounted.
     /// Together the checkpoints must hold every key group of `range`.
     ///
-    /// The copy reads every entry of the other checkpoints (downloading their SSTs through the
-    /// scratch mount); only the first checkpoint's SSTs are reused as they are.
+    /// The merge reads every entry of the other checkpoints (downloading their SSTs through the
+    /// scratch mount) and, by default, writes them into new SSTs that are ingested (uploaded once,
+    /// linked into the database); only the first checkpoint's SSTs are reused as they are.
     pub fn restore_merged(
         config: &MountConfig,
         mountpoint: &Path,
         ids: &[&str],
         range: KeyGroupRange,
         max_parallelism: u32,
+    ) -> StateResult<Self> {
+        Self::restore_merged_tuned(
+            config,
+            mountpoint,
+            ids,
+            range,
+            max_parallelism,
+            None,
+            RocksTuning::default(),
+        )
+    }
+
+    /// [`ForstBackend::restore_merged`] with a shared memory budget and tuning keys
+    /// (`use-ingest-db-restore` chooses how the other checkpoints' entries come in).
+    pub fn restore_merged_tuned(
+        config: &MountConfig,
+        mountpoint: &Path,
+        ids: &[&str],
+        range: KeyGroupRange,
+        max_parallelism: u32,
+        shared: Option<Arc<SharedResources>>,
+        tuning: RocksTuning,
     ) -> StateResult<Self> {
         let Some((first, rest)) = ids.split_first() else {
             return Err(StateError::Invalid("no checkpoint to restore from".into()));
@@ -165,8 +188,8 @@ impl ForstBackend {
             &db_dir,
             range,
             max_parallelism,
-            None,
-            RocksTuning::default(),
+            shared,
+            tuning,
             meta.states,
             meta.range,
         )?;
@@ -196,7 +219,7 @@ impl ForstBackend {
             }
             let mut source =
                 RocksBackend::open_read_only(&source_dir, source_meta.range, max_parallelism)?;
-            rocks.copy_in_range_from(&mut source, &source_meta.states, range)?;
+            rocks.merge_in_range_from(&mut source, &source_meta.states, range)?;
             // The database closes before its mount goes away.
             drop(source);
             drop(source_mount);

@@ -19,6 +19,8 @@ use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
 use crate::rocks_options::RocksTuning;
 
+mod merge;
+
 pub struct RocksBackend {
     db: DB,
     path: PathBuf,
@@ -421,6 +423,14 @@ impl RocksBackend {
         Ok(())
     }
 
+    /// Flushes the memtables and waits until no flush or compaction is pending or running: the
+    /// background work a restore or a burst of writes left behind.
+    pub fn settle(&self) -> StateResult<()> {
+        let mut o = rocksdb::WaitForCompactOptions::default();
+        o.set_flush(true);
+        self.db.wait_for_compact(&o).map_err(rocks_err)
+    }
+
     /// Deletes the key groups of `had` outside `keep` from every state (DeleteRange).
     pub fn clip_to(&self, keep: KeyGroupRange, had: KeyGroupRange) -> StateResult<()> {
         for name in &self.cf_names {
@@ -440,52 +450,6 @@ impl RocksBackend {
                     .delete_range_cf(cf, db_key(keep.end + 1, &[]), upper)
                     .map_err(rocks_err)?;
             }
-        }
-        Ok(())
-    }
-
-    /// Copies into this backend the entries of `source` (states `metas`, as its checkpoint recorded
-    /// them) whose key group is in `range`: the merge step of scaling in. Each state's in-range
-    /// entries are one contiguous key range of its column family (keys start with the key group);
-    /// they are streamed in key order and written in batches of about 4 MiB, so a rescale holds
-    /// one batch in memory, not a whole state.
-    pub(crate) fn copy_in_range_from(
-        &mut self,
-        source: &mut RocksBackend,
-        metas: &[StateMeta],
-        range: KeyGroupRange,
-    ) -> StateResult<()> {
-        const BATCH_BYTES: usize = 4 << 20;
-        for m in metas {
-            let sid = source.adopt(m.clone())?;
-            let tid = self.adopt(m.clone())?;
-            let Some(r) = range.intersect(&source.range) else {
-                continue;
-            };
-            let start = db_key(r.start, &[]);
-            // Past the last key group there is no upper key: the range runs to the end.
-            let end = (r.end < u16::MAX as u32).then(|| db_key(r.end + 1, &[]));
-            let mut it = source.db.raw_iterator_cf(source.cf(sid));
-            it.seek(&start);
-            let mut batch = WriteBatch::default();
-            let mut pending = 0;
-            while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                if end.as_deref().is_some_and(|e| k >= e) {
-                    break;
-                }
-                // Same key layout on both sides: the raw key is the target's key.
-                batch.put_cf(self.cf(tid), k, v);
-                pending += k.len() + v.len();
-                if pending >= BATCH_BYTES {
-                    self.db
-                        .write(std::mem::take(&mut batch))
-                        .map_err(rocks_err)?;
-                    pending = 0;
-                }
-                it.next();
-            }
-            it.status().map_err(rocks_err)?;
-            self.db.write(batch).map_err(rocks_err)?;
         }
         Ok(())
     }
@@ -831,43 +795,31 @@ impl StateBackend for RocksBackend {
     }
 }
 
-/// Snapshot views live beside the database in `.statefs-view-<db dir name>-<pid>-<uuid>`
-/// directories, removed when the view is dropped. One left behind by a process that died is
-/// removed when the database opens next; views of live processes (a view may outlive the backend
-/// that made it) are left alone.
+/// Snapshot views (and the scratch files of an ingesting restore) live inside the database
+/// directory, in `.statefs-view-<pid>-<uuid>` directories removed when dropped; RocksDB ignores
+/// names it did not make. Inside, not beside: hard links need the same filesystem, and a restored
+/// ForSt database is the root of its mount, whose parent is another filesystem (RocksDB then falls
+/// back to copying every SST, downloading them all on statefs). One left behind by a process that
+/// died is removed when the database opens next; views of live processes (a view may outlive the
+/// backend that made it) are left alone.
 const VIEW_PREFIX: &str = ".statefs-view-";
 
-fn view_prefix(db: &Path) -> String {
-    let name = db
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    format!("{VIEW_PREFIX}{name}-")
-}
-
 fn view_dir(db: &Path) -> PathBuf {
-    let name = format!(
-        "{}{}-{}",
-        view_prefix(db),
+    db.join(format!(
+        "{VIEW_PREFIX}{}-{}",
         std::process::id(),
         uuid::Uuid::new_v4().simple()
-    );
-    match db.parent() {
-        Some(p) => p.join(name),
-        None => PathBuf::from(name),
-    }
+    ))
 }
 
 /// Removes views of the database at `db` that a dead process left (they pin its files).
 fn remove_stale_views(db: &Path) {
-    let Some(parent) = db.parent() else { return };
-    let Ok(dir) = std::fs::read_dir(parent) else {
+    let Ok(dir) = std::fs::read_dir(db) else {
         return;
     };
-    let prefix = view_prefix(db);
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(&prefix) else {
+        let Some(rest) = name.strip_prefix(VIEW_PREFIX) else {
             continue;
         };
         let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());

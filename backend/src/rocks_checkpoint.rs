@@ -19,7 +19,7 @@ use crate::backend::{StateBackend, StateMeta};
 use crate::checkpoint::{CheckpointStorage, CompletedCheckpoint, PendingCheckpoint, SubtaskState};
 use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
-use crate::rocks::RocksBackend;
+use crate::rocks::{RocksBackend, SharedResources};
 use crate::rocks_options::RocksTuning;
 
 const FORMAT: &str = "statefs-rocksdb-incremental";
@@ -132,12 +132,26 @@ impl RocksBackend {
 
     /// Restores key groups `range` from an incremental checkpoint into a new database at `dir`.
     /// One handle covering exactly `range` is downloaded and opened as is; otherwise every
-    /// overlapping handle is opened aside and its in-range entries copied (rescaling).
+    /// overlapping handle is opened aside and its in-range entries merged in (rescaling: ingested
+    /// as new SSTs, or copied; see `use-ingest-db-restore`).
     pub fn restore_incremental(
         storage: &CheckpointStorage,
         c: &CompletedCheckpoint,
         range: KeyGroupRange,
         dir: &Path,
+    ) -> StateResult<RocksBackend> {
+        Self::restore_incremental_tuned(storage, c, range, dir, None, RocksTuning::default())
+    }
+
+    /// [`RocksBackend::restore_incremental`] with a shared memory budget and tuning keys
+    /// (`use-ingest-db-restore` chooses how other handles' entries come in when scaling in).
+    pub fn restore_incremental_tuned(
+        storage: &CheckpointStorage,
+        c: &CompletedCheckpoint,
+        range: KeyGroupRange,
+        dir: &Path,
+        shared: Option<std::sync::Arc<SharedResources>>,
+        tuning: RocksTuning,
     ) -> StateResult<RocksBackend> {
         let handles: Vec<&SubtaskState> = c
             .subtasks
@@ -154,20 +168,20 @@ impl RocksBackend {
                     dir,
                     range,
                     c.max_parallelism,
-                    None,
-                    RocksTuning::default(),
+                    shared,
+                    tuning,
                     m.states,
                     only.range,
                 );
             }
         }
-        let mut target = RocksBackend::open(dir, range, c.max_parallelism)?;
+        let mut target = RocksBackend::open_tuned(dir, range, c.max_parallelism, shared, tuning)?;
         for h in handles {
             let m = load_manifest(storage, h)?;
             let tmp = tempfile::tempdir().map_err(io("restore scratch dir"))?;
             download(storage, &m, tmp.path())?;
             let mut source = RocksBackend::open(tmp.path(), m.range, m.max_parallelism)?;
-            target.copy_in_range_from(&mut source, &m.states, range)?;
+            target.merge_in_range_from(&mut source, &m.states, range)?;
         }
         Ok(target)
     }

@@ -36,6 +36,7 @@ pub struct RocksTuning {
     pub memory_budget: Option<usize>,
     pub write_buffer_ratio: Option<f64>,
     pub high_pri_pool_ratio: Option<f64>,
+    pub use_ingest_db_restore: Option<bool>,
 }
 
 /// One key [`RocksTuning::from_pairs`] understands.
@@ -140,6 +141,12 @@ pub const KEYS: &[TuningKey] = &[
         kind: "number in (0, 1)",
         default: "0.1",
         description: "Share of the block cache kept for index and filter blocks (cached at high priority).",
+    },
+    TuningKey {
+        key: "use-ingest-db-restore",
+        kind: "boolean",
+        default: "true",
+        description: "When scaling in, bring the other subtasks' key groups in as SST files written aside and ingested; `false` copies them through write batches (memtables, flushes, compactions).",
     },
 ];
 
@@ -312,6 +319,7 @@ impl RocksTuning {
                 "memory.fixed-per-slot" => t.memory_budget = Some(size(key, v)? as usize),
                 "memory.write-buffer-ratio" => t.write_buffer_ratio = Some(ratio(key, v)?),
                 "memory.high-prio-pool-ratio" => t.high_pri_pool_ratio = Some(ratio(key, v)?),
+                "use-ingest-db-restore" => t.use_ingest_db_restore = Some(boolean(v)?),
                 _ => unreachable!("checked against KEYS"),
             }
         }

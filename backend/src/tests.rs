@@ -446,7 +446,8 @@ mod rocks_incremental {
     }
 
     /// Scaling in: two subtasks checkpoint into one checkpoint; one backend restores all key
-    /// groups from both handles (the merge path) with every key exactly once.
+    /// groups from both handles (the merge path) with every key exactly once, by ingesting SSTs
+    /// (the default) and by copying.
     #[test]
     fn scale_in_merges_two_handles() {
         let (r, _rt) = super::memory_remote();
@@ -457,51 +458,95 @@ mod rocks_incremental {
             let mut kb: Keyed<String, RocksBackend> =
                 Keyed::new(RocksBackend::temporary(range, 128).unwrap());
             let v = kb.value_state::<u32>("v", None).unwrap();
+            let l = kb.list_state::<u32>("l", None).unwrap();
             for k in 0..3000u32 {
                 if kb.set_current_key(&format!("k{k}")).is_ok() {
                     v.update(&mut kb, &(k + 5)).unwrap();
+                    l.add(&mut kb, &k).unwrap();
                 }
             }
             kb.backend().flush().unwrap();
+            // Merge operands still in the memtable at checkpoint time arrive merged too.
+            for k in 0..3000u32 {
+                if kb.set_current_key(&format!("k{k}")).is_ok() {
+                    l.add(&mut kb, &(k + 1)).unwrap();
+                }
+            }
             kb.backend_mut().checkpoint_into(&mut p, false).unwrap();
         }
         p.complete().unwrap();
         let c = storage.latest().unwrap().unwrap();
         assert_eq!(c.subtasks.len(), 2);
-        let dir = tempfile::tempdir().unwrap();
-        let mut all: Keyed<String, RocksBackend> = Keyed::new(
-            RocksBackend::restore_incremental(&storage, &c, KeyGroupRange::all(128), dir.path())
-                .unwrap(),
-        );
-        check(&mut all, 3000, 5);
-        assert_eq!(all.keys("v").unwrap().len(), 3000, "every key exactly once");
+        for ingest in [true, false] {
+            let tuning = crate::rocks_options::RocksTuning::from_pairs(&[(
+                "state.backend.rocksdb.use-ingest-db-restore",
+                if ingest { "true" } else { "false" },
+            )])
+            .unwrap();
+            let restore = |range: KeyGroupRange, dir: &std::path::Path| {
+                RocksBackend::restore_incremental_tuned(
+                    &storage,
+                    &c,
+                    range,
+                    dir,
+                    None,
+                    tuning.clone(),
+                )
+                .unwrap()
+            };
+            let root = tempfile::tempdir().unwrap();
+            let mut all: Keyed<String, RocksBackend> =
+                Keyed::new(restore(KeyGroupRange::all(128), &root.path().join("all")));
+            check(&mut all, 3000, 5);
+            assert_eq!(all.keys("v").unwrap().len(), 3000, "every key exactly once");
+            let l = all.list_state::<u32>("l", None).unwrap();
+            for k in (0..3000u32).step_by(7) {
+                all.set_current_key(&format!("k{k}")).unwrap();
+                assert_eq!(l.get(&mut all).unwrap(), vec![k, k + 1], "k{k}");
+            }
+            // Ingested entries never pass through the memtable; copied ones do.
+            let (db, cf) = all.backend().raw("v");
+            let in_memtable = db
+                .property_int_value_cf(cf, "rocksdb.num-entries-active-mem-table")
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                in_memtable == 0,
+                ingest,
+                "{in_memtable} entries in the memtable"
+            );
+            let leftovers: Vec<_> = std::fs::read_dir(root.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .filter(|n| n != "all")
+                .collect();
+            assert!(leftovers.is_empty(), "scratch left: {leftovers:?}");
 
-        // A range across both handles' boundary takes part of each, and nothing outside it.
-        let middle = KeyGroupRange { start: 32, end: 95 };
-        let dir = tempfile::tempdir().unwrap();
-        let mut mid: Keyed<String, RocksBackend> = Keyed::new(
-            RocksBackend::restore_incremental(&storage, &c, middle, dir.path()).unwrap(),
-        );
-        check(&mut mid, 3000, 5);
-        let n = mid.keys("v").unwrap().len();
-        let want = (0..3000)
-            .filter(|k| {
-                let kg = crate::keygroup::key_group_of(
-                    &postcard::to_allocvec(&format!("k{k}")).unwrap(),
-                    128,
-                );
-                middle.contains(kg)
-            })
-            .count();
-        assert_eq!(n, want, "exactly the keys of key groups 32..=95");
-        let db = mid.backend().db();
-        let raw = db
-            .iterator_cf(
-                db.cf_handle("state-v").unwrap(),
-                rocksdb::IteratorMode::Start,
-            )
-            .count();
-        assert_eq!(raw, want, "nothing outside the range was copied");
+            // A range across both handles' boundary takes part of each, and nothing outside it.
+            let middle = KeyGroupRange { start: 32, end: 95 };
+            let mut mid: Keyed<String, RocksBackend> =
+                Keyed::new(restore(middle, &root.path().join("mid")));
+            check(&mut mid, 3000, 5);
+            let n = mid.keys("v").unwrap().len();
+            let want = (0..3000)
+                .filter(|k| {
+                    let kg = crate::keygroup::key_group_of(
+                        &postcard::to_allocvec(&format!("k{k}")).unwrap(),
+                        128,
+                    );
+                    middle.contains(kg)
+                })
+                .count();
+            assert_eq!(n, want, "exactly the keys of key groups 32..=95");
+            let db = mid.backend().db();
+            let raw = db
+                .iterator_cf(
+                    db.cf_handle("state-v").unwrap(),
+                    rocksdb::IteratorMode::Start,
+                )
+                .count();
+            assert_eq!(raw, want, "nothing outside the range was merged");
+        }
     }
 
     #[test]
@@ -924,16 +969,16 @@ fn rocksdb_applies_profiles_and_configured_keys() {
     assert!(section.contains("block_size=131072"));
 }
 
-/// A RocksDB snapshot view is a checkpoint beside the database: it exists while the view lives and
-/// is removed with it; one a dead process left is removed when the database opens, and views of
-/// other databases are not touched.
+/// A RocksDB snapshot view is a checkpoint inside the database directory (hard links need the
+/// same filesystem): it exists while the view lives and is removed with it; one a dead process
+/// left is removed when the database opens, and a live process's view is not touched.
 #[test]
 fn rocksdb_snapshot_views_clean_up_after_themselves() {
     use crate::states::Keyed;
     let root = tempfile::tempdir().unwrap();
     let db = root.path().join("db");
     let views = || -> Vec<String> {
-        std::fs::read_dir(root.path())
+        std::fs::read_dir(&db)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with(".statefs-view-"))
@@ -949,22 +994,26 @@ fn rocksdb_snapshot_views_clean_up_after_themselves() {
     let view = kb.backend().snapshot_view().unwrap();
     let live = views();
     assert_eq!(live.len(), 1, "{live:?}");
-    assert!(live[0].starts_with(&format!(".statefs-view-db-{}-", std::process::id())));
+    assert!(live[0].starts_with(&format!(".statefs-view-{}-", std::process::id())));
+    assert!(
+        std::fs::read_dir(root.path()).unwrap().count() == 1,
+        "nothing beside the database"
+    );
     let bytes = snapshot::write(view.as_ref(), 0).unwrap();
     drop(view);
     assert!(views().is_empty(), "the view's checkpoint was removed");
     assert!(!bytes.is_empty());
     drop(kb);
 
-    let stale = root.path().join(".statefs-view-db-999999999-0123");
-    let other = root.path().join(".statefs-view-otherdb-999999999-0123");
+    let stale = db.join(".statefs-view-999999999-0123");
+    let alive = db.join(format!(".statefs-view-{}-0456", std::process::id()));
     std::fs::create_dir_all(&stale).unwrap();
-    std::fs::create_dir_all(&other).unwrap();
+    std::fs::create_dir_all(&alive).unwrap();
     let b = crate::RocksBackend::open(&db, KeyGroupRange::all(128), 128).unwrap();
     assert!(
         !stale.exists(),
         "a dead process's view of this database is removed"
     );
-    assert!(other.exists(), "another database's view is not touched");
+    assert!(alive.exists(), "a live process's view is not touched");
     drop(b);
 }

@@ -64,6 +64,31 @@ fn forst_checkpoint_copies_no_sst_and_restores_lazily() {
         statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
     let restored = ForstBackend::restore(&config, &root.join("mnt"), &id, range, 128).unwrap();
     let mut rkb = Keyed::new(restored);
+    // A savepoint's view of the restored database (the root of its mount) hard-links its SSTs on
+    // the mount; it does not copy them (which would download every one).
+    let view = rkb.backend().snapshot_view().unwrap();
+    let ssts: Vec<_> = std::fs::read_dir(rkb.backend().db_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".statefs-view-")
+        })
+        .flat_map(|d| std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sst"))
+        .collect();
+    assert!(!ssts.is_empty(), "the view holds the SSTs");
+    for p in &ssts {
+        use std::os::unix::fs::MetadataExt;
+        assert!(
+            std::fs::metadata(p).unwrap().nlink() >= 2,
+            "{} is a copy, not a link",
+            p.display()
+        );
+    }
+    drop(view);
     check(&mut rkb, 20_000, 1);
     check(&mut kb, 20_000, 2);
 }
@@ -249,6 +274,17 @@ fn forst_scale_in_merges_two_checkpoints() {
         assert_eq!(l.get(&mut kb).unwrap(), vec![i, i + 1], "k{i}");
     }
     assert_eq!(kb.keys("v").unwrap().len(), 4_000, "every key exactly once");
+    // The other checkpoint's entries came in as ingested SSTs, written in a scratch directory on
+    // the mount and linked into the database; the scratch directory is gone.
+    let on_mount: Vec<_> = std::fs::read_dir(&m)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".statefs-"))
+        .collect();
+    assert!(
+        on_mount.is_empty(),
+        "scratch left on the mount: {on_mount:?}"
+    );
     drop(kb);
     let leftovers: Vec<_> = std::fs::read_dir(dirs.root.path().join("both"))
         .unwrap()
