@@ -223,25 +223,21 @@ fn cf_name_for(meta: &StateMeta) -> String {
 }
 
 /// Drops expired TTL values during compaction (Flink's `cleanupInRocksdbCompactFilter`), with the
-/// system clock. A list is dropped when all its elements expired. Appends are merge operands, which
-/// the filter never sees (the C API filters values only): a compaction first merges them into a
-/// value, and the next one filters it. Expired elements of a list that is still partly alive are
-/// removed on read, as Flink's list TTL does.
+/// system clock. A list loses its expired elements one by one and is dropped when none is left.
+/// Appends are merge operands, which the filter never sees (the C API filters values only): a
+/// compaction first merges them into a value, and the next one filters it.
 fn ttl_filter(
     slot: std::sync::Arc<TtlSlot>,
 ) -> impl FnMut(u32, &[u8], &[u8]) -> rocksdb::compaction_filter::Decision + Send + 'static {
     use rocksdb::compaction_filter::Decision;
     use std::sync::atomic::Ordering::Relaxed;
+    // The trimmed list handed back to RocksDB; reused across calls.
+    let mut trimmed = Vec::new();
     move |_level, _key, value| {
         let (ttl_ms, kind) = (slot.ttl_ms.load(Relaxed), slot.kind.load(Relaxed));
         if ttl_ms == u64::MAX || kind == 0 {
             return Decision::Keep;
         }
-        let kind = if kind == 1 {
-            StateKind::List
-        } else {
-            StateKind::Value
-        };
         let now = crate::ttl::Clock::now_ms(&crate::ttl::SystemClock);
         let cfg = crate::ttl::TtlConfig {
             ttl_ms,
@@ -250,15 +246,27 @@ fn ttl_filter(
         let dead = |v: &[u8]| {
             crate::ttl::unwrap(v).is_some_and(|(stamp, _)| crate::ttl::expired(&cfg, stamp, now))
         };
-        let expired = match kind {
-            StateKind::List => crate::states::decode_list(value)
-                .is_ok_and(|els| !els.is_empty() && els.iter().all(|e| dead(e))),
-            _ => dead(value),
-        };
-        if expired {
-            Decision::Remove
-        } else {
-            Decision::Keep
+        if kind != 1 {
+            return if dead(value) {
+                Decision::Remove
+            } else {
+                Decision::Keep
+            };
+        }
+        // A list: expired elements go one by one, as Flink's list element filter does. What
+        // cannot be decoded is kept (cleanup never drops what it cannot read).
+        match crate::states::retain_elements(value, &mut trimmed, |e| !dead(e)) {
+            Ok((0, total)) if total > 0 => Decision::Remove,
+            Ok((kept, total)) if kept < total => {
+                // SAFETY: RocksDB's C API copies the new value (`new_value->assign` in
+                // c.cc's compaction filter wrapper) before the callback returns, and `trimmed`
+                // is not touched again until the next call; the 'static the rocksdb crate asks
+                // for is never relied on.
+                let v: &'static [u8] =
+                    unsafe { std::slice::from_raw_parts(trimmed.as_ptr(), trimmed.len()) };
+                Decision::Change(v)
+            }
+            _ => Decision::Keep,
         }
     }
 }

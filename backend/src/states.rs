@@ -480,6 +480,27 @@ pub fn decode_list(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     Ok(out)
 }
 
+/// Writes the elements of list value `bytes` that `keep` accepts, encoded, into `out` (cleared
+/// first); returns (kept, total). An undecodable value is an error and `out` is then meaningless.
+pub(crate) fn retain_elements(
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+    mut keep: impl FnMut(&[u8]) -> bool,
+) -> Result<(usize, usize), String> {
+    out.clear();
+    let (mut kept, mut total) = (0, 0);
+    for_each_element(bytes, |e| {
+        total += 1;
+        if keep(e) {
+            kept += 1;
+            out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+            out.extend_from_slice(e);
+        }
+        Ok(())
+    })?;
+    Ok((kept, total))
+}
+
 /// Calls `f` with each encoded element of a list value, borrowed.
 fn for_each_element(
     bytes: &[u8],

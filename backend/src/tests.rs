@@ -652,6 +652,49 @@ fn rocksdb_compaction_drops_expired_lists_once_merged() {
     );
 }
 
+/// A list whose elements expire at different times loses only the expired ones in compaction
+/// (Flink's list element filter), once its merge operands are merged into one value.
+#[test]
+fn rocksdb_compaction_trims_expired_list_elements() {
+    use crate::states::Keyed;
+    let clock = std::sync::Arc::new(crate::ttl::ManualClock::new(1_000));
+    let mut kb: Keyed<String, crate::RocksBackend> =
+        Keyed::new(crate::RocksBackend::temporary(KeyGroupRange::all(128), 128).unwrap())
+            .with_clock(clock.clone());
+    let ttl = crate::TtlConfig {
+        cleanup_incremental: 0,
+        ..crate::TtlConfig::new(std::time::Duration::from_secs(3600))
+    };
+    let l = kb.list_state::<u32>("l", Some(ttl)).unwrap();
+    // Two elements "in 1970" (long expired by the system clock the filter uses), then one now.
+    for i in 0..100u32 {
+        kb.set_current_key(&format!("k{i}")).unwrap();
+        l.add(&mut kb, &i).unwrap();
+        l.add(&mut kb, &(i + 1)).unwrap();
+    }
+    let now = crate::ttl::Clock::now_ms(&crate::ttl::SystemClock);
+    clock.advance(std::time::Duration::from_millis(now - 1_000));
+    for i in 0..100u32 {
+        kb.set_current_key(&format!("k{i}")).unwrap();
+        l.add(&mut kb, &(i + 2)).unwrap();
+    }
+    let id = (0..kb.backend().states().len())
+        .find(|i| kb.backend().meta(*i).name == "l")
+        .unwrap();
+    kb.backend().compact_all().unwrap();
+    kb.backend().compact_all().unwrap();
+    let entries = kb.backend().entries(id).unwrap();
+    assert_eq!(entries.len(), 100, "no list was alive only in part");
+    for (_, _, raw) in &entries {
+        let elements = crate::states::decode_list(raw).unwrap();
+        assert_eq!(elements.len(), 1, "the expired elements are gone from disk");
+    }
+    for i in (0..100u32).step_by(9) {
+        kb.set_current_key(&format!("k{i}")).unwrap();
+        assert_eq!(l.get(&mut kb).unwrap(), vec![i + 2]);
+    }
+}
+
 /// A database opened from disk (restart, restore) installs the TTL compaction filter on its TTL
 /// column families before any descriptor arrives: it keeps everything until the descriptor says
 /// what the TTL is, then drops what expired. A state without TTL is never filtered.
