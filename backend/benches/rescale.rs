@@ -74,6 +74,28 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
+fn merged(ingest: bool) -> &'static str {
+    if ingest {
+        "both, merged by ingesting SSTs"
+    } else {
+        "both, merged by copying"
+    }
+}
+
+/// Settles a restored forst backend; returns how long that took (ms) and the bytes its mount has
+/// uploaded since it was mounted.
+fn settle_forst(kb: &Keyed<u64, ForstBackend>) -> (f64, u64) {
+    let t = Instant::now();
+    kb.backend().rocks().settle().unwrap();
+    let uploaded = kb
+        .backend()
+        .mount()
+        .remote_metrics
+        .put_bytes
+        .load(Ordering::Relaxed);
+    (ms(t), uploaded)
+}
+
 fn main() {
     let state_mb = env("STATE_MB", 512);
     let n = state_mb * 1024 * 1024 / 1100;
@@ -135,15 +157,7 @@ fn main() {
         let took = ms(t);
         let t = Instant::now();
         kb.backend().settle().unwrap();
-        rocks_rows.push((
-            if ingest {
-                "both, merged by ingesting SSTs"
-            } else {
-                "both, merged by copying"
-            },
-            took,
-            ms(t),
-        ));
+        rocks_rows.push((merged(ingest), took, ms(t)));
         verify(&mut kb, n);
     }
 
@@ -179,18 +193,11 @@ fn main() {
         .unwrap(),
     );
     let took = ms(t);
-    let t = Instant::now();
-    kb.backend().rocks().settle().unwrap();
-    let uploaded = kb
-        .backend()
-        .mount()
-        .remote_metrics
-        .put_bytes
-        .load(Ordering::Relaxed);
+    let (settle, uploaded) = settle_forst(&kb);
     forst_rows.push((
         "one subtask's checkpoint as it is (baseline, lazy)",
         took,
-        ms(t),
+        settle,
         uploaded,
     ));
     verify(&mut kb, n);
@@ -211,24 +218,8 @@ fn main() {
             .unwrap(),
         );
         let took = ms(t);
-        let t = Instant::now();
-        kb.backend().rocks().settle().unwrap();
-        let uploaded = kb
-            .backend()
-            .mount()
-            .remote_metrics
-            .put_bytes
-            .load(Ordering::Relaxed);
-        forst_rows.push((
-            if ingest {
-                "both, merged by ingesting SSTs"
-            } else {
-                "both, merged by copying"
-            },
-            took,
-            ms(t),
-            uploaded,
-        ));
+        let (settle, uploaded) = settle_forst(&kb);
+        forst_rows.push((merged(ingest), took, settle, uploaded));
         verify(&mut kb, n);
     }
 

@@ -620,16 +620,20 @@ fn rocksdb_compaction_drops_expired_ttl_values() {
     }
 }
 
-/// List appends are merge operands, which RocksDB's compaction filter (through the C API) never
-/// sees; a compaction merges them into one value, and the next compaction filters that value.
-/// So expired lists are dropped from the second full compaction on.
-#[test]
-fn rocksdb_compaction_drops_expired_lists_once_merged() {
-    use crate::states::Keyed;
+/// A RocksDB backend on a manual clock set "in 1970" (long expired by the system clock the TTL
+/// compaction filter uses), with a TTL list state `l` holding two elements for each of 100 keys;
+/// returns the backend, the clock, the state and its id.
+fn expired_lists() -> (
+    crate::states::Keyed<String, crate::RocksBackend>,
+    std::sync::Arc<crate::ttl::ManualClock>,
+    crate::states::ListState<u32>,
+    usize,
+) {
     let clock = std::sync::Arc::new(crate::ttl::ManualClock::new(1_000));
-    let mut kb: Keyed<String, crate::RocksBackend> =
-        Keyed::new(crate::RocksBackend::temporary(KeyGroupRange::all(128), 128).unwrap())
-            .with_clock(clock);
+    let mut kb = crate::states::Keyed::new(
+        crate::RocksBackend::temporary(KeyGroupRange::all(128), 128).unwrap(),
+    )
+    .with_clock(clock.clone());
     let ttl = crate::TtlConfig {
         cleanup_incremental: 0,
         ..crate::TtlConfig::new(std::time::Duration::from_secs(3600))
@@ -643,6 +647,15 @@ fn rocksdb_compaction_drops_expired_lists_once_merged() {
     let id = (0..kb.backend().states().len())
         .find(|i| kb.backend().meta(*i).name == "l")
         .unwrap();
+    (kb, clock, l, id)
+}
+
+/// List appends are merge operands, which RocksDB's compaction filter (through the C API) never
+/// sees; a compaction merges them into one value, and the next compaction filters that value.
+/// So expired lists are dropped from the second full compaction on.
+#[test]
+fn rocksdb_compaction_drops_expired_lists_once_merged() {
+    let (kb, _clock, _l, id) = expired_lists();
     kb.backend().compact_all().unwrap();
     kb.backend().compact_all().unwrap();
     assert_eq!(
@@ -656,31 +669,14 @@ fn rocksdb_compaction_drops_expired_lists_once_merged() {
 /// (Flink's list element filter), once its merge operands are merged into one value.
 #[test]
 fn rocksdb_compaction_trims_expired_list_elements() {
-    use crate::states::Keyed;
-    let clock = std::sync::Arc::new(crate::ttl::ManualClock::new(1_000));
-    let mut kb: Keyed<String, crate::RocksBackend> =
-        Keyed::new(crate::RocksBackend::temporary(KeyGroupRange::all(128), 128).unwrap())
-            .with_clock(clock.clone());
-    let ttl = crate::TtlConfig {
-        cleanup_incremental: 0,
-        ..crate::TtlConfig::new(std::time::Duration::from_secs(3600))
-    };
-    let l = kb.list_state::<u32>("l", Some(ttl)).unwrap();
-    // Two elements "in 1970" (long expired by the system clock the filter uses), then one now.
-    for i in 0..100u32 {
-        kb.set_current_key(&format!("k{i}")).unwrap();
-        l.add(&mut kb, &i).unwrap();
-        l.add(&mut kb, &(i + 1)).unwrap();
-    }
+    let (mut kb, clock, l, id) = expired_lists();
+    // A third element per key, written now: alive.
     let now = crate::ttl::Clock::now_ms(&crate::ttl::SystemClock);
     clock.advance(std::time::Duration::from_millis(now - 1_000));
     for i in 0..100u32 {
         kb.set_current_key(&format!("k{i}")).unwrap();
         l.add(&mut kb, &(i + 2)).unwrap();
     }
-    let id = (0..kb.backend().states().len())
-        .find(|i| kb.backend().meta(*i).name == "l")
-        .unwrap();
     kb.backend().compact_all().unwrap();
     kb.backend().compact_all().unwrap();
     let entries = kb.backend().entries(id).unwrap();
@@ -913,6 +909,28 @@ fn rocksdb_budget_holds_with_pinned_blocks() {
     }
 }
 
+/// A RocksDB backend in `dir` opened with `tuning`, with value state `v` holding one entry.
+fn one_value_tuned(
+    dir: &std::path::Path,
+    tuning: crate::rocks_options::RocksTuning,
+) -> crate::Keyed<u32, crate::RocksBackend> {
+    let mut kb = crate::Keyed::new(
+        crate::RocksBackend::open_tuned(dir, KeyGroupRange::all(128), 128, None, tuning).unwrap(),
+    );
+    let v = kb.value_state::<u32>("v", None).unwrap();
+    kb.set_current_key(&1).unwrap();
+    v.update(&mut kb, &1).unwrap();
+    kb
+}
+
+/// The part of the newest OPTIONS file of the database in `dir` from section `header` on (the
+/// newest file, written after the column families were created, has the states' options).
+fn options_section(dir: &std::path::Path, header: &str) -> String {
+    let newest = crate::rocks_options::latest_options_file(dir).unwrap();
+    let options = std::fs::read_to_string(newest).unwrap();
+    options[options.find(header).unwrap()..].to_string()
+}
+
 /// `memory.*` keys configure a budget for a backend opened with tuning alone, and bad values are
 /// errors naming the key.
 #[test]
@@ -925,22 +943,11 @@ fn rocksdb_memory_keys_configure_a_budget() {
         ("state.backend.forst.memory.high-prio-pool-ratio", "0.2"),
     ])
     .unwrap();
-    let mut kb: crate::Keyed<u32, crate::RocksBackend> = crate::Keyed::new(
-        crate::RocksBackend::open_tuned(dir.path(), KeyGroupRange::all(128), 128, None, tuning)
-            .unwrap(),
-    );
-    let v = kb.value_state::<u32>("v", None).unwrap();
-    kb.set_current_key(&1).unwrap();
-    v.update(&mut kb, &1).unwrap();
+    let kb = one_value_tuned(dir.path(), tuning);
     let u = kb.backend().memory_usage().unwrap();
     assert_eq!(u.block_cache_capacity, 48 << 20, "64 MB less a quarter");
     drop(kb);
-    let options =
-        std::fs::read_to_string(crate::rocks_options::latest_options_file(dir.path()).unwrap())
-            .unwrap();
-    let section = &options[options
-        .find("[TableOptions/BlockBasedTable \"state-v\"]")
-        .unwrap()..];
+    let section = options_section(dir.path(), "[TableOptions/BlockBasedTable \"state-v\"]");
     // (RocksDB's options file does not record the cache itself.)
     for line in [
         "cache_index_and_filter_blocks=true",
@@ -987,19 +994,9 @@ fn rocksdb_applies_profiles_and_configured_keys() {
         ("state.backend.rocksdb.writebuffer.size", "1mb"),
     ])
     .unwrap();
-    let mut kb: crate::Keyed<u32, crate::RocksBackend> = crate::Keyed::new(
-        crate::RocksBackend::open_tuned(dir.path(), KeyGroupRange::all(128), 128, None, tuning)
-            .unwrap(),
-    );
-    let v = kb.value_state::<u32>("v", None).unwrap();
-    kb.set_current_key(&1).unwrap();
-    v.update(&mut kb, &1).unwrap();
-    drop(kb);
+    drop(one_value_tuned(dir.path(), tuning));
     // RocksDB writes the options in force to OPTIONS-*: the profile's and the configured values.
-    // The newest OPTIONS file (after the column family was created) has the state's options.
-    let newest = crate::rocks_options::latest_options_file(dir.path()).unwrap();
-    let options = std::fs::read_to_string(newest).unwrap();
-    let section = &options[options.find("[CFOptions \"state-v\"]").unwrap()..];
+    let section = options_section(dir.path(), "[CFOptions \"state-v\"]");
     assert!(
         section.contains("write_buffer_size=1048576"),
         "configured value"

@@ -91,8 +91,9 @@ impl RocksBackend {
         self.db.write(batch).map_err(rocks_err)
     }
 
-    /// Writes the state's in-range entries into SST files in a scratch directory beside the
-    /// database (same filesystem: on statefs the files are uploaded once, at their fsync), then
+    /// Writes the state's in-range entries into SST files in a scratch directory inside the
+    /// database directory (same filesystem: on statefs the files are uploaded once, at their
+    /// fsync), then
     /// ingests them with `move_files`, which hard-links them into the database (metadata only on
     /// statefs). The scratch directory goes whatever happens; one a crashed process left is
     /// removed at the next open, as snapshot views are.
