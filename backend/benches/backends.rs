@@ -43,7 +43,15 @@ fn measure(budget: Duration, mut op: impl FnMut(u64)) -> f64 {
     rounds[1]
 }
 
-fn ops<B: StateBackend>(kb: &mut Keyed<u64, B>, keys: u64, budget: Duration) -> [f64; 4] {
+/// Preloads `keys` keys, lets the backend `settle` (RocksDB: flush and finish compactions, so
+/// the read rounds do not race the preload's compactions for the two cores), then times the
+/// operations.
+fn ops<B: StateBackend>(
+    kb: &mut Keyed<u64, B>,
+    keys: u64,
+    budget: Duration,
+    settle: impl Fn(&B),
+) -> [f64; 4] {
     let v = kb.value_state::<u64>("v", None).unwrap();
     let m = kb.map_state::<u64, u64>("m", None).unwrap();
     for i in 0..keys {
@@ -51,6 +59,7 @@ fn ops<B: StateBackend>(kb: &mut Keyed<u64, B>, keys: u64, budget: Duration) -> 
         v.update(kb, &i).unwrap();
         m.put(kb, &(i % 10), &i).unwrap();
     }
+    settle(kb.backend());
     let key = |i: u64| i.wrapping_mul(2_654_435_761) % keys;
     [
         measure(budget, |i| {
@@ -125,7 +134,12 @@ fn main() {
     };
 
     // 1. Operations.
-    let heap = ops(&mut Keyed::new(HeapBackend::new(range, 128)), keys, budget);
+    let heap = ops(
+        &mut Keyed::new(HeapBackend::new(range, 128)),
+        keys,
+        budget,
+        |_| {},
+    );
     let rocks = ops(
         &mut Keyed::new(
             RocksBackend::open_tuned(&scratch.path("ops-rocks"), range, 128, None, tuning.clone())
@@ -133,6 +147,7 @@ fn main() {
         ),
         keys,
         budget,
+        |b: &RocksBackend| b.settle().unwrap(),
     );
     let forst = {
         let b = ForstBackend::open_tuned(
@@ -144,7 +159,9 @@ fn main() {
             tuning.clone(),
         )
         .unwrap();
-        ops(&mut Keyed::new(b), keys, budget)
+        ops(&mut Keyed::new(b), keys, budget, |b: &ForstBackend| {
+            b.rocks().settle().unwrap()
+        })
     };
     println!("state operations, {keys} keys, ops/ms (one thread)");
     println!("| op | heap | rocksdb | forst | forst / rocksdb |");

@@ -43,6 +43,10 @@ pub struct RocksBackend {
     cf_names: Vec<String>,
     /// What the TTL compaction filter of each TTL column family knows, by column-family name.
     ttl_slots: HashMap<String, std::sync::Arc<TtlSlot>>,
+    /// Every write skips the WAL, as Flink's RocksDB backend does: state is made durable by
+    /// checkpoints (which flush memtables), a clean close flushes, and after a crash a job restores
+    /// from its last checkpoint, never from the local database.
+    write_opts: rocksdb::WriteOptions,
 }
 
 /// Options of every state's column family: list appends are merges that concatenate encoded
@@ -400,6 +404,11 @@ impl RocksBackend {
             tuning,
             cf_names: Vec::new(),
             ttl_slots,
+            write_opts: {
+                let mut w = rocksdb::WriteOptions::default();
+                w.disable_wal(true);
+                w
+            },
         })
     }
 
@@ -445,7 +454,12 @@ impl RocksBackend {
             let cf = self.db.cf_handle(name).expect("registered");
             if had.start < keep.start {
                 self.db
-                    .delete_range_cf(cf, db_key(had.start, &[]), db_key(keep.start, &[]))
+                    .delete_range_cf_opt(
+                        cf,
+                        db_key(had.start, &[]),
+                        db_key(keep.start, &[]),
+                        &self.write_opts,
+                    )
                     .map_err(rocks_err)?;
             }
             if had.end > keep.end {
@@ -455,7 +469,7 @@ impl RocksBackend {
                     db_key(had.end + 1, &[])
                 };
                 self.db
-                    .delete_range_cf(cf, db_key(keep.end + 1, &[]), upper)
+                    .delete_range_cf_opt(cf, db_key(keep.end + 1, &[]), upper, &self.write_opts)
                     .map_err(rocks_err)?;
             }
         }
@@ -691,14 +705,14 @@ impl StateBackend for RocksBackend {
     fn put(&mut self, s: StateId, kg: u32, ck: &[u8], value: &[u8]) -> StateResult<()> {
         self.check(kg)?;
         self.db
-            .put_cf(self.cf(s), db_key(kg, ck), value)
+            .put_cf_opt(self.cf(s), db_key(kg, ck), value, &self.write_opts)
             .map_err(rocks_err)
     }
 
     fn append(&mut self, s: StateId, kg: u32, ck: &[u8], bytes: &[u8]) -> StateResult<()> {
         self.check(kg)?;
         self.db
-            .merge_cf(self.cf(s), db_key(kg, ck), bytes)
+            .merge_cf_opt(self.cf(s), db_key(kg, ck), bytes, &self.write_opts)
             .map_err(rocks_err)
     }
 
@@ -725,7 +739,7 @@ impl StateBackend for RocksBackend {
     fn delete(&mut self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<()> {
         self.check(kg)?;
         self.db
-            .delete_cf(self.cf(s), db_key(kg, ck))
+            .delete_cf_opt(self.cf(s), db_key(kg, ck), &self.write_opts)
             .map_err(rocks_err)
     }
 
@@ -744,7 +758,9 @@ impl StateBackend for RocksBackend {
         for (k, _) in keys {
             batch.delete_cf(self.cf(s), db_key(kg, &k));
         }
-        self.db.write(batch).map_err(rocks_err)
+        self.db
+            .write_opt(batch, &self.write_opts)
+            .map_err(rocks_err)
     }
 
     fn scan_after(
@@ -792,7 +808,9 @@ impl StateBackend for RocksBackend {
             self.check(kg)?;
             batch.put_cf(self.cf(s), db_key(kg, &k), v);
         }
-        self.db.write(batch).map_err(rocks_err)
+        self.db
+            .write_opt(batch, &self.write_opts)
+            .map_err(rocks_err)
     }
 
     fn adopt(&mut self, meta: StateMeta) -> StateResult<StateId> {

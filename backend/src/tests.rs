@@ -909,6 +909,49 @@ fn rocksdb_budget_holds_with_pinned_blocks() {
     }
 }
 
+/// Writes skip the WAL (as Flink's): no log grows while state is written, and a clean close
+/// flushes the memtables, so a reopened database has every write.
+#[test]
+fn rocksdb_writes_skip_the_wal_and_a_clean_close_keeps_them() {
+    use crate::states::Keyed;
+    let dir = tempfile::tempdir().unwrap();
+    let wal_bytes = || -> u64 {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    {
+        let mut kb: Keyed<u32, crate::RocksBackend> = Keyed::new(
+            crate::RocksBackend::open(dir.path(), KeyGroupRange::all(128), 128).unwrap(),
+        );
+        let v = kb.value_state::<u32>("v", None).unwrap();
+        let l = kb.list_state::<u32>("l", None).unwrap();
+        for i in 0..5_000u32 {
+            kb.set_current_key(&i).unwrap();
+            v.update(&mut kb, &i).unwrap();
+            l.add(&mut kb, &i).unwrap();
+        }
+        for i in (0..5_000u32).step_by(2) {
+            kb.set_current_key(&i).unwrap();
+            v.clear(&mut kb).unwrap();
+        }
+        assert_eq!(wal_bytes(), 0, "nothing was written to a WAL");
+    }
+    let mut kb: Keyed<u32, crate::RocksBackend> =
+        Keyed::new(crate::RocksBackend::open(dir.path(), KeyGroupRange::all(128), 128).unwrap());
+    let v = kb.value_state::<u32>("v", None).unwrap();
+    let l = kb.list_state::<u32>("l", None).unwrap();
+    for i in 0..5_000u32 {
+        kb.set_current_key(&i).unwrap();
+        let want = (i % 2 == 1).then_some(i);
+        assert_eq!(v.value(&mut kb).unwrap(), want, "key {i}");
+        assert_eq!(l.get(&mut kb).unwrap(), vec![i]);
+    }
+}
+
 /// A RocksDB backend in `dir` opened with `tuning`, with value state `v` holding one entry.
 fn one_value_tuned(
     dir: &std::path::Path,

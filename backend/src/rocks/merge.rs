@@ -83,12 +83,14 @@ impl RocksBackend {
             batch.put_cf(cf, k, v);
             if batch.size_in_bytes() >= BATCH_BYTES {
                 self.db
-                    .write(std::mem::take(&mut batch))
+                    .write_opt(std::mem::take(&mut batch), &self.write_opts)
                     .map_err(rocks_err)?;
             }
             Ok(())
         })?;
-        self.db.write(batch).map_err(rocks_err)
+        self.db
+            .write_opt(batch, &self.write_opts)
+            .map_err(rocks_err)
     }
 
     /// Writes the state's in-range entries into SST files in a scratch directory inside the
