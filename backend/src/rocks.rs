@@ -3,6 +3,9 @@
 //! One column family per state; keys are `[key group: u16 BE][composite key]`, so a key-group range
 //! is one contiguous byte range of every column family (rescaling can clip it with DeleteRange).
 //!
+//! Writes skip the WAL, as Flink's do: a checkpoint (which flushes) or a clean close makes state
+//! durable, and a crashed job restores from its last checkpoint.
+//!
 //! Lists are merge operands (concatenation); states with TTL live in `ttlstate-` column families
 //! with a compaction filter, installed at open for every such family, so a restarted or restored
 //! database keeps cleaning. Incremental checkpoints are in `rocks_checkpoint.rs`. The canonical
