@@ -1,0 +1,340 @@
+//! The heap backend against the conformance suite and a model.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use crate::conformance;
+use crate::keygroup::KeyGroupRange;
+use crate::snapshot;
+use crate::states::Keyed;
+use crate::{HeapBackend, StateBackend};
+
+fn heap(range: KeyGroupRange, maxp: u32) -> Box<dyn StateBackend> {
+    Box::new(HeapBackend::new(range, maxp))
+}
+
+/// An in-memory object store and the runtime it runs on (keep the runtime alive with the store).
+fn memory_remote() -> (
+    std::sync::Arc<dyn statefs::store::RemoteStore>,
+    std::sync::Arc<tokio::runtime::Runtime>,
+) {
+    let rt = statefs::mount::runtime().unwrap();
+    let store = statefs::store::ObjectStoreRemote::in_memory(rt.clone());
+    (std::sync::Arc::new(store), rt)
+}
+
+#[test]
+fn heap_passes_the_conformance_suite() {
+    conformance::run_all(&heap);
+}
+
+#[test]
+fn rocksdb_passes_the_conformance_suite_unchanged() {
+    conformance::run_all(&|range, maxp| {
+        Box::new(crate::RocksBackend::temporary(range, maxp).unwrap()) as Box<dyn StateBackend>
+    });
+}
+
+#[test]
+fn savepoints_move_state_between_heap_and_rocksdb() {
+    use crate::states::Keyed;
+    let mut heap_kb: Keyed<String, Box<dyn StateBackend>> =
+        Keyed::new(heap(KeyGroupRange::all(128), 128));
+    let m = heap_kb.map_state::<u32, String>("m", None).unwrap();
+    for i in 0..500u32 {
+        heap_kb.set_current_key(&format!("k{i}")).unwrap();
+        m.put(&mut heap_kb, &i, &format!("v{i}")).unwrap();
+    }
+    // heap -> rocksdb -> heap, through the canonical format.
+    let sp1 = snapshot::write(heap_kb.backend().snapshot_view().unwrap().as_ref(), 0).unwrap();
+    let mut rocks = crate::RocksBackend::temporary(KeyGroupRange::all(128), 128).unwrap();
+    snapshot::restore(
+        &mut rocks,
+        &[(&sp1 as &dyn snapshot::ByteSource, "savepoint".into())],
+    )
+    .unwrap();
+    let sp2 = snapshot::write(rocks.snapshot_view().unwrap().as_ref(), 0).unwrap();
+    let mut back: Keyed<String, Box<dyn StateBackend>> =
+        Keyed::new(heap(KeyGroupRange::all(128), 128));
+    snapshot::restore(
+        back.backend_mut(),
+        &[(&sp2 as &dyn snapshot::ByteSource, "savepoint".into())],
+    )
+    .unwrap();
+    let m2 = back.map_state::<u32, String>("m", None).unwrap();
+    for i in 0..500u32 {
+        back.set_current_key(&format!("k{i}")).unwrap();
+        assert_eq!(m2.get(&mut back, &i).unwrap(), Some(format!("v{i}")));
+    }
+    assert_eq!(sp1, sp2, "both backends write the same canonical bytes");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, u8, u16),
+    Remove(u8, u8),
+    Add(u8, u16),
+    Snapshot,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..20, 0u8..5, any::<u16>()).prop_map(|(k, uk, v)| Op::Put(k, uk, v)),
+        2 => (0u8..20, 0u8..5).prop_map(|(k, uk)| Op::Remove(k, uk)),
+        3 => (0u8..20, any::<u16>()).prop_map(|(k, v)| Op::Add(k, v)),
+        1 => Just(Op::Snapshot),
+    ]
+}
+
+proptest! {
+    /// Random map and list operations, with snapshot + restore in between, agree with BTreeMaps.
+    #[test]
+    fn heap_agrees_with_a_model(ops in proptest::collection::vec(op(), 1..120)) {
+        let mut kb: Keyed<u8, HeapBackend> = Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128));
+        let mut map_model: BTreeMap<(u8, u8), u16> = BTreeMap::new();
+        let mut list_model: BTreeMap<u8, Vec<u16>> = BTreeMap::new();
+        for op in ops {
+            let m = kb.map_state::<u8, u16>("m", None).unwrap();
+            let l = kb.list_state::<u16>("l", None).unwrap();
+            match op {
+                Op::Put(k, uk, v) => { kb.set_current_key(&k).unwrap(); m.put(&mut kb, &uk, &v).unwrap(); map_model.insert((k, uk), v); }
+                Op::Remove(k, uk) => { kb.set_current_key(&k).unwrap(); m.remove(&mut kb, &uk).unwrap(); map_model.remove(&(k, uk)); }
+                Op::Add(k, v) => { kb.set_current_key(&k).unwrap(); l.add(&mut kb, &v).unwrap(); list_model.entry(k).or_default().push(v); }
+                Op::Snapshot => {
+                    let bytes = snapshot::write(kb.backend().snapshot_view().unwrap().as_ref(), 0).unwrap();
+                    let mut fresh = HeapBackend::new(KeyGroupRange::all(128), 128);
+                    snapshot::restore(&mut fresh, &[(&bytes as &dyn snapshot::ByteSource, "snapshot".into())]).unwrap();
+                    kb = Keyed::new(fresh);
+                }
+            }
+            let m = kb.map_state::<u8, u16>("m", None).unwrap();
+            let l = kb.list_state::<u16>("l", None).unwrap();
+            for k in 0u8..20 {
+                kb.set_current_key(&k).unwrap();
+                let got: BTreeMap<u8, u16> = m.entries(&mut kb).unwrap().into_iter().collect();
+                let want: BTreeMap<u8, u16> = map_model.range((k, 0)..=(k, 255)).map(|((_, uk), v)| (*uk, *v)).collect();
+                prop_assert_eq!(got, want);
+                prop_assert_eq!(l.get(&mut kb).unwrap(), list_model.get(&k).cloned().unwrap_or_default());
+            }
+        }
+    }
+}
+
+mod storage {
+    use statefs::store::RemoteStore;
+
+    use crate::checkpoint::{CheckpointStorage, SharedStateRegistry};
+    use crate::keygroup::KeyGroupRange;
+    use crate::states::Keyed;
+    use crate::{HeapBackend, StateError};
+
+    fn filled(n: u32, round: u32) -> Keyed<String, HeapBackend> {
+        let mut kb = Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128));
+        let v = kb.value_state::<u32>("v", None).unwrap();
+        for i in 0..n {
+            kb.set_current_key(&format!("k{i}")).unwrap();
+            v.update(&mut kb, &(i + round)).unwrap();
+        }
+        kb
+    }
+
+    fn check(kb: &mut Keyed<String, HeapBackend>, n: u32, round: u32) {
+        let v = kb.value_state::<u32>("v", None).unwrap();
+        for i in 0..n {
+            if kb.set_current_key(&format!("k{i}")).is_ok() {
+                assert_eq!(v.value(kb).unwrap(), Some(i + round));
+            }
+        }
+    }
+
+    fn objects(r: &dyn RemoteStore) -> Vec<String> {
+        let mut v: Vec<String> = r.list("").unwrap().into_iter().map(|o| o.key).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn checkpoints_restore_rescale_and_are_retained() {
+        let (r, _rt) = super::memory_remote();
+        let mut storage = CheckpointStorage::open(r.clone(), "job-1", 2).unwrap();
+        for round in 1..=3u32 {
+            let kb = filled(500, round);
+            let mut p = storage.begin(round as u64, 128);
+            p.add_backend(kb.backend(), 0).unwrap();
+            let dropped = p.complete().unwrap();
+            assert_eq!(dropped, if round == 3 { vec![1] } else { vec![] });
+        }
+        assert_eq!(storage.completed_ids().unwrap(), vec![2, 3]);
+        let files = objects(r.as_ref());
+        assert_eq!(
+            files.iter().filter(|k| k.contains("/taskowned/")).count(),
+            2,
+            "{files:?}: the dropped checkpoint's file is gone"
+        );
+        let latest = storage.latest().unwrap().unwrap();
+        assert_eq!(latest.id, 3);
+        // Restore on two subtasks (rescale 1 -> 2), each reading only its key groups.
+        for i in 0..2 {
+            let mut kb = Keyed::new(HeapBackend::new(
+                KeyGroupRange::for_operator(128, 2, i),
+                128,
+            ));
+            storage.restore(&latest, kb.backend_mut()).unwrap();
+            check(&mut kb, 500, 3);
+        }
+        // Reopening rebuilds from the store.
+        let again = CheckpointStorage::open(r, "job-1", 2).unwrap();
+        assert_eq!(again.latest().unwrap().unwrap(), latest);
+    }
+
+    #[test]
+    fn an_aborted_checkpoint_leaves_nothing() {
+        let (r, _rt) = super::memory_remote();
+        let mut storage = CheckpointStorage::open(r.clone(), "job", 1).unwrap();
+        let kb = filled(100, 0);
+        let mut p = storage.begin(1, 128);
+        p.add_backend(kb.backend(), 0).unwrap();
+        p.abort().unwrap();
+        assert!(objects(r.as_ref()).is_empty());
+        {
+            let mut p = storage.begin(2, 128);
+            p.add_backend(kb.backend(), 0).unwrap();
+            // dropped without completing: aborted too
+        }
+        assert!(objects(r.as_ref()).is_empty());
+        assert!(storage.latest().unwrap().is_none());
+    }
+
+    #[test]
+    fn missing_or_damaged_checkpoint_files_are_clear_errors() {
+        let (r, _rt) = super::memory_remote();
+        let mut storage = CheckpointStorage::open(r.clone(), "job", 1).unwrap();
+        let kb = filled(100, 0);
+        let mut p = storage.begin(7, 128);
+        p.add_backend(kb.backend(), 0).unwrap();
+        p.complete().unwrap();
+        let c = storage.load(7).unwrap();
+        r.delete(&c.subtasks[0].file).unwrap();
+        let mut fresh = HeapBackend::new(KeyGroupRange::all(128), 128);
+        let err = storage.restore(&c, &mut fresh).unwrap_err();
+        assert!(
+            matches!(err, StateError::Corrupt { .. }) && err.to_string().contains("is missing"),
+            "{err}"
+        );
+        r.put("job/chk-8/_metadata", b"{ not json".to_vec().into())
+            .unwrap();
+        assert!(
+            storage
+                .load(8)
+                .unwrap_err()
+                .to_string()
+                .contains("corrupt checkpoint 8")
+        );
+        let mut hostile = serde_json::to_value(&c).unwrap();
+        hostile["id"] = 9.into();
+        hostile["subtasks"][0]["file"] = "other-job/taskowned/x".into();
+        r.put(
+            "job/chk-9/_metadata",
+            serde_json::to_vec(&hostile).unwrap().into(),
+        )
+        .unwrap();
+        assert!(
+            storage
+                .load(9)
+                .unwrap_err()
+                .to_string()
+                .contains("outside the job's directory")
+        );
+        assert!(CheckpointStorage::open(r, "../escape", 1).is_err());
+    }
+
+    #[test]
+    fn registry_counts_references_and_offers_only_confirmed_files() {
+        let mut reg = SharedStateRegistry::default();
+        assert!(
+            !reg.reusable("job/shared/a"),
+            "nothing is reusable before a checkpoint completes"
+        );
+        reg.register(1, ["job/shared/a".to_string(), "job/shared/b".to_string()]);
+        reg.register(2, ["job/shared/b".to_string(), "job/shared/c".to_string()]);
+        assert_eq!(reg.ref_count("job/shared/b"), 2);
+        assert_eq!(reg.release(1), vec!["job/shared/a".to_string()]);
+        assert!(reg.reusable("job/shared/b"));
+        let mut dead = reg.release(2);
+        dead.sort();
+        assert_eq!(
+            dead,
+            vec!["job/shared/b".to_string(), "job/shared/c".to_string()]
+        );
+    }
+
+    #[test]
+    fn savepoints_round_trip_and_never_overwrite() {
+        let (r, _rt) = super::memory_remote();
+        let storage = CheckpointStorage::open(r, "job", 1).unwrap();
+        let kb = filled(300, 5);
+        storage.savepoint("sp1", kb.backend(), 0).unwrap();
+        let err = storage.savepoint("sp1", kb.backend(), 0).unwrap_err();
+        assert!(err.to_string().contains("exists"), "{err}");
+        let mut restored = Keyed::new(HeapBackend::new(
+            KeyGroupRange::for_operator(128, 3, 2),
+            128,
+        ));
+        storage
+            .restore_savepoint("sp1", restored.backend_mut())
+            .unwrap();
+        check(&mut restored, 300, 5);
+        let mut none = HeapBackend::new(KeyGroupRange::all(128), 128);
+        assert!(
+            storage
+                .restore_savepoint("nope", &mut none)
+                .unwrap_err()
+                .to_string()
+                .contains("missing")
+        );
+    }
+}
+
+#[test]
+fn writers_go_on_while_a_snapshot_is_written() {
+    let mut kb: Keyed<u32, HeapBackend> =
+        Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128));
+    let v = kb.value_state::<u32>("v", None).unwrap();
+    for i in 0..20_000 {
+        kb.set_current_key(&i).unwrap();
+        v.update(&mut kb, &i).unwrap();
+    }
+    // Marking the version is all a writer waits for; the snapshot is written on another thread.
+    let view = kb.backend().snapshot_view().unwrap();
+    let writer = std::thread::spawn(move || snapshot::write(view.as_ref(), 0).unwrap());
+    for i in 0..20_000 {
+        kb.set_current_key(&i).unwrap();
+        v.update(&mut kb, &(i + 1_000_000)).unwrap();
+    }
+    let bytes = writer.join().unwrap();
+    let mut restored: Keyed<u32, HeapBackend> =
+        Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128));
+    snapshot::restore(
+        restored.backend_mut(),
+        &[(&bytes as &dyn snapshot::ByteSource, "snapshot".into())],
+    )
+    .unwrap();
+    let rv = restored.value_state::<u32>("v", None).unwrap();
+    for i in (0..20_000).step_by(97) {
+        restored.set_current_key(&i).unwrap();
+        assert_eq!(
+            rv.value(&mut restored).unwrap(),
+            Some(i),
+            "the snapshot holds the version at the mark"
+        );
+        kb.set_current_key(&i).unwrap();
+        assert_eq!(
+            v.value(&mut kb).unwrap(),
+            Some(i + 1_000_000),
+            "the writes after it are live"
+        );
+    }
+}
+
+mod rocks;
