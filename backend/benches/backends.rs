@@ -278,7 +278,10 @@ fn main() {
         );
     }
 
-    // 3. Restore to first state access.
+    // 3. Restore to first state access, with the checkpointing backends closed: their background
+    // compactions would otherwise compete with the restores for the two cores and the disk.
+    drop(rkb);
+    drop(fkb);
     let c = storage.load(last_ids.0).unwrap();
     let t = Instant::now();
     let restored = RocksBackend::restore_incremental_tuned(
