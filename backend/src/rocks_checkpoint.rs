@@ -158,22 +158,22 @@ impl RocksBackend {
             .iter()
             .filter(|t| t.range.intersect(&range).is_some())
             .collect();
-        if let [only] = handles.as_slice() {
-            if only.range.intersect(&range) == Some(range) {
-                // One handle covers the range: download, open, and clip what lies outside with
-                // DeleteRange (Flink's clipDBWithKeyGroupRange).
-                let m = load_manifest(storage, only)?;
-                download(storage, &m, dir)?;
-                return RocksBackend::open_restored(
-                    dir,
-                    range,
-                    c.max_parallelism,
-                    shared,
-                    tuning,
-                    m.states,
-                    only.range,
-                );
-            }
+        if let [only] = handles.as_slice()
+            && only.range.intersect(&range) == Some(range)
+        {
+            // One handle covers the range: download, open, and clip what lies outside with
+            // DeleteRange (Flink's clipDBWithKeyGroupRange).
+            let m = load_manifest(storage, only)?;
+            download(storage, &m, dir)?;
+            return RocksBackend::open_restored(
+                dir,
+                range,
+                c.max_parallelism,
+                shared,
+                tuning,
+                m.states,
+                only.range,
+            );
         }
         let mut target = RocksBackend::open_tuned(dir, range, c.max_parallelism, shared, tuning)?;
         for h in handles {
