@@ -4,6 +4,7 @@
 //!   cargo bench -p statefs-backend --bench backends
 //!   STATE_MB=1024 ROUNDS=5 UPDATE_PCT=20 cargo bench -p statefs-backend --bench backends
 //!   BUDGET_MB=64 ...   (a memory budget per backend, as Flink's managed memory per slot)
+//!   TUNING=state.backend.rocksdb.thread.num=4 ...   (tuning keys for both backends)
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -122,16 +123,28 @@ fn main() {
     // A memory budget per backend instance (Flink's managed memory per slot); 0 = RocksDB's
     // defaults. Memtables get half of it, so they flush during a round rather than at its
     // checkpoint once the budget is small against the writes per round.
+    // TUNING="state.backend.rocksdb.thread.num=4,..." adds tuning keys, for both backends.
     let budget_mb = env("BUDGET_MB", 0);
-    let tuning = if budget_mb > 0 {
-        RocksTuning::from_pairs(&[(
-            "state.backend.rocksdb.memory.fixed-per-slot",
-            &format!("{budget_mb}mb"),
-        )])
-        .unwrap()
-    } else {
-        RocksTuning::default()
-    };
+    let mut pairs: Vec<(String, String)> = std::env::var("TUNING")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').expect("TUNING entries are key=value");
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    if budget_mb > 0 {
+        pairs.push((
+            "state.backend.rocksdb.memory.fixed-per-slot".into(),
+            format!("{budget_mb}mb"),
+        ));
+    }
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let tuning = RocksTuning::from_pairs(&refs).unwrap();
 
     // 1. Operations.
     let heap = ops(
