@@ -74,13 +74,31 @@ impl ForstBackend {
         let mount =
             MountHandle::mount(config, mountpoint).map_err(|e| fs_err("statefs mount", e))?;
         let db_dir = mount.mountpoint().join("db");
-        let rocks = RocksBackend::open_tuned(&db_dir, range, max_parallelism, shared, tuning)?;
+        let rocks = RocksBackend::open_tuned(
+            &db_dir,
+            range,
+            max_parallelism,
+            shared,
+            forst_defaults(tuning),
+        )?;
         Ok(ForstBackend {
             rocks,
             mount,
             db_dir,
             _keep: None,
         })
+    }
+
+    /// Background jobs of a ForSt database unless `thread.num` is configured. A compaction on statefs
+    /// uploads each output before it finishes, so it spends much of its time waiting on the store;
+    /// with RocksDB's default two jobs, L0 reached the slowdown trigger after bursts of flushes and a
+    /// checkpoint's flush waited seconds for it to drain. Four jobs overlap those uploads (measured in
+    /// docs/BENCHMARKS.md).
+    const FORST_BACKGROUND_JOBS: i32 = 4;
+
+    fn forst_defaults(mut tuning: RocksTuning) -> RocksTuning {
+        tuning.thread_num = tuning.thread_num.or(Some(FORST_BACKGROUND_JOBS));
+        tuning
     }
 
     /// Mounts `config` restored from statefs checkpoint `id` (a fresh local dir) and opens the
@@ -128,7 +146,7 @@ impl ForstBackend {
             range,
             max_parallelism,
             shared,
-            tuning,
+            forst_defaults(tuning),
             meta.states,
             meta.range,
         )?;
@@ -189,7 +207,7 @@ impl ForstBackend {
             range,
             max_parallelism,
             shared,
-            tuning,
+            forst_defaults(tuning),
             meta.states,
             meta.range,
         )?;
@@ -283,6 +301,18 @@ impl ForstBackend {
     pub fn db_dir(&self) -> &Path {
         &self.db_dir
     }
+}
+
+/// Background jobs of a ForSt database unless `thread.num` is configured. A compaction on statefs
+/// uploads each output before it finishes, so it spends much of its time waiting on the store;
+/// with RocksDB's default two jobs, L0 reached the slowdown trigger after bursts of flushes and a
+/// checkpoint's flush waited seconds for it to drain. Four jobs overlap those uploads (measured in
+/// docs/BENCHMARKS.md).
+const FORST_BACKGROUND_JOBS: i32 = 4;
+
+fn forst_defaults(mut tuning: RocksTuning) -> RocksTuning {
+    tuning.thread_num = tuning.thread_num.or(Some(FORST_BACKGROUND_JOBS));
+    tuning
 }
 
 /// Mounts `config` restored from statefs checkpoint `id` (no claim) on `mountpoint` and reads the

@@ -121,7 +121,7 @@ pub const KEYS: &[TuningKey] = &[
     TuningKey {
         key: "thread.num",
         kind: "integer",
-        default: "2 (RocksDB)",
+        default: "2 (RocksDB); 4 in ForSt mode",
         description: "Background flush and compaction jobs (and the thread pools' sizes).",
     },
     TuningKey {

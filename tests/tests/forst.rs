@@ -198,6 +198,8 @@ fn forst_applies_tuning_keys_from_yaml() {
     let section = &options[options.find("[CFOptions \"state-v\"]").unwrap()..];
     assert!(section.contains("write_buffer_size=2097152"), "{section}");
     assert!(section.contains("block_size=16384"), "{section}");
+    // ForSt's own default where the configuration is silent: four background jobs.
+    assert!(options.contains("max_background_jobs=4"), "{options}");
     drop(kb);
     drop(dirs);
 }
