@@ -89,18 +89,6 @@ impl ForstBackend {
         })
     }
 
-    /// Background jobs of a ForSt database unless `thread.num` is configured. A compaction on statefs
-    /// uploads each output before it finishes, so it spends much of its time waiting on the store;
-    /// with RocksDB's default two jobs, L0 reached the slowdown trigger after bursts of flushes and a
-    /// checkpoint's flush waited seconds for it to drain. Four jobs overlap those uploads (measured in
-    /// docs/BENCHMARKS.md).
-    const FORST_BACKGROUND_JOBS: i32 = 4;
-
-    fn forst_defaults(mut tuning: RocksTuning) -> RocksTuning {
-        tuning.thread_num = tuning.thread_num.or(Some(FORST_BACKGROUND_JOBS));
-        tuning
-    }
-
     /// Mounts `config` restored from statefs checkpoint `id` (a fresh local dir) and opens the
     /// database found there, with the state metadata the checkpoint recorded.
     pub fn restore(
