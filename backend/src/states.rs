@@ -465,10 +465,15 @@ impl<V> ValueState<V> {
 pub fn encode_list(elements: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
     for e in elements {
-        out.extend_from_slice(&(e.len() as u32).to_le_bytes());
-        out.extend_from_slice(e);
+        push_encoded(&mut out, e);
     }
     out
+}
+
+/// Appends one already encoded element (`[ttl stamp?][value]`) to a list value.
+fn push_encoded(out: &mut Vec<u8>, e: &[u8]) {
+    out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+    out.extend_from_slice(e);
 }
 
 pub fn decode_list(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
@@ -493,8 +498,7 @@ pub(crate) fn retain_elements(
         total += 1;
         if keep(e) {
             kept += 1;
-            out.extend_from_slice(&(e.len() as u32).to_le_bytes());
-            out.extend_from_slice(e);
+            push_encoded(out, e);
         }
         Ok(())
     })?;
