@@ -180,7 +180,8 @@ impl RocksBackend {
             let m = load_manifest(storage, h)?;
             let tmp = tempfile::tempdir().map_err(io("restore scratch dir"))?;
             download(storage, &m, tmp.path())?;
-            let mut source = RocksBackend::open(tmp.path(), m.range, m.max_parallelism)?;
+            // Read-only: a source opened for writing would start compactions nobody needs.
+            let mut source = RocksBackend::open_read_only(tmp.path(), m.range, m.max_parallelism)?;
             target.merge_in_range_from(&mut source, &m.states, range)?;
         }
         Ok(target)
