@@ -112,6 +112,11 @@ fn forst_config(s: &Scratch, name: &str) -> statefs::MountConfig {
 }
 
 fn main() {
+    // RUST_LOG=statefs_backend=info prints each checkpoint's phases (flush, links, upload/publish).
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let keys = env("KEYS", 200_000);
     let budget = Duration::from_millis(env("BENCH_MS", 1000));
     let state_mb = env("STATE_MB", 256);

@@ -263,7 +263,11 @@ impl ForstBackend {
 
     /// Publishes a checkpoint: no SST byte is copied. Returns the statefs checkpoint id.
     pub fn checkpoint(&mut self, retained: usize) -> StateResult<String> {
+        let _span = tracing::info_span!("forst_checkpoint").entered();
+        let start = std::time::Instant::now();
+        let l0_files = self.rocks.level0_files();
         self.rocks.flush()?;
+        let flushed = start.elapsed();
         let dir = self
             .mount
             .mountpoint()
@@ -276,10 +280,19 @@ impl ForstBackend {
         })
         .expect("state metadata serializes");
         std::fs::write(dir.join(STATES_FILE), states).map_err(|e| fs_err("state metadata", e))?;
+        let linked = start.elapsed();
         let published = self
             .mount
             .checkpoint(&dir, retained)
             .map_err(|e| fs_err("statefs checkpoint", e));
+        tracing::info!(
+            l0_files_before = l0_files,
+            flush_ms = flushed.as_millis() as u64,
+            links_ms = (linked - flushed).as_millis() as u64,
+            publish_ms = (start.elapsed() - linked).as_millis() as u64,
+            ok = published.is_ok(),
+            "forst checkpoint"
+        );
         // The directory was only names (hard links and small copies); the published checkpoint
         // holds what it needs.
         let _ = std::fs::remove_dir_all(&dir);

@@ -553,6 +553,21 @@ impl RocksBackend {
         Ok(())
     }
 
+    /// Level-0 files over all states (RocksDB's `num-files-at-level0`), for checkpoint traces:
+    /// a flush waits while one more L0 file would slow writes down.
+    pub(crate) fn level0_files(&self) -> u64 {
+        self.cf_names
+            .iter()
+            .filter_map(|n| self.db.cf_handle(n))
+            .filter_map(|h| {
+                self.db
+                    .property_int_value_cf(h, "rocksdb.num-files-at-level0")
+                    .ok()
+                    .flatten()
+            })
+            .sum()
+    }
+
     pub(crate) fn uploaded_ssts(&self) -> &HashMap<String, String> {
         &self.uploaded
     }
@@ -833,7 +848,7 @@ impl StateBackend for RocksBackend {
 /// backend that made it) are left alone.
 const VIEW_PREFIX: &str = ".statefs-view-";
 
-fn view_dir(db: &Path) -> PathBuf {
+pub(crate) fn view_dir(db: &Path) -> PathBuf {
     db.join(format!(
         "{VIEW_PREFIX}{}-{}",
         std::process::id(),
@@ -858,7 +873,7 @@ fn remove_stale_views(db: &Path) {
     }
 }
 
-struct RemoveOnDrop(PathBuf);
+pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {

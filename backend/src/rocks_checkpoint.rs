@@ -61,9 +61,15 @@ impl RocksBackend {
         pending: &mut PendingCheckpoint<'_>,
         full: bool,
     ) -> StateResult<CheckpointStats> {
-        let tmp = tempfile::tempdir().map_err(io("checkpoint scratch dir"))?;
-        let dir = tmp.path().join("chk");
+        let _span = tracing::info_span!("rocksdb_checkpoint", full).entered();
+        let start = std::time::Instant::now();
+        let l0_files = self.level0_files();
+        // Inside the database directory: hard links need the same filesystem (elsewhere RocksDB
+        // would copy every SST), and one left by a crash is removed at the next open.
+        let dir = crate::rocks::view_dir(self.path());
+        let _remove = crate::rocks::RemoveOnDrop(dir.clone());
         self.checkpoint_to(&dir)?;
+        let linked = start.elapsed();
         let mut stats = CheckpointStats::default();
         let mut files = Vec::new();
         let mut shared = Vec::new();
@@ -127,6 +133,14 @@ impl RocksBackend {
             size,
             shared,
         });
+        tracing::info!(
+            l0_files_before = l0_files,
+            flush_and_links_ms = linked.as_millis() as u64,
+            upload_ms = (start.elapsed() - linked).as_millis() as u64,
+            sst_bytes_uploaded = stats.sst_bytes_uploaded,
+            sst_files_uploaded = stats.sst_files_uploaded,
+            "rocksdb checkpoint"
+        );
         Ok(stats)
     }
 

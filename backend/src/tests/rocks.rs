@@ -73,6 +73,13 @@ mod rocks_incremental {
         let s4 = kb.backend_mut().checkpoint_into(&mut p, true).unwrap();
         p.abort().unwrap();
         assert_eq!(s4.sst_files_uploaded, s4.sst_files);
+        // The checkpoints' link directories lived inside the database directory and are gone.
+        let left: Vec<_> = std::fs::read_dir(kb.backend().path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
 
         // Restore exactly, and rescale 1 -> 2.
         let c = storage.latest().unwrap().unwrap();
