@@ -19,21 +19,22 @@ use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
 
 mod bytes;
+mod kv;
 mod table;
 mod user_map;
 use bytes::Bytes;
-use table::Table;
+use kv::Kv;
+use table::{Full, Table, TableEntry};
 use user_map::UserMap;
-
-type Hash<V> = Table<V>;
 
 #[derive(Clone)]
 enum Group {
     /// Map states without TTL: (key, namespace) prefix -> user key -> value. A point access is a
     /// hash lookup plus a search among one key's entries, not a search of the whole key group.
-    TwoLevel(Hash<UserMap>),
+    TwoLevel(Table<Full<UserMap>>),
     Sorted(BTreeMap<Bytes, Bytes>),
-    Hashed(Hash<Bytes>),
+    /// Value and list states: key and value in one 32-byte slot while they fit (`kv.rs`).
+    Hashed(Table<Kv>),
 }
 
 /// Overwrites `k`'s value in place, or inserts it; an existing key is not rebuilt.
@@ -63,9 +64,9 @@ impl Group {
         if meta.ttl.is_some() {
             Group::Sorted(BTreeMap::new())
         } else if meta.kind == StateKind::Map {
-            Group::TwoLevel(Hash::default())
+            Group::TwoLevel(Table::default())
         } else {
-            Group::Hashed(Hash::default())
+            Group::Hashed(Table::default())
         }
     }
 
@@ -73,10 +74,10 @@ impl Group {
         match self {
             Group::TwoLevel(m) => {
                 let (p, uk) = split_prefix(k);
-                m.get(p)?.get(uk)
+                m.get_value(p)?.get(uk)
             }
             Group::Sorted(m) => m.get(k).map(|v| v.as_slice()),
-            Group::Hashed(m) => m.get(k).map(|v| v.as_slice()),
+            Group::Hashed(m) => m.get(k).map(Kv::value),
         }
     }
 
@@ -92,7 +93,10 @@ impl Group {
             }
             Group::Sorted(m) => set(m, k, v),
             Group::Hashed(m) => {
-                m.entry_or_default(k).set(v);
+                let (e, inserted) = m.find_or_insert_with(k, |h, k| Kv::new(h, k, v));
+                if !inserted {
+                    e.set_value(v);
+                }
             }
         }
     }
@@ -104,7 +108,12 @@ impl Group {
                 m.entry_or_default(p).extend(uk, bytes);
             }
             Group::Sorted(m) => extend(m, k, bytes),
-            Group::Hashed(m) => m.entry_or_default(k).extend_from_slice(bytes),
+            Group::Hashed(m) => {
+                let (e, inserted) = m.find_or_insert_with(k, |h, k| Kv::new(h, k, bytes));
+                if !inserted {
+                    e.append_value(bytes);
+                }
+            }
         }
     }
 
@@ -112,7 +121,7 @@ impl Group {
         match self {
             Group::TwoLevel(m) => {
                 let (p, uk) = split_prefix(k);
-                if let Some(inner) = m.get_mut(p) {
+                if let Some(inner) = m.get_value_mut(p) {
                     inner.remove(uk);
                     if inner.is_empty() {
                         m.remove(p);
@@ -134,7 +143,7 @@ impl Group {
         match self {
             Group::TwoLevel(m) => match split_prefix(prefix) {
                 (p, uk) if uk.is_empty() && p.len() == prefix.len() => {
-                    for (uk, v) in m.get(p).into_iter().flat_map(UserMap::iter) {
+                    for (uk, v) in m.get_value(p).into_iter().flat_map(UserMap::iter) {
                         if !f(uk, v) {
                             return;
                         }
@@ -163,8 +172,8 @@ impl Group {
             }
             // Prefix-free keys (see the module doc): the prefix is the whole key.
             Group::Hashed(m) => {
-                if let Some(v) = m.get(prefix) {
-                    f(&[], v);
+                if let Some(e) = m.get(prefix) {
+                    f(&[], e.value());
                 }
             }
         }
@@ -185,7 +194,7 @@ impl Group {
         match self {
             // Prefixes are prefix-free, so ordering by prefix, then user key, is composite-key order.
             Group::TwoLevel(m) => {
-                let mut prefixes: Vec<(&Bytes, &UserMap)> = m.iter().collect();
+                let mut prefixes: Vec<(&Bytes, &UserMap)> = m.entries().collect();
                 prefixes.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 prefixes
                     .into_iter()
@@ -197,7 +206,10 @@ impl Group {
             }
             Group::Sorted(m) => m.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(),
             Group::Hashed(m) => {
-                let mut v: Vec<_> = m.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+                let mut v: Vec<_> = m
+                    .iter()
+                    .map(|e| (e.key().to_vec(), e.value().to_vec()))
+                    .collect();
                 v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 v
             }

@@ -1,16 +1,21 @@
 //! [`Table`]: the heap backend's hash table of one state and key group.
 //!
-//! Open addressing with linear probing and backward-shift deletion. Each slot holds the key's hash,
-//! the key and the value together, so a lookup that hits its home slot touches one place in memory.
-//! A SwissTable (std's and hashbrown's `HashMap`) first reads a control byte array and then the
-//! slot it points to: two dependent cache misses per access once a state outgrows the CPU caches,
-//! which is where the time of a heap state access went (two thirds of it, measured).
+//! Open addressing with linear probing and backward-shift deletion. Each slot holds the whole entry
+//! (hash, key, value), so a lookup that hits its home slot touches one place in memory. A
+//! SwissTable (std's and hashbrown's `HashMap`) first reads a control byte array and then the slot
+//! it points to: two dependent cache misses per access once a state outgrows the CPU caches, which
+//! is where the time of a heap state access went (two thirds of it, measured).
+//!
+//! The entry type decides the slot's size: [`Full`] (a key and any value, 64-byte aligned: a map
+//! state's packed entries) or `Kv` (a key and a byte value in one 32-byte slot, `kv.rs`).
 //!
 //! Invariants:
 //! - `slots.len()` is 0 or a power of two, and `len <= slots.len() * MAX_LOAD`; a table with more
 //!   than 16 slots is at least 1/8 full after a removal (it shrinks);
 //! - every full slot is reachable from its home slot (`hash & mask`) through full slots only
-//!   (no tombstones: a removal shifts later entries of the probe run back).
+//!   (no tombstones: a removal shifts later entries of the probe run back);
+//! - an entry's `hash()` is the table's hash of its `key()` (tables are per key group, far below
+//!   2^32 slots, so 32 bits of hash pick the home slot).
 
 use std::hash::BuildHasher;
 
@@ -20,25 +25,34 @@ use super::bytes::Bytes;
 const MAX_LOAD_NUM: usize = 7;
 const MAX_LOAD_DEN: usize = 10;
 
-/// Hash first, then key, then value: the hash check and the key are on the slot's first cache
-/// line, and a 64-byte alignment keeps a small entry on exactly one line.
+/// What a slot holds: an entry that knows its key and the table hash of it.
+pub(super) trait TableEntry {
+    fn hash(&self) -> u32;
+    fn key(&self) -> &[u8];
+}
+
+/// A key and any value. Hash first, then key, then value: the hash check and the key are on the
+/// slot's first cache line, and a 64-byte alignment keeps a small entry on exactly one line.
 #[derive(Clone)]
 #[repr(C, align(64))]
-struct Full<V> {
-    hash: u64,
+pub(super) struct Full<V> {
+    hash: u32,
     key: Bytes,
-    value: V,
+    pub(super) value: V,
+}
+
+impl<V> TableEntry for Full<V> {
+    fn hash(&self) -> u32 {
+        self.hash
+    }
+    fn key(&self) -> &[u8] {
+        self.key.as_slice()
+    }
 }
 
 #[derive(Clone)]
-enum Slot<V> {
-    Empty,
-    Full(Full<V>),
-}
-
-#[derive(Clone)]
-pub(super) struct Table<V> {
-    slots: Box<[Slot<V>]>,
+pub(super) struct Table<E> {
+    slots: Box<[Option<E>]>,
     len: usize,
     /// Seeded per table: keys come from the stream, and a fixed hash would let crafted keys build
     /// one long probe run (hash flooding).
@@ -64,7 +78,7 @@ fn prefetch_rest<T>(slot: &T) {
     }
 }
 
-impl<V> Default for Table<V> {
+impl<E> Default for Table<E> {
     fn default() -> Self {
         Table {
             slots: Box::new([]),
@@ -74,9 +88,9 @@ impl<V> Default for Table<V> {
     }
 }
 
-impl<V> Table<V> {
-    fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
+impl<E: TableEntry> Table<E> {
+    pub(super) fn hash(&self, key: &[u8]) -> u32 {
+        self.hasher.hash_one(key) as u32
     }
 
     fn mask(&self) -> usize {
@@ -84,7 +98,7 @@ impl<V> Table<V> {
     }
 
     /// The slot holding `key`, if any.
-    fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
+    fn find(&self, hash: u32, key: &[u8]) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
@@ -93,13 +107,9 @@ impl<V> Table<V> {
         prefetch_rest(&self.slots[i]);
         loop {
             match &self.slots[i] {
-                Slot::Empty => return None,
-                Slot::Full(Full {
-                    hash: h, key: k, ..
-                }) if *h == hash && k.as_slice() == key => {
-                    return Some(i);
-                }
-                Slot::Full(_) => i = (i + 1) & mask,
+                None => return None,
+                Some(e) if e.hash() == hash && e.key() == key => return Some(i),
+                Some(_) => i = (i + 1) & mask,
             }
         }
     }
@@ -109,30 +119,25 @@ impl<V> Table<V> {
         self.len
     }
 
-    pub(super) fn get(&self, key: &[u8]) -> Option<&V> {
+    pub(super) fn get(&self, key: &[u8]) -> Option<&E> {
         let i = self.find(self.hash(key), key)?;
-        match &self.slots[i] {
-            Slot::Full(Full { value, .. }) => Some(value),
-            Slot::Empty => unreachable!("find returns full slots"),
-        }
+        self.slots[i].as_ref()
     }
 
-    pub(super) fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
+    pub(super) fn get_mut(&mut self, key: &[u8]) -> Option<&mut E> {
         let i = self.find(self.hash(key), key)?;
-        match &mut self.slots[i] {
-            Slot::Full(Full { value, .. }) => Some(value),
-            Slot::Empty => unreachable!("find returns full slots"),
-        }
+        self.slots[i].as_mut()
     }
 
-    /// The value of `key`, inserted as `V::default()` if missing.
-    pub(super) fn entry_or_default(&mut self, key: &[u8]) -> &mut V
-    where
-        V: Default,
-    {
+    /// The entry of `key`, and whether it was just made by `make(hash, key)`.
+    pub(super) fn find_or_insert_with(
+        &mut self,
+        key: &[u8],
+        make: impl FnOnce(u32, &[u8]) -> E,
+    ) -> (&mut E, bool) {
         let hash = self.hash(key);
-        let i = match self.find(hash, key) {
-            Some(i) => i,
+        let (i, inserted) = match self.find(hash, key) {
+            Some(i) => (i, false),
             None => {
                 if (self.len + 1) * MAX_LOAD_DEN > self.slots.len() * MAX_LOAD_NUM {
                     self.grow();
@@ -140,22 +145,18 @@ impl<V> Table<V> {
                 // Absent, and there are no tombstones: the first empty slot of its run is its place.
                 let mask = self.mask();
                 let mut i = hash as usize & mask;
-                while matches!(self.slots[i], Slot::Full(_)) {
+                while self.slots[i].is_some() {
                     i = (i + 1) & mask;
                 }
-                self.slots[i] = Slot::Full(Full {
-                    hash,
-                    key: Bytes::from(key),
-                    value: V::default(),
-                });
+                self.slots[i] = Some(make(hash, key));
                 self.len += 1;
-                i
+                (i, true)
             }
         };
-        match &mut self.slots[i] {
-            Slot::Full(Full { value, .. }) => value,
-            Slot::Empty => unreachable!("found or filled above"),
-        }
+        (
+            self.slots[i].as_mut().expect("found or filled above"),
+            inserted,
+        )
     }
 
     fn grow(&mut self) {
@@ -164,29 +165,27 @@ impl<V> Table<V> {
 
     /// Rebuilds the table with `cap` slots (a power of two that holds `len` within the load limit).
     fn resize(&mut self, cap: usize) {
-        let old = std::mem::replace(&mut self.slots, (0..cap).map(|_| Slot::Empty).collect());
+        let old = std::mem::replace(&mut self.slots, (0..cap).map(|_| None).collect());
         let mask = cap - 1;
-        for slot in old.into_vec() {
-            if let Slot::Full(Full { hash, .. }) = &slot {
-                let mut i = *hash as usize & mask;
-                while matches!(self.slots[i], Slot::Full(_)) {
-                    i = (i + 1) & mask;
-                }
-                self.slots[i] = slot;
+        for e in old.into_vec().into_iter().flatten() {
+            let mut i = e.hash() as usize & mask;
+            while self.slots[i].is_some() {
+                i = (i + 1) & mask;
             }
+            self.slots[i] = Some(e);
         }
     }
 
-    pub(super) fn remove(&mut self, key: &[u8]) -> Option<V> {
+    pub(super) fn remove(&mut self, key: &[u8]) -> Option<E> {
         let mut hole = self.find(self.hash(key), key)?;
-        let removed = std::mem::replace(&mut self.slots[hole], Slot::Empty);
+        let removed = self.slots[hole].take();
         self.len -= 1;
         // Backward shift: move later entries of the run into the hole when their home slot allows
         // it (the hole lies cyclically in [home, position)), so no lookup meets a gap early.
         let mask = self.mask();
         let mut j = (hole + 1) & mask;
-        while let Slot::Full(Full { hash, .. }) = &self.slots[j] {
-            let home = *hash as usize & mask;
+        while let Some(e) = &self.slots[j] {
+            let home = e.hash() as usize & mask;
             if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
                 self.slots.swap(hole, j);
                 hole = j;
@@ -198,18 +197,40 @@ impl<V> Table<V> {
         if self.slots.len() > 16 && self.len * 8 < self.slots.len() {
             self.resize(self.slots.len() / 2);
         }
-        match removed {
-            Slot::Full(Full { value, .. }) => Some(value),
-            Slot::Empty => unreachable!("find returns full slots"),
-        }
+        removed
     }
 
     /// Entries in no particular order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&Bytes, &V)> {
-        self.slots.iter().filter_map(|s| match s {
-            Slot::Full(Full { key, value, .. }) => Some((key, value)),
-            Slot::Empty => None,
-        })
+    pub(super) fn iter(&self) -> impl Iterator<Item = &E> {
+        self.slots.iter().flatten()
+    }
+}
+
+impl<V> Table<Full<V>> {
+    pub(super) fn get_value(&self, key: &[u8]) -> Option<&V> {
+        self.get(key).map(|e| &e.value)
+    }
+
+    pub(super) fn get_value_mut(&mut self, key: &[u8]) -> Option<&mut V> {
+        self.get_mut(key).map(|e| &mut e.value)
+    }
+
+    /// The value of `key`, inserted as `V::default()` if missing.
+    pub(super) fn entry_or_default(&mut self, key: &[u8]) -> &mut V
+    where
+        V: Default,
+    {
+        let (e, _) = self.find_or_insert_with(key, |hash, key| Full {
+            hash,
+            key: Bytes::from(key),
+            value: V::default(),
+        });
+        &mut e.value
+    }
+
+    /// Entries in no particular order.
+    pub(super) fn entries(&self) -> impl Iterator<Item = (&Bytes, &V)> {
+        self.iter().map(|e| (&e.key, &e.value))
     }
 }
 
@@ -245,13 +266,13 @@ mod tests {
     /// Removing most entries gives the memory back, and what is left is still found.
     #[test]
     fn shrinks_after_removals() {
-        let mut t: Table<u32> = Table::default();
+        let mut t: Table<Full<u32>> = Table::default();
         for k in 0..1000u32 {
             *t.entry_or_default(&k.to_be_bytes()) = k;
         }
         let full = t.slots.len();
         for k in 10..1000u32 {
-            assert_eq!(t.remove(&k.to_be_bytes()), Some(k));
+            assert_eq!(t.remove(&k.to_be_bytes()).map(|e| e.value), Some(k));
         }
         assert!(
             t.slots.len() * 16 <= full,
@@ -259,9 +280,9 @@ mod tests {
             t.slots.len()
         );
         for k in 0..10u32 {
-            assert_eq!(t.get(&k.to_be_bytes()), Some(&k));
+            assert_eq!(t.get_value(&k.to_be_bytes()), Some(&k));
         }
-        assert_eq!(t.get(&500u32.to_be_bytes()), None);
+        assert!(t.get(&500u32.to_be_bytes()).is_none());
         assert_eq!(t.len(), 10);
     }
 
@@ -270,7 +291,7 @@ mod tests {
         /// sequence of puts, overwrites and removals (backward shift included).
         #[test]
         fn agrees_with_a_hashmap(ops in proptest::collection::vec(op(), 1..2000)) {
-            let mut t: Table<u8> = Table::default();
+            let mut t: Table<Full<u8>> = Table::default();
             let mut model: HashMap<Vec<u8>, u8> = HashMap::new();
             for o in ops {
                 match o {
@@ -279,15 +300,15 @@ mod tests {
                         model.insert(key(k), v);
                     }
                     Op::Remove(k) => {
-                        prop_assert_eq!(t.remove(&key(k)), model.remove(&key(k)));
+                        prop_assert_eq!(t.remove(&key(k)).map(|e| e.value), model.remove(&key(k)));
                     }
                     Op::Get(k) => {
-                        prop_assert_eq!(t.get(&key(k)), model.get(&key(k)));
+                        prop_assert_eq!(t.get_value(&key(k)), model.get(&key(k)));
                     }
                 }
                 prop_assert_eq!(t.len(), model.len());
             }
-            let mut got: Vec<(Vec<u8>, u8)> = t.iter().map(|(k, v)| (k.to_vec(), *v)).collect();
+            let mut got: Vec<(Vec<u8>, u8)> = t.entries().map(|(k, v)| (k.to_vec(), *v)).collect();
             let mut want: Vec<(Vec<u8>, u8)> = model.into_iter().collect();
             got.sort();
             want.sort();
