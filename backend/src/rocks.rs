@@ -105,10 +105,13 @@ impl SharedResources {
         tuning
             .memory_budget
             .map(|b| {
-                Self::with_ratios(
+                Self::make(
                     b,
                     tuning.write_buffer_ratio.unwrap_or(0.5),
                     tuning.high_pri_pool_ratio.unwrap_or(0.1),
+                    tuning
+                        .malloc_mmap_threshold
+                        .unwrap_or(DEFAULT_MALLOC_MMAP_THRESHOLD),
                 )
             })
             .transpose()
@@ -119,6 +122,20 @@ impl SharedResources {
         budget: usize,
         write_buffer_ratio: f64,
         high_pri_pool_ratio: f64,
+    ) -> StateResult<std::sync::Arc<Self>> {
+        Self::make(
+            budget,
+            write_buffer_ratio,
+            high_pri_pool_ratio,
+            DEFAULT_MALLOC_MMAP_THRESHOLD,
+        )
+    }
+
+    fn make(
+        budget: usize,
+        write_buffer_ratio: f64,
+        high_pri_pool_ratio: f64,
+        malloc_mmap_threshold: usize,
     ) -> StateResult<std::sync::Arc<Self>> {
         for (name, r) in [
             ("write-buffer ratio", write_buffer_ratio),
@@ -151,6 +168,7 @@ impl SharedResources {
         let base = Options::default()
             .get_options_from_string(&table)
             .map_err(|e| StateError::Invalid(format!("rocksdb shared cache `{table}`: {e}")))?;
+        fix_malloc_mmap_threshold(malloc_mmap_threshold);
         Ok(std::sync::Arc::new(SharedResources {
             base,
             write_buffers: rocksdb::WriteBufferManager::new_write_buffer_manager(wb, true),
@@ -158,6 +176,44 @@ impl SharedResources {
             cache_capacity,
             write_buffer_size: (wb / 4).clamp(64 << 10, 64 << 20),
         }))
+    }
+}
+
+/// `memory.malloc-mmap-threshold`'s default: glibc's initial threshold, kept fixed.
+const DEFAULT_MALLOC_MMAP_THRESHOLD: usize = 128 << 10;
+
+/// The threshold the first budget of this process set (0: left dynamic); later budgets do not
+/// change it, since it is one setting of the whole process.
+static MALLOC_MMAP_THRESHOLD: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Fixes glibc's mmap threshold at `bytes` (0: leave it), once per process. glibc starts at 128 KiB
+/// and raises the threshold to the size of each mmapped block freed; after RocksDB frees its
+/// memtable arenas and compaction buffers, blocks of that size come from malloc's heap, where freed
+/// ones stay resident. Fixed, they are mmapped and unmapped when freed, so RSS follows the budget.
+fn fix_malloc_mmap_threshold(bytes: usize) {
+    let first = *MALLOC_MMAP_THRESHOLD.get_or_init(|| {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if bytes != 0 {
+            // SAFETY: mallopt only changes allocator parameters; the value was checked to lie
+            // within glibc's accepted range (at most 32 MiB on 64-bit).
+            let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes as libc::c_int) };
+            if ok == 1 {
+                tracing::info!(
+                    bytes,
+                    "glibc malloc mmap threshold fixed for the RocksDB budget"
+                );
+            } else {
+                tracing::warn!(bytes, "glibc refused the malloc mmap threshold");
+            }
+        }
+        bytes
+    });
+    if first != bytes {
+        tracing::debug!(
+            first,
+            asked = bytes,
+            "malloc mmap threshold already set by an earlier budget; left as is"
+        );
     }
 }
 

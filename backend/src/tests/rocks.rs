@@ -679,6 +679,8 @@ fn rocksdb_memory_keys_configure_a_budget() {
         ("state.backend.rocksdb.memory.write-buffer-ratio", "1"),
         ("state.backend.rocksdb.memory.high-prio-pool-ratio", "-0.1"),
         ("state.backend.rocksdb.memory.fixed-per-slot", "lots"),
+        ("state.backend.rocksdb.memory.malloc-mmap-threshold", "64mb"),
+        ("state.backend.rocksdb.memory.malloc-mmap-threshold", "1kb"),
     ] {
         let e = RocksTuning::from_pairs(&[bad]).unwrap_err().to_string();
         assert!(e.contains(bad.0), "{e}");
