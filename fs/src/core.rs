@@ -230,10 +230,10 @@ impl FsCore {
                 self.blocks.forget(&s.key);
             }
             out.push(Doomed::LocalFile(self.local_path(f)));
-            if let Some(s) = &f.sealed {
-                if s.ownership == crate::table::Ownership::Owned {
-                    out.push(Doomed::Object(s.key.clone()));
-                }
+            if let Some(s) = &f.sealed
+                && s.ownership == crate::table::Ownership::Owned
+            {
+                out.push(Doomed::Object(s.key.clone()));
             }
         }
         out
@@ -326,7 +326,7 @@ impl FsCore {
         self.attr_of(&st, ino)
     }
 
-    fn parent_dir<'a>(st: &'a State, parent: Ino) -> FsResult<&'a crate::table::Node> {
+    fn parent_dir(st: &State, parent: Ino) -> FsResult<&crate::table::Node> {
         let dir = st.table.get(parent).ok_or(FsError::NotFound)?;
         if !dir.meta.is_dir() {
             return Err(FsError::NotDir);

@@ -380,7 +380,7 @@ impl Filesystem for StatefsFuse {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _t = self.metrics.count("unlink");
         let _s = tracing::debug_span!("unlink", parent = parent.0, ?name).entered();
-        match Self::name(name).map_err(|e| e).and_then(|n| {
+        match Self::name(name).and_then(|n| {
             self.core
                 .unlink(parent.0, n)
                 .map_err(|e| Self::errno("unlink", &e))
@@ -684,11 +684,11 @@ impl Filesystem for StatefsFuse {
         let _t = self.metrics.count("statfs");
         match self.core.statfs() {
             Ok(s) => reply.statfs(
-                s.blocks() as u64,
-                s.blocks_free() as u64,
-                s.blocks_available() as u64,
-                s.files() as u64,
-                s.files_free() as u64,
+                s.blocks(),
+                s.blocks_free(),
+                s.blocks_available(),
+                s.files(),
+                s.files_free(),
                 s.block_size() as u32,
                 255,
                 s.fragment_size() as u32,

@@ -63,11 +63,11 @@ pub struct JournalSyncer {
 impl JournalSyncer {
     /// Makes every record appended so far durable. Cheap when nothing was appended since the last sync.
     pub fn sync(&self) -> Result<(), JournalError> {
-        if self.dirty.swap(false, Ordering::AcqRel) {
-            if let Err(e) = self.file.sync_data() {
-                self.dirty.store(true, Ordering::Release);
-                return Err(e.into());
-            }
+        if self.dirty.swap(false, Ordering::AcqRel)
+            && let Err(e) = self.file.sync_data()
+        {
+            self.dirty.store(true, Ordering::Release);
+            return Err(e.into());
         }
         Ok(())
     }

@@ -215,11 +215,11 @@ impl MappingTable {
 
     /// Updates a directory's times in memory only: directory times are not worth a journal record.
     pub fn touch_dir(&mut self, ino: Ino, now_ns: i64) {
-        if let Some(n) = self.nodes.get_mut(&ino) {
-            if n.meta.is_dir() {
-                n.meta.mtime_ns = now_ns;
-                n.meta.ctime_ns = now_ns;
-            }
+        if let Some(n) = self.nodes.get_mut(&ino)
+            && n.meta.is_dir()
+        {
+            n.meta.mtime_ns = now_ns;
+            n.meta.ctime_ns = now_ns;
         }
     }
 

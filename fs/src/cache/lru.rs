@@ -462,10 +462,10 @@ mod model {
                         d
                     }
                     Op::Cold(i, s, h) => {
-                        if !tracked.contains_key(&i) {
+                        tracked.entry(i).or_insert_with(|| {
                             c.register_cold(Uuid::from_u128(i as u128), s, h);
-                            tracked.insert(i, s);
-                        }
+                            s
+                        });
                         vec![]
                     }
                     Op::Access(i) => match c.access(Uuid::from_u128(i as u128)) {
@@ -485,7 +485,7 @@ mod model {
                 let hot_bytes: u64 = hot.iter().map(|i| tracked[i]).sum();
                 prop_assert!(hot_bytes <= capacity, "{hot_bytes} > {capacity}");
                 prop_assert_eq!(c.stats().used, hot_bytes);
-                for (i, _) in &tracked {
+                for i in tracked.keys() {
                     let id = Uuid::from_u128(*i as u128);
                     prop_assert!(c.contains(&id));
                     prop_assert_eq!(c.is_hot(&id), hot.contains(i));

@@ -14,7 +14,7 @@ pub struct StatvfsFreeSpace(pub PathBuf);
 impl FreeSpace for StatvfsFreeSpace {
     fn free_bytes(&self) -> u64 {
         nix::sys::statvfs::statvfs(&self.0)
-            .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+            .map(|s| s.blocks_available() * s.fragment_size())
             .unwrap_or(0)
     }
 }

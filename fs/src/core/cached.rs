@@ -54,10 +54,10 @@ impl Loader {
 
     pub(crate) fn shutdown(&self) {
         self.tx.lock().take();
-        if let Some(w) = self.worker.lock().take() {
-            if w.thread().id() != std::thread::current().id() {
-                let _ = w.join();
-            }
+        if let Some(w) = self.worker.lock().take()
+            && w.thread().id() != std::thread::current().id()
+        {
+            let _ = w.join();
         }
     }
 }
@@ -144,13 +144,13 @@ impl FsCore {
     fn promoted(&self, ino: Ino, id: Uuid, exists: bool) -> bool {
         if exists {
             let mut open = self.open.lock();
-            if let Some(e) = open.values_mut().find(|e| e.local_id == Some(id)) {
-                if let Some(size) = e.evicted.take() {
-                    drop(open);
-                    let mut cache = self.cache.lock();
-                    cache.unhold(size);
-                    cache.count_loadback();
-                }
+            if let Some(e) = open.values_mut().find(|e| e.local_id == Some(id))
+                && let Some(size) = e.evicted.take()
+            {
+                drop(open);
+                let mut cache = self.cache.lock();
+                cache.unhold(size);
+                cache.count_loadback();
             }
             return true;
         }

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
-use super::{Doomed, FsCore, Handle, OpenInode, ReadSource};
+use super::{Doomed, FsCore, Handle, ReadSource};
 use crate::error::{FsError, FsResult};
 use crate::placement::Placement;
 use crate::store::{StoreError, data_key};
@@ -81,7 +81,7 @@ impl FsCore {
     /// Counts a new handle on `ino`; returns its dirty flag and upload lock.
     pub(crate) fn acquire(&self, ino: Ino, writable: bool) -> (Arc<AtomicBool>, Arc<Mutex<()>>) {
         let mut open = self.open.lock();
-        let e = open.entry(ino).or_insert_with(OpenInode::default);
+        let e = open.entry(ino).or_default();
         e.handles += 1;
         if writable {
             e.writers += 1;
@@ -174,10 +174,10 @@ impl FsCore {
             return Ok(());
         };
         let mut meta = node.meta.clone();
-        if let NodeKind::File(fm) = &mut meta.kind {
-            if let Some(sealed) = &mut fm.sealed {
-                sealed.local_stamp = Some(stamp);
-            }
+        if let NodeKind::File(fm) = &mut meta.kind
+            && let Some(sealed) = &mut fm.sealed
+        {
+            sealed.local_stamp = Some(stamp);
         }
         Self::commit(&mut st, &[Op::PutInode(meta)])
     }
@@ -186,10 +186,10 @@ impl FsCore {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let f = self.file_meta(ino)?;
         let (dirty, upload) = self.acquire(ino, writable);
-        if f.placement == Placement::Remote {
-            if let Some(e) = self.open.lock().get_mut(&ino) {
-                e.local_id = Some(f.local_id);
-            }
+        if f.placement == Placement::Remote
+            && let Some(e) = self.open.lock().get_mut(&ino)
+        {
+            e.local_id = Some(f.local_id);
         }
         let result = (|| {
             let path = self.local_path(&f);
@@ -308,13 +308,14 @@ impl FsCore {
                 self.cache_remote_read(h.ino, h.local_id);
                 // A long-lived handle (RocksDB keeps SSTs open) moves to the promoted copy once it
                 // is complete; it cannot switch to passthrough, but stops going to the store.
-                if upgraded.get().is_none() && self.cache.lock().is_hot(&h.local_id) {
-                    if let Ok(f) = File::open(
+                if upgraded.get().is_none()
+                    && self.cache.lock().is_hot(&h.local_id)
+                    && let Ok(f) = File::open(
                         self.cache_files
                             .join(h.local_id.as_hyphenated().to_string()),
-                    ) {
-                        let _ = upgraded.set(Arc::new(f));
-                    }
+                    )
+                {
+                    let _ = upgraded.set(Arc::new(f));
                 }
                 if let Some(file) = upgraded.get() {
                     return read_full_at(file, offset, size);
@@ -380,11 +381,12 @@ impl FsCore {
     pub fn release(&self, fh: u64) -> FsResult<()> {
         let h = self.handles.write().remove(&fh).ok_or(FsError::BadHandle)?;
         let mut result = Ok(());
-        if h.writable && h.placement == Placement::Remote {
-            if let Err(e) = self.seal_if_needed(h.ino) {
-                tracing::error!(ino = h.ino, error = %e, "upload at close failed; the data stays local and unsynced");
-                result = Err(e);
-            }
+        if h.writable
+            && h.placement == Placement::Remote
+            && let Err(e) = self.seal_if_needed(h.ino)
+        {
+            tracing::error!(ino = h.ino, error = %e, "upload at close failed; the data stays local and unsynced");
+            result = Err(e);
         }
         self.release_count(h.ino, h.writable);
         result

@@ -145,11 +145,11 @@ impl FsCore {
                 if let NodeKind::File(FileMeta {
                     sealed: Some(s), ..
                 }) = &mut meta.kind
+                    && &s.key == key
+                    && s.ownership == Ownership::Owned
                 {
-                    if &s.key == key && s.ownership == Ownership::Owned {
-                        s.ownership = Ownership::Borrowed;
-                        ops.push(Op::PutInode(meta));
-                    }
+                    s.ownership = Ownership::Borrowed;
+                    ops.push(Op::PutInode(meta));
                 }
             }
             if !ops.is_empty() {
@@ -330,11 +330,10 @@ impl Registrar {
             .spawn(move || {
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(RECORD_INTERVAL) {
                     let Some(core) = core.upgrade() else { break };
-                    if core.record_dirty.load(Ordering::Acquire) {
-                        if let Err(e) = core.write_mount_record() {
+                    if core.record_dirty.load(Ordering::Acquire)
+                        && let Err(e) = core.write_mount_record() {
                             tracing::warn!(error = %e, "refreshing the mount record failed; retrying in a minute");
                         }
-                    }
                 }
             })
             .expect("spawn registrar thread");
@@ -346,10 +345,10 @@ impl Registrar {
 
     pub(crate) fn shutdown(&self) {
         self.tx.lock().take();
-        if let Some(w) = self.worker.lock().take() {
-            if w.thread().id() != std::thread::current().id() {
-                let _ = w.join();
-            }
+        if let Some(w) = self.worker.lock().take()
+            && w.thread().id() != std::thread::current().id()
+        {
+            let _ = w.join();
         }
     }
 }

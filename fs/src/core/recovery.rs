@@ -325,10 +325,10 @@ impl FsCore {
                 }
             }
             for mut meta in restamp {
-                if let NodeKind::File(f) = &mut meta.kind {
-                    if let Some(s) = &mut f.sealed {
-                        s.local_stamp = None;
-                    }
+                if let NodeKind::File(f) = &mut meta.kind
+                    && let Some(s) = &mut f.sealed
+                {
+                    s.local_stamp = None;
                 }
                 Self::commit(&mut st, &[Op::PutInode(meta)])?;
             }

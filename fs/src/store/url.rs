@@ -36,10 +36,10 @@ impl RemoteSpec {
     pub fn parse(url: &str) -> Result<RemoteSpec, StoreError> {
         let bad = |why: &str| StoreError::Config(format!("bad --remote URL {url:?}: {why}"));
         // The URL parser resolves dot segments away; a remote that names one is a mistake to report.
-        if let Some((_, rest)) = url.split_once("://") {
-            if rest.split('/').any(|seg| seg == "." || seg == "..") {
-                return Err(bad("the path must not contain '.' or '..' segments"));
-            }
+        if let Some((_, rest)) = url.split_once("://")
+            && rest.split('/').any(|seg| seg == "." || seg == "..")
+        {
+            return Err(bad("the path must not contain '.' or '..' segments"));
         }
         let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
         match parsed.scheme() {
