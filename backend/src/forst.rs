@@ -35,6 +35,10 @@ pub struct ForstBackend {
     rocks: RocksBackend,
     mount: MountHandle,
     db_dir: PathBuf,
+    /// Removes the last checkpoint's link directory off the checkpoint's critical path (on the
+    /// mount, each unlink is a journaled metadata operation: up to ~120 ms measured). Joined before
+    /// the next checkpoint and before the backend closes.
+    link_cleanup: Option<std::thread::JoinHandle<()>>,
     /// Dropped last: e.g. the temporary directories a test mounted from.
     _keep: Option<Box<dyn std::any::Any + Send>>,
 }
@@ -73,6 +77,7 @@ impl ForstBackend {
     ) -> StateResult<Self> {
         let mount =
             MountHandle::mount(config, mountpoint).map_err(|e| fs_err("statefs mount", e))?;
+        remove_link_dirs(mount.mountpoint());
         let db_dir = mount.mountpoint().join("db");
         let rocks = RocksBackend::open_tuned(
             &db_dir,
@@ -85,6 +90,7 @@ impl ForstBackend {
             rocks,
             mount,
             db_dir,
+            link_cleanup: None,
             _keep: None,
         })
     }
@@ -142,6 +148,7 @@ impl ForstBackend {
             rocks,
             mount,
             db_dir,
+            link_cleanup: None,
             _keep: None,
         })
     }
@@ -243,6 +250,7 @@ impl ForstBackend {
             rocks,
             mount,
             db_dir,
+            link_cleanup: None,
             _keep: None,
         })
     }
@@ -265,13 +273,14 @@ impl ForstBackend {
     pub fn checkpoint(&mut self, retained: usize) -> StateResult<String> {
         let _span = tracing::info_span!("forst_checkpoint").entered();
         let start = std::time::Instant::now();
+        self.join_link_cleanup();
         let l0_files = self.rocks.level0_files();
         self.rocks.flush()?;
         let flushed = start.elapsed();
-        let dir = self
-            .mount
-            .mountpoint()
-            .join(format!("chk-{}", uuid::Uuid::new_v4().simple()));
+        let dir = self.mount.mountpoint().join(format!(
+            "{LINK_DIR_PREFIX}{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         self.rocks.checkpoint_to(&dir)?;
         let states = serde_json::to_vec(&CheckpointMeta {
             range: self.rocks.key_group_range(),
@@ -294,13 +303,47 @@ impl ForstBackend {
             "forst checkpoint"
         );
         // The directory was only names (hard links and small copies); the published checkpoint
-        // holds what it needs.
-        let _ = std::fs::remove_dir_all(&dir);
+        // holds what it needs. One left by a crash is removed at the next open.
+        self.link_cleanup = Some(std::thread::spawn(move || {
+            let _ = std::fs::remove_dir_all(&dir);
+        }));
         Ok(published?.id)
+    }
+
+    fn join_link_cleanup(&mut self) {
+        if let Some(h) = self.link_cleanup.take() {
+            let _ = h.join();
+        }
     }
 
     pub fn db_dir(&self) -> &Path {
         &self.db_dir
+    }
+}
+
+impl Drop for ForstBackend {
+    /// The link directory goes before the database and the mount do.
+    fn drop(&mut self) {
+        self.join_link_cleanup();
+    }
+}
+
+/// A checkpoint's directory of hard links on the mount, `<mountpoint>/chk-<uuid>`: needed only
+/// until its statefs publish returns.
+const LINK_DIR_PREFIX: &str = "chk-";
+
+/// Removes link directories a crashed process left on the mount; their hard links would keep
+/// the SSTs' objects alive forever.
+fn remove_link_dirs(root: &Path) {
+    let Ok(dir) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && e.file_name().to_string_lossy().starts_with(LINK_DIR_PREFIX) {
+            tracing::info!(dir = %e.path().display(), "removing a checkpoint link directory left by a crash");
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 

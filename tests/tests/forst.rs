@@ -300,3 +300,42 @@ fn forst_scale_in_merges_two_checkpoints() {
         "a scratch mount is still mounted"
     );
 }
+
+/// Checkpoint link directories (`chk-*` on the mount) go away after each checkpoint, and one a
+/// crash left behind (whose hard links would keep SST objects forever) goes at the next open.
+#[test]
+fn forst_removes_checkpoint_link_dirs() {
+    let dirs = Dirs::new();
+    let range = KeyGroupRange::all(128);
+    let link_dirs = |root: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("chk-"))
+            .collect()
+    };
+    let mut kb = Keyed::new(ForstBackend::open(&dirs.config(), &dirs.mnt, range, 128).unwrap());
+    write(&mut kb, 2_000, 1);
+    kb.backend_mut().checkpoint(2).unwrap();
+    write(&mut kb, 2_000, 2);
+    kb.backend_mut().checkpoint(2).unwrap();
+    // What a crash between linking and removing leaves: a directory of hard links to live SSTs.
+    let stale = dirs.mnt.join("chk-left-by-a-crash");
+    std::fs::create_dir(&stale).unwrap();
+    let sst = std::fs::read_dir(kb.backend().db_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "sst"))
+        .expect("an SST after the flushes");
+    std::fs::hard_link(&sst, stale.join("000001.sst")).unwrap();
+    drop(kb);
+
+    let mut kb = Keyed::new(ForstBackend::open(&dirs.config(), &dirs.mnt, range, 128).unwrap());
+    assert_eq!(link_dirs(&dirs.mnt), Vec::<String>::new());
+    check(&mut kb, 2_000, 2);
+    kb.backend_mut().checkpoint(2).unwrap();
+    drop(kb);
+    let kb = ForstBackend::open(&dirs.config(), &dirs.mnt, range, 128).unwrap();
+    assert_eq!(link_dirs(&dirs.mnt), Vec::<String>::new());
+    drop(kb);
+}
