@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Heap state operations (backend/benches/state_ops.rs) beside a same-machine JVM reference
-# (scripts/jvm/StateOpsReference.java: Flink's heap layout in JDK collections, a lower bound for
-# Flink's heap backend here) and Flink's published heap figures. One JVM per operation, as JMH forks.
+# (scripts/jvm/StateOpsReference.java: Flink's heap layout in JDK collections, roughly a lower
+# bound on the time Flink's heap backend needs here) and Flink's published heap figures. One JVM
+# per operation, as JMH forks.
 #
 #   BENCH_MS=1000 BENCH_ROUNDS=3 JVM_OPTS="-Xms6g -Xmx6g" scripts/bench-state-ops.sh
 set -euo pipefail

@@ -1,10 +1,10 @@
 // The JVM reference for backend/benches/state_ops.rs: the same operations, keys, values and access
 // order on Flink's heap layout built from JDK collections, timed on this machine's JVM.
 //
-// What it is: a lower bound for Flink's heap backend here, not Flink. Flink's heap backend keeps one
-// hash map per key group (key group = murmur hash of the key's hashCode, mod max parallelism), Long
-// keys and values as objects, a HashMap per map-state key and an ArrayList per list-state key. This
-// does exactly that with java.util.HashMap and ArrayList, and nothing more: no namespaces, no
+// What it is: roughly a lower bound on the time Flink's heap backend needs here; it is not Flink.
+// Flink's heap backend keeps one hash map per key group (key group = murmur hash of the key's
+// hashCode, mod max parallelism), Long keys and values as objects, a HashMap per map-state key and
+// an ArrayList per list-state key. This does exactly that with java.util.HashMap and ArrayList, and nothing more: no namespaces, no
 // copy-on-write versions, no TTL, no state-descriptor checks, no JMH per-invocation setup. Flink's
 // heap backend does this work plus those (with its own hash map in place of java.util.HashMap), so
 // it is unlikely to be faster than this here.
