@@ -59,7 +59,9 @@ impl Bytes {
                     data[l..l + more.len()].copy_from_slice(more);
                     *len += more.len() as u8;
                 } else {
-                    let mut v = Vec::with_capacity((l + more.len()).next_power_of_two().max(32));
+                    // Headroom for one-at-a-time appends, exactly enough for a bulk one (as
+                    // `Kv::spilled`); `Vec` doubles from there.
+                    let mut v = Vec::with_capacity((l + more.len()).max(64));
                     v.extend_from_slice(&data[..l]);
                     v.extend_from_slice(more);
                     *self = Bytes::Heap(Box::new(v));

@@ -71,13 +71,15 @@ impl Kv {
         }
     }
 
-    /// A spilled entry with room for `extra` more value bytes (rounded up, so appends amortize).
+    /// A spilled entry with room for `extra` more value bytes: at least 64 bytes in all (an entry
+    /// that just outgrew the slot, as a list does one append at a time, gets headroom), else
+    /// exactly what a bulk append needs; later appends grow the buffer by doubling.
     fn spilled(hash: u32, key: &[u8], value: &[u8], extra: usize) -> Kv {
         let need = key.len() + value.len();
         let cap = if extra == 0 {
             need
         } else {
-            (need + extra).next_power_of_two().max(32)
+            (need + extra).max(64)
         };
         let mut buf = Vec::with_capacity(cap);
         buf.extend_from_slice(key);
