@@ -281,19 +281,21 @@ impl ForstBackend {
             "{LINK_DIR_PREFIX}{}",
             uuid::Uuid::new_v4().simple()
         ));
-        self.rocks.checkpoint_to(&dir)?;
-        let states = serde_json::to_vec(&CheckpointMeta {
-            range: self.rocks.key_group_range(),
-            max_parallelism: self.rocks.max_parallelism(),
-            states: self.rocks.states(),
-        })
-        .expect("state metadata serializes");
-        std::fs::write(dir.join(STATES_FILE), states).map_err(|e| fs_err("state metadata", e))?;
+        let linked_dir = self.rocks.checkpoint_to(&dir).and_then(|()| {
+            let states = serde_json::to_vec(&CheckpointMeta {
+                range: self.rocks.key_group_range(),
+                max_parallelism: self.rocks.max_parallelism(),
+                states: self.rocks.states(),
+            })
+            .expect("state metadata serializes");
+            std::fs::write(dir.join(STATES_FILE), states).map_err(|e| fs_err("state metadata", e))
+        });
         let linked = start.elapsed();
-        let published = self
-            .mount
-            .checkpoint(&dir, retained)
-            .map_err(|e| fs_err("statefs checkpoint", e));
+        let published = linked_dir.and_then(|()| {
+            self.mount
+                .checkpoint(&dir, retained)
+                .map_err(|e| fs_err("statefs checkpoint", e))
+        });
         tracing::info!(
             l0_files_before = l0_files,
             flush_ms = flushed.as_millis() as u64,
@@ -303,9 +305,13 @@ impl ForstBackend {
             "forst checkpoint"
         );
         // The directory was only names (hard links and small copies); the published checkpoint
-        // holds what it needs. One left by a crash is removed at the next open.
+        // holds what it needs, and a failed one needs nothing. RocksDB links into `<dir>.tmp`
+        // first; one left by a crash is removed at the next open.
         self.link_cleanup = Some(std::thread::spawn(move || {
             let _ = std::fs::remove_dir_all(&dir);
+            let mut tmp = dir.into_os_string();
+            tmp.push(".tmp");
+            let _ = std::fs::remove_dir_all(tmp);
         }));
         Ok(published?.id)
     }
