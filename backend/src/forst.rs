@@ -86,13 +86,7 @@ impl ForstBackend {
             shared,
             forst_defaults(tuning),
         )?;
-        Ok(ForstBackend {
-            rocks,
-            mount,
-            db_dir,
-            link_cleanup: None,
-            _keep: None,
-        })
+        Ok(Self::assemble(rocks, mount, db_dir))
     }
 
     /// Mounts `config` restored from statefs checkpoint `id` (a fresh local dir) and opens the
@@ -144,13 +138,7 @@ impl ForstBackend {
             meta.states,
             meta.range,
         )?;
-        Ok(ForstBackend {
-            rocks,
-            mount,
-            db_dir,
-            link_cleanup: None,
-            _keep: None,
-        })
+        Ok(Self::assemble(rocks, mount, db_dir))
     }
 
     /// Restores key groups `range` from several ForSt checkpoints, as after scaling in (each was
@@ -246,13 +234,7 @@ impl ForstBackend {
                 "checkpoints {ids:?} do not hold key group {kg} of {range:?}"
             )));
         }
-        Ok(ForstBackend {
-            rocks,
-            mount,
-            db_dir,
-            link_cleanup: None,
-            _keep: None,
-        })
+        Ok(Self::assemble(rocks, mount, db_dir))
     }
 
     /// Keeps `guard` alive until after the database is closed and the mount is gone.
@@ -314,6 +296,16 @@ impl ForstBackend {
             let _ = std::fs::remove_dir_all(tmp);
         }));
         Ok(published?.id)
+    }
+
+    fn assemble(rocks: RocksBackend, mount: MountHandle, db_dir: PathBuf) -> Self {
+        ForstBackend {
+            rocks,
+            mount,
+            db_dir,
+            link_cleanup: None,
+            _keep: None,
+        }
     }
 
     fn join_link_cleanup(&mut self) {
