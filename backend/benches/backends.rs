@@ -289,10 +289,24 @@ fn main() {
         "| round | rocksdb incremental ms | rocksdb bytes uploaded | forst ms | forst bytes uploaded | rocksdb / forst time |"
     );
     println!("|---|---|---|---|---|---|");
-    for (r, rm, rb, fm, fbytes) in rows {
+    for (r, rm, rb, fm, fbytes) in &rows {
         println!(
             "| {r} | {rm:.0} | {rb} | {fm:.0} | {fbytes} | {:.1}x |",
             rm / fm
+        );
+    }
+    // Round 1 follows the bulk fill (everything is new to rocksdb); the rest is the steady state.
+    let steady = &rows[rows.len().min(1)..];
+    if !steady.is_empty() {
+        let (rs, fs) = steady
+            .iter()
+            .fold((0.0, 0.0), |(r, f), row| (r + row.1, f + row.3));
+        let tenfold = steady.iter().filter(|row| row.1 >= 10.0 * row.3).count();
+        println!(
+            "steady rounds 2-{}: rocksdb / forst over their summed time {:.1}x; {tenfold} of {} rounds at 10x or more",
+            rows.len(),
+            rs / fs,
+            steady.len()
         );
     }
 
