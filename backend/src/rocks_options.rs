@@ -39,8 +39,15 @@ pub struct RocksTuning {
     /// glibc's `M_MMAP_THRESHOLD` set with a budget (`memory.malloc-mmap-threshold`); `Some(0)`
     /// leaves glibc's dynamic threshold.
     pub malloc_mmap_threshold: Option<usize>,
+    /// `manifest.max-file-size`; [`DEFAULT_MAX_MANIFEST_FILE_SIZE`] when unset.
+    pub max_manifest_file_size: Option<usize>,
     pub use_ingest_db_restore: Option<bool>,
 }
+
+/// MANIFEST size at which RocksDB rolls over to a compact new one, unless configured: small enough
+/// that copying it at every checkpoint stays cheap, large enough that rollovers (a snapshot of
+/// the file list) are rare.
+pub const DEFAULT_MAX_MANIFEST_FILE_SIZE: usize = 1 << 20;
 
 /// One key [`RocksTuning::from_pairs`] understands.
 pub struct TuningKey {
@@ -150,6 +157,12 @@ pub const KEYS: &[TuningKey] = &[
         kind: "size, 0 or 4kb..32mb",
         default: "128kb",
         description: "With a budget, on glibc: fixes malloc's mmap threshold (process-wide, set by the first budget made), so memory RocksDB frees goes back to the system. glibc raises the threshold after each large free, and RocksDB's freed memtable and compaction buffers then stayed in malloc's heap: peak RSS 104 MB with a 32 MB budget, 65 MB with the threshold fixed (docs/BENCHMARKS.md). `0` leaves glibc's dynamic threshold.",
+    },
+    TuningKey {
+        key: "manifest.max-file-size",
+        kind: "size, at least 64kb",
+        default: "1mb",
+        description: "MANIFEST size at which RocksDB starts a new, compact one (`max_manifest_file_size`, a floor: RocksDB raises it with the size of a compacted MANIFEST, `max_manifest_space_amp_pct`; its own default is 1gb, and its docs name 1mb as the likely better one). Every checkpoint copies the whole MANIFEST (rocksdb uploads it, forst copies it into the statefs checkpoint), and in a long-running job it grows by every flush and compaction; after a 1 GB load it was 2.2 MB.",
     },
     TuningKey {
         key: "use-ingest-db-restore",
@@ -328,6 +341,13 @@ impl RocksTuning {
                 "memory.fixed-per-slot" => t.memory_budget = Some(size(key, v)? as usize),
                 "memory.write-buffer-ratio" => t.write_buffer_ratio = Some(ratio(key, v)?),
                 "memory.high-prio-pool-ratio" => t.high_pri_pool_ratio = Some(ratio(key, v)?),
+                "manifest.max-file-size" => {
+                    let n = size(key, v)?;
+                    if n < 64 << 10 {
+                        return Err(bad(key, v, "at least 64kb"));
+                    }
+                    t.max_manifest_file_size = Some(n as usize);
+                }
                 "memory.malloc-mmap-threshold" => {
                     let n = size(key, v)?;
                     if n != 0 && !(4 << 10..=32 << 20).contains(&n) {
@@ -379,6 +399,10 @@ impl RocksTuning {
         if self.profile != Profile::Default {
             o.set_max_open_files(-1);
         }
+        o.set_max_manifest_file_size(
+            self.max_manifest_file_size
+                .unwrap_or(DEFAULT_MAX_MANIFEST_FILE_SIZE),
+        );
     }
 
     /// Block-based table options as a RocksDB options string (the inside of

@@ -681,6 +681,7 @@ fn rocksdb_memory_keys_configure_a_budget() {
         ("state.backend.rocksdb.memory.fixed-per-slot", "lots"),
         ("state.backend.rocksdb.memory.malloc-mmap-threshold", "64mb"),
         ("state.backend.rocksdb.memory.malloc-mmap-threshold", "1kb"),
+        ("state.backend.rocksdb.manifest.max-file-size", "1kb"),
     ] {
         let e = RocksTuning::from_pairs(&[bad]).unwrap_err().to_string();
         assert!(e.contains(bad.0), "{e}");
@@ -728,6 +729,16 @@ fn rocksdb_applies_profiles_and_configured_keys() {
     );
     assert!(section.contains("max_write_buffer_number=4"));
     assert!(section.contains("block_size=131072"));
+    // The MANIFEST bound: statefs's default, and a configured one.
+    let db = options_section(dir.path(), "[DBOptions]");
+    assert!(db.contains("max_manifest_file_size=1048576"), "default");
+    let dir = tempfile::tempdir().unwrap();
+    let tuning =
+        RocksTuning::from_pairs(&[("state.backend.rocksdb.manifest.max-file-size", "2mb")])
+            .unwrap();
+    drop(one_value_tuned(dir.path(), tuning));
+    let db = options_section(dir.path(), "[DBOptions]");
+    assert!(db.contains("max_manifest_file_size=2097152"), "configured");
 }
 
 /// A RocksDB snapshot view is a checkpoint inside the database directory (hard links need the
