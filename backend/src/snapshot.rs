@@ -113,10 +113,16 @@ fn drop_expired(
     }
 }
 
+/// One record of a key group: (state index in the header, composite key, value).
+pub type Record = (usize, Vec<u8>, Vec<u8>);
+
 /// Where snapshot bytes come from: memory, or ranged reads of an object.
 pub trait ByteSource {
     fn len(&self) -> StateResult<u64>;
     fn read(&self, offset: u64, len: u64) -> StateResult<Vec<u8>>;
+    fn is_empty(&self) -> StateResult<bool> {
+        Ok(self.len()? == 0)
+    }
 }
 
 impl ByteSource for Vec<u8> {
@@ -221,7 +227,7 @@ impl<'a> SnapshotReader<'a> {
     }
 
     /// Records of key group `kg`: (state index in the header, composite key, value).
-    pub fn key_group(&self, kg: u32) -> StateResult<Vec<(usize, Vec<u8>, Vec<u8>)>> {
+    pub fn key_group(&self, kg: u32) -> StateResult<Vec<Record>> {
         let Some(e) = self.index.iter().find(|e| e.kg == kg) else {
             return Ok(Vec::new());
         };
