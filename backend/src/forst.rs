@@ -77,7 +77,6 @@ impl ForstBackend {
     ) -> StateResult<Self> {
         let mount =
             MountHandle::mount(config, mountpoint).map_err(|e| fs_err("statefs mount", e))?;
-        remove_link_dirs(mount.mountpoint());
         let db_dir = mount.mountpoint().join("db");
         let rocks = RocksBackend::open_tuned(
             &db_dir,
@@ -259,10 +258,9 @@ impl ForstBackend {
         let l0_files = self.rocks.level0_files();
         self.rocks.flush()?;
         let flushed = start.elapsed();
-        let dir = self.mount.mountpoint().join(format!(
-            "{LINK_DIR_PREFIX}{}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        // Inside the database directory, like snapshot views: one a crashed process left (its hard
+        // links would keep the SSTs' objects forever) is removed when the database opens next.
+        let dir = crate::rocks::view_dir(&self.db_dir);
         let linked_dir = self.rocks.checkpoint_to(&dir).and_then(|()| {
             let states = serde_json::to_vec(&CheckpointMeta {
                 range: self.rocks.key_group_range(),
@@ -288,7 +286,7 @@ impl ForstBackend {
         );
         // The directory was only names (hard links and small copies); the published checkpoint
         // holds what it needs, and a failed one needs nothing. RocksDB links into `<dir>.tmp`
-        // first; one left by a crash is removed at the next open.
+        // first.
         self.link_cleanup = Some(std::thread::spawn(move || {
             let _ = std::fs::remove_dir_all(&dir);
             let mut tmp = dir.into_os_string();
@@ -323,25 +321,6 @@ impl Drop for ForstBackend {
     /// The link directory goes before the database and the mount do.
     fn drop(&mut self) {
         self.join_link_cleanup();
-    }
-}
-
-/// A checkpoint's directory of hard links on the mount, `<mountpoint>/chk-<uuid>`: needed only
-/// until its statefs publish returns.
-const LINK_DIR_PREFIX: &str = "chk-";
-
-/// Removes link directories a crashed process left on the mount; their hard links would keep
-/// the SSTs' objects alive forever.
-fn remove_link_dirs(root: &Path) {
-    let Ok(dir) = std::fs::read_dir(root) else {
-        return;
-    };
-    for e in dir.flatten() {
-        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir && e.file_name().to_string_lossy().starts_with(LINK_DIR_PREFIX) {
-            tracing::info!(dir = %e.path().display(), "removing a checkpoint link directory left by a crash");
-            let _ = std::fs::remove_dir_all(e.path());
-        }
     }
 }
 

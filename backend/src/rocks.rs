@@ -895,9 +895,10 @@ impl StateBackend for RocksBackend {
     }
 }
 
-/// Snapshot views (and the scratch files of an ingesting restore) live inside the database
-/// directory, in `.statefs-view-<pid>-<uuid>` directories removed when dropped; RocksDB ignores
-/// names it did not make. Inside, not beside: hard links need the same filesystem, and a restored
+/// Snapshot views, the scratch files of an ingesting restore and checkpoints' hard-link
+/// directories (rocksdb's and forst's) live inside the database directory, in
+/// `.statefs-view-<pid>-<uuid>` directories removed after use; RocksDB ignores names it did not
+/// make. Inside, not beside: hard links need the same filesystem, and a restored
 /// ForSt database is the root of its mount, whose parent is another filesystem (RocksDB then falls
 /// back to copying every SST, downloading them all on statefs). One left behind by a process that
 /// died is removed when the database opens next; views of live processes (a view may outlive the

@@ -301,17 +301,18 @@ fn forst_scale_in_merges_two_checkpoints() {
     );
 }
 
-/// Checkpoint link directories (`chk-*` on the mount) go away after each checkpoint, and one a
-/// crash left behind (whose hard links would keep SST objects forever) goes at the next open.
+/// A checkpoint's hard-link directory (a `.statefs-view-` directory inside the database) goes
+/// away after each checkpoint, and one a crash left behind (whose hard links would keep SST
+/// objects forever) goes at the next open.
 #[test]
 fn forst_removes_checkpoint_link_dirs() {
     let dirs = Dirs::new();
     let range = KeyGroupRange::all(128);
-    let link_dirs = |root: &std::path::Path| -> Vec<String> {
-        std::fs::read_dir(root)
+    let link_dirs = |db: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(db)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("chk-"))
+            .filter(|n| n.starts_with(".statefs-view-"))
             .collect()
     };
     let mut kb = Keyed::new(ForstBackend::open(&dirs.config(), &dirs.mnt, range, 128).unwrap());
@@ -319,10 +320,12 @@ fn forst_removes_checkpoint_link_dirs() {
     kb.backend_mut().checkpoint(2).unwrap();
     write(&mut kb, 2_000, 2);
     kb.backend_mut().checkpoint(2).unwrap();
-    // What a crash between linking and removing leaves: a directory of hard links to live SSTs.
-    let stale = dirs.mnt.join("chk-left-by-a-crash");
+    let db = kb.backend().db_dir().to_path_buf();
+    // What a crash between linking and removing leaves: a directory of hard links to live SSTs,
+    // named for a process that no longer exists.
+    let stale = db.join(".statefs-view-999999999-left-by-a-crash");
     std::fs::create_dir(&stale).unwrap();
-    let sst = std::fs::read_dir(kb.backend().db_dir())
+    let sst = std::fs::read_dir(&db)
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|x| x == "sst"))
@@ -331,11 +334,11 @@ fn forst_removes_checkpoint_link_dirs() {
     drop(kb);
 
     let mut kb = Keyed::new(ForstBackend::open(&dirs.config(), &dirs.mnt, range, 128).unwrap());
-    assert_eq!(link_dirs(&dirs.mnt), Vec::<String>::new());
+    assert_eq!(link_dirs(&db), Vec::<String>::new());
     check(&mut kb, 2_000, 2);
     kb.backend_mut().checkpoint(2).unwrap();
     drop(kb);
     let kb = ForstBackend::open(&dirs.config(), &dirs.mnt, range, 128).unwrap();
-    assert_eq!(link_dirs(&dirs.mnt), Vec::<String>::new());
+    assert_eq!(link_dirs(&db), Vec::<String>::new());
     drop(kb);
 }
