@@ -105,7 +105,7 @@ impl<E> Default for Table<E> {
 }
 
 impl<E: TableEntry> Table<E> {
-    pub(super) fn hash(&self, key: &[u8]) -> u32 {
+    fn hash(&self, key: &[u8]) -> u32 {
         self.hasher.hash_one(key) as u32
     }
 
