@@ -10,7 +10,8 @@
 //!   `listAddAll` appends 100 random longs to a setup key.
 //!
 //! Each operation runs `BENCH_ROUNDS` (3) times for `BENCH_MS` (1000) ms; the median is printed.
-//! `BENCH_ONLY=mapGet,listAdd` runs just those (for profiling).
+//! `BENCH_ONLY=mapGet,listAdd` runs just those (for profiling); `BENCH_VERBOSE=1` prints every
+//! round.
 //!
 //!   cargo bench -p statefs-backend --bench state_ops
 
@@ -117,6 +118,8 @@ struct Settings {
     budget: Duration,
     rounds: usize,
     only: Option<String>,
+    /// `BENCH_VERBOSE=1`: every round's figure on stderr, not just the median.
+    verbose: bool,
 }
 
 impl Settings {
@@ -131,6 +134,7 @@ impl Settings {
             budget: Duration::from_millis(num("BENCH_MS", 1000)),
             rounds: num("BENCH_ROUNDS", 3).max(1) as usize,
             only: std::env::var("BENCH_ONLY").ok(),
+            verbose: std::env::var_os("BENCH_VERBOSE").is_some(),
         }
     }
     fn selected(&self, name: &str) -> bool {
@@ -180,6 +184,13 @@ impl Table {
                 }
             }
             results.push((n * per_call) as f64 / start.elapsed().as_secs_f64() / 1000.0);
+            if self.settings.verbose {
+                eprintln!(
+                    "{name}: round {} {:.0} ops/ms",
+                    results.len(),
+                    results[results.len() - 1]
+                );
+            }
         }
         results.sort_by(f64::total_cmp);
         self.rows.push((name, results[results.len() / 2], flink));

@@ -20,18 +20,20 @@ use crate::keygroup::KeyGroupRange;
 
 mod bytes;
 mod kv;
+mod map_slot;
 mod table;
 mod user_map;
 use bytes::Bytes;
 use kv::Kv;
-use table::{Full, Table, TableEntry};
-use user_map::UserMap;
+use map_slot::MapSlot;
+use table::{Table, TableEntry};
 
 #[derive(Clone)]
 enum Group {
     /// Map states without TTL: (key, namespace) prefix -> user key -> value. A point access is a
-    /// hash lookup plus a search among one key's entries, not a search of the whole key group.
-    TwoLevel(Table<Full<UserMap>>),
+    /// hash lookup plus a search among one key's entries (in the same slot while they fit,
+    /// `map_slot.rs`), not a search of the whole key group.
+    TwoLevel(Table<MapSlot>),
     Sorted(BTreeMap<Bytes, Bytes>),
     /// Value and list states: key and value in one 32-byte slot while they fit (`kv.rs`).
     Hashed(Table<Kv>),
@@ -74,7 +76,7 @@ impl Group {
         match self {
             Group::TwoLevel(m) => {
                 let (p, uk) = split_prefix(k);
-                m.get_value(p)?.get(uk)
+                m.get(p)?.get(uk)
             }
             Group::Sorted(m) => m.get(k).map(|v| v.as_slice()),
             Group::Hashed(m) => m.get(k).map(Kv::value),
@@ -89,7 +91,7 @@ impl Group {
         match self {
             Group::TwoLevel(m) => {
                 let (p, uk) = split_prefix(k);
-                m.entry_or_default(p).set(uk, v);
+                m.find_or_insert_with(p, MapSlot::new).0.set(uk, v);
             }
             Group::Sorted(m) => set(m, k, v),
             Group::Hashed(m) => {
@@ -105,7 +107,7 @@ impl Group {
         match self {
             Group::TwoLevel(m) => {
                 let (p, uk) = split_prefix(k);
-                m.entry_or_default(p).extend(uk, bytes);
+                m.find_or_insert_with(p, MapSlot::new).0.extend(uk, bytes);
             }
             Group::Sorted(m) => extend(m, k, bytes),
             Group::Hashed(m) => {
@@ -121,7 +123,7 @@ impl Group {
         match self {
             Group::TwoLevel(m) => {
                 let (p, uk) = split_prefix(k);
-                if let Some(inner) = m.get_value_mut(p) {
+                if let Some(inner) = m.get_mut(p) {
                     inner.remove(uk);
                     if inner.is_empty() {
                         m.remove(p);
@@ -143,7 +145,7 @@ impl Group {
         match self {
             Group::TwoLevel(m) => match split_prefix(prefix) {
                 (p, uk) if uk.is_empty() && p.len() == prefix.len() => {
-                    for (uk, v) in m.get_value(p).into_iter().flat_map(UserMap::iter) {
+                    for (uk, v) in m.get(p).into_iter().flat_map(MapSlot::iter) {
                         if !f(uk, v) {
                             return;
                         }
@@ -194,13 +196,13 @@ impl Group {
         match self {
             // Prefixes are prefix-free, so ordering by prefix, then user key, is composite-key order.
             Group::TwoLevel(m) => {
-                let mut prefixes: Vec<(&Bytes, &UserMap)> = m.entries().collect();
-                prefixes.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let mut prefixes: Vec<&MapSlot> = m.iter().collect();
+                prefixes.sort_unstable_by(|a, b| a.key().cmp(b.key()));
                 prefixes
                     .into_iter()
-                    .flat_map(|(p, um)| {
-                        um.iter()
-                            .map(move |(uk, v)| ([p.as_slice(), uk].concat(), v.to_vec()))
+                    .flat_map(|e| {
+                        e.iter()
+                            .map(move |(uk, v)| ([e.key(), uk].concat(), v.to_vec()))
                     })
                     .collect()
             }

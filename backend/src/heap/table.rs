@@ -6,8 +6,9 @@
 //! it points to: two dependent cache misses per access once a state outgrows the CPU caches, which
 //! is where the time of a heap state access went (two thirds of it, measured).
 //!
-//! The entry type decides the slot's size: [`Full`] (a key and any value, 64-byte aligned: a map
-//! state's packed entries) or `Kv` (a key and a byte value in one 32-byte slot, `kv.rs`).
+//! The entry type decides the slot's size: `MapSlot` (a map state's prefix and packed entries in
+//! 128 bytes, `map_slot.rs`) or `Kv` (a key and a byte value in one 32-byte slot, `kv.rs`); the
+//! tests use `Full` (a key and any value).
 //!
 //! Invariants:
 //! - `slots.len()` is 0 or a power of two, and `len <= slots.len() * MAX_LOAD`; a table with more
@@ -19,6 +20,7 @@
 
 use std::hash::BuildHasher;
 
+#[cfg(test)]
 use super::bytes::Bytes;
 
 /// Grow when more than 7/10 of the slots are full: probe runs stay short under linear probing.
@@ -31,8 +33,8 @@ pub(super) trait TableEntry {
     fn key(&self) -> &[u8];
 }
 
-/// A key and any value. Hash first, then key, then value: the hash check and the key are on the
-/// slot's first cache line, and a 64-byte alignment keeps a small entry on exactly one line.
+/// A key and any value (the tests' entry type).
+#[cfg(test)]
 #[derive(Clone)]
 #[repr(C, align(64))]
 pub(super) struct Full<V> {
@@ -41,6 +43,7 @@ pub(super) struct Full<V> {
     pub(super) value: V,
 }
 
+#[cfg(test)]
 impl<V> TableEntry for Full<V> {
     fn hash(&self) -> u32 {
         self.hash
@@ -222,13 +225,10 @@ impl<E: TableEntry> Table<E> {
     }
 }
 
+#[cfg(test)]
 impl<V> Table<Full<V>> {
     pub(super) fn get_value(&self, key: &[u8]) -> Option<&V> {
         self.get(key).map(|e| &e.value)
-    }
-
-    pub(super) fn get_value_mut(&mut self, key: &[u8]) -> Option<&mut V> {
-        self.get_mut(key).map(|e| &mut e.value)
     }
 
     /// The value of `key`, inserted as `V::default()` if missing.

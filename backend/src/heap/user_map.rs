@@ -1,137 +1,180 @@
-//! The user keys of one (key, namespace) of a heap map state.
+//! The user keys of one (key, namespace) of a heap map state, once they no longer fit in the
+//! table slot ([`super::map_slot`]), and the packed entry format both use.
 //!
 //! Most map states hold a handful of small user keys per key (Flink's benchmarks: 10 u64 keys).
-//! Those live packed in one byte buffer, sorted by key: `[u8 key len][key][u16 LE value len][value]`
-//! per entry. Ten u64 entries take about 90 bytes, two cache lines, where an array of inline slots
-//! or a B-tree node spans ten; a lookup is a short forward scan. A map whose buffer would pass
-//! [`PACK_LIMIT`] bytes, or with a key or value too long for the length fields, becomes a B-tree.
-//! Either way iteration is in user-key byte order.
+//! Those live packed in one byte buffer, sorted by key: `[u8 key len][u8 value len][key][value]` per
+//! entry. Ten u64 -> f64 entries take 110 bytes, where an array of inline slots or a B-tree node
+//! spans ten cache lines; a lookup is a short forward scan whose next position depends on one
+//! two-byte load. A map whose buffer would pass [`PACK_LIMIT`] bytes, or with a key or value longer
+//! than 255 bytes, becomes a B-tree. Either way iteration is in user-key byte order.
 
 use std::collections::BTreeMap;
-
-use smallvec::SmallVec;
 
 use super::Bytes;
 
 /// Largest packed buffer; past it a map is a B-tree (a write shifts at most this many bytes).
 const PACK_LIMIT: usize = 1024;
 
+/// The packed entry format. A buffer is a sequence of well-formed entries sorted by key, keys
+/// unique; only the functions here write one, so the lengths they read are in bounds.
+pub(super) mod packed {
+    use std::cmp::Ordering;
+
+    /// Whether `k` and `v` can be one packed entry.
+    #[inline]
+    pub(in super::super) fn fits(k: &[u8], v: &[u8]) -> bool {
+        k.len() <= u8::MAX as usize && v.len() <= u8::MAX as usize
+    }
+
+    #[inline]
+    pub(in super::super) fn entry_len(k: &[u8], v: &[u8]) -> usize {
+        2 + k.len() + v.len()
+    }
+
+    /// Writes the entry at the start of `dst` (which `fits` allowed and is long enough).
+    #[inline]
+    pub(in super::super) fn write_entry(dst: &mut [u8], k: &[u8], v: &[u8]) {
+        dst[0] = k.len() as u8;
+        dst[1] = v.len() as u8;
+        dst[2..2 + k.len()].copy_from_slice(k);
+        dst[2 + k.len()..2 + k.len() + v.len()].copy_from_slice(v);
+    }
+
+    /// Byte order of two keys. User keys are mostly a few bytes, where a loop beats memcmp.
+    #[inline(always)]
+    fn cmp_key(a: &[u8], b: &[u8]) -> Ordering {
+        if a.len() <= 16 && b.len() <= 16 {
+            for (x, y) in a.iter().zip(b) {
+                if x != y {
+                    return x.cmp(y);
+                }
+            }
+            a.len().cmp(&b.len())
+        } else {
+            a.cmp(b)
+        }
+    }
+
+    /// The byte range of the entry with key `k`, or the offset where it would be inserted.
+    #[inline(always)]
+    pub(in super::super) fn find(buf: &[u8], k: &[u8]) -> Result<(usize, usize), usize> {
+        let mut at = 0;
+        while at < buf.len() {
+            let (kl, vl) = (buf[at] as usize, buf[at + 1] as usize);
+            let key_end = at + 2 + kl;
+            match cmp_key(&buf[at + 2..key_end], k) {
+                Ordering::Less => at = key_end + vl,
+                Ordering::Equal => return Ok((at, key_end + vl)),
+                Ordering::Greater => return Err(at),
+            }
+        }
+        Err(buf.len())
+    }
+
+    /// The value of the entry at `range` (from `find`) whose key is `k`.
+    #[inline(always)]
+    pub(in super::super) fn value_at<'a>(
+        buf: &'a [u8],
+        range: (usize, usize),
+        k: &[u8],
+    ) -> &'a [u8] {
+        &buf[range.0 + 2 + k.len()..range.1]
+    }
+
+    /// The value of key `k`.
+    #[inline(always)]
+    pub(in super::super) fn get<'a>(buf: &'a [u8], k: &[u8]) -> Option<&'a [u8]> {
+        find(buf, k).ok().map(|r| value_at(buf, r, k))
+    }
+
+    /// Entries in key order.
+    pub(in super::super) fn iter(buf: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            if at >= buf.len() {
+                return None;
+            }
+            let (kl, vl) = (buf[at] as usize, buf[at + 1] as usize);
+            let key_end = at + 2 + kl;
+            let entry = (&buf[at + 2..key_end], &buf[key_end..key_end + vl]);
+            at = key_end + vl;
+            Some(entry)
+        })
+    }
+
+    /// Sets `k` to `v` in the buffer `buf[..*used]` of capacity `buf.len()`, shifting the entries
+    /// after it. False, with nothing changed, if the result would not fit.
+    #[inline]
+    pub(in super::super) fn set_in(buf: &mut [u8], used: &mut usize, k: &[u8], v: &[u8]) -> bool {
+        let (start, end) = match find(&buf[..*used], k) {
+            Ok(r) => r,
+            Err(at) => (at, at),
+        };
+        let len = entry_len(k, v);
+        let new_used = *used - (end - start) + len;
+        if new_used > buf.len() {
+            return false;
+        }
+        buf.copy_within(end..*used, start + len);
+        write_entry(&mut buf[start..], k, v);
+        *used = new_used;
+        true
+    }
+
+    /// Removes `k` from `buf[..*used]`; whether it was there.
+    #[inline]
+    pub(in super::super) fn remove_in(buf: &mut [u8], used: &mut usize, k: &[u8]) -> bool {
+        match find(&buf[..*used], k) {
+            Ok((start, end)) => {
+                buf.copy_within(end..*used, start);
+                *used -= end - start;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(super) enum UserMap {
-    /// Entries sorted by key, keys unique, `len() <= PACK_LIMIT`.
-    Packed(SmallVec<[u8; 120]>),
+    /// A packed buffer (see [`packed`]), `len() <= PACK_LIMIT`.
+    Packed(Vec<u8>),
     Large(BTreeMap<Bytes, Bytes>),
 }
 
 impl Default for UserMap {
     fn default() -> Self {
-        UserMap::Packed(SmallVec::new())
+        UserMap::Packed(Vec::new())
     }
-}
-
-/// One entry of a packed buffer: where it starts and ends, its key and value.
-struct Slot<'a> {
-    start: usize,
-    end: usize,
-    key: &'a [u8],
-    value: &'a [u8],
-}
-
-/// Entries of a packed buffer, in order.
-struct PackedIter<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Iterator for PackedIter<'a> {
-    type Item = Slot<'a>;
-    fn next(&mut self) -> Option<Slot<'a>> {
-        let b = self.buf;
-        let start = self.at;
-        if start >= b.len() {
-            return None;
-        }
-        // Buffers are only built by `put_packed`, so the lengths are in bounds.
-        let kl = b[start] as usize;
-        let k_end = start + 1 + kl;
-        let vl = u16::from_le_bytes([b[k_end], b[k_end + 1]]) as usize;
-        let v_start = k_end + 2;
-        let end = v_start + vl;
-        self.at = end;
-        Some(Slot {
-            start,
-            end,
-            key: &b[start + 1..k_end],
-            value: &b[v_start..end],
-        })
-    }
-}
-
-fn packed(buf: &[u8]) -> PackedIter<'_> {
-    PackedIter { buf, at: 0 }
-}
-
-/// Byte order of two keys. User keys are mostly a few bytes, where a loop beats a call to memcmp.
-#[inline]
-fn cmp_key(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    if a.len() <= 16 && b.len() <= 16 {
-        for (x, y) in a.iter().zip(b) {
-            if x != y {
-                return x.cmp(y);
-            }
-        }
-        a.len().cmp(&b.len())
-    } else {
-        a.cmp(b)
-    }
-}
-
-/// The entry with key `k`, or where it would be inserted.
-fn find(buf: &[u8], k: &[u8]) -> Result<(usize, usize), usize> {
-    for slot in packed(buf) {
-        match cmp_key(slot.key, k) {
-            std::cmp::Ordering::Less => {}
-            std::cmp::Ordering::Equal => return Ok((slot.start, slot.end)),
-            std::cmp::Ordering::Greater => return Err(slot.start),
-        }
-    }
-    Err(buf.len())
-}
-
-fn encode(k: &[u8], v: &[u8]) -> impl Iterator<Item = u8> {
-    std::iter::once(k.len() as u8)
-        .chain(k.iter().copied())
-        .chain((v.len() as u16).to_le_bytes())
-        .chain(v.iter().copied())
 }
 
 impl UserMap {
+    /// A map of the packed entries `buf`.
+    pub(super) fn from_packed(buf: &[u8]) -> UserMap {
+        UserMap::Packed(buf.to_vec())
+    }
+
     pub(super) fn get(&self, k: &[u8]) -> Option<&[u8]> {
         match self {
-            UserMap::Packed(buf) => match find(buf, k) {
-                Ok((start, end)) => Some(&buf[start + 1 + k.len() + 2..end]),
-                Err(_) => None,
-            },
+            UserMap::Packed(buf) => packed::get(buf, k),
             UserMap::Large(m) => m.get(k).map(|v| v.as_slice()),
         }
     }
 
     pub(super) fn set(&mut self, k: &[u8], value: &[u8]) {
         if let UserMap::Packed(buf) = self {
-            if k.len() <= u8::MAX as usize && value.len() <= u16::MAX as usize {
-                let (range, grows) = match find(buf, k) {
-                    Ok((start, end)) => (start..end, (3 + k.len() + value.len()) > end - start),
-                    Err(at) => (at..at, true),
-                };
-                let new_len = buf.len() - range.len() + 3 + k.len() + value.len();
-                if !grows || new_len <= PACK_LIMIT {
-                    let entry: SmallVec<[u8; 64]> = encode(k, value).collect();
-                    if range.len() == entry.len() {
-                        buf[range].copy_from_slice(&entry);
-                    } else {
-                        buf.drain(range.clone());
-                        buf.insert_from_slice(range.start, &entry);
-                    }
+            if packed::fits(k, value) {
+                let mut used = buf.len();
+                // Room for the entry, as much as the limit allows; the buffer is cut back below.
+                buf.resize(
+                    (used + packed::entry_len(k, value))
+                        .min(PACK_LIMIT)
+                        .max(used),
+                    0,
+                );
+                let done = packed::set_in(buf, &mut used, k, value);
+                buf.truncate(used);
+                if done {
                     return;
                 }
             }
@@ -145,8 +188,8 @@ impl UserMap {
     /// Turns a packed map into a B-tree.
     fn spill(&mut self) {
         if let UserMap::Packed(buf) = self {
-            let m = packed(buf)
-                .map(|s| (Bytes::from(s.key), Bytes::from(s.value)))
+            let m = packed::iter(buf)
+                .map(|(k, v)| (Bytes::from(k), Bytes::from(v)))
                 .collect();
             *self = UserMap::Large(m);
         }
@@ -164,9 +207,9 @@ impl UserMap {
     pub(super) fn remove(&mut self, k: &[u8]) {
         match self {
             UserMap::Packed(buf) => {
-                if let Ok((start, end)) = find(buf, k) {
-                    buf.drain(start..end);
-                }
+                let mut used = buf.len();
+                packed::remove_in(buf, &mut used, k);
+                buf.truncate(used);
             }
             UserMap::Large(m) => {
                 m.remove(k);
@@ -181,13 +224,21 @@ impl UserMap {
         }
     }
 
+    /// The packed buffer, if the map is packed.
+    pub(super) fn as_packed(&self) -> Option<&[u8]> {
+        match self {
+            UserMap::Packed(buf) => Some(buf),
+            UserMap::Large(_) => None,
+        }
+    }
+
     /// Entries in key order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         let (small, large) = match self {
-            UserMap::Packed(buf) => (Some(packed(buf)), None),
+            UserMap::Packed(buf) => (Some(packed::iter(buf)), None),
             UserMap::Large(m) => (None, Some(m.iter())),
         };
-        small.into_iter().flatten().map(|s| (s.key, s.value)).chain(
+        small.into_iter().flatten().chain(
             large
                 .into_iter()
                 .flatten()
@@ -236,13 +287,13 @@ mod tests {
         assert!(!m.is_empty());
     }
 
-    /// A key longer than 255 bytes or a value longer than 64 KiB cannot be packed: the map turns
+    /// A key longer than 255 bytes or a value longer than 255 bytes cannot be packed: the map turns
     /// into a B-tree and keeps every entry, in order.
     #[test]
     fn long_keys_and_values_spill_and_keep_everything() {
         for (k, v) in [
             (vec![7u8; 300], vec![1u8; 3]),
-            (vec![7u8; 3], vec![1u8; 70_000]),
+            (vec![7u8; 3], vec![1u8; 256]),
         ] {
             let mut m = UserMap::default();
             m.set(b"a", b"first");
