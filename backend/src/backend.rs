@@ -95,6 +95,7 @@ pub fn readopt(existing: &StateMeta, meta: &StateMeta) -> StateResult<()> {
 /// [`composite_key`] into a reused buffer.
 pub fn composite_key_into(out: &mut Vec<u8>, key: &[u8], namespace: &[u8], user_key: &[u8]) {
     out.clear();
+    out.reserve(8 + key.len() + namespace.len() + user_key.len());
     out.extend_from_slice(&(key.len() as u32).to_be_bytes());
     out.extend_from_slice(key);
     out.extend_from_slice(&(namespace.len() as u32).to_be_bytes());

@@ -62,7 +62,16 @@ impl postcard::ser_flavors::Flavor for AppendTo<'_> {
     }
     #[inline]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
+        // Varints and fixed-width numbers are at most 16 bytes: byte pushes after one reserve
+        // cost less than a call to memcpy (9% of an in-cache map lookup).
+        if data.len() <= 16 {
+            self.0.reserve(data.len());
+            for &b in data {
+                self.0.push(b);
+            }
+        } else {
+            self.0.extend_from_slice(data);
+        }
         Ok(())
     }
     fn finalize(self) -> postcard::Result<()> {

@@ -133,7 +133,7 @@ impl<K, B: StateBackend> Keyed<K, B> {
         self.current
             .as_ref()
             .map(|(k, g)| (k.as_slice(), *g))
-            .ok_or(StateError::NoCurrentKey)
+            .ok_or_else(|| StateError::NoCurrentKey)
     }
 
     fn register<V>(
@@ -312,7 +312,10 @@ impl Inner {
         kb: &mut Keyed<K, B>,
         uk: impl FnOnce(&mut Vec<u8>),
     ) -> StateResult<u32> {
-        let (k, kg) = kb.current.as_ref().ok_or(StateError::NoCurrentKey)?;
+        let (k, kg) = kb
+            .current
+            .as_ref()
+            .ok_or_else(|| StateError::NoCurrentKey)?;
         crate::backend::composite_key_into(&mut kb.scratch, k, &self.namespace, &[]);
         uk(&mut kb.scratch);
         Ok(*kg)

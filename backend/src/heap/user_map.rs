@@ -56,17 +56,37 @@ pub(super) mod packed {
     }
 
     /// The byte range of the entry with key `k`, or the offset where it would be inserted.
+    ///
+    /// Most entries are told apart by their first key byte, so that is compared before the whole
+    /// key: a scan step is three byte loads and two compares.
     #[inline(always)]
     pub(in super::super) fn find(buf: &[u8], k: &[u8]) -> Result<(usize, usize), usize> {
+        let Some(&first) = k.first() else {
+            // The empty key sorts first: it is the first entry or absent.
+            return match buf {
+                [0, vl, ..] => Ok((0, 2 + *vl as usize)),
+                _ => Err(0),
+            };
+        };
         let mut at = 0;
         while at < buf.len() {
             let (kl, vl) = (buf[at] as usize, buf[at + 1] as usize);
             let key_end = at + 2 + kl;
-            match cmp_key(&buf[at + 2..key_end], k) {
-                Ordering::Less => at = key_end + vl,
-                Ordering::Equal => return Ok((at, key_end + vl)),
-                Ordering::Greater => return Err(at),
+            // An empty entry key sorts before `k`.
+            if kl != 0 {
+                let b0 = buf[at + 2];
+                if b0 > first {
+                    return Err(at);
+                }
+                if b0 == first {
+                    match cmp_key(&buf[at + 2..key_end], k) {
+                        Ordering::Less => {}
+                        Ordering::Equal => return Ok((at, key_end + vl)),
+                        Ordering::Greater => return Err(at),
+                    }
+                }
             }
+            at = key_end + vl;
         }
         Err(buf.len())
     }
