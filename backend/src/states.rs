@@ -129,6 +129,9 @@ impl<K, B: StateBackend> Keyed<K, B> {
         Ok(())
     }
 
+    // `ok_or(StateError::NoCurrentKey)` runs StateError's drop glue (an out-of-line call) on every
+    // access that has a key: 23 instructions of an in-cache lookup. The closure does not.
+    #[allow(clippy::unnecessary_lazy_evaluations)]
     fn current(&self) -> StateResult<(&[u8], u32)> {
         self.current
             .as_ref()
@@ -307,6 +310,7 @@ impl Inner {
 
     /// Builds the composite key of the current key, this namespace and the user key `uk` writes
     /// into `kb.scratch`; returns the key group.
+    #[allow(clippy::unnecessary_lazy_evaluations)] // see `Keyed::current`
     fn key_into<K, B: StateBackend>(
         &self,
         kb: &mut Keyed<K, B>,
