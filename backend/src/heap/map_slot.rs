@@ -209,6 +209,16 @@ mod tests {
         }
         assert!(matches!(e, MapSlot::Inline { .. }));
         assert_eq!(e.get(&[3]), Some(&3f64.to_le_bytes()[..]));
+        // An overwrite of the same width changes that value only.
+        e.set(&[3], &7.5f64.to_le_bytes());
+        let got: Vec<(u8, f64)> = e
+            .iter()
+            .map(|(k, v)| (k[0], f64::from_le_bytes(v.try_into().unwrap())))
+            .collect();
+        let want: Vec<(u8, f64)> = (0u8..10)
+            .map(|k| (k, if k == 3 { 7.5 } else { k as f64 }))
+            .collect();
+        assert_eq!(got, want);
     }
 
     /// Against a BTreeMap model, for prefixes short and long: entries grow past the slot, past the

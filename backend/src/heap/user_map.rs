@@ -126,11 +126,17 @@ pub(super) mod packed {
     /// after it. False, with nothing changed, if the result would not fit.
     #[inline]
     pub(in super::super) fn set_in(buf: &mut [u8], used: &mut usize, k: &[u8], v: &[u8]) -> bool {
+        let len = entry_len(k, v);
         let (start, end) = match find(&buf[..*used], k) {
+            // Same key, same length, so same value length: only the value bytes change (the
+            // common overwrite of a fixed-width value).
+            Ok((start, end)) if end - start == len => {
+                buf[end - v.len()..end].copy_from_slice(v);
+                return true;
+            }
             Ok(r) => r,
             Err(at) => (at, at),
         };
-        let len = entry_len(k, v);
         let new_used = *used - (end - start) + len;
         if new_used > buf.len() {
             return false;
