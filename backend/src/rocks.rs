@@ -8,7 +8,8 @@
 //!
 //! Lists are merge operands (concatenation); states with TTL live in `ttlstate-` column families
 //! with a compaction filter, installed at open for every such family, so a restarted or restored
-//! database keeps cleaning. Incremental checkpoints are in `rocks_checkpoint.rs`. The canonical
+//! database keeps cleaning (a TTL state written under the plain `state-` name by an older build
+//! moves to its `ttlstate-` family when it registers). Incremental checkpoints are in `rocks_checkpoint.rs`. The canonical
 //! snapshot (savepoints) reads a RocksDB checkpoint taken beside the database and opened
 //! read-only, one key group at a time.
 
@@ -656,22 +657,12 @@ impl RocksBackend {
     }
 
     fn insert_state(&mut self, meta: StateMeta) -> StateResult<StateId> {
-        let mut name = cf_name_for(&meta);
-        // A database written before TTL column families were named apart keeps its TTL state under
-        // the plain name (and, reopened, without a compaction filter: cleanup on read and
-        // incremental only).
-        if self.db.cf_handle(&name).is_none() && self.db.cf_handle(&cf_name(&meta.name)).is_some() {
-            name = cf_name(&meta.name);
+        let name = cf_name_for(&meta);
+        if meta.ttl.is_some() {
+            self.move_legacy_ttl_family(&meta.name, &name)?;
         }
         if self.db.cf_handle(&name).is_none() {
-            let mut opts = cf_options(self.shared.as_deref(), &self.tuning)?;
-            if meta.ttl.is_some() {
-                let slot = TtlSlot::unknown();
-                opts.set_compaction_filter("statefs-ttl", ttl_filter(slot.clone()));
-                self.ttl_slots.insert(name.clone(), slot);
-            }
-            self.db.create_cf(&name, &opts).map_err(rocks_err)?;
-            self.cf_opts.push(opts);
+            self.create_family(&name, meta.ttl.is_some())?;
         }
         if let Some(slot) = self.ttl_slots.get(&name) {
             slot.set(&meta);
@@ -681,6 +672,60 @@ impl RocksBackend {
         self.states.push(meta);
         self.cf_names.push(name);
         Ok(id)
+    }
+
+    /// Creates column family `name`, with the TTL compaction filter (TTL still unknown) if `ttl`.
+    fn create_family(&mut self, name: &str, ttl: bool) -> StateResult<()> {
+        let mut opts = cf_options(self.shared.as_deref(), &self.tuning)?;
+        if ttl {
+            let slot = TtlSlot::unknown();
+            opts.set_compaction_filter("statefs-ttl", ttl_filter(slot.clone()));
+            self.ttl_slots.insert(name.to_string(), slot);
+        }
+        self.db.create_cf(name, &opts).map_err(rocks_err)?;
+        self.cf_opts.push(opts);
+        Ok(())
+    }
+
+    /// A database written before TTL column families were named apart holds a TTL state under the
+    /// plain name, where no compaction filter reaches it after a reopen. Its entries move to the
+    /// `ttlstate-` family: copied, flushed (writes skip the WAL), and only then is the old family
+    /// dropped. So both families present means a move was cut short: the copy is dropped and the
+    /// move redone from the old family, which is complete.
+    fn move_legacy_ttl_family(&mut self, state: &str, ttl_name: &str) -> StateResult<()> {
+        let old = cf_name(state);
+        if self.db.cf_handle(&old).is_none() {
+            return Ok(());
+        }
+        if self.db.cf_handle(ttl_name).is_some() {
+            tracing::warn!(state, "an interrupted move of a TTL state is redone");
+            self.db.drop_cf(ttl_name).map_err(rocks_err)?;
+            self.ttl_slots.remove(ttl_name);
+        }
+        self.create_family(ttl_name, true)?;
+        let (mut entries, mut batch) = (0u64, rocksdb::WriteBatch::default());
+        {
+            let from = self.db.cf_handle(&old).expect("checked above");
+            let to = self.db.cf_handle(ttl_name).expect("created above");
+            for item in self.db.iterator_cf(from, IteratorMode::Start) {
+                let (k, v) = item.map_err(rocks_err)?;
+                batch.put_cf(to, k, v);
+                entries += 1;
+                if batch.size_in_bytes() >= 4 << 20 {
+                    let full = std::mem::take(&mut batch);
+                    self.db
+                        .write_opt(full, &self.write_opts)
+                        .map_err(rocks_err)?;
+                }
+            }
+            self.db
+                .write_opt(batch, &self.write_opts)
+                .map_err(rocks_err)?;
+            self.db.flush_cf(to).map_err(rocks_err)?;
+        }
+        self.db.drop_cf(&old).map_err(rocks_err)?;
+        tracing::info!(state, entries, "moved a TTL state to its own column family");
+        Ok(())
     }
 
     /// Entries of key group `kg` whose composite key starts with `prefix`, after `after`.

@@ -6,7 +6,15 @@ use crate::StateBackend;
 use crate::keygroup::KeyGroupRange;
 use crate::snapshot;
 
+/// Entries in column family `cf` as RocksDB holds them, bypassing the backend's range checks.
+fn entries_on_disk(b: &crate::RocksBackend, cf: &str) -> usize {
+    let db = b.db();
+    db.iterator_cf(db.cf_handle(cf).unwrap(), rocksdb::IteratorMode::Start)
+        .count()
+}
+
 mod rocks_incremental {
+    use super::entries_on_disk;
     use crate::RocksBackend;
     use crate::checkpoint::CheckpointStorage;
     use crate::keygroup::KeyGroupRange;
@@ -31,13 +39,6 @@ mod rocks_incremental {
             }
         }
         assert!(seen > 0);
-    }
-
-    /// Entries in column family `cf` as RocksDB holds them, bypassing the backend's range checks.
-    fn entries_on_disk(b: &RocksBackend, cf: &str) -> usize {
-        let db = b.db();
-        db.iterator_cf(db.cf_handle(cf).unwrap(), rocksdb::IteratorMode::Start)
-            .count()
     }
 
     #[test]
@@ -423,6 +424,85 @@ fn rocksdb_ttl_filter_survives_reopen_and_spares_plain_states() {
         200,
         "a state without TTL lost entries"
     );
+}
+
+/// Rewrites the closed database at `path` so TTL state `v` has the layout written before TTL
+/// families were named apart: its entries under `state-v`. With `cut_short`, `ttlstate-v` is also
+/// left holding a few wrong entries, as a move interrupted by a crash leaves it.
+fn make_legacy_ttl_layout(path: &std::path::Path, cut_short: bool) {
+    let opts = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&opts, path).unwrap();
+    let mut db = rocksdb::DB::open_cf(&opts, path, &cfs).unwrap();
+    db.create_cf("state-v", &opts).unwrap();
+    let entries: Vec<(Box<[u8]>, Box<[u8]>)> = db
+        .iterator_cf(
+            db.cf_handle("ttlstate-v").unwrap(),
+            rocksdb::IteratorMode::Start,
+        )
+        .map(|e| e.unwrap())
+        .collect();
+    assert_eq!(entries.len(), 200);
+    for (k, v) in &entries {
+        db.put_cf(db.cf_handle("state-v").unwrap(), k, v).unwrap();
+    }
+    db.drop_cf("ttlstate-v").unwrap();
+    if cut_short {
+        db.create_cf("ttlstate-v", &opts).unwrap();
+        for (k, _) in entries.iter().take(10) {
+            db.put_cf(db.cf_handle("ttlstate-v").unwrap(), k, b"wrong")
+                .unwrap();
+        }
+    }
+    db.flush_cf(db.cf_handle("state-v").unwrap()).unwrap();
+}
+
+/// A TTL state in the old layout (`state-` family, no compaction filter after reopen) moves to a
+/// `ttlstate-` family when its descriptor registers: every entry is kept, the old family is gone,
+/// and the compaction filter now drops what expired. A move cut short by a crash is redone from
+/// the old family.
+#[test]
+fn rocksdb_moves_a_legacy_ttl_state_to_its_filtered_family() {
+    use crate::states::Keyed;
+    let ttl = crate::TtlConfig {
+        cleanup_incremental: 0,
+        ..crate::TtlConfig::new(std::time::Duration::from_secs(3600))
+    };
+    for cut_short in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        // Written "in 1970" (a manual clock): long expired by the system clock the filter uses.
+        let clock = std::sync::Arc::new(crate::ttl::ManualClock::new(1_000));
+        {
+            let mut kb: Keyed<String, crate::RocksBackend> = Keyed::new(
+                crate::RocksBackend::open(dir.path(), KeyGroupRange::all(128), 128).unwrap(),
+            )
+            .with_clock(clock.clone());
+            let v = kb.value_state::<u32>("v", Some(ttl)).unwrap();
+            for i in 0..200u32 {
+                kb.set_current_key(&format!("k{i}")).unwrap();
+                v.update(&mut kb, &i).unwrap();
+            }
+            kb.backend().flush().unwrap();
+        }
+        make_legacy_ttl_layout(dir.path(), cut_short);
+        let mut kb: Keyed<String, crate::RocksBackend> = Keyed::new(
+            crate::RocksBackend::open(dir.path(), KeyGroupRange::all(128), 128).unwrap(),
+        )
+        .with_clock(clock.clone());
+        let v = kb.value_state::<u32>("v", Some(ttl)).unwrap();
+        for i in 0..200u32 {
+            kb.set_current_key(&format!("k{i}")).unwrap();
+            assert_eq!(v.value(&mut kb).unwrap(), Some(i), "cut short: {cut_short}");
+        }
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+        assert!(cfs.contains(&"ttlstate-v".to_string()), "{cfs:?}");
+        assert!(!cfs.contains(&"state-v".to_string()), "{cfs:?}");
+        kb.backend().compact_all().unwrap();
+        assert_eq!(
+            entries_on_disk(kb.backend(), "ttlstate-v"),
+            0,
+            "expired entries survived a compaction: no filter"
+        );
+    }
 }
 
 #[test]
