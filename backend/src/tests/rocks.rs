@@ -377,10 +377,7 @@ fn rocksdb_ttl_filter_survives_reopen_and_spares_plain_states() {
     // Written "in 1970" (a manual clock): long expired by the system clock the filter uses.
     let clock = std::sync::Arc::new(crate::ttl::ManualClock::new(1_000));
     {
-        let mut kb: Keyed<String, crate::RocksBackend> = Keyed::new(
-            crate::RocksBackend::open(dir.path(), KeyGroupRange::all(128), 128).unwrap(),
-        )
-        .with_clock(clock.clone());
+        let mut kb = keyed_at(dir.path(), &clock);
         let v = kb.value_state::<u32>("v", Some(ttl)).unwrap();
         let p = kb.value_state::<u32>("p", None).unwrap();
         for i in 0..200u32 {
@@ -426,6 +423,17 @@ fn rocksdb_ttl_filter_survives_reopen_and_spares_plain_states() {
     );
 }
 
+/// A RocksDB backend over all 128 key groups at `path`, with a manual clock.
+fn keyed_at(
+    path: &std::path::Path,
+    clock: &std::sync::Arc<crate::ttl::ManualClock>,
+) -> crate::states::Keyed<String, crate::RocksBackend> {
+    crate::states::Keyed::new(
+        crate::RocksBackend::open(path, KeyGroupRange::all(128), 128).unwrap(),
+    )
+    .with_clock(clock.clone())
+}
+
 /// Rewrites the closed database at `path` so TTL state `v` has the layout written before TTL
 /// families were named apart: its entries under `state-v`. With `cut_short`, `ttlstate-v` is also
 /// left holding a few wrong entries, as a move interrupted by a crash leaves it.
@@ -462,7 +470,6 @@ fn make_legacy_ttl_layout(path: &std::path::Path, cut_short: bool) {
 /// the old family.
 #[test]
 fn rocksdb_moves_a_legacy_ttl_state_to_its_filtered_family() {
-    use crate::states::Keyed;
     let ttl = crate::TtlConfig {
         cleanup_incremental: 0,
         ..crate::TtlConfig::new(std::time::Duration::from_secs(3600))
@@ -472,10 +479,7 @@ fn rocksdb_moves_a_legacy_ttl_state_to_its_filtered_family() {
         // Written "in 1970" (a manual clock): long expired by the system clock the filter uses.
         let clock = std::sync::Arc::new(crate::ttl::ManualClock::new(1_000));
         {
-            let mut kb: Keyed<String, crate::RocksBackend> = Keyed::new(
-                crate::RocksBackend::open(dir.path(), KeyGroupRange::all(128), 128).unwrap(),
-            )
-            .with_clock(clock.clone());
+            let mut kb = keyed_at(dir.path(), &clock);
             let v = kb.value_state::<u32>("v", Some(ttl)).unwrap();
             for i in 0..200u32 {
                 kb.set_current_key(&format!("k{i}")).unwrap();
@@ -484,10 +488,7 @@ fn rocksdb_moves_a_legacy_ttl_state_to_its_filtered_family() {
             kb.backend().flush().unwrap();
         }
         make_legacy_ttl_layout(dir.path(), cut_short);
-        let mut kb: Keyed<String, crate::RocksBackend> = Keyed::new(
-            crate::RocksBackend::open(dir.path(), KeyGroupRange::all(128), 128).unwrap(),
-        )
-        .with_clock(clock.clone());
+        let mut kb = keyed_at(dir.path(), &clock);
         let v = kb.value_state::<u32>("v", Some(ttl)).unwrap();
         for i in 0..200u32 {
             kb.set_current_key(&format!("k{i}")).unwrap();
