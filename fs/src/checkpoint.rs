@@ -13,7 +13,7 @@
 //! once a checkpoint names an object, only [`collect_garbage`] deletes it, and only when no retained
 //! checkpoint and no mount record names it and it is older than the grace period.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -262,41 +262,96 @@ pub struct CheckpointInfo {
     pub claimed_by: Option<String>,
 }
 
-/// Ids of complete checkpoints (those with a manifest), oldest first.
-pub fn list_ids(remote: &dyn RemoteStore) -> Result<Vec<String>, CheckpointError> {
-    let mut ids: Vec<String> = remote
-        .list("checkpoints/")?
-        .into_iter()
-        .filter_map(|o| {
-            o.key
-                .strip_prefix("checkpoints/")?
-                .strip_suffix("/_metadata")
-                .map(str::to_string)
-        })
-        .filter(|id| check_id(id).is_ok())
-        .collect();
+/// What one LIST of `checkpoints/` shows: ids of complete checkpoints (those with a manifest),
+/// oldest first, and the ids among them that carry a claim.
+fn scan(remote: &dyn RemoteStore) -> Result<(Vec<String>, HashSet<String>), CheckpointError> {
+    let (mut ids, mut claimed) = (Vec::new(), HashSet::new());
+    for o in remote.list("checkpoints/")? {
+        let Some(rest) = o.key.strip_prefix("checkpoints/") else {
+            continue;
+        };
+        if let Some(id) = rest.strip_suffix("/_metadata") {
+            ids.push(id.to_string());
+        } else if let Some(id) = rest.strip_suffix("/_claimed_by") {
+            claimed.insert(id.to_string());
+        }
+    }
+    ids.retain(|id| check_id(id).is_ok());
     ids.sort();
-    Ok(ids)
+    Ok((ids, claimed))
 }
 
+/// Ids of complete checkpoints (those with a manifest), oldest first.
+pub fn list_ids(remote: &dyn RemoteStore) -> Result<Vec<String>, CheckpointError> {
+    Ok(scan(remote)?.0)
+}
+
+/// What a checkpoint's manifest says about it, kept across listings. Sound because a manifest is
+/// written once (put-if-absent) under an id no other checkpoint ever gets, and never rewritten: a
+/// dropped checkpoint's id leaves the listing and is never read again.
+#[derive(Clone, Debug)]
+struct ManifestSummary {
+    mount_id: String,
+    created_ms: u64,
+    files: usize,
+    bytes: u64,
+}
+
+/// Manifest summaries already read, so a mount's retention after each publish reads only the
+/// manifests it has not seen: one LIST per publish, not a GET per checkpoint in the store (which
+/// may be a bucket shared with many jobs).
+#[derive(Default, Debug)]
+pub struct ManifestCache(parking_lot::Mutex<HashMap<String, ManifestSummary>>);
+
+/// Every complete checkpoint in the store, oldest first.
 pub fn list(remote: &dyn RemoteStore) -> Result<Vec<CheckpointInfo>, CheckpointError> {
+    list_with(remote, &ManifestCache::default())
+}
+
+/// [`list`], reading only manifests `cache` lacks. A claim is read only where the listing shows
+/// one: claims change hands (a later restore with claim rewrites it), so they are never cached.
+pub fn list_with(
+    remote: &dyn RemoteStore,
+    cache: &ManifestCache,
+) -> Result<Vec<CheckpointInfo>, CheckpointError> {
+    let (ids, claimed) = scan(remote)?;
     let mut out = Vec::new();
-    for id in list_ids(remote)? {
-        let m = load_manifest(remote, &id)?;
-        let claimed_by = match remote.get(&claim_key(&id)) {
-            Ok(b) => Some(String::from_utf8_lossy(&b).trim().to_string()),
-            Err(StoreError::NotFound { .. }) => None,
-            Err(e) => return Err(e.into()),
+    for id in ids {
+        let known = cache.0.lock().get(&id).cloned();
+        let m = match known {
+            Some(m) => m,
+            None => {
+                let m = load_manifest(remote, &id)?;
+                let summary = ManifestSummary {
+                    mount_id: m.mount_id.clone(),
+                    created_ms: m.created_ms,
+                    files: m.files.len(),
+                    bytes: m.files.iter().map(|f| f.size).sum(),
+                };
+                cache.0.lock().insert(id.clone(), summary.clone());
+                summary
+            }
+        };
+        let claimed_by = if claimed.contains(&id) {
+            match remote.get(&claim_key(&id)) {
+                Ok(b) => Some(String::from_utf8_lossy(&b).trim().to_string()),
+                Err(StoreError::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
         };
         out.push(CheckpointInfo {
             id,
-            mount_id: m.mount_id.clone(),
+            mount_id: m.mount_id,
             created_ms: m.created_ms,
-            files: m.files.len(),
-            bytes: m.files.iter().map(|f| f.size).sum(),
+            files: m.files,
+            bytes: m.bytes,
             claimed_by,
         });
     }
+    let listed: HashSet<&str> = out.iter().map(|c| c.id.as_str()).collect();
+    cache.0.lock().retain(|id, _| listed.contains(id.as_str()));
     Ok(out)
 }
 
@@ -317,8 +372,9 @@ pub fn apply_retention(
     remote: &dyn RemoteStore,
     mount_id: &str,
     retained: usize,
+    cache: &ManifestCache,
 ) -> Result<Vec<String>, CheckpointError> {
-    let owned: Vec<CheckpointInfo> = list(remote)?
+    let owned: Vec<CheckpointInfo> = list_with(remote, cache)?
         .into_iter()
         .filter(|c| c.claimed_by.as_deref().unwrap_or(&c.mount_id) == mount_id)
         .collect();
@@ -484,6 +540,71 @@ mod tests {
             most > 1 && most <= VERIFY_PARALLELISM as u64,
             "{most} HEADs at once"
         );
+    }
+
+    /// Retention after each publish reads only the manifests it has not seen (one LIST and no
+    /// GET for a store whose checkpoints it knows) and reads a claim only where the listing shows
+    /// one; a checkpoint another mount claims since the last listing is not dropped.
+    #[test]
+    fn retention_reads_new_manifests_and_current_claims_only() {
+        use crate::store::{MetricsRemote, RemoteMetrics};
+        use std::sync::atomic::Ordering::Relaxed;
+        let rt = crate::mount::runtime().unwrap();
+        let store = crate::store::RemoteSpec::parse("memory://")
+            .unwrap()
+            .open(&Default::default(), rt)
+            .unwrap();
+        let metrics = std::sync::Arc::new(RemoteMetrics::default());
+        let remote = MetricsRemote::new(store, metrics.clone());
+        let put = |id: &str, mount: &str| {
+            let mut m: serde_json::Value = serde_json::from_slice(&manifest(id, vec![])).unwrap();
+            m["mount_id"] = mount.into();
+            remote
+                .put(
+                    &manifest_key(id),
+                    Bytes::from(serde_json::to_vec(&m).unwrap()),
+                )
+                .unwrap();
+        };
+        // Forty checkpoints of other jobs sharing the bucket, and three of mount "m".
+        for i in 0..40 {
+            put(&format!("{:013}-0000aaaa", i), "other");
+        }
+        for i in 40..43 {
+            put(&format!("{:013}-0000bbbb", i), "m");
+        }
+        let cache = ManifestCache::default();
+        let dropped = apply_retention(&remote, "m", 2, &cache).unwrap();
+        assert_eq!(dropped, vec!["0000000000040-0000bbbb".to_string()]);
+        assert_eq!(
+            metrics.gets.load(Relaxed),
+            43,
+            "the first listing reads each manifest once"
+        );
+
+        // A new checkpoint of "m", and another mount claims the oldest one "m" still owns.
+        put("0000000000043-0000bbbb", "m");
+        remote
+            .put(
+                &claim_key("0000000000041-0000bbbb"),
+                Bytes::from_static(b"n"),
+            )
+            .unwrap();
+        let (gets, lists) = (metrics.gets.load(Relaxed), metrics.lists.load(Relaxed));
+        let dropped = apply_retention(&remote, "m", 2, &cache).unwrap();
+        assert!(
+            dropped.is_empty(),
+            "dropped {dropped:?}: 41 is claimed away, 42 and 43 kept"
+        );
+        assert_eq!(
+            metrics.gets.load(Relaxed) - gets,
+            2,
+            "the new manifest and the one claim, nothing else"
+        );
+        assert_eq!(metrics.lists.load(Relaxed) - lists, 1);
+        let ids: Vec<String> = list(&remote).unwrap().into_iter().map(|c| c.id).collect();
+        assert_eq!(ids.len(), 43);
+        assert!(ids.contains(&"0000000000041-0000bbbb".to_string()));
     }
 
     #[test]

@@ -149,6 +149,8 @@ pub struct FsCore {
     pub mount_id: String,
     /// Set when the journal names new objects: the mount record needs rewriting.
     record_dirty: std::sync::atomic::AtomicBool,
+    /// Manifests of the store's checkpoints already read (retention after each publish).
+    manifests: crate::checkpoint::ManifestCache,
     registrar: publish::Registrar,
     local_files: PathBuf,
     cache_files: PathBuf,

@@ -170,7 +170,12 @@ impl FsCore {
         self.remote
             .put_if_absent(&checkpoint::manifest_key(&id), Bytes::from(bytes))?;
         let dropped = if retained > 0 {
-            checkpoint::apply_retention(self.remote.as_ref(), &self.mount_id, retained)?
+            checkpoint::apply_retention(
+                self.remote.as_ref(),
+                &self.mount_id,
+                retained,
+                &self.manifests,
+            )?
         } else {
             Vec::new()
         };

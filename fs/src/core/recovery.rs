@@ -230,6 +230,7 @@ impl FsCore {
             registrar: super::publish::Registrar::start(me.clone()),
             mount_id,
             record_dirty: std::sync::atomic::AtomicBool::new(false),
+            manifests: Default::default(),
             local_files,
             cache_files,
             statfs_dir: local_dir.to_path_buf(),
