@@ -199,35 +199,48 @@ pub fn load_manifest(remote: &dyn RemoteStore, id: &str) -> Result<Manifest, Che
 /// shorter than one HEAD per file in a row.
 const VERIFY_PARALLELISM: usize = 16;
 
-/// Checks that every object the manifest names exists with the size it claims. The HEADs run in
-/// parallel; the error reported is that of the first bad file in manifest order.
-pub fn verify_objects(remote: &dyn RemoteStore, m: &Manifest) -> Result<(), CheckpointError> {
+/// Deletes in flight while dropping a checkpoint's own files.
+const DELETE_PARALLELISM: usize = 8;
+
+/// `f` of every item, on up to `workers` threads at once (each takes the next item when done);
+/// the results in item order. For store requests whose latency, not bandwidth, sets the time.
+pub(crate) fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let workers = VERIFY_PARALLELISM.min(m.files.len());
-    let mut sizes: Vec<(usize, Result<u64, StoreError>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
+    let mut out: Vec<(usize, R)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers.min(items.len()))
             .map(|_| {
                 s.spawn(|| {
                     let mut out = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(f) = m.files.get(i) else {
+                        let Some(item) = items.get(i) else {
                             return out;
                         };
-                        out.push((i, remote.head(&f.key)));
+                        out.push((i, f(item)));
                     }
                 })
             })
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().expect("a HEAD worker panicked"))
+            .flat_map(|h| h.join().expect("a store request worker panicked"))
             .collect()
     });
-    sizes.sort_by_key(|(i, _)| *i);
-    // Every index below the file count was taken by exactly one worker.
-    debug_assert_eq!(sizes.len(), m.files.len());
-    for (f, (_, head)) in m.files.iter().zip(sizes) {
+    out.sort_by_key(|(i, _)| *i);
+    // Every index below the item count was taken by exactly one worker.
+    debug_assert_eq!(out.len(), items.len());
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Checks that every object the manifest names exists with the size it claims. The HEADs run in
+/// parallel; the error reported is that of the first bad file in manifest order.
+pub fn verify_objects(remote: &dyn RemoteStore, m: &Manifest) -> Result<(), CheckpointError> {
+    let sizes = in_parallel(&m.files, VERIFY_PARALLELISM, |f| remote.head(&f.key));
+    for (f, head) in m.files.iter().zip(sizes) {
         match head {
             Ok(size) if size == f.size => {}
             Ok(size) => {
@@ -308,6 +321,19 @@ pub fn list(remote: &dyn RemoteStore) -> Result<Vec<CheckpointInfo>, CheckpointE
     list_with(remote, &ManifestCache::default())
 }
 
+impl ManifestCache {
+    /// Records a manifest this process just wrote, so the next listing need not read it back.
+    pub fn remember(&self, m: &Manifest) {
+        let summary = ManifestSummary {
+            mount_id: m.mount_id.clone(),
+            created_ms: m.created_ms,
+            files: m.files.len(),
+            bytes: m.files.iter().map(|f| f.size).sum(),
+        };
+        self.0.lock().insert(m.id.clone(), summary);
+    }
+}
+
 /// [`list`], reading only manifests `cache` lacks. A claim is read only where the listing shows
 /// one: claims change hands (a later restore with claim rewrites it), so they are never cached.
 pub fn list_with(
@@ -321,15 +347,8 @@ pub fn list_with(
         let m = match known {
             Some(m) => m,
             None => {
-                let m = load_manifest(remote, &id)?;
-                let summary = ManifestSummary {
-                    mount_id: m.mount_id.clone(),
-                    created_ms: m.created_ms,
-                    files: m.files.len(),
-                    bytes: m.files.iter().map(|f| f.size).sum(),
-                };
-                cache.0.lock().insert(id.clone(), summary.clone());
-                summary
+                cache.remember(&load_manifest(remote, &id)?);
+                cache.0.lock()[&id].clone()
             }
         };
         let claimed_by = if claimed.contains(&id) {
@@ -360,8 +379,9 @@ pub fn list_with(
 pub fn drop_checkpoint(remote: &dyn RemoteStore, id: &str) -> Result<(), CheckpointError> {
     check_id(id)?;
     remote.delete(&manifest_key(id))?;
-    for o in remote.list(&format!("checkpoints/{id}/"))? {
-        remote.delete(&o.key)?;
+    let files = remote.list(&format!("checkpoints/{id}/"))?;
+    for deleted in in_parallel(&files, DELETE_PARALLELISM, |o| remote.delete(&o.key)) {
+        deleted?;
     }
     Ok(())
 }

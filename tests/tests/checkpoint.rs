@@ -347,8 +347,16 @@ fn crash_before_the_manifest_leaves_no_checkpoint_and_loses_nothing() {
     );
     assert!(remote.list("checkpoints/").unwrap().is_empty());
     verify_round(&db, 1, 10_000);
-    // A retry succeeds.
+    // A retry succeeds. On a store with a distant store's latency, the small files (MANIFEST,
+    // OPTIONS, CURRENT) go up at once, not one round trip after another.
+    faults.set_latency(Duration::from_millis(20));
     let ok = mount.checkpoint(&dirs.mnt.join("chk"), 1).unwrap();
+    faults.set_latency(Duration::ZERO);
+    assert!(
+        faults.max_in_flight() >= 3,
+        "{} store requests at once",
+        faults.max_in_flight()
+    );
     assert_eq!(checkpoint::list_ids(remote.as_ref()).unwrap(), vec![ok.id]);
     drop(db);
     mount.unmount().unwrap();

@@ -32,6 +32,9 @@ pub struct Published {
     pub dropped: Vec<String>,
 }
 
+/// Small files a publish uploads at once.
+const COPY_PARALLELISM: usize = 8;
+
 impl From<CheckpointError> for FsError {
     fn from(e: CheckpointError) -> FsError {
         match e {
@@ -98,6 +101,7 @@ impl FsCore {
         let files = self.files_below(dir)?;
         let mut entries = Vec::new();
         let mut borrowed = Vec::new();
+        let mut copies: Vec<(String, Bytes)> = Vec::new();
         let (mut referenced_bytes, mut copied_bytes) = (0, 0);
         for (n, (name, ino)) in files.iter().enumerate() {
             let f = self.file_meta(*ino)?;
@@ -122,16 +126,24 @@ impl FsCore {
                     let key = checkpoint::file_key(&id, n);
                     let crc = crc32c::crc32c(&data);
                     let size = data.len() as u64;
-                    self.remote.put(&key, Bytes::from(data))?;
                     copied_bytes += size;
                     entries.push(ManifestFile {
                         name: name.clone(),
-                        key,
+                        key: key.clone(),
                         size,
                         crc32c: crc,
                     });
+                    copies.push((key, Bytes::from(data)));
                 }
             }
+        }
+        // The small files (MANIFEST, OPTIONS, CURRENT...) are a few requests' latency apart on a
+        // distant store, not bandwidth: they go up at once. The manifest names them only after
+        // every one is stored.
+        for put in checkpoint::in_parallel(&copies, COPY_PARALLELISM, |(key, data)| {
+            self.remote.put(key, data.clone())
+        }) {
+            put?;
         }
         // From here on the mount never deletes these objects.
         {
@@ -169,6 +181,7 @@ impl FsCore {
         let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
         self.remote
             .put_if_absent(&checkpoint::manifest_key(&id), Bytes::from(bytes))?;
+        self.manifests.remember(&manifest);
         let dropped = if retained > 0 {
             checkpoint::apply_retention(
                 self.remote.as_ref(),
