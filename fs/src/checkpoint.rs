@@ -316,9 +316,10 @@ struct ManifestSummary {
 #[derive(Default, Debug)]
 pub struct ManifestCache(parking_lot::Mutex<HashMap<String, ManifestSummary>>);
 
-/// Every complete checkpoint in the store, oldest first.
+/// Every complete checkpoint in the store, oldest first. A manifest that cannot be read is an
+/// error naming it.
 pub fn list(remote: &dyn RemoteStore) -> Result<Vec<CheckpointInfo>, CheckpointError> {
-    list_with(remote, &ManifestCache::default())
+    list_inner(remote, &ManifestCache::default(), false)
 }
 
 impl ManifestCache {
@@ -334,11 +335,22 @@ impl ManifestCache {
     }
 }
 
-/// [`list`], reading only manifests `cache` lacks. A claim is read only where the listing shows
-/// one: claims change hands (a later restore with claim rewrites it), so they are never cached.
+/// [`list`] for retention, reading only manifests `cache` lacks. A checkpoint whose manifest is
+/// gone by the time it is read (another mount dropped it after the LIST) or cannot be parsed is
+/// left out with a warning: retention must not stop over another job's checkpoint, and leaving a
+/// checkpoint alone is the safe side. A claim is read only where the listing shows one: claims
+/// change hands (a later restore with claim rewrites it), so they are never cached.
 pub fn list_with(
     remote: &dyn RemoteStore,
     cache: &ManifestCache,
+) -> Result<Vec<CheckpointInfo>, CheckpointError> {
+    list_inner(remote, cache, true)
+}
+
+fn list_inner(
+    remote: &dyn RemoteStore,
+    cache: &ManifestCache,
+    skip_unreadable: bool,
 ) -> Result<Vec<CheckpointInfo>, CheckpointError> {
     let (ids, claimed) = scan(remote)?;
     let mut out = Vec::new();
@@ -346,10 +358,19 @@ pub fn list_with(
         let known = cache.0.lock().get(&id).cloned();
         let m = match known {
             Some(m) => m,
-            None => {
-                cache.remember(&load_manifest(remote, &id)?);
-                cache.0.lock()[&id].clone()
-            }
+            None => match load_manifest(remote, &id) {
+                Ok(m) => {
+                    cache.remember(&m);
+                    cache.0.lock()[&id].clone()
+                }
+                Err(e @ (CheckpointError::NotFound(_) | CheckpointError::BadManifest { .. }))
+                    if skip_unreadable =>
+                {
+                    tracing::warn!(checkpoint = %id, error = %e, "left out of retention");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
         };
         let claimed_by = if claimed.contains(&id) {
             match remote.get(&claim_key(&id)) {
@@ -593,13 +614,24 @@ mod tests {
         for i in 40..43 {
             put(&format!("{:013}-0000bbbb", i), "m");
         }
+        // And one whose manifest is garbage: retention leaves it alone and goes on.
+        remote
+            .put(
+                &manifest_key("0000000000039-0000cccc"),
+                Bytes::from_static(b"{not json"),
+            )
+            .unwrap();
         let cache = ManifestCache::default();
         let dropped = apply_retention(&remote, "m", 2, &cache).unwrap();
         assert_eq!(dropped, vec!["0000000000040-0000bbbb".to_string()]);
         assert_eq!(
             metrics.gets.load(Relaxed),
-            43,
+            44,
             "the first listing reads each manifest once"
+        );
+        assert!(
+            list(&remote).is_err(),
+            "a plain listing names the bad manifest"
         );
 
         // A new checkpoint of "m", and another mount claims the oldest one "m" still owns.
@@ -618,11 +650,15 @@ mod tests {
         );
         assert_eq!(
             metrics.gets.load(Relaxed) - gets,
-            2,
-            "the new manifest and the one claim, nothing else"
+            3,
+            "the new manifest, the one claim and the unreadable one again, nothing else"
         );
         assert_eq!(metrics.lists.load(Relaxed) - lists, 1);
-        let ids: Vec<String> = list(&remote).unwrap().into_iter().map(|c| c.id).collect();
+        let ids: Vec<String> = list_with(&remote, &cache)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
         assert_eq!(ids.len(), 43);
         assert!(ids.contains(&"0000000000041-0000bbbb".to_string()));
     }

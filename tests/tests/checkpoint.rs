@@ -357,7 +357,40 @@ fn crash_before_the_manifest_leaves_no_checkpoint_and_loses_nothing() {
         "{} store requests at once",
         faults.max_in_flight()
     );
-    assert_eq!(checkpoint::list_ids(remote.as_ref()).unwrap(), vec![ok.id]);
+    assert_eq!(
+        checkpoint::list_ids(remote.as_ref()).unwrap(),
+        vec![ok.id.clone()]
+    );
+
+    // Retention failing after a complete publish does not fail the publish: the checkpoint is
+    // valid and kept, and the next publish drops what this one could not. (Another job's claimed
+    // checkpoint shares the bucket; reading claims fails.)
+    let foreign = "0000000000001-0000abcd";
+    let foreign_manifest = serde_json::json!({"format": checkpoint::FORMAT,
+        "version": checkpoint::VERSION, "id": foreign, "mount_id": "another-job",
+        "created_ms": 1, "files": []});
+    remote
+        .put(
+            &checkpoint::manifest_key(foreign),
+            serde_json::to_vec(&foreign_manifest).unwrap().into(),
+        )
+        .unwrap();
+    remote
+        .put(&checkpoint::claim_key(foreign), "yet-another".into())
+        .unwrap();
+    faults.fail_keys_containing(Some("_claimed_by"));
+    let kept = mount.checkpoint(&dirs.mnt.join("chk"), 1).unwrap();
+    faults.fail_keys_containing(None);
+    assert!(kept.retention_error.is_some() && kept.dropped.is_empty());
+    let ids = checkpoint::list_ids(remote.as_ref()).unwrap();
+    assert!(ids.contains(&ok.id) && ids.contains(&kept.id), "{ids:?}");
+    let last = mount.checkpoint(&dirs.mnt.join("chk"), 1).unwrap();
+    assert_eq!(last.retention_error, None);
+    assert_eq!(
+        checkpoint::list_ids(remote.as_ref()).unwrap(),
+        vec![foreign.to_string(), last.id],
+        "ours dropped down to one, the other job's untouched"
+    );
     drop(db);
     mount.unmount().unwrap();
 }

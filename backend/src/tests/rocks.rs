@@ -442,7 +442,8 @@ fn make_legacy_ttl_layout(path: &std::path::Path, cut_short: bool) {
     let cfs = rocksdb::DB::list_cf(&opts, path).unwrap();
     let mut db = rocksdb::DB::open_cf(&opts, path, &cfs).unwrap();
     db.create_cf("state-v", &opts).unwrap();
-    let entries: Vec<(Box<[u8]>, Box<[u8]>)> = db
+    type Entry = (Box<[u8]>, Box<[u8]>);
+    let entries: Vec<Entry> = db
         .iterator_cf(
             db.cf_handle("ttlstate-v").unwrap(),
             rocksdb::IteratorMode::Start,

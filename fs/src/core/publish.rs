@@ -30,6 +30,8 @@ pub struct Published {
     pub copied_bytes: u64,
     /// Older checkpoints dropped by retention.
     pub dropped: Vec<String>,
+    /// Why retention failed after the checkpoint was complete, if it did.
+    pub retention_error: Option<String>,
 }
 
 /// Small files a publish uploads at once.
@@ -182,15 +184,24 @@ impl FsCore {
         self.remote
             .put_if_absent(&checkpoint::manifest_key(&id), Bytes::from(bytes))?;
         self.manifests.remember(&manifest);
-        let dropped = if retained > 0 {
-            checkpoint::apply_retention(
+        // The checkpoint is complete from here on. A failed retention does not make it a failed
+        // publish (the caller would discard a valid checkpoint); it is reported, and the next
+        // publish drops what this one could not.
+        let (dropped, retention_error) = if retained > 0 {
+            match checkpoint::apply_retention(
                 self.remote.as_ref(),
                 &self.mount_id,
                 retained,
                 &self.manifests,
-            )?
+            ) {
+                Ok(dropped) => (dropped, None),
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention after the publish failed; the next publish retries it");
+                    (Vec::new(), Some(e.to_string()))
+                }
+            }
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         tracing::info!(
             files = files.len(),
@@ -205,6 +216,7 @@ impl FsCore {
             referenced_bytes,
             copied_bytes,
             dropped,
+            retention_error,
         })
     }
 
