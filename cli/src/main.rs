@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Mount a statefs filesystem in the foreground; SIGINT/SIGTERM unmount cleanly.
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// Unmount a statefs filesystem (also clears a dead mount left by a killed process).
     Unmount {
         mountpoint: PathBuf,

@@ -18,7 +18,7 @@ mod blocks;
 mod lru;
 mod policy;
 
-pub use blocks::{BlockCache, BlockConfig, BlockStats, ReadPattern};
+pub use blocks::{BlockCache, BlockConfig, BlockStats, ObjectRef, ReadPattern};
 pub use lru::{Access, CacheIndex, CacheStats, Demoted};
 pub use policy::{FreeSpace, LimitPolicy, StatvfsFreeSpace};
 

@@ -99,6 +99,14 @@ pub struct BlockStats {
     pub gets: u64,
 }
 
+/// An object of the store and its size, as a read names it.
+#[derive(Clone, Copy)]
+pub struct ObjectRef<'a> {
+    pub remote: &'a dyn RemoteStore,
+    pub key: &'a str,
+    pub size: u64,
+}
+
 impl BlockCache {
     pub fn new(cfg: BlockConfig) -> BlockCache {
         let capacity = (cfg.memory / cfg.block_size.max(1)).max(1) as usize;
@@ -115,17 +123,16 @@ impl BlockCache {
         &self.cfg
     }
 
-    /// Reads `offset..offset+len` (clipped to `size`) of object `key`.
+    /// Reads `offset..offset+len` of the object (clipped to its size).
     pub fn read(
         &self,
-        remote: &dyn RemoteStore,
-        key: &str,
-        size: u64,
+        obj: ObjectRef<'_>,
         offset: u64,
         len: u64,
         pattern: &mut ReadPattern,
         stats: &mut BlockStats,
     ) -> Result<Vec<u8>, StoreError> {
+        let ObjectRef { remote, key, size } = obj;
         let end = (offset + len).min(size);
         if offset >= end {
             return Ok(Vec::new());
@@ -301,9 +308,11 @@ mod tests {
         let mut st = BlockStats::default();
         let got = cache
             .read(
-                &remote,
-                "data/f",
-                data.len() as u64,
+                ObjectRef {
+                    remote: &remote,
+                    key: "data/f",
+                    size: data.len() as u64,
+                },
                 500_000,
                 100,
                 &mut ReadPattern::default(),
@@ -319,9 +328,11 @@ mod tests {
         // Spanning two blocks: one GET of both.
         let got = cache
             .read(
-                &remote,
-                "data/f",
-                data.len() as u64,
+                ObjectRef {
+                    remote: &remote,
+                    key: "data/f",
+                    size: data.len() as u64,
+                },
                 8190,
                 10,
                 &mut ReadPattern::default(),
@@ -333,9 +344,11 @@ mod tests {
         // Cached now.
         cache
             .read(
-                &remote,
-                "data/f",
-                data.len() as u64,
+                ObjectRef {
+                    remote: &remote,
+                    key: "data/f",
+                    size: data.len() as u64,
+                },
                 500_010,
                 50,
                 &mut ReadPattern::default(),
@@ -358,9 +371,11 @@ mod tests {
             out.extend(
                 cache
                     .read(
-                        &remote,
-                        "data/f",
-                        data.len() as u64,
+                        ObjectRef {
+                            remote: &remote,
+                            key: "data/f",
+                            size: data.len() as u64,
+                        },
                         off,
                         4096,
                         &mut p,
@@ -392,9 +407,11 @@ mod tests {
                     let mut st = BlockStats::default();
                     cache
                         .read(
-                            remote.as_ref(),
-                            "data/f",
-                            1 << 16,
+                            ObjectRef {
+                                remote: remote.as_ref(),
+                                key: "data/f",
+                                size: 1 << 16,
+                            },
                             100,
                             200,
                             &mut ReadPattern::default(),
@@ -417,9 +434,11 @@ mod tests {
         let mut st = BlockStats::default();
         let got = cache
             .read(
-                &remote,
-                "data/f",
-                10_000,
+                ObjectRef {
+                    remote: &remote,
+                    key: "data/f",
+                    size: 10_000,
+                },
                 9_000,
                 5_000,
                 &mut ReadPattern::default(),
@@ -430,9 +449,11 @@ mod tests {
         assert!(
             cache
                 .read(
-                    &remote,
-                    "data/f",
-                    10_000,
+                    ObjectRef {
+                        remote: &remote,
+                        key: "data/f",
+                        size: 10_000,
+                    },
                     10_000,
                     10,
                     &mut ReadPattern::default(),

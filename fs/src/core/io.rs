@@ -324,9 +324,11 @@ impl FsCore {
                 let data = {
                     let mut pattern = pattern.lock();
                     self.blocks.read(
-                        self.remote.as_ref(),
-                        key,
-                        *len,
+                        crate::cache::ObjectRef {
+                            remote: self.remote.as_ref(),
+                            key,
+                            size: *len,
+                        },
                         offset,
                         size as u64,
                         &mut pattern,
