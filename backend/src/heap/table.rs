@@ -81,6 +81,19 @@ fn prefetch_rest<T>(slot: &T) {
     }
 }
 
+/// Starts loading the first line of the slot after the home slot, when slots span whole lines: at
+/// the load this table keeps, about 45% of the lookups that find their key walk on to the next
+/// slot (linear probing), and every lookup of an absent key past an occupied home slot does.
+#[inline(always)]
+fn prefetch_next<T>(slot: &T) {
+    #[cfg(target_arch = "x86_64")]
+    if std::mem::size_of::<T>() >= 64 {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: as in `prefetch_rest`; the address is that of a slot of the table.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(slot as *const T as *const i8) };
+    }
+}
+
 /// Byte equality. Keys are mostly a few bytes (a u64 key's composite key is 5 to 12), where a call
 /// to libc's memcmp cost 8% of a value lookup; up to 16 bytes compare as two overlapping words.
 #[inline(always)]
@@ -124,6 +137,7 @@ impl<E: TableEntry> Table<E> {
         let mask = self.mask();
         let mut i = hash as usize & mask;
         prefetch_rest(&self.slots[i]);
+        prefetch_next(&self.slots[(i + 1) & mask]);
         loop {
             match &self.slots[i] {
                 None => return None,
