@@ -103,7 +103,8 @@ impl FsCore {
         let files = self.files_below(dir)?;
         let mut entries = Vec::new();
         let mut borrowed = Vec::new();
-        let mut copies: Vec<(String, Bytes)> = Vec::new();
+        // Local-placed files: their entry's index and their local path.
+        let mut copies: Vec<(usize, std::path::PathBuf)> = Vec::new();
         let (mut referenced_bytes, mut copied_bytes) = (0, 0);
         for (n, (name, ino)) in files.iter().enumerate() {
             let f = self.file_meta(*ino)?;
@@ -124,28 +125,32 @@ impl FsCore {
                     borrowed.push((*ino, s.key));
                 }
                 Placement::Local => {
-                    let data = std::fs::read(self.local_path(&f))?;
-                    let key = checkpoint::file_key(&id, n);
-                    let crc = crc32c::crc32c(&data);
-                    let size = data.len() as u64;
-                    copied_bytes += size;
+                    // Size and CRC are filled in when the copy is made, below.
+                    copies.push((entries.len(), self.local_path(&f)));
                     entries.push(ManifestFile {
                         name: name.clone(),
-                        key: key.clone(),
-                        size,
-                        crc32c: crc,
+                        key: checkpoint::file_key(&id, n),
+                        size: 0,
+                        crc32c: 0,
                     });
-                    copies.push((key, Bytes::from(data)));
                 }
             }
         }
         // The small files (MANIFEST, OPTIONS, CURRENT...) are a few requests' latency apart on a
-        // distant store, not bandwidth: they go up at once. The manifest names them only after
-        // every one is stored.
-        for put in checkpoint::in_parallel(&copies, COPY_PARALLELISM, |(key, data)| {
-            self.remote.put(key, data.clone())
-        }) {
-            put?;
+        // distant store, not bandwidth: they go up at once, each read by the worker that sends it
+        // (at most COPY_PARALLELISM of them in memory). The manifest names them only after every
+        // one is stored.
+        let copied = checkpoint::in_parallel(&copies, COPY_PARALLELISM, |(at, path)| {
+            let data = std::fs::read(path)?;
+            let (size, crc) = (data.len() as u64, crc32c::crc32c(&data));
+            self.remote.put(&entries[*at].key, Bytes::from(data))?;
+            FsResult::Ok((size, crc))
+        });
+        for ((at, _), copy) in copies.iter().zip(copied) {
+            let (size, crc) = copy?;
+            entries[*at].size = size;
+            entries[*at].crc32c = crc;
+            copied_bytes += size;
         }
         // From here on the mount never deletes these objects.
         {
