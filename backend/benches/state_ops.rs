@@ -21,7 +21,7 @@
 use std::time::{Duration, Instant};
 
 use statefs_backend::keygroup::KeyGroupRange;
-use statefs_backend::{HeapBackend, Keyed, MapState};
+use statefs_backend::{HeapBackend, Keyed, ListState, MapState};
 
 const SETUP_KEYS: u64 = 500_000;
 const NEW_KEYS: u64 = 500_000;
@@ -200,6 +200,15 @@ impl Table {
     }
 }
 
+/// The list benchmarks' per-iteration setup and teardown (Flink's): every setup key holds exactly
+/// one element.
+fn one_element_each(kb: &mut Keyed<u64, HeapBackend>, l: &ListState<u64>, inp: &Inputs) {
+    for k in 0..SETUP_KEYS {
+        kb.set_current_key(&k).unwrap();
+        l.update(kb, &[inp.value(k)]).unwrap();
+    }
+}
+
 /// The map benchmarks' setup: every setup key holds `MAP_ENTRIES` entries.
 fn preload_map(kb: &mut Keyed<u64, HeapBackend>, m: &MapState<u64, f64>, inp: &Inputs) {
     for k in 0..SETUP_KEYS {
@@ -277,13 +286,7 @@ fn main() {
     ]) {
         let mut kb = keyed();
         let l = kb.list_state::<u64>("l", None).unwrap();
-        // Flink's per-iteration setup and teardown: every setup key holds exactly one element.
-        let one_each = |kb: &mut Keyed<u64, HeapBackend>| {
-            for k in 0..SETUP_KEYS {
-                kb.set_current_key(&k).unwrap();
-                l.update(kb, &[inp.value(k)]).unwrap();
-            }
-        };
+        let one_each = |kb: &mut Keyed<u64, HeapBackend>| one_element_each(kb, &l, &inp);
         t.run("listUpdate", "2511", 1, &mut kb, one_each, |kb, i| {
             kb.set_current_key(&inp.setup_key(i)).unwrap();
             l.update(kb, &[inp.value(i)]).unwrap();
@@ -307,12 +310,7 @@ fn main() {
         // fresh fork), so the others above measure a state of the setup keys only.
         let mut kb = keyed();
         let l = kb.list_state::<u64>("l", None).unwrap();
-        let one_each = |kb: &mut Keyed<u64, HeapBackend>| {
-            for k in 0..SETUP_KEYS {
-                kb.set_current_key(&k).unwrap();
-                l.update(kb, &[inp.value(k)]).unwrap();
-            }
-        };
+        let one_each = |kb: &mut Keyed<u64, HeapBackend>| one_element_each(kb, &l, &inp);
         t.run("listAdd", "4623", 1, &mut kb, one_each, |kb, i| {
             kb.set_current_key(&inp.new_key(i)).unwrap();
             l.update(kb, &[inp.value(i)]).unwrap();

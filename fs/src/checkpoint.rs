@@ -546,17 +546,20 @@ mod tests {
         }
     }
 
+    fn memory_store() -> crate::store::ObjectStoreRemote {
+        crate::store::RemoteSpec::parse("memory://")
+            .unwrap()
+            .open(&Default::default(), crate::mount::runtime().unwrap())
+            .unwrap()
+    }
+
     /// Verification HEADs the objects in parallel (a restore from a distant store waits for about
     /// files / 16 round trips, not one per file), and still reports the first bad file in manifest
     /// order, whichever HEAD finished first.
     #[test]
     fn objects_are_verified_in_parallel_and_the_first_bad_file_is_named() {
         use crate::store::{FailingRemote, FaultPlan};
-        let rt = crate::mount::runtime().unwrap();
-        let store = crate::store::RemoteSpec::parse("memory://")
-            .unwrap()
-            .open(&Default::default(), rt)
-            .unwrap();
+        let store = memory_store();
         let plan = FaultPlan::default();
         let remote = FailingRemote::new(store, plan.clone());
         let id = "0000000000001-abcdef12";
@@ -590,11 +593,7 @@ mod tests {
     fn retention_reads_new_manifests_and_current_claims_only() {
         use crate::store::{MetricsRemote, RemoteMetrics};
         use std::sync::atomic::Ordering::Relaxed;
-        let rt = crate::mount::runtime().unwrap();
-        let store = crate::store::RemoteSpec::parse("memory://")
-            .unwrap()
-            .open(&Default::default(), rt)
-            .unwrap();
+        let store = memory_store();
         let metrics = std::sync::Arc::new(RemoteMetrics::default());
         let remote = MetricsRemote::new(store, metrics.clone());
         let put = |id: &str, mount: &str| {
