@@ -163,15 +163,15 @@ impl MapSlot {
 
     /// The spilled form of this slot, moving the entries out of the slot first if they are inline.
     fn spilled(&mut self) -> &mut Spilled {
-        if let MapSlot::Inline { bytes } = self {
-            let k = bytes[4] as usize;
-            *self = MapSlot::Spilled {
-                hash: u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+        if let MapSlot::Inline { bytes } = &*self {
+            let moved = MapSlot::Spilled {
+                hash: self.hash(),
                 s: Box::new(Spilled {
-                    key: bytes[HEAD..HEAD + k].into(),
+                    key: self.key().into(),
                     map: UserMap::from_packed(entries(bytes)),
                 }),
             };
+            *self = moved;
         }
         match self {
             MapSlot::Spilled { s, .. } => s,
