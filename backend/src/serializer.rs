@@ -96,12 +96,19 @@ mod primitive {
 
     /// Unsigned LEB128, as postcard writes u16/u32/u64.
     fn put_varint(mut v: u64, out: &mut Vec<u8>) {
-        out.reserve(10);
+        // Ten bytes of room written in place, then cut to the varint's length: no capacity check
+        // per byte (pushes were 15% of a list bulk append).
+        let at = out.len();
+        out.resize(at + 10, 0);
+        let room: &mut [u8; 10] = (&mut out[at..at + 10]).try_into().expect("ten bytes");
+        let mut n = 0;
         while v >= 0x80 {
-            out.push(v as u8 | 0x80);
+            room[n] = v as u8 | 0x80;
             v >>= 7;
+            n += 1;
         }
-        out.push(v as u8);
+        room[n] = v as u8;
+        out.truncate(at + n + 1);
     }
 
     /// postcard's varint read for a type of `bits` bits: at most `ceil(bits / 7)` bytes, and the
