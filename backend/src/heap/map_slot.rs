@@ -263,6 +263,36 @@ mod tests {
         }
     }
 
+    /// The empty user key (a `()` user key serializes to nothing) sorts first and is found,
+    /// overwritten and removed like any other; a key that only starts like another is not it.
+    #[test]
+    fn the_empty_user_key_is_a_key() {
+        let mut e = MapSlot::new(1, b"p");
+        e.set(b"b", b"2");
+        assert_eq!(e.get(b""), None);
+        e.set(b"", b"0");
+        e.set(b"a", b"1");
+        e.set(b"ab", b"3");
+        assert_eq!(e.get(b""), Some(&b"0"[..]));
+        e.set(b"", b"zero");
+        let all: Vec<(&[u8], &[u8])> = e.iter().collect();
+        assert_eq!(
+            all,
+            vec![
+                (&b""[..], &b"zero"[..]),
+                (&b"a"[..], &b"1"[..]),
+                (&b"ab"[..], &b"3"[..]),
+                (&b"b"[..], &b"2"[..])
+            ]
+        );
+        e.remove(b"");
+        assert_eq!(e.get(b""), None);
+        assert_eq!(e.get(b"a"), Some(&b"1"[..]));
+        assert_eq!(e.get(b"abc"), None);
+        e.remove(b"a");
+        assert_eq!(e.get(b"ab"), Some(&b"3"[..]));
+    }
+
     /// A spilled packed map that fits again after removals moves back into the slot.
     #[test]
     fn moves_back_inline_after_removals() {
