@@ -215,23 +215,19 @@ public final class StateOpsReference {
                 }
             };
             List<Long> single = new ArrayList<>();
+            // update([v]): Flink's heap list state replaces the key's list with a copy.
+            java.util.function.BiConsumer<Long, Long> replace = (k, v) -> {
+                single.clear();
+                single.add(v);
+                l[keyGroup(k)].put(k, new ArrayList<>(single));
+            };
             Op op;
             switch (name) {
                 case "listUpdate":
-                    op = i -> {
-                        Long k = setupKey(i);
-                        single.clear();
-                        single.add(value(i));
-                        l[keyGroup(k)].put(k, new ArrayList<>(single));
-                    };
+                    op = i -> replace.accept(setupKey(i), value(i));
                     break;
                 case "listAdd":
-                    op = i -> {
-                        Long k = newKey(i);
-                        single.clear();
-                        single.add(value(i));
-                        l[keyGroup(k)].put(k, new ArrayList<>(single));
-                    };
+                    op = i -> replace.accept(newKey(i), value(i));
                     break;
                 case "listAppend":
                     op = i -> {
