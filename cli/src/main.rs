@@ -189,6 +189,9 @@ struct MountArgs {
     /// FUSE worker threads.
     #[arg(long)]
     fuse_threads: Option<String>,
+    /// Threads that run fsync and the upload at a writer's close.
+    #[arg(long)]
+    sync_threads: Option<String>,
     /// FUSE passthrough for files with a complete local copy: auto, on or off.
     #[arg(long)]
     passthrough: Option<String>,
@@ -264,7 +267,7 @@ impl MountArgs {
                 .map_err(|e| e.to_string())?;
         }
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let flags: [(&str, Option<String>); 29] = [
+        let flags: [(&str, Option<String>); 30] = [
             ("--restore", self.restore.clone()),
             ("--claim", self.claim.then(|| "true".into())),
             ("--num-retained", self.num_retained.clone()),
@@ -283,6 +286,7 @@ impl MountArgs {
             ("--block-memory", self.block_memory.clone()),
             ("--max-readahead", self.max_readahead.clone()),
             ("--fuse-threads", self.fuse_threads.clone()),
+            ("--sync-threads", self.sync_threads.clone()),
             ("--passthrough", self.passthrough.clone()),
             ("--attr-ttl", self.attr_ttl.clone()),
             ("--entry-ttl", self.entry_ttl.clone()),

@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use crate::config::PassthroughMode;
 use crate::core::{Attr, Caller, FsCore, Opened, SetAttr};
 use crate::error::FsError;
+use crate::sync_pool::SyncPool;
 
 /// FUSE operation counters, by operation name.
 /// Operations counted by [`FuseMetrics`].
@@ -64,6 +65,18 @@ impl FuseMetrics {
         let i = OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1);
         self.counts[i].fetch_add(1, Ordering::Relaxed);
         crate::metrics::Timer::new(&self.latency[i])
+    }
+
+    /// As [`count`](Self::count), for a request answered on another thread: the latency is
+    /// recorded when the returned guard is dropped there, after the reply.
+    fn count_owned(self: &Arc<Self>, op: &'static str) -> OwnedTimer {
+        let i = OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        OwnedTimer {
+            metrics: self.clone(),
+            i,
+            start: std::time::Instant::now(),
+        }
     }
 
     /// Writes the FUSE metrics in Prometheus text format.
@@ -116,6 +129,19 @@ impl FuseMetrics {
     }
 }
 
+/// Records a request's latency, from its arrival to its reply, when dropped.
+struct OwnedTimer {
+    metrics: Arc<FuseMetrics>,
+    i: usize,
+    start: std::time::Instant,
+}
+
+impl Drop for OwnedTimer {
+    fn drop(&mut self) {
+        self.metrics.latency[self.i].observe(self.start.elapsed());
+    }
+}
+
 #[derive(Debug, Default)]
 struct Backings {
     by_inode: HashMap<u64, Weak<BackingId>>,
@@ -130,6 +156,8 @@ pub struct StatefsFuse {
     backings: Mutex<Backings>,
     metrics: Arc<FuseMetrics>,
     status: Arc<FuseStatus>,
+    /// Runs fsync and uploading releases, so that no FUSE worker waits on the store.
+    sync: SyncPool,
 }
 
 /// What the kernel agreed to at INIT, readable after the session took the filesystem.
@@ -149,6 +177,7 @@ impl StatefsFuse {
         mode: PassthroughMode,
         metrics: Arc<FuseMetrics>,
         status: Arc<FuseStatus>,
+        sync: SyncPool,
     ) -> Self {
         StatefsFuse {
             core,
@@ -158,6 +187,7 @@ impl StatefsFuse {
             backings: Mutex::new(Backings::default()),
             metrics,
             status,
+            sync,
         }
     }
 
@@ -295,6 +325,8 @@ impl Filesystem for StatefsFuse {
     }
 
     fn destroy(&mut self) {
+        // Uploads accepted before the unmount finish (and are journaled) before the core shuts down.
+        self.sync.close();
         if let Err(e) = self.core.shutdown() {
             tracing::error!(error = %e, "shutdown did not finish cleanly; the journal replays at next mount");
         }
@@ -578,14 +610,13 @@ impl Filesystem for StatefsFuse {
         _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let _t = self.metrics.count("release");
-        let _s = tracing::debug_span!("release", ino = ino.0, fh = fh.0).entered();
-        let r = self.core.release(fh.0);
+        let t = self.metrics.count_owned("release");
+        let span = tracing::debug_span!("release", ino = ino.0, fh = fh.0);
         {
             let mut b = self.backings.lock();
             b.by_handle.remove(&fh.0);
@@ -596,9 +627,20 @@ impl Filesystem for StatefsFuse {
                 b.by_inode.remove(&ino.0);
             }
         }
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(Self::errno("release", &e)),
+        let core = self.core.clone();
+        let release = move || {
+            let _s = span.entered();
+            match core.release(fh.0) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(Self::errno("release", &e)),
+            }
+            drop(t);
+        };
+        // The last writer's release uploads what no fsync did; a reader's release is quick.
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            self.sync.run(release)
+        } else {
+            release()
         }
     }
 
@@ -610,12 +652,17 @@ impl Filesystem for StatefsFuse {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _t = self.metrics.count("fsync");
-        let _s = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0, datasync).entered();
-        match self.core.fsync(fh.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(Self::errno("fsync", &e)),
-        }
+        let t = self.metrics.count_owned("fsync");
+        let span = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0, datasync);
+        let core = self.core.clone();
+        self.sync.run(move || {
+            let _s = span.entered();
+            match core.fsync(fh.0, datasync) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(Self::errno("fsync", &e)),
+            }
+            drop(t);
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -23,6 +23,8 @@ pub enum MountError {
     Open(#[from] OpenError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot start the sync threads: {0}")]
+    Threads(std::io::Error),
     #[error("mounting FUSE at {path} failed: {source}")]
     Fuse {
         path: PathBuf,
@@ -425,6 +427,7 @@ pub fn prepare(
         config.passthrough,
         fuse_metrics.clone(),
         status.clone(),
+        crate::sync_pool::SyncPool::new(config.sync_threads).map_err(MountError::Threads)?,
     );
     let metrics_server = start_metrics(config, &core, &remote_metrics, &fuse_metrics)?;
     Ok(Prepared {

@@ -152,6 +152,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         "FUSE worker threads (more than cores was measured slower on 2 cores).",
     ),
     opt(
+        "statefs.fuse.sync-threads",
+        "--sync-threads",
+        Kind::Count,
+        "8",
+        "Threads that run fsync and the upload at a writer's close, so that no FUSE worker waits on the store; more syncs than this queue.",
+    ),
+    opt(
         "statefs.fuse.passthrough",
         "--passthrough",
         Kind::Choice(&["auto", "on", "off"]),
@@ -476,6 +483,7 @@ impl Settings {
         c.cache.blocks.memory = self.bytes("statefs.cache.block.memory");
         c.cache.blocks.max_readahead = self.bytes("statefs.cache.block.max-readahead");
         c.fuse_threads = self.count("statefs.fuse.threads").max(1) as usize;
+        c.sync_threads = self.count("statefs.fuse.sync-threads").max(1) as usize;
         c.passthrough = match self.text("statefs.fuse.passthrough").as_deref() {
             Some("on") => PassthroughMode::On,
             Some("off") => PassthroughMode::Off,
@@ -620,8 +628,20 @@ mod tests {
         let d = MountConfig::new("file:///r", "/l", "/c");
         assert_eq!(c.cache, d.cache);
         assert_eq!(
-            (c.fuse_threads, c.passthrough, c.attr_ttl, c.entry_ttl),
-            (d.fuse_threads, d.passthrough, d.attr_ttl, d.entry_ttl)
+            (
+                c.fuse_threads,
+                c.sync_threads,
+                c.passthrough,
+                c.attr_ttl,
+                c.entry_ttl
+            ),
+            (
+                d.fuse_threads,
+                d.sync_threads,
+                d.passthrough,
+                d.attr_ttl,
+                d.entry_ttl
+            )
         );
         assert_eq!(
             (c.multipart_threshold, c.part_size, c.metrics_addr.clone()),

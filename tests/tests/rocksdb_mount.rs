@@ -378,3 +378,145 @@ fn rocksdb_lock_excludes_a_second_open_on_the_same_host() {
     drop(db);
     mount.unmount().unwrap();
 }
+
+/// Builds a mount whose store uploads can be held, as a store that stopped answering.
+fn mount_with_faults(dirs: &Dirs) -> (MountHandle, statefs::store::FaultPlan) {
+    use statefs::store::{FailingRemote, FaultPlan, RemoteStore};
+    let rt = statefs::mount::runtime().unwrap();
+    let faults = FaultPlan::default();
+    let store = statefs::store::RemoteSpec::parse(&dirs.remote_url())
+        .unwrap()
+        .open(&Default::default(), rt)
+        .unwrap();
+    let remote: std::sync::Arc<dyn RemoteStore> =
+        std::sync::Arc::new(FailingRemote::new(store, faults.clone()));
+    let mount = MountHandle::mount_with_remote(&dirs.config(), &dirs.mnt, Some(remote)).unwrap();
+    (mount, faults)
+}
+
+/// Lets held uploads go on when dropped, so that a failing test can still unmount.
+struct ReleaseUploads(statefs::store::FaultPlan);
+
+impl Drop for ReleaseUploads {
+    fn drop(&mut self) {
+        self.0.hold_uploads(false);
+    }
+}
+
+#[test]
+fn uploads_waiting_on_the_store_hold_no_fuse_worker() {
+    use std::io::Write;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let dirs = Dirs::new();
+    let (mount, faults) = mount_with_faults(&dirs);
+    let mnt = dirs.mnt.clone();
+    std::fs::write(mnt.join("sealed.sst"), vec![3u8; 100_000]).unwrap();
+    // More syncs than the mount has FUSE workers (2), all waiting on the store at once: what two
+    // compaction outputs being uploaded over a slow link look like.
+    let syncs = 3;
+    let mut files = Vec::new();
+    for i in 0..syncs {
+        let mut f = std::fs::File::create(mnt.join(format!("out{i}.sst"))).unwrap();
+        f.write_all(&vec![i as u8; 1 << 20]).unwrap();
+        files.push(f);
+    }
+    faults.hold_uploads(true);
+    let release = ReleaseUploads(faults.clone());
+    let syncing: Vec<_> = files
+        .into_iter()
+        .map(|f| std::thread::spawn(move || f.sync_all()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while faults.uploads_waiting() < syncs {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {syncs} fsyncs reached the store: syncs wait for each other",
+            faults.uploads_waiting()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Everything else RocksDB does meanwhile: a WAL append and fsync, an SST open and read, the
+    // hard links and renames of a checkpoint, a listing.
+    let (tx, rx) = mpsc::channel();
+    let m = mnt.clone();
+    let meanwhile = std::thread::spawn(move || {
+        let mut wal = std::fs::File::create(m.join("000001.log")).unwrap();
+        wal.write_all(b"record").unwrap();
+        wal.sync_data().unwrap();
+        assert_eq!(
+            std::fs::read(m.join("sealed.sst")).unwrap(),
+            vec![3u8; 100_000]
+        );
+        std::fs::create_dir(m.join("chk")).unwrap();
+        std::fs::hard_link(m.join("sealed.sst"), m.join("chk/sealed.sst")).unwrap();
+        std::fs::rename(m.join("000001.log"), m.join("chk/000001.log")).unwrap();
+        let names = std::fs::read_dir(m.join("chk")).unwrap().count();
+        tx.send(names).unwrap();
+    });
+    let listed = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("metadata and WAL operations stalled behind uploads that wait on the store");
+    assert_eq!(listed, 2);
+    assert_eq!(
+        faults.uploads_waiting(),
+        syncs,
+        "the uploads are still held"
+    );
+    drop(release);
+    meanwhile.join().unwrap();
+    for s in syncing {
+        s.join().unwrap().unwrap();
+    }
+    // The three outputs and the first file, each stored once.
+    assert_eq!(dirs.remote_objects().len(), 4);
+    mount.unmount().unwrap();
+}
+
+#[test]
+fn unmount_finishes_the_uploads_of_files_closed_without_fsync() {
+    use std::io::Write;
+    let dirs = Dirs::new();
+    let (mount, faults) = mount_with_faults(&dirs);
+    let release = ReleaseUploads(faults.clone());
+    let files: Vec<_> = (0..5u8)
+        .map(|i| {
+            let mut f = std::fs::File::create(dirs.mnt.join(format!("{i}.sst"))).unwrap();
+            f.write_all(&vec![i; 300_000]).unwrap();
+            f
+        })
+        .collect();
+    // The kernel sends RELEASE after close() returns; its upload runs on a sync thread. Holding
+    // the uploads keeps them pending into the unmount.
+    faults.hold_uploads(true);
+    // On another thread: close() waits for FLUSH, which must not queue behind held uploads.
+    let closing = std::thread::spawn(move || drop(files));
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    wait_for("no upload at close", &|| faults.uploads_waiting() > 0);
+    let mnt = dirs.mnt.clone();
+    let unmounting = std::thread::spawn(move || mount.unmount());
+    wait_for("the unmount did not begin", &|| {
+        !statefs::mount::is_mounted(&mnt)
+    });
+    drop(release);
+    closing.join().unwrap();
+    unmounting.join().unwrap().unwrap();
+    assert_eq!(dirs.remote_objects().len(), 5);
+    // Nothing local to fall back on: every byte must come from the store.
+    std::fs::remove_dir_all(&dirs.cache).unwrap();
+    let mount = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
+    for i in 0..5u8 {
+        assert_eq!(
+            std::fs::read(dirs.mnt.join(format!("{i}.sst"))).unwrap(),
+            vec![i; 300_000]
+        );
+    }
+    mount.unmount().unwrap();
+}

@@ -33,6 +33,10 @@ struct FaultState {
     /// Calls waiting out the latency now, and the most there ever were at once.
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    /// File uploads wait while set (a store that does not answer), and how many are waiting.
+    uploads_held: std::sync::Mutex<bool>,
+    uploads_released: std::sync::Condvar,
+    uploads_waiting: AtomicU64,
 }
 
 impl FaultPlan {
@@ -60,6 +64,30 @@ impl FaultPlan {
     /// The most calls that were waiting out the latency at the same time.
     pub fn max_in_flight(&self) -> u64 {
         self.inner.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// While `hold` is set, every file upload (`put_file`) waits, as on a store that stopped
+    /// answering; clearing it lets them go on.
+    pub fn hold_uploads(&self, hold: bool) {
+        *self.inner.uploads_held.lock().unwrap() = hold;
+        self.inner.uploads_released.notify_all();
+    }
+
+    /// File uploads waiting on [`hold_uploads`](Self::hold_uploads) now.
+    pub fn uploads_waiting(&self) -> u64 {
+        self.inner.uploads_waiting.load(Ordering::SeqCst)
+    }
+
+    fn wait_while_held(&self) {
+        let s = &self.inner;
+        let mut held = s.uploads_held.lock().unwrap();
+        if *held {
+            s.uploads_waiting.fetch_add(1, Ordering::SeqCst);
+            while *held {
+                held = s.uploads_released.wait(held).unwrap();
+            }
+            s.uploads_waiting.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     pub fn injected(&self) -> u64 {
@@ -120,6 +148,7 @@ impl<R: RemoteStore> RemoteStore for FailingRemote<R> {
         self.inner.put_if_absent(key, data)
     }
     fn put_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
+        self.plan.wait_while_held();
         self.plan.check("put_file", key, true)?;
         self.inner.put_file(key, path)
     }

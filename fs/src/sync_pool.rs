@@ -1,0 +1,141 @@
+//! Threads for the FUSE requests that may wait on the object store: fsync of a remote-placed file
+//! uploads it, and so does the release of its last writer when nothing synced it.
+//!
+//! A FUSE worker that ran an upload itself was held for the whole upload, and there are only a few
+//! of them (`statefs.fuse.threads`, 2 by default). Two compaction outputs being synced at once then
+//! stalled every other request of the mount — a WAL fsync, an open, the hard links of a
+//! checkpoint — for as long as the uploads took. The adapter hands such requests to this pool and
+//! returns to `/dev/fuse` at once; the pool thread replies when the work is done (a fuser reply can
+//! be sent from any thread).
+//!
+//! Invariant: every job handed to [`SyncPool::run`] runs exactly once, also when the pool shuts
+//! down — [`SyncPool::close`] runs the queued jobs before it returns, so an upload accepted before
+//! unmount still completes and is journaled.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+pub struct SyncPool {
+    tx: Option<mpsc::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl SyncPool {
+    /// Starts `threads` threads (at least one), named `statefs-sync-<n>`.
+    pub fn new(threads: usize) -> std::io::Result<SyncPool> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut pool = SyncPool {
+            tx: Some(tx),
+            threads: Vec::new(),
+        };
+        for n in 0..threads.max(1) {
+            let rx = rx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("statefs-sync-{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job, never while one runs.
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            // Sender gone and the queue drained.
+                            Err(_) => return,
+                        }
+                    }
+                })?;
+            pool.threads.push(handle);
+        }
+        Ok(pool)
+    }
+
+    /// Runs `job` on a pool thread; it waits in a queue while every thread is busy. After
+    /// [`close`](Self::close) the job runs on the calling thread, so it is never dropped unrun.
+    pub fn run(&self, job: impl FnOnce() + Send + 'static) {
+        let job: Job = Box::new(job);
+        let rejected = match &self.tx {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        rejected()
+    }
+
+    /// Runs every queued job, then stops the threads. Idempotent.
+    pub fn close(&mut self) {
+        self.tx.take();
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::error!("a sync thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for SyncPool {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn jobs_run_at_once_up_to_the_thread_count() {
+        // Three jobs that can only finish together: a pool that ran them one at a time, or on
+        // fewer threads, would never pass the barrier.
+        let pool = SyncPool::new(3).unwrap();
+        let barrier = Arc::new(Barrier::new(4));
+        for _ in 0..3 {
+            let b = barrier.clone();
+            pool.run(move || {
+                b.wait();
+            });
+        }
+        barrier.wait();
+    }
+
+    #[test]
+    fn close_runs_every_queued_job() {
+        let mut pool = SyncPool::new(1).unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        // The first job holds the only thread, so the others are still queued when close begins.
+        {
+            let gate = gate.clone();
+            let done = done.clone();
+            pool.run(move || {
+                drop(gate.lock().unwrap());
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        for _ in 0..20 {
+            let done = done.clone();
+            pool.run(move || {
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        drop(held);
+        pool.close();
+        assert_eq!(done.load(Ordering::SeqCst), 21);
+        // After close a job still runs, on the caller's thread.
+        let d = done.clone();
+        pool.run(move || {
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(done.load(Ordering::SeqCst), 22);
+    }
+}
