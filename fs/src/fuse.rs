@@ -610,7 +610,7 @@ impl Filesystem for StatefsFuse {
         _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
-        flags: OpenFlags,
+        _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
@@ -627,6 +627,7 @@ impl Filesystem for StatefsFuse {
                 b.by_inode.remove(&ino.0);
             }
         }
+        let to_pool = self.core.may_upload(fh.0);
         let core = self.core.clone();
         let release = move || {
             let _s = span.entered();
@@ -636,8 +637,8 @@ impl Filesystem for StatefsFuse {
             }
             drop(t);
         };
-        // The last writer's release uploads what no fsync did; a reader's release is quick.
-        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+        // The last writer's release uploads what no fsync did; other releases are quick.
+        if to_pool {
             self.sync.run(release)
         } else {
             release()
@@ -655,14 +656,21 @@ impl Filesystem for StatefsFuse {
         let t = self.metrics.count_owned("fsync");
         let span = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0, datasync);
         let core = self.core.clone();
-        self.sync.run(move || {
+        let fsync = move || {
             let _s = span.entered();
             match core.fsync(fh.0, datasync) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(Self::errno("fsync", &e)),
             }
             drop(t);
-        });
+        };
+        // A WAL sync stays on this worker: it waits only on the local disk, and a handoff would
+        // add a thread wake-up to every synced write.
+        if self.core.may_upload(fh.0) {
+            self.sync.run(fsync)
+        } else {
+            fsync()
+        }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -412,7 +412,12 @@ fn uploads_waiting_on_the_store_hold_no_fuse_worker() {
     let dirs = Dirs::new();
     let (mount, faults) = mount_with_faults(&dirs);
     let mnt = dirs.mnt.clone();
-    std::fs::write(mnt.join("sealed.sst"), vec![3u8; 100_000]).unwrap();
+    {
+        // Synced, so that no upload of it is left for its (asynchronous) release.
+        let mut f = std::fs::File::create(mnt.join("sealed.sst")).unwrap();
+        f.write_all(&vec![3u8; 100_000]).unwrap();
+        f.sync_all().unwrap();
+    }
     // More syncs than the mount has FUSE workers (2), all waiting on the store at once: what two
     // compaction outputs being uploaded over a slow link look like.
     let syncs = 3;

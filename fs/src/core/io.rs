@@ -362,6 +362,13 @@ impl FsCore {
         Ok(data.len() as u32)
     }
 
+    /// Whether a sync or the release of handle `fh` may upload, i.e. wait on the store. A sync of a
+    /// local-placed file (WAL, MANIFEST) waits only on the local disk.
+    pub fn may_upload(&self, fh: u64) -> bool {
+        self.handle(fh)
+            .is_ok_and(|h| h.placement == Placement::Remote && h.writable)
+    }
+
     pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
         let h = self.handle(fh)?;
         match h.placement {
