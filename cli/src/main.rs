@@ -189,9 +189,9 @@ struct MountArgs {
     /// FUSE worker threads.
     #[arg(long)]
     fuse_threads: Option<String>,
-    /// Threads that run fsync and the upload at a writer's close.
+    /// Threads for the requests that wait on the store (uploads, cold reads).
     #[arg(long)]
-    sync_threads: Option<String>,
+    store_threads: Option<String>,
     /// FUSE passthrough for files with a complete local copy: auto, on or off.
     #[arg(long)]
     passthrough: Option<String>,
@@ -286,7 +286,7 @@ impl MountArgs {
             ("--block-memory", self.block_memory.clone()),
             ("--max-readahead", self.max_readahead.clone()),
             ("--fuse-threads", self.fuse_threads.clone()),
-            ("--sync-threads", self.sync_threads.clone()),
+            ("--store-threads", self.store_threads.clone()),
             ("--passthrough", self.passthrough.clone()),
             ("--attr-ttl", self.attr_ttl.clone()),
             ("--entry-ttl", self.entry_ttl.clone()),

@@ -44,9 +44,10 @@ pub struct MountConfig {
     /// `--fuse-threads` (default 2): FUSE worker threads, each with its own /dev/fuse clone. More
     /// threads than cores was measured slower on 2-core machines.
     pub fuse_threads: usize,
-    /// `--sync-threads` (default 8): threads that run fsync and the upload at a writer's close,
-    /// so that an upload never holds a FUSE worker. Syncs beyond this wait in a queue.
-    pub sync_threads: usize,
+    /// `--store-threads` (default 8): threads that run the requests which wait on the store (an
+    /// uploading fsync or close, a read that fetches blocks), so that none holds a FUSE worker.
+    /// Requests beyond this wait in a queue.
+    pub store_threads: usize,
     /// `--passthrough` (default auto).
     pub passthrough: PassthroughMode,
     /// `--attr-ttl-ms` (default 1000): how long the kernel may cache attributes.
@@ -92,7 +93,7 @@ impl MountConfig {
             local_dir: local_dir.into(),
             cache_dir: cache_dir.into(),
             fuse_threads: 2,
-            sync_threads: 8,
+            store_threads: 8,
             passthrough: PassthroughMode::Auto,
             attr_ttl: Duration::from_secs(1),
             entry_ttl: Duration::from_secs(1),

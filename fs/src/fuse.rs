@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use crate::config::PassthroughMode;
 use crate::core::{Attr, Caller, FsCore, Opened, SetAttr};
 use crate::error::FsError;
-use crate::sync_pool::SyncPool;
+use crate::store_pool::StorePool;
 
 /// FUSE operation counters, by operation name.
 /// Operations counted by [`FuseMetrics`].
@@ -156,8 +156,8 @@ pub struct StatefsFuse {
     backings: Mutex<Backings>,
     metrics: Arc<FuseMetrics>,
     status: Arc<FuseStatus>,
-    /// Runs fsync and uploading releases, so that no FUSE worker waits on the store.
-    sync: SyncPool,
+    /// Runs the requests that may wait on the store, so that no FUSE worker does.
+    store_pool: StorePool,
 }
 
 /// What the kernel agreed to at INIT, readable after the session took the filesystem.
@@ -177,7 +177,7 @@ impl StatefsFuse {
         mode: PassthroughMode,
         metrics: Arc<FuseMetrics>,
         status: Arc<FuseStatus>,
-        sync: SyncPool,
+        store_pool: StorePool,
     ) -> Self {
         StatefsFuse {
             core,
@@ -187,7 +187,7 @@ impl StatefsFuse {
             backings: Mutex::new(Backings::default()),
             metrics,
             status,
-            sync,
+            store_pool,
         }
     }
 
@@ -326,7 +326,7 @@ impl Filesystem for StatefsFuse {
 
     fn destroy(&mut self) {
         // Uploads accepted before the unmount finish (and are journaled) before the core shuts down.
-        self.sync.close();
+        self.store_pool.close();
         if let Err(e) = self.core.shutdown() {
             tracing::error!(error = %e, "shutdown did not finish cleanly; the journal replays at next mount");
         }
@@ -563,11 +563,22 @@ impl Filesystem for StatefsFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let _t = self.metrics.count("read");
+        let t = self.metrics.count_owned("read");
         tracing::trace!(ino = _ino.0, fh = fh.0, offset, size, "read");
-        match self.core.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(Self::errno("read", &e)),
+        let core = self.core.clone();
+        let read = move || {
+            match core.read(fh.0, offset, size) {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(Self::errno("read", &e)),
+            }
+            drop(t);
+        };
+        // Reads of local bytes or of blocks held in memory stay here: a handoff would add a
+        // thread wake-up to each of them.
+        if self.core.read_may_fetch(fh.0, offset, size) {
+            self.store_pool.run(read)
+        } else {
+            read()
         }
     }
 
@@ -639,7 +650,7 @@ impl Filesystem for StatefsFuse {
         };
         // The last writer's release uploads what no fsync did; other releases are quick.
         if to_pool {
-            self.sync.run(release)
+            self.store_pool.run(release)
         } else {
             release()
         }
@@ -667,7 +678,7 @@ impl Filesystem for StatefsFuse {
         // A WAL sync stays on this worker: it waits only on the local disk, and a handoff would
         // add a thread wake-up to every synced write.
         if self.core.may_upload(fh.0) {
-            self.sync.run(fsync)
+            self.store_pool.run(fsync)
         } else {
             fsync()
         }

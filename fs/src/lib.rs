@@ -17,7 +17,7 @@ pub mod mount;
 pub mod options;
 pub mod placement;
 pub mod store;
-pub mod sync_pool;
+pub mod store_pool;
 pub mod table;
 
 pub use config::{MountConfig, PassthroughMode};

@@ -427,7 +427,7 @@ pub fn prepare(
         config.passthrough,
         fuse_metrics.clone(),
         status.clone(),
-        crate::sync_pool::SyncPool::new(config.sync_threads).map_err(MountError::Threads)?,
+        crate::store_pool::StorePool::new(config.store_threads).map_err(MountError::Threads)?,
     );
     let metrics_server = start_metrics(config, &core, &remote_metrics, &fuse_metrics)?;
     Ok(Prepared {

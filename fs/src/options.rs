@@ -152,11 +152,11 @@ pub const OPTIONS: &[OptionSpec] = &[
         "FUSE worker threads (more than cores was measured slower on 2 cores).",
     ),
     opt(
-        "statefs.fuse.sync-threads",
-        "--sync-threads",
+        "statefs.fuse.store-threads",
+        "--store-threads",
         Kind::Count,
         "8",
-        "Threads that run fsync and the upload at a writer's close, so that no FUSE worker waits on the store; more syncs than this queue.",
+        "Threads for the requests that wait on the store (an uploading fsync or close, a read that fetches blocks), so that no FUSE worker does; more than this queue.",
     ),
     opt(
         "statefs.fuse.passthrough",
@@ -483,7 +483,7 @@ impl Settings {
         c.cache.blocks.memory = self.bytes("statefs.cache.block.memory");
         c.cache.blocks.max_readahead = self.bytes("statefs.cache.block.max-readahead");
         c.fuse_threads = self.count("statefs.fuse.threads").max(1) as usize;
-        c.sync_threads = self.count("statefs.fuse.sync-threads").max(1) as usize;
+        c.store_threads = self.count("statefs.fuse.store-threads").max(1) as usize;
         c.passthrough = match self.text("statefs.fuse.passthrough").as_deref() {
             Some("on") => PassthroughMode::On,
             Some("off") => PassthroughMode::Off,
@@ -630,14 +630,14 @@ mod tests {
         assert_eq!(
             (
                 c.fuse_threads,
-                c.sync_threads,
+                c.store_threads,
                 c.passthrough,
                 c.attr_ttl,
                 c.entry_ttl
             ),
             (
                 d.fuse_threads,
-                d.sync_threads,
+                d.store_threads,
                 d.passthrough,
                 d.attr_ttl,
                 d.entry_ttl

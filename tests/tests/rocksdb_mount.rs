@@ -394,20 +394,51 @@ fn mount_with_faults(dirs: &Dirs) -> (MountHandle, statefs::store::FaultPlan) {
     (mount, faults)
 }
 
-/// Lets held uploads go on when dropped, so that a failing test can still unmount.
-struct ReleaseUploads(statefs::store::FaultPlan);
+/// Lets held store calls go on when dropped, so that a failing test can still unmount.
+struct ReleaseHolds(statefs::store::FaultPlan);
 
-impl Drop for ReleaseUploads {
+impl Drop for ReleaseHolds {
     fn drop(&mut self) {
         self.0.hold_uploads(false);
+        self.0.hold_reads(false);
     }
+}
+
+/// Waits (up to 30 s, a liveness bound) until `done`, failing with `what`.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Everything else RocksDB does while store calls are pending: a WAL append and fsync, the
+/// directory, hard link and rename of a checkpoint (of `sst`), a listing. Fails if they stall.
+fn meanwhile_the_mount_answers(mnt: &Path, sst: &str) {
+    use std::io::Write;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (m, sst) = (mnt.to_path_buf(), sst.to_string());
+    let ops = std::thread::spawn(move || {
+        let mut wal = std::fs::File::create(m.join("000001.log")).unwrap();
+        wal.write_all(b"record").unwrap();
+        wal.sync_data().unwrap();
+        std::fs::create_dir(m.join("chk")).unwrap();
+        std::fs::hard_link(m.join(&sst), m.join("chk").join(&sst)).unwrap();
+        std::fs::rename(m.join("000001.log"), m.join("chk/000001.log")).unwrap();
+        let names = std::fs::read_dir(m.join("chk")).unwrap().count();
+        tx.send(names).unwrap();
+    });
+    let listed = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("metadata and WAL operations stalled behind requests that wait on the store");
+    assert_eq!(listed, 2);
+    ops.join().unwrap();
 }
 
 #[test]
 fn uploads_waiting_on_the_store_hold_no_fuse_worker() {
     use std::io::Write;
-    use std::sync::mpsc;
-    use std::time::{Duration, Instant};
 
     let dirs = Dirs::new();
     let (mount, faults) = mount_with_faults(&dirs);
@@ -428,49 +459,26 @@ fn uploads_waiting_on_the_store_hold_no_fuse_worker() {
         files.push(f);
     }
     faults.hold_uploads(true);
-    let release = ReleaseUploads(faults.clone());
+    let release = ReleaseHolds(faults.clone());
     let syncing: Vec<_> = files
         .into_iter()
         .map(|f| std::thread::spawn(move || f.sync_all()))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while faults.uploads_waiting() < syncs {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {syncs} fsyncs reached the store: syncs wait for each other",
-            faults.uploads_waiting()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // Everything else RocksDB does meanwhile: a WAL append and fsync, an SST open and read, the
-    // hard links and renames of a checkpoint, a listing.
-    let (tx, rx) = mpsc::channel();
-    let m = mnt.clone();
-    let meanwhile = std::thread::spawn(move || {
-        let mut wal = std::fs::File::create(m.join("000001.log")).unwrap();
-        wal.write_all(b"record").unwrap();
-        wal.sync_data().unwrap();
-        assert_eq!(
-            std::fs::read(m.join("sealed.sst")).unwrap(),
-            vec![3u8; 100_000]
-        );
-        std::fs::create_dir(m.join("chk")).unwrap();
-        std::fs::hard_link(m.join("sealed.sst"), m.join("chk/sealed.sst")).unwrap();
-        std::fs::rename(m.join("000001.log"), m.join("chk/000001.log")).unwrap();
-        let names = std::fs::read_dir(m.join("chk")).unwrap().count();
-        tx.send(names).unwrap();
-    });
-    let listed = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("metadata and WAL operations stalled behind uploads that wait on the store");
-    assert_eq!(listed, 2);
+    wait_until(
+        "fewer fsyncs reached the store than were made: syncs wait for each other",
+        || faults.uploads_waiting() == syncs,
+    );
+    meanwhile_the_mount_answers(&mnt, "sealed.sst");
+    assert_eq!(
+        std::fs::read(mnt.join("sealed.sst")).unwrap(),
+        vec![3u8; 100_000]
+    );
     assert_eq!(
         faults.uploads_waiting(),
         syncs,
         "the uploads are still held"
     );
     drop(release);
-    meanwhile.join().unwrap();
     for s in syncing {
         s.join().unwrap().unwrap();
     }
@@ -480,11 +488,52 @@ fn uploads_waiting_on_the_store_hold_no_fuse_worker() {
 }
 
 #[test]
+fn cold_reads_waiting_on_the_store_hold_no_fuse_worker() {
+    use std::io::Read;
+
+    let dirs = Dirs::new();
+    let files = 3u8;
+    {
+        let (mount, _) = mount_with_faults(&dirs);
+        for i in 0..files {
+            std::fs::write(dirs.mnt.join(format!("{i}.sst")), vec![i; 1 << 20]).unwrap();
+        }
+        mount.unmount().unwrap();
+    }
+    // No local copy is left: every read of these files goes to the store.
+    std::fs::remove_dir_all(&dirs.cache).unwrap();
+    let (mount, faults) = mount_with_faults(&dirs);
+    let mnt = dirs.mnt.clone();
+    faults.hold_reads(true);
+    let release = ReleaseHolds(faults.clone());
+    // More cold readers than FUSE workers, as RocksDB's threads right after a lazy restore.
+    let readers: Vec<_> = (0..files)
+        .map(|i| {
+            let path = mnt.join(format!("{i}.sst"));
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 4096];
+                std::fs::File::open(path)?.read_exact(&mut buf)?;
+                std::io::Result::Ok(buf)
+            })
+        })
+        .collect();
+    wait_until("fewer cold reads reached the store than were made", || {
+        faults.reads_waiting() == files as u64
+    });
+    meanwhile_the_mount_answers(&mnt, "0.sst");
+    drop(release);
+    for (i, r) in readers.into_iter().enumerate() {
+        assert_eq!(r.join().unwrap().unwrap(), vec![i as u8; 4096]);
+    }
+    mount.unmount().unwrap();
+}
+
+#[test]
 fn unmount_finishes_the_uploads_of_files_closed_without_fsync() {
     use std::io::Write;
     let dirs = Dirs::new();
     let (mount, faults) = mount_with_faults(&dirs);
-    let release = ReleaseUploads(faults.clone());
+    let release = ReleaseHolds(faults.clone());
     let files: Vec<_> = (0..5u8)
         .map(|i| {
             let mut f = std::fs::File::create(dirs.mnt.join(format!("{i}.sst"))).unwrap();
@@ -497,17 +546,10 @@ fn unmount_finishes_the_uploads_of_files_closed_without_fsync() {
     faults.hold_uploads(true);
     // On another thread: close() waits for FLUSH, which must not queue behind held uploads.
     let closing = std::thread::spawn(move || drop(files));
-    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !done() {
-            assert!(std::time::Instant::now() < deadline, "{what}");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-    };
-    wait_for("no upload at close", &|| faults.uploads_waiting() > 0);
+    wait_until("no upload at close", || faults.uploads_waiting() > 0);
     let mnt = dirs.mnt.clone();
     let unmounting = std::thread::spawn(move || mount.unmount());
-    wait_for("the unmount did not begin", &|| {
+    wait_until("the unmount did not begin", || {
         !statefs::mount::is_mounted(&mnt)
     });
     drop(release);

@@ -244,6 +244,19 @@ impl BlockCache {
         Ok(out)
     }
 
+    /// Whether every block of `offset..offset+len` of object `key` (of `size` bytes) is in memory.
+    /// Leaves the LRU order alone.
+    pub fn holds(&self, key: &str, size: u64, offset: u64, len: u64) -> bool {
+        let end = (offset + len).min(size);
+        if offset >= end {
+            return true;
+        }
+        let bs = self.cfg.block_size;
+        let key: Arc<str> = Arc::from(key);
+        let inner = self.inner.lock();
+        (offset / bs..=(end - 1) / bs).all(|b| inner.blocks.contains(&(key.clone(), b)))
+    }
+
     /// Drops every block of `key` (its file was deleted).
     pub fn forget(&self, key: &str) {
         let mut inner = self.inner.lock();
@@ -299,6 +312,41 @@ mod tests {
             memory: 1 << 20,
             max_readahead: 64 << 10,
         }
+    }
+
+    #[test]
+    fn holds_names_exactly_the_ranges_in_memory() {
+        // The FUSE adapter reads inline what `holds` says is in memory, and sends the rest to
+        // the store threads: a wrong `true` would make a worker wait on the store.
+        let (_, remote, data) = setup(100_000);
+        let size = data.len() as u64;
+        let cache = BlockCache::new(cfg());
+        assert!(!cache.holds("data/f", size, 0, 1));
+        let obj = ObjectRef {
+            remote: &remote,
+            key: "data/f",
+            size,
+        };
+        let mut st = BlockStats::default();
+        // Blocks 1 and 2 (4096..12288).
+        cache
+            .read(obj, 5000, 5000, &mut ReadPattern::default(), &mut st)
+            .unwrap();
+        assert!(cache.holds("data/f", size, 4096, 8192));
+        assert!(cache.holds("data/f", size, 6000, 100));
+        assert!(
+            !cache.holds("data/f", size, 4000, 200),
+            "block 0 is not there"
+        );
+        assert!(
+            !cache.holds("data/f", size, 12000, 500),
+            "block 3 is not there"
+        );
+        assert!(!cache.holds("data/g", size, 6000, 100), "another object");
+        // Nothing to fetch at or past the end.
+        assert!(cache.holds("data/f", size, size, 4096));
+        cache.forget("data/f");
+        assert!(!cache.holds("data/f", size, 6000, 100));
     }
 
     #[test]

@@ -295,6 +295,27 @@ impl FsCore {
             .ok_or(FsError::BadHandle)
     }
 
+    /// Whether [`read`](Self::read) of this range may wait on a distant store: the handle reads
+    /// an object with no complete local copy, and some block of the range is not in memory. A
+    /// hint: a block evicted right after the answer is fetched by the read all the same.
+    pub fn read_may_fetch(&self, fh: u64, offset: u64, size: u32) -> bool {
+        if !self.remote.is_distant() {
+            return false;
+        }
+        let Ok(h) = self.handle(fh) else {
+            return false;
+        };
+        match &h.source {
+            ReadSource::Local(_) => false,
+            ReadSource::Remote {
+                key,
+                size: len,
+                upgraded,
+                ..
+            } => upgraded.get().is_none() && !self.blocks.holds(key, *len, offset, size as u64),
+        }
+    }
+
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let h = self.handle(fh)?;
         match &h.source {

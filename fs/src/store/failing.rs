@@ -33,10 +33,35 @@ struct FaultState {
     /// Calls waiting out the latency now, and the most there ever were at once.
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
-    /// File uploads wait while set (a store that does not answer), and how many are waiting.
-    uploads_held: std::sync::Mutex<bool>,
-    uploads_released: std::sync::Condvar,
-    uploads_waiting: AtomicU64,
+    /// File uploads (`put_file`) and ranged reads (`get_range`) wait while held.
+    uploads: Hold,
+    reads: Hold,
+}
+
+/// Calls wait here while it is held, as on a store that stopped answering.
+#[derive(Debug, Default)]
+struct Hold {
+    held: std::sync::Mutex<bool>,
+    released: std::sync::Condvar,
+    waiting: AtomicU64,
+}
+
+impl Hold {
+    fn set(&self, hold: bool) {
+        *self.held.lock().unwrap() = hold;
+        self.released.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut held = self.held.lock().unwrap();
+        if *held {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            while *held {
+                held = self.released.wait(held).unwrap();
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl FaultPlan {
@@ -69,25 +94,22 @@ impl FaultPlan {
     /// While `hold` is set, every file upload (`put_file`) waits, as on a store that stopped
     /// answering; clearing it lets them go on.
     pub fn hold_uploads(&self, hold: bool) {
-        *self.inner.uploads_held.lock().unwrap() = hold;
-        self.inner.uploads_released.notify_all();
+        self.inner.uploads.set(hold)
     }
 
     /// File uploads waiting on [`hold_uploads`](Self::hold_uploads) now.
     pub fn uploads_waiting(&self) -> u64 {
-        self.inner.uploads_waiting.load(Ordering::SeqCst)
+        self.inner.uploads.waiting.load(Ordering::SeqCst)
     }
 
-    fn wait_while_held(&self) {
-        let s = &self.inner;
-        let mut held = s.uploads_held.lock().unwrap();
-        if *held {
-            s.uploads_waiting.fetch_add(1, Ordering::SeqCst);
-            while *held {
-                held = s.uploads_released.wait(held).unwrap();
-            }
-            s.uploads_waiting.fetch_sub(1, Ordering::SeqCst);
-        }
+    /// As [`hold_uploads`](Self::hold_uploads), for ranged reads (`get_range`: cold blocks).
+    pub fn hold_reads(&self, hold: bool) {
+        self.inner.reads.set(hold)
+    }
+
+    /// Ranged reads waiting on [`hold_reads`](Self::hold_reads) now.
+    pub fn reads_waiting(&self) -> u64 {
+        self.inner.reads.waiting.load(Ordering::SeqCst)
     }
 
     pub fn injected(&self) -> u64 {
@@ -139,6 +161,11 @@ impl<R: RemoteStore> FailingRemote<R> {
 }
 
 impl<R: RemoteStore> RemoteStore for FailingRemote<R> {
+    /// Distant whatever it wraps: it can be made slow or stop answering.
+    fn is_distant(&self) -> bool {
+        true
+    }
+
     fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         self.plan.check("put", key, true)?;
         self.inner.put(key, data)
@@ -148,11 +175,12 @@ impl<R: RemoteStore> RemoteStore for FailingRemote<R> {
         self.inner.put_if_absent(key, data)
     }
     fn put_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
-        self.plan.wait_while_held();
+        self.plan.inner.uploads.wait();
         self.plan.check("put_file", key, true)?;
         self.inner.put_file(key, path)
     }
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        self.plan.inner.reads.wait();
         self.plan.check("get_range", key, false)?;
         self.inner.get_range(key, range)
     }

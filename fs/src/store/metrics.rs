@@ -66,6 +66,10 @@ impl<R: RemoteStore> MetricsRemote<R> {
 }
 
 impl<R: RemoteStore> RemoteStore for MetricsRemote<R> {
+    fn is_distant(&self) -> bool {
+        self.inner.is_distant()
+    }
+
     fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         let _t = crate::metrics::Timer::new(&self.metrics.put_latency);
         let n = data.len() as u64;

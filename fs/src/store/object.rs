@@ -31,6 +31,8 @@ pub struct ObjectStoreRemote {
     /// For a local-directory store: where objects land, so they can be fsynced before a put returns
     /// (object_store's local backend renames into place but does not sync).
     local_root: Option<std::path::PathBuf>,
+    /// See [`RemoteStore::is_distant`]: false for a local directory and for memory.
+    distant: bool,
 }
 
 impl fmt::Debug for ObjectStoreRemote {
@@ -55,21 +57,27 @@ impl ObjectStoreRemote {
             part_size: DEFAULT_PART_SIZE,
             description,
             local_root: None,
+            distant: true,
         }
     }
 
     /// An in-memory store, for tests.
     pub fn in_memory(runtime: Arc<Runtime>) -> Self {
-        Self::new(
-            Arc::new(object_store::memory::InMemory::new()),
-            "",
-            runtime,
-            "memory://".into(),
-        )
+        ObjectStoreRemote {
+            distant: false,
+            ..Self::new(
+                Arc::new(object_store::memory::InMemory::new()),
+                "",
+                runtime,
+                "memory://".into(),
+            )
+        }
     }
 
+    /// A local-directory store rooted at `root`: its puts are fsynced, and it is not distant.
     pub fn with_local_root(mut self, root: std::path::PathBuf) -> Self {
         self.local_root = Some(root);
+        self.distant = false;
         self
     }
 
@@ -205,6 +213,10 @@ fn map_err(op: &'static str, key: &str, err: object_store::Error) -> StoreError 
 }
 
 impl RemoteStore for ObjectStoreRemote {
+    fn is_distant(&self) -> bool {
+        self.distant
+    }
+
     fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         self.runtime
             .block_on(self.store.put(&self.path(key), PutPayload::from(data)))

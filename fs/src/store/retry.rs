@@ -73,6 +73,10 @@ impl<R: RemoteStore> RetryingRemote<R> {
 }
 
 impl<R: RemoteStore> RemoteStore for RetryingRemote<R> {
+    fn is_distant(&self) -> bool {
+        self.inner.is_distant()
+    }
+
     fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         self.run("put", key, || self.inner.put(key, data.clone()))
     }

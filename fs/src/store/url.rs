@@ -207,4 +207,38 @@ mod tests {
         opts.endpoint = Some("http://127.0.0.1:9000".into());
         spec.open(&opts, rt).unwrap();
     }
+
+    #[test]
+    fn only_network_stores_are_distant() {
+        // Cold reads of a distant store leave the FUSE workers; a local directory's stay inline.
+        let rt = crate::mount::runtime().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = S3Options {
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("k".into()),
+            secret_access_key: Some("s".into()),
+            allow_http: false,
+        };
+        for (url, distant) in [
+            (format!("file://{}", dir.path().display()), false),
+            ("memory://".to_string(), false),
+            ("s3://b/p".to_string(), true),
+        ] {
+            let store = RemoteSpec::parse(&url)
+                .unwrap()
+                .open(&opts, rt.clone())
+                .unwrap();
+            // Through the layers a mount puts around it.
+            let layered = crate::store::RetryingRemote::new(
+                crate::store::MetricsRemote::new(store, Default::default()),
+                Default::default(),
+            );
+            assert_eq!(
+                crate::store::RemoteStore::is_distant(&layered),
+                distant,
+                "{url}"
+            );
+        }
+    }
 }

@@ -1,15 +1,16 @@
 //! Threads for the FUSE requests that may wait on the object store: fsync of a remote-placed file
-//! uploads it, and so does the release of its last writer when nothing synced it.
+//! uploads it, so does the release of its last writer when nothing synced it, and a read of a file
+//! with no local copy may have to fetch blocks.
 //!
-//! A FUSE worker that ran an upload itself was held for the whole upload, and there are only a few
-//! of them (`statefs.fuse.threads`, 2 by default). Two compaction outputs being synced at once then
-//! stalled every other request of the mount — a WAL fsync, an open, the hard links of a
-//! checkpoint — for as long as the uploads took. The adapter hands such requests to this pool and
-//! returns to `/dev/fuse` at once; the pool thread replies when the work is done (a fuser reply can
-//! be sent from any thread).
+//! A FUSE worker that ran such a request itself was held until the store answered, and there are
+//! only a few of them (`statefs.fuse.threads`, 2 by default). Two compaction outputs being synced
+//! at once, or two cold reads on a slow store, then stalled every other request of the mount — a
+//! WAL fsync, an open, the hard links of a checkpoint — and capped the store requests in flight at
+//! the worker count. The adapter hands such requests to this pool and returns to `/dev/fuse` at
+//! once; the pool thread replies when the work is done (a fuser reply can be sent from any thread).
 //!
-//! Invariant: every job handed to [`SyncPool::run`] runs exactly once, also when the pool shuts
-//! down — [`SyncPool::close`] runs the queued jobs before it returns, so an upload accepted before
+//! Invariant: every job handed to [`StorePool::run`] runs exactly once, also when the pool shuts
+//! down — [`StorePool::close`] runs the queued jobs before it returns, so an upload accepted before
 //! unmount still completes and is journaled.
 
 use std::sync::mpsc;
@@ -18,24 +19,24 @@ use std::thread::JoinHandle;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
-pub struct SyncPool {
+pub struct StorePool {
     tx: Option<mpsc::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
 }
 
-impl SyncPool {
-    /// Starts `threads` threads (at least one), named `statefs-sync-<n>`.
-    pub fn new(threads: usize) -> std::io::Result<SyncPool> {
+impl StorePool {
+    /// Starts `threads` threads (at least one), named `statefs-store-<n>`.
+    pub fn new(threads: usize) -> std::io::Result<StorePool> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
-        let mut pool = SyncPool {
+        let mut pool = StorePool {
             tx: Some(tx),
             threads: Vec::new(),
         };
         for n in 0..threads.max(1) {
             let rx = rx.clone();
             let handle = std::thread::Builder::new()
-                .name(format!("statefs-sync-{n}"))
+                .name(format!("statefs-store-{n}"))
                 .spawn(move || {
                     loop {
                         // The lock is held only while waiting for the next job, never while one runs.
@@ -80,7 +81,7 @@ impl SyncPool {
     }
 }
 
-impl Drop for SyncPool {
+impl Drop for StorePool {
     fn drop(&mut self) {
         self.close();
     }
@@ -96,7 +97,7 @@ mod tests {
     fn jobs_run_at_once_up_to_the_thread_count() {
         // Three jobs that can only finish together: a pool that ran them one at a time, or on
         // fewer threads, would never pass the barrier.
-        let pool = SyncPool::new(3).unwrap();
+        let pool = StorePool::new(3).unwrap();
         let barrier = Arc::new(Barrier::new(4));
         for _ in 0..3 {
             let b = barrier.clone();
@@ -109,7 +110,7 @@ mod tests {
 
     #[test]
     fn close_runs_every_queued_job() {
-        let mut pool = SyncPool::new(1).unwrap();
+        let mut pool = StorePool::new(1).unwrap();
         let done = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(Mutex::new(()));
         let held = gate.lock().unwrap();
