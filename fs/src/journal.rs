@@ -51,6 +51,8 @@ pub struct Journal {
     file: Arc<File>,
     records: AtomicU64,
     dirty: Arc<AtomicBool>,
+    /// Held across a sync: see [`JournalSyncer::sync`].
+    sync_lock: Arc<parking_lot::Mutex<()>>,
 }
 
 /// Syncs the journal without holding the table lock (taken under the lock, used after it).
@@ -58,11 +60,18 @@ pub struct Journal {
 pub struct JournalSyncer {
     file: Arc<File>,
     dirty: Arc<AtomicBool>,
+    sync_lock: Arc<parking_lot::Mutex<()>>,
 }
 
 impl JournalSyncer {
     /// Makes every record appended so far durable. Cheap when nothing was appended since the last sync.
+    ///
+    /// Invariant: when this returns Ok, every record appended before the call is on disk. The
+    /// lock makes a caller that finds the flag clear wait for a sync that cleared it and is still
+    /// running; without it, a second fsync returned while the first's fdatasync was in flight, before
+    /// its records were durable. Concurrent callers share one fdatasync (group commit).
     pub fn sync(&self) -> Result<(), JournalError> {
+        let _g = self.sync_lock.lock();
         if self.dirty.swap(false, Ordering::AcqRel)
             && let Err(e) = self.file.sync_data()
         {
@@ -122,6 +131,7 @@ impl Journal {
             file: Arc::new(file),
             records: AtomicU64::new(records),
             dirty: Arc::new(AtomicBool::new(false)),
+            sync_lock: Default::default(),
         };
         Ok((journal, table))
     }
@@ -234,6 +244,7 @@ impl Journal {
         JournalSyncer {
             file: self.file.clone(),
             dirty: self.dirty.clone(),
+            sync_lock: self.sync_lock.clone(),
         }
     }
 
