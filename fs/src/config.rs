@@ -44,9 +44,9 @@ pub struct MountConfig {
     /// `--fuse-threads` (default 2): FUSE worker threads, each with its own /dev/fuse clone. More
     /// threads than cores was measured slower on 2-core machines.
     pub fuse_threads: usize,
-    /// `--store-threads` (default 8): threads that run the requests which wait on the store (an
-    /// uploading fsync or close, a read that fetches blocks), so that none holds a FUSE worker.
-    /// Requests beyond this wait in a queue.
+    /// `--store-threads` (default 8): threads that run the uploads (an uploading fsync or close),
+    /// and as many again for the reads that fetch blocks of a distant store, so that none holds a
+    /// FUSE worker. Requests beyond this wait in a queue.
     pub store_threads: usize,
     /// `--passthrough` (default auto).
     pub passthrough: PassthroughMode,

@@ -156,8 +156,10 @@ pub struct StatefsFuse {
     backings: Mutex<Backings>,
     metrics: Arc<FuseMetrics>,
     status: Arc<FuseStatus>,
-    /// Runs the requests that may wait on the store, so that no FUSE worker does.
-    store_pool: StorePool,
+    /// Run the requests that may wait on the store, so that no FUSE worker does: uploads, and
+    /// reads apart, so that a foreground read never queues behind compaction outputs' uploads.
+    uploads: StorePool,
+    reads: StorePool,
 }
 
 /// What the kernel agreed to at INIT, readable after the session took the filesystem.
@@ -177,9 +179,9 @@ impl StatefsFuse {
         mode: PassthroughMode,
         metrics: Arc<FuseMetrics>,
         status: Arc<FuseStatus>,
-        store_pool: StorePool,
-    ) -> Self {
-        StatefsFuse {
+        store_threads: usize,
+    ) -> std::io::Result<Self> {
+        Ok(StatefsFuse {
             core,
             attr_ttl,
             entry_ttl,
@@ -187,8 +189,9 @@ impl StatefsFuse {
             backings: Mutex::new(Backings::default()),
             metrics,
             status,
-            store_pool,
-        }
+            uploads: StorePool::new(store_threads, "up")?,
+            reads: StorePool::new(store_threads, "read")?,
+        })
     }
 
     fn file_attr(a: &Attr) -> FileAttr {
@@ -326,7 +329,8 @@ impl Filesystem for StatefsFuse {
 
     fn destroy(&mut self) {
         // Uploads accepted before the unmount finish (and are journaled) before the core shuts down.
-        self.store_pool.close();
+        self.uploads.close();
+        self.reads.close();
         if let Err(e) = self.core.shutdown() {
             tracing::error!(error = %e, "shutdown did not finish cleanly; the journal replays at next mount");
         }
@@ -576,7 +580,7 @@ impl Filesystem for StatefsFuse {
         // Reads of local bytes or of blocks held in memory stay here: a handoff would add a
         // thread wake-up to each of them.
         if self.core.read_may_fetch(fh.0, offset, size) {
-            self.store_pool.run(read)
+            self.reads.run(read)
         } else {
             read()
         }
@@ -650,7 +654,7 @@ impl Filesystem for StatefsFuse {
         };
         // The last writer's release uploads what no fsync did; other releases are quick.
         if to_pool {
-            self.store_pool.run(release)
+            self.uploads.run(release)
         } else {
             release()
         }
@@ -678,7 +682,7 @@ impl Filesystem for StatefsFuse {
         // A WAL sync stays on this worker: it waits only on the local disk, and a handoff would
         // add a thread wake-up to every synced write.
         if self.core.may_upload(fh.0) {
-            self.store_pool.run(fsync)
+            self.uploads.run(fsync)
         } else {
             fsync()
         }

@@ -427,8 +427,9 @@ pub fn prepare(
         config.passthrough,
         fuse_metrics.clone(),
         status.clone(),
-        crate::store_pool::StorePool::new(config.store_threads).map_err(MountError::Threads)?,
-    );
+        config.store_threads,
+    )
+    .map_err(MountError::Threads)?;
     let metrics_server = start_metrics(config, &core, &remote_metrics, &fuse_metrics)?;
     Ok(Prepared {
         core,

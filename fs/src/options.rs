@@ -156,7 +156,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         "--store-threads",
         Kind::Count,
         "8",
-        "Threads for the requests that wait on the store (an uploading fsync or close, a read that fetches blocks), so that no FUSE worker does; more than this queue.",
+        "Threads for the uploads (an uploading fsync or close), and as many for cold reads of a network store, so that no FUSE worker waits on the store; more than this queue.",
     ),
     opt(
         "statefs.fuse.passthrough",

@@ -25,8 +25,8 @@ pub struct StorePool {
 }
 
 impl StorePool {
-    /// Starts `threads` threads (at least one), named `statefs-store-<n>`.
-    pub fn new(threads: usize) -> std::io::Result<StorePool> {
+    /// Starts `threads` threads (at least one), named `statefs-<name>-<n>`.
+    pub fn new(threads: usize, name: &str) -> std::io::Result<StorePool> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let mut pool = StorePool {
@@ -36,7 +36,7 @@ impl StorePool {
         for n in 0..threads.max(1) {
             let rx = rx.clone();
             let handle = std::thread::Builder::new()
-                .name(format!("statefs-store-{n}"))
+                .name(format!("statefs-{name}-{n}"))
                 .spawn(move || {
                     loop {
                         // The lock is held only while waiting for the next job, never while one runs.
@@ -97,7 +97,7 @@ mod tests {
     fn jobs_run_at_once_up_to_the_thread_count() {
         // Three jobs that can only finish together: a pool that ran them one at a time, or on
         // fewer threads, would never pass the barrier.
-        let pool = StorePool::new(3).unwrap();
+        let pool = StorePool::new(3, "test").unwrap();
         let barrier = Arc::new(Barrier::new(4));
         for _ in 0..3 {
             let b = barrier.clone();
@@ -110,7 +110,7 @@ mod tests {
 
     #[test]
     fn close_runs_every_queued_job() {
-        let mut pool = StorePool::new(1).unwrap();
+        let mut pool = StorePool::new(1, "test").unwrap();
         let done = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(Mutex::new(()));
         let held = gate.lock().unwrap();

@@ -379,8 +379,12 @@ fn rocksdb_lock_excludes_a_second_open_on_the_same_host() {
     mount.unmount().unwrap();
 }
 
-/// Builds a mount whose store uploads can be held, as a store that stopped answering.
-fn mount_with_faults(dirs: &Dirs) -> (MountHandle, statefs::store::FaultPlan) {
+/// Builds a mount with `store_threads` whose store calls can be held, as a store that stopped
+/// answering.
+fn mount_with_faults(
+    dirs: &Dirs,
+    store_threads: usize,
+) -> (MountHandle, statefs::store::FaultPlan) {
     use statefs::store::{FailingRemote, FaultPlan, RemoteStore};
     let rt = statefs::mount::runtime().unwrap();
     let faults = FaultPlan::default();
@@ -390,7 +394,9 @@ fn mount_with_faults(dirs: &Dirs) -> (MountHandle, statefs::store::FaultPlan) {
         .unwrap();
     let remote: std::sync::Arc<dyn RemoteStore> =
         std::sync::Arc::new(FailingRemote::new(store, faults.clone()));
-    let mount = MountHandle::mount_with_remote(&dirs.config(), &dirs.mnt, Some(remote)).unwrap();
+    let mut config = dirs.config();
+    config.store_threads = store_threads;
+    let mount = MountHandle::mount_with_remote(&config, &dirs.mnt, Some(remote)).unwrap();
     (mount, faults)
 }
 
@@ -441,7 +447,7 @@ fn uploads_waiting_on_the_store_hold_no_fuse_worker() {
     use std::io::Write;
 
     let dirs = Dirs::new();
-    let (mount, faults) = mount_with_faults(&dirs);
+    let (mount, faults) = mount_with_faults(&dirs, 8);
     let mnt = dirs.mnt.clone();
     {
         // Synced, so that no upload of it is left for its (asynchronous) release.
@@ -494,7 +500,7 @@ fn cold_reads_waiting_on_the_store_hold_no_fuse_worker() {
     let dirs = Dirs::new();
     let files = 3u8;
     {
-        let (mount, _) = mount_with_faults(&dirs);
+        let (mount, _) = mount_with_faults(&dirs, 8);
         for i in 0..files {
             std::fs::write(dirs.mnt.join(format!("{i}.sst")), vec![i; 1 << 20]).unwrap();
         }
@@ -502,7 +508,7 @@ fn cold_reads_waiting_on_the_store_hold_no_fuse_worker() {
     }
     // No local copy is left: every read of these files goes to the store.
     std::fs::remove_dir_all(&dirs.cache).unwrap();
-    let (mount, faults) = mount_with_faults(&dirs);
+    let (mount, faults) = mount_with_faults(&dirs, 8);
     let mnt = dirs.mnt.clone();
     faults.hold_reads(true);
     let release = ReleaseHolds(faults.clone());
@@ -529,10 +535,63 @@ fn cold_reads_waiting_on_the_store_hold_no_fuse_worker() {
 }
 
 #[test]
+fn cold_reads_do_not_queue_behind_uploads() {
+    use std::io::{Read, Write};
+
+    let dirs = Dirs::new();
+    {
+        let (mount, _) = mount_with_faults(&dirs, 2);
+        std::fs::write(dirs.mnt.join("cold.sst"), vec![5u8; 1 << 20]).unwrap();
+        mount.unmount().unwrap();
+    }
+    std::fs::remove_dir_all(&dirs.cache).unwrap();
+    // Two store threads, three held uploads: every upload thread is taken and one sync queues,
+    // as when compaction outputs upload to a slow store.
+    let (mount, faults) = mount_with_faults(&dirs, 2);
+    let mnt = dirs.mnt.clone();
+    let files: Vec<_> = (0..3u8)
+        .map(|i| {
+            let mut f = std::fs::File::create(mnt.join(format!("out{i}.sst"))).unwrap();
+            f.write_all(&vec![i; 1 << 20]).unwrap();
+            f
+        })
+        .collect();
+    faults.hold_uploads(true);
+    let release = ReleaseHolds(faults.clone());
+    let syncing: Vec<_> = files
+        .into_iter()
+        .map(|f| std::thread::spawn(move || f.sync_all()))
+        .collect();
+    wait_until("the uploads did not start", || {
+        faults.uploads_waiting() == 2
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = mnt.join("cold.sst");
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 4096];
+        std::fs::File::open(path)
+            .unwrap()
+            .read_exact(&mut buf)
+            .unwrap();
+        tx.send(buf).unwrap();
+    });
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a cold read queued behind uploads that wait on the store");
+    assert_eq!(got, vec![5u8; 4096]);
+    reader.join().unwrap();
+    drop(release);
+    for s in syncing {
+        s.join().unwrap().unwrap();
+    }
+    mount.unmount().unwrap();
+}
+
+#[test]
 fn unmount_finishes_the_uploads_of_files_closed_without_fsync() {
     use std::io::Write;
     let dirs = Dirs::new();
-    let (mount, faults) = mount_with_faults(&dirs);
+    let (mount, faults) = mount_with_faults(&dirs, 8);
     let release = ReleaseHolds(faults.clone());
     let files: Vec<_> = (0..5u8)
         .map(|i| {
