@@ -507,9 +507,10 @@ fn stats(mountpoint: &Path, raw: bool) -> Result<(), String> {
     );
     outln!(
         out,
-        "cold      block hits {}, block misses {}",
+        "cold      block hits {}, block misses {}, reads waiting for the store {}",
         get(m::BLOCK_HITS),
-        get(m::BLOCK_MISSES)
+        get(m::BLOCK_MISSES),
+        get(&format!("{}{{pool=\"reads\"}}", m::STORE_QUEUE))
     );
     outln!(
         out,
@@ -538,10 +539,11 @@ fn stats(mountpoint: &Path, raw: bool) -> Result<(), String> {
     }
     outln!(
         out,
-        "uploads   {} files, {}, {} in flight; downloads {}",
+        "uploads   {} files, {}, {} in flight, {} waiting; downloads {}",
         get(m::UPLOADS),
         mib(get(m::UPLOAD_BYTES)),
         get(m::UPLOADS_IN_FLIGHT),
+        get(&format!("{}{{pool=\"uploads\"}}", m::STORE_QUEUE)),
         get(m::DOWNLOADS)
     );
     outln!(

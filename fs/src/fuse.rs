@@ -57,6 +57,9 @@ pub struct FuseMetrics {
     latency: [crate::metrics::Histogram; OPS.len()],
     pub passthrough_opens: AtomicU64,
     pub daemon_opens: AtomicU64,
+    /// Requests waiting for a store thread: uploads, and cold reads.
+    pub upload_queue: Arc<AtomicU64>,
+    pub read_queue: Arc<AtomicU64>,
 }
 
 impl FuseMetrics {
@@ -81,7 +84,7 @@ impl FuseMetrics {
 
     /// Writes the FUSE metrics in Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        use crate::metrics::{FUSE_LATENCY, FUSE_OPENS, FUSE_OPS, header, sample};
+        use crate::metrics::{FUSE_LATENCY, FUSE_OPENS, FUSE_OPS, STORE_QUEUE, header, sample};
         header(
             out,
             FUSE_OPS,
@@ -120,6 +123,20 @@ impl FuseMetrics {
             "path=\"daemon\"",
             self.daemon_opens.load(Ordering::Relaxed),
         );
+        header(
+            out,
+            STORE_QUEUE,
+            "gauge",
+            "requests waiting for a store thread",
+        );
+        for (pool, q) in [("uploads", &self.upload_queue), ("reads", &self.read_queue)] {
+            sample(
+                out,
+                STORE_QUEUE,
+                &format!("pool=\"{pool}\""),
+                q.load(Ordering::Relaxed),
+            );
+        }
     }
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         OPS.iter()
@@ -181,6 +198,8 @@ impl StatefsFuse {
         status: Arc<FuseStatus>,
         store_threads: usize,
     ) -> std::io::Result<Self> {
+        let uploads = StorePool::new(store_threads, "up", metrics.upload_queue.clone())?;
+        let reads = StorePool::new(store_threads, "read", metrics.read_queue.clone())?;
         Ok(StatefsFuse {
             core,
             attr_ttl,
@@ -189,8 +208,8 @@ impl StatefsFuse {
             backings: Mutex::new(Backings::default()),
             metrics,
             status,
-            uploads: StorePool::new(store_threads, "up")?,
-            reads: StorePool::new(store_threads, "read")?,
+            uploads,
+            reads,
         })
     }
 

@@ -31,6 +31,7 @@ pub const DOWNLOADS: &str = "statefs_downloads_total";
 pub const FUSE_OPS: &str = "statefs_fuse_operations_total";
 pub const FUSE_LATENCY: &str = "statefs_fuse_operation_seconds";
 pub const FUSE_OPENS: &str = "statefs_fuse_opens_total";
+pub const STORE_QUEUE: &str = "statefs_store_queue";
 pub const INODES: &str = "statefs_inodes";
 
 /// Every metric name, for the documentation check.
@@ -57,6 +58,7 @@ pub const ALL: &[&str] = &[
     FUSE_OPS,
     FUSE_LATENCY,
     FUSE_OPENS,
+    STORE_QUEUE,
     INODES,
 ];
 

@@ -13,6 +13,7 @@
 //! down — [`StorePool::close`] runs the queued jobs before it returns, so an upload accepted before
 //! unmount still completes and is journaled.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -22,19 +23,24 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 pub struct StorePool {
     tx: Option<mpsc::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
+    /// Jobs handed over and not yet started (the `statefs_store_queue` gauge).
+    queued: Arc<AtomicU64>,
 }
 
 impl StorePool {
-    /// Starts `threads` threads (at least one), named `statefs-<name>-<n>`.
-    pub fn new(threads: usize, name: &str) -> std::io::Result<StorePool> {
+    /// Starts `threads` threads (at least one), named `statefs-<name>-<n>`; `queued` counts the
+    /// jobs waiting for one of them.
+    pub fn new(threads: usize, name: &str, queued: Arc<AtomicU64>) -> std::io::Result<StorePool> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let mut pool = StorePool {
             tx: Some(tx),
             threads: Vec::new(),
+            queued: queued.clone(),
         };
         for n in 0..threads.max(1) {
             let rx = rx.clone();
+            let queued = queued.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("statefs-{name}-{n}"))
                 .spawn(move || {
@@ -45,7 +51,10 @@ impl StorePool {
                             Err(_) => return,
                         };
                         match job {
-                            Ok(job) => job(),
+                            Ok(job) => {
+                                queued.fetch_sub(1, Ordering::Relaxed);
+                                job()
+                            }
                             // Sender gone and the queue drained.
                             Err(_) => return,
                         }
@@ -61,10 +70,16 @@ impl StorePool {
     pub fn run(&self, job: impl FnOnce() + Send + 'static) {
         let job: Job = Box::new(job);
         let rejected = match &self.tx {
-            Some(tx) => match tx.send(job) {
-                Ok(()) => return,
-                Err(mpsc::SendError(job)) => job,
-            },
+            Some(tx) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+                match tx.send(job) {
+                    Ok(()) => return,
+                    Err(mpsc::SendError(job)) => {
+                        self.queued.fetch_sub(1, Ordering::Relaxed);
+                        job
+                    }
+                }
+            }
             None => job,
         };
         rejected()
@@ -97,7 +112,7 @@ mod tests {
     fn jobs_run_at_once_up_to_the_thread_count() {
         // Three jobs that can only finish together: a pool that ran them one at a time, or on
         // fewer threads, would never pass the barrier.
-        let pool = StorePool::new(3, "test").unwrap();
+        let pool = StorePool::new(3, "test", Default::default()).unwrap();
         let barrier = Arc::new(Barrier::new(4));
         for _ in 0..3 {
             let b = barrier.clone();
@@ -110,11 +125,12 @@ mod tests {
 
     #[test]
     fn close_runs_every_queued_job() {
-        let mut pool = StorePool::new(1, "test").unwrap();
+        let queued = Arc::new(AtomicU64::new(0));
+        let mut pool = StorePool::new(1, "test", queued.clone()).unwrap();
         let done = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(Mutex::new(()));
         let held = gate.lock().unwrap();
-        // The first job holds the only thread, so the others are still queued when close begins.
+        // The first job holds the only thread, so the others queue behind it.
         {
             let gate = gate.clone();
             let done = done.clone();
@@ -129,9 +145,12 @@ mod tests {
                 done.fetch_add(1, Ordering::SeqCst);
             });
         }
+        // 20, or 21 while the thread has not taken the first job yet.
+        assert!(queued.load(Ordering::SeqCst) >= 20);
         drop(held);
         pool.close();
         assert_eq!(done.load(Ordering::SeqCst), 21);
+        assert_eq!(queued.load(Ordering::SeqCst), 0);
         // After close a job still runs, on the caller's thread.
         let d = done.clone();
         pool.run(move || {

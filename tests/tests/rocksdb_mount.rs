@@ -565,6 +565,17 @@ fn cold_reads_do_not_queue_behind_uploads() {
     wait_until("the uploads did not start", || {
         faults.uploads_waiting() == 2
     });
+    // The third waits for a store thread, and the metrics say so.
+    let queue = mount.fuse_metrics.upload_queue.clone();
+    wait_until("the third sync is not queued", || {
+        queue.load(std::sync::atomic::Ordering::Relaxed) == 1
+    });
+    let text =
+        statefs::mount::render_metrics(mount.core(), &mount.remote_metrics, &mount.fuse_metrics);
+    assert!(
+        text.contains("statefs_store_queue{pool=\"uploads\"} 1\n"),
+        "{text}"
+    );
     let (tx, rx) = std::sync::mpsc::channel();
     let path = mnt.join("cold.sst");
     let reader = std::thread::spawn(move || {
