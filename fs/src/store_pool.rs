@@ -53,7 +53,13 @@ impl StorePool {
                         match job {
                             Ok(job) => {
                                 queued.fetch_sub(1, Ordering::Relaxed);
-                                job()
+                                // A panicking job must not take its thread along: with every
+                                // thread gone, later requests would queue forever. Its reply,
+                                // dropped in the unwinding, answers EIO.
+                                let run = std::panic::AssertUnwindSafe(job);
+                                if std::panic::catch_unwind(run).is_err() {
+                                    tracing::error!("a store request panicked; it got EIO");
+                                }
                             }
                             // Sender gone and the queue drained.
                             Err(_) => return,
@@ -90,7 +96,7 @@ impl StorePool {
         self.tx.take();
         for t in self.threads.drain(..) {
             if t.join().is_err() {
-                tracing::error!("a sync thread panicked");
+                tracing::error!("a store thread panicked");
             }
         }
     }
@@ -121,6 +127,17 @@ mod tests {
             });
         }
         barrier.wait();
+    }
+
+    #[test]
+    fn a_panicking_job_leaves_its_thread_serving() {
+        let mut pool = StorePool::new(1, "test", Default::default()).unwrap();
+        pool.run(|| panic!("injected"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        pool.run(move || tx.send(()).unwrap());
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the only thread died with the panicking job");
+        pool.close();
     }
 
     #[test]
