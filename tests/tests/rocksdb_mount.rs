@@ -410,6 +410,33 @@ impl Drop for ReleaseHolds {
     }
 }
 
+/// Writes `n` 1 MiB SSTs `out<i>.sst`, holds the store's uploads and fsyncs each file on a thread
+/// of its own. Dropping the guard lets the uploads go on.
+fn held_syncs(
+    mnt: &Path,
+    faults: &statefs::store::FaultPlan,
+    n: u64,
+) -> (
+    ReleaseHolds,
+    Vec<std::thread::JoinHandle<std::io::Result<()>>>,
+) {
+    use std::io::Write;
+    let files: Vec<_> = (0..n)
+        .map(|i| {
+            let mut f = std::fs::File::create(mnt.join(format!("out{i}.sst"))).unwrap();
+            f.write_all(&vec![i as u8; 1 << 20]).unwrap();
+            f
+        })
+        .collect();
+    faults.hold_uploads(true);
+    let release = ReleaseHolds(faults.clone());
+    let syncing = files
+        .into_iter()
+        .map(|f| std::thread::spawn(move || f.sync_all()))
+        .collect();
+    (release, syncing)
+}
+
 /// Waits (up to 30 s, a liveness bound) until `done`, failing with `what`.
 fn wait_until(what: &str, done: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -458,18 +485,7 @@ fn uploads_waiting_on_the_store_hold_no_fuse_worker() {
     // More syncs than the mount has FUSE workers (2), all waiting on the store at once: what two
     // compaction outputs being uploaded over a slow link look like.
     let syncs = 3;
-    let mut files = Vec::new();
-    for i in 0..syncs {
-        let mut f = std::fs::File::create(mnt.join(format!("out{i}.sst"))).unwrap();
-        f.write_all(&vec![i as u8; 1 << 20]).unwrap();
-        files.push(f);
-    }
-    faults.hold_uploads(true);
-    let release = ReleaseHolds(faults.clone());
-    let syncing: Vec<_> = files
-        .into_iter()
-        .map(|f| std::thread::spawn(move || f.sync_all()))
-        .collect();
+    let (release, syncing) = held_syncs(&mnt, &faults, syncs);
     wait_until(
         "fewer fsyncs reached the store than were made: syncs wait for each other",
         || faults.uploads_waiting() == syncs,
@@ -536,7 +552,7 @@ fn cold_reads_waiting_on_the_store_hold_no_fuse_worker() {
 
 #[test]
 fn cold_reads_do_not_queue_behind_uploads() {
-    use std::io::{Read, Write};
+    use std::io::Read;
 
     let dirs = Dirs::new();
     {
@@ -549,19 +565,7 @@ fn cold_reads_do_not_queue_behind_uploads() {
     // as when compaction outputs upload to a slow store.
     let (mount, faults) = mount_with_faults(&dirs, 2);
     let mnt = dirs.mnt.clone();
-    let files: Vec<_> = (0..3u8)
-        .map(|i| {
-            let mut f = std::fs::File::create(mnt.join(format!("out{i}.sst"))).unwrap();
-            f.write_all(&vec![i; 1 << 20]).unwrap();
-            f
-        })
-        .collect();
-    faults.hold_uploads(true);
-    let release = ReleaseHolds(faults.clone());
-    let syncing: Vec<_> = files
-        .into_iter()
-        .map(|f| std::thread::spawn(move || f.sync_all()))
-        .collect();
+    let (release, syncing) = held_syncs(&mnt, &faults, 3);
     wait_until("the uploads did not start", || {
         faults.uploads_waiting() == 2
     });
