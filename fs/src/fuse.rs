@@ -65,19 +65,22 @@ pub struct FuseMetrics {
 impl FuseMetrics {
     /// Counts one request of `op`; the returned guard records its latency when dropped.
     fn count(&self, op: &'static str) -> crate::metrics::Timer<'_> {
+        crate::metrics::Timer::new(&self.latency[self.tally(op)])
+    }
+
+    /// Counts one request of `op`; its index in [`OPS`].
+    fn tally(&self, op: &'static str) -> usize {
         let i = OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1);
         self.counts[i].fetch_add(1, Ordering::Relaxed);
-        crate::metrics::Timer::new(&self.latency[i])
+        i
     }
 
     /// As [`count`](Self::count), for a request answered on another thread: the latency is
     /// recorded when the returned guard is dropped there, after the reply.
     fn count_owned(self: &Arc<Self>, op: &'static str) -> OwnedTimer {
-        let i = OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1);
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
         OwnedTimer {
             metrics: self.clone(),
-            i,
+            i: self.tally(op),
             start: std::time::Instant::now(),
         }
     }

@@ -23,7 +23,7 @@ pub enum MountError {
     Open(#[from] OpenError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("cannot start the sync threads: {0}")]
+    #[error("cannot start the store threads: {0}")]
     Threads(std::io::Error),
     #[error("mounting FUSE at {path} failed: {source}")]
     Fuse {
