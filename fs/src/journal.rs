@@ -10,9 +10,19 @@
 //! remote deletes) makes them survive power loss too. A torn last line (power loss mid-write) is cut
 //! off at replay; damage anywhere else is reported, never skipped.
 //!
-//! Compaction writes `snapshot.tmp` for generation `G+1`, fsyncs it, renames it over `snapshot`,
-//! fsyncs the directory and only then starts `journal.<G+1>`, so a crash at any point leaves either the
-//! old snapshot with its journal or the new snapshot (whose journal may be missing: empty).
+//! Compaction writes `snapshot.tmp` for generation `G+1` and fsyncs it, creates an empty
+//! `journal.<G+1>`, renames the snapshot over `snapshot` and fsyncs the directory, and only then
+//! appends to `journal.<G+1>`: a crash at any point leaves either the old snapshot with its journal or
+//! the new snapshot with its (possibly empty or missing) journal.
+//!
+//! A full local disk:
+//! - [`RESERVE`] bytes past the last record are allocated ahead (`fallocate` with `KEEP_SIZE`), so
+//!   records keep fitting while data writes fail with ENOSPC. Unlink and rename, the way out of a
+//!   full disk, go on working.
+//! - A record whose write fails (the reserve used up too) is cut off again. A short write would
+//!   otherwise leave a partial line that later records turn into damage in the middle of the journal,
+//!   which replay refuses.
+//! - A failed compaction leaves the journal as it was; it is retried after more records.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -39,10 +49,24 @@ pub enum JournalError {
         line: usize,
         source: TableError,
     },
+    /// A failed write could not be cut off, or a compaction failed after its snapshot was renamed
+    /// into place: appending more could put records where replay would not find them.
+    #[error(
+        "journal in {dir} takes no more records after a failed write ({why}); remount to continue"
+    )]
+    Broken { dir: PathBuf, why: String },
 }
 
 /// Records appended since the last compaction beyond which [`Journal::should_compact`] says yes.
 const COMPACT_AFTER_RECORDS: u64 = 100_000;
+
+/// Records appended after a failed compaction before the next try: each try writes a snapshot of
+/// the whole table, which is what a full disk refuses.
+const COMPACT_RETRY_RECORDS: u64 = 10_000;
+
+/// Journal space allocated ahead of the records (a record is about 100 to 300 bytes, so thousands
+/// of metadata operations on a full disk). Refilled when less than half is left.
+pub(crate) const RESERVE: u64 = 1 << 20;
 
 #[derive(Debug)]
 pub struct Journal {
@@ -50,9 +74,38 @@ pub struct Journal {
     generation: u64,
     file: Arc<File>,
     records: AtomicU64,
+    /// `records` value at which `should_compact` says yes.
+    compact_at: u64,
+    /// Length of the journal file: where the next record starts. Appends are serialized by the
+    /// caller (the table lock), so this is exact.
+    end: AtomicU64,
+    /// File offset up to which space is allocated ahead of `end`.
+    reserved: AtomicU64,
+    /// Set when the file may hold a partial record or no longer be the one replay reads: see
+    /// [`JournalError::Broken`].
+    broken: parking_lot::Mutex<Option<String>>,
     dirty: Arc<AtomicBool>,
     /// Held across a sync: see [`JournalSyncer::sync`].
     sync_lock: Arc<parking_lot::Mutex<()>>,
+}
+
+/// Allocates `len` bytes of `file` from `offset` without changing its size.
+fn allocate_ahead(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a descriptor `file` keeps open; no memory is passed.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Syncs the journal without holding the table lock (taken under the lock, used after it).
@@ -125,14 +178,20 @@ impl Journal {
             .append(true)
             .mode(0o600)
             .open(&log_path)?;
+        let end = file.metadata()?.len();
         let journal = Journal {
             dir: dir.to_path_buf(),
             generation,
             file: Arc::new(file),
             records: AtomicU64::new(records),
+            compact_at: COMPACT_AFTER_RECORDS,
+            end: AtomicU64::new(end),
+            reserved: AtomicU64::new(end),
+            broken: Default::default(),
             dirty: Arc::new(AtomicBool::new(false)),
             sync_lock: Default::default(),
         };
+        journal.reserve();
         Ok((journal, table))
     }
 
@@ -232,12 +291,47 @@ impl Journal {
     }
 
     /// Appends one record. Callers hold the table lock, so records are in apply order.
+    ///
+    /// On error nothing of the record is in the file (or the journal is broken and takes no more).
     pub fn append(&self, ops: &[Op]) -> Result<(), JournalError> {
+        if let Some(why) = self.broken.lock().clone() {
+            return Err(JournalError::Broken {
+                dir: self.dir.clone(),
+                why,
+            });
+        }
         let line = encode(ops);
-        (&*self.file).write_all(&line)?;
+        let start = self.end.load(Ordering::Relaxed);
+        if let Err(e) = (&*self.file).write_all(&line) {
+            // Cutting the file back also frees the space allocated ahead.
+            self.reserved.store(start, Ordering::Relaxed);
+            if let Err(cut) = self.file.set_len(start) {
+                let why = format!("{e}; cutting off the partial record: {cut}");
+                tracing::error!(dir = %self.dir.display(), %why, "journal broken");
+                *self.broken.lock() = Some(why);
+            }
+            return Err(e.into());
+        }
+        self.end.store(start + line.len() as u64, Ordering::Relaxed);
         self.records.fetch_add(1, Ordering::Relaxed);
         self.dirty.store(true, Ordering::Release);
+        self.reserve();
         Ok(())
+    }
+
+    /// Tops the space allocated ahead up to [`RESERVE`] when less than half is left. Best effort:
+    /// on a full disk it fails, and the next append tries again.
+    fn reserve(&self) {
+        let end = self.end.load(Ordering::Relaxed);
+        if self.reserved.load(Ordering::Relaxed) >= end + RESERVE / 2 {
+            return;
+        }
+        match allocate_ahead(&self.file, end, RESERVE) {
+            Ok(()) => self.reserved.store(end + RESERVE, Ordering::Relaxed),
+            Err(e) => {
+                tracing::debug!(dir = %self.dir.display(), error = %e, "journal space not allocated ahead")
+            }
+        }
     }
 
     pub fn syncer(&self) -> JournalSyncer {
@@ -253,40 +347,81 @@ impl Journal {
     }
 
     pub fn should_compact(&self) -> bool {
-        self.records.load(Ordering::Relaxed) >= COMPACT_AFTER_RECORDS
+        self.records.load(Ordering::Relaxed) >= self.compact_at
     }
 
     /// Replaces snapshot + journal with a snapshot of `table`. Callers hold the table lock.
+    ///
+    /// An error before the new snapshot is in place leaves the journal as it was (retried after
+    /// [`COMPACT_RETRY_RECORDS`] more records); one after it breaks the journal.
     pub fn compact(&mut self, table: &MappingTable) -> Result<(), JournalError> {
         let next = self.generation + 1;
         let tmp = self.dir.join("snapshot.tmp");
-        {
-            let mut f = std::io::BufWriter::new(File::create(&tmp)?);
-            writeln!(f, "statefs-snapshot v1 generation {next}")?;
-            for chunk in table.snapshot_ops().chunks(512) {
-                f.write_all(&encode(chunk))?;
-            }
-            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        }
-        std::fs::rename(&tmp, self.dir.join("snapshot"))?;
-        sync_dir(&self.dir)?;
         let log_path = self.dir.join(format!("journal.{next}"));
+        let prepared = self.prepare_compaction(table, next, &tmp, &log_path);
+        let file = match prepared {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                let _ = std::fs::remove_file(&log_path);
+                self.compact_at = self.records.load(Ordering::Relaxed) + COMPACT_RETRY_RECORDS;
+                return Err(e);
+            }
+        };
+        if let Err(e) = std::fs::rename(&tmp, self.dir.join("snapshot")) {
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&log_path);
+            self.compact_at = self.records.load(Ordering::Relaxed) + COMPACT_RETRY_RECORDS;
+            return Err(e.into());
+        }
+        // From here replay reads the new snapshot and `journal.<next>`: records may only go there,
+        // and only once the rename is durable.
+        let old = self.dir.join(format!("journal.{}", self.generation));
+        let end = file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.file = Arc::new(file);
+        self.generation = next;
+        self.records.store(0, Ordering::Relaxed);
+        self.compact_at = COMPACT_AFTER_RECORDS;
+        self.end.store(end, Ordering::Relaxed);
+        self.reserved.store(end, Ordering::Relaxed);
+        self.dirty.store(false, Ordering::Release);
+        if let Err(e) = sync_dir(&self.dir) {
+            let why = format!("syncing {} after compaction: {e}", self.dir.display());
+            *self.broken.lock() = Some(why.clone());
+            return Err(JournalError::Broken {
+                dir: self.dir.clone(),
+                why,
+            });
+        }
+        let _ = std::fs::remove_file(old);
+        self.reserve();
+        Ok(())
+    }
+
+    /// Writes and syncs the snapshot of generation `next` to `tmp` and creates its empty journal.
+    fn prepare_compaction(
+        &self,
+        table: &MappingTable,
+        next: u64,
+        tmp: &Path,
+        log_path: &Path,
+    ) -> Result<File, JournalError> {
+        let mut f = std::io::BufWriter::new(File::create(tmp)?);
+        writeln!(f, "statefs-snapshot v1 generation {next}")?;
+        for chunk in table.snapshot_ops().chunks(512) {
+            f.write_all(&encode(chunk))?;
+        }
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
-            .open(&log_path)?;
+            .open(log_path)?;
         // A leftover of an earlier interrupted compaction to the same generation holds nothing we need.
         file.set_len(0)?;
         file.sync_all()?;
         sync_dir(&self.dir)?;
-        let old = self.dir.join(format!("journal.{}", self.generation));
-        self.file = Arc::new(file);
-        self.generation = next;
-        self.records.store(0, Ordering::Relaxed);
-        self.dirty.store(false, Ordering::Release);
-        let _ = std::fs::remove_file(old);
-        Ok(())
+        Ok(file)
     }
 }
 
@@ -356,6 +491,94 @@ mod tests {
         let (_, t) = Journal::open(tmp.path()).unwrap();
         assert_eq!(t.lookup(2, "b").unwrap(), 3);
         assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, full);
+    }
+
+    fn record(n: u64) -> Vec<Op> {
+        vec![
+            dir_op(10 + n),
+            Op::PutEntry {
+                parent: ROOT_INO,
+                name: format!("directory-{n:06}"),
+                ino: 10 + n,
+            },
+        ]
+    }
+
+    /// Appends records until one fails; returns how many went in and the error.
+    fn append_until_error(j: &Journal, t: &mut MappingTable, from: u64) -> (u64, JournalError) {
+        let mut n = from;
+        loop {
+            assert!(n < from + 1_000_000, "appends never failed");
+            match j.append(&record(n)) {
+                Ok(()) => t.apply_all(&record(n)).unwrap(),
+                Err(e) => return (n - from, e),
+            }
+            n += 1;
+        }
+    }
+
+    fn is_enospc(e: &JournalError) -> bool {
+        matches!(e, JournalError::Io(io) if io.raw_os_error() == Some(libc::ENOSPC))
+    }
+
+    /// On a full disk, records go on in the space allocated ahead (so unlink and rename work);
+    /// when that is used up an append fails with ENOSPC and leaves nothing of itself, so once space
+    /// is back appends continue and replay finds exactly the acknowledged records.
+    #[test]
+    fn a_full_disk_leaves_no_partial_record() {
+        let fs = crate::testing::SmallFs::new(4 << 20);
+        let dir = fs.path().join("journal");
+        let (j, mut t) = Journal::open(&dir).unwrap();
+        j.append(&[dir_op(ROOT_INO)]).unwrap();
+        t.apply_all(&[dir_op(ROOT_INO)]).unwrap();
+        let filler = fs.fill();
+        let (went_in, err) = append_until_error(&j, &mut t, 0);
+        assert!(is_enospc(&err), "{err}");
+        let len = std::fs::metadata(dir.join("journal.0")).unwrap().len();
+        assert!(
+            len >= RESERVE / 2,
+            "only {went_in} records ({len} bytes) fit on the full disk"
+        );
+        // Still full: another append fails the same way, again leaving nothing.
+        assert!(is_enospc(&j.append(&record(went_in)).unwrap_err()));
+        std::fs::remove_file(filler).unwrap();
+        for n in went_in..went_in + 100 {
+            j.append(&record(n)).unwrap();
+            t.apply_all(&record(n)).unwrap();
+        }
+        drop(j);
+        let (_, replayed) = Journal::open(&dir).unwrap();
+        assert_eq!(replayed.snapshot_ops(), t.snapshot_ops());
+    }
+
+    /// A compaction the disk has no room for fails and changes nothing: the journal takes records as
+    /// before, no `snapshot.tmp` is left, and a later compaction (space back) succeeds.
+    #[test]
+    fn a_compaction_without_room_changes_nothing() {
+        let fs = crate::testing::SmallFs::new(4 << 20);
+        let dir = fs.path().join("journal");
+        let (mut j, mut t) = Journal::open(&dir).unwrap();
+        j.append(&[dir_op(ROOT_INO)]).unwrap();
+        t.apply_all(&[dir_op(ROOT_INO)]).unwrap();
+        for n in 0..5000 {
+            j.append(&record(n)).unwrap();
+            t.apply_all(&record(n)).unwrap();
+        }
+        let filler = fs.fill();
+        let err = j.compact(&t).unwrap_err();
+        assert!(is_enospc(&err), "{err}");
+        assert!(!dir.join("snapshot.tmp").exists());
+        assert!(!dir.join("journal.1").exists());
+        j.append(&record(5000)).unwrap();
+        t.apply_all(&record(5000)).unwrap();
+        std::fs::remove_file(filler).unwrap();
+        j.compact(&t).unwrap();
+        j.append(&record(5001)).unwrap();
+        t.apply_all(&record(5001)).unwrap();
+        drop(j);
+        assert!(!dir.join("journal.0").exists());
+        let (_, replayed) = Journal::open(&dir).unwrap();
+        assert_eq!(replayed.snapshot_ops(), t.snapshot_ops());
     }
 
     #[test]

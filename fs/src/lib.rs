@@ -19,6 +19,7 @@ pub mod placement;
 pub mod store;
 pub mod store_pool;
 pub mod table;
+pub mod testing;
 
 pub use config::{MountConfig, PassthroughMode};
 pub use core::FsCore;
