@@ -206,6 +206,85 @@ mod storage {
         assert!(storage.latest().unwrap().is_none());
     }
 
+    /// Checkpoint storage on a `file://` directory whose disk fills up: the checkpoint fails with
+    /// an error that names the cause, leaves no file behind (no object, no partial upload), the
+    /// previous checkpoint stays the latest and restores, and once space is back the next
+    /// checkpoint completes.
+    #[test]
+    fn a_checkpoint_onto_a_full_disk_fails_cleanly() {
+        let small = statefs::testing::SmallFs::new(4 << 20);
+        let dir = small.path().join("checkpoints");
+        std::fs::create_dir(&dir).unwrap();
+        let rt = statefs::mount::runtime().unwrap();
+        let r: std::sync::Arc<dyn RemoteStore> = std::sync::Arc::from(
+            statefs::store::RemoteSpec::parse(&format!("file://{}", dir.display()))
+                .unwrap()
+                .open(&Default::default(), rt)
+                .unwrap(),
+        );
+        let mut storage = CheckpointStorage::open(r.clone(), "job", 2).unwrap();
+        let mut p = storage.begin(1, 128);
+        p.add_backend(filled(500, 1).backend(), 0).unwrap();
+        p.complete().unwrap();
+        let before = objects(r.as_ref());
+        let filler = small.fill();
+
+        let big = filled(50_000, 2);
+        let mut p = storage.begin(2, 128);
+        let err = p
+            .add_backend(big.backend(), 0)
+            .and_then(|()| p.complete().map(|_| ()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("No space left on device"),
+            "the error names the cause: {err}"
+        );
+        assert_eq!(
+            objects(r.as_ref()),
+            before,
+            "nothing of checkpoint 2 is left"
+        );
+        let on_disk = walk(&dir);
+        assert!(
+            on_disk.iter().all(|p| !p.contains('#')),
+            "no partial upload is left: {on_disk:?}"
+        );
+        assert_eq!(storage.latest().unwrap().unwrap().id, 1);
+        let mut kb = Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128));
+        storage
+            .restore(&storage.latest().unwrap().unwrap(), kb.backend_mut())
+            .unwrap();
+        check(&mut kb, 500, 1);
+
+        std::fs::remove_file(filler).unwrap();
+        let mut p = storage.begin(3, 128);
+        p.add_backend(big.backend(), 0).unwrap();
+        p.complete().unwrap();
+        let mut kb = Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128));
+        storage
+            .restore(&storage.latest().unwrap().unwrap(), kb.backend_mut())
+            .unwrap();
+        check(&mut kb, 50_000, 2);
+    }
+
+    /// Every file under `dir`, as paths relative to it.
+    fn walk(dir: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    todo.push(e.path());
+                } else {
+                    let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+                    out.push(rel);
+                }
+            }
+        }
+        out
+    }
+
     #[test]
     fn missing_or_damaged_checkpoint_files_are_clear_errors() {
         let (r, _rt) = super::memory_remote();
