@@ -292,19 +292,30 @@ impl FsCore {
                     .lock()
                     .get(&ino)
                     .is_some_and(|o| o.writers > 0 || o.dirty.load(Ordering::Relaxed));
-                match &f.sealed {
-                    Some(s) if !modified => {
-                        attr.size = s.size;
-                        attr.blocks = s.size.div_ceil(512);
-                    }
-                    _ => {
+                // A sealed file opened for writing has no local copy until its download is done
+                // (on a store thread; lookups go on meanwhile): until then nothing changed it.
+                let md = match &f.sealed {
+                    Some(_) if !modified => None,
+                    Some(_) => match std::fs::metadata(self.local_path(f)) {
+                        Ok(md) => Some(md),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                        Err(e) => return Err(e.into()),
+                    },
+                    None => Some(std::fs::metadata(self.local_path(f))?),
+                };
+                match md {
+                    Some(md) => {
                         use std::os::unix::fs::MetadataExt;
-                        let md = std::fs::metadata(self.local_path(f))?;
                         attr.size = md.len();
                         attr.blocks = md.blocks();
                         attr.mtime = ns_to_time(md.mtime() * 1_000_000_000 + md.mtime_nsec());
                         attr.atime = ns_to_time(md.atime() * 1_000_000_000 + md.atime_nsec());
                         attr.ctime = ns_to_time(md.ctime() * 1_000_000_000 + md.ctime_nsec());
+                    }
+                    None => {
+                        let size = f.sealed.as_ref().map_or(0, |s| s.size);
+                        attr.size = size;
+                        attr.blocks = size.div_ceil(512);
                     }
                 }
                 Ok(attr)
@@ -682,6 +693,7 @@ impl FsCore {
 
     /// Finishes pending removals, compacts and syncs the journal. Called at unmount.
     pub fn shutdown(&self) -> FsResult<()> {
+        self.seal_closed_files();
         self.loader.shutdown();
         self.registrar.shutdown();
         self.deleter.shutdown();
@@ -692,6 +704,31 @@ impl FsCore {
         let State { table, journal } = &mut *st;
         journal.compact(table)?;
         Ok(())
+    }
+
+    /// Uploads the remote-placed files that were written, closed without a sync, and never
+    /// released: the kernel sends RELEASE after close() returns and drops one still queued when
+    /// the connection ends at unmount, so the upload that release would have made happens here.
+    /// A failed upload leaves the file as a crash would (its staging file is kept, unsealed).
+    fn seal_closed_files(&self) {
+        let unsealed: Vec<Ino> = {
+            let st = self.state.lock();
+            st.table
+                .nodes()
+                .filter(|n| {
+                    n.nlink > 0
+                        && n.meta
+                            .file()
+                            .is_some_and(|f| f.placement == Placement::Remote && f.sealed.is_none())
+                })
+                .map(|n| n.meta.ino)
+                .collect()
+        };
+        for ino in unsealed {
+            if let Err(e) = self.seal_if_needed(ino) {
+                tracing::error!(ino, error = %e, "uploading a file closed without sync failed at unmount; its local bytes are kept");
+            }
+        }
     }
 
     /// Where local-placed files live (for tests and stats).

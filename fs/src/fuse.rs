@@ -173,7 +173,7 @@ pub struct StatefsFuse {
     attr_ttl: Duration,
     entry_ttl: Duration,
     mode: PassthroughMode,
-    backings: Mutex<Backings>,
+    opener: Opener,
     metrics: Arc<FuseMetrics>,
     status: Arc<FuseStatus>,
     /// Run the requests that may wait on the store, so that no FUSE worker does: uploads, and
@@ -204,11 +204,16 @@ impl StatefsFuse {
         let uploads = StorePool::new(store_threads, "up", metrics.upload_queue.clone())?;
         let reads = StorePool::new(store_threads, "read", metrics.read_queue.clone())?;
         Ok(StatefsFuse {
-            core,
+            core: core.clone(),
             attr_ttl,
             entry_ttl,
             mode,
-            backings: Mutex::new(Backings::default()),
+            opener: Opener {
+                core: core.clone(),
+                backings: Default::default(),
+                metrics: metrics.clone(),
+                status: status.clone(),
+            },
             metrics,
             status,
             uploads,
@@ -255,6 +260,37 @@ impl StatefsFuse {
 
     fn name(name: &OsStr) -> Result<&str, Errno> {
         name.to_str().ok_or(Errno::from_i32(libc::EINVAL))
+    }
+}
+
+/// What answering an open needs, cloneable onto a store thread (an open that downloads first).
+#[derive(Clone)]
+struct Opener {
+    core: Arc<FsCore>,
+    backings: Arc<Mutex<Backings>>,
+    metrics: Arc<FuseMetrics>,
+    status: Arc<FuseStatus>,
+}
+
+impl Opener {
+    fn open(&self, ino: u64, flags: i32, reply: ReplyOpen) {
+        match self.core.open(ino, flags) {
+            Ok(opened) => match self.backing_for(ino, &opened, |f| reply.open_backing(f)) {
+                Some(id) => {
+                    self.count_open(true);
+                    reply.opened_passthrough(
+                        FileHandle(opened.fh),
+                        self.fopen_flags(&opened, true),
+                        &id,
+                    )
+                }
+                None => {
+                    self.count_open(false);
+                    reply.opened(FileHandle(opened.fh), self.fopen_flags(&opened, false))
+                }
+            },
+            Err(e) => reply.error(StatefsFuse::errno("open", &e)),
+        }
     }
 
     /// Registers `opened.backing` with the kernel when passthrough is on; `None` means the daemon
@@ -396,8 +432,8 @@ impl Filesystem for StatefsFuse {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _t = self.metrics.count("setattr");
-        let _s = tracing::debug_span!("setattr", ino = ino.0, ?size).entered();
+        let t = self.metrics.count_owned("setattr");
+        let span = tracing::debug_span!("setattr", ino = ino.0, ?size);
         let set = SetAttr {
             perm: mode.map(|m| (m & 0o7777) as u16),
             uid,
@@ -406,9 +442,21 @@ impl Filesystem for StatefsFuse {
             atime: atime.map(time_of),
             mtime: mtime.map(time_of),
         };
-        match self.core.setattr(ino.0, fh.map(|f| f.0), set) {
-            Ok(a) => reply.attr(&self.attr_ttl, &Self::file_attr(&a)),
-            Err(e) => reply.error(Self::errno("setattr", &e)),
+        let fh = fh.map(|f| f.0);
+        let (core, ttl) = (self.core.clone(), self.attr_ttl);
+        let setattr = move || {
+            let _s = span.entered();
+            match core.setattr(ino.0, fh, set) {
+                Ok(a) => reply.attr(&ttl, &Self::file_attr(&a)),
+                Err(e) => reply.error(Self::errno("setattr", &e)),
+            }
+            drop(t);
+        };
+        // A truncate may download the file first, or upload it after (by path: no release follows).
+        if size.is_some() && self.core.truncate_may_wait(ino.0, fh) {
+            self.uploads.run(setattr)
+        } else {
+            setattr()
         }
     }
 
@@ -504,24 +552,18 @@ impl Filesystem for StatefsFuse {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _t = self.metrics.count("open");
-        let _s = tracing::debug_span!("open", ino = ino.0, flags = flags.0).entered();
-        match self.core.open(ino.0, flags.0) {
-            Ok(opened) => match self.backing_for(ino.0, &opened, |f| reply.open_backing(f)) {
-                Some(id) => {
-                    self.count_open(true);
-                    reply.opened_passthrough(
-                        FileHandle(opened.fh),
-                        self.fopen_flags(&opened, true),
-                        &id,
-                    )
-                }
-                None => {
-                    self.count_open(false);
-                    reply.opened(FileHandle(opened.fh), self.fopen_flags(&opened, false))
-                }
-            },
-            Err(e) => reply.error(Self::errno("open", &e)),
+        let t = self.metrics.count_owned("open");
+        let span = tracing::debug_span!("open", ino = ino.0, flags = flags.0);
+        let opener = self.opener.clone();
+        let open = move || {
+            let _s = span.entered();
+            opener.open(ino.0, flags.0, reply);
+            drop(t);
+        };
+        if self.core.open_may_fetch(ino.0, flags.0) {
+            self.reads.run(open)
+        } else {
+            open()
         }
     }
 
@@ -550,26 +592,29 @@ impl Filesystem for StatefsFuse {
         ) {
             Ok((attr, opened)) => {
                 let fa = Self::file_attr(&attr);
-                match self.backing_for(attr.ino, &opened, |f| reply.open_backing(f)) {
+                match self
+                    .opener
+                    .backing_for(attr.ino, &opened, |f| reply.open_backing(f))
+                {
                     Some(id) => {
-                        self.count_open(true);
+                        self.opener.count_open(true);
                         reply.created_passthrough(
                             &self.entry_ttl,
                             &fa,
                             fuser::Generation(0),
                             FileHandle(opened.fh),
-                            self.fopen_flags(&opened, true),
+                            self.opener.fopen_flags(&opened, true),
                             &id,
                         )
                     }
                     None => {
-                        self.count_open(false);
+                        self.opener.count_open(false);
                         reply.created(
                             &self.entry_ttl,
                             &fa,
                             fuser::Generation(0),
                             FileHandle(opened.fh),
-                            self.fopen_flags(&opened, false),
+                            self.opener.fopen_flags(&opened, false),
                         )
                     }
                 }
@@ -655,7 +700,7 @@ impl Filesystem for StatefsFuse {
         let t = self.metrics.count_owned("release");
         let span = tracing::debug_span!("release", ino = ino.0, fh = fh.0);
         {
-            let mut b = self.backings.lock();
+            let mut b = self.opener.backings.lock();
             b.by_handle.remove(&fh.0);
             if b.by_inode
                 .get(&ino.0)

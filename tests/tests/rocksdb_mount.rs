@@ -550,6 +550,64 @@ fn cold_reads_waiting_on_the_store_hold_no_fuse_worker() {
     mount.unmount().unwrap();
 }
 
+/// Opening a cold sealed file for writing, or truncating one, downloads it first: that wait is on
+/// a store thread too. RocksDB does neither; a tool or a person may.
+#[test]
+fn writes_to_cold_sealed_files_hold_no_fuse_worker() {
+    use std::io::{Read, Seek, Write};
+
+    let dirs = Dirs::new();
+    {
+        let (mount, _) = mount_with_faults(&dirs, 8);
+        for i in 0..3u8 {
+            std::fs::write(dirs.mnt.join(format!("{i}.sst")), vec![i; 1 << 20]).unwrap();
+        }
+        mount.unmount().unwrap();
+    }
+    std::fs::remove_dir_all(&dirs.cache).unwrap();
+    let (mount, faults) = mount_with_faults(&dirs, 8);
+    let mnt = dirs.mnt.clone();
+    faults.hold_reads(true);
+    let release = ReleaseHolds(faults.clone());
+    let path = |i: u8| mnt.join(format!("{i}.sst"));
+    // Two opens for writing and a truncate by path: more than the FUSE workers.
+    let writers: Vec<_> = (0..2u8)
+        .map(|i| {
+            let p = path(i);
+            std::thread::spawn(move || {
+                let mut f = std::fs::OpenOptions::new().read(true).write(true).open(p)?;
+                f.write_all(b"head")?;
+                f.sync_all()
+            })
+        })
+        .collect();
+    let p2 = path(2);
+    let truncate = std::thread::spawn(move || nix::unistd::truncate(&p2, 4096));
+    wait_until(
+        "fewer downloads reached the store than were asked for",
+        || faults.reads_waiting() == 3,
+    );
+    meanwhile_the_mount_answers(&mnt, "0.sst");
+    drop(release);
+    for w in writers {
+        w.join().unwrap().unwrap();
+    }
+    truncate.join().unwrap().unwrap();
+    mount.unmount().unwrap();
+    let (mount, _) = mount_with_faults(&dirs, 8);
+    for i in 0..2u8 {
+        let mut want = vec![i; 1 << 20];
+        want[..4].copy_from_slice(b"head");
+        let mut got = Vec::new();
+        let mut f = std::fs::File::open(path(i)).unwrap();
+        f.rewind().unwrap();
+        f.read_to_end(&mut got).unwrap();
+        assert!(got == want, "{i}.sst after writing at its head");
+    }
+    assert_eq!(std::fs::read(path(2)).unwrap(), vec![2u8; 4096]);
+    mount.unmount().unwrap();
+}
+
 #[test]
 fn cold_reads_do_not_queue_behind_uploads() {
     use std::io::Read;

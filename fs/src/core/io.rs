@@ -390,6 +390,30 @@ impl FsCore {
             .is_ok_and(|h| h.placement == Placement::Remote && h.writable)
     }
 
+    /// Whether [`open`](Self::open) of `ino` with `flags` may wait on the store: opening a sealed
+    /// file for writing downloads it when it has no local copy. RocksDB never does this.
+    pub fn open_may_fetch(&self, ino: Ino, flags: i32) -> bool {
+        flags & libc::O_ACCMODE != libc::O_RDONLY
+            && self
+                .file_meta(ino)
+                .is_ok_and(|f| f.sealed.is_some() && !self.local_path(&f).exists())
+    }
+
+    /// Whether a truncate of `ino` (through handle `fh`, if any) may wait on the store: a sealed
+    /// file with no local copy is downloaded first, and a truncate by path of a remote-placed file
+    /// uploads it (no release follows). RocksDB's truncate of an SST through its writer, with the
+    /// copy at hand, waits on neither.
+    pub fn truncate_may_wait(&self, ino: Ino, fh: Option<u64>) -> bool {
+        let Ok(f) = self.file_meta(ino) else {
+            return false;
+        };
+        let through_writer = fh
+            .and_then(|fh| self.handle(fh).ok())
+            .is_some_and(|h| h.writable);
+        (f.sealed.is_some() && !self.local_path(&f).exists())
+            || (f.placement == Placement::Remote && !through_writer)
+    }
+
     pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
         let h = self.handle(fh)?;
         match h.placement {

@@ -133,6 +133,30 @@ fn sst_is_uploaded_on_fsync_and_survives_restart() {
     );
 }
 
+/// A file closed without a sync whose RELEASE never reached the daemon (the kernel drops one
+/// still queued when the connection ends at unmount) is uploaded at shutdown all the same.
+#[test]
+fn shutdown_uploads_files_closed_without_sync_and_never_released() {
+    let env = Env::new();
+    let data = vec![3u8; 50_000];
+    {
+        let core = env.core();
+        let (_, o) = core.create(ROOT_INO, "lost.sst", 0o644, RW, ME).unwrap();
+        core.write(o.fh, 0, &data).unwrap();
+        let (_, o2) = core.create(ROOT_INO, "LOG", 0o644, RW, ME).unwrap();
+        core.write(o2.fh, 0, b"local").unwrap();
+        assert!(env.objects().is_empty());
+        core.shutdown().unwrap();
+    }
+    assert_eq!(env.objects().len(), 1, "the SST, not the local-placed LOG");
+    for entry in std::fs::read_dir(env.dir.path().join("cache/files")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let core = env.core();
+    let ino = core.lookup(ROOT_INO, "lost.sst").unwrap().ino;
+    assert_eq!(read_all(&core, ino), data);
+}
+
 #[test]
 fn reads_fall_back_to_the_store_without_a_local_copy() {
     let env = Env::new();

@@ -102,12 +102,13 @@ impl FaultPlan {
         self.inner.uploads.waiting.load(Ordering::SeqCst)
     }
 
-    /// As [`hold_uploads`](Self::hold_uploads), for ranged reads (`get_range`: cold blocks).
+    /// As [`hold_uploads`](Self::hold_uploads), for reads: `get_range` (cold blocks) and `get`
+    /// (whole objects: downloads, cache loads).
     pub fn hold_reads(&self, hold: bool) {
         self.inner.reads.set(hold)
     }
 
-    /// Ranged reads waiting on [`hold_reads`](Self::hold_reads) now.
+    /// Reads waiting on [`hold_reads`](Self::hold_reads) now.
     pub fn reads_waiting(&self) -> u64 {
         self.inner.reads.waiting.load(Ordering::SeqCst)
     }
@@ -185,6 +186,7 @@ impl<R: RemoteStore> RemoteStore for FailingRemote<R> {
         self.inner.get_range(key, range)
     }
     fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.plan.inner.reads.wait();
         self.plan.check("get", key, false)?;
         self.inner.get(key)
     }
