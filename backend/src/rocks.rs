@@ -503,8 +503,18 @@ impl RocksBackend {
     /// Flushes the memtables and waits until no flush or compaction is pending or running: the
     /// background work a restore or a burst of writes left behind.
     pub fn settle(&self) -> StateResult<()> {
+        self.wait_for_compact(true)
+    }
+
+    /// Waits until no flush or compaction is pending or running, leaving the memtables as they
+    /// are: the background work of earlier writes, without changing what a checkpoint will flush.
+    pub fn wait_for_background_work(&self) -> StateResult<()> {
+        self.wait_for_compact(false)
+    }
+
+    fn wait_for_compact(&self, flush: bool) -> StateResult<()> {
         let mut o = rocksdb::WaitForCompactOptions::default();
-        o.set_flush(true);
+        o.set_flush(flush);
         self.db.wait_for_compact(&o).map_err(rocks_err)
     }
 
