@@ -5,7 +5,18 @@
 # release mode (about 10 minutes on 2 cores).
 #
 #   STATE_MB=1024 ROUNDS=5 KEYS=200000 scripts/bench-backends.sh
+#   STORE_TMPFS=8g WRITE_MB_S=20 ...   both backends' file:// stores on a tmpfs of that size (a
+#                                       stand-in for remote storage, which does not share the
+#                                       local disk), each round written at 20 MB/s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec cargo bench -p statefs-backend --bench backends
+if [ -n "${STORE_TMPFS:-}" ]; then
+    stores=$(mktemp -d /var/tmp/statefs-bench-stores.XXXXXX)
+    mount -t tmpfs -o "size=$STORE_TMPFS" tmpfs "$stores"
+    trap 'umount "$stores"; rmdir "$stores"' EXIT
+    export STORE_DIR=$stores
+    cargo bench -p statefs-backend --bench backends
+else
+    exec cargo bench -p statefs-backend --bench backends
+fi

@@ -5,6 +5,8 @@
 //!   STATE_MB=1024 ROUNDS=5 UPDATE_PCT=20 cargo bench -p statefs-backend --bench backends
 //!   BUDGET_MB=64 ...   (a memory budget per backend, as Flink's managed memory per slot)
 //!   TUNING=state.backend.rocksdb.thread.num=4 ...   (tuning keys for both backends)
+//!   WRITE_MB_S=20 ...   (each round's writes at a steady rate; 0 = a burst, as fast as possible)
+//!   STORE_DIR=/mnt/stores ...   (both backends' file:// stores there, e.g. on another device)
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -84,17 +86,35 @@ fn ops<B: StateBackend>(
 
 struct Scratch {
     dir: tempfile::TempDir,
+    /// Where both backends' `file://` stores live: `STORE_DIR`, or `dir`.
+    stores: Option<tempfile::TempDir>,
 }
 
 impl Scratch {
     fn new() -> Scratch {
         let base = std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into());
+        let stores = std::env::var("STORE_DIR").ok().map(|d| {
+            tempfile::Builder::new()
+                .prefix("statefs-bench-stores-")
+                .tempdir_in(d)
+                .unwrap()
+        });
         Scratch {
             dir: tempfile::Builder::new()
                 .prefix("statefs-bench-backends-")
                 .tempdir_in(base)
                 .unwrap(),
+            stores,
         }
+    }
+    /// A directory for a `file://` store: on `STORE_DIR` when set, so that uploads (forst's
+    /// through statefs, rocksdb's to checkpoint storage) can be kept off the disk the databases
+    /// use, as with remote storage.
+    fn store(&self, p: &str) -> std::path::PathBuf {
+        let base = self.stores.as_ref().unwrap_or(&self.dir);
+        let p = base.path().join(p);
+        std::fs::create_dir_all(&p).unwrap();
+        p
     }
     fn path(&self, p: &str) -> std::path::PathBuf {
         let p = self.dir.path().join(p);
@@ -105,7 +125,7 @@ impl Scratch {
 
 fn forst_config(s: &Scratch, name: &str) -> statefs::MountConfig {
     statefs::MountConfig::new(
-        format!("file://{}", s.path("remote").display()),
+        format!("file://{}", s.store("remote").display()),
         s.path(&format!("{name}/local")),
         s.path(&format!("{name}/cache")),
     )
@@ -123,6 +143,10 @@ fn main() {
     let rounds = env("ROUNDS", 3);
     // Percent of the keys rewritten between checkpoints.
     let update_pct = env("UPDATE_PCT", 5).clamp(1, 100);
+    // MB/s of value bytes a round writes: a job's steady update rate, against which compaction
+    // keeps pace or falls behind. 0 writes the round as one burst and checkpoints right after,
+    // with that burst's compactions running: the hardest case for a checkpoint.
+    let write_mb_s = env("WRITE_MB_S", 0);
     let range = KeyGroupRange::all(128);
     let scratch = Scratch::new();
     // A memory budget per backend instance (Flink's managed memory per slot); 0 = RocksDB's
@@ -200,6 +224,7 @@ fn main() {
     // 2. Checkpoints over a steady update workload.
     let value = vec![7u8; 1000];
     let n = state_mb * 1024 * 1024 / 1100;
+    #[allow(clippy::too_many_arguments)]
     fn fill<B: StateBackend>(
         kb: &mut Keyed<u64, B>,
         value: &[u8],
@@ -207,8 +232,10 @@ fn main() {
         from: u64,
         to: u64,
         round: u64,
+        mb_s: u64,
     ) {
         let v = kb.value_state::<Vec<u8>>("blob", None).unwrap();
+        let start = Instant::now();
         let mut val = value.to_vec();
         // Incompressible values: a real state's bytes do not shrink 100x in an SST.
         let mut x = round.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -223,11 +250,20 @@ fn main() {
             kb.set_current_key(&(i.wrapping_mul(2_654_435_761) % n))
                 .unwrap();
             v.update(kb, &val).unwrap();
+            let done = i + 1 - from;
+            if mb_s > 0 && done.is_multiple_of(1024) {
+                let due = Duration::from_secs_f64(
+                    (done * value.len() as u64) as f64 / (mb_s as f64 * 1e6),
+                );
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
         }
     }
     let rt = statefs::mount::runtime().unwrap();
     let metrics = Arc::new(RemoteMetrics::default());
-    let chk_store = RemoteSpec::parse(&format!("file://{}", scratch.path("chk-store").display()))
+    let chk_store = RemoteSpec::parse(&format!("file://{}", scratch.store("chk-store").display()))
         .unwrap()
         .open(&Default::default(), rt)
         .unwrap();
@@ -250,8 +286,8 @@ fn main() {
     let forst_metrics = fb.mount().remote_metrics.clone();
     let mut fkb: Keyed<u64, ForstBackend> = Keyed::new(fb);
     eprintln!("filling {n} keys x 1 KB into rocksdb and forst");
-    fill(&mut rkb, &value, n, 0, n, 0);
-    fill(&mut fkb, &value, n, 0, n, 0);
+    fill(&mut rkb, &value, n, 0, n, 0, 0);
+    fill(&mut fkb, &value, n, 0, n, 0, 0);
     let mut rows = Vec::new();
     let mut last_ids = (0u64, String::new());
     for round in 1..=rounds {
@@ -262,7 +298,15 @@ fn main() {
         // compactions ran through the other's checkpoint), which the backends of a job never do.
         // A backend's own background work, the compactions its writes start, stays in its time.
         fkb.backend().rocks().wait_for_background_work().unwrap();
-        fill(&mut rkb, &value, n, from, from + per_round, round);
+        fill(
+            &mut rkb,
+            &value,
+            n,
+            from,
+            from + per_round,
+            round,
+            write_mb_s,
+        );
         // rocksdb incremental
         let put0 = metrics.put_bytes.load(Ordering::Relaxed);
         let t = Instant::now();
@@ -272,7 +316,15 @@ fn main() {
         let rocks_ms = t.elapsed().as_secs_f64() * 1000.0;
         let rocks_bytes = metrics.put_bytes.load(Ordering::Relaxed) - put0;
         rkb.backend().wait_for_background_work().unwrap();
-        fill(&mut fkb, &value, n, from, from + per_round, round);
+        fill(
+            &mut fkb,
+            &value,
+            n,
+            from,
+            from + per_round,
+            round,
+            write_mb_s,
+        );
         // forst
         let fput0 = forst_metrics.put_bytes.load(Ordering::Relaxed);
         let t = Instant::now();
@@ -284,7 +336,12 @@ fn main() {
     }
     println!();
     println!(
-        "checkpoints: {state_mb} MB of state ({n} keys x 1 KB), {update_pct}% of keys updated between checkpoints, memory budget {}",
+        "checkpoints: {state_mb} MB of state ({n} keys x 1 KB), {update_pct}% of keys updated between checkpoints {}, memory budget {}; each backend alone",
+        if write_mb_s > 0 {
+            format!("at {write_mb_s} MB/s")
+        } else {
+            "in a burst".into()
+        },
         if budget_mb > 0 {
             format!("{budget_mb} MB per backend")
         } else {
