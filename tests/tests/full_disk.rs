@@ -172,3 +172,46 @@ fn rocksdb_reopens_with_every_acknowledged_key_after_a_full_disk() {
     drop(db);
     mount.unmount().unwrap();
 }
+
+/// A restore onto a local disk with no room for the checkpoint's local-placed files fails with an
+/// error that names the cause and leaves nothing half-restored; once there is room, the same
+/// directories restore.
+#[test]
+fn a_restore_onto_a_full_disk_fails_cleanly_and_succeeds_with_room() {
+    let dirs = Dirs::new();
+    let sst = pattern(1 << 20, 6);
+    let manifest = pattern(512 << 10, 7);
+    let id = {
+        let mount = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
+        std::fs::create_dir(dirs.mnt.join("chk")).unwrap();
+        write_synced(&dirs.mnt.join("chk/000010.sst"), &sst).unwrap();
+        write_synced(&dirs.mnt.join("chk/MANIFEST-000001"), &manifest).unwrap();
+        let id = mount.checkpoint(&dirs.mnt.join("chk"), 0).unwrap().id;
+        mount.unmount().unwrap();
+        id
+    };
+    let small = SmallFs::new(16 << 20);
+    let mut config = on_small_disk(&dirs, &small);
+    config.restore = Some(statefs::config::RestoreFrom {
+        id: id.clone(),
+        claim: false,
+    });
+    let mnt = small.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let filler = small.fill();
+    let err = MountHandle::mount(&config, &mnt)
+        .err()
+        .expect("a restore onto a full disk succeeded")
+        .to_string();
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(!statefs_tests::is_mounted(&mnt));
+    assert!(
+        !small.path().join("local/journal").exists(),
+        "half-restored: {err}"
+    );
+    std::fs::remove_file(filler).unwrap();
+    let mount = MountHandle::mount(&config, &mnt).unwrap();
+    assert!(std::fs::read(mnt.join("000010.sst")).unwrap() == sst);
+    assert!(std::fs::read(mnt.join("MANIFEST-000001")).unwrap() == manifest);
+    mount.unmount().unwrap();
+}
