@@ -509,25 +509,35 @@ fn uploads_waiting_on_the_store_hold_no_fuse_worker() {
     mount.unmount().unwrap();
 }
 
-#[test]
-fn cold_reads_waiting_on_the_store_hold_no_fuse_worker() {
-    use std::io::Read;
-
-    let dirs = Dirs::new();
-    let files = 3u8;
+/// Writes `n` 1 MiB SSTs `<i>.sst` (bytes `i`), loses their local copies and mounts again with
+/// the store's reads held: every read or download of them waits until the guard is dropped.
+fn cold_files_with_reads_held(
+    dirs: &Dirs,
+    n: u8,
+) -> (MountHandle, statefs::store::FaultPlan, ReleaseHolds) {
     {
-        let (mount, _) = mount_with_faults(&dirs, 8);
-        for i in 0..files {
+        let (mount, _) = mount_with_faults(dirs, 8);
+        for i in 0..n {
             std::fs::write(dirs.mnt.join(format!("{i}.sst")), vec![i; 1 << 20]).unwrap();
         }
         mount.unmount().unwrap();
     }
     // No local copy is left: every read of these files goes to the store.
     std::fs::remove_dir_all(&dirs.cache).unwrap();
-    let (mount, faults) = mount_with_faults(&dirs, 8);
-    let mnt = dirs.mnt.clone();
+    let (mount, faults) = mount_with_faults(dirs, 8);
     faults.hold_reads(true);
     let release = ReleaseHolds(faults.clone());
+    (mount, faults, release)
+}
+
+#[test]
+fn cold_reads_waiting_on_the_store_hold_no_fuse_worker() {
+    use std::io::Read;
+
+    let dirs = Dirs::new();
+    let files = 3u8;
+    let (mount, faults, release) = cold_files_with_reads_held(&dirs, files);
+    let mnt = dirs.mnt.clone();
     // More cold readers than FUSE workers, as RocksDB's threads right after a lazy restore.
     let readers: Vec<_> = (0..files)
         .map(|i| {
@@ -557,18 +567,8 @@ fn writes_to_cold_sealed_files_hold_no_fuse_worker() {
     use std::io::{Read, Seek, Write};
 
     let dirs = Dirs::new();
-    {
-        let (mount, _) = mount_with_faults(&dirs, 8);
-        for i in 0..3u8 {
-            std::fs::write(dirs.mnt.join(format!("{i}.sst")), vec![i; 1 << 20]).unwrap();
-        }
-        mount.unmount().unwrap();
-    }
-    std::fs::remove_dir_all(&dirs.cache).unwrap();
-    let (mount, faults) = mount_with_faults(&dirs, 8);
+    let (mount, faults, release) = cold_files_with_reads_held(&dirs, 3);
     let mnt = dirs.mnt.clone();
-    faults.hold_reads(true);
-    let release = ReleaseHolds(faults.clone());
     let path = |i: u8| mnt.join(format!("{i}.sst"));
     // Two opens for writing and a truncate by path: more than the FUSE workers.
     let writers: Vec<_> = (0..2u8)
