@@ -1,6 +1,8 @@
 //! A full local disk under a running mount: writes fail with ENOSPC, metadata operations (the way
 //! out: unlink, rename) and reads go on, nothing acknowledged is lost, and once space is back the
-//! mount writes again, before and after a remount.
+//! mount writes again, before and after a remount. Also a restore onto a full disk, and the
+//! cache's free-space limit on a real small disk. Each test's local dir is a small tmpfs
+//! (`statefs::testing::SmallFs`).
 
 use std::io::Write;
 use std::path::Path;
@@ -213,5 +215,54 @@ fn a_restore_onto_a_full_disk_fails_cleanly_and_succeeds_with_room() {
     let mount = MountHandle::mount(&config, &mnt).unwrap();
     assert!(std::fs::read(mnt.join("000010.sst")).unwrap() == sst);
     assert!(std::fs::read(mnt.join("MANIFEST-000001")).unwrap() == manifest);
+    mount.unmount().unwrap();
+}
+
+/// Free bytes of the file system holding `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let s = nix::sys::statvfs::statvfs(path).unwrap();
+    s.blocks_available() as u64 * s.fragment_size() as u64
+}
+
+/// The cache's free-space limit on a real small disk: after every sealed SST the cache dir's file
+/// system keeps its reserve free (copies are dropped, oldest first), the cache still holds copies,
+/// and every file reads back. When something else takes the disk's space, the next seal gives
+/// copies back until the reserve is free again.
+#[test]
+fn the_cache_keeps_its_reserve_free_on_a_small_disk() {
+    let dirs = Dirs::new();
+    let small = SmallFs::new(48 << 20);
+    let reserve = 16 << 20;
+    let mut config = on_small_disk(&dirs, &small);
+    config.cache.size_limit = 0;
+    config.cache.reserve_size = reserve;
+    config.cache.target_file_size = 4 << 20;
+    let mount = MountHandle::mount(&config, &dirs.mnt).unwrap();
+    let files: Vec<Vec<u8>> = (0..12u8).map(|i| pattern(4 << 20, i)).collect();
+    for (i, data) in files.iter().enumerate() {
+        write_synced(&dirs.mnt.join(format!("{i:06}.sst")), data).unwrap();
+        let free = free_bytes(small.path());
+        assert!(
+            free >= reserve,
+            "after SST {i}: {free} bytes free, reserve {reserve}"
+        );
+    }
+    let cached = mount.core().cache_stats().used;
+    assert!(
+        cached >= 8 << 20,
+        "the cache kept {cached} bytes of a 48 MiB disk with 16 MiB reserved"
+    );
+    // Something else fills the disk to 4 MiB short of the reserve.
+    let other = small.path().join("other");
+    let take = free_bytes(small.path()) - reserve + (4 << 20);
+    std::fs::write(&other, vec![0u8; take as usize]).unwrap();
+    assert!(free_bytes(small.path()) < reserve);
+    write_synced(&dirs.mnt.join("000012.sst"), &files[0]).unwrap();
+    let free = free_bytes(small.path());
+    assert!(free >= reserve, "after the disk filled: {free} bytes free");
+    for (i, data) in files.iter().enumerate() {
+        let got = std::fs::read(dirs.mnt.join(format!("{i:06}.sst"))).unwrap();
+        assert!(got == *data, "{i:06}.sst");
+    }
     mount.unmount().unwrap();
 }
