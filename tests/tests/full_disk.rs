@@ -54,6 +54,12 @@ fn a_full_local_disk_fails_writes_with_enospc_and_loses_nothing() {
     write_synced(&m.join("000011.log"), &wal).unwrap();
 
     let filler = small.fill();
+    // `df` on the mount tells the truth: it reports the local dir's file system, which is full.
+    let on_mount = free_bytes(m);
+    assert!(
+        on_mount < 1 << 20,
+        "the mount reports {on_mount} bytes free"
+    );
     // A local-placed file (a WAL) and a remote-placed one (an SST, staged locally) both fail.
     assert_enospc(
         write_synced(&m.join("000012.log"), &pattern(1 << 20, 4)),
