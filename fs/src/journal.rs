@@ -91,21 +91,14 @@ pub struct Journal {
 
 /// Allocates `len` bytes of `file` from `offset` without changing its size.
 fn allocate_ahead(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on a descriptor `file` keeps open; no memory is passed.
-    let rc = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    use nix::fcntl::{FallocateFlags, fallocate};
+    fallocate(
+        file,
+        FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        offset as libc::off_t,
+        len as libc::off_t,
+    )
+    .map_err(std::io::Error::from)
 }
 
 /// Syncs the journal without holding the table lock (taken under the lock, used after it).

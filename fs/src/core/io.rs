@@ -7,7 +7,6 @@
 //! new record is durable. So the object named by a durable record is never modified or deleted early.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
@@ -399,6 +398,13 @@ impl FsCore {
                 .is_ok_and(|f| f.sealed.is_some() && !self.local_path(&f).exists())
     }
 
+    /// Whether `fh` is a handle open for writing: a truncate through it leaves the upload to its
+    /// sync or release.
+    fn is_writer(&self, fh: Option<u64>) -> bool {
+        fh.and_then(|fh| self.handle(fh).ok())
+            .is_some_and(|h| h.writable)
+    }
+
     /// Whether a truncate of `ino` (through handle `fh`, if any) may wait on the store: a sealed
     /// file with no local copy is downloaded first, and a truncate by path of a remote-placed file
     /// uploads it (no release follows). RocksDB's truncate of an SST through its writer, with the
@@ -407,9 +413,7 @@ impl FsCore {
         let Ok(f) = self.file_meta(ino) else {
             return false;
         };
-        let through_writer = fh
-            .and_then(|fh| self.handle(fh).ok())
-            .is_some_and(|h| h.writable);
+        let through_writer = self.is_writer(fh);
         (f.sealed.is_some() && !self.local_path(&f).exists())
             || (f.placement == Placement::Remote && !through_writer)
     }
@@ -567,9 +571,7 @@ impl FsCore {
 
     fn truncate(&self, ino: Ino, fh: Option<u64>, size: u64) -> FsResult<()> {
         let f = self.file_meta(ino)?;
-        let through_writer = fh
-            .and_then(|fh| self.handle(fh).ok())
-            .is_some_and(|h| h.writable);
+        let through_writer = self.is_writer(fh);
         let (dirty, upload) = self.acquire(ino, true);
         let result = (|| {
             let path = self.local_path(&f);
@@ -660,13 +662,13 @@ impl FsCore {
             ));
         }
         let call = || {
-            let r =
-                unsafe { libc::fallocate(file.as_raw_fd(), mode, offset as i64, length as i64) };
-            if r == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
+            nix::fcntl::fallocate(
+                file,
+                nix::fcntl::FallocateFlags::from_bits_retain(mode),
+                offset as libc::off_t,
+                length as libc::off_t,
+            )
+            .map_err(std::io::Error::from)
         };
         if mode & libc::FALLOC_FL_KEEP_SIZE != 0 {
             // Allocating or freeing blocks past the end changes no byte of the file (RocksDB punches
