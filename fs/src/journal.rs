@@ -351,8 +351,13 @@ impl Journal {
         let next = self.generation + 1;
         let tmp = self.dir.join("snapshot.tmp");
         let log_path = self.dir.join(format!("journal.{next}"));
-        let prepared = self.prepare_compaction(table, next, &tmp, &log_path);
-        let file = match prepared {
+        let installed = self
+            .prepare_compaction(table, next, &tmp, &log_path)
+            .and_then(|file| {
+                std::fs::rename(&tmp, self.dir.join("snapshot"))?;
+                Ok(file)
+            });
+        let file = match installed {
             Ok(file) => file,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
@@ -361,12 +366,6 @@ impl Journal {
                 return Err(e);
             }
         };
-        if let Err(e) = std::fs::rename(&tmp, self.dir.join("snapshot")) {
-            let _ = std::fs::remove_file(&tmp);
-            let _ = std::fs::remove_file(&log_path);
-            self.compact_at = self.records.load(Ordering::Relaxed) + COMPACT_RETRY_RECORDS;
-            return Err(e.into());
-        }
         // From here replay reads the new snapshot and `journal.<next>`: records may only go there,
         // and only once the rename is durable.
         let old = self.dir.join(format!("journal.{}", self.generation));
