@@ -111,13 +111,14 @@ impl Scratch {
     /// through statefs, rocksdb's to checkpoint storage) can be kept off the disk the databases
     /// use, as with remote storage.
     fn store(&self, p: &str) -> std::path::PathBuf {
-        let base = self.stores.as_ref().unwrap_or(&self.dir);
-        let p = base.path().join(p);
-        std::fs::create_dir_all(&p).unwrap();
-        p
+        Self::made(self.stores.as_ref().unwrap_or(&self.dir), p)
     }
     fn path(&self, p: &str) -> std::path::PathBuf {
-        let p = self.dir.path().join(p);
+        Self::made(&self.dir, p)
+    }
+    /// `base/p`, created.
+    fn made(base: &tempfile::TempDir, p: &str) -> std::path::PathBuf {
+        let p = base.path().join(p);
         std::fs::create_dir_all(&p).unwrap();
         p
     }
