@@ -157,6 +157,31 @@ fn shutdown_uploads_files_closed_without_sync_and_never_released() {
     assert_eq!(read_all(&core, ino), data);
 }
 
+/// When that upload at shutdown fails (the store is down for writes), the shutdown still
+/// finishes, nothing is lost: the file keeps its local bytes, unsealed, and the next shutdown with
+/// the store back uploads it.
+#[test]
+fn a_failed_upload_at_shutdown_keeps_the_local_bytes() {
+    let env = Env::new();
+    let data = vec![4u8; 30_000];
+    {
+        let core = env.core();
+        let (_, o) = core.create(ROOT_INO, "lost.sst", 0o644, RW, ME).unwrap();
+        core.write(o.fh, 0, &data).unwrap();
+        env.faults.set_writes_down(true);
+        core.shutdown().unwrap();
+        env.faults.set_writes_down(false);
+    }
+    assert!(env.objects().is_empty());
+    {
+        let core = env.core();
+        let ino = core.lookup(ROOT_INO, "lost.sst").unwrap().ino;
+        assert_eq!(read_all(&core, ino), data);
+        core.shutdown().unwrap();
+    }
+    assert_eq!(env.objects().len(), 1);
+}
+
 #[test]
 fn reads_fall_back_to_the_store_without_a_local_copy() {
     let env = Env::new();
