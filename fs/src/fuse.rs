@@ -453,11 +453,8 @@ impl Filesystem for StatefsFuse {
             drop(t);
         };
         // A truncate may download the file first, or upload it after (by path: no release follows).
-        if size.is_some() && self.core.truncate_may_wait(ino.0, fh) {
-            self.uploads.run(setattr)
-        } else {
-            setattr()
-        }
+        let may_wait = size.is_some() && self.core.truncate_may_wait(ino.0, fh);
+        self.uploads.run_if(may_wait, setattr)
     }
 
     fn mkdir(
@@ -560,11 +557,8 @@ impl Filesystem for StatefsFuse {
             opener.open(ino.0, flags.0, reply);
             drop(t);
         };
-        if self.core.open_may_fetch(ino.0, flags.0) {
-            self.reads.run(open)
-        } else {
-            open()
-        }
+        self.reads
+            .run_if(self.core.open_may_fetch(ino.0, flags.0), open)
     }
 
     fn create(
@@ -646,11 +640,8 @@ impl Filesystem for StatefsFuse {
         };
         // Reads of local bytes or of blocks held in memory stay here: a handoff would add a
         // thread wake-up to each of them.
-        if self.core.read_may_fetch(fh.0, offset, size) {
-            self.reads.run(read)
-        } else {
-            read()
-        }
+        self.reads
+            .run_if(self.core.read_may_fetch(fh.0, offset, size), read)
     }
 
     fn write(
@@ -720,11 +711,7 @@ impl Filesystem for StatefsFuse {
             drop(t);
         };
         // The last writer's release uploads what no fsync did; other releases are quick.
-        if to_pool {
-            self.uploads.run(release)
-        } else {
-            release()
-        }
+        self.uploads.run_if(to_pool, release)
     }
 
     fn fsync(
@@ -748,11 +735,7 @@ impl Filesystem for StatefsFuse {
         };
         // A WAL sync stays on this worker: it waits only on the local disk, and a handoff would
         // add a thread wake-up to every synced write.
-        if self.core.may_upload(fh.0) {
-            self.uploads.run(fsync)
-        } else {
-            fsync()
-        }
+        self.uploads.run_if(self.core.may_upload(fh.0), fsync)
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -91,6 +91,12 @@ impl StorePool {
         rejected()
     }
 
+    /// Runs `job` on a pool thread when `may_wait` (it may wait on the store), else right here:
+    /// a handoff costs a thread wake-up, which local work should not pay.
+    pub fn run_if(&self, may_wait: bool, job: impl FnOnce() + Send + 'static) {
+        if may_wait { self.run(job) } else { job() }
+    }
+
     /// Runs every queued job, then stops the threads. Idempotent.
     pub fn close(&mut self) {
         self.tx.take();
