@@ -393,9 +393,12 @@ impl FsCore {
     /// file for writing downloads it when it has no local copy. RocksDB never does this.
     pub fn open_may_fetch(&self, ino: Ino, flags: i32) -> bool {
         flags & libc::O_ACCMODE != libc::O_RDONLY
-            && self
-                .file_meta(ino)
-                .is_ok_and(|f| f.sealed.is_some() && !self.local_path(&f).exists())
+            && self.file_meta(ino).is_ok_and(|f| self.must_download(&f))
+    }
+
+    /// Whether writing to `f` needs its object downloaded first: sealed, with no local copy.
+    fn must_download(&self, f: &FileMeta) -> bool {
+        f.sealed.is_some() && !self.local_path(f).exists()
     }
 
     /// Whether `fh` is a handle open for writing: a truncate through it leaves the upload to its
@@ -413,9 +416,7 @@ impl FsCore {
         let Ok(f) = self.file_meta(ino) else {
             return false;
         };
-        let through_writer = self.is_writer(fh);
-        (f.sealed.is_some() && !self.local_path(&f).exists())
-            || (f.placement == Placement::Remote && !through_writer)
+        self.must_download(&f) || (f.placement == Placement::Remote && !self.is_writer(fh))
     }
 
     pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {

@@ -33,7 +33,7 @@ struct FaultState {
     /// Calls waiting out the latency now, and the most there ever were at once.
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
-    /// File uploads (`put_file`) and ranged reads (`get_range`) wait while held.
+    /// File uploads (`put_file`), and reads (`get_range`, `get`), wait while held.
     uploads: Hold,
     reads: Hold,
 }
