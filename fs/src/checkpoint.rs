@@ -325,13 +325,19 @@ pub fn list(remote: &dyn RemoteStore) -> Result<Vec<CheckpointInfo>, CheckpointE
 impl ManifestCache {
     /// Records a manifest this process just wrote, so the next listing need not read it back.
     pub fn remember(&self, m: &Manifest) {
+        self.keep(m);
+    }
+
+    /// Records `m`'s summary and returns it.
+    fn keep(&self, m: &Manifest) -> ManifestSummary {
         let summary = ManifestSummary {
             mount_id: m.mount_id.clone(),
             created_ms: m.created_ms,
             files: m.files.len(),
             bytes: m.files.iter().map(|f| f.size).sum(),
         };
-        self.0.lock().insert(m.id.clone(), summary);
+        self.0.lock().insert(m.id.clone(), summary.clone());
+        summary
     }
 }
 
@@ -359,10 +365,7 @@ fn list_inner(
         let m = match known {
             Some(m) => m,
             None => match load_manifest(remote, &id) {
-                Ok(m) => {
-                    cache.remember(&m);
-                    cache.0.lock()[&id].clone()
-                }
+                Ok(m) => cache.keep(&m),
                 Err(e @ (CheckpointError::NotFound(_) | CheckpointError::BadManifest { .. }))
                     if skip_unreadable =>
                 {
