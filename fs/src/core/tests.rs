@@ -85,6 +85,20 @@ fn write_file(core: &FsCore, parent: Ino, name: &str, data: &[u8], sync: bool) -
     attr.ino
 }
 
+/// Creates `name` and writes `data` through a handle that is never released (as when the kernel
+/// dropped the RELEASE at unmount).
+fn write_unreleased(core: &FsCore, name: &str, data: &[u8]) {
+    let (_, o) = core.create(ROOT_INO, name, 0o644, RW, ME).unwrap();
+    core.write(o.fh, 0, data).unwrap();
+}
+
+/// Deletes every local copy and staging file: what is read next comes from the store.
+fn lose_local_copies(env: &Env) {
+    for entry in std::fs::read_dir(env.dir.path().join("cache/files")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+}
+
 fn read_all(core: &FsCore, ino: Ino) -> Vec<u8> {
     let o = core.open(ino, libc::O_RDONLY).unwrap();
     let size = core.getattr(ino).unwrap().size;
@@ -141,17 +155,13 @@ fn shutdown_uploads_files_closed_without_sync_and_never_released() {
     let data = vec![3u8; 50_000];
     {
         let core = env.core();
-        let (_, o) = core.create(ROOT_INO, "lost.sst", 0o644, RW, ME).unwrap();
-        core.write(o.fh, 0, &data).unwrap();
-        let (_, o2) = core.create(ROOT_INO, "LOG", 0o644, RW, ME).unwrap();
-        core.write(o2.fh, 0, b"local").unwrap();
+        write_unreleased(&core, "lost.sst", &data);
+        write_unreleased(&core, "LOG", b"local");
         assert!(env.objects().is_empty());
         core.shutdown().unwrap();
     }
     assert_eq!(env.objects().len(), 1, "the SST, not the local-placed LOG");
-    for entry in std::fs::read_dir(env.dir.path().join("cache/files")).unwrap() {
-        std::fs::remove_file(entry.unwrap().path()).unwrap();
-    }
+    lose_local_copies(&env);
     let core = env.core();
     let ino = core.lookup(ROOT_INO, "lost.sst").unwrap().ino;
     assert_eq!(read_all(&core, ino), data);
@@ -166,8 +176,7 @@ fn a_failed_upload_at_shutdown_keeps_the_local_bytes() {
     let data = vec![4u8; 30_000];
     {
         let core = env.core();
-        let (_, o) = core.create(ROOT_INO, "lost.sst", 0o644, RW, ME).unwrap();
-        core.write(o.fh, 0, &data).unwrap();
+        write_unreleased(&core, "lost.sst", &data);
         env.faults.set_writes_down(true);
         core.shutdown().unwrap();
         env.faults.set_writes_down(false);
@@ -191,9 +200,7 @@ fn reads_fall_back_to_the_store_without_a_local_copy() {
         write_file(&core, ROOT_INO, "a.sst", &data, true);
         core.shutdown().unwrap();
     }
-    for entry in std::fs::read_dir(env.dir.path().join("cache/files")).unwrap() {
-        std::fs::remove_file(entry.unwrap().path()).unwrap();
-    }
+    lose_local_copies(&env);
     let core = env.core();
     let ino = core.lookup(ROOT_INO, "a.sst").unwrap().ino;
     let o = core.open(ino, libc::O_RDONLY).unwrap();
