@@ -132,6 +132,11 @@ pub trait StateBackend: Send {
     fn meta(&self, id: StateId) -> &StateMeta;
     fn states(&self) -> Vec<StateMeta>;
     fn get(&self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<Option<Vec<u8>>>;
+    /// A hint, given when a key becomes current: states are about to be read or written at
+    /// `prefix` (the composite key of that key and the empty namespace) in key group `kg`. A
+    /// backend may start loading what those accesses will touch, so that the wait for memory
+    /// overlaps the work before them. Nothing observable changes; the default does nothing.
+    fn prefetch(&self, _kg: u32, _prefix: &[u8]) {}
     /// Calls `f` with the value at `ck`, if any, without copying it where the backend can lend it.
     /// Returns whether there was a value.
     fn get_with(
@@ -244,6 +249,9 @@ impl StateBackend for Box<dyn StateBackend> {
         f: &mut dyn FnMut(&[u8]),
     ) -> StateResult<bool> {
         (**self).get_with(s, kg, ck, f)
+    }
+    fn prefetch(&self, kg: u32, prefix: &[u8]) {
+        (**self).prefetch(kg, prefix)
     }
     fn put(&mut self, s: usize, kg: u32, ck: &[u8], v: &[u8]) -> StateResult<()> {
         (**self).put(s, kg, ck, v)

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::{Entry, SnapshotView, StateBackend, StateId, StateKind, StateMeta};
 use crate::error::{StateError, StateResult};
@@ -26,7 +27,7 @@ mod user_map;
 use bytes::Bytes;
 use kv::Kv;
 use map_slot::MapSlot;
-use table::{Table, TableEntry};
+use table::{KeyHasher, Table, TableEntry};
 
 #[derive(Clone)]
 enum Group {
@@ -62,13 +63,22 @@ fn extend(m: &mut BTreeMap<Bytes, Bytes>, k: &[u8], v: &[u8]) {
 }
 
 impl Group {
-    fn for_meta(meta: &StateMeta) -> Group {
+    fn for_meta(meta: &StateMeta, hasher: KeyHasher) -> Group {
         if meta.ttl.is_some() {
             Group::Sorted(BTreeMap::new())
         } else if meta.kind == StateKind::Map {
-            Group::TwoLevel(Table::default())
+            Group::TwoLevel(Table::with_hasher(hasher))
         } else {
-            Group::Hashed(Table::default())
+            Group::Hashed(Table::with_hasher(hasher))
+        }
+    }
+
+    /// Starts loading the slot of the key whose (key, namespace) prefix hashes to `hash`.
+    fn prefetch(&self, hash: u32) {
+        match self {
+            Group::TwoLevel(t) => t.prefetch(hash),
+            Group::Hashed(t) => t.prefetch(hash),
+            Group::Sorted(_) => {}
         }
     }
 
@@ -253,6 +263,11 @@ pub struct HeapBackend {
     max_parallelism: u32,
     states: Vec<HeapState>,
     by_name: HashMap<String, StateId>,
+    /// The hash of every table of this backend (see [`StateBackend::prefetch`]).
+    hasher: KeyHasher,
+    /// Bit `s` is set when state `s` (< 64) was accessed since the last `prefetch`: the states a
+    /// record touches, which the next record's key is prefetched in. Relaxed: it is only a hint.
+    recent: AtomicU64,
 }
 
 impl HeapBackend {
@@ -266,16 +281,32 @@ impl HeapBackend {
             max_parallelism,
             states: Vec::new(),
             by_name: HashMap::new(),
+            hasher: KeyHasher::random(),
+            recent: AtomicU64::new(0),
+        }
+    }
+
+    /// Notes that state `s` is in use (for [`StateBackend::prefetch`]). A load and, the first
+    /// time per record, a store: no read-modify-write on the access path.
+    #[inline(always)]
+    fn touch(&self, s: StateId) {
+        if s < 64 {
+            let r = self.recent.load(Ordering::Relaxed);
+            if r & (1 << s) == 0 {
+                self.recent.store(r | (1 << s), Ordering::Relaxed);
+            }
         }
     }
 
     fn group(&self, s: StateId, kg: u32) -> StateResult<&Group> {
         self.check(kg)?;
+        self.touch(s);
         Ok(&self.states[s].groups[(kg - self.range.start) as usize])
     }
 
     fn group_mut(&mut self, s: StateId, kg: u32) -> StateResult<&mut Group> {
         self.check(kg)?;
+        self.touch(s);
         let start = self.range.start;
         Ok(Arc::make_mut(
             &mut self.states[s].groups[(kg - start) as usize],
@@ -297,7 +328,7 @@ impl HeapBackend {
         let id = self.states.len();
         self.by_name.insert(meta.name.clone(), id);
         let groups = (0..self.range.len())
-            .map(|_| Arc::new(Group::for_meta(&meta)))
+            .map(|_| Arc::new(Group::for_meta(&meta, self.hasher)))
             .collect();
         self.states.push(HeapState { meta, groups });
         id
@@ -355,6 +386,29 @@ impl StateBackend for HeapBackend {
 
     fn get(&self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<Option<Vec<u8>>> {
         Ok(self.group(s, kg)?.get(ck).map(<[u8]>::to_vec))
+    }
+
+    /// Prefetches `prefix`'s slot in the key group of each state the previous record accessed
+    /// (`recent`): an operator mostly touches the same states for every record. The miss then
+    /// overlaps the serialization and bookkeeping before the lookup.
+    fn prefetch(&self, kg: u32, prefix: &[u8]) {
+        let mut states = self.recent.load(Ordering::Relaxed);
+        if states == 0 {
+            return;
+        }
+        self.recent.store(0, Ordering::Relaxed);
+        if !self.range.contains(kg) {
+            return;
+        }
+        let hash = self.hasher.hash(prefix);
+        let g = (kg - self.range.start) as usize;
+        while states != 0 {
+            let s = states.trailing_zeros() as usize;
+            states &= states - 1;
+            if let Some(state) = self.states.get(s) {
+                state.groups[g].prefetch(hash);
+            }
+        }
     }
 
     fn get_with(

@@ -18,8 +18,6 @@
 //! - an entry's `hash()` is the table's hash of its `key()` (tables are per key group, far below
 //!   2^32 slots, so 32 bits of hash pick the home slot).
 
-use std::hash::BuildHasher;
-
 #[cfg(test)]
 use super::bytes::Bytes;
 
@@ -57,9 +55,67 @@ impl<V> TableEntry for Full<V> {
 pub(super) struct Table<E> {
     slots: Box<[Option<E>]>,
     len: usize,
-    /// Seeded per table: keys come from the stream, and a fixed hash would let crafted keys build
-    /// one long probe run (hash flooding).
-    hasher: foldhash::fast::RandomState,
+    hasher: KeyHasher,
+}
+
+/// The tables' hash of a key. Randomly seeded: keys come from the stream, and a fixed hash would
+/// let crafted keys build one long probe run (hash flooding). One seed serves every table of a
+/// backend, so a key's hash, computed once, finds its slot in any state ([`Table::prefetch`]).
+///
+/// Keys are mostly short (a u64 key's composite key is 9 to 18 bytes): up to 16 bytes are read as
+/// two overlapping words and mixed by two folded 64x64->128-bit multiplies, the mixing foldhash
+/// and wyhash use. This costs about 20 instructions; `foldhash`'s `BuildHasher` path, which
+/// hashes a slice through the `Hash` trait, took 85 per lookup.
+#[derive(Clone, Copy)]
+pub(super) struct KeyHasher {
+    s0: u64,
+    s1: u64,
+}
+
+/// The high and low halves of the 128-bit product, xored.
+#[inline(always)]
+fn fold(a: u64, b: u64) -> u64 {
+    let p = (a as u128) * (b as u128);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+impl KeyHasher {
+    pub(super) fn random() -> Self {
+        use std::hash::{BuildHasher, RandomState};
+        let r = RandomState::new();
+        KeyHasher {
+            s0: r.hash_one(0x5eed_u64) | 1,
+            s1: r.hash_one(0xfeed_u64) | 1,
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn hash(&self, key: &[u8]) -> u32 {
+        let n = key.len();
+        let w8 = |at: usize| u64::from_le_bytes(key[at..at + 8].try_into().expect("8 bytes"));
+        let w4 = |at: usize| u32::from_le_bytes(key[at..at + 4].try_into().expect("4 bytes"));
+        let (a, b) = match n {
+            0 => (0, 0),
+            1..=3 => (
+                (key[0] as u64) << 16 | (key[n / 2] as u64) << 8 | key[n - 1] as u64,
+                0,
+            ),
+            4..=7 => (w4(0) as u64, w4(n - 4) as u64),
+            8..=16 => (w8(0), w8(n - 8)),
+            _ => {
+                let mut acc = self.s1;
+                let mut at = 0;
+                while at + 16 < n {
+                    acc = fold(w8(at) ^ self.s0, w8(at + 8) ^ acc);
+                    at += 16;
+                }
+                // The last 16 bytes, overlapping the last chunk when `n` is not a multiple of 16.
+                (w8(n - 16) ^ acc, w8(n - 8))
+            }
+        };
+        let h = fold(a ^ self.s0, b ^ self.s1 ^ n as u64);
+        fold(h ^ self.s1, self.s0) as u32
+    }
 }
 
 /// Starts loading the cache lines of `slot` after its first, so a slot wider than a line (a map
@@ -78,6 +134,17 @@ fn prefetch_rest<T>(slot: &T) {
             unsafe { _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(off)) };
             off += 64;
         }
+    }
+}
+
+/// Starts loading the cache line where `slot` begins.
+#[inline(always)]
+fn prefetch_line<T>(slot: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: as in `prefetch_rest`; the address is that of a slot of the table.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(slot as *const T as *const i8) };
     }
 }
 
@@ -115,14 +182,38 @@ impl<E> Default for Table<E> {
         Table {
             slots: Box::new([]),
             len: 0,
-            hasher: foldhash::fast::RandomState::default(),
+            hasher: KeyHasher::random(),
         }
     }
 }
 
 impl<E: TableEntry> Table<E> {
+    /// An empty table hashing with `hasher`.
+    pub(super) fn with_hasher(hasher: KeyHasher) -> Self {
+        Table {
+            slots: Box::new([]),
+            len: 0,
+            hasher,
+        }
+    }
+
     fn hash(&self, key: &[u8]) -> u32 {
-        self.hasher.hash_one(key) as u32
+        self.hasher.hash(key)
+    }
+
+    /// Starts loading the home slot of a key whose hash is `hash` (and the slot after it, which
+    /// the lookup reaches in about 45% of hits), so that a lookup soon after finds it in cache.
+    /// Changes nothing.
+    #[inline]
+    pub(super) fn prefetch(&self, hash: u32) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let mask = self.mask();
+        let i = hash as usize & mask;
+        prefetch_line(&self.slots[i]);
+        prefetch_rest(&self.slots[i]);
+        prefetch_next(&self.slots[(i + 1) & mask]);
     }
 
     fn mask(&self) -> usize {
@@ -310,6 +401,71 @@ mod tests {
                 assert!(!same_key(a, &base[..n - 1]));
             }
         }
+    }
+
+    /// Mean and longest displacement from the home slot of `keys` inserted by linear probing into
+    /// a table twice their number.
+    fn displacement(h: &KeyHasher, keys: &[Vec<u8>]) -> (f64, usize) {
+        let cap = (keys.len() * 2).next_power_of_two();
+        let mut full = vec![false; cap];
+        let (mut total, mut worst) = (0, 0);
+        for k in keys {
+            let mut i = h.hash(k) as usize & (cap - 1);
+            let mut d = 0;
+            while full[i] {
+                i = (i + 1) & (cap - 1);
+                d += 1;
+            }
+            full[i] = true;
+            total += d;
+            worst = worst.max(d);
+        }
+        (total as f64 / keys.len() as f64, worst)
+    }
+
+    /// The hash spreads the keys a state really sees (composite keys of consecutive integers, which
+    /// differ in one or two bytes) and keys of every length branch as well as a random function
+    /// would: at half load, linear probing displaces an entry by 0.5 slots on average.
+    #[test]
+    fn key_hash_spreads_keys_of_every_length() {
+        let h = KeyHasher::random();
+        let composite: Vec<Vec<u8>> = (0..200_000u64)
+            .map(|k| crate::backend::composite_key(&postcard::to_allocvec(&k).unwrap(), &[], &[]))
+            .collect();
+        for len in [0usize, 1, 2, 3, 5, 8, 13, 16, 17, 31, 32, 33, 100] {
+            let keys: Vec<Vec<u8>> = (0..20_000u32)
+                .map(|i| {
+                    let mut k = vec![0xa5; len];
+                    // Vary the bytes a weak hash would skip: first, middle and last.
+                    for (j, at) in [0, len / 2, len.saturating_sub(1)].into_iter().enumerate() {
+                        if at < len {
+                            k[at] ^= (i >> (8 * j)) as u8;
+                        }
+                    }
+                    k
+                })
+                .collect();
+            let distinct: std::collections::HashSet<_> = keys.iter().collect();
+            let keys: Vec<Vec<u8>> = distinct.into_iter().cloned().collect();
+            let (mean, worst) = displacement(&h, &keys);
+            assert!(
+                mean < 0.8 && worst < 80,
+                "length {len}: mean {mean}, worst {worst}"
+            );
+        }
+        let (mean, worst) = displacement(&h, &composite);
+        assert!(
+            mean < 0.8 && worst < 80,
+            "composite keys: mean {mean}, worst {worst}"
+        );
+        // Two seeds place the same key differently (flooding needs the seed).
+        let other = KeyHasher::random();
+        let same = composite
+            .iter()
+            .take(1000)
+            .filter(|k| h.hash(k) == other.hash(k))
+            .count();
+        assert!(same < 5, "{same} of 1000 keys hash alike under two seeds");
     }
 
     /// Removing most entries gives the memory back, and what is left is still found.

@@ -416,4 +416,48 @@ fn writers_go_on_while_a_snapshot_is_written() {
     }
 }
 
+/// The prefetch hint at `set_current_key` follows the states a record touched, including state
+/// ids past the 64 it tracks, states with TTL (sorted maps, not prefetched), map states, empty
+/// tables and a subtask's partial key-group range; none of it changes what is read.
+#[test]
+fn key_prefetch_is_only_a_hint() {
+    let range = KeyGroupRange::for_operator(128, 3, 1);
+    let mut kb: Keyed<u64, HeapBackend> = Keyed::new(HeapBackend::new(range, 128));
+    let values: Vec<_> = (0..70)
+        .map(|i| kb.value_state::<u64>(&format!("v{i}"), None).unwrap())
+        .collect();
+    let ttl = crate::ttl::TtlConfig::new(std::time::Duration::from_secs(3600));
+    let with_ttl = kb.value_state::<u64>("ttl", Some(ttl)).unwrap();
+    let map = kb.map_state::<u64, u64>("m", None).unwrap();
+    let mine: Vec<u64> = (0..5_000u64)
+        .filter(|k| {
+            let bytes = postcard::to_allocvec(k).unwrap();
+            range.contains(crate::keygroup::key_group_of(&bytes, 128))
+        })
+        .collect();
+    // A key outside the range is refused before any hint.
+    let outside = (0..100u64).find(|k| !mine.contains(k)).unwrap();
+    assert!(kb.set_current_key(&outside).is_err());
+    for (n, k) in mine.iter().enumerate() {
+        kb.set_current_key(k).unwrap();
+        // A changing mix of states per record, so the tracked set changes from key to key.
+        for s in [0, 63, 64, 69, n % 70] {
+            values[s].update(&mut kb, &(k * 100 + s as u64)).unwrap();
+        }
+        with_ttl.update(&mut kb, k).unwrap();
+        if n % 2 == 0 {
+            map.put(&mut kb, &1, k).unwrap();
+        }
+    }
+    for (n, k) in mine.iter().enumerate().rev() {
+        kb.set_current_key(k).unwrap();
+        for s in [0, 63, 64, 69, n % 70] {
+            assert_eq!(values[s].value(&mut kb).unwrap(), Some(k * 100 + s as u64));
+        }
+        assert_eq!(with_ttl.value(&mut kb).unwrap(), Some(*k));
+        let want = (n % 2 == 0).then_some(*k);
+        assert_eq!(map.get(&mut kb, &1).unwrap(), want);
+    }
+}
+
 mod rocks;
