@@ -1,40 +1,70 @@
 #!/usr/bin/env bash
-# Heap state operations (backend/benches/state_ops.rs) beside a same-machine JVM reference
-# (scripts/jvm/StateOpsReference.java: Flink's heap layout in JDK collections, roughly a lower
-# bound on the time Flink's heap backend needs here) and Flink's published heap figures. One JVM
-# per operation, as JMH forks.
+# Heap state operations (backend/benches/state_ops.rs) beside two same-machine JVM references and
+# Flink's published heap figures. One JVM per operation, as JMH forks.
+#   - Flink heap: Flink's own HeapKeyedStateBackend (flink-dist 2.3.0 from PyPI's
+#     apache-flink-libraries, cached under ~/.cache/statefs/flink), built as flink-benchmarks builds
+#     it (scripts/jvm/FlinkHeapReference.java). This is the comparison that counts.
+#   - JDK layout: Flink's heap layout in JDK collections with none of Flink's bookkeeping
+#     (scripts/jvm/StateOpsReference.java), roughly a lower bound on what a JVM needs here.
+# Both sides use KEY_GROUPS key groups (default 128, Flink's default max parallelism;
+# flink-benchmarks uses 2).
 #
-#   BENCH_MS=1000 BENCH_ROUNDS=3 JVM_OPTS="-Xms6g -Xmx6g" scripts/bench-state-ops.sh
+#   BENCH_MS=1000 BENCH_ROUNDS=3 KEY_GROUPS=128 JVM_OPTS="-Xms6g -Xmx6g" scripts/bench-state-ops.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 if ! command -v javac >/dev/null 2>&1; then
-    echo "bench-state-ops: installing openjdk-17-jdk-headless for the JVM reference" >&2
+    echo "bench-state-ops: installing openjdk-17-jdk-headless for the JVM references" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless >/dev/null
 fi
+flink_version=2.3.0
+flink_dir="${XDG_CACHE_HOME:-$HOME/.cache}/statefs/flink"
+flink_lib="$flink_dir/pyflink/lib"
+if [ ! -f "$flink_lib/flink-dist-$flink_version.jar" ]; then
+    echo "bench-state-ops: fetching Flink $flink_version's jars (apache-flink-libraries, ~330 MB)" >&2
+    mkdir -p "$flink_dir"
+    python3 -m pip download --quiet --no-deps -d "$flink_dir" "apache-flink-libraries==$flink_version"
+    # Only flink-dist and log4j are needed; the wheel holds ~1 GB of other jars.
+    python3 - "$flink_dir" <<'PY'
+import glob, re, sys, zipfile
+d = sys.argv[1]
+with zipfile.ZipFile(glob.glob(d + "/apache_flink_libraries-*.whl")[0]) as z:
+    for n in z.namelist():
+        if re.fullmatch(r"pyflink/lib/(flink-dist|log4j)-.*\.jar", n):
+            z.extract(n, d)
+PY
+fi
+flink_cp=$(find "$flink_lib" -name 'flink-dist-*.jar' -o -name 'log4j-*.jar' | tr '\n' ':')
+export KEY_GROUPS=${KEY_GROUPS:-128}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-javac -d "$work" scripts/jvm/StateOpsReference.java
+javac -nowarn -cp "$flink_cp" -d "$work" scripts/jvm/StateOpsReference.java scripts/jvm/FlinkHeapReference.java
 
-cargo bench -q -p statefs-backend --bench state_ops 2>/dev/null | grep '^| [a-z]' >"$work/rust"
-ops="valueGet valueUpdate valueAdd listUpdate listAdd listAppend listGet listAddAll mapGet mapContains mapUpdate mapAdd mapIterator"
+BENCH_KEY_GROUPS=$KEY_GROUPS cargo bench -q -p statefs-backend --bench state_ops 2>/dev/null \
+    | grep '^| [a-z]' >"$work/rust"
+ops="valueGet valueUpdate valueAdd listUpdate listAdd listAppend listGet listAddAll mapGet mapContains mapUpdate mapAdd mapIterator recordGet3"
 for op in $ops; do
     # shellcheck disable=SC2086
-    java ${JVM_OPTS:--Xms6g -Xmx6g} -cp "$work" StateOpsReference "$op" >>"$work/jvm"
+    FLINK_KEY_GROUPS=$KEY_GROUPS java ${JVM_OPTS:--Xms6g -Xmx6g} -cp "$work:$flink_cp" \
+        FlinkHeapReference "$op" 2>/dev/null >>"$work/flink"
+    # shellcheck disable=SC2086
+    MAX_PARALLELISM=$KEY_GROUPS java ${JVM_OPTS:--Xms6g -Xmx6g} -cp "$work" StateOpsReference "$op" >>"$work/jvm"
 done
 
-echo "heap state operations, ops/ms, one thread, $(nproc) cores, $(date -u +%F)"
-echo "| operation | statefs heap | JVM reference (JDK collections) | statefs / JVM | Flink heap (published) | statefs / Flink |"
-echo "|---|---|---|---|---|---|"
+echo "heap state operations, ops/ms, one thread, $(nproc) cores, $KEY_GROUPS key groups, $(date -u +%F)"
+echo "| operation | statefs heap | Flink $flink_version heap, this machine | statefs / Flink here | JDK layout | statefs / JDK | Flink heap (published) | statefs / published |"
+echo "|---|---|---|---|---|---|---|---|"
 for op in $ops; do
     # Rust rows: | name [(note)] | ops | flink |
     row=$(grep "^| $op[ |]" "$work/rust" || true)
     ours=$(echo "$row" | awk -F'|' '{gsub(/ /, "", $3); print $3}')
-    flink=$(echo "$row" | awk -F'|' '{gsub(/^ +| +$/, "", $4); print $4}')
+    published=$(echo "$row" | awk -F'|' '{gsub(/^ +| +$/, "", $4); print $4}')
+    flink=$(awk -v op="$op" '$1 == op {print $2}' "$work/flink")
     jvm=$(awk -v op="$op" '$1 == op {print $2}' "$work/jvm")
-    awk -v op="$op" -v o="${ours:-0}" -v j="${jvm:-0}" -v f="$flink" 'BEGIN {
+    awk -v op="$op" -v o="${ours:-0}" -v f="${flink:-0}" -v j="${jvm:-0}" -v p="$published" 'BEGIN {
+        rf = (f > 0) ? sprintf("%.2fx", o / f) : "";
         rj = (j > 0) ? sprintf("%.2fx", o / j) : "";
-        rf = (f + 0 > 0) ? sprintf("%.2fx", o / f) : "";
-        printf "| %s | %s | %s | %s | %s | %s |\n", op, o, j, rj, f, rf }'
+        rp = (p + 0 > 0) ? sprintf("%.2fx", o / p) : "";
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", op, o, f, rf, j, rj, p, rp }'
 done

@@ -28,7 +28,9 @@ public final class StateOpsReference {
     static final int MAP_ENTRIES = 10;
     static final int LIST_BATCH = 100;
     static final int RANDOM_VALUES = 1_000_000;
-    static final int MAX_PARALLELISM = 128;
+    // Key groups, as the Rust bench's BENCH_KEY_GROUPS (default 128, Flink's default).
+    static final int MAX_PARALLELISM =
+            Integer.parseInt(System.getenv().getOrDefault("MAX_PARALLELISM", "128"));
 
     // xorshift64*, seeded as the Rust bench, so both shuffle alike.
     static long rng;
@@ -155,10 +157,8 @@ public final class StateOpsReference {
         return results[rounds / 2];
     }
 
-    public static void main(String[] args) {
-        String name = args[0];
-        long budgetMs = Long.parseLong(System.getenv().getOrDefault("BENCH_MS", "1000"));
-        int rounds = Integer.parseInt(System.getenv().getOrDefault("BENCH_ROUNDS", "3"));
+    /** Fills the inputs as the Rust bench does; returns the setup keys in ascending order. */
+    static Long[] prepareInputs() {
         rng = 0x9e3779b97f4a7c15L;
         mapKeys = shuffled(0, MAP_ENTRIES);
         mapValues = new Double[MAP_ENTRIES];
@@ -172,6 +172,24 @@ public final class StateOpsReference {
         for (int i = 0; i < SETUP_KEYS; i++) {
             sorted[i] = (long) i;
         }
+        return sorted;
+    }
+
+    /** The listAddAll batch: 100 random longs, seeded as the Rust bench. */
+    static Long[] listBatch() {
+        Long[] b = new Long[LIST_BATCH];
+        rng = 42;
+        for (int i = 0; i < LIST_BATCH; i++) {
+            b[i] = next();
+        }
+        return b;
+    }
+
+    public static void main(String[] args) {
+        String name = args[0];
+        long budgetMs = Long.parseLong(System.getenv().getOrDefault("BENCH_MS", "1000"));
+        int rounds = Integer.parseInt(System.getenv().getOrDefault("BENCH_ROUNDS", "3"));
+        Long[] sorted = prepareInputs();
         Runnable none = () -> {};
         double ops;
         int perCall = 1;
@@ -203,6 +221,24 @@ public final class StateOpsReference {
                 default:
                     throw new IllegalArgumentException(name);
             }
+            ops = run(op, none, budgetMs, rounds, perCall);
+        } else if (name.equals("recordGet3")) {
+            // One record reads three value states of its key.
+            List<HashMap<Long, Long>[]> states = new ArrayList<>();
+            for (int s = 0; s < 3; s++) {
+                HashMap<Long, Long>[] v = table();
+                for (Long k : sorted) {
+                    v[keyGroup(k)].put(k, value(k));
+                }
+                states.add(v);
+            }
+            Op op = i -> {
+                Long k = setupKey(i);
+                int g = keyGroup(k);
+                for (HashMap<Long, Long>[] v : states) {
+                    sink += v[g].get(k) == null ? 0 : 1;
+                }
+            };
             ops = run(op, none, budgetMs, rounds, perCall);
         } else if (name.startsWith("list")) {
             HashMap<Long, List<Long>>[] l = table();
@@ -242,11 +278,7 @@ public final class StateOpsReference {
                     };
                     break;
                 case "listAddAll":
-                    batch = new Long[LIST_BATCH];
-                    rng = 42;
-                    for (int b = 0; b < LIST_BATCH; b++) {
-                        batch[b] = next();
-                    }
+                    batch = listBatch();
                     List<Long> batchList = Arrays.asList(batch);
                     op = i -> {
                         Long k = setupKey(i);
