@@ -20,88 +20,10 @@
 
 use std::time::{Duration, Instant};
 
-use statefs_backend::keygroup::KeyGroupRange;
-use statefs_backend::{HeapBackend, Keyed, ListState, MapState};
+use statefs_backend::{HeapBackend, Keyed};
 
-const SETUP_KEYS: u64 = 500_000;
-const NEW_KEYS: u64 = 500_000;
-const MAP_ENTRIES: u64 = 10;
-const LIST_BATCH: usize = 100;
-const RANDOM_VALUES: u64 = 1_000_000;
-
-/// Max parallelism of the bench's backend: `BENCH_KEY_GROUPS`, default 128 (Flink's default).
-/// flink-benchmarks builds its heap backend with 2 key groups; set 2 to match it exactly.
-fn key_groups() -> u32 {
-    std::env::var("BENCH_KEY_GROUPS")
-        .ok()
-        .map(|v| v.parse().expect("BENCH_KEY_GROUPS: a number of key groups"))
-        .unwrap_or(128)
-}
-
-fn keyed() -> Keyed<u64, HeapBackend> {
-    let groups = key_groups();
-    Keyed::new(HeapBackend::new(KeyGroupRange::all(groups), groups))
-}
-
-/// xorshift64*: deterministic, so every run shuffles alike.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn shuffled(&mut self, range: std::ops::Range<u64>) -> Vec<u64> {
-        let mut v: Vec<u64> = range.collect();
-        for i in (1..v.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-        v
-    }
-}
-
-/// What one invocation uses, as Flink's `KeyValue` picks it by a global index.
-struct Inputs {
-    setup: Vec<u64>,
-    new: Vec<u64>,
-    map_keys: Vec<u64>,
-    map_values: Vec<f64>,
-    values: Vec<u64>,
-}
-
-impl Inputs {
-    fn new() -> Self {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let map_keys = rng.shuffled(0..MAP_ENTRIES);
-        let map_values = (0..MAP_ENTRIES)
-            .map(|_| (rng.next() >> 11) as f64 / (1u64 << 53) as f64)
-            .collect();
-        Inputs {
-            setup: rng.shuffled(0..SETUP_KEYS),
-            new: rng.shuffled(SETUP_KEYS..SETUP_KEYS + NEW_KEYS),
-            map_keys,
-            map_values,
-            values: rng.shuffled(0..RANDOM_VALUES),
-        }
-    }
-    fn setup_key(&self, i: u64) -> u64 {
-        self.setup[(i % SETUP_KEYS) as usize]
-    }
-    fn new_key(&self, i: u64) -> u64 {
-        self.new[(i % NEW_KEYS) as usize]
-    }
-    fn map_key(&self, i: u64) -> u64 {
-        self.map_keys[(i % MAP_ENTRIES) as usize]
-    }
-    fn map_value(&self, i: u64) -> f64 {
-        self.map_values[(i % MAP_ENTRIES) as usize]
-    }
-    fn value(&self, i: u64) -> u64 {
-        self.values[(i % RANDOM_VALUES) as usize]
-    }
-}
+mod shapes;
+use shapes::*;
 
 /// Resident set size now, bytes (/proc/self/status).
 fn rss() -> u64 {
@@ -207,25 +129,6 @@ impl Table {
         }
         results.sort_by(f64::total_cmp);
         self.rows.push((name, results[results.len() / 2], flink));
-    }
-}
-
-/// The list benchmarks' per-iteration setup and teardown (Flink's): every setup key holds exactly
-/// one element.
-fn one_element_each(kb: &mut Keyed<u64, HeapBackend>, l: &ListState<u64>, inp: &Inputs) {
-    for k in 0..SETUP_KEYS {
-        kb.set_current_key(&k).unwrap();
-        l.update(kb, &[inp.value(k)]).unwrap();
-    }
-}
-
-/// The map benchmarks' setup: every setup key holds `MAP_ENTRIES` entries.
-fn preload_map(kb: &mut Keyed<u64, HeapBackend>, m: &MapState<u64, f64>, inp: &Inputs) {
-    for k in 0..SETUP_KEYS {
-        kb.set_current_key(&k).unwrap();
-        for e in 0..MAP_ENTRIES {
-            m.put(kb, &inp.map_key(e), &inp.map_value(k + e)).unwrap();
-        }
     }
 }
 
