@@ -149,10 +149,7 @@ fn main() {
         let before = rss();
         let mut kb = keyed();
         let v = kb.value_state::<u64>("v", None).unwrap();
-        for k in 0..SETUP_KEYS {
-            kb.set_current_key(&k).unwrap();
-            v.update(&mut kb, &inp.value(k)).unwrap();
-        }
+        preload_value(&mut kb, &v, &inp);
         memory.push(memory_line("value state (u64 -> u64)", before, SETUP_KEYS));
         t.run(
             "valueGet",
@@ -161,8 +158,7 @@ fn main() {
             &mut kb,
             |_| {},
             |kb, i| {
-                kb.set_current_key(&inp.setup_key(i)).unwrap();
-                std::hint::black_box(v.value(kb).unwrap());
+                op::value_get(kb, &v, &inp, i);
             },
         );
         t.run(
@@ -172,8 +168,7 @@ fn main() {
             &mut kb,
             |_| {},
             |kb, i| {
-                kb.set_current_key(&inp.setup_key(i)).unwrap();
-                v.update(kb, &inp.value(i)).unwrap();
+                op::value_update(kb, &v, &inp, i);
             },
         );
         t.run(
@@ -183,8 +178,7 @@ fn main() {
             &mut kb,
             |_| {},
             |kb, i| {
-                kb.set_current_key(&inp.new_key(i)).unwrap();
-                v.update(kb, &inp.value(i)).unwrap();
+                op::value_add(kb, &v, &inp, i);
             },
         );
     }
@@ -231,22 +225,17 @@ fn main() {
         let l = kb.list_state::<u64>("l", None).unwrap();
         let one_each = |kb: &mut Keyed<u64, HeapBackend>| one_element_each(kb, &l, &inp);
         t.run("listUpdate", "2511", 1, &mut kb, one_each, |kb, i| {
-            kb.set_current_key(&inp.setup_key(i)).unwrap();
-            l.update(kb, &[inp.value(i)]).unwrap();
+            op::list_update(kb, &l, &inp, i);
         });
         t.run("listAppend", "3024", 1, &mut kb, one_each, |kb, i| {
-            kb.set_current_key(&inp.setup_key(i)).unwrap();
-            l.add(kb, &inp.value(i)).unwrap();
+            op::list_append(kb, &l, &inp, i);
         });
         t.run("listGet", "2479", 1, &mut kb, one_each, |kb, i| {
-            kb.set_current_key(&inp.setup_key(i)).unwrap();
-            std::hint::black_box(l.get(kb).unwrap());
+            op::list_get(kb, &l, &inp, i);
         });
-        let mut rng = Rng(42);
-        let batch: Vec<u64> = (0..LIST_BATCH).map(|_| rng.next()).collect();
+        let batch = list_batch();
         t.run("listAddAll (100)", "625", 1, &mut kb, one_each, |kb, i| {
-            kb.set_current_key(&inp.setup_key(i)).unwrap();
-            l.add_all(kb, &batch).unwrap();
+            op::list_add_all(kb, &l, &inp, &batch, i);
         });
         drop(kb);
         // `listAdd` inserts 500k new keys: on a state of its own (JMH runs each benchmark in a
@@ -255,8 +244,7 @@ fn main() {
         let l = kb.list_state::<u64>("l", None).unwrap();
         let one_each = |kb: &mut Keyed<u64, HeapBackend>| one_element_each(kb, &l, &inp);
         t.run("listAdd", "4623", 1, &mut kb, one_each, |kb, i| {
-            kb.set_current_key(&inp.new_key(i)).unwrap();
-            l.update(kb, &[inp.value(i)]).unwrap();
+            op::list_add(kb, &l, &inp, i);
         });
     }
 
@@ -284,8 +272,7 @@ fn main() {
             &mut kb,
             |_| {},
             |kb, i| {
-                kb.set_current_key(&inp.setup_key(i)).unwrap();
-                std::hint::black_box(m.get(kb, &inp.map_key(i)).unwrap());
+                op::map_get(kb, &m, &inp, i);
             },
         );
         t.run(
@@ -295,8 +282,7 @@ fn main() {
             &mut kb,
             |_| {},
             |kb, i| {
-                kb.set_current_key(&inp.setup_key(i)).unwrap();
-                std::hint::black_box(m.contains(kb, &(inp.map_key(i) << 1)).unwrap());
+                op::map_contains(kb, &m, &inp, i);
             },
         );
         t.run(
@@ -306,8 +292,7 @@ fn main() {
             &mut kb,
             |_| {},
             |kb, i| {
-                kb.set_current_key(&inp.setup_key(i)).unwrap();
-                m.put(kb, &inp.map_key(i), &inp.map_value(i)).unwrap();
+                op::map_update(kb, &m, &inp, i);
             },
         );
         t.run(
@@ -317,8 +302,7 @@ fn main() {
             &mut kb,
             |_| {},
             |kb, i| {
-                kb.set_current_key(&inp.setup_key(i)).unwrap();
-                std::hint::black_box(m.entries(kb).unwrap());
+                op::map_iterator(kb, &m, &inp, i);
             },
         );
         drop(kb);
@@ -333,8 +317,7 @@ fn main() {
             &mut kb,
             |_| {},
             |kb, i| {
-                kb.set_current_key(&inp.new_key(i)).unwrap();
-                m.put(kb, &inp.map_key(i), &inp.map_value(i)).unwrap();
+                op::map_add(kb, &m, &inp, i);
             },
         );
     }

@@ -95,10 +95,7 @@ fn main() {
 
     let mut kb = keyed();
     let v = kb.value_state::<u64>("v", None).unwrap();
-    for k in 0..SETUP_KEYS {
-        kb.set_current_key(&k).unwrap();
-        v.update(&mut kb, &inp.value(k)).unwrap();
-    }
+    preload_value(&mut kb, &v, &inp);
     r.run(
         "value",
         "valueGet",
@@ -107,8 +104,7 @@ fn main() {
         &mut kb,
         none,
         |kb, i| {
-            kb.set_current_key(&inp.setup_key(i)).unwrap();
-            std::hint::black_box(v.value(kb).unwrap());
+            op::value_get(kb, &v, &inp, i);
         },
     );
     r.run(
@@ -119,8 +115,7 @@ fn main() {
         &mut kb,
         none,
         |kb, i| {
-            kb.set_current_key(&inp.setup_key(i)).unwrap();
-            v.update(kb, &inp.value(i)).unwrap();
+            op::value_update(kb, &v, &inp, i);
         },
     );
     r.run(
@@ -131,8 +126,7 @@ fn main() {
         &mut kb,
         none,
         |kb, i| {
-            kb.set_current_key(&inp.new_key(i)).unwrap();
-            v.update(kb, &inp.value(i)).unwrap();
+            op::value_add(kb, &v, &inp, i);
         },
     );
     drop(kb);
@@ -148,8 +142,7 @@ fn main() {
         &mut kb,
         one_each,
         |kb, i| {
-            kb.set_current_key(&inp.setup_key(i)).unwrap();
-            l.update(kb, &[inp.value(i)]).unwrap();
+            op::list_update(kb, &l, &inp, i);
         },
     );
     r.run(
@@ -160,16 +153,13 @@ fn main() {
         &mut kb,
         one_each,
         |kb, i| {
-            kb.set_current_key(&inp.setup_key(i)).unwrap();
-            l.add(kb, &inp.value(i)).unwrap();
+            op::list_append(kb, &l, &inp, i);
         },
     );
     r.run("list", "listGet", "2479", 1, &mut kb, one_each, |kb, i| {
-        kb.set_current_key(&inp.setup_key(i)).unwrap();
-        std::hint::black_box(l.get(kb).unwrap());
+        op::list_get(kb, &l, &inp, i);
     });
-    let mut rng = Rng(42);
-    let batch: Vec<u64> = (0..LIST_BATCH).map(|_| rng.next()).collect();
+    let batch = list_batch();
     r.run(
         "list",
         "listAddAll (100)",
@@ -178,8 +168,7 @@ fn main() {
         &mut kb,
         one_each,
         |kb, i| {
-            kb.set_current_key(&inp.setup_key(i)).unwrap();
-            l.add_all(kb, &batch).unwrap();
+            op::list_add_all(kb, &l, &inp, &batch, i);
         },
     );
     drop(kb);
@@ -188,8 +177,7 @@ fn main() {
     let l = kb.list_state::<u64>("l", None).unwrap();
     let one_each = |kb: &mut Keyed<u64, HeapBackend>| one_element_each(kb, &l, &inp);
     r.run("list", "listAdd", "4623", 1, &mut kb, one_each, |kb, i| {
-        kb.set_current_key(&inp.new_key(i)).unwrap();
-        l.update(kb, &[inp.value(i)]).unwrap();
+        op::list_add(kb, &l, &inp, i);
     });
     drop(kb);
 
@@ -197,12 +185,10 @@ fn main() {
     let m = kb.map_state::<u64, f64>("m", None).unwrap();
     preload_map(&mut kb, &m, &inp);
     r.run("map", "mapGet", "3506", 1, &mut kb, none, |kb, i| {
-        kb.set_current_key(&inp.setup_key(i)).unwrap();
-        std::hint::black_box(m.get(kb, &inp.map_key(i)).unwrap());
+        op::map_get(kb, &m, &inp, i);
     });
     r.run("map", "mapContains", "3728", 1, &mut kb, none, |kb, i| {
-        kb.set_current_key(&inp.setup_key(i)).unwrap();
-        std::hint::black_box(m.contains(kb, &(inp.map_key(i) << 1)).unwrap());
+        op::map_contains(kb, &m, &inp, i);
     });
     r.run(
         "map",
@@ -212,8 +198,7 @@ fn main() {
         &mut kb,
         none,
         |kb, i| {
-            kb.set_current_key(&inp.setup_key(i)).unwrap();
-            m.put(kb, &inp.map_key(i), &inp.map_value(i)).unwrap();
+            op::map_update(kb, &m, &inp, i);
         },
     );
     r.run(
@@ -224,8 +209,7 @@ fn main() {
         &mut kb,
         none,
         |kb, i| {
-            kb.set_current_key(&inp.setup_key(i)).unwrap();
-            std::hint::black_box(m.entries(kb).unwrap());
+            op::map_iterator(kb, &m, &inp, i);
         },
     );
     drop(kb);
@@ -233,8 +217,7 @@ fn main() {
     let m = kb.map_state::<u64, f64>("m", None).unwrap();
     preload_map(&mut kb, &m, &inp);
     r.run("map", "mapAdd", "4429", 1, &mut kb, none, |kb, i| {
-        kb.set_current_key(&inp.new_key(i)).unwrap();
-        m.put(kb, &inp.map_key(i), &inp.map_value(i)).unwrap();
+        op::map_add(kb, &m, &inp, i);
     });
     drop(kb);
 

@@ -5,7 +5,10 @@
 #![allow(dead_code)] // each bench uses a part
 
 use statefs_backend::keygroup::KeyGroupRange;
-use statefs_backend::{HeapBackend, Keyed, ListState, MapState};
+use statefs_backend::{HeapBackend, Keyed, ListState, MapState, ValueState};
+
+/// The keyed backend every shape runs on.
+pub type Kb = Keyed<u64, HeapBackend>;
 
 pub const SETUP_KEYS: u64 = 500_000;
 pub const NEW_KEYS: u64 = 500_000;
@@ -103,5 +106,81 @@ pub fn preload_map(kb: &mut Keyed<u64, HeapBackend>, m: &MapState<u64, f64>, inp
         for e in 0..MAP_ENTRIES {
             m.put(kb, &inp.map_key(e), &inp.map_value(k + e)).unwrap();
         }
+    }
+}
+
+/// The value benchmarks' setup: every setup key holds a value.
+pub fn preload_value(kb: &mut Keyed<u64, HeapBackend>, v: &ValueState<u64>, inp: &Inputs) {
+    for k in 0..SETUP_KEYS {
+        kb.set_current_key(&k).unwrap();
+        v.update(kb, &inp.value(k)).unwrap();
+    }
+}
+
+/// `listAddAll`'s batch: `LIST_BATCH` random longs.
+pub fn list_batch() -> Vec<u64> {
+    let mut rng = Rng(42);
+    (0..LIST_BATCH).map(|_| rng.next()).collect()
+}
+
+/// One invocation of each operation (`i` is the global invocation index), as flink-benchmarks'
+/// `ValueStateBenchmark`, `ListStateBenchmark` and `MapStateBenchmark` define them.
+pub mod op {
+    use super::{Inputs, Kb};
+    use statefs_backend::{ListState, MapState, ValueState};
+    use std::hint::black_box;
+
+    pub fn value_get(kb: &mut Kb, v: &ValueState<u64>, inp: &Inputs, i: u64) {
+        kb.set_current_key(&inp.setup_key(i)).unwrap();
+        black_box(v.value(kb).unwrap());
+    }
+    pub fn value_update(kb: &mut Kb, v: &ValueState<u64>, inp: &Inputs, i: u64) {
+        kb.set_current_key(&inp.setup_key(i)).unwrap();
+        v.update(kb, &inp.value(i)).unwrap();
+    }
+    pub fn value_add(kb: &mut Kb, v: &ValueState<u64>, inp: &Inputs, i: u64) {
+        kb.set_current_key(&inp.new_key(i)).unwrap();
+        v.update(kb, &inp.value(i)).unwrap();
+    }
+    pub fn list_update(kb: &mut Kb, l: &ListState<u64>, inp: &Inputs, i: u64) {
+        kb.set_current_key(&inp.setup_key(i)).unwrap();
+        l.update(kb, &[inp.value(i)]).unwrap();
+    }
+    pub fn list_append(kb: &mut Kb, l: &ListState<u64>, inp: &Inputs, i: u64) {
+        kb.set_current_key(&inp.setup_key(i)).unwrap();
+        l.add(kb, &inp.value(i)).unwrap();
+    }
+    pub fn list_get(kb: &mut Kb, l: &ListState<u64>, inp: &Inputs, i: u64) {
+        kb.set_current_key(&inp.setup_key(i)).unwrap();
+        black_box(l.get(kb).unwrap());
+    }
+    pub fn list_add_all(kb: &mut Kb, l: &ListState<u64>, inp: &Inputs, batch: &[u64], i: u64) {
+        kb.set_current_key(&inp.setup_key(i)).unwrap();
+        l.add_all(kb, batch).unwrap();
+    }
+    pub fn list_add(kb: &mut Kb, l: &ListState<u64>, inp: &Inputs, i: u64) {
+        kb.set_current_key(&inp.new_key(i)).unwrap();
+        l.update(kb, &[inp.value(i)]).unwrap();
+    }
+    pub fn map_get(kb: &mut Kb, m: &MapState<u64, f64>, inp: &Inputs, i: u64) {
+        kb.set_current_key(&inp.setup_key(i)).unwrap();
+        black_box(m.get(kb, &inp.map_key(i)).unwrap());
+    }
+    pub fn map_contains(kb: &mut Kb, m: &MapState<u64, f64>, inp: &Inputs, i: u64) {
+        kb.set_current_key(&inp.setup_key(i)).unwrap();
+        black_box(m.contains(kb, &(inp.map_key(i) << 1)).unwrap());
+    }
+    pub fn map_update(kb: &mut Kb, m: &MapState<u64, f64>, inp: &Inputs, i: u64) {
+        kb.set_current_key(&inp.setup_key(i)).unwrap();
+        m.put(kb, &inp.map_key(i), &inp.map_value(i)).unwrap();
+    }
+    pub fn map_add(kb: &mut Kb, m: &MapState<u64, f64>, inp: &Inputs, i: u64) {
+        kb.set_current_key(&inp.new_key(i)).unwrap();
+        m.put(kb, &inp.map_key(i), &inp.map_value(i)).unwrap();
+    }
+    /// Counts `MAP_ENTRIES` operations (JMH's `@OperationsPerInvocation`).
+    pub fn map_iterator(kb: &mut Kb, m: &MapState<u64, f64>, inp: &Inputs, i: u64) {
+        kb.set_current_key(&inp.setup_key(i)).unwrap();
+        black_box(m.entries(kb).unwrap());
     }
 }
