@@ -127,11 +127,7 @@ impl<K, B: StateBackend> Keyed<K, B> {
         }
         // The composite key of this key and the empty namespace: where value, list and map states
         // of the default namespace keep it. `scratch` is rebuilt by every access.
-        self.scratch.clear();
-        self.scratch
-            .extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-        self.scratch.extend_from_slice(&bytes);
-        self.scratch.extend_from_slice(&[0; 4]);
+        crate::backend::composite_key_into(&mut self.scratch, &bytes, &[], &[]);
         self.backend.prefetch(kg, &self.scratch);
         self.current = Some((bytes, kg));
         Ok(())
