@@ -313,8 +313,11 @@ fn main() {
         let t = Instant::now();
         let mut p = storage.begin(round, 128);
         rkb.backend_mut().checkpoint_into(&mut p, false).unwrap();
-        p.complete().unwrap();
+        // Complete means visible. Dropping the subsumed checkpoints is outside the timed window
+        // for both backends, as in Flink (forst's mount drops them on its retention worker).
+        p.complete_keeping_all().unwrap();
         let rocks_ms = t.elapsed().as_secs_f64() * 1000.0;
+        storage.apply_retention().unwrap();
         let rocks_bytes = metrics.put_bytes.load(Ordering::Relaxed) - put0;
         rkb.backend().wait_for_background_work().unwrap();
         fill(

@@ -148,6 +148,20 @@ impl CheckpointStorage {
         format!("{}/chk-{id}/_metadata", self.job)
     }
 
+    /// Keeps the newest `retained` completed checkpoints and drops the older ones (their files, and
+    /// shared files no retained checkpoint references). Returns the dropped ids.
+    pub fn apply_retention(&mut self) -> StateResult<Vec<u64>> {
+        let ids = self.completed_ids()?;
+        let mut dropped = Vec::new();
+        if ids.len() > self.retained {
+            for id in &ids[..ids.len() - self.retained] {
+                self.drop_checkpoint(*id)?;
+                dropped.push(*id);
+            }
+        }
+        Ok(dropped)
+    }
+
     /// Ids of completed checkpoints, oldest first.
     pub fn completed_ids(&self) -> StateResult<Vec<u64>> {
         // Object stores list by whole path segments: list the job, then pick the checkpoints.
@@ -376,6 +390,18 @@ impl PendingCheckpoint<'_> {
 
     /// Makes the checkpoint visible (atomically), then applies retention. Returns dropped ids.
     pub fn complete(mut self) -> StateResult<Vec<u64>> {
+        self.make_visible()?;
+        self.storage.apply_retention()
+    }
+
+    /// Makes the checkpoint visible (atomically) and leaves retention to a later
+    /// [`CheckpointStorage::apply_retention`]: Flink, too, discards subsumed checkpoints after the
+    /// new one is complete, off the checkpoint's path.
+    pub fn complete_keeping_all(mut self) -> StateResult<()> {
+        self.make_visible()
+    }
+
+    fn make_visible(&mut self) -> StateResult<()> {
         let c = CompletedCheckpoint {
             format: FORMAT.into(),
             version: 1,
@@ -403,15 +429,7 @@ impl PendingCheckpoint<'_> {
         self.storage
             .registry
             .register(self.id, c.subtasks.iter().flat_map(|t| t.shared.clone()));
-        let ids = self.storage.completed_ids()?;
-        let mut dropped = Vec::new();
-        if ids.len() > self.storage.retained {
-            for id in &ids[..ids.len() - self.storage.retained] {
-                self.storage.drop_checkpoint(*id)?;
-                dropped.push(*id);
-            }
-        }
-        Ok(dropped)
+        Ok(())
     }
 
     /// Deletes everything this checkpoint uploaded.

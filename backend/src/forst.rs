@@ -250,7 +250,10 @@ impl ForstBackend {
         &self.rocks
     }
 
-    /// Publishes a checkpoint: no SST byte is copied. Returns the statefs checkpoint id.
+    /// Publishes a checkpoint: no SST byte is copied. Returns the statefs checkpoint id. Older
+    /// checkpoints beyond `retained` (0 keeps all) are dropped by the mount's retention worker
+    /// after this returns, as Flink discards subsumed checkpoints off the checkpoint's path; they
+    /// are gone by unmount at the latest (`MountHandle::checkpoint_with`).
     pub fn checkpoint(&mut self, retained: usize) -> StateResult<String> {
         let _span = tracing::info_span!("forst_checkpoint").entered();
         let start = std::time::Instant::now();
@@ -273,7 +276,7 @@ impl ForstBackend {
         let linked = start.elapsed();
         let published = linked_dir.and_then(|()| {
             self.mount
-                .checkpoint(&dir, retained)
+                .checkpoint_with(&dir, retained, true)
                 .map_err(|e| fs_err("statefs checkpoint", e))
         });
         tracing::info!(

@@ -4,7 +4,10 @@
 //!    flight are bounded by `statefs.fuse.store-threads`, not by the FUSE workers;
 //! 2. the slowest metadata operation (create + hard link + stat of a small file) while four
 //!    fsyncs upload (at ten times the latency, so they last), against the same operations on an
-//!    idle mount.
+//!    idle mount;
+//! 3. a checkpoint publish of a database directory (hard-linked SSTs, MANIFEST, CURRENT, OPTIONS)
+//!    keeping one checkpoint, so that each publish drops the one before: with retention on the
+//!    publishing thread, and left to the mount's retention worker (what forst does).
 //!
 //! Root (it mounts). `cargo bench -p statefs --bench distant_store`.
 
@@ -157,5 +160,43 @@ fn main() {
         "| four fsyncs uploading ({} ms per store call) | {busy:.1} |",
         latency.as_millis() * 10
     );
+
+    faults.set_latency(latency);
+    let db = mnt.join("db");
+    std::fs::create_dir(&db).unwrap();
+    for i in 0..2 {
+        std::fs::hard_link(
+            mnt.join(format!("{i}.sst")),
+            db.join(format!("00000{i}.sst")),
+        )
+        .unwrap();
+    }
+    std::fs::write(db.join("MANIFEST-000005"), vec![7u8; 20 << 10]).unwrap();
+    std::fs::write(db.join("OPTIONS-000007"), vec![7u8; 6 << 10]).unwrap();
+    std::fs::write(db.join("CURRENT"), b"MANIFEST-000005\n").unwrap();
+    let publish_ms = |defer: bool| -> f64 {
+        let mut ms: Vec<f64> = (0..7)
+            .map(|_| {
+                let t = Instant::now();
+                m.checkpoint_with(&db, 1, defer).unwrap();
+                let took = t.elapsed().as_secs_f64() * 1e3;
+                m.core().settle_retention();
+                took
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        ms[ms.len() / 2]
+    };
+    let inline = publish_ms(false);
+    let deferred = publish_ms(true);
+    println!();
+    println!(
+        "checkpoint publish keeping one (each drops the previous), {} ms per store call, median of 7",
+        latency.as_millis()
+    );
+    println!("| retention | publish ms |");
+    println!("|---|---|");
+    println!("| on the publishing thread | {inline:.0} |");
+    println!("| on the mount's retention worker | {deferred:.0} |");
     m.unmount().unwrap();
 }

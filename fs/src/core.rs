@@ -152,6 +152,10 @@ pub struct FsCore {
     /// Manifests of the store's checkpoints already read (retention after each publish).
     manifests: crate::checkpoint::ManifestCache,
     registrar: publish::Registrar,
+    /// Deferred retention ([`FsCore::publish_with`]).
+    retainer: publish::Retainer,
+    /// Held while retention runs: one at a time.
+    retention: Mutex<()>,
     local_files: PathBuf,
     cache_files: PathBuf,
     statfs_dir: PathBuf,
@@ -694,6 +698,7 @@ impl FsCore {
     /// Finishes pending removals, compacts and syncs the journal. Called at unmount.
     pub fn shutdown(&self) -> FsResult<()> {
         self.seal_closed_files();
+        self.retainer.shutdown();
         self.loader.shutdown();
         self.registrar.shutdown();
         self.deleter.shutdown();

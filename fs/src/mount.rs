@@ -514,8 +514,20 @@ impl MountHandle {
         dir: &Path,
         retained: usize,
     ) -> crate::error::FsResult<crate::core::Published> {
+        self.checkpoint_with(dir, retained, false)
+    }
+
+    /// [`MountHandle::checkpoint`], with retention optionally left to the mount's background worker
+    /// (see [`FsCore::publish_with`]).
+    pub fn checkpoint_with(
+        &self,
+        dir: &Path,
+        retained: usize,
+        defer_retention: bool,
+    ) -> crate::error::FsResult<crate::core::Published> {
         let rel = dir.strip_prefix(&self.mountpoint).unwrap_or(dir);
-        self.core().publish(&rel.to_string_lossy(), retained)
+        self.core()
+            .publish_with(&rel.to_string_lossy(), retained, defer_retention)
     }
 
     pub fn core(&self) -> &Arc<FsCore> {

@@ -655,3 +655,55 @@ fn claim_hands_the_checkpoint_to_the_new_mount_and_no_claim_never_deletes_it() {
     let db = DB::open(&opts(), &cl_mnt).unwrap();
     verify_round(&db, 1, 5_000);
 }
+
+/// Retention left to the mount's worker (`checkpoint_with(.., true)`, what forst uses): each publish
+/// returns with its checkpoint complete and drops nothing itself; the older checkpoints, manifest
+/// and files, are gone once `settle_retention` returns, and a retention still queued at unmount
+/// runs before the unmount finishes.
+#[test]
+fn deferred_retention_drops_old_checkpoints_after_the_publish() {
+    let dirs = Dirs::new();
+    let (remote, _rt) = file_remote(&dirs);
+    let ids_in_store = || -> BTreeSet<String> {
+        checkpoint::list_ids(remote.as_ref())
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    let files_of = |id: &str| remote.list(&format!("checkpoints/{id}/")).unwrap().len();
+    let mount = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
+    let dir = dirs.mnt.join("db");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("CURRENT"), b"MANIFEST-000001\n").unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let p = mount.checkpoint_with(&dir, 2, true).unwrap();
+        assert!(p.retention_deferred, "the worker takes retention");
+        assert_eq!((p.dropped.len(), p.retention_error), (0, None));
+        assert!(
+            ids_in_store().contains(&p.id),
+            "complete when the publish returns"
+        );
+        ids.push(p.id);
+    }
+    mount.core().settle_retention();
+    assert_eq!(ids_in_store(), ids[2..].iter().cloned().collect());
+    for dropped in &ids[..2] {
+        assert_eq!(
+            files_of(dropped),
+            0,
+            "the dropped checkpoint's files go too"
+        );
+    }
+    // A synchronous publish on the same mount still reports what it dropped.
+    let sync = mount.checkpoint(&dir, 2).unwrap();
+    assert!(!sync.retention_deferred);
+    assert_eq!(sync.dropped, vec![ids[2].clone()]);
+    // Queued at unmount: done before the unmount returns.
+    let last = mount.checkpoint_with(&dir, 1, true).unwrap();
+    mount.unmount().unwrap();
+    assert_eq!(ids_in_store(), BTreeSet::from([last.id.clone()]));
+    assert_eq!(files_of(&ids[3]), 0);
+    assert_eq!(files_of(&sync.id), 0);
+    assert!(files_of(&last.id) > 0);
+}

@@ -32,6 +32,9 @@ pub struct Published {
     pub dropped: Vec<String>,
     /// Why retention failed after the checkpoint was complete, if it did.
     pub retention_error: Option<String>,
+    /// Retention was handed to the mount's background worker ([`FsCore::publish_with`]):
+    /// `dropped` and `retention_error` say nothing; the worker logs what it drops.
+    pub retention_deferred: bool,
 }
 
 /// Small files a publish uploads at once.
@@ -94,8 +97,22 @@ impl FsCore {
     }
 
     /// Publishes directory `path` of the mount as a checkpoint; keeps the newest `retained` of this
-    /// mount's checkpoints (0 = keep all).
+    /// mount's checkpoints (0 = keep all), dropping older ones before it returns.
     pub fn publish(&self, path: &str, retained: usize) -> FsResult<Published> {
+        self.publish_with(path, retained, false)
+    }
+
+    /// [`FsCore::publish`], with retention optionally deferred to the mount's background worker:
+    /// the checkpoint is complete when this returns, and the older ones are dropped shortly after
+    /// (before unmount finishes at the latest). On a distant store retention is a listing and a few
+    /// deletions, as many round trips as the publish itself; a caller timing its checkpoints (as
+    /// Flink's, which discards subsumed checkpoints asynchronously) need not wait for them.
+    pub fn publish_with(
+        &self,
+        path: &str,
+        retained: usize,
+        defer_retention: bool,
+    ) -> FsResult<Published> {
         let dir = self.resolve(path)?;
         let id = checkpoint::new_id();
         let span = tracing::info_span!("publish", %id, path);
@@ -192,19 +209,10 @@ impl FsCore {
         // The checkpoint is complete from here on. A failed retention does not make it a failed
         // publish (the caller would discard a valid checkpoint); it is reported, and the next
         // publish drops what this one could not.
-        let (dropped, retention_error) = if retained > 0 {
-            match checkpoint::apply_retention(
-                self.remote.as_ref(),
-                &self.mount_id,
-                retained,
-                &self.manifests,
-            ) {
-                Ok(dropped) => (dropped, None),
-                Err(e) => {
-                    tracing::warn!(error = %e, "retention after the publish failed; the next publish retries it");
-                    (Vec::new(), Some(e.to_string()))
-                }
-            }
+        let retention_deferred =
+            retained > 0 && defer_retention && self.retainer.request(Retention::Keep(retained));
+        let (dropped, retention_error) = if retained > 0 && !retention_deferred {
+            self.retain(retained)
         } else {
             (Vec::new(), None)
         };
@@ -222,7 +230,41 @@ impl FsCore {
             copied_bytes,
             dropped,
             retention_error,
+            retention_deferred,
         })
+    }
+
+    /// Keeps the newest `retained` of this mount's checkpoints. One retention runs at a time (a
+    /// deferred one and a caller's could otherwise drop the same checkpoint twice). Returns what
+    /// it dropped, or why it failed: the checkpoints it could not drop are dropped next time.
+    fn retain(&self, retained: usize) -> (Vec<String>, Option<String>) {
+        let _one = self.retention.lock();
+        match checkpoint::apply_retention(
+            self.remote.as_ref(),
+            &self.mount_id,
+            retained,
+            &self.manifests,
+        ) {
+            Ok(dropped) => {
+                if !dropped.is_empty() {
+                    tracing::info!(?dropped, retained, "retention dropped checkpoints");
+                }
+                (dropped, None)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "retention after the publish failed; the next publish retries it");
+                (Vec::new(), Some(e.to_string()))
+            }
+        }
+    }
+
+    /// Waits until every retention deferred so far has run (tests, and tools that list the store
+    /// right after a checkpoint).
+    pub fn settle_retention(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.retainer.request(Retention::Barrier(tx)) {
+            let _ = rx.recv();
+        }
     }
 
     /// Every object key the journal names: what GC must keep while this mount exists.
@@ -343,6 +385,70 @@ impl FsCore {
             cache.register_cold(id, size, true);
         }
         Ok(())
+    }
+}
+
+/// A request to the retention worker.
+#[derive(Debug)]
+pub(crate) enum Retention {
+    /// Keep the newest this many of the mount's checkpoints.
+    Keep(usize),
+    /// Answer once every earlier request has run.
+    Barrier(std::sync::mpsc::Sender<()>),
+}
+
+/// Runs deferred retention off the publishing thread. Requests waiting together are coalesced:
+/// the newest `Keep` is what counts, since retention always works from the store's current list.
+#[derive(Debug)]
+pub(crate) struct Retainer {
+    tx: parking_lot::Mutex<Option<std::sync::mpsc::Sender<Retention>>>,
+    worker: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Retainer {
+    pub(crate) fn start(core: std::sync::Weak<FsCore>) -> Retainer {
+        let (tx, rx) = std::sync::mpsc::channel::<Retention>();
+        let worker = std::thread::Builder::new()
+            .name("statefs-retention".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let (mut keep, mut barriers) = (None, Vec::new());
+                    for r in std::iter::once(first).chain(rx.try_iter()) {
+                        match r {
+                            Retention::Keep(n) => keep = Some(n),
+                            Retention::Barrier(done) => barriers.push(done),
+                        }
+                    }
+                    if let Some(n) = keep
+                        && let Some(core) = core.upgrade()
+                    {
+                        core.retain(n);
+                    }
+                    for done in barriers {
+                        let _ = done.send(());
+                    }
+                }
+            })
+            .expect("spawn retention thread");
+        Retainer {
+            tx: parking_lot::Mutex::new(Some(tx)),
+            worker: parking_lot::Mutex::new(Some(worker)),
+        }
+    }
+
+    /// Queues `r`; false once the worker has been shut down.
+    pub(crate) fn request(&self, r: Retention) -> bool {
+        self.tx.lock().as_ref().is_some_and(|tx| tx.send(r).is_ok())
+    }
+
+    /// Runs what is queued, then stops the worker.
+    pub(crate) fn shutdown(&self) {
+        self.tx.lock().take();
+        if let Some(w) = self.worker.lock().take()
+            && w.thread().id() != std::thread::current().id()
+        {
+            let _ = w.join();
+        }
     }
 }
 

@@ -228,6 +228,8 @@ impl FsCore {
             cache: Mutex::new(CacheIndex::new(cache, policy)),
             loader: super::cached::Loader::start(me.clone()),
             registrar: super::publish::Registrar::start(me.clone()),
+            retainer: super::publish::Retainer::start(me.clone()),
+            retention: Mutex::new(()),
             mount_id,
             record_dirty: std::sync::atomic::AtomicBool::new(false),
             manifests: Default::default(),
