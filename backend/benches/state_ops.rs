@@ -257,9 +257,7 @@ fn main() {
         "mapIterator",
     ]) {
         let before = rss();
-        let mut kb = keyed();
-        let m = kb.map_state::<u64, f64>("m", None).unwrap();
-        preload_map(&mut kb, &m, &inp);
+        let (mut kb, m) = preloaded_map(&inp);
         memory.push(memory_line(
             "map state (u64 -> {10 x u64 -> f64})",
             before,
@@ -307,9 +305,7 @@ fn main() {
         );
         drop(kb);
         // `mapAdd` inserts 500k new keys: on a state of its own, as `listAdd`.
-        let mut kb = keyed();
-        let m = kb.map_state::<u64, f64>("m", None).unwrap();
-        preload_map(&mut kb, &m, &inp);
+        let (mut kb, m) = preloaded_map(&inp);
         t.run(
             "mapAdd",
             "4429",

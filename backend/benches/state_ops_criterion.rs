@@ -181,9 +181,7 @@ fn main() {
     });
     drop(kb);
 
-    let mut kb = keyed();
-    let m = kb.map_state::<u64, f64>("m", None).unwrap();
-    preload_map(&mut kb, &m, &inp);
+    let (mut kb, m) = preloaded_map(&inp);
     r.run("map", "mapGet", "3506", 1, &mut kb, none, |kb, i| {
         op::map_get(kb, &m, &inp, i);
     });
@@ -213,9 +211,7 @@ fn main() {
         },
     );
     drop(kb);
-    let mut kb = keyed();
-    let m = kb.map_state::<u64, f64>("m", None).unwrap();
-    preload_map(&mut kb, &m, &inp);
+    let (mut kb, m) = preloaded_map(&inp);
     r.run("map", "mapAdd", "4429", 1, &mut kb, none, |kb, i| {
         op::map_add(kb, &m, &inp, i);
     });

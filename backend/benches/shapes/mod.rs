@@ -109,6 +109,14 @@ pub fn preload_map(kb: &mut Keyed<u64, HeapBackend>, m: &MapState<u64, f64>, inp
     }
 }
 
+/// A fresh backend with the map benchmarks' state, preloaded.
+pub fn preloaded_map(inp: &Inputs) -> (Kb, MapState<u64, f64>) {
+    let mut kb = keyed();
+    let m = kb.map_state::<u64, f64>("m", None).unwrap();
+    preload_map(&mut kb, &m, inp);
+    (kb, m)
+}
+
 /// The value benchmarks' setup: every setup key holds a value.
 pub fn preload_value(kb: &mut Keyed<u64, HeapBackend>, v: &ValueState<u64>, inp: &Inputs) {
     for k in 0..SETUP_KEYS {
