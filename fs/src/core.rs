@@ -18,6 +18,7 @@ mod publish;
 mod recovery;
 #[cfg(test)]
 mod tests;
+mod worker;
 
 use std::collections::HashMap;
 use std::fs::File;

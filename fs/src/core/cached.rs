@@ -10,55 +10,34 @@
 //!   complete the file is read from the object store.
 
 use std::sync::Weak;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 
-use parking_lot::Mutex;
 use uuid::Uuid;
 
 use super::FsCore;
+use super::worker::Worker;
 use crate::cache::{Access, Demoted};
 use crate::table::Ino;
 
 /// Background loads of promoted copies, one at a time.
 #[derive(Debug)]
-pub(crate) struct Loader {
-    tx: Mutex<Option<mpsc::Sender<(Ino, Uuid)>>>,
-    worker: Mutex<Option<JoinHandle<()>>>,
-}
+pub(crate) struct Loader(Worker<(Ino, Uuid)>);
 
 impl Loader {
     pub(crate) fn start(core: Weak<FsCore>) -> Loader {
-        let (tx, rx) = mpsc::channel::<(Ino, Uuid)>();
-        let worker = std::thread::Builder::new()
-            .name("statefs-loader".into())
-            .spawn(move || {
-                while let Ok((ino, id)) = rx.recv() {
-                    let Some(core) = core.upgrade() else { break };
-                    core.load_copy(ino, id);
-                }
-            })
-            .expect("spawn loader thread");
-        Loader {
-            tx: Mutex::new(Some(tx)),
-            worker: Mutex::new(Some(worker)),
-        }
+        Loader(Worker::spawn("statefs-loader", move |rx| {
+            while let Ok((ino, id)) = rx.recv() {
+                let Some(core) = core.upgrade() else { break };
+                core.load_copy(ino, id);
+            }
+        }))
     }
 
     fn schedule(&self, ino: Ino, id: Uuid) -> bool {
-        self.tx
-            .lock()
-            .as_ref()
-            .is_some_and(|tx| tx.send((ino, id)).is_ok())
+        self.0.send((ino, id))
     }
 
     pub(crate) fn shutdown(&self) {
-        self.tx.lock().take();
-        if let Some(w) = self.worker.lock().take()
-            && w.thread().id() != std::thread::current().id()
-        {
-            let _ = w.join();
-        }
+        self.0.shutdown()
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::FsCore;
+use super::worker::Worker;
 use crate::checkpoint::{self, CheckpointError, Manifest, ManifestFile, MountRecord};
 use crate::error::{FsError, FsResult};
 use crate::placement::Placement;
@@ -400,96 +401,68 @@ pub(crate) enum Retention {
 /// Runs deferred retention off the publishing thread. Requests waiting together are coalesced:
 /// the newest `Keep` is what counts, since retention always works from the store's current list.
 #[derive(Debug)]
-pub(crate) struct Retainer {
-    tx: parking_lot::Mutex<Option<std::sync::mpsc::Sender<Retention>>>,
-    worker: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
-}
+pub(crate) struct Retainer(Worker<Retention>);
 
 impl Retainer {
     pub(crate) fn start(core: std::sync::Weak<FsCore>) -> Retainer {
-        let (tx, rx) = std::sync::mpsc::channel::<Retention>();
-        let worker = std::thread::Builder::new()
-            .name("statefs-retention".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let (mut keep, mut barriers) = (None, Vec::new());
-                    for r in std::iter::once(first).chain(rx.try_iter()) {
-                        match r {
-                            Retention::Keep(n) => keep = Some(n),
-                            Retention::Barrier(done) => barriers.push(done),
-                        }
-                    }
-                    if let Some(n) = keep
-                        && let Some(core) = core.upgrade()
-                    {
-                        core.retain(n);
-                    }
-                    for done in barriers {
-                        let _ = done.send(());
+        Retainer(Worker::spawn("statefs-retention", move |rx| {
+            while let Ok(first) = rx.recv() {
+                let (mut keep, mut barriers) = (None, Vec::new());
+                for r in std::iter::once(first).chain(rx.try_iter()) {
+                    match r {
+                        Retention::Keep(n) => keep = Some(n),
+                        Retention::Barrier(done) => barriers.push(done),
                     }
                 }
-            })
-            .expect("spawn retention thread");
-        Retainer {
-            tx: parking_lot::Mutex::new(Some(tx)),
-            worker: parking_lot::Mutex::new(Some(worker)),
-        }
+                if let Some(n) = keep
+                    && let Some(core) = core.upgrade()
+                {
+                    core.retain(n);
+                }
+                for done in barriers {
+                    let _ = done.send(());
+                }
+            }
+        }))
     }
 
     /// Queues `r`; false once the worker has been shut down.
     pub(crate) fn request(&self, r: Retention) -> bool {
-        self.tx.lock().as_ref().is_some_and(|tx| tx.send(r).is_ok())
+        self.0.send(r)
     }
 
     /// Runs what is queued, then stops the worker.
     pub(crate) fn shutdown(&self) {
-        self.tx.lock().take();
-        if let Some(w) = self.worker.lock().take()
-            && w.thread().id() != std::thread::current().id()
-        {
-            let _ = w.join();
-        }
+        self.0.shutdown()
     }
 }
 
 /// Rewrites the mount record every minute while the journal names new objects, so `statefs gc`
 /// (whose grace period is far longer) never sees a live object as unreferenced.
 #[derive(Debug)]
-pub(crate) struct Registrar {
-    tx: parking_lot::Mutex<Option<std::sync::mpsc::Sender<()>>>,
-    worker: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
-}
+pub(crate) struct Registrar(Worker<()>);
 
 /// How often a changed mount record is rewritten.
 pub const RECORD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Registrar {
     pub(crate) fn start(core: std::sync::Weak<FsCore>) -> Registrar {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let worker = std::thread::Builder::new()
-            .name("statefs-registrar".into())
-            .spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(RECORD_INTERVAL) {
-                    let Some(core) = core.upgrade() else { break };
-                    if core.record_dirty.load(Ordering::Acquire)
-                        && let Err(e) = core.write_mount_record() {
-                            tracing::warn!(error = %e, "refreshing the mount record failed; retrying in a minute");
-                        }
+        // Nothing is ever sent: the channel closing at shutdown ends the wait.
+        Registrar(Worker::spawn("statefs-registrar", move |rx| {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(RECORD_INTERVAL)
+            {
+                let Some(core) = core.upgrade() else { break };
+                if core.record_dirty.load(Ordering::Acquire)
+                    && let Err(e) = core.write_mount_record()
+                {
+                    tracing::warn!(error = %e, "refreshing the mount record failed; retrying in a minute");
                 }
-            })
-            .expect("spawn registrar thread");
-        Registrar {
-            tx: parking_lot::Mutex::new(Some(tx)),
-            worker: parking_lot::Mutex::new(Some(worker)),
-        }
+            }
+        }))
     }
 
     pub(crate) fn shutdown(&self) {
-        self.tx.lock().take();
-        if let Some(w) = self.worker.lock().take()
-            && w.thread().id() != std::thread::current().id()
-        {
-            let _ = w.join();
-        }
+        self.0.shutdown()
     }
 }
