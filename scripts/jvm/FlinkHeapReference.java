@@ -169,23 +169,25 @@ public final class FlinkHeapReference {
                         }
                     };
             List<Long> single = new ArrayList<>();
+            // update([v]) on key k: listUpdate and listAdd differ only in the key.
+            java.util.function.BiConsumer<Long, Long> replace =
+                    (k, v) -> {
+                        try {
+                            b.setCurrentKey(k);
+                            single.clear();
+                            single.add(v);
+                            l.update(single);
+                        } catch (Exception e) {
+                            throw new RuntimeException(e);
+                        }
+                    };
             ThrowingOp op;
             switch (name) {
                 case "listUpdate":
-                    op = i -> {
-                        b.setCurrentKey(StateOpsReference.setupKey(i));
-                        single.clear();
-                        single.add(StateOpsReference.value(i));
-                        l.update(single);
-                    };
+                    op = i -> replace.accept(StateOpsReference.setupKey(i), StateOpsReference.value(i));
                     break;
                 case "listAdd":
-                    op = i -> {
-                        b.setCurrentKey(StateOpsReference.newKey(i));
-                        single.clear();
-                        single.add(StateOpsReference.value(i));
-                        l.update(single);
-                    };
+                    op = i -> replace.accept(StateOpsReference.newKey(i), StateOpsReference.value(i));
                     break;
                 case "listAppend":
                     op = i -> {
