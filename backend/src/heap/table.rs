@@ -177,16 +177,6 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-impl<E> Default for Table<E> {
-    fn default() -> Self {
-        Table {
-            slots: Box::new([]),
-            len: 0,
-            hasher: KeyHasher::random(),
-        }
-    }
-}
-
 impl<E: TableEntry> Table<E> {
     /// An empty table hashing with `hasher`.
     pub(super) fn with_hasher(hasher: KeyHasher) -> Self {
@@ -471,7 +461,7 @@ mod tests {
     /// Removing most entries gives the memory back, and what is left is still found.
     #[test]
     fn shrinks_after_removals() {
-        let mut t: Table<Full<u32>> = Table::default();
+        let mut t: Table<Full<u32>> = Table::with_hasher(KeyHasher::random());
         for k in 0..1000u32 {
             *t.entry_or_default(&k.to_be_bytes()) = k;
         }
@@ -496,7 +486,7 @@ mod tests {
         /// sequence of puts, overwrites and removals (backward shift included).
         #[test]
         fn agrees_with_a_hashmap(ops in proptest::collection::vec(op(), 1..2000)) {
-            let mut t: Table<Full<u8>> = Table::default();
+            let mut t: Table<Full<u8>> = Table::with_hasher(KeyHasher::random());
             let mut model: HashMap<Vec<u8>, u8> = HashMap::new();
             for o in ops {
                 match o {
