@@ -46,10 +46,10 @@ BENCH_KEY_GROUPS=$KEY_GROUPS cargo bench -q -p statefs-backend --bench state_ops
 ops="valueGet valueUpdate valueAdd listUpdate listAdd listAppend listGet listAddAll mapGet mapContains mapUpdate mapAdd mapIterator recordGet3"
 for op in $ops; do
     # shellcheck disable=SC2086
-    FLINK_KEY_GROUPS=$KEY_GROUPS java ${JVM_OPTS:--Xms6g -Xmx6g} -cp "$work:$flink_cp" \
+    java ${JVM_OPTS:--Xms6g -Xmx6g} -cp "$work:$flink_cp" \
         FlinkHeapReference "$op" 2>/dev/null >>"$work/flink"
     # shellcheck disable=SC2086
-    MAX_PARALLELISM=$KEY_GROUPS java ${JVM_OPTS:--Xms6g -Xmx6g} -cp "$work" StateOpsReference "$op" >>"$work/jvm"
+    java ${JVM_OPTS:--Xms6g -Xmx6g} -cp "$work" StateOpsReference "$op" >>"$work/jvm"
 done
 
 echo "heap state operations, ops/ms, one thread, $(nproc) cores, $KEY_GROUPS key groups, $(date -u +%F)"

@@ -5,10 +5,10 @@
 // namespaces, key-group computation per setCurrentKey.
 //
 // The backend is built as flink-benchmarks' BackendUtils.createHeapKeyedStateBackend builds it:
-// Long keys, no latency or size tracking, synchronous snapshots, key groups 0..FLINK_KEY_GROUPS-1
-// of as many (flink-benchmarks uses 2; default 2). Inputs and timing are StateOpsReference's: one
-// operation per JVM, 5 warm-up rounds, then BENCH_ROUNDS (3) rounds of BENCH_MS (1000) ms, median
-// printed as "<name> <ops/ms>".
+// Long keys, no latency or size tracking, synchronous snapshots, key groups 0..KEY_GROUPS-1 of
+// as many (default 128, as the Rust bench and StateOpsReference; flink-benchmarks uses 2).
+// Inputs and timing are StateOpsReference's: one operation per JVM, 5 warm-up rounds, then
+// BENCH_ROUNDS (3) rounds of BENCH_MS (1000) ms, median printed as "<name> <ops/ms>".
 //
 //   javac -cp flink-dist-2.3.0.jar -d /tmp/flinkref scripts/jvm/StateOpsReference.java \
 //       scripts/jvm/FlinkHeapReference.java
@@ -86,7 +86,7 @@ public final class FlinkHeapReference {
         String name = args[0];
         long budgetMs = Long.parseLong(System.getenv().getOrDefault("BENCH_MS", "1000"));
         int rounds = Integer.parseInt(System.getenv().getOrDefault("BENCH_ROUNDS", "3"));
-        int keyGroups = Integer.parseInt(System.getenv().getOrDefault("FLINK_KEY_GROUPS", "2"));
+        int keyGroups = StateOpsReference.MAX_PARALLELISM;
         Long[] sorted = StateOpsReference.prepareInputs();
         HeapKeyedStateBackend<Long> b = backend(keyGroups);
         Runnable none = () -> {};

@@ -28,9 +28,9 @@ public final class StateOpsReference {
     static final int MAP_ENTRIES = 10;
     static final int LIST_BATCH = 100;
     static final int RANDOM_VALUES = 1_000_000;
-    // Key groups, as the Rust bench's BENCH_KEY_GROUPS (default 128, Flink's default).
+    // Key groups (KEY_GROUPS), as the Rust bench's BENCH_KEY_GROUPS (default 128, Flink's default).
     static final int MAX_PARALLELISM =
-            Integer.parseInt(System.getenv().getOrDefault("MAX_PARALLELISM", "128"));
+            Integer.parseInt(System.getenv().getOrDefault("KEY_GROUPS", "128"));
 
     // xorshift64*, seeded as the Rust bench, so both shuffle alike.
     static long rng;
