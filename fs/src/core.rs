@@ -41,7 +41,7 @@ pub use recovery::OpenError;
 use deleter::Deleter;
 pub use deleter::Doomed;
 pub use io::Opened;
-pub use publish::Published;
+pub use publish::{CheckpointFile, Published};
 
 /// Attributes of one inode, as the kernel needs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

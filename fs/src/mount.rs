@@ -530,6 +530,25 @@ impl MountHandle {
             .publish_with(&rel.to_string_lossy(), retained, defer_retention)
     }
 
+    /// Publishes a checkpoint of `files`, named as given, with no directory to hold them (see
+    /// [`FsCore::publish_files`]); paths may be inside the mount or relative to its root.
+    pub fn checkpoint_files(
+        &self,
+        mut files: Vec<crate::core::CheckpointFile>,
+        retained: usize,
+        defer_retention: bool,
+    ) -> crate::error::FsResult<crate::core::Published> {
+        use crate::core::CheckpointFile as F;
+        for f in &mut files {
+            if let F::Mounted { path, .. } | F::SealedOnly { path, .. } = f
+                && let Ok(rel) = Path::new(path.as_str()).strip_prefix(&self.mountpoint)
+            {
+                *path = rel.to_string_lossy().into_owned();
+            }
+        }
+        self.core().publish_files(files, retained, defer_retention)
+    }
+
     pub fn core(&self) -> &Arc<FsCore> {
         self.core.as_ref().expect("mounted")
     }

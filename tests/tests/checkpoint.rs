@@ -707,3 +707,106 @@ fn deferred_retention_drops_old_checkpoints_after_the_publish() {
     assert_eq!(files_of(&sync.id), 0);
     assert!(files_of(&last.id) > 0);
 }
+
+/// A checkpoint assembled from named files, with no directory holding them: a synced SST is
+/// referenced (no byte copied), an SST still being written and one already gone are left out when
+/// asked (`SealedOnly`), a local file is copied, and the caller's bytes are stored. The restore has
+/// exactly those files under the given names. Names that are not relative paths, or repeat, are
+/// refused before anything is stored.
+#[test]
+fn a_checkpoint_of_named_files_restores_exactly_them() {
+    use statefs::core::CheckpointFile as F;
+    use std::io::Write;
+    let dirs = Dirs::new();
+    let (remote, _rt) = file_remote(&dirs);
+    let mount = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
+    let db = dirs.mnt.join("db");
+    std::fs::create_dir(&db).unwrap();
+    let synced: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let mut f = std::fs::File::create(db.join("000007.sst")).unwrap();
+    f.write_all(&synced).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let mut writing = std::fs::File::create(db.join("000009.sst")).unwrap();
+    writing.write_all(b"half an sst").unwrap();
+    std::fs::write(db.join("CURRENT"), b"MANIFEST-000003\n").unwrap();
+    let sst_objects = data_keys(remote.as_ref());
+    let files = vec![
+        F::SealedOnly {
+            name: "000007.sst".into(),
+            path: db.join("000007.sst").to_string_lossy().into(),
+        },
+        F::SealedOnly {
+            name: "000009.sst".into(),
+            path: "db/000009.sst".into(),
+        },
+        F::SealedOnly {
+            name: "000004.sst".into(),
+            path: "db/000004.sst".into(),
+        },
+        F::Mounted {
+            name: "CURRENT".into(),
+            path: "db/CURRENT".into(),
+        },
+        F::Bytes {
+            name: "meta/MANIFEST-000003".into(),
+            data: bytes::Bytes::from_static(b"a manifest prefix"),
+        },
+    ];
+    for bad in ["", "/abs", "a/../b", "CURRENT"] {
+        let mut with_bad = files.clone();
+        with_bad.push(F::Bytes {
+            name: bad.into(),
+            data: bytes::Bytes::new(),
+        });
+        let err = mount.checkpoint_files(with_bad, 0, false).unwrap_err();
+        assert!(
+            matches!(err, statefs::FsError::Invalid(_)),
+            "{bad:?}: {err:?}"
+        );
+    }
+    assert!(checkpoint::list_ids(remote.as_ref()).unwrap().is_empty());
+    let p = mount.checkpoint_files(files, 0, false).unwrap();
+    assert_eq!(p.files, 3);
+    assert_eq!(p.referenced_bytes, synced.len() as u64);
+    assert_eq!(p.copied_bytes, 16 + 17);
+    assert_eq!(
+        data_keys(remote.as_ref()),
+        sst_objects,
+        "no SST object is written by the checkpoint"
+    );
+    writing.write_all(b", the rest").unwrap();
+    drop(writing);
+    let (restored, mnt) = restore(&dirs, "r", &p.id, false);
+    let mut names: Vec<String> = walk(&mnt);
+    names.sort();
+    assert_eq!(names, ["000007.sst", "CURRENT", "meta/MANIFEST-000003"]);
+    assert_eq!(std::fs::read(mnt.join("000007.sst")).unwrap(), synced);
+    assert_eq!(
+        std::fs::read(mnt.join("CURRENT")).unwrap(),
+        b"MANIFEST-000003\n"
+    );
+    assert_eq!(
+        std::fs::read(mnt.join("meta/MANIFEST-000003")).unwrap(),
+        b"a manifest prefix"
+    );
+    restored.unmount().unwrap();
+    mount.unmount().unwrap();
+}
+
+/// Files below `dir`, relative to it.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}

@@ -38,6 +38,31 @@ pub struct Published {
     pub retention_deferred: bool,
 }
 
+/// A file of a checkpoint published with [`FsCore::publish_files`]; `name` is its path inside the
+/// checkpoint (relative, `/`-separated), `path` a file's path relative to the mount root.
+#[derive(Debug, Clone)]
+pub enum CheckpointFile {
+    /// A file of the mount: referenced if remote-placed (sealed first), copied if local-placed.
+    Mounted { name: String, path: String },
+    /// As `Mounted`, except that a remote-placed file not sealed yet, or gone, is left out: for a
+    /// caller naming every SST of a directory while some are still being written, which knows that
+    /// only synced files can matter to it (RocksDB syncs an SST before its MANIFEST names it).
+    SealedOnly { name: String, path: String },
+    /// Bytes the caller gives, stored as a copy.
+    Bytes { name: String, data: Bytes },
+}
+
+enum Source {
+    Ino { ino: Ino, sealed_only: bool },
+    Data(Bytes),
+}
+
+/// Where a copied file's bytes come from.
+enum CopyFrom {
+    Local(std::path::PathBuf),
+    Data(Bytes),
+}
+
 /// Small files a publish uploads at once.
 const COPY_PARALLELISM: usize = 8;
 
@@ -115,38 +140,134 @@ impl FsCore {
         defer_retention: bool,
     ) -> FsResult<Published> {
         let dir = self.resolve(path)?;
-        let id = checkpoint::new_id();
-        let span = tracing::info_span!("publish", %id, path);
+        let span = tracing::info_span!("publish", path);
         let _e = span.enter();
         let files = self.files_below(dir)?;
+        let sources = files
+            .into_iter()
+            .map(|(name, ino)| {
+                (
+                    name,
+                    Source::Ino {
+                        ino,
+                        sealed_only: false,
+                    },
+                )
+            })
+            .collect();
+        self.publish_sources(sources, retained, defer_retention)
+    }
+
+    /// Publishes a checkpoint made of `files`, named as given, without a directory to hold them:
+    /// a caller that knows which files of the mount make a consistent state (RocksDB's live files
+    /// and a MANIFEST prefix) saves the links and copies of assembling one. Retention as in
+    /// [`FsCore::publish_with`]. Fails with `FsError::Invalid` on a name that is not a relative path or is given twice.
+    pub fn publish_files(
+        &self,
+        files: Vec<CheckpointFile>,
+        retained: usize,
+        defer_retention: bool,
+    ) -> FsResult<Published> {
+        let span = tracing::info_span!("publish_files", files = files.len());
+        let _e = span.enter();
+        let mut names = std::collections::HashSet::new();
+        let mut sources = Vec::with_capacity(files.len());
+        for f in files {
+            let (name, source) = match f {
+                CheckpointFile::Mounted { name, path } => {
+                    let ino = self.resolve(&path)?;
+                    (
+                        name,
+                        Source::Ino {
+                            ino,
+                            sealed_only: false,
+                        },
+                    )
+                }
+                CheckpointFile::SealedOnly { name, path } => match self.resolve(&path) {
+                    Ok(ino) => (
+                        name,
+                        Source::Ino {
+                            ino,
+                            sealed_only: true,
+                        },
+                    ),
+                    Err(FsError::NotFound) => continue,
+                    Err(e) => return Err(e),
+                },
+                CheckpointFile::Bytes { name, data } => (name, Source::Data(data)),
+            };
+            if name.is_empty()
+                || name
+                    .split('/')
+                    .any(|p| p.is_empty() || p == "." || p == "..")
+            {
+                return Err(FsError::Invalid(
+                    "checkpoint file name is not a relative path",
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return Err(FsError::Invalid("checkpoint file named twice"));
+            }
+            sources.push((name, source));
+        }
+        sources.sort_by(|a, b| a.0.cmp(&b.0));
+        self.publish_sources(sources, retained, defer_retention)
+    }
+
+    fn publish_sources(
+        &self,
+        sources: Vec<(String, Source)>,
+        retained: usize,
+        defer_retention: bool,
+    ) -> FsResult<Published> {
+        let id = checkpoint::new_id();
+        let span = tracing::info_span!("checkpoint", %id);
+        let _e = span.enter();
         let mut entries = Vec::new();
         let mut borrowed = Vec::new();
-        // Local-placed files: their entry's index and their local path.
-        let mut copies: Vec<(usize, std::path::PathBuf)> = Vec::new();
+        // Files copied: their entry's index and where their bytes come from.
+        let mut copies: Vec<(usize, CopyFrom)> = Vec::new();
         let (mut referenced_bytes, mut copied_bytes) = (0, 0);
-        for (n, (name, ino)) in files.iter().enumerate() {
-            let f = self.file_meta(*ino)?;
+        for (n, (name, source)) in sources.into_iter().enumerate() {
+            let (ino, sealed_only) = match source {
+                Source::Ino { ino, sealed_only } => (ino, sealed_only),
+                Source::Data(data) => {
+                    copies.push((entries.len(), CopyFrom::Data(data)));
+                    entries.push(ManifestFile {
+                        name,
+                        key: checkpoint::file_key(&id, n),
+                        size: 0,
+                        crc32c: 0,
+                    });
+                    continue;
+                }
+            };
+            let f = self.file_meta(ino)?;
             match f.placement {
                 Placement::Remote => {
-                    self.seal_if_needed(*ino)?;
-                    let f = self.file_meta(*ino)?;
+                    if sealed_only && f.sealed.is_none() {
+                        continue;
+                    }
+                    self.seal_if_needed(ino)?;
+                    let f = self.file_meta(ino)?;
                     let s = f.sealed.clone().ok_or_else(|| {
                         FsError::Internal(format!("{name} not sealed after sync"))
                     })?;
                     referenced_bytes += s.size;
                     entries.push(ManifestFile {
-                        name: name.clone(),
+                        name,
                         key: s.key.clone(),
                         size: s.size,
                         crc32c: s.crc32c,
                     });
-                    borrowed.push((*ino, s.key));
+                    borrowed.push((ino, s.key));
                 }
                 Placement::Local => {
                     // Size and CRC are filled in when the copy is made, below.
-                    copies.push((entries.len(), self.local_path(&f)));
+                    copies.push((entries.len(), CopyFrom::Local(self.local_path(&f))));
                     entries.push(ManifestFile {
-                        name: name.clone(),
+                        name,
                         key: checkpoint::file_key(&id, n),
                         size: 0,
                         crc32c: 0,
@@ -158,10 +279,13 @@ impl FsCore {
         // distant store, not bandwidth: they go up at once, each read by the worker that sends it
         // (at most COPY_PARALLELISM of them in memory). The manifest names them only after every
         // one is stored.
-        let copied = checkpoint::in_parallel(&copies, COPY_PARALLELISM, |(at, path)| {
-            let data = std::fs::read(path)?;
+        let copied = checkpoint::in_parallel(&copies, COPY_PARALLELISM, |(at, copy)| {
+            let data = match copy {
+                CopyFrom::Local(path) => Bytes::from(std::fs::read(path)?),
+                CopyFrom::Data(data) => data.clone(),
+            };
             let (size, crc) = (data.len() as u64, crc32c::crc32c(&data));
-            self.remote.put(&entries[*at].key, Bytes::from(data))?;
+            self.remote.put(&entries[*at].key, data)?;
             FsResult::Ok((size, crc))
         });
         for ((at, _), copy) in copies.iter().zip(copied) {
@@ -218,7 +342,7 @@ impl FsCore {
             (Vec::new(), None)
         };
         tracing::info!(
-            files = files.len(),
+            files = manifest.files.len(),
             referenced_bytes,
             copied_bytes,
             dropped = dropped.len(),
@@ -226,7 +350,7 @@ impl FsCore {
         );
         Ok(Published {
             id,
-            files: files.len(),
+            files: manifest.files.len(),
             referenced_bytes,
             copied_bytes,
             dropped,
