@@ -1,8 +1,10 @@
 //! ForSt mode: the RocksDB backend with its database directory on a statefs mount, so its SST files
 //! live in the object store and a checkpoint copies no SST byte.
 //!
-//! Checkpoint = RocksDB's Checkpoint API on the mount (hard links: metadata only) plus a statefs
-//! publish of that directory; the checkpoint handle is the statefs checkpoint id. Restore = a statefs
+//! Checkpoint = a statefs publish naming the live database's files: its SSTs (referenced, not
+//! copied), a complete prefix of its MANIFEST, CURRENT and OPTIONS (see `live`). Should statefs not
+//! understand the directory, RocksDB's Checkpoint on the mount (hard links) is published instead.
+//! The checkpoint handle is the statefs checkpoint id. Restore = a statefs
 //! mount restored from that id (lazy: SSTs are fetched on first read) and RocksDB opened on it.
 //! Ownership stays unambiguous: the mount deletes only objects no checkpoint names; statefs GC
 //! deletes the rest.
@@ -10,7 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use statefs::config::RestoreFrom;
+use statefs::core::Published;
 use statefs::{MountConfig, MountHandle};
 
 use crate::backend::{Entry, SnapshotView, StateBackend, StateId, StateMeta};
@@ -18,6 +22,8 @@ use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
 use crate::rocks::{RocksBackend, SharedResources};
 use crate::rocks_options::RocksTuning;
+
+mod live;
 
 const STATES_FILE: &str = "STATEFS-STATES.json";
 
@@ -39,6 +45,8 @@ pub struct ForstBackend {
     /// mount, each unlink is a journaled metadata operation: up to ~120 ms measured). Joined before
     /// the next checkpoint and before the backend closes.
     link_cleanup: Option<std::thread::JoinHandle<()>>,
+    from_live_dir: u64,
+    from_links: u64,
     /// Dropped last: e.g. the temporary directories a test mounted from.
     _keep: Option<Box<dyn std::any::Any + Send>>,
 }
@@ -254,6 +262,9 @@ impl ForstBackend {
     /// checkpoints beyond `retained` (0 keeps all) are dropped by the mount's retention worker
     /// after this returns, as Flink discards subsumed checkpoints off the checkpoint's path; they
     /// are gone by unmount at the latest (`MountHandle::checkpoint_with`).
+    ///
+    /// The checkpoint names the live directory's files ([`live`]); if statefs does not understand
+    /// what it finds there, it publishes a RocksDB Checkpoint made on the mount instead.
     pub fn checkpoint(&mut self, retained: usize) -> StateResult<String> {
         let _span = tracing::info_span!("forst_checkpoint").entered();
         let start = std::time::Instant::now();
@@ -261,42 +272,80 @@ impl ForstBackend {
         let l0_files = self.rocks.level0_files();
         self.rocks.flush()?;
         let flushed = start.elapsed();
-        // Inside the database directory, like snapshot views: one a crashed process left (its hard
-        // links would keep the SSTs' objects forever) is removed when the database opens next.
-        let dir = crate::rocks::view_dir(&self.db_dir);
-        let linked_dir = self.rocks.checkpoint_to(&dir).and_then(|()| {
-            let states = serde_json::to_vec(&CheckpointMeta {
+        let states = Bytes::from(
+            serde_json::to_vec(&CheckpointMeta {
                 range: self.rocks.key_group_range(),
                 max_parallelism: self.rocks.max_parallelism(),
                 states: self.rocks.states(),
             })
-            .expect("state metadata serializes");
-            std::fs::write(dir.join(STATES_FILE), states).map_err(|e| fs_err("state metadata", e))
-        });
-        let linked = start.elapsed();
-        let published = linked_dir.and_then(|()| {
-            self.mount
-                .checkpoint_with(&dir, retained, true)
-                .map_err(|e| fs_err("statefs checkpoint", e))
-        });
+            .expect("state metadata serializes"),
+        );
+        let paused = self.rocks.pause_file_deletions()?;
+        let files =
+            live::checkpoint_files(&self.db_dir, vec![(STATES_FILE.into(), states.clone())]);
+        let assembled = start.elapsed();
+        let (published, linked_dir) = match files {
+            Ok(files) => {
+                self.from_live_dir += 1;
+                let p = self.mount.checkpoint_files(files, retained, true);
+                (p.map_err(|e| fs_err("statefs checkpoint", e)), None)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing a RocksDB checkpoint made on the mount instead of the live directory");
+                self.from_links += 1;
+                let (p, dir) = self.publish_linked(&states, retained);
+                (p, Some(dir))
+            }
+        };
+        drop(paused);
         tracing::info!(
             l0_files_before = l0_files,
+            live = linked_dir.is_none(),
             flush_ms = flushed.as_millis() as u64,
-            links_ms = (linked - flushed).as_millis() as u64,
-            publish_ms = (start.elapsed() - linked).as_millis() as u64,
+            assemble_ms = (assembled - flushed).as_millis() as u64,
+            publish_ms = (start.elapsed() - assembled).as_millis() as u64,
             ok = published.is_ok(),
             "forst checkpoint"
         );
-        // The directory was only names (hard links and small copies); the published checkpoint
-        // holds what it needs, and a failed one needs nothing. RocksDB links into `<dir>.tmp`
-        // first.
-        self.link_cleanup = Some(std::thread::spawn(move || {
-            let _ = std::fs::remove_dir_all(&dir);
-            let mut tmp = dir.into_os_string();
-            tmp.push(".tmp");
-            let _ = std::fs::remove_dir_all(tmp);
-        }));
+        if let Some(dir) = linked_dir {
+            // The directory was only names (hard links and small copies); the published
+            // checkpoint holds what it needs, and a failed one needs nothing. RocksDB links into
+            // `<dir>.tmp` first.
+            self.link_cleanup = Some(std::thread::spawn(move || {
+                let _ = std::fs::remove_dir_all(&dir);
+                let mut tmp = dir.into_os_string();
+                tmp.push(".tmp");
+                let _ = std::fs::remove_dir_all(tmp);
+            }));
+        }
         Ok(published?.id)
+    }
+
+    /// Checkpoints published so far from the live directory, and from a RocksDB Checkpoint (the
+    /// fallback), in that order.
+    pub fn checkpoint_sources(&self) -> (u64, u64) {
+        (self.from_live_dir, self.from_links)
+    }
+
+    /// Publishes a RocksDB Checkpoint made in a directory of the mount; returns the directory,
+    /// which the caller removes.
+    fn publish_linked(&self, states: &[u8], retained: usize) -> (StateResult<Published>, PathBuf) {
+        // Inside the database directory, like snapshot views: one a crashed process left (its hard
+        // links would keep the SSTs' objects forever) is removed when the database opens next.
+        let dir = crate::rocks::view_dir(&self.db_dir);
+        let published = self
+            .rocks
+            .checkpoint_to(&dir)
+            .and_then(|()| {
+                std::fs::write(dir.join(STATES_FILE), states)
+                    .map_err(|e| fs_err("state metadata", e))
+            })
+            .and_then(|()| {
+                self.mount
+                    .checkpoint_with(&dir, retained, true)
+                    .map_err(|e| fs_err("statefs checkpoint", e))
+            });
+        (published, dir)
     }
 
     fn assemble(rocks: RocksBackend, mount: MountHandle, db_dir: PathBuf) -> Self {
@@ -305,6 +354,8 @@ impl ForstBackend {
             mount,
             db_dir,
             link_cleanup: None,
+            from_live_dir: 0,
+            from_links: 0,
             _keep: None,
         }
     }

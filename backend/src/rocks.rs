@@ -23,6 +23,7 @@ use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
 use crate::rocks_options::RocksTuning;
 
+pub(crate) mod manifest_log;
 mod merge;
 
 pub struct RocksBackend {
@@ -620,6 +621,14 @@ impl RocksBackend {
         Ok(())
     }
 
+    /// Keeps RocksDB from deleting obsolete files until the guard drops (RocksDB counts pauses, so
+    /// its own Checkpoint inside one is fine): every file a reader of the live directory finds
+    /// named stays there meanwhile.
+    pub(crate) fn pause_file_deletions(&self) -> StateResult<DeletionsPaused<'_>> {
+        self.db.disable_file_deletions().map_err(rocks_err)?;
+        Ok(DeletionsPaused(&self.db))
+    }
+
     /// Level-0 files over all states (RocksDB's `num-files-at-level0`), for checkpoint traces:
     /// a flush waits while one more L0 file would slow writes down.
     pub(crate) fn level0_files(&self) -> u64 {
@@ -959,6 +968,18 @@ impl StateBackend for RocksBackend {
 /// died is removed when the database opens next; views of live processes (a view may outlive the
 /// backend that made it) are left alone.
 const VIEW_PREFIX: &str = ".statefs-view-";
+
+/// Resumes RocksDB's file deletions when dropped (see [`RocksBackend::pause_file_deletions`]).
+pub(crate) struct DeletionsPaused<'a>(&'a DB);
+
+impl Drop for DeletionsPaused<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.enable_file_deletions() {
+            // Obsolete files then stay until the database reopens; nothing is lost.
+            tracing::warn!(error = %e, "rocksdb: resuming file deletions failed");
+        }
+    }
+}
 
 pub(crate) fn view_dir(db: &Path) -> PathBuf {
     db.join(format!(

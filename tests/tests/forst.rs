@@ -301,9 +301,9 @@ fn forst_scale_in_merges_two_checkpoints() {
     );
 }
 
-/// A checkpoint's hard-link directory (a `.statefs-view-` directory inside the database) goes
-/// away after each checkpoint, and one a crash left behind (whose hard links would keep SST
-/// objects forever) goes at the next open.
+/// No hard-link directory (a `.statefs-view-` directory inside the database: RocksDB's
+/// Checkpoint, the fallback, makes one) outlives a checkpoint, and one a crash left behind (whose
+/// hard links would keep SST objects forever) goes at the next open.
 #[test]
 fn forst_removes_checkpoint_link_dirs() {
     let dirs = Dirs::new();
@@ -341,4 +341,70 @@ fn forst_removes_checkpoint_link_dirs() {
     let kb = ForstBackend::open(&dirs.config(), &dirs.mnt, range, 128).unwrap();
     assert_eq!(link_dirs(&db), Vec::<String>::new());
     drop(kb);
+}
+
+/// Checkpoints name the live database's files while RocksDB compacts in the background: small
+/// write buffers flush often and keep compactions running, and each checkpoint restores exactly
+/// the round it was taken after. None of them needs RocksDB's Checkpoint (no link directory).
+#[test]
+fn forst_checkpoints_of_the_live_directory_restore_exactly_while_compactions_run() {
+    let dirs = Dirs::new();
+    let range = KeyGroupRange::all(128);
+    let tuning = statefs_backend::rocks_options::RocksTuning::from_pairs(&[
+        ("state.backend.rocksdb.writebuffer.size", "64kb"),
+        (
+            "state.backend.rocksdb.compaction.level.target-file-size-base",
+            "64kb",
+        ),
+        (
+            "state.backend.rocksdb.compaction.level.max-size-level-base",
+            "256kb",
+        ),
+    ])
+    .unwrap();
+    let b = ForstBackend::open_tuned(&dirs.config(), &dirs.mnt, range, 128, None, tuning).unwrap();
+    let mut kb = Keyed::new(b);
+    let mut ids = Vec::new();
+    for round in 1..=6 {
+        write(&mut kb, 8_000, round);
+        ids.push(kb.backend_mut().checkpoint(0).unwrap());
+    }
+    assert_eq!(kb.backend().checkpoint_sources(), (6, 0));
+    for (round, id) in ids.iter().enumerate().skip(1).step_by(2) {
+        let root = dirs.root.path().join(format!("restored-{round}"));
+        std::fs::create_dir_all(root.join("mnt")).unwrap();
+        let config =
+            statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
+        let mut rkb =
+            Keyed::new(ForstBackend::restore(&config, &root.join("mnt"), id, range, 128).unwrap());
+        check(&mut rkb, 8_000, round as u32 + 1);
+        // It keeps working as a database of its own: new files get numbers of their own.
+        write(&mut rkb, 8_000, 100);
+        rkb.backend().rocks().compact_all().unwrap();
+        check(&mut rkb, 8_000, 100);
+    }
+    check(&mut kb, 8_000, 6);
+}
+
+/// A live directory statefs does not understand (here: CURRENT names no MANIFEST) is not guessed
+/// at: the checkpoint falls back to RocksDB's Checkpoint on the mount, and restores exactly.
+#[test]
+fn forst_falls_back_to_rocksdb_checkpoint_when_the_live_directory_is_not_understood() {
+    let dirs = Dirs::new();
+    let range = KeyGroupRange::all(128);
+    let mut kb = Keyed::new(ForstBackend::open(&dirs.config(), &dirs.mnt, range, 128).unwrap());
+    write(&mut kb, 3_000, 1);
+    let current = kb.backend().db_dir().join("CURRENT");
+    let real = std::fs::read(&current).unwrap();
+    std::fs::write(&current, b"not a manifest name\n").unwrap();
+    let id = kb.backend_mut().checkpoint(0).unwrap();
+    std::fs::write(&current, &real).unwrap();
+    assert_eq!(kb.backend().checkpoint_sources(), (0, 1));
+    let root = dirs.root.path().join("restored");
+    std::fs::create_dir_all(root.join("mnt")).unwrap();
+    let config =
+        statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
+    let mut rkb =
+        Keyed::new(ForstBackend::restore(&config, &root.join("mnt"), &id, range, 128).unwrap());
+    check(&mut rkb, 3_000, 1);
 }
