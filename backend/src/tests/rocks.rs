@@ -866,3 +866,50 @@ fn rocksdb_snapshot_views_clean_up_after_themselves() {
     assert!(alive.exists(), "a live process's view is not touched");
     drop(b);
 }
+
+/// `compaction.low-cpu-priority` (on by default): a thread of RocksDB's compaction pool that has
+/// run a job runs at nice 19, and `false` is a valid setting.
+#[test]
+fn rocksdb_compactions_run_at_low_cpu_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut kb = crate::states::Keyed::new(
+        crate::RocksBackend::open(dir.path(), KeyGroupRange::all(128), 128).unwrap(),
+    );
+    let v = kb.value_state::<u32>("v", None).unwrap();
+    // Several flushes and a manual compaction: the compaction pool's threads get jobs.
+    for round in 0..4u32 {
+        for i in 0..500u32 {
+            kb.set_current_key(&i).unwrap();
+            v.update(&mut kb, &round).unwrap();
+        }
+        kb.backend().flush().unwrap();
+    }
+    kb.backend().compact_all().unwrap();
+    let nice_of_low_threads: Vec<i64> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let t = t.unwrap().path();
+            let comm = std::fs::read_to_string(t.join("comm")).ok()?;
+            if comm.trim() != "rocksdb:low" {
+                return None;
+            }
+            let stat = std::fs::read_to_string(t.join("stat")).ok()?;
+            // Fields after the parenthesised name: state is field 3, nice field 19.
+            let after = &stat[stat.rfind(')')? + 2..];
+            after.split(' ').nth(16)?.parse().ok()
+        })
+        .collect();
+    assert!(
+        nice_of_low_threads.contains(&19),
+        "no compaction thread at nice 19: {nice_of_low_threads:?}"
+    );
+    assert!(
+        crate::rocks_options::RocksTuning::from_pairs(&[(
+            "state.backend.rocksdb.compaction.low-cpu-priority",
+            "false"
+        )])
+        .unwrap()
+        .low_cpu_priority_compaction
+            == Some(false)
+    );
+}
