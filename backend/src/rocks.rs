@@ -181,32 +181,6 @@ impl SharedResources {
     }
 }
 
-/// Whether the first backend of this process lowered the compaction threads' CPU priority.
-static LOW_PRIORITY_COMPACTION: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-
-/// Lowers the CPU priority of the compaction pool of RocksDB's default environment (every
-/// database of the process uses it), once per process: `compaction.low-cpu-priority`. Each pool
-/// thread applies it to itself (nice 19) before its next job.
-fn lower_compaction_priority(lower: bool) {
-    let first = *LOW_PRIORITY_COMPACTION.get_or_init(|| {
-        if lower {
-            match rocksdb::Env::new() {
-                // Dropping the handle leaves the default environment and its pools alone.
-                Ok(mut env) => env.lower_thread_pool_cpu_priority(),
-                Err(e) => tracing::warn!(error = %e, "rocksdb: no default environment to lower compaction priority in"),
-            }
-        }
-        lower
-    });
-    if first != lower {
-        tracing::warn!(
-            configured = lower,
-            in_effect = first,
-            "compaction.low-cpu-priority is process-wide; the first backend opened set it"
-        );
-    }
-}
-
 /// `memory.malloc-mmap-threshold`'s default: glibc's initial threshold, kept fixed.
 const DEFAULT_MALLOC_MMAP_THRESHOLD: usize = 128 << 10;
 
@@ -453,9 +427,6 @@ impl RocksBackend {
             opts.set_write_buffer_manager(&sh.write_buffers);
         }
         tuning.apply_db(&mut opts);
-        if !read_only {
-            lower_compaction_priority(tuning.low_cpu_priority_compaction.unwrap_or(true));
-        }
         if !read_only {
             remove_stale_views(path);
         }

@@ -42,8 +42,6 @@ pub struct RocksTuning {
     /// `manifest.max-file-size`; [`DEFAULT_MAX_MANIFEST_FILE_SIZE`] when unset.
     pub max_manifest_file_size: Option<usize>,
     pub use_ingest_db_restore: Option<bool>,
-    /// `compaction.low-cpu-priority`; true when unset.
-    pub low_cpu_priority_compaction: Option<bool>,
 }
 
 /// MANIFEST size at which RocksDB rolls over to a compact new one, unless configured: small enough
@@ -171,12 +169,6 @@ pub const KEYS: &[TuningKey] = &[
         kind: "boolean",
         default: "true",
         description: "When scaling in, bring the other subtasks' key groups in as SST files written aside and ingested; `false` copies them through write batches (memtables, flushes, compactions).",
-    },
-    TuningKey {
-        key: "compaction.low-cpu-priority",
-        kind: "boolean",
-        default: "true",
-        description: "Run RocksDB's compaction threads at the lowest CPU priority (nice 19), so flushes, the task's own thread and checkpoints come first when the cores are busy. Process-wide (RocksDB's default environment): the first backend opened decides, and RocksDB cannot raise the priority again. On the 2-core backends bench a forst checkpoint's flush beside a running compaction took 7-40 ms instead of 7-56 ms, and 24 of 25 steady rounds were 10x faster than rocksdb's against 39 of 50 (docs/BENCHMARKS.md). Compactions still get idle CPU, and RocksDB's write stalls throttle the writers if they fall behind.",
     },
 ];
 
@@ -364,7 +356,6 @@ impl RocksTuning {
                     t.malloc_mmap_threshold = Some(n as usize);
                 }
                 "use-ingest-db-restore" => t.use_ingest_db_restore = Some(boolean(v)?),
-                "compaction.low-cpu-priority" => t.low_cpu_priority_compaction = Some(boolean(v)?),
                 _ => unreachable!("checked against KEYS"),
             }
         }
