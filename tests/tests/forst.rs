@@ -408,3 +408,45 @@ fn forst_falls_back_to_rocksdb_checkpoint_when_the_live_directory_is_not_underst
         Keyed::new(ForstBackend::restore(&config, &root.join("mnt"), &id, range, 128).unwrap());
     check(&mut rkb, 3_000, 1);
 }
+
+/// RocksDB starts a new MANIFEST when the current one outgrows `manifest.max-file-size`; the
+/// checkpoints around the switch name the MANIFEST that CURRENT named when they read it, and
+/// restore exactly.
+#[test]
+fn forst_checkpoints_across_a_manifest_switch_restore_exactly() {
+    let dirs = Dirs::new();
+    let range = KeyGroupRange::all(128);
+    let tuning = statefs_backend::rocks_options::RocksTuning::from_pairs(&[
+        ("state.backend.rocksdb.writebuffer.size", "64kb"),
+        ("state.backend.rocksdb.manifest.max-file-size", "64kb"),
+    ])
+    .unwrap();
+    let b = ForstBackend::open_tuned(&dirs.config(), &dirs.mnt, range, 128, None, tuning).unwrap();
+    let current = b.db_dir().join("CURRENT");
+    let mut kb = Keyed::new(b);
+    let first = std::fs::read(&current).unwrap();
+    let mut checkpoints = Vec::new();
+    let mut round = 0;
+    while std::fs::read(&current).unwrap() == first {
+        round += 1;
+        assert!(round <= 300, "no MANIFEST switch after {round} rounds");
+        write(&mut kb, 300, round);
+        let id = kb.backend_mut().checkpoint(0).unwrap();
+        checkpoints.push((round, id));
+    }
+    // One more after the switch, on the new MANIFEST.
+    round += 1;
+    write(&mut kb, 300, round);
+    checkpoints.push((round, kb.backend_mut().checkpoint(0).unwrap()));
+    assert_eq!(kb.backend().checkpoint_sources(), (round as u64, 0));
+    let n = checkpoints.len();
+    for (round, id) in [&checkpoints[0], &checkpoints[n - 2], &checkpoints[n - 1]] {
+        let root = dirs.root.path().join(format!("restored-{round}"));
+        std::fs::create_dir_all(root.join("mnt")).unwrap();
+        let config =
+            statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
+        let mut rkb =
+            Keyed::new(ForstBackend::restore(&config, &root.join("mnt"), id, range, 128).unwrap());
+        check(&mut rkb, 300, *round);
+    }
+}
