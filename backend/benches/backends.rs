@@ -16,7 +16,7 @@ use statefs::store::{MetricsRemote, RemoteMetrics, RemoteSpec, RemoteStore};
 use statefs_backend::checkpoint::CheckpointStorage;
 use statefs_backend::keygroup::KeyGroupRange;
 use statefs_backend::rocks_options::RocksTuning;
-use statefs_backend::states::Keyed;
+use statefs_backend::states::{Keyed, MapState, ValueState};
 use statefs_backend::{ForstBackend, HeapBackend, RocksBackend, StateBackend};
 
 fn env(name: &str, default: u64) -> u64 {
@@ -26,62 +26,101 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Median ops/ms of three rounds of `budget` each (one round swung by 20% on this VM).
-fn measure(budget: Duration, mut op: impl FnMut(u64)) -> f64 {
-    let mut n = 0u64;
-    let mut rounds: Vec<f64> = (0..3)
-        .map(|_| {
-            let start = Instant::now();
-            let first = n;
-            while start.elapsed() < budget {
-                for _ in 0..200 {
-                    op(n);
-                    n += 1;
-                }
-            }
-            (n - first) as f64 / start.elapsed().as_secs_f64() / 1000.0
-        })
-        .collect();
-    rounds.sort_by(f64::total_cmp);
-    rounds[1]
+/// The operations timed, in the table's order.
+const OPS: [&str; 4] = ["valueGet", "valueUpdate", "mapGet", "mapPut"];
+
+/// One backend preloaded for the operations: a value and a map state over `keys` keys.
+struct OpsBench<B: StateBackend> {
+    kb: Keyed<u64, B>,
+    v: ValueState<u64>,
+    m: MapState<u64, u64>,
+    keys: u64,
+    /// Operations run so far: each round goes on where the last stopped.
+    n: u64,
 }
 
-/// Preloads `keys` keys, lets the backend `settle` (RocksDB: flush and finish compactions, so
-/// the read rounds do not race the preload's compactions for the two cores), then times the
-/// operations.
-fn ops<B: StateBackend>(
-    kb: &mut Keyed<u64, B>,
-    keys: u64,
-    budget: Duration,
-    settle: impl Fn(&B),
-) -> [f64; 4] {
-    let v = kb.value_state::<u64>("v", None).unwrap();
-    let m = kb.map_state::<u64, u64>("m", None).unwrap();
-    for i in 0..keys {
-        kb.set_current_key(&i).unwrap();
-        v.update(kb, &i).unwrap();
-        m.put(kb, &(i % 10), &i).unwrap();
+impl<B: StateBackend> OpsBench<B> {
+    /// Preloads `keys` keys, then lets the backend `settle` (RocksDB: flush and finish
+    /// compactions, so the timed rounds do not race the preload's compactions for the two cores).
+    fn preload(backend: B, keys: u64, settle: impl Fn(&B)) -> Self {
+        let mut kb = Keyed::new(backend);
+        let v = kb.value_state::<u64>("v", None).unwrap();
+        let m = kb.map_state::<u64, u64>("m", None).unwrap();
+        for i in 0..keys {
+            kb.set_current_key(&i).unwrap();
+            v.update(&mut kb, &i).unwrap();
+            m.put(&mut kb, &(i % 10), &i).unwrap();
+        }
+        settle(kb.backend());
+        OpsBench {
+            kb,
+            v,
+            m,
+            keys,
+            n: 0,
+        }
     }
-    settle(kb.backend());
-    let key = |i: u64| i.wrapping_mul(2_654_435_761) % keys;
-    [
-        measure(budget, |i| {
-            kb.set_current_key(&key(i)).unwrap();
-            std::hint::black_box(v.value(kb).unwrap());
-        }),
-        measure(budget, |i| {
-            kb.set_current_key(&key(i)).unwrap();
-            v.update(kb, &i).unwrap();
-        }),
-        measure(budget, |i| {
-            kb.set_current_key(&key(i)).unwrap();
-            std::hint::black_box(m.get(kb, &(i % 10)).unwrap());
-        }),
-        measure(budget, |i| {
-            kb.set_current_key(&key(i)).unwrap();
-            m.put(kb, &(i % 10), &i).unwrap();
-        }),
-    ]
+
+    /// Ops/ms of operation `op` (an index into [`OPS`]) over one round of `budget`.
+    fn round(&mut self, op: usize, budget: Duration) -> f64 {
+        let start = Instant::now();
+        let first = self.n;
+        while start.elapsed() < budget {
+            for _ in 0..200 {
+                let i = self.n;
+                let kb = &mut self.kb;
+                kb.set_current_key(&(i.wrapping_mul(2_654_435_761) % self.keys))
+                    .unwrap();
+                match op {
+                    0 => drop(std::hint::black_box(self.v.value(kb).unwrap())),
+                    1 => self.v.update(kb, &i).unwrap(),
+                    2 => drop(std::hint::black_box(self.m.get(kb, &(i % 10)).unwrap())),
+                    _ => self.m.put(kb, &(i % 10), &i).unwrap(),
+                }
+                self.n += 1;
+            }
+        }
+        (self.n - first) as f64 / start.elapsed().as_secs_f64() / 1000.0
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Median ops/ms of three rounds of `budget` for each operation (one round swung by 20% on
+/// this VM).
+fn ops_alone<B: StateBackend>(b: &mut OpsBench<B>, budget: Duration) -> [f64; 4] {
+    std::array::from_fn(|op| median((0..3).map(|_| b.round(op, budget)).collect()))
+}
+
+/// rocksdb and forst in alternating rounds, so that a change in the machine's speed during the
+/// run (seen on this VM: every figure of one run 1.6-2.3x those of the next) moves both alike.
+/// Per operation: each backend's median ops/ms, and the median of the per-pair ratios b / a.
+fn ops_paired<A: StateBackend, B: StateBackend>(
+    a: &mut OpsBench<A>,
+    b: &mut OpsBench<B>,
+    budget: Duration,
+) -> [(f64, f64, f64); 4] {
+    std::array::from_fn(|op| {
+        let pairs: Vec<(f64, f64)> = (0..3)
+            .map(|k| {
+                if k % 2 == 0 {
+                    let x = a.round(op, budget);
+                    (x, b.round(op, budget))
+                } else {
+                    let y = b.round(op, budget);
+                    (a.round(op, budget), y)
+                }
+            })
+            .collect();
+        (
+            median(pairs.iter().map(|p| p.0).collect()),
+            median(pairs.iter().map(|p| p.1).collect()),
+            median(pairs.iter().map(|p| p.1 / p.0).collect()),
+        )
+    })
 }
 
 struct Scratch {
@@ -177,48 +216,43 @@ fn main() {
     let tuning = RocksTuning::from_pairs(&refs).unwrap();
 
     // 1. Operations.
-    let heap = ops(
-        &mut Keyed::new(HeapBackend::new(range, 128)),
-        keys,
+    let heap = ops_alone(
+        &mut OpsBench::preload(HeapBackend::new(range, 128), keys, |_| {}),
         budget,
-        |_| {},
     );
-    let rocks = ops(
-        &mut Keyed::new(
+    let paired = {
+        let mut rocks = OpsBench::preload(
             RocksBackend::open_tuned(&scratch.path("ops-rocks"), range, 128, None, tuning.clone())
                 .unwrap(),
-        ),
-        keys,
-        budget,
-        |b: &RocksBackend| b.settle().unwrap(),
-    );
-    let forst = {
-        let b = ForstBackend::open_tuned(
-            &forst_config(&scratch, "ops-forst"),
-            &scratch.path("ops-forst/mnt"),
-            range,
-            128,
-            None,
-            tuning.clone(),
-        )
-        .unwrap();
-        ops(&mut Keyed::new(b), keys, budget, |b: &ForstBackend| {
-            b.rocks().settle().unwrap()
-        })
+            keys,
+            |b: &RocksBackend| b.settle().unwrap(),
+        );
+        let mut forst = OpsBench::preload(
+            ForstBackend::open_tuned(
+                &forst_config(&scratch, "ops-forst"),
+                &scratch.path("ops-forst/mnt"),
+                range,
+                128,
+                None,
+                tuning.clone(),
+            )
+            .unwrap(),
+            keys,
+            |b: &ForstBackend| b.rocks().settle().unwrap(),
+        );
+        ops_paired(&mut rocks, &mut forst, budget)
     };
-    println!("state operations, {keys} keys, ops/ms (one thread)");
+    println!(
+        "state operations, {keys} keys, ops/ms (one thread; rocksdb and forst in alternating rounds, \
+         forst / rocksdb the median of the three pairs' ratios)"
+    );
     println!("| op | heap | rocksdb | forst | forst / rocksdb |");
     println!("|---|---|---|---|---|");
-    for (i, name) in ["valueGet", "valueUpdate", "mapGet", "mapPut"]
-        .iter()
-        .enumerate()
-    {
+    for (i, name) in OPS.iter().enumerate() {
+        let (rocks, forst, ratio) = paired[i];
         println!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.2}x |",
-            heap[i],
-            rocks[i],
-            forst[i],
-            forst[i] / rocks[i]
+            "| {name} | {:.0} | {rocks:.0} | {forst:.0} | {ratio:.2}x |",
+            heap[i]
         );
     }
 
