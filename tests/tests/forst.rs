@@ -38,6 +38,21 @@ fn check<B: StateBackend>(kb: &mut Keyed<String, B>, n: u32, round: u32) {
     }
 }
 
+/// Restores checkpoint `id` (key groups `range`) on a fresh mount of its own under `dirs`, named
+/// `name`.
+fn restore_at(
+    dirs: &Dirs,
+    name: &str,
+    id: &str,
+    range: KeyGroupRange,
+) -> Keyed<String, ForstBackend> {
+    let root = dirs.root.path().join(name);
+    std::fs::create_dir_all(root.join("mnt")).unwrap();
+    let config =
+        statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
+    Keyed::new(ForstBackend::restore(&config, &root.join("mnt"), id, range, 128).unwrap())
+}
+
 #[test]
 fn forst_checkpoint_copies_no_sst_and_restores_lazily() {
     let dirs = Dirs::new();
@@ -58,12 +73,7 @@ fn forst_checkpoint_copies_no_sst_and_restores_lazily() {
     write(&mut kb, 20_000, 2);
     kb.backend().rocks().compact_all().unwrap();
 
-    let root = dirs.root.path().join("restored");
-    std::fs::create_dir_all(root.join("mnt")).unwrap();
-    let config =
-        statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
-    let restored = ForstBackend::restore(&config, &root.join("mnt"), &id, range, 128).unwrap();
-    let mut rkb = Keyed::new(restored);
+    let mut rkb = restore_at(&dirs, "restored", &id, range);
     // A savepoint's view of the restored database (the root of its mount) hard-links its SSTs on
     // the mount; it does not copy them (which would download every one).
     let view = rkb.backend().snapshot_view().unwrap();
@@ -143,12 +153,7 @@ fn forst_restore_rescales_by_clipping() {
     let mut total = 0;
     for i in 0..2 {
         let range = KeyGroupRange::for_operator(128, 2, i);
-        let root = dirs.root.path().join(format!("sub{i}"));
-        std::fs::create_dir_all(root.join("mnt")).unwrap();
-        let config =
-            statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
-        let mut sub =
-            Keyed::new(ForstBackend::restore(&config, &root.join("mnt"), &id, range, 128).unwrap());
+        let mut sub = restore_at(&dirs, &format!("sub{i}"), &id, range);
         let v = sub.value_state::<u32>("v", None).unwrap();
         let mut owned = 0;
         for k in 0..5_000u32 {
@@ -371,12 +376,7 @@ fn forst_checkpoints_of_the_live_directory_restore_exactly_while_compactions_run
     }
     assert_eq!(kb.backend().checkpoint_sources(), (6, 0));
     for (round, id) in ids.iter().enumerate().skip(1).step_by(2) {
-        let root = dirs.root.path().join(format!("restored-{round}"));
-        std::fs::create_dir_all(root.join("mnt")).unwrap();
-        let config =
-            statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
-        let mut rkb =
-            Keyed::new(ForstBackend::restore(&config, &root.join("mnt"), id, range, 128).unwrap());
+        let mut rkb = restore_at(&dirs, &format!("restored-{round}"), id, range);
         check(&mut rkb, 8_000, round as u32 + 1);
         // It keeps working as a database of its own: new files get numbers of their own.
         write(&mut rkb, 8_000, 100);
@@ -400,12 +400,7 @@ fn forst_falls_back_to_rocksdb_checkpoint_when_the_live_directory_is_not_underst
     let id = kb.backend_mut().checkpoint(0).unwrap();
     std::fs::write(&current, &real).unwrap();
     assert_eq!(kb.backend().checkpoint_sources(), (0, 1));
-    let root = dirs.root.path().join("restored");
-    std::fs::create_dir_all(root.join("mnt")).unwrap();
-    let config =
-        statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
-    let mut rkb =
-        Keyed::new(ForstBackend::restore(&config, &root.join("mnt"), &id, range, 128).unwrap());
+    let mut rkb = restore_at(&dirs, "restored", &id, range);
     check(&mut rkb, 3_000, 1);
 }
 
@@ -441,12 +436,7 @@ fn forst_checkpoints_across_a_manifest_switch_restore_exactly() {
     assert_eq!(kb.backend().checkpoint_sources(), (round as u64, 0));
     let n = checkpoints.len();
     for (round, id) in [&checkpoints[0], &checkpoints[n - 2], &checkpoints[n - 1]] {
-        let root = dirs.root.path().join(format!("restored-{round}"));
-        std::fs::create_dir_all(root.join("mnt")).unwrap();
-        let config =
-            statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
-        let mut rkb =
-            Keyed::new(ForstBackend::restore(&config, &root.join("mnt"), id, range, 128).unwrap());
+        let mut rkb = restore_at(&dirs, &format!("restored-{round}"), id, range);
         check(&mut rkb, 300, *round);
     }
 }
