@@ -228,7 +228,7 @@ impl FsCore {
         let mut borrowed = Vec::new();
         // Files copied: their entry's index and where their bytes come from.
         let mut copies: Vec<(usize, CopyFrom)> = Vec::new();
-        let (mut referenced_bytes, mut copied_bytes) = (0, 0);
+        let mut copied_bytes = 0;
         for (n, (name, source)) in sources.into_iter().enumerate() {
             let (ino, sealed_only) = match source {
                 Source::Ino { ino, sealed_only } => (ino, sealed_only),
@@ -243,25 +243,31 @@ impl FsCore {
                     continue;
                 }
             };
-            let f = self.file_meta(ino)?;
+            // An optional (`SealedOnly`) file that goes away meanwhile is left out.
+            let f = match self.file_meta(ino) {
+                Err(FsError::NotFound) if sealed_only => continue,
+                other => other?,
+            };
             match f.placement {
                 Placement::Remote => {
                     if sealed_only && f.sealed.is_none() {
                         continue;
                     }
                     self.seal_if_needed(ino)?;
-                    let f = self.file_meta(ino)?;
+                    let f = match self.file_meta(ino) {
+                        Err(FsError::NotFound) if sealed_only => continue,
+                        other => other?,
+                    };
                     let s = f.sealed.clone().ok_or_else(|| {
                         FsError::Internal(format!("{name} not sealed after sync"))
                     })?;
-                    referenced_bytes += s.size;
+                    borrowed.push((entries.len(), ino, s.key.clone(), sealed_only));
                     entries.push(ManifestFile {
                         name,
-                        key: s.key.clone(),
+                        key: s.key,
                         size: s.size,
                         crc32c: s.crc32c,
                     });
-                    borrowed.push((ino, s.key));
                 }
                 Placement::Local => {
                     // Size and CRC are filled in when the copy is made, below.
@@ -294,28 +300,51 @@ impl FsCore {
             entries[*at].crc32c = crc;
             copied_bytes += size;
         }
-        // From here on the mount never deletes these objects.
+        // From here on the mount never deletes these objects. A file removed or rewritten since
+        // it was sealed above may have lost its object already: an optional one is left out, any
+        // other fails the publish (nothing is borrowed then, and nothing visible was written).
+        let mut gone = Vec::new();
         {
             let mut st = self.state.lock();
             let mut ops = Vec::new();
-            for (ino, key) in &borrowed {
-                let Some(node) = st.table.get(*ino) else {
-                    continue;
+            for (at, ino, key, optional) in &borrowed {
+                let mut meta = match st.table.get(*ino) {
+                    Some(node) => node.meta.clone(),
+                    None => {
+                        gone.push((*at, *optional));
+                        continue;
+                    }
                 };
-                let mut meta = node.meta.clone();
-                if let NodeKind::File(FileMeta {
-                    sealed: Some(s), ..
-                }) = &mut meta.kind
-                    && &s.key == key
-                    && s.ownership == Ownership::Owned
-                {
-                    s.ownership = Ownership::Borrowed;
-                    ops.push(Op::PutInode(meta));
+                match &mut meta.kind {
+                    NodeKind::File(FileMeta {
+                        sealed: Some(s), ..
+                    }) if &s.key == key => {
+                        if s.ownership == Ownership::Owned {
+                            s.ownership = Ownership::Borrowed;
+                            ops.push(Op::PutInode(meta));
+                        }
+                    }
+                    _ => gone.push((*at, *optional)),
                 }
+            }
+            if let Some((at, _)) = gone.iter().find(|(_, optional)| !optional) {
+                return Err(FsError::Internal(format!(
+                    "{} was removed or rewritten while it was being published",
+                    entries[*at].name
+                )));
             }
             if !ops.is_empty() {
                 Self::commit(&mut st, &ops)?;
             }
+        }
+        let referenced_bytes: u64 = borrowed
+            .iter()
+            .filter(|(at, ..)| !gone.iter().any(|(g, _)| g == at))
+            .map(|(at, ..)| entries[*at].size)
+            .sum();
+        // `gone` is in entry order.
+        for (at, _) in gone.iter().rev() {
+            entries.remove(*at);
         }
         self.sync_journal()?;
         self.write_mount_record()?;

@@ -539,3 +539,128 @@ fn readdir_lists_a_snapshot() {
     core.releasedir(fh);
     assert_eq!(core.getattr(ROOT_INO).unwrap().nlink, 3);
 }
+
+/// Runs a hook once, the first time a checkpoint's small file is stored: between the sealing of a
+/// publish's SSTs and their borrowing.
+struct HookRemote {
+    inner: Arc<dyn RemoteStore>,
+    #[allow(clippy::type_complexity)]
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for HookRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HookRemote")
+    }
+}
+
+impl RemoteStore for HookRemote {
+    fn put(&self, key: &str, data: bytes::Bytes) -> Result<(), crate::store::StoreError> {
+        if key.starts_with("checkpoints/")
+            && let Some(hook) = self.hook.lock().unwrap().take()
+        {
+            hook();
+        }
+        self.inner.put(key, data)
+    }
+    fn put_if_absent(&self, key: &str, data: bytes::Bytes) -> Result<(), crate::store::StoreError> {
+        self.inner.put_if_absent(key, data)
+    }
+    fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+    ) -> Result<crate::store::Uploaded, crate::store::StoreError> {
+        self.inner.put_file(key, path)
+    }
+    fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, crate::store::StoreError> {
+        self.inner.get_range(key, range)
+    }
+    fn get(&self, key: &str) -> Result<bytes::Bytes, crate::store::StoreError> {
+        self.inner.get(key)
+    }
+    fn head(&self, key: &str) -> Result<u64, crate::store::StoreError> {
+        self.inner.head(key)
+    }
+    fn delete(&self, key: &str) -> Result<(), crate::store::StoreError> {
+        self.inner.delete(key)
+    }
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<crate::store::ObjectInfo>, crate::store::StoreError> {
+        self.inner.list(prefix)
+    }
+}
+
+/// An SST removed while a publish runs (RocksDB finishing a purge it began before deletions were
+/// paused) loses its object; a `SealedOnly` file so removed is left out of the checkpoint, a
+/// `Mounted` one fails the publish, and no manifest names an object that is gone.
+#[test]
+fn a_file_removed_during_a_publish_is_never_named_by_it() {
+    use crate::core::CheckpointFile as F;
+    for optional in [true, false] {
+        let env = Env::new();
+        let core_slot: Arc<std::sync::OnceLock<std::sync::Weak<FsCore>>> = Default::default();
+        let slot = core_slot.clone();
+        let remote = Arc::new(HookRemote {
+            inner: env.remote.clone(),
+            hook: std::sync::Mutex::new(Some(Box::new(move || {
+                let core = slot.get().unwrap().upgrade().unwrap();
+                core.unlink(ROOT_INO, "000002.sst").unwrap();
+            }))),
+        });
+        let core = FsCore::start(
+            &env.dir.path().join("local"),
+            &env.dir.path().join("cache"),
+            remote,
+            test_cache(),
+        )
+        .unwrap();
+        core_slot.set(Arc::downgrade(&core)).unwrap();
+        write_file(&core, ROOT_INO, "000001.sst", b"kept", true);
+        write_file(&core, ROOT_INO, "000002.sst", b"removed meanwhile", true);
+        write_file(&core, ROOT_INO, "CURRENT", b"MANIFEST-000003\n", true);
+        let sst = |name: &str| {
+            if optional {
+                F::SealedOnly {
+                    name: name.into(),
+                    path: name.into(),
+                }
+            } else {
+                F::Mounted {
+                    name: name.into(),
+                    path: name.into(),
+                }
+            }
+        };
+        let files = vec![
+            sst("000001.sst"),
+            sst("000002.sst"),
+            F::Mounted {
+                name: "CURRENT".into(),
+                path: "CURRENT".into(),
+            },
+        ];
+        let result = core.publish_files(files, 0, false);
+        let ids = crate::checkpoint::list_ids(env.remote.as_ref()).unwrap();
+        if optional {
+            let p = result.unwrap();
+            assert_eq!((p.files, p.referenced_bytes), (2, 4));
+            let m = crate::checkpoint::load_manifest(env.remote.as_ref(), &p.id).unwrap();
+            let names: Vec<&str> = m.files.iter().map(|f| f.name.as_str()).collect();
+            assert_eq!(names, ["000001.sst", "CURRENT"]);
+            for f in &m.files {
+                env.remote.head(&f.key).unwrap();
+            }
+        } else {
+            let err = result.unwrap_err().to_string();
+            assert!(err.contains("000002.sst"), "{err}");
+            assert!(ids.is_empty(), "no checkpoint: {ids:?}");
+        }
+    }
+}
