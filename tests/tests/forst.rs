@@ -378,10 +378,15 @@ fn forst_checkpoints_of_the_live_directory_restore_exactly_while_compactions_run
     for (round, id) in ids.iter().enumerate().skip(1).step_by(2) {
         let mut rkb = restore_at(&dirs, &format!("restored-{round}"), id, range);
         check(&mut rkb, 8_000, round as u32 + 1);
-        // It keeps working as a database of its own: new files get numbers of their own.
-        write(&mut rkb, 8_000, 100);
+        // It keeps working as a database of its own: new files get numbers of their own. Its
+        // database is the root of its mount, and its own checkpoints name that root's files.
+        write(&mut rkb, 8_000, 100 + round as u32);
         rkb.backend().rocks().compact_all().unwrap();
-        check(&mut rkb, 8_000, 100);
+        check(&mut rkb, 8_000, 100 + round as u32);
+        let again = rkb.backend_mut().checkpoint(0).unwrap();
+        assert_eq!(rkb.backend().checkpoint_sources(), (1, 0));
+        let mut rrkb = restore_at(&dirs, &format!("again-{round}"), &again, range);
+        check(&mut rrkb, 8_000, 100 + round as u32);
     }
     check(&mut kb, 8_000, 6);
 }
