@@ -119,8 +119,8 @@ fn is_data_key(key: &str) -> bool {
         .is_some_and(|u| uuid::Uuid::parse_str(u).is_ok() && !u.contains('/'))
 }
 
-/// A name is a relative path of ordinary components.
-fn check_name(name: &str) -> Result<(), String> {
+/// A name is a relative path of ordinary components (what a restore accepts).
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.starts_with('/') {
         return Err(format!("file name {name:?} is empty or absolute"));
     }

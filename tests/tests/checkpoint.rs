@@ -753,7 +753,7 @@ fn a_checkpoint_of_named_files_restores_exactly_them() {
             data: bytes::Bytes::from_static(b"a manifest prefix"),
         },
     ];
-    for bad in ["", "/abs", "a/../b", "CURRENT"] {
+    for bad in ["", "/abs", "a/../b", "nul\0", "CURRENT"] {
         let mut with_bad = files.clone();
         with_bad.push(F::Bytes {
             name: bad.into(),

@@ -161,7 +161,8 @@ impl FsCore {
     /// Publishes a checkpoint made of `files`, named as given, without a directory to hold them:
     /// a caller that knows which files of the mount make a consistent state (RocksDB's live files
     /// and a MANIFEST prefix) saves the links and copies of assembling one. Retention as in
-    /// [`FsCore::publish_with`]. Fails with `FsError::Invalid` on a name that is not a relative path or is given twice.
+    /// [`FsCore::publish_with`]. Fails with `FsError::Invalid` on a name a restore would refuse
+    /// (not a relative path of ordinary components) or one given twice.
     pub fn publish_files(
         &self,
         files: Vec<CheckpointFile>,
@@ -197,11 +198,9 @@ impl FsCore {
                 },
                 CheckpointFile::Bytes { name, data } => (name, Source::Data(data)),
             };
-            if name.is_empty()
-                || name
-                    .split('/')
-                    .any(|p| p.is_empty() || p == "." || p == "..")
-            {
+            // A manifest a restore would refuse is never written.
+            if let Err(why) = checkpoint::check_name(&name) {
+                tracing::warn!(%why, "checkpoint file name refused");
                 return Err(FsError::Invalid(
                     "checkpoint file name is not a relative path",
                 ));
