@@ -41,10 +41,11 @@ pub struct ForstBackend {
     rocks: RocksBackend,
     mount: MountHandle,
     db_dir: PathBuf,
-    /// Removes the last checkpoint's link directory off the checkpoint's critical path (on the
+    /// Removes a fallback checkpoint's link directory off the checkpoint's critical path (on the
     /// mount, each unlink is a journaled metadata operation: up to ~120 ms measured). Joined before
     /// the next checkpoint and before the backend closes.
     link_cleanup: Option<std::thread::JoinHandle<()>>,
+    /// Checkpoints published from the live directory, and from the fallback RocksDB Checkpoint.
     from_live_dir: u64,
     from_links: u64,
     /// Dropped last: e.g. the temporary directories a test mounted from.

@@ -621,9 +621,9 @@ impl RocksBackend {
         Ok(())
     }
 
-    /// Keeps RocksDB from deleting obsolete files until the guard drops (RocksDB counts pauses, so
-    /// its own Checkpoint inside one is fine): every file a reader of the live directory finds
-    /// named stays there meanwhile.
+    /// Keeps RocksDB from starting to delete obsolete files until the guard drops (RocksDB counts
+    /// pauses, so its own Checkpoint inside one is fine). A purge already under way still
+    /// finishes: files no version needs may vanish meanwhile (see `forst/live.rs`).
     pub(crate) fn pause_file_deletions(&self) -> StateResult<DeletionsPaused<'_>> {
         self.db.disable_file_deletions().map_err(rocks_err)?;
         Ok(DeletionsPaused(&self.db))

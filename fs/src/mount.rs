@@ -525,9 +525,8 @@ impl MountHandle {
         retained: usize,
         defer_retention: bool,
     ) -> crate::error::FsResult<crate::core::Published> {
-        let rel = dir.strip_prefix(&self.mountpoint).unwrap_or(dir);
         self.core()
-            .publish_with(&rel.to_string_lossy(), retained, defer_retention)
+            .publish_with(&self.relative(dir), retained, defer_retention)
     }
 
     /// Publishes a checkpoint of `files`, named as given, with no directory to hold them (see
@@ -540,13 +539,20 @@ impl MountHandle {
     ) -> crate::error::FsResult<crate::core::Published> {
         use crate::core::CheckpointFile as F;
         for f in &mut files {
-            if let F::Mounted { path, .. } | F::SealedOnly { path, .. } = f
-                && let Ok(rel) = Path::new(path.as_str()).strip_prefix(&self.mountpoint)
-            {
-                *path = rel.to_string_lossy().into_owned();
+            if let F::Mounted { path, .. } | F::SealedOnly { path, .. } = f {
+                *path = self.relative(Path::new(path.as_str()));
             }
         }
         self.core().publish_files(files, retained, defer_retention)
+    }
+
+    /// `p` relative to the mount root if it lies inside the mount, else as given (already
+    /// relative to the root).
+    fn relative(&self, p: &Path) -> String {
+        p.strip_prefix(&self.mountpoint)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned()
     }
 
     pub fn core(&self) -> &Arc<FsCore> {

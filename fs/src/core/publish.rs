@@ -303,6 +303,7 @@ impl FsCore {
         // it was sealed above may have lost its object already: an optional one is left out, any
         // other fails the publish (nothing is borrowed then, and nothing visible was written).
         let mut gone = Vec::new();
+        let mut referenced_bytes = 0;
         {
             let mut st = self.state.lock();
             let mut ops = Vec::new();
@@ -318,6 +319,7 @@ impl FsCore {
                     NodeKind::File(FileMeta {
                         sealed: Some(s), ..
                     }) if &s.key == key => {
+                        referenced_bytes += s.size;
                         if s.ownership == Ownership::Owned {
                             s.ownership = Ownership::Borrowed;
                             ops.push(Op::PutInode(meta));
@@ -336,11 +338,6 @@ impl FsCore {
                 Self::commit(&mut st, &ops)?;
             }
         }
-        let referenced_bytes: u64 = borrowed
-            .iter()
-            .filter(|(at, ..)| !gone.iter().any(|(g, _)| g == at))
-            .map(|(at, ..)| entries[*at].size)
-            .sum();
         // `gone` is in entry order.
         for (at, _) in gone.iter().rev() {
             entries.remove(*at);
