@@ -9,7 +9,12 @@
 //! That is sound because composite keys are length-prefixed (`[len][key][len][ns][user key]`) and
 //! only map states have a user key, so no composite key of another kind is a prefix of another: a
 //! prefix scan of such a state is an exact lookup.
+//!
+//! Puts and appends to states without TTL are held back for a few operations (`pending.rs`) so
+//! that their cache misses overlap; every read, snapshot and other write of a state applies its
+//! held ops first.
 
+use std::cell::{Ref, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -22,11 +27,13 @@ use crate::keygroup::KeyGroupRange;
 mod bytes;
 mod kv;
 mod map_slot;
+mod pending;
 mod table;
 mod user_map;
 use bytes::Bytes;
 use kv::Kv;
 use map_slot::MapSlot;
+use pending::{Kind, Pending};
 use table::{KeyHasher, Table, TableEntry};
 
 #[derive(Clone)]
@@ -78,6 +85,15 @@ impl Group {
         match self {
             Group::TwoLevel(t) => t.prefetch(hash),
             Group::Hashed(t) => t.prefetch(hash),
+            Group::Sorted(_) => {}
+        }
+    }
+
+    /// Starts loading the slot that an access to composite key `k` will touch.
+    fn prefetch_key(&self, hasher: &KeyHasher, k: &[u8]) {
+        match self {
+            Group::TwoLevel(t) => t.prefetch(hasher.hash(split_prefix(k).0)),
+            Group::Hashed(t) => t.prefetch(hasher.hash(k)),
             Group::Sorted(_) => {}
         }
     }
@@ -252,16 +268,17 @@ impl Group {
     }
 }
 
-struct HeapState {
-    meta: StateMeta,
-    /// Index: key group - range.start.
-    groups: Vec<Arc<Group>>,
-}
-
 pub struct HeapBackend {
     range: KeyGroupRange,
     max_parallelism: u32,
-    states: Vec<HeapState>,
+    metas: Vec<StateMeta>,
+    /// `groups[state][key group - range.start]`. In a `RefCell` so that a read, which borrows the
+    /// backend shared, can apply the held writes first. Borrows never outlive a method, and
+    /// nothing is held while a shared borrow is out (holding needs `&mut self`), so the mutable
+    /// borrow of [`HeapBackend::settle`] never meets another one.
+    groups: RefCell<Vec<Vec<Arc<Group>>>>,
+    /// Writes not applied yet (`pending.rs`).
+    pending: RefCell<Pending>,
     by_name: HashMap<String, StateId>,
     /// The hash of every table of this backend (see [`StateBackend::prefetch`]).
     hasher: KeyHasher,
@@ -279,7 +296,9 @@ impl HeapBackend {
         HeapBackend {
             range,
             max_parallelism,
-            states: Vec::new(),
+            metas: Vec::new(),
+            groups: RefCell::new(Vec::new()),
+            pending: RefCell::new(Pending::default()),
             by_name: HashMap::new(),
             hasher: KeyHasher::random(),
             recent: AtomicU64::new(0),
@@ -298,19 +317,77 @@ impl HeapBackend {
         }
     }
 
-    fn group(&self, s: StateId, kg: u32) -> StateResult<&Group> {
+    /// State `s`'s map of key group `kg`, its held writes applied.
+    fn group(&self, s: StateId, kg: u32) -> StateResult<Ref<'_, Group>> {
         self.check(kg)?;
+        self.settle_state(s);
         self.touch(s);
-        Ok(&self.states[s].groups[(kg - self.range.start) as usize])
+        let i = (kg - self.range.start) as usize;
+        Ok(Ref::map(self.groups.borrow(), |g| &*g[s][i]))
     }
 
+    /// State `s`'s map of key group `kg`, copied first if a snapshot shares it, its held writes
+    /// applied.
     fn group_mut(&mut self, s: StateId, kg: u32) -> StateResult<&mut Group> {
         self.check(kg)?;
+        if self.pending.get_mut().holds(s) {
+            self.settle();
+        }
         self.touch(s);
+        let i = (kg - self.range.start) as usize;
+        Ok(Arc::make_mut(&mut self.groups.get_mut()[s][i]))
+    }
+
+    /// Applies state `s`'s held writes, if it has any.
+    #[inline(always)]
+    fn settle_state(&self, s: StateId) {
+        if self.pending.borrow().holds(s) {
+            self.settle();
+        }
+    }
+
+    /// Applies every held write, oldest first.
+    fn settle(&self) {
+        let mut pending = self.pending.borrow_mut();
+        if pending.is_empty() {
+            return;
+        }
+        let mut groups = self.groups.borrow_mut();
         let start = self.range.start;
-        Ok(Arc::make_mut(
-            &mut self.states[s].groups[(kg - start) as usize],
-        ))
+        pending.drain(|s, kg, kind, k, v| {
+            let g = Arc::make_mut(&mut groups[s][(kg - start) as usize]);
+            match kind {
+                Kind::Put => g.insert(k, v),
+                Kind::Append => g.append(k, v),
+            }
+        });
+    }
+
+    /// Writes `value` at `k` now, or holds the write (`pending.rs`) where the state allows it.
+    fn write(
+        &mut self,
+        s: StateId,
+        kg: u32,
+        kind: Kind,
+        k: &[u8],
+        value: &[u8],
+    ) -> StateResult<()> {
+        self.check(kg)?;
+        if !Pending::can_hold(s) || self.metas[s].ttl.is_some() {
+            let g = self.group_mut(s, kg)?;
+            match kind {
+                Kind::Put => g.insert(k, value),
+                Kind::Append => g.append(k, value),
+            }
+            return Ok(());
+        }
+        self.touch(s);
+        let i = (kg - self.range.start) as usize;
+        self.groups.get_mut()[s][i].prefetch_key(&self.hasher, k);
+        if self.pending.get_mut().push(s, kg, kind, k, value) {
+            self.settle();
+        }
+        Ok(())
     }
 
     fn check(&self, kg: u32) -> StateResult<()> {
@@ -325,12 +402,13 @@ impl HeapBackend {
     }
 
     fn insert_state(&mut self, meta: StateMeta) -> StateId {
-        let id = self.states.len();
+        let id = self.metas.len();
         self.by_name.insert(meta.name.clone(), id);
         let groups = (0..self.range.len())
             .map(|_| Arc::new(Group::for_meta(&meta, self.hasher)))
             .collect();
-        self.states.push(HeapState { meta, groups });
+        self.groups.get_mut().push(groups);
+        self.metas.push(meta);
         id
     }
 }
@@ -369,7 +447,7 @@ impl StateBackend for HeapBackend {
     fn register(&mut self, meta: StateMeta) -> StateResult<StateId> {
         match self.by_name.get(&meta.name).copied() {
             Some(id) => {
-                crate::backend::reregister(&mut self.states[id].meta, meta)?;
+                crate::backend::reregister(&mut self.metas[id], meta)?;
                 Ok(id)
             }
             None => Ok(self.insert_state(meta)),
@@ -377,11 +455,11 @@ impl StateBackend for HeapBackend {
     }
 
     fn meta(&self, id: StateId) -> &StateMeta {
-        &self.states[id].meta
+        &self.metas[id]
     }
 
     fn states(&self) -> Vec<StateMeta> {
-        self.states.iter().map(|s| s.meta.clone()).collect()
+        self.metas.clone()
     }
 
     fn get(&self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<Option<Vec<u8>>> {
@@ -402,11 +480,12 @@ impl StateBackend for HeapBackend {
         }
         let hash = self.hasher.hash(prefix);
         let g = (kg - self.range.start) as usize;
+        let groups = self.groups.borrow();
         while states != 0 {
             let s = states.trailing_zeros() as usize;
             states &= states - 1;
-            if let Some(state) = self.states.get(s) {
-                state.groups[g].prefetch(hash);
+            if let Some(state) = groups.get(s) {
+                state[g].prefetch(hash);
             }
         }
     }
@@ -428,13 +507,11 @@ impl StateBackend for HeapBackend {
     }
 
     fn put(&mut self, s: StateId, kg: u32, ck: &[u8], value: &[u8]) -> StateResult<()> {
-        self.group_mut(s, kg)?.insert(ck, value);
-        Ok(())
+        self.write(s, kg, Kind::Put, ck, value)
     }
 
     fn append(&mut self, s: StateId, kg: u32, ck: &[u8], bytes: &[u8]) -> StateResult<()> {
-        self.group_mut(s, kg)?.append(ck, bytes);
-        Ok(())
+        self.write(s, kg, Kind::Append, ck, bytes)
     }
 
     fn delete(&mut self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<()> {
@@ -492,8 +569,9 @@ impl StateBackend for HeapBackend {
     }
 
     fn entries(&self, s: StateId) -> StateResult<Vec<Entry>> {
+        self.settle_state(s);
         let mut out = Vec::new();
-        for (i, g) in self.states[s].groups.iter().enumerate() {
+        for (i, g) in self.groups.borrow()[s].iter().enumerate() {
             let kg = self.range.start + i as u32;
             out.extend(g.sorted().into_iter().map(|(k, v)| (kg, k, v)));
         }
@@ -501,13 +579,15 @@ impl StateBackend for HeapBackend {
     }
 
     fn snapshot_view(&self) -> StateResult<Box<dyn SnapshotView>> {
+        self.settle();
         Ok(Box::new(HeapView {
             range: self.range,
             max_parallelism: self.max_parallelism,
             states: self
-                .states
+                .metas
                 .iter()
-                .map(|s| (s.meta.clone(), s.groups.clone()))
+                .cloned()
+                .zip(self.groups.borrow().iter().cloned())
                 .collect(),
         }))
     }
@@ -521,7 +601,7 @@ impl StateBackend for HeapBackend {
 
     fn adopt(&mut self, meta: StateMeta) -> StateResult<StateId> {
         match self.by_name.get(&meta.name).copied() {
-            Some(id) => crate::backend::readopt(&self.states[id].meta, &meta).map(|_| id),
+            Some(id) => crate::backend::readopt(&self.metas[id], &meta).map(|_| id),
             None => Ok(self.insert_state(meta)),
         }
     }
