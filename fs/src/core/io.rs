@@ -544,7 +544,9 @@ impl FsCore {
                 }
             }
         };
+        let t = std::time::Instant::now();
         self.sync_journal()?;
+        tracing::debug!(journal_sync_us = t.elapsed().as_micros() as u64, "sealed");
         self.record_dirty.store(true, Ordering::Release);
         self.deleter.queue(doomed);
         self.cache_written(f.local_id, up.size);

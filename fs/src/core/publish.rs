@@ -223,6 +223,8 @@ impl FsCore {
         let id = checkpoint::new_id();
         let span = tracing::info_span!("checkpoint", %id);
         let _e = span.enter();
+        // Phase ends, for the trace: where a slow publish spent its time.
+        let start = std::time::Instant::now();
         let mut entries = Vec::new();
         let mut borrowed = Vec::new();
         // Files copied: their entry's index and where their bytes come from.
@@ -284,6 +286,7 @@ impl FsCore {
         // distant store, not bandwidth: they go up at once, each read by the worker that sends it
         // (at most COPY_PARALLELISM of them in memory). The manifest names them only after every
         // one is stored.
+        let named_us = start.elapsed().as_micros() as u64;
         let copied = checkpoint::in_parallel(&copies, COPY_PARALLELISM, |(at, copy)| {
             let data = match copy {
                 CopyFrom::Local(path) => Bytes::from(std::fs::read(path)?),
@@ -299,6 +302,7 @@ impl FsCore {
             entries[*at].crc32c = crc;
             copied_bytes += size;
         }
+        let copied_us = start.elapsed().as_micros() as u64;
         // From here on the mount never deletes these objects. A file removed or rewritten since
         // it was sealed above may have lost its object already: an optional one is left out, any
         // other fails the publish (nothing is borrowed then, and nothing visible was written).
@@ -342,8 +346,11 @@ impl FsCore {
         for (at, _) in gone.iter().rev() {
             entries.remove(*at);
         }
+        let borrowed_us = start.elapsed().as_micros() as u64;
         self.sync_journal()?;
+        let synced_us = start.elapsed().as_micros() as u64;
         self.write_mount_record()?;
+        let recorded_us = start.elapsed().as_micros() as u64;
         let manifest = Manifest {
             format: checkpoint::FORMAT.into(),
             version: checkpoint::VERSION,
@@ -356,6 +363,7 @@ impl FsCore {
         self.remote
             .put_if_absent(&checkpoint::manifest_key(&id), Bytes::from(bytes))?;
         self.manifests.remember(&manifest);
+        let manifest_us = start.elapsed().as_micros() as u64;
         // The checkpoint is complete from here on. A failed retention does not make it a failed
         // publish (the caller would discard a valid checkpoint); it is reported, and the next
         // publish drops what this one could not.
@@ -371,6 +379,12 @@ impl FsCore {
             referenced_bytes,
             copied_bytes,
             dropped = dropped.len(),
+            named_us,
+            copied_us,
+            borrowed_us,
+            synced_us,
+            recorded_us,
+            manifest_us,
             "checkpoint published"
         );
         Ok(Published {

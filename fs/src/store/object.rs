@@ -130,14 +130,21 @@ impl ObjectStoreRemote {
         let len = file.metadata().map_err(local)?.len();
         let location = self.path(key);
         if len <= self.multipart_threshold {
+            let t = std::time::Instant::now();
             let mut buf = Vec::with_capacity(len as usize);
             file.read_to_end(&mut buf).map_err(local)?;
+            let read_us = t.elapsed().as_micros() as u64;
             let crc = crc32c::crc32c(&buf);
+            let crc_us = t.elapsed().as_micros() as u64;
             let size = buf.len() as u64;
             self.runtime
                 .block_on(self.store.put(&location, PutPayload::from(buf)))
                 .map_err(|e| map_err("put", key, e))?;
+            let put_us = t.elapsed().as_micros() as u64;
             self.sync_local(key)?;
+            // Each phase's end, in µs from the start: under load, which one stretches.
+            let synced_us = t.elapsed().as_micros() as u64;
+            tracing::debug!(read_us, crc_us, put_us, synced_us, "put_file");
             return Ok(Uploaded { size, crc32c: crc });
         }
         let part_size = self.part_size;
