@@ -145,6 +145,13 @@ impl Group {
         }
     }
 
+    fn write(&mut self, kind: Kind, k: &[u8], v: &[u8]) {
+        match kind {
+            Kind::Put => self.insert(k, v),
+            Kind::Append => self.append(k, v),
+        }
+    }
+
     fn remove(&mut self, k: &[u8]) {
         match self {
             Group::TwoLevel(m) => {
@@ -355,11 +362,7 @@ impl HeapBackend {
         let mut groups = self.groups.borrow_mut();
         let start = self.range.start;
         pending.drain(|s, kg, kind, k, v| {
-            let g = Arc::make_mut(&mut groups[s][(kg - start) as usize]);
-            match kind {
-                Kind::Put => g.insert(k, v),
-                Kind::Append => g.append(k, v),
-            }
+            Arc::make_mut(&mut groups[s][(kg - start) as usize]).write(kind, k, v)
         });
     }
 
@@ -374,11 +377,7 @@ impl HeapBackend {
     ) -> StateResult<()> {
         self.check(kg)?;
         if !Pending::can_hold(s) || self.metas[s].ttl.is_some() {
-            let g = self.group_mut(s, kg)?;
-            match kind {
-                Kind::Put => g.insert(k, value),
-                Kind::Append => g.append(k, value),
-            }
+            self.group_mut(s, kg)?.write(kind, k, value);
             return Ok(());
         }
         self.touch(s);
