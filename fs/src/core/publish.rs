@@ -282,11 +282,11 @@ impl FsCore {
                 }
             }
         }
+        let named_us = start.elapsed().as_micros() as u64;
         // The small files (MANIFEST, OPTIONS, CURRENT...) are a few requests' latency apart on a
         // distant store, not bandwidth: they go up at once, each read by the worker that sends it
         // (at most COPY_PARALLELISM of them in memory). The manifest names them only after every
         // one is stored.
-        let named_us = start.elapsed().as_micros() as u64;
         let copied = checkpoint::in_parallel(&copies, COPY_PARALLELISM, |(at, copy)| {
             let data = match copy {
                 CopyFrom::Local(path) => Bytes::from(std::fs::read(path)?),
