@@ -127,6 +127,34 @@ pub fn namespaces_are_separate(f: &dyn Factory) {
         vec![1],
         "clearing one window leaves the other"
     );
+
+    // One record touching a window and default-namespace states, in turns, for two keys: each
+    // access lands at its own (key, namespace), whatever the access before it addressed.
+    let count = kb.value_state::<u32>("count", None).unwrap();
+    let seen = kb.map_state::<u32, u32>("seen", None).unwrap();
+    for (i, key) in ["a", "b"].into_iter().enumerate() {
+        let i = i as u32;
+        kb.set_current_key(&key.to_string()).unwrap();
+        w.add(&mut kb, &(100 + i)).unwrap();
+        count.update(&mut kb, &(200 + i)).unwrap();
+        w.add(&mut kb, &(300 + i)).unwrap();
+        seen.put(&mut kb, &7, &(400 + i)).unwrap();
+        assert_eq!(w.get(&mut kb).unwrap(), vec![100 + i, 300 + i]);
+        assert_eq!(count.value(&mut kb).unwrap(), Some(200 + i));
+    }
+    for (i, key) in ["a", "b"].into_iter().enumerate() {
+        let i = i as u32;
+        kb.set_current_key(&key.to_string()).unwrap();
+        assert_eq!(seen.get(&mut kb, &7).unwrap(), Some(400 + i));
+        assert_eq!(count.value(&mut kb).unwrap(), Some(200 + i));
+        assert_eq!(w.get(&mut kb).unwrap(), vec![100 + i, 300 + i]);
+    }
+    let counts = kb.keys("count").unwrap();
+    assert_eq!(counts.len(), 2, "only a's and b's counts");
+    assert!(
+        counts.iter().all(|(_, ns)| ns.is_empty()),
+        "counts in the default namespace: {counts:?}"
+    );
 }
 
 pub fn keys_outside_the_range_are_refused(f: &dyn Factory) {

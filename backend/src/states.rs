@@ -25,6 +25,10 @@ pub struct Keyed<K, B: StateBackend> {
     /// Reused buffers: the composite key and the value of the access in progress.
     scratch: Vec<u8>,
     vbuf: Vec<u8>,
+    /// When not 0, `scratch` begins with the composite key of the current key and the empty
+    /// namespace, this many bytes long: an access in the default namespace keeps that prefix and
+    /// rebuilds only the user key.
+    prefix_len: usize,
     /// Incremental TTL cleanup: per state, the key group and last key checked.
     cursors: std::collections::HashMap<StateId, (u32, Option<Vec<u8>>)>,
 }
@@ -39,6 +43,7 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend> Keyed<K, B> {
             cursors: Default::default(),
             scratch: Vec::new(),
             vbuf: Vec::new(),
+            prefix_len: 0,
         }
     }
 }
@@ -115,6 +120,7 @@ impl<K, B: StateBackend> Keyed<K, B> {
     pub fn set_current_key(&mut self, key: &K) -> StateResult<()> {
         // Reuse the previous key's buffer: one allocation less per record.
         let mut bytes = self.current.take().map(|(b, _)| b).unwrap_or_default();
+        self.prefix_len = 0;
         bytes.clear();
         self.key_ser.serialize_into(key, &mut bytes);
         let kg = key_group_of(&bytes, self.backend.max_parallelism());
@@ -126,9 +132,10 @@ impl<K, B: StateBackend> Keyed<K, B> {
             });
         }
         // The composite key of this key and the empty namespace: where value, list and map states
-        // of the default namespace keep it. `scratch` is rebuilt by every access.
+        // of the default namespace keep it, and the prefix of every access in that namespace.
         crate::backend::composite_key_into(&mut self.scratch, &bytes, &[], &[]);
         self.backend.prefetch(kg, &self.scratch);
+        self.prefix_len = self.scratch.len();
         self.current = Some((bytes, kg));
         Ok(())
     }
@@ -324,7 +331,17 @@ impl Inner {
             .current
             .as_ref()
             .ok_or_else(|| StateError::NoCurrentKey)?;
-        crate::backend::composite_key_into(&mut kb.scratch, k, &self.namespace, &[]);
+        if self.namespace.is_empty() && kb.prefix_len != 0 {
+            kb.scratch.truncate(kb.prefix_len);
+            debug_assert_eq!(kb.scratch, crate::backend::composite_key(k, &[], &[]));
+        } else {
+            crate::backend::composite_key_into(&mut kb.scratch, k, &self.namespace, &[]);
+            kb.prefix_len = if self.namespace.is_empty() {
+                kb.scratch.len()
+            } else {
+                0
+            };
+        }
         uk(&mut kb.scratch);
         Ok(*kg)
     }
