@@ -279,11 +279,13 @@ pub struct HeapBackend {
     range: KeyGroupRange,
     max_parallelism: u32,
     metas: Vec<StateMeta>,
-    /// `groups[state][key group - range.start]`. In a `RefCell` so that a read, which borrows the
-    /// backend shared, can apply the held writes first. Borrows never outlive a method, and
-    /// nothing is held while a shared borrow is out (holding needs `&mut self`), so the mutable
-    /// borrow of [`HeapBackend::settle`] never meets another one.
-    groups: RefCell<Vec<Vec<Arc<Group>>>>,
+    /// `groups[state][key group - range.start]`, a `RefCell` per state so that a read, which
+    /// borrows the backend shared, can apply that state's held writes first. A state's cell is
+    /// borrowed mutably only to apply its held writes ([`HeapBackend::settle_state`]); a read of
+    /// the state applies them before it borrows, and none can be added while that borrow is out
+    /// (holding needs `&mut self`), so the two never meet, even when a read's callback reads the
+    /// backend again.
+    groups: Vec<RefCell<Vec<Arc<Group>>>>,
     /// Writes not applied yet (`pending.rs`).
     pending: RefCell<Pending>,
     by_name: HashMap<String, StateId>,
@@ -304,7 +306,7 @@ impl HeapBackend {
             range,
             max_parallelism,
             metas: Vec::new(),
-            groups: RefCell::new(Vec::new()),
+            groups: Vec::new(),
             pending: RefCell::new(Pending::default()),
             by_name: HashMap::new(),
             hasher: KeyHasher::random(),
@@ -330,40 +332,43 @@ impl HeapBackend {
         self.settle_state(s);
         self.touch(s);
         let i = (kg - self.range.start) as usize;
-        Ok(Ref::map(self.groups.borrow(), |g| &*g[s][i]))
+        Ok(Ref::map(self.groups[s].borrow(), |g| &*g[i]))
     }
 
     /// State `s`'s map of key group `kg`, copied first if a snapshot shares it, its held writes
     /// applied.
     fn group_mut(&mut self, s: StateId, kg: u32) -> StateResult<&mut Group> {
         self.check(kg)?;
-        if self.pending.get_mut().holds(s) {
-            self.settle();
-        }
+        self.settle_state(s);
         self.touch(s);
         let i = (kg - self.range.start) as usize;
-        Ok(Arc::make_mut(&mut self.groups.get_mut()[s][i]))
+        Ok(Arc::make_mut(&mut self.groups[s].get_mut()[i]))
     }
 
-    /// Applies state `s`'s held writes, if it has any.
+    /// Applies state `s`'s held writes, oldest first, if it has any.
     #[inline(always)]
     fn settle_state(&self, s: StateId) {
         if self.pending.borrow().holds(s) {
-            self.settle();
+            self.settle_held(s);
         }
     }
 
-    /// Applies every held write, oldest first.
-    fn settle(&self) {
-        let mut pending = self.pending.borrow_mut();
-        if pending.is_empty() {
-            return;
-        }
-        let mut groups = self.groups.borrow_mut();
+    fn settle_held(&self, s: StateId) {
+        let mut groups = self.groups[s].borrow_mut();
         let start = self.range.start;
-        pending.drain(|s, kg, kind, k, v| {
-            Arc::make_mut(&mut groups[s][(kg - start) as usize]).write(kind, k, v)
+        self.pending.borrow_mut().drain_state(s, |kg, kind, k, v| {
+            Arc::make_mut(&mut groups[(kg - start) as usize]).write(kind, k, v)
         });
+    }
+
+    /// Applies every held write.
+    fn settle_all(&self) {
+        let mut states = self.pending.borrow().states();
+        while states != 0 {
+            let s = states.trailing_zeros() as usize;
+            states &= states - 1;
+            self.settle_held(s);
+        }
     }
 
     /// Writes `value` at `k` now, or holds the write (`pending.rs`) where the state allows it.
@@ -382,9 +387,9 @@ impl HeapBackend {
         }
         self.touch(s);
         let i = (kg - self.range.start) as usize;
-        self.groups.get_mut()[s][i].prefetch_key(&self.hasher, k);
+        self.groups[s].get_mut()[i].prefetch_key(&self.hasher, k);
         if self.pending.get_mut().push(s, kg, kind, k, value) {
-            self.settle();
+            self.settle_all();
         }
         Ok(())
     }
@@ -406,7 +411,7 @@ impl HeapBackend {
         let groups = (0..self.range.len())
             .map(|_| Arc::new(Group::for_meta(&meta, self.hasher)))
             .collect();
-        self.groups.get_mut().push(groups);
+        self.groups.push(RefCell::new(groups));
         self.metas.push(meta);
         id
     }
@@ -479,11 +484,11 @@ impl StateBackend for HeapBackend {
         }
         let hash = self.hasher.hash(prefix);
         let g = (kg - self.range.start) as usize;
-        let groups = self.groups.borrow();
         while states != 0 {
             let s = states.trailing_zeros() as usize;
             states &= states - 1;
-            if let Some(state) = groups.get(s) {
+            // A hint: a state being settled right now (by a caller up the stack) is skipped.
+            if let Some(Ok(state)) = self.groups.get(s).map(RefCell::try_borrow) {
                 state[g].prefetch(hash);
             }
         }
@@ -570,7 +575,7 @@ impl StateBackend for HeapBackend {
     fn entries(&self, s: StateId) -> StateResult<Vec<Entry>> {
         self.settle_state(s);
         let mut out = Vec::new();
-        for (i, g) in self.groups.borrow()[s].iter().enumerate() {
+        for (i, g) in self.groups[s].borrow().iter().enumerate() {
             let kg = self.range.start + i as u32;
             out.extend(g.sorted().into_iter().map(|(k, v)| (kg, k, v)));
         }
@@ -578,7 +583,7 @@ impl StateBackend for HeapBackend {
     }
 
     fn snapshot_view(&self) -> StateResult<Box<dyn SnapshotView>> {
-        self.settle();
+        self.settle_all();
         Ok(Box::new(HeapView {
             range: self.range,
             max_parallelism: self.max_parallelism,
@@ -586,7 +591,7 @@ impl StateBackend for HeapBackend {
                 .metas
                 .iter()
                 .cloned()
-                .zip(self.groups.borrow().iter().cloned())
+                .zip(self.groups.iter().map(|g| g.borrow().clone()))
                 .collect(),
         }))
     }

@@ -57,6 +57,7 @@ impl Pending {
         s < 64 && self.states & (1 << s) != 0
     }
 
+    #[cfg(test)]
     pub(super) fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
@@ -94,25 +95,56 @@ impl Pending {
         self.ops.len() >= MAX_OPS || self.bytes.len() >= MAX_BYTES
     }
 
-    /// Calls `apply(state, kg, kind, key, value)` for every held op, oldest first, and empties
-    /// the buffer.
-    pub(super) fn drain(&mut self, mut apply: impl FnMut(StateId, u32, Kind, &[u8], &[u8])) {
-        for op in &self.ops {
+    /// The states that have held ops, as a bit set.
+    pub(super) fn states(&self) -> u64 {
+        self.states
+    }
+
+    /// Calls `apply(kg, kind, key, value)` for each of state `s`'s held ops, oldest first, and
+    /// lets them go. Other states' ops stay, in their order: ops of different states never touch
+    /// the same map, so only the order within a state matters.
+    pub(super) fn drain_state(
+        &mut self,
+        s: StateId,
+        mut apply: impl FnMut(u32, Kind, &[u8], &[u8]),
+    ) {
+        if !self.holds(s) {
+            return;
+        }
+        let bytes = &self.bytes;
+        if self.states == 1 << s {
+            // Every held op is this state's (the usual case): no sorting out.
+            for op in self.ops.drain(..) {
+                apply(
+                    op.kg,
+                    op.kind,
+                    &bytes[op.start..op.key_end],
+                    &bytes[op.key_end..op.end],
+                );
+            }
+        }
+        // `retain` visits the ops in order, once each.
+        self.ops.retain(|op| {
+            if op.state != s {
+                return true;
+            }
             apply(
-                op.state,
                 op.kg,
                 op.kind,
-                &self.bytes[op.start..op.key_end],
-                &self.bytes[op.key_end..op.end],
+                &bytes[op.start..op.key_end],
+                &bytes[op.key_end..op.end],
             );
-        }
-        self.ops.clear();
-        self.states = 0;
-        // A rare large value should not keep its buffer for good.
-        if self.bytes.capacity() > 2 * MAX_BYTES {
-            self.bytes = Vec::new();
-        } else {
-            self.bytes.clear();
+            false
+        });
+        self.states &= !(1 << s);
+        // The bytes of applied ops stay until none is held (and count towards MAX_BYTES).
+        if self.ops.is_empty() {
+            // A rare large value should not keep its buffer for good.
+            if self.bytes.capacity() > 2 * MAX_BYTES {
+                self.bytes = Vec::new();
+            } else {
+                self.bytes.clear();
+            }
         }
     }
 }
@@ -134,13 +166,29 @@ mod tests {
             p.push(4, 99, Kind::Append, b"k", b""),
             "the 16th op fills it"
         );
+        assert_eq!(p.states(), 1 << 3 | 1 << 4);
         let mut seen = Vec::new();
-        p.drain(|s, kg, kind, k, v| seen.push((s, kg, kind, k.to_vec(), v.to_vec())));
+        p.drain_state(4, |kg, kind, k, v| {
+            seen.push((4, kg, kind, k.to_vec(), v.to_vec()))
+        });
+        assert_eq!(seen, vec![(4, 99, Kind::Append, b"k".to_vec(), vec![])]);
+        assert!(
+            !p.is_empty() && p.holds(3) && !p.holds(4),
+            "state 3's ops stay"
+        );
+        p.drain_state(3, |kg, kind, k, v| {
+            seen.push((3, kg, kind, k.to_vec(), v.to_vec()))
+        });
         assert_eq!(seen.len(), MAX_OPS);
-        assert_eq!(seen[0], (3, 0, Kind::Put, vec![0], vec![0, 9]));
+        assert_eq!(
+            seen[1],
+            (3, 0, Kind::Put, vec![0], vec![0, 9]),
+            "oldest first"
+        );
+        let last = MAX_OPS as u8 - 2;
         assert_eq!(
             seen[MAX_OPS - 1],
-            (4, 99, Kind::Append, b"k".to_vec(), vec![])
+            (3, u32::from(last), Kind::Put, vec![last], vec![last, 9])
         );
         assert!(p.is_empty() && !p.holds(3) && !p.holds(4));
 

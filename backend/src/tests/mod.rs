@@ -220,6 +220,55 @@ proptest! {
     }
 }
 
+/// A read lends its bytes to a callback; the callback may read the backend again, including a
+/// state whose writes are still held (`heap/pending.rs`), and sees them.
+#[test]
+fn a_read_inside_a_read_sees_held_writes() {
+    use crate::backend::{StateKind, StateMeta, composite_key};
+    use crate::serializer::SerializerId;
+    let sid = || SerializerId {
+        id: "test".into(),
+        version: 1,
+    };
+    let mut b = HeapBackend::new(KeyGroupRange::all(128), 128);
+    for name in ["a", "b"] {
+        b.register(StateMeta {
+            name: name.into(),
+            kind: StateKind::Value,
+            key: sid(),
+            namespace: sid(),
+            value: sid(),
+            user_key: None,
+            ttl: None,
+        })
+        .unwrap();
+    }
+    let k = composite_key(b"k", b"", b"");
+    b.put(0, 3, &k, b"in a").unwrap();
+    assert_eq!(b.get(0, 3, &k).unwrap().as_deref(), Some(&b"in a"[..]));
+    // Held: state 1 has a held write, state 0 has none.
+    b.put(1, 3, &k, b"in b").unwrap();
+    let b = &b;
+    let mut inner = None;
+    let mut scanned = Vec::new();
+    let found = b
+        .get_with(0, 3, &k, &mut |v| {
+            assert_eq!(v, b"in a");
+            inner = b.get(1, 3, &k).unwrap();
+            b.scan_prefix_with(1, 3, &k, &mut |_, v| {
+                scanned.push(v.to_vec());
+                true
+            })
+            .unwrap();
+            assert_eq!(b.entries(1).unwrap().len(), 1);
+            drop(b.snapshot_view().unwrap());
+        })
+        .unwrap();
+    assert!(found);
+    assert_eq!(inner.as_deref(), Some(&b"in b"[..]));
+    assert_eq!(scanned, vec![b"in b".to_vec()]);
+}
+
 mod storage {
     use statefs::store::RemoteStore;
 
