@@ -487,7 +487,8 @@ impl StateBackend for HeapBackend {
         while states != 0 {
             let s = states.trailing_zeros() as usize;
             states &= states - 1;
-            // A hint: a state being settled right now (by a caller up the stack) is skipped.
+            // A hint never panics: a state whose cell is borrowed mutably (only ever while its
+            // held writes are applied, which calls nothing that prefetches) would be skipped.
             if let Some(Ok(state)) = self.groups.get(s).map(RefCell::try_borrow) {
                 state[g].prefetch(hash);
             }

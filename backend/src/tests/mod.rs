@@ -121,6 +121,28 @@ proptest! {
     }
 }
 
+/// Metadata of a state registered straight on a backend, bypassing the typed API: one test
+/// serializer everywhere, a user-key serializer for map states.
+fn raw_meta(
+    name: &str,
+    kind: crate::backend::StateKind,
+    ttl: Option<crate::ttl::TtlConfig>,
+) -> crate::backend::StateMeta {
+    let sid = || crate::serializer::SerializerId {
+        id: "test".into(),
+        version: 1,
+    };
+    crate::backend::StateMeta {
+        name: name.into(),
+        kind,
+        key: sid(),
+        namespace: sid(),
+        value: sid(),
+        user_key: (kind == crate::backend::StateKind::Map).then(sid),
+        ttl,
+    }
+}
+
 /// A raw backend operation for [`held_writes_are_invisible_except_in_time`].
 #[derive(Debug, Clone)]
 enum RawOp {
@@ -151,9 +173,7 @@ proptest! {
     /// snapshot view still shows the state at its mark after all later writes.
     #[test]
     fn held_writes_are_invisible_except_in_time(ops in proptest::collection::vec(raw_op(), 1..200)) {
-        use crate::backend::{composite_key, StateKind, StateMeta};
-        use crate::serializer::SerializerId;
-        let sid = || SerializerId { id: "test".into(), version: 1 };
+        use crate::backend::{composite_key, StateKind};
         let range = KeyGroupRange::new(0, 15);
         let mut b = HeapBackend::new(range, 128);
         for (name, kind, ttl) in [
@@ -161,8 +181,7 @@ proptest! {
             ("m", StateKind::Map, None),
             ("t", StateKind::Value, Some(crate::ttl::TtlConfig::new(std::time::Duration::from_secs(60)))),
         ] {
-            let user_key = (kind == StateKind::Map).then(sid);
-            b.register(StateMeta { name: name.into(), kind, key: sid(), namespace: sid(), value: sid(), user_key, ttl }).unwrap();
+            b.register(raw_meta(name, kind, ttl)).unwrap();
         }
         // Value-like states have no user key; the map state's user key is one byte.
         let ck = |s: usize, k: u8, u: u8| if s == 1 { composite_key(&[k], b"", &[u]) } else { composite_key(&[k], b"", &[]) };
@@ -224,24 +243,10 @@ proptest! {
 /// state whose writes are still held (`heap/pending.rs`), and sees them.
 #[test]
 fn a_read_inside_a_read_sees_held_writes() {
-    use crate::backend::{StateKind, StateMeta, composite_key};
-    use crate::serializer::SerializerId;
-    let sid = || SerializerId {
-        id: "test".into(),
-        version: 1,
-    };
+    use crate::backend::{StateKind, composite_key};
     let mut b = HeapBackend::new(KeyGroupRange::all(128), 128);
     for name in ["a", "b"] {
-        b.register(StateMeta {
-            name: name.into(),
-            kind: StateKind::Value,
-            key: sid(),
-            namespace: sid(),
-            value: sid(),
-            user_key: None,
-            ttl: None,
-        })
-        .unwrap();
+        b.register(raw_meta(name, StateKind::Value, None)).unwrap();
     }
     let k = composite_key(b"k", b"", b"");
     b.put(0, 3, &k, b"in a").unwrap();
