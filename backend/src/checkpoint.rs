@@ -338,27 +338,10 @@ impl PendingCheckpoint<'_> {
         let keys: Vec<String> = paths.iter().map(|_| self.new_key(shared)).collect();
         self.uploaded.extend(keys.iter().cloned());
         let remote = self.storage.remote.as_ref();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let failure: std::sync::Mutex<Option<StoreError>> = std::sync::Mutex::new(None);
-        std::thread::scope(|scope| {
-            for _ in 0..threads.max(1).min(paths.len().max(1)) {
-                scope.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if i >= paths.len() || failure.lock().unwrap().is_some() {
-                            break;
-                        }
-                        if let Err(e) = remote.put_file(&keys[i], &paths[i]) {
-                            failure.lock().unwrap().get_or_insert(e);
-                        }
-                    }
-                });
-            }
-        });
-        match failure.into_inner().unwrap() {
-            Some(e) => Err(e.into()),
-            None => Ok(keys),
-        }
+        in_parallel(paths.len(), threads, |i| {
+            remote.put_file(&keys[i], &paths[i]).map(drop)
+        })?;
+        Ok(keys)
     }
 
     pub fn upload_bytes(&mut self, shared: bool, bytes: Vec<u8>) -> StateResult<String> {
@@ -456,4 +439,34 @@ impl Drop for PendingCheckpoint<'_> {
 
 fn uuid_v4() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// Runs `job(0..count)` on up to `threads` threads, each taking the next index; after the first
+/// error no new index is started, and that error is returned.
+pub(crate) fn in_parallel<E: Send>(
+    count: usize,
+    threads: usize,
+    job: impl Fn(usize) -> Result<(), E> + Sync,
+) -> Result<(), E> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failure: std::sync::Mutex<Option<E>> = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1).min(count.max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= count || failure.lock().unwrap().is_some() {
+                        break;
+                    }
+                    if let Err(e) = job(i) {
+                        failure.lock().unwrap().get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match failure.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

@@ -34,7 +34,8 @@ pub struct ObjectInfo {
     pub modified: std::time::SystemTime,
 }
 
-/// Outcome of uploading a file.
+/// Outcome of moving a whole object between a file and the store: uploading, or downloading
+/// ([`RemoteStore::get_to_file`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Uploaded {
     /// Bytes stored.
@@ -88,6 +89,25 @@ pub trait RemoteStore: Send + Sync + Debug {
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
     /// Reads the whole object.
     fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+    /// Writes the whole object into a new file at `path` (created, or truncated), and returns the
+    /// size and CRC32C of what was written. Stores that can stream keep a bounded amount of the
+    /// object in memory, whatever its size. On an error the file is removed. Callers download to a
+    /// temporary name and rename, so that a file never holds part of an object under its name.
+    fn get_to_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
+        let data = self.get(key)?;
+        let written = std::fs::write(path, &data).map_err(|source| StoreError::LocalIo {
+            key: key.to_string(),
+            source,
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        Ok(Uploaded {
+            size: data.len() as u64,
+            crc32c: crc32c::crc32c(&data),
+        })
+    }
     /// Size of the object.
     fn head(&self, key: &str) -> Result<u64, StoreError>;
     /// Deletes the object; deleting a missing object succeeds.

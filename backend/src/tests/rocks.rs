@@ -123,6 +123,65 @@ mod rocks_incremental {
         }
     }
 
+    /// A restore downloads to temporary names and checks each file's size: an SST cut short in
+    /// the store, or gone, fails the restore with a clear error and leaves no file that could pass
+    /// for a whole one.
+    #[test]
+    fn a_damaged_or_missing_sst_fails_the_restore_cleanly() {
+        let (r, _rt) = crate::tests::memory_remote();
+        let mut storage = CheckpointStorage::open(r.clone(), "job", 2).unwrap();
+        let mut kb: Keyed<String, RocksBackend> =
+            Keyed::new(RocksBackend::temporary(KeyGroupRange::all(128), 128).unwrap());
+        write(&mut kb, 0, 2000, 1);
+        let mut p = storage.begin(1, 128);
+        kb.backend_mut().checkpoint_into(&mut p, false).unwrap();
+        p.complete().unwrap();
+        let c = storage.latest().unwrap().unwrap();
+        let sst = crate::rocks_checkpoint::shared_files(&c)
+            .into_keys()
+            .next()
+            .expect("a shared SST");
+        let whole = r.get(&sst).unwrap();
+        r.put(&sst, whole.slice(..whole.len() / 2)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let restore = |to: &str| {
+            RocksBackend::restore_incremental(
+                &storage,
+                &c,
+                KeyGroupRange::all(128),
+                &dir.path().join(to),
+            )
+            .map(drop)
+            .unwrap_err()
+            .to_string()
+        };
+        let err = restore("cut");
+        assert!(err.contains("the manifest says"), "{err}");
+        // Whatever the failed restore left in its directory, no download is half done.
+        let partial: Vec<_> = std::fs::read_dir(dir.path().join("cut"))
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".download"))
+            .collect();
+        assert!(partial.is_empty(), "{partial:?}");
+        r.delete(&sst).unwrap();
+        let err = restore("gone");
+        assert!(err.contains("is missing"), "{err}");
+        // Put back whole, the same checkpoint restores.
+        r.put(&sst, whole).unwrap();
+        let mut back: Keyed<String, RocksBackend> = Keyed::new(
+            RocksBackend::restore_incremental(
+                &storage,
+                &c,
+                KeyGroupRange::all(128),
+                &dir.path().join("back"),
+            )
+            .unwrap(),
+        );
+        check(&mut back, 2000, 1);
+    }
+
     /// Scaling in: two subtasks checkpoint into one checkpoint; one backend restores all key
     /// groups from both handles (the merge path) with every key exactly once, by ingesting SSTs
     /// (the default) and by copying.

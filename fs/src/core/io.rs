@@ -151,20 +151,20 @@ impl FsCore {
     /// lock of `ino`.
     pub(crate) fn download(&self, ino: Ino, f: &FileMeta, s: &Sealed) -> FsResult<()> {
         let path = self.local_path(f);
-        let data = self.remote.get(&s.key)?;
-        if data.len() as u64 != s.size || crc32c::crc32c(&data) != s.crc32c {
+        let tmp = path.with_extension("download");
+        // Streamed to the file: a download holds a bounded part of the object in memory.
+        let got = self.remote.get_to_file(&s.key, &tmp)?;
+        if got.size != s.size || got.crc32c != s.crc32c {
+            let _ = std::fs::remove_file(&tmp);
             return Err(FsError::Remote(StoreError::Fatal {
                 op: "get",
                 key: s.key.clone(),
                 message: format!(
                     "object does not match its record (size {} vs {}, or checksum)",
-                    data.len(),
-                    s.size
+                    got.size, s.size
                 ),
             }));
         }
-        let tmp = path.with_extension("download");
-        std::fs::write(&tmp, &data)?;
         std::fs::rename(&tmp, &path)?;
         self.metrics.downloads.fetch_add(1, Ordering::Relaxed);
         let stamp = stamp_of(&std::fs::metadata(&path)?);

@@ -351,6 +351,47 @@ fn orphan_left_by_a_crash_is_collected_at_recovery() {
     assert_eq!(files_in(&env.dir.path().join("cache/files")), 0);
 }
 
+/// Opening a sealed file with no local copy for writing downloads it first: whole, and only if the
+/// object matches the size and CRC32C its record names. A damaged object fails the open and leaves
+/// no partial copy behind.
+#[test]
+fn a_download_for_writing_is_whole_or_refused() {
+    let env = Env::new();
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    let (good, bad) = {
+        let core = env.core();
+        let good = write_file(&core, ROOT_INO, "good.sst", &data, true);
+        let bad = write_file(&core, ROOT_INO, "bad.sst", &data, true);
+        core.shutdown().unwrap();
+        (good, bad)
+    };
+    lose_local_copies(&env);
+    let core = env.core();
+    let key = core.file_meta(bad).unwrap().sealed.unwrap().key;
+    let mut damaged = data.clone();
+    damaged[400_000] ^= 1;
+    env.remote.put(&key, damaged.into()).unwrap();
+
+    let o = core.open(good, RW).unwrap();
+    core.release(o.fh).unwrap();
+    assert_eq!(read_all(&core, good), data);
+    assert!(
+        core.open(bad, RW).is_err(),
+        "a damaged object must not become the local copy"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path().join("cache/files"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".download"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "partial downloads left: {leftovers:?}"
+    );
+    // The file still reads from the store: the damage is the store's, the record is intact.
+    assert_eq!(core.getattr(bad).unwrap().size, data.len() as u64);
+}
+
 #[test]
 fn rewriting_a_sealed_file_uploads_a_new_object_and_deletes_the_old() {
     let env = Env::new();

@@ -190,6 +190,11 @@ impl<R: RemoteStore> RemoteStore for FailingRemote<R> {
         self.plan.check("get", key, false)?;
         self.inner.get(key)
     }
+    fn get_to_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
+        self.plan.inner.reads.wait();
+        self.plan.check("get", key, false)?;
+        self.inner.get_to_file(key, path)
+    }
     fn head(&self, key: &str) -> Result<u64, StoreError> {
         self.plan.check("head", key, false)?;
         self.inner.head(key)

@@ -116,6 +116,14 @@ impl<R: RemoteStore> RemoteStore for MetricsRemote<R> {
         }
         r
     }
+    fn get_to_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
+        let _t = crate::metrics::Timer::new(&self.metrics.get_latency);
+        let r = self.count(&self.metrics.gets, self.inner.get_to_file(key, path));
+        if let Ok(u) = &r {
+            self.metrics.get_bytes.fetch_add(u.size, Ordering::Relaxed);
+        }
+        r
+    }
     fn head(&self, key: &str) -> Result<u64, StoreError> {
         self.count(&self.metrics.heads, self.inner.head(key))
     }

@@ -287,6 +287,62 @@ impl ObjectStoreRemote {
     }
 }
 
+impl ObjectStoreRemote {
+    /// [`RemoteStore::get_to_file`]: the object's bytes go to the file as they arrive. A local
+    /// store's file is copied through the thread's kept buffer ([`COPY_BUFFER`]); a distant store's
+    /// body is written chunk by chunk as the response streams in.
+    fn stream_to_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
+        use object_store::GetResultPayload;
+        use std::io::Write;
+        let local = |source| StoreError::LocalIo {
+            key: key.to_string(),
+            source,
+        };
+        let mut out = std::fs::File::create(path).map_err(local)?;
+        let location = self.path(key);
+        let (mut crc, mut size) = (0u32, 0u64);
+        self.block_on(async {
+            let got = self
+                .store
+                .get(&location)
+                .await
+                .map_err(|e| map_err("get", key, e))?;
+            match got.payload {
+                GetResultPayload::File(mut file, _) => {
+                    let mut buf = COPY_BUFFER
+                        .with(|b| b.borrow_mut().take())
+                        .unwrap_or_else(|| Arc::new(vec![0; LOCAL_CHUNK]));
+                    let copied = (|| {
+                        let chunk = Arc::make_mut(&mut buf);
+                        loop {
+                            let n = read_full(&mut file, chunk)?;
+                            if n == 0 {
+                                return Ok(());
+                            }
+                            crc = crc32c::crc32c_append(crc, &chunk[..n]);
+                            size += n as u64;
+                            out.write_all(&chunk[..n])?;
+                        }
+                    })();
+                    COPY_BUFFER.with(|b| *b.borrow_mut() = Some(buf));
+                    copied.map_err(local)?;
+                }
+                GetResultPayload::Stream(mut body) => {
+                    while let Some(chunk) =
+                        body.try_next().await.map_err(|e| map_err("get", key, e))?
+                    {
+                        crc = crc32c::crc32c_append(crc, &chunk);
+                        size += chunk.len() as u64;
+                        out.write_all(&chunk).map_err(local)?;
+                    }
+                }
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(Uploaded { size, crc32c: crc })
+    }
+}
+
 fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
@@ -373,6 +429,14 @@ impl RemoteStore for ObjectStoreRemote {
         })
     }
 
+    fn get_to_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
+        let written = self.stream_to_file(key, path);
+        if written.is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        written
+    }
+
     fn head(&self, key: &str) -> Result<u64, StoreError> {
         self.block_on(self.store.head(&self.path(key)))
             .map(|m| m.size)
@@ -447,6 +511,10 @@ mod tests {
             assert_eq!(up.size, size as u64);
             assert_eq!(up.crc32c, crc32c::crc32c(&bytes), "size {size}");
             assert_eq!(store.get(&key).unwrap().as_ref(), &bytes[..], "size {size}");
+            let back = dir.path().join(format!("back-{i}"));
+            let got = store.get_to_file(&key, &back).unwrap();
+            assert_eq!(got, up, "size {size}");
+            assert_eq!(std::fs::read(&back).unwrap(), bytes, "size {size}");
         }
         // A second upload over an existing key replaces it.
         let src = dir.path().join("again");
@@ -488,6 +556,23 @@ mod tests {
             .unwrap();
         assert_eq!(up.size, bytes.len() as u64);
         assert_eq!(store.get("k").unwrap().as_ref(), &bytes[..]);
+    }
+
+    /// A download of a missing object is NotFound and leaves no file; one into a directory that
+    /// does not exist is a local error.
+    #[test]
+    fn failed_downloads_leave_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = local_store(&dir.path().join("remote"));
+        let to = dir.path().join("to");
+        let err = store.get_to_file("data/missing", &to).unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+        assert!(!to.exists());
+        store.put("data/there", Bytes::from_static(b"abc")).unwrap();
+        let err = store
+            .get_to_file("data/there", &dir.path().join("no/such/dir"))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::LocalIo { .. }), "{err:?}");
     }
 
     /// A file that cannot be read is a local error naming the key, and leaves nothing behind.

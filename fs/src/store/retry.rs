@@ -97,6 +97,9 @@ impl<R: RemoteStore> RemoteStore for RetryingRemote<R> {
     fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         self.run("get", key, || self.inner.get(key))
     }
+    fn get_to_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
+        self.run("get", key, || self.inner.get_to_file(key, path))
+    }
     fn head(&self, key: &str) -> Result<u64, StoreError> {
         self.run("head", key, || self.inner.head(key))
     }
