@@ -29,6 +29,20 @@ mod rocks_incremental {
         kb.backend().flush().unwrap();
     }
 
+    /// A new backend with keys 0..n written (value i + round), and checkpoint 1 of it completed.
+    fn checkpointed(
+        storage: &mut CheckpointStorage,
+        n: u32,
+        round: u32,
+    ) -> Keyed<String, RocksBackend> {
+        let mut kb = Keyed::new(RocksBackend::temporary(KeyGroupRange::all(128), 128).unwrap());
+        write(&mut kb, 0, n, round);
+        let mut p = storage.begin(1, 128);
+        kb.backend_mut().checkpoint_into(&mut p, false).unwrap();
+        p.complete().unwrap();
+        kb
+    }
+
     fn check(kb: &mut Keyed<String, RocksBackend>, n: u32, round: u32) {
         let v = kb.value_state::<u32>("v", None).unwrap();
         let mut seen = 0;
@@ -130,12 +144,7 @@ mod rocks_incremental {
     fn a_damaged_or_missing_sst_fails_the_restore_cleanly() {
         let (r, _rt) = crate::tests::memory_remote();
         let mut storage = CheckpointStorage::open(r.clone(), "job", 2).unwrap();
-        let mut kb: Keyed<String, RocksBackend> =
-            Keyed::new(RocksBackend::temporary(KeyGroupRange::all(128), 128).unwrap());
-        write(&mut kb, 0, 2000, 1);
-        let mut p = storage.begin(1, 128);
-        kb.backend_mut().checkpoint_into(&mut p, false).unwrap();
-        p.complete().unwrap();
+        checkpointed(&mut storage, 2000, 1);
         let c = storage.latest().unwrap().unwrap();
         let sst = crate::rocks_checkpoint::shared_files(&c)
             .into_keys()
@@ -284,12 +293,7 @@ mod rocks_incremental {
     fn dropped_checkpoints_free_exactly_their_files() {
         let (r, _rt) = crate::tests::memory_remote();
         let mut storage = CheckpointStorage::open(r.clone(), "job", 1).unwrap();
-        let mut kb: Keyed<String, RocksBackend> =
-            Keyed::new(RocksBackend::temporary(KeyGroupRange::all(128), 128).unwrap());
-        write(&mut kb, 0, 1000, 0);
-        let mut p = storage.begin(1, 128);
-        kb.backend_mut().checkpoint_into(&mut p, false).unwrap();
-        p.complete().unwrap();
+        let mut kb = checkpointed(&mut storage, 1000, 0);
         let first: std::collections::BTreeSet<String> = r
             .list("job/shared/")
             .unwrap()

@@ -205,6 +205,16 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// Runs `f` with this thread's kept copy buffer, taken out of [`COPY_BUFFER`] for the call.
+fn with_copy_buffer<R>(f: impl FnOnce(&mut Arc<Vec<u8>>) -> R) -> R {
+    let mut buf = COPY_BUFFER
+        .with(|b| b.borrow_mut().take())
+        .unwrap_or_else(|| Arc::new(vec![0; LOCAL_CHUNK]));
+    let r = f(&mut buf);
+    COPY_BUFFER.with(|b| *b.borrow_mut() = Some(buf));
+    r
+}
+
 /// The filled prefix of a copy buffer, lent to object_store as the bytes of one part.
 struct Lent(Arc<Vec<u8>>, usize);
 
@@ -236,46 +246,44 @@ impl ObjectStoreRemote {
         };
         let t = std::time::Instant::now();
         let (mut read_us, mut crc_us) = (0u64, 0u64);
-        let mut buf = COPY_BUFFER
-            .with(|b| b.borrow_mut().take())
-            .unwrap_or_else(|| Arc::new(vec![0; LOCAL_CHUNK]));
-        let copied = futures::executor::block_on(async {
-            let mut upload = self
-                .store
-                .put_multipart(location)
-                .await
-                .map_err(|e| map_err("put_multipart", key, e))?;
-            let (mut crc, mut size) = (0u32, 0u64);
-            loop {
-                // The part before was written and dropped, so the buffer is ours again; if
-                // object_store ever kept a part, a new buffer takes its place.
-                if Arc::get_mut(&mut buf).is_none() {
-                    buf = Arc::new(vec![0; LOCAL_CHUNK]);
-                }
-                let chunk = Arc::get_mut(&mut buf).expect("unshared");
-                let r = std::time::Instant::now();
-                let n = read_full(&mut file, chunk).map_err(local)?;
-                read_us += r.elapsed().as_micros() as u64;
-                if n == 0 {
-                    break;
-                }
-                let c = std::time::Instant::now();
-                crc = crc32c::crc32c_append(crc, &chunk[..n]);
-                crc_us += c.elapsed().as_micros() as u64;
-                size += n as u64;
-                let part = Bytes::from_owner(Lent(buf.clone(), n));
-                upload
-                    .put_part(PutPayload::from(part))
+        let copied = with_copy_buffer(|buf| {
+            futures::executor::block_on(async {
+                let mut upload = self
+                    .store
+                    .put_multipart(location)
                     .await
-                    .map_err(|e| map_err("upload_part", key, e))?;
-            }
-            upload
-                .complete()
-                .await
-                .map_err(|e| map_err("complete_multipart", key, e))?;
-            Ok(Uploaded { size, crc32c: crc })
+                    .map_err(|e| map_err("put_multipart", key, e))?;
+                let (mut crc, mut size) = (0u32, 0u64);
+                loop {
+                    // The part before was written and dropped, so the buffer is ours again; if
+                    // object_store ever kept a part, a new buffer takes its place.
+                    if Arc::get_mut(buf).is_none() {
+                        *buf = Arc::new(vec![0; LOCAL_CHUNK]);
+                    }
+                    let chunk = Arc::get_mut(buf).expect("unshared");
+                    let r = std::time::Instant::now();
+                    let n = read_full(&mut file, chunk).map_err(local)?;
+                    read_us += r.elapsed().as_micros() as u64;
+                    if n == 0 {
+                        break;
+                    }
+                    let c = std::time::Instant::now();
+                    crc = crc32c::crc32c_append(crc, &chunk[..n]);
+                    crc_us += c.elapsed().as_micros() as u64;
+                    size += n as u64;
+                    let part = Bytes::from_owner(Lent(buf.clone(), n));
+                    upload
+                        .put_part(PutPayload::from(part))
+                        .await
+                        .map_err(|e| map_err("upload_part", key, e))?;
+                }
+                upload
+                    .complete()
+                    .await
+                    .map_err(|e| map_err("complete_multipart", key, e))?;
+                Ok(Uploaded { size, crc32c: crc })
+            })
         });
-        COPY_BUFFER.with(|b| *b.borrow_mut() = Some(buf));
         let uploaded = copied?;
         let put_us = t.elapsed().as_micros() as u64;
         self.sync_local(key)?;
@@ -309,11 +317,8 @@ impl ObjectStoreRemote {
                 .map_err(|e| map_err("get", key, e))?;
             match got.payload {
                 GetResultPayload::File(mut file, _) => {
-                    let mut buf = COPY_BUFFER
-                        .with(|b| b.borrow_mut().take())
-                        .unwrap_or_else(|| Arc::new(vec![0; LOCAL_CHUNK]));
-                    let copied = (|| {
-                        let chunk = Arc::make_mut(&mut buf);
+                    let copied = with_copy_buffer(|buf| {
+                        let chunk = Arc::make_mut(buf);
                         loop {
                             let n = read_full(&mut file, chunk)?;
                             if n == 0 {
@@ -323,8 +328,7 @@ impl ObjectStoreRemote {
                             size += n as u64;
                             out.write_all(&chunk[..n])?;
                         }
-                    })();
-                    COPY_BUFFER.with(|b| *b.borrow_mut() = Some(buf));
+                    });
                     copied.map_err(local)?;
                 }
                 GetResultPayload::Stream(mut body) => {
