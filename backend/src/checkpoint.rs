@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use statefs::store::{RemoteStore, StoreError};
+use statefs::store::{RemoteStore, StoreError, Uploaded};
 
 use crate::backend::StateBackend;
 use crate::error::{StateError, StateResult};
@@ -321,27 +321,41 @@ impl PendingCheckpoint<'_> {
     }
 
     /// Uploads a file to `shared/` or `taskowned/`; an aborted checkpoint deletes it again.
-    pub fn upload_file(&mut self, shared: bool, path: &std::path::Path) -> StateResult<String> {
+    pub fn upload_file(
+        &mut self,
+        shared: bool,
+        path: &std::path::Path,
+    ) -> StateResult<(String, Uploaded)> {
         let key = self.new_key(shared);
         self.uploaded.push(key.clone());
-        self.storage.remote.put_file(&key, path)?;
-        Ok(key)
+        let up = self.storage.remote.put_file(&key, path)?;
+        Ok((key, up))
     }
 
-    /// Uploads files with up to `threads` in flight; returns their keys in order.
+    /// Uploads files with up to `threads` in flight; returns their keys, sizes and CRC32Cs in
+    /// order.
     pub fn upload_files(
         &mut self,
         shared: bool,
         paths: &[std::path::PathBuf],
         threads: usize,
-    ) -> StateResult<Vec<String>> {
+    ) -> StateResult<Vec<(String, Uploaded)>> {
         let keys: Vec<String> = paths.iter().map(|_| self.new_key(shared)).collect();
         self.uploaded.extend(keys.iter().cloned());
         let remote = self.storage.remote.as_ref();
+        let done: Vec<std::sync::OnceLock<Uploaded>> =
+            paths.iter().map(|_| std::sync::OnceLock::new()).collect();
         in_parallel(paths.len(), threads, |i| {
-            remote.put_file(&keys[i], &paths[i]).map(drop)
+            let up = remote.put_file(&keys[i], &paths[i])?;
+            let _ = done[i].set(up);
+            Ok::<_, StoreError>(())
         })?;
-        Ok(keys)
+        // Every index ran once and succeeded, or in_parallel returned its error above.
+        Ok(keys
+            .into_iter()
+            .zip(done)
+            .map(|(k, up)| (k, up.into_inner().expect("every upload ran")))
+            .collect())
     }
 
     pub fn upload_bytes(&mut self, shared: bool, bytes: Vec<u8>) -> StateResult<String> {

@@ -26,6 +26,13 @@ use crate::rocks_options::RocksTuning;
 pub(crate) mod manifest_log;
 mod merge;
 
+/// An SST a checkpoint of this backend uploaded: its object and the CRC32C of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UploadedSst {
+    pub key: String,
+    pub crc32c: u32,
+}
+
 pub struct RocksBackend {
     db: DB,
     path: PathBuf,
@@ -37,7 +44,7 @@ pub struct RocksBackend {
     _temp: Option<tempfile::TempDir>,
     /// SST file name -> its object in `shared/`, from earlier checkpoints (reused only when the
     /// shared-state registry confirms a completed checkpoint holds it).
-    uploaded: HashMap<String, String>,
+    uploaded: HashMap<String, UploadedSst>,
     /// Options of column families created here: they own the compaction filter and merge operator
     /// callbacks, which RocksDB calls for as long as the database is open.
     cf_opts: Vec<Options>,
@@ -644,11 +651,11 @@ impl RocksBackend {
             .sum()
     }
 
-    pub(crate) fn uploaded_ssts(&self) -> &HashMap<String, String> {
+    pub(crate) fn uploaded_ssts(&self) -> &HashMap<String, UploadedSst> {
         &self.uploaded
     }
 
-    pub(crate) fn uploaded_ssts_mut(&mut self) -> &mut HashMap<String, String> {
+    pub(crate) fn uploaded_ssts_mut(&mut self) -> &mut HashMap<String, UploadedSst> {
         &mut self.uploaded
     }
 

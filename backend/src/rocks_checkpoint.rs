@@ -19,7 +19,7 @@ use crate::backend::{StateBackend, StateMeta};
 use crate::checkpoint::{CheckpointStorage, CompletedCheckpoint, PendingCheckpoint, SubtaskState};
 use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
-use crate::rocks::{RocksBackend, SharedResources};
+use crate::rocks::{RocksBackend, SharedResources, UploadedSst};
 use crate::rocks_options::RocksTuning;
 
 const FORMAT: &str = "statefs-rocksdb-incremental";
@@ -29,6 +29,10 @@ pub struct DbFile {
     pub name: String,
     pub key: String,
     pub size: u64,
+    /// CRC32C of the file's bytes, checked when it is downloaded. Absent in manifests written
+    /// before it was recorded; such files are checked by size only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,29 +95,48 @@ impl RocksBackend {
                 let reuse = (!full)
                     .then(|| self.uploaded_ssts().get(&name).cloned())
                     .flatten()
-                    .filter(|key| pending.registry().reusable(key));
+                    .filter(|up| pending.registry().reusable(&up.key));
                 match reuse {
-                    Some(key) => {
-                        shared.push(key.clone());
-                        files.push(DbFile { name, key, size });
+                    Some(up) => {
+                        shared.push(up.key.clone());
+                        files.push(DbFile {
+                            name,
+                            key: up.key,
+                            size,
+                            crc32c: Some(up.crc32c),
+                        });
                     }
                     None => new_ssts.push((name, path, size)),
                 }
             } else {
-                let key = pending.upload_file(false, &path)?;
-                stats.misc_bytes_uploaded += size;
-                files.push(DbFile { name, key, size });
+                let (key, up) = pending.upload_file(false, &path)?;
+                stats.misc_bytes_uploaded += up.size;
+                files.push(DbFile {
+                    name,
+                    key,
+                    size: up.size,
+                    crc32c: Some(up.crc32c),
+                });
             }
         }
         // New SSTs are uploaded in parallel.
         let paths: Vec<PathBuf> = new_ssts.iter().map(|(_, p, _)| p.clone()).collect();
-        let keys = pending.upload_files(true, &paths, UPLOAD_THREADS)?;
-        for ((name, _, size), key) in new_ssts.into_iter().zip(keys) {
+        let uploaded = pending.upload_files(true, &paths, UPLOAD_THREADS)?;
+        for ((name, _, _), (key, up)) in new_ssts.into_iter().zip(uploaded) {
             stats.sst_files_uploaded += 1;
-            stats.sst_bytes_uploaded += size;
-            self.uploaded_ssts_mut().insert(name.clone(), key.clone());
+            stats.sst_bytes_uploaded += up.size;
+            let sst = UploadedSst {
+                key: key.clone(),
+                crc32c: up.crc32c,
+            };
+            self.uploaded_ssts_mut().insert(name.clone(), sst);
             shared.push(key.clone());
-            files.push(DbFile { name, key, size });
+            files.push(DbFile {
+                name,
+                key,
+                size: up.size,
+                crc32c: Some(up.crc32c),
+            });
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));
         let manifest = DbManifest {
@@ -230,7 +253,7 @@ fn load_manifest(storage: &CheckpointStorage, h: &SubtaskState) -> StateResult<D
 
 /// Downloads every file of `m` into `dir`, `UPLOAD_THREADS` at a time (Flink's RocksDB backend
 /// transfers on 4 threads by default, both ways), each streamed to a temporary name and renamed
-/// once its size is checked.
+/// once its size (and CRC32C, when the manifest records one) is checked.
 fn download(storage: &CheckpointStorage, m: &DbManifest, dir: &Path) -> StateResult<()> {
     std::fs::create_dir_all(dir).map_err(io("restore dir"))?;
     crate::checkpoint::in_parallel(m.files.len(), UPLOAD_THREADS, |i| {
@@ -246,14 +269,21 @@ fn download(storage: &CheckpointStorage, m: &DbManifest, dir: &Path) -> StateRes
                 }
                 e => e.into(),
             })?;
-        if got.size != f.size {
+        let damage = if got.size != f.size {
+            Some(format!(
+                "has {} bytes, the manifest says {}",
+                got.size, f.size
+            ))
+        } else if f.crc32c.is_some_and(|crc| crc != got.crc32c) {
+            Some("does not match the checksum the manifest records".to_string())
+        } else {
+            None
+        };
+        if let Some(damage) = damage {
             let _ = std::fs::remove_file(&tmp);
             return Err(StateError::corrupt(
                 "checkpoint",
-                format!(
-                    "file {} has {} bytes, the manifest says {}",
-                    f.key, got.size, f.size
-                ),
+                format!("file {} {damage}", f.key),
             ));
         }
         std::fs::rename(&tmp, &to).map_err(io("restore file"))

@@ -137,8 +137,8 @@ mod rocks_incremental {
         }
     }
 
-    /// A restore downloads to temporary names and checks each file's size: an SST cut short in
-    /// the store, or gone, fails the restore with a clear error and leaves no file that could pass
+    /// A restore downloads to temporary names and checks each file's size and CRC32C: an SST
+    /// damaged in place, cut short in the store, or gone, fails the restore with a clear error and leaves no file that could pass
     /// for a whole one.
     #[test]
     fn a_damaged_or_missing_sst_fails_the_restore_cleanly() {
@@ -151,7 +151,6 @@ mod rocks_incremental {
             .next()
             .expect("a shared SST");
         let whole = r.get(&sst).unwrap();
-        r.put(&sst, whole.slice(..whole.len() / 2)).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let restore = |to: &str| {
             RocksBackend::restore_incremental(
@@ -164,6 +163,13 @@ mod rocks_incremental {
             .unwrap_err()
             .to_string()
         };
+        // The same size with one bit flipped: only the recorded CRC32C tells.
+        let mut flipped = whole.to_vec();
+        flipped[whole.len() / 3] ^= 0x10;
+        r.put(&sst, flipped.into()).unwrap();
+        let err = restore("flipped");
+        assert!(err.contains("does not match the checksum"), "{err}");
+        r.put(&sst, whole.slice(..whole.len() / 2)).unwrap();
         let err = restore("cut");
         assert!(err.contains("the manifest says"), "{err}");
         // Whatever the failed restore left in its directory, no download is half done.
@@ -189,6 +195,22 @@ mod rocks_incremental {
             .unwrap(),
         );
         check(&mut back, 2000, 1);
+    }
+
+    /// Manifests written before files carried a CRC32C still load; their files are checked by
+    /// size. New manifests carry it.
+    #[test]
+    fn manifest_files_without_a_checksum_still_load() {
+        let old: crate::rocks_checkpoint::DbFile =
+            serde_json::from_str(r#"{"name":"000012.sst","key":"job/shared/x","size":42}"#)
+                .unwrap();
+        assert_eq!(old.crc32c, None);
+        let new = crate::rocks_checkpoint::DbFile {
+            crc32c: Some(7),
+            ..old
+        };
+        let json = serde_json::to_string(&new).unwrap();
+        assert!(json.contains("\"crc32c\":7"), "{json}");
     }
 
     /// Scaling in: two subtasks checkpoint into one checkpoint; one backend restores all key
