@@ -202,7 +202,7 @@ impl RocksBackend {
             // DeleteRange (Flink's clipDBWithKeyGroupRange).
             let m = load_manifest(storage, only)?;
             download(storage, &m, dir)?;
-            return RocksBackend::open_restored(
+            let mut restored = RocksBackend::open_restored(
                 dir,
                 range,
                 c.max_parallelism,
@@ -210,7 +210,24 @@ impl RocksBackend {
                 tuning,
                 m.states,
                 only.range,
-            );
+            )?;
+            // The restored SSTs are already in `shared/`: the next checkpoint names them again
+            // instead of uploading them, as Flink's does after a restore, when the registry
+            // still holds them. SSTs are immutable and RocksDB never reuses a file number, so a
+            // name keeps meaning these bytes (a clipped range only adds tombstones in new files).
+            // Entries written before CRC32Cs were recorded are uploaded anew.
+            let shared_keys: std::collections::HashSet<&str> =
+                only.shared.iter().map(String::as_str).collect();
+            for f in m.files {
+                if let Some(crc32c) = f.crc32c
+                    && f.name.ends_with(".sst")
+                    && shared_keys.contains(f.key.as_str())
+                {
+                    let sst = UploadedSst { key: f.key, crc32c };
+                    restored.uploaded_ssts_mut().insert(f.name, sst);
+                }
+            }
+            return Ok(restored);
         }
         let mut target = RocksBackend::open_tuned(dir, range, c.max_parallelism, shared, tuning)?;
         for h in handles {

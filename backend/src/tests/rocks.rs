@@ -197,6 +197,41 @@ mod rocks_incremental {
         check(&mut back, 2000, 1);
     }
 
+    /// After a restore, the next checkpoint names the restored SSTs instead of uploading them
+    /// again (as Flink's backend does), and they outlive the checkpoint they were restored from.
+    #[test]
+    fn a_restored_backend_reuses_the_restored_ssts() {
+        let (r, _rt) = crate::tests::memory_remote();
+        let mut storage = CheckpointStorage::open(r.clone(), "job", 1).unwrap();
+        drop(checkpointed(&mut storage, 2000, 1));
+        let c = storage.latest().unwrap().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let all = KeyGroupRange::all(128);
+        let mut back: Keyed<String, RocksBackend> = Keyed::new(
+            RocksBackend::restore_incremental(&storage, &c, all, &dir.path().join("a")).unwrap(),
+        );
+        let mut p = storage.begin(2, 128);
+        let s = back.backend_mut().checkpoint_into(&mut p, false).unwrap();
+        assert_eq!(p.complete().unwrap(), vec![1], "checkpoint 1 is dropped");
+        assert!(s.sst_files > 0);
+        assert_eq!(
+            (s.sst_files_uploaded, s.sst_bytes_uploaded),
+            (0, 0),
+            "{s:?}"
+        );
+        let c2 = storage.latest().unwrap().unwrap();
+        let mut again: Keyed<String, RocksBackend> = Keyed::new(
+            RocksBackend::restore_incremental(&storage, &c2, all, &dir.path().join("b")).unwrap(),
+        );
+        check(&mut again, 2000, 1);
+        // New writes after the restore: only their SST goes up.
+        write(&mut back, 2000, 2100, 1);
+        let mut p = storage.begin(3, 128);
+        let s = back.backend_mut().checkpoint_into(&mut p, false).unwrap();
+        p.complete().unwrap();
+        assert_eq!(s.sst_files_uploaded, 1, "{s:?}");
+    }
+
     /// Manifests written before files carried a CRC32C still load; their files are checked by
     /// size. New manifests carry it.
     #[test]
