@@ -191,14 +191,14 @@ pub const OPTIONS: &[OptionSpec] = &[
         "--multipart-threshold",
         Kind::Bytes,
         "16mb",
-        "Files larger than this are uploaded in parts.",
+        "Files larger than this are uploaded to a network store in parts (a `file://` store copies every file in 256 KiB chunks through a buffer kept per thread).",
     ),
     opt(
         "statefs.remote.part-size",
         "--part-size",
         Kind::Bytes,
         "8mb",
-        "Size of one multipart part (at least 5mb).",
+        "Size of one multipart part for a network store (at least 5mb).",
     ),
     opt(
         "statefs.remote.retry.attempts",
