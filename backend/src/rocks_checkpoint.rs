@@ -77,7 +77,7 @@ impl RocksBackend {
         let mut stats = CheckpointStats::default();
         let mut files = Vec::new();
         let mut shared = Vec::new();
-        let mut new_ssts: Vec<(String, PathBuf, u64)> = Vec::new();
+        let mut new_ssts: Vec<(String, PathBuf)> = Vec::new();
         let mut names: Vec<_> = std::fs::read_dir(&dir)
             .map_err(io("checkpoint dir"))?
             .map(|e| e.map(|e| e.file_name()))
@@ -106,7 +106,7 @@ impl RocksBackend {
                             crc32c: Some(up.crc32c),
                         });
                     }
-                    None => new_ssts.push((name, path, size)),
+                    None => new_ssts.push((name, path)),
                 }
             } else {
                 let (key, up) = pending.upload_file(false, &path)?;
@@ -120,9 +120,9 @@ impl RocksBackend {
             }
         }
         // New SSTs are uploaded in parallel.
-        let paths: Vec<PathBuf> = new_ssts.iter().map(|(_, p, _)| p.clone()).collect();
+        let paths: Vec<PathBuf> = new_ssts.iter().map(|(_, p)| p.clone()).collect();
         let uploaded = pending.upload_files(true, &paths, UPLOAD_THREADS)?;
-        for ((name, _, _), (key, up)) in new_ssts.into_iter().zip(uploaded) {
+        for ((name, _), (key, up)) in new_ssts.into_iter().zip(uploaded) {
             stats.sst_files_uploaded += 1;
             stats.sst_bytes_uploaded += up.size;
             let sst = UploadedSst {
