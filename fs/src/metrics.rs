@@ -163,16 +163,19 @@ impl MetricsServer {
             addr,
             render,
             Arc::new(|_: &str| Err("no control operations here".to_string())),
+            uuid::Uuid::new_v4().simple().to_string(),
         )
     }
 
-    /// Like [`MetricsServer::start`], and `POST <path>?<query>` requests go to `control`, whose
-    /// `Ok` text is the 200 answer and whose `Err` text a 500 answer. Bound to loopback by default,
-    /// as anyone who can reach it can publish checkpoints.
+    /// Like [`MetricsServer::start`], and `POST <path>?<query>` requests that carry `token` in a
+    /// [`TOKEN_HEADER`] go to `control`, whose `Ok` text is the 200 answer and whose `Err` text a
+    /// 500 answer; a POST without the token gets 403 and reaches nothing. `GET /metrics` needs no
+    /// token: it changes nothing.
     pub fn start_with_control(
         addr: &str,
         render: Arc<dyn Fn() -> String + Send + Sync>,
         control: Arc<Control>,
+        token: String,
     ) -> std::io::Result<MetricsServer> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
@@ -187,7 +190,7 @@ impl MetricsServer {
                     }
                     if let Ok(stream) = conn {
                         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                        let _ = serve(stream, render.as_ref(), control.as_ref());
+                        let _ = serve(stream, render.as_ref(), control.as_ref(), &token);
                     }
                 }
             })?;
@@ -217,18 +220,38 @@ impl Drop for MetricsServer {
 /// A control operation: the request's path and query in, the answer out.
 pub type Control = dyn Fn(&str) -> Result<String, String> + Send + Sync;
 
+/// The header a control request carries the mount's token in (`<local-dir>/control.token`).
+pub const TOKEN_HEADER: &str = "X-Statefs-Token";
+
+/// Whether `given` is `token`, in a time that does not depend on where they first differ.
+fn token_matches(given: &str, token: &str) -> bool {
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
 fn serve(
     stream: TcpStream,
     render: &(dyn Fn() -> String + Send + Sync),
     control: &Control,
+    token: &str,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
+    let mut given = None;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
             break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.trim().eq_ignore_ascii_case(TOKEN_HEADER)
+        {
+            given = Some(value.trim().to_string());
         }
     }
     let mut stream = stream;
@@ -236,6 +259,12 @@ fn serve(
     let (status, body) = if request_line.starts_with("GET ") && (path == "/metrics" || path == "/")
     {
         ("200 OK", render())
+    } else if request_line.starts_with("POST ") && !given.is_some_and(|g| token_matches(&g, token))
+    {
+        (
+            "403 Forbidden",
+            "control operations need the mount's token (<local-dir>/control.token)\n".to_string(),
+        )
     } else if request_line.starts_with("POST ") {
         match control(path) {
             Ok(text) => ("200 OK", text),
@@ -271,14 +300,15 @@ pub fn fetch(addr: &str) -> std::io::Result<String> {
     }
 }
 
-/// Sends `POST <path_and_query>` to a mount's endpoint; the answer text, or its error text.
-pub fn post(addr: &str, path_and_query: &str) -> Result<String, String> {
+/// Sends `POST <path_and_query>` with the mount's control `token` to its endpoint; the answer
+/// text, or its error text.
+pub fn post(addr: &str, token: &str, path_and_query: &str) -> Result<String, String> {
     use std::io::Read;
     let mut s =
         TcpStream::connect(addr).map_err(|e| format!("connecting to the mount at {addr}: {e}"))?;
     // A publish takes as long as its uploads.
     let _ = s.set_read_timeout(Some(Duration::from_secs(3600)));
-    write!(s, "POST {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    write!(s, "POST {path_and_query} HTTP/1.1\r\nHost: {addr}\r\n{TOKEN_HEADER}: {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         .map_err(|e| e.to_string())?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
@@ -329,6 +359,41 @@ mod tests {
         let body = fetch(&server.addr().to_string()).unwrap();
         assert_eq!(parse(&body), vec![("a_total".to_string(), 3.0)]);
         drop(server);
+    }
+
+    /// A control request reaches the mount only with its token: none, or a wrong one, gets 403
+    /// and runs nothing; metrics need none.
+    #[test]
+    fn control_requests_need_the_token() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = calls.clone();
+        let control = Arc::new(move |path: &str| {
+            c.fetch_add(1, Ordering::SeqCst);
+            Ok(format!("did {path}\n"))
+        });
+        let server = MetricsServer::start_with_control(
+            "127.0.0.1:0",
+            Arc::new(|| "a_total 3\n".to_string()),
+            control,
+            "s3cret".to_string(),
+        )
+        .unwrap();
+        let addr = server.addr().to_string();
+        for wrong in ["", "s3creT", "s3cret-and-more"] {
+            let err = post(&addr, wrong, "/checkpoint?dir=x").unwrap_err();
+            assert!(err.contains("control.token"), "{err}");
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "no control call without the token"
+        );
+        assert_eq!(
+            post(&addr, "s3cret", "/checkpoint?dir=x").unwrap(),
+            "did /checkpoint?dir=x\n"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(fetch(&addr).unwrap().contains("a_total 3"));
     }
 
     #[test]

@@ -329,12 +329,24 @@ pub fn start_metrics(
     });
     let (c, retained) = (Arc::downgrade(core), config.num_retained);
     let control = Arc::new(move |path: &str| control(&c, path, retained));
-    let server =
-        crate::metrics::MetricsServer::start_with_control(&config.metrics_addr, render, control)
-            .map_err(|e| MountError::Metrics {
-                addr: config.metrics_addr.clone(),
-                source: e,
-            })?;
+    // Control requests (a checkpoint publish) must show this token, readable only by whoever can
+    // read the local dir's files: the endpoint is TCP, which any local user can reach.
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let token_file = config.local_dir.join("control.token");
+    write_private(&token_file, &token).map_err(|e| MountError::Metrics {
+        addr: token_file.display().to_string(),
+        source: e,
+    })?;
+    let server = crate::metrics::MetricsServer::start_with_control(
+        &config.metrics_addr,
+        render,
+        control,
+        token,
+    )
+    .map_err(|e| MountError::Metrics {
+        addr: config.metrics_addr.clone(),
+        source: e,
+    })?;
     // Where this mount's store is, for the checkpoint URL `statefs checkpoint` prints.
     let remote_file = config.local_dir.join("REMOTE");
     std::fs::write(&remote_file, format!("{}\n", config.remote)).map_err(|e| {
@@ -349,6 +361,23 @@ pub fn start_metrics(
         source: e,
     })?;
     Ok(server)
+}
+
+/// Writes `text` to a new file at `path` that only its owner can read (mode 0600); a file left
+/// there before is replaced, never reused with its permissions.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
 }
 
 /// `POST /checkpoint?dir=<path>`: publishes `<path>` (relative to the mount root) and answers

@@ -526,6 +526,15 @@ fn cli_checkpoint_list_gc_and_fsck() {
     f.sync_all().unwrap();
     drop(f);
     std::fs::write(dirs.mnt.join("chk/CURRENT"), b"MANIFEST-000004\n").unwrap();
+    // The control endpoint is TCP on loopback: only the token, readable by the mount's owner
+    // alone, lets a request publish.
+    let token = dirs.local.join("control.token");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{}", token.display());
+    let addr = std::fs::read_to_string(dirs.local.join("metrics.addr")).unwrap();
+    let refused = statefs::metrics::post(addr.trim(), "guess", "/checkpoint?dir=chk").unwrap_err();
+    assert!(refused.contains("control.token"), "{refused}");
     let out = Command::new(statefs_bin())
         .arg("checkpoint")
         .arg(&dirs.mnt)
