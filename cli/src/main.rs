@@ -49,6 +49,12 @@ enum Command {
         #[command(subcommand)]
         command: CheckpointsCommand,
     },
+    /// Mount records in an object store: every mount that ran on it and may run again keeps the
+    /// objects its journal names alive.
+    Mounts {
+        #[command(subcommand)]
+        command: MountsCommand,
+    },
     /// Delete objects no retained checkpoint and no mount references.
     Gc {
         #[command(flatten)]
@@ -89,6 +95,26 @@ enum CheckpointsCommand {
         #[command(flatten)]
         remote: RemoteArgs,
         id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MountsCommand {
+    /// List mount records, least recently updated first.
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Forget a mount that will never run again (its local dir is gone), so that gc may delete
+    /// the objects only it referenced. Refused while its record is young (a running mount
+    /// rewrites it every 10 minutes) or while its local dir on this host is still its own.
+    Forget {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        id: String,
+        /// Refuse a record updated more recently than this.
+        #[arg(long, default_value = "1h")]
+        min_age: String,
     },
 }
 
@@ -344,6 +370,7 @@ fn main() -> ExitCode {
         Command::Stats { mountpoint, raw } => stats(mountpoint, *raw),
         Command::Checkpoint { mountpoint, dir } => checkpoint(mountpoint, dir),
         Command::Checkpoints { command } => checkpoints(command),
+        Command::Mounts { command } => mounts(command),
         Command::Gc {
             remote,
             dry_run,
@@ -645,6 +672,65 @@ fn checkpoints(command: &CheckpointsCommand) -> Result<(), String> {
             ));
             Ok(())
         }
+    }
+}
+
+fn mounts(command: &MountsCommand) -> Result<(), String> {
+    match command {
+        MountsCommand::List { remote } => {
+            let (store, _rt) = remote.open()?;
+            let records =
+                statefs::checkpoint::list_mounts(store.as_ref()).map_err(|e| e.to_string())?;
+            let now = statefs::checkpoint::now_ms();
+            let mut out = String::from(
+                "mount id                              updated (UTC)          age   objects  host:local dir\n",
+            );
+            for r in records {
+                outln!(
+                    out,
+                    "{:<37} {}  {:>6}  {:>7}  {}:{}",
+                    r.mount_id,
+                    chrono_like(r.updated_ms),
+                    short_age(now.saturating_sub(r.updated_ms)),
+                    r.keys.len(),
+                    r.host,
+                    r.local_dir
+                );
+            }
+            print_all(&out);
+            Ok(())
+        }
+        MountsCommand::Forget {
+            remote,
+            id,
+            min_age,
+        } => {
+            let min_age = parse_age(min_age)?;
+            let (store, _rt) = remote.open()?;
+            let host = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let r = statefs::checkpoint::forget_mount(store.as_ref(), id, min_age, &host)
+                .map_err(|e| e.to_string())?;
+            print_all(&format!(
+                "forgot mount {id} ({}:{}, {} objects); run statefs gc to delete those no checkpoint references\n",
+                r.host,
+                r.local_dir,
+                r.keys.len()
+            ));
+            Ok(())
+        }
+    }
+}
+
+/// `3d`, `5h`, `12m` or `40s`: the largest whole unit of an age in milliseconds.
+fn short_age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
     }
 }
 

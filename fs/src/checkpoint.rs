@@ -67,6 +67,10 @@ pub enum CheckpointError {
     BadId(String),
     #[error("object store: {0}")]
     Remote(#[from] StoreError),
+    #[error("no mount record {0} in the store")]
+    NoMount(String),
+    #[error("mount {id} not forgotten: {why}")]
+    MountRefused { id: String, why: String },
 }
 
 pub fn manifest_key(id: &str) -> String {
@@ -432,6 +436,86 @@ pub fn apply_retention(
     Ok(dropped)
 }
 
+/// How often a running mount rewrites its record even when nothing changed, so that a record's
+/// age tells a running mount from a stopped one ([`forget_mount`] refuses records younger than
+/// several of these).
+pub const MOUNT_HEARTBEAT: Duration = Duration::from_secs(600);
+
+/// Every mount record in the store, least recently updated first. An unreadable record is an
+/// error naming it.
+pub fn list_mounts(remote: &dyn RemoteStore) -> Result<Vec<MountRecord>, CheckpointError> {
+    let mut records = Vec::new();
+    for o in remote.list("mounts/")? {
+        records.push(read_mount_record(remote, &o.key)?);
+    }
+    records.sort_by_key(|r| r.updated_ms);
+    Ok(records)
+}
+
+fn read_mount_record(remote: &dyn RemoteStore, key: &str) -> Result<MountRecord, CheckpointError> {
+    let bytes = remote.get(key)?;
+    serde_json::from_slice(&bytes).map_err(|e| CheckpointError::BadManifest {
+        id: key.to_string(),
+        why: format!("mount record unreadable ({e})"),
+    })
+}
+
+/// Deletes the record of a mount that will never run again, so that `statefs gc` may delete the
+/// objects only it referenced (a record keeps every object its journal names alive).
+///
+/// Refused when the record was updated less than `min_age` ago (a running mount rewrites it at
+/// least every [`MOUNT_HEARTBEAT`]), and when the record's local dir on this host (`this_host`)
+/// still holds this mount's `MOUNT_ID`: that dir can be mounted again and would find its objects
+/// gone. A local dir on another host cannot be checked from here; forgetting a mount whose dir
+/// lives on is the caller's mistake to avoid.
+pub fn forget_mount(
+    remote: &dyn RemoteStore,
+    mount_id: &str,
+    min_age: Duration,
+    this_host: &str,
+) -> Result<MountRecord, CheckpointError> {
+    let refused = |why: String| CheckpointError::MountRefused {
+        id: mount_id.to_string(),
+        why,
+    };
+    if mount_id.is_empty()
+        || mount_id.len() > 64
+        || !mount_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(refused("not a mount id".into()));
+    }
+    let key = mount_record_key(mount_id);
+    let record = match read_mount_record(remote, &key) {
+        Err(CheckpointError::Remote(StoreError::NotFound { .. })) => {
+            return Err(CheckpointError::NoMount(mount_id.to_string()));
+        }
+        other => other?,
+    };
+    let age = Duration::from_millis(now_ms().saturating_sub(record.updated_ms));
+    if age < min_age {
+        return Err(refused(format!(
+            "its record was updated {}s ago, less than the minimum age of {}s (a running mount rewrites it every {}s)",
+            age.as_secs(),
+            min_age.as_secs(),
+            MOUNT_HEARTBEAT.as_secs()
+        )));
+    }
+    let id_file = std::path::Path::new(&record.local_dir).join("MOUNT_ID");
+    if record.host == this_host
+        && std::fs::read_to_string(&id_file).is_ok_and(|id| id.trim() == mount_id)
+    {
+        return Err(refused(format!(
+            "its local dir {} is on this host and is still this mount's: it can be mounted again. \
+             Remove it first if it never will be",
+            record.local_dir
+        )));
+    }
+    remote.delete(&key)?;
+    Ok(record)
+}
+
 pub fn write_mount_record(
     remote: &dyn RemoteStore,
     record: &MountRecord,
@@ -705,6 +789,55 @@ mod tests {
             ],
         );
         assert_eq!(Manifest::parse(id, &ok).unwrap().data_keys().count(), 1);
+    }
+
+    /// A mount is forgotten only when its record is old enough and its local dir on this host is
+    /// no longer its own; then only its record goes, and gc may take its objects.
+    #[test]
+    fn a_mount_is_forgotten_only_when_it_cannot_come_back() {
+        let store = memory_store();
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("local");
+        std::fs::create_dir(&local).unwrap();
+        std::fs::write(local.join("MOUNT_ID"), "m-1\n").unwrap();
+        let record = |updated_ms| MountRecord {
+            mount_id: "m-1".into(),
+            host: "here".into(),
+            local_dir: local.display().to_string(),
+            updated_ms,
+            keys: vec!["data/a".into()],
+        };
+        let hour = Duration::from_secs(3600);
+        write_mount_record(&store, &record(now_ms())).unwrap();
+        let err = forget_mount(&store, "m-1", hour, "here").unwrap_err();
+        assert!(err.to_string().contains("updated 0s ago"), "{err}");
+        write_mount_record(&store, &record(now_ms() - 2 * 3_600_000)).unwrap();
+        let err = forget_mount(&store, "m-1", hour, "here").unwrap_err();
+        assert!(err.to_string().contains("can be mounted again"), "{err}");
+        assert_eq!(
+            list_mounts(&store).unwrap().len(),
+            1,
+            "refusals delete nothing"
+        );
+        // Another host's dir cannot be checked from here; this one's can once it is gone.
+        assert_eq!(
+            forget_mount(&store, "m-1", hour, "elsewhere").unwrap().keys,
+            ["data/a"]
+        );
+        assert!(list_mounts(&store).unwrap().is_empty());
+        write_mount_record(&store, &record(now_ms() - 2 * 3_600_000)).unwrap();
+        std::fs::remove_dir_all(&local).unwrap();
+        forget_mount(&store, "m-1", hour, "here").unwrap();
+        assert!(matches!(
+            forget_mount(&store, "m-1", hour, "here"),
+            Err(CheckpointError::NoMount(_))
+        ));
+        assert!(
+            forget_mount(&store, "../checkpoints", hour, "here")
+                .unwrap_err()
+                .to_string()
+                .contains("not a mount id")
+        );
     }
 
     #[test]

@@ -515,6 +515,58 @@ fn hostile_manifests_are_refused_and_nothing_is_half_restored() {
     );
 }
 
+/// `statefs mounts list` shows a mount's record; `mounts forget` refuses it while it is young
+/// and while its local dir is still its own, and once the dir is gone, forgets it so that gc
+/// deletes the objects only it referenced.
+#[test]
+fn cli_mounts_list_and_forget() {
+    let dirs = Dirs::new();
+    let (remote, _rt) = file_remote(&dirs);
+    let mount = statefs_tests::CliMount::start(&dirs.cli_args(), &dirs.mnt);
+    let mut f = std::fs::File::create(dirs.mnt.join("000007.sst")).unwrap();
+    std::io::Write::write_all(&mut f, &[5u8; 50_000]).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    drop(mount);
+    let id = std::fs::read_to_string(dirs.local.join("MOUNT_ID"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let objects = || remote.list("data/").unwrap().len();
+    assert_eq!(objects(), 1);
+    let cli = |args: &[&str]| {
+        let out = Command::new(statefs_bin())
+            .args(args)
+            .args(["--remote", &dirs.remote_url()])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, list) = cli(&["mounts", "list"]);
+    assert!(ok && list.contains(&id), "{list}");
+    let (ok, young) = cli(&["mounts", "forget", &id]);
+    assert!(
+        !ok && young.contains("less than the minimum age"),
+        "{young}"
+    );
+    let (ok, again) = cli(&["mounts", "forget", &id, "--min-age", "0s"]);
+    assert!(!ok && again.contains("can be mounted again"), "{again}");
+    let (ok, _) = cli(&["gc", "--min-age", "0s"]);
+    assert!(ok);
+    assert_eq!(objects(), 1, "the record keeps the object");
+    std::fs::remove_dir_all(&dirs.local).unwrap();
+    let (ok, forgot) = cli(&["mounts", "forget", &id, "--min-age", "0s"]);
+    assert!(ok && forgot.contains("forgot mount"), "{forgot}");
+    let (ok, gc) = cli(&["gc", "--min-age", "0s"]);
+    assert!(ok, "{gc}");
+    assert_eq!(objects(), 0, "{gc}");
+}
+
 #[test]
 fn cli_checkpoint_list_gc_and_fsck() {
     let dirs = Dirs::new();

@@ -601,7 +601,8 @@ impl Retainer {
 }
 
 /// Rewrites the mount record every minute while the journal names new objects, so `statefs gc`
-/// (whose grace period is far longer) never sees a live object as unreferenced.
+/// (whose grace period is far longer) never sees a live object as unreferenced, and at least
+/// every [`checkpoint::MOUNT_HEARTBEAT`] in any case.
 #[derive(Debug)]
 pub(crate) struct Registrar(Worker<()>);
 
@@ -612,14 +613,22 @@ impl Registrar {
     pub(crate) fn start(core: std::sync::Weak<FsCore>) -> Registrar {
         // Nothing is ever sent: the channel closing at shutdown ends the wait.
         Registrar(Worker::spawn("statefs-registrar", move |rx| {
+            let mut since_write = std::time::Duration::ZERO;
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 rx.recv_timeout(RECORD_INTERVAL)
             {
                 let Some(core) = core.upgrade() else { break };
+                since_write += RECORD_INTERVAL;
+                // Also unchanged, every heartbeat: the record's age says the mount runs.
                 if core.record_dirty.load(Ordering::Acquire)
-                    && let Err(e) = core.write_mount_record()
+                    || since_write >= checkpoint::MOUNT_HEARTBEAT
                 {
-                    tracing::warn!(error = %e, "refreshing the mount record failed; retrying in a minute");
+                    match core.write_mount_record() {
+                        Ok(()) => since_write = std::time::Duration::ZERO,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "refreshing the mount record failed; retrying in a minute")
+                        }
+                    }
                 }
             }
         }))
