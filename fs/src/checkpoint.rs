@@ -552,13 +552,14 @@ pub fn collect_garbage(
         let m = load_manifest(remote, id)?;
         referenced.extend(m.data_keys().map(str::to_string));
     }
-    for o in remote.list("mounts/")? {
-        let bytes = remote.get(&o.key)?;
-        let r: MountRecord =
-            serde_json::from_slice(&bytes).map_err(|e| CheckpointError::BadManifest {
-                id: o.key.clone(),
-                why: format!("mount record unreadable ({e}); refusing to collect anything"),
-            })?;
+    let mounts = list_mounts(remote).map_err(|e| match e {
+        CheckpointError::BadManifest { id, why } => CheckpointError::BadManifest {
+            id,
+            why: format!("{why}; refusing to collect anything"),
+        },
+        e => e,
+    })?;
+    for r in mounts {
         referenced.extend(r.keys);
     }
     let mut report = GcReport {
@@ -837,6 +838,27 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("not a mount id")
+        );
+    }
+
+    /// An unreadable mount record stops gc before it deletes anything: it cannot know what that
+    /// mount references.
+    #[test]
+    fn an_unreadable_mount_record_stops_gc() {
+        let store = memory_store();
+        store.put("data/orphan", Bytes::from_static(b"x")).unwrap();
+        store
+            .put("mounts/m-2", Bytes::from_static(b"{ not json"))
+            .unwrap();
+        let err = collect_garbage(&store, Duration::ZERO, false).unwrap_err();
+        assert!(
+            err.to_string().contains("refusing to collect anything"),
+            "{err}"
+        );
+        assert_eq!(store.list("data/").unwrap().len(), 1);
+        assert!(
+            list_mounts(&store).is_err(),
+            "listing names the bad record too"
         );
     }
 
