@@ -707,9 +707,7 @@ fn mounts(command: &MountsCommand) -> Result<(), String> {
         } => {
             let min_age = parse_age(min_age)?;
             let (store, _rt) = remote.open()?;
-            let host = nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let host = statefs::checkpoint::host_name();
             let r = statefs::checkpoint::forget_mount(store.as_ref(), id, min_age, &host)
                 .map_err(|e| e.to_string())?;
             print_all(&format!(

@@ -89,6 +89,13 @@ pub fn mount_record_key(mount_id: &str) -> String {
     format!("mounts/{mount_id}")
 }
 
+/// This host's name as mount records carry it (empty if the system will not say).
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

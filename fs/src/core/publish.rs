@@ -447,9 +447,7 @@ impl FsCore {
     pub fn write_mount_record(&self) -> FsResult<()> {
         let record = MountRecord {
             mount_id: self.mount_id.clone(),
-            host: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            host: checkpoint::host_name(),
             local_dir: self.statfs_dir.display().to_string(),
             updated_ms: checkpoint::now_ms(),
             keys: self.live_keys(),
