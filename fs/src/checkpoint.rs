@@ -509,9 +509,15 @@ pub fn forget_mount(
             MOUNT_HEARTBEAT.as_secs()
         )));
     }
-    let id_file = std::path::Path::new(&record.local_dir).join("MOUNT_ID");
+    let local_dir = std::path::Path::new(&record.local_dir);
+    if record.host == this_host && !local_dir.is_absolute() {
+        return Err(refused(format!(
+            "its local dir {} is a relative path, which cannot be checked from here",
+            record.local_dir
+        )));
+    }
     if record.host == this_host
-        && std::fs::read_to_string(&id_file).is_ok_and(|id| id.trim() == mount_id)
+        && std::fs::read_to_string(local_dir.join("MOUNT_ID")).is_ok_and(|id| id.trim() == mount_id)
     {
         return Err(refused(format!(
             "its local dir {} is on this host and is still this mount's: it can be mounted again. \
@@ -840,6 +846,13 @@ mod tests {
             forget_mount(&store, "m-1", hour, "here"),
             Err(CheckpointError::NoMount(_))
         ));
+        let relative = MountRecord {
+            local_dir: "local".into(),
+            ..record(now_ms() - 2 * 3_600_000)
+        };
+        write_mount_record(&store, &relative).unwrap();
+        let err = forget_mount(&store, "m-1", hour, "here").unwrap_err();
+        assert!(err.to_string().contains("relative path"), "{err}");
         assert!(
             forget_mount(&store, "../checkpoints", hour, "here")
                 .unwrap_err()
