@@ -604,6 +604,28 @@ impl Retainer {
 #[derive(Debug)]
 pub(crate) struct Registrar(Worker<()>);
 
+/// When the registrar rewrites the record: at a tick ([`RECORD_INTERVAL`]) when it changed, and
+/// also unchanged once [`checkpoint::MOUNT_HEARTBEAT`] passed since the last write, so that an
+/// idle running mount's record never grows older than a heartbeat and a tick (what
+/// `statefs mounts forget` relies on to tell it from a stopped one).
+#[derive(Debug, Default)]
+struct RecordSchedule {
+    since_write: std::time::Duration,
+}
+
+impl RecordSchedule {
+    /// One tick: whether the record is due.
+    fn tick(&mut self, dirty: bool) -> bool {
+        self.since_write += RECORD_INTERVAL;
+        dirty || self.since_write >= checkpoint::MOUNT_HEARTBEAT
+    }
+
+    /// The record was written (a failed write leaves it due at the next tick).
+    fn written(&mut self) {
+        self.since_write = std::time::Duration::ZERO;
+    }
+}
+
 /// How often a changed mount record is rewritten.
 pub const RECORD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -611,18 +633,14 @@ impl Registrar {
     pub(crate) fn start(core: std::sync::Weak<FsCore>) -> Registrar {
         // Nothing is ever sent: the channel closing at shutdown ends the wait.
         Registrar(Worker::spawn("statefs-registrar", move |rx| {
-            let mut since_write = std::time::Duration::ZERO;
+            let mut due = RecordSchedule::default();
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 rx.recv_timeout(RECORD_INTERVAL)
             {
                 let Some(core) = core.upgrade() else { break };
-                since_write += RECORD_INTERVAL;
-                // Also unchanged, every heartbeat: the record's age says the mount runs.
-                if core.record_dirty.load(Ordering::Acquire)
-                    || since_write >= checkpoint::MOUNT_HEARTBEAT
-                {
+                if due.tick(core.record_dirty.load(Ordering::Acquire)) {
                     match core.write_mount_record() {
-                        Ok(()) => since_write = std::time::Duration::ZERO,
+                        Ok(()) => due.written(),
                         Err(e) => {
                             tracing::warn!(error = %e, "refreshing the mount record failed; retrying in a minute")
                         }
@@ -634,5 +652,33 @@ impl Registrar {
 
     pub(crate) fn shutdown(&self) {
         self.0.shutdown()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle mount's record is rewritten once per heartbeat, a changed one at every tick, and
+    /// a failed write is retried at the next tick.
+    #[test]
+    fn the_record_is_rewritten_at_least_every_heartbeat() {
+        let per_beat = (checkpoint::MOUNT_HEARTBEAT.as_secs() / RECORD_INTERVAL.as_secs()) as usize;
+        let mut s = RecordSchedule::default();
+        let mut writes = Vec::new();
+        for t in 1..=3 * per_beat {
+            if s.tick(false) {
+                s.written();
+                writes.push(t);
+            }
+        }
+        assert_eq!(writes, [per_beat, 2 * per_beat, 3 * per_beat]);
+        assert!(s.tick(true), "a change is due at the next tick");
+        s.written();
+        for _ in 1..per_beat {
+            assert!(!s.tick(false));
+        }
+        assert!(s.tick(false), "due at the heartbeat");
+        assert!(s.tick(false), "still due after a failed write");
     }
 }
