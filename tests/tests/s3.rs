@@ -84,10 +84,31 @@ fn rocksdb_on_s3_writes_reopens_and_reads_cold() {
         assert_eq!(db.get(key(i)).unwrap(), Some(value(i)), "key {i}");
     }
     drop(db);
-    assert_eq!(
-        std::fs::read(dirs.mnt.join("big.sst")).unwrap(),
-        vec![9u8; 13 << 20]
-    );
+    let downloads = || {
+        mount
+            .core()
+            .metrics
+            .downloads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Promoted SSTs that RocksDB read may be loading meanwhile, so at least one more.
+    let before = downloads();
+    // Opening the cold 13 MB file for writing downloads it first, streamed from S3 into its local
+    // copy; the appended bytes then go up as a new version.
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dirs.mnt.join("big.sst"))
+            .unwrap();
+        f.seek(std::io::SeekFrom::End(0)).unwrap();
+        f.write_all(b"tail").unwrap();
+        f.sync_all().unwrap();
+    }
+    let mut want = vec![9u8; 13 << 20];
+    want.extend_from_slice(b"tail");
+    assert!(std::fs::read(dirs.mnt.join("big.sst")).unwrap() == want);
+    assert!(downloads() > before, "a whole-file download, for the write");
     assert!(
         mount
             .remote_metrics
