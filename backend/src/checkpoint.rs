@@ -343,19 +343,10 @@ impl PendingCheckpoint<'_> {
         let keys: Vec<String> = paths.iter().map(|_| self.new_key(shared)).collect();
         self.uploaded.extend(keys.iter().cloned());
         let remote = self.storage.remote.as_ref();
-        let done: Vec<std::sync::OnceLock<Uploaded>> =
-            paths.iter().map(|_| std::sync::OnceLock::new()).collect();
-        in_parallel(paths.len(), threads, |i| {
-            let up = remote.put_file(&keys[i], &paths[i])?;
-            let _ = done[i].set(up);
-            Ok::<_, StoreError>(())
+        let done = in_parallel(paths.len(), threads, |i| {
+            remote.put_file(&keys[i], &paths[i])
         })?;
-        // Every index ran once and succeeded, or in_parallel returned its error above.
-        Ok(keys
-            .into_iter()
-            .zip(done)
-            .map(|(k, up)| (k, up.into_inner().expect("every upload ran")))
-            .collect())
+        Ok(keys.into_iter().zip(done).collect())
     }
 
     pub fn upload_bytes(&mut self, shared: bool, bytes: Vec<u8>) -> StateResult<String> {
@@ -455,14 +446,17 @@ fn uuid_v4() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// Runs `job(0..count)` on up to `threads` threads, each taking the next index; after the first
-/// error no new index is started, and that error is returned.
-pub(crate) fn in_parallel<E: Send>(
+/// Runs `job(0..count)` on up to `threads` threads, each taking the next index, and returns the
+/// results in index order; after the first error no new index is started, and that error is
+/// returned.
+pub(crate) fn in_parallel<T: Send + Sync, E: Send>(
     count: usize,
     threads: usize,
-    job: impl Fn(usize) -> Result<(), E> + Sync,
-) -> Result<(), E> {
+    job: impl Fn(usize) -> Result<T, E> + Sync,
+) -> Result<Vec<T>, E> {
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: Vec<std::sync::OnceLock<T>> =
+        (0..count).map(|_| std::sync::OnceLock::new()).collect();
     let failure: std::sync::Mutex<Option<E>> = std::sync::Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1).min(count.max(1)) {
@@ -472,8 +466,9 @@ pub(crate) fn in_parallel<E: Send>(
                     if i >= count || failure.lock().unwrap().is_some() {
                         break;
                     }
-                    if let Err(e) = job(i) {
-                        failure.lock().unwrap().get_or_insert(e);
+                    match job(i) {
+                        Ok(r) => drop(done[i].set(r)),
+                        Err(e) => drop(failure.lock().unwrap().get_or_insert(e)),
                     }
                 }
             });
@@ -481,6 +476,10 @@ pub(crate) fn in_parallel<E: Send>(
     });
     match failure.into_inner().unwrap() {
         Some(e) => Err(e),
-        None => Ok(()),
+        // No error: every index was taken, ran once and set its result.
+        None => Ok(done
+            .into_iter()
+            .map(|r| r.into_inner().expect("every index ran"))
+            .collect()),
     }
 }

@@ -33,6 +33,17 @@ impl StateError {
             why: why.into(),
         }
     }
+
+    /// A store error while reading a file a checkpoint names: a missing file is a corrupt
+    /// checkpoint, anything else the storage's error.
+    pub(crate) fn reading_checkpoint(e: statefs::store::StoreError) -> Self {
+        match e {
+            statefs::store::StoreError::NotFound { key } => {
+                StateError::corrupt("checkpoint", format!("file {key} is missing"))
+            }
+            e => e.into(),
+        }
+    }
 }
 
 pub type StateResult<T> = Result<T, StateError>;

@@ -243,12 +243,10 @@ impl RocksBackend {
 }
 
 fn load_manifest(storage: &CheckpointStorage, h: &SubtaskState) -> StateResult<DbManifest> {
-    let bytes = storage.remote().get(&h.file).map_err(|e| match e {
-        statefs::store::StoreError::NotFound { key } => {
-            StateError::corrupt("checkpoint", format!("file {key} is missing"))
-        }
-        e => e.into(),
-    })?;
+    let bytes = storage
+        .remote()
+        .get(&h.file)
+        .map_err(StateError::reading_checkpoint)?;
     let m: DbManifest = serde_json::from_slice(&bytes)
         .map_err(|e| StateError::corrupt(format!("rocksdb manifest {}", h.file), e.to_string()))?;
     if m.format != FORMAT || m.version != 1 || m.range != h.range {
@@ -280,12 +278,7 @@ fn download(storage: &CheckpointStorage, m: &DbManifest, dir: &Path) -> StateRes
         let got = storage
             .remote()
             .get_to_file(&f.key, &tmp)
-            .map_err(|e| match e {
-                statefs::store::StoreError::NotFound { key } => {
-                    StateError::corrupt("checkpoint", format!("file {key} is missing"))
-                }
-                e => e.into(),
-            })?;
+            .map_err(StateError::reading_checkpoint)?;
         let damage = if got.size != f.size {
             Some(format!(
                 "has {} bytes, the manifest says {}",
@@ -305,6 +298,7 @@ fn download(storage: &CheckpointStorage, m: &DbManifest, dir: &Path) -> StateRes
         }
         std::fs::rename(&tmp, &to).map_err(io("restore file"))
     })
+    .map(drop)
 }
 
 /// For tests and tools: how the SSTs of a checkpoint are shared.

@@ -148,14 +148,9 @@ pub struct RemoteObject<'a> {
 
 impl ByteSource for RemoteObject<'_> {
     fn len(&self) -> StateResult<u64> {
-        match self.store.head(&self.key) {
-            Ok(n) => Ok(n),
-            Err(statefs::store::StoreError::NotFound { key }) => Err(StateError::corrupt(
-                "checkpoint",
-                format!("file {key} is missing"),
-            )),
-            Err(e) => Err(e.into()),
-        }
+        self.store
+            .head(&self.key)
+            .map_err(StateError::reading_checkpoint)
     }
     fn read(&self, offset: u64, len: u64) -> StateResult<Vec<u8>> {
         let b = self.store.get_range(&self.key, offset..offset + len)?;

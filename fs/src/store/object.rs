@@ -141,11 +141,11 @@ impl ObjectStoreRemote {
             source,
         };
         let mut file = std::fs::File::open(path).map_err(local)?;
-        let len = file.metadata().map_err(local)?.len();
         let location = self.path(key);
         if self.local_root.is_some() {
             return self.copy_to_local(key, &location, file);
         }
+        let len = file.metadata().map_err(local)?.len();
         if len <= self.multipart_threshold {
             let t = std::time::Instant::now();
             let mut buf = Vec::with_capacity(len as usize);
