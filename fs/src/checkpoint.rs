@@ -112,13 +112,18 @@ pub fn new_id() -> String {
     )
 }
 
-/// Ids are what [`new_id`] makes: digits, a dash, hex. Anything else never reaches a key.
-pub fn check_id(id: &str) -> Result<(), CheckpointError> {
-    let ok = id.len() <= 64
+/// Whether `id` can be the last part of a key: at most 64 letters, digits and dashes, not
+/// starting with a dash. Checkpoint ids and mount ids are checked with it before they become keys.
+fn is_plain_id(id: &str) -> bool {
+    id.len() <= 64
         && !id.is_empty()
         && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !id.starts_with('-');
-    if ok {
+        && !id.starts_with('-')
+}
+
+/// Ids are what [`new_id`] makes: digits, a dash, hex. Anything else never reaches a key.
+pub fn check_id(id: &str) -> Result<(), CheckpointError> {
+    if is_plain_id(id) {
         Ok(())
     } else {
         Err(CheckpointError::BadId(id.to_string()))
@@ -485,12 +490,7 @@ pub fn forget_mount(
         id: mount_id.to_string(),
         why,
     };
-    if mount_id.is_empty()
-        || mount_id.len() > 64
-        || !mount_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
+    if !is_plain_id(mount_id) {
         return Err(refused("not a mount id".into()));
     }
     let key = mount_record_key(mount_id);
