@@ -17,6 +17,8 @@ mod model_tests;
 mod publish;
 mod recovery;
 #[cfg(test)]
+mod safety_tests;
+#[cfg(test)]
 mod tests;
 mod worker;
 

@@ -23,6 +23,12 @@
 //!   otherwise leave a partial line that later records turn into damage in the middle of the journal,
 //!   which replay refuses.
 //! - A failed compaction leaves the journal as it was; it is retried after more records.
+//!
+//! A failed sync poisons the journal. Linux marks the pages of a failed writeback clean and reports
+//! the error once: a retried `fdatasync` then succeeds although the records it should have made
+//! durable may be gone. So after the first failed sync (of the journal file, or of its directory
+//! after a compaction) every later sync and every append fails with [`JournalError::Poisoned`]
+//! (EIO) until the mount is restarted, which replays what the disk really holds.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -55,6 +61,12 @@ pub enum JournalError {
         "journal in {dir} takes no more records after a failed write ({why}); remount to continue"
     )]
     Broken { dir: PathBuf, why: String },
+    /// A sync failed: records acknowledged as appended may not be on disk, and a retried sync
+    /// would wrongly report them durable (see the module doc).
+    #[error(
+        "journal in {dir} failed to sync ({why}); nothing more is acknowledged until the mount is restarted"
+    )]
+    Poisoned { dir: PathBuf, why: String },
 }
 
 /// Records appended since the last compaction beyond which [`Journal::should_compact`] says yes.
@@ -85,8 +97,59 @@ pub struct Journal {
     /// [`JournalError::Broken`].
     broken: parking_lot::Mutex<Option<String>>,
     dirty: Arc<AtomicBool>,
-    /// Held across a sync: see [`JournalSyncer::sync`].
-    sync_lock: Arc<parking_lot::Mutex<()>>,
+    /// The file a sync makes durable, and the lock held across a sync and across a compaction's
+    /// switch to a new file: see [`JournalSyncer::sync`].
+    sync: Arc<SyncState>,
+}
+
+/// What syncs share: the current journal file, the poison, and a fault switch for tests.
+#[derive(Debug)]
+struct SyncState {
+    dir: PathBuf,
+    /// The file records go to now. Replaced (under this lock) by a compaction.
+    current: parking_lot::Mutex<Arc<File>>,
+    /// Why the journal is poisoned, once a sync failed.
+    poisoned: parking_lot::Mutex<Option<String>>,
+    /// Syncs (file or directory) that fail on purpose from now on, for tests of the poison.
+    fail_syncs: AtomicU64,
+}
+
+impl SyncState {
+    fn poisoned(&self) -> Result<(), JournalError> {
+        match self.poisoned.lock().clone() {
+            Some(why) => Err(JournalError::Poisoned {
+                dir: self.dir.clone(),
+                why,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs one sync call; a failure poisons the journal for good.
+    fn run(
+        &self,
+        what: &str,
+        sync: impl FnOnce() -> std::io::Result<()>,
+    ) -> Result<(), JournalError> {
+        let injected = self
+            .fail_syncs
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let result = if injected {
+            Err(std::io::Error::from_raw_os_error(libc::EIO))
+        } else {
+            sync()
+        };
+        result.map_err(|e| {
+            let why = format!("{what}: {e}");
+            tracing::error!(dir = %self.dir.display(), %why, "journal poisoned");
+            *self.poisoned.lock() = Some(why.clone());
+            JournalError::Poisoned {
+                dir: self.dir.clone(),
+                why,
+            }
+        })
+    }
 }
 
 /// Allocates `len` bytes of `file` from `offset` without changing its size.
@@ -104,9 +167,8 @@ fn allocate_ahead(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
 /// Syncs the journal without holding the table lock (taken under the lock, used after it).
 #[derive(Debug, Clone)]
 pub struct JournalSyncer {
-    file: Arc<File>,
     dirty: Arc<AtomicBool>,
-    sync_lock: Arc<parking_lot::Mutex<()>>,
+    sync: Arc<SyncState>,
 }
 
 impl JournalSyncer {
@@ -115,14 +177,16 @@ impl JournalSyncer {
     /// Invariant: when this returns Ok, every record appended before the call is on disk. The
     /// lock makes a caller that finds the flag clear wait for a sync that cleared it and is still
     /// running; without it, a second fsync returned while the first's fdatasync was in flight, before
-    /// its records were durable. Concurrent callers share one fdatasync (group commit).
+    /// its records were durable. Concurrent callers share one fdatasync (group commit). The file
+    /// synced is the current one, read under the lock: a syncer taken before a compaction syncs
+    /// the new file, never the replaced one (whose records the compaction's snapshot holds). A
+    /// compaction holds the lock until its directory sync is done and only then clears the flag,
+    /// so a sync never returns between the two. After a failed sync every sync fails.
     pub fn sync(&self) -> Result<(), JournalError> {
-        let _g = self.sync_lock.lock();
-        if self.dirty.swap(false, Ordering::AcqRel)
-            && let Err(e) = self.file.sync_data()
-        {
-            self.dirty.store(true, Ordering::Release);
-            return Err(e.into());
+        let current = self.sync.current.lock();
+        self.sync.poisoned()?;
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            self.sync.run("fdatasync", || current.sync_data())?;
         }
         Ok(())
     }
@@ -172,17 +236,23 @@ impl Journal {
             .mode(0o600)
             .open(&log_path)?;
         let end = file.metadata()?.len();
+        let file = Arc::new(file);
         let journal = Journal {
             dir: dir.to_path_buf(),
             generation,
-            file: Arc::new(file),
+            file: file.clone(),
             records: AtomicU64::new(records),
             compact_at: COMPACT_AFTER_RECORDS,
             end: AtomicU64::new(end),
             reserved: AtomicU64::new(end),
             broken: Default::default(),
             dirty: Arc::new(AtomicBool::new(false)),
-            sync_lock: Default::default(),
+            sync: Arc::new(SyncState {
+                dir: dir.to_path_buf(),
+                current: parking_lot::Mutex::new(file.clone()),
+                poisoned: Default::default(),
+                fail_syncs: AtomicU64::new(0),
+            }),
         };
         journal.reserve();
         Ok((journal, table))
@@ -287,6 +357,7 @@ impl Journal {
     ///
     /// On error nothing of the record is in the file (or the journal is broken and takes no more).
     pub fn append(&self, ops: &[Op]) -> Result<(), JournalError> {
+        self.sync.poisoned()?;
         if let Some(why) = self.broken.lock().clone() {
             return Err(JournalError::Broken {
                 dir: self.dir.clone(),
@@ -329,10 +400,25 @@ impl Journal {
 
     pub fn syncer(&self) -> JournalSyncer {
         JournalSyncer {
-            file: self.file.clone(),
             dirty: self.dirty.clone(),
-            sync_lock: self.sync_lock.clone(),
+            sync: self.sync.clone(),
         }
+    }
+
+    /// Makes the next `n` syncs of the journal file, or of its directory after a compaction, fail
+    /// with EIO as a failing disk would: for tests of the poison.
+    pub fn fail_syncs(&self, n: u64) {
+        self.sync.fail_syncs.store(n, Ordering::SeqCst);
+    }
+
+    /// Why the journal takes no more records, if it is poisoned or broken.
+    pub fn refusal(&self) -> Option<JournalError> {
+        self.sync.poisoned().err().or_else(|| {
+            self.broken.lock().clone().map(|why| JournalError::Broken {
+                dir: self.dir.clone(),
+                why,
+            })
+        })
     }
 
     pub fn is_dirty(&self) -> bool {
@@ -348,9 +434,14 @@ impl Journal {
     /// An error before the new snapshot is in place leaves the journal as it was (retried after
     /// [`COMPACT_RETRY_RECORDS`] more records); one after it breaks the journal.
     pub fn compact(&mut self, table: &MappingTable) -> Result<(), JournalError> {
+        self.sync.poisoned()?;
         let next = self.generation + 1;
         let tmp = self.dir.join("snapshot.tmp");
         let log_path = self.dir.join(format!("journal.{next}"));
+        // Held until the new snapshot is durable: a sync that starts meanwhile waits, and then
+        // finds the records of the old file in the snapshot and the flag clear.
+        let sync = self.sync.clone();
+        let mut current = sync.current.lock();
         let installed = self
             .prepare_compaction(table, next, &tmp, &log_path)
             .and_then(|file| {
@@ -370,21 +461,23 @@ impl Journal {
         // and only once the rename is durable.
         let old = self.dir.join(format!("journal.{}", self.generation));
         let end = file.metadata().map(|m| m.len()).unwrap_or(0);
-        self.file = Arc::new(file);
+        let file = Arc::new(file);
+        self.file = file.clone();
+        *current = file;
         self.generation = next;
         self.records.store(0, Ordering::Relaxed);
         self.compact_at = COMPACT_AFTER_RECORDS;
         self.end.store(end, Ordering::Relaxed);
         self.reserved.store(end, Ordering::Relaxed);
+        // A failed directory sync leaves it unknown which snapshot a restart finds; the records
+        // of the old file are durable only in the new one. The poison says so from now on.
+        self.sync
+            .run("syncing the directory after a compaction", || {
+                sync_dir(&self.dir)
+            })?;
+        // Every record appended so far is in the snapshot, which is durable now.
         self.dirty.store(false, Ordering::Release);
-        if let Err(e) = sync_dir(&self.dir) {
-            let why = format!("syncing {} after compaction: {e}", self.dir.display());
-            *self.broken.lock() = Some(why.clone());
-            return Err(JournalError::Broken {
-                dir: self.dir.clone(),
-                why,
-            });
-        }
+        drop(current);
         let _ = std::fs::remove_file(old);
         self.reserve();
         Ok(())
@@ -571,6 +664,69 @@ mod tests {
         assert!(!dir.join("journal.0").exists());
         let (_, replayed) = Journal::open(&dir).unwrap();
         assert_eq!(replayed.snapshot_ops(), t.snapshot_ops());
+    }
+
+    fn is_poisoned<T: std::fmt::Debug>(r: Result<T, JournalError>) -> bool {
+        matches!(r, Err(JournalError::Poisoned { .. }))
+    }
+
+    /// A failed sync poisons the journal: the retried sync, which Linux would report as a success
+    /// after a writeback error although the records may be gone, fails too, and so does every
+    /// append, until the journal is opened again (a remount), which replays what is on disk.
+    #[test]
+    fn a_failed_sync_poisons_the_journal_until_it_is_reopened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(tmp.path()).unwrap();
+        j.append(&[dir_op(ROOT_INO)]).unwrap();
+        let syncer = j.syncer();
+        j.fail_syncs(1);
+        assert!(is_poisoned(syncer.sync()));
+        assert!(is_poisoned(syncer.sync()), "a retried sync is no proof");
+        assert!(is_poisoned(j.syncer().sync()));
+        assert!(is_poisoned(j.append(&record(1))));
+        assert!(j.refusal().is_some());
+        drop(j);
+        let (j, t) = Journal::open(tmp.path()).unwrap();
+        assert!(t.get(ROOT_INO).is_some());
+        j.append(&record(1)).unwrap();
+        j.syncer().sync().unwrap();
+    }
+
+    /// A compaction whose directory sync fails leaves it unknown which snapshot a restart finds:
+    /// a sync that follows must not report the old file's records durable, and nothing more is
+    /// taken.
+    #[test]
+    fn a_compaction_whose_directory_sync_fails_poisons_the_journal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = setup(tmp.path());
+        let (mut j, _) = Journal::open(tmp.path()).unwrap();
+        j.append(&record(1)).unwrap();
+        let syncer = j.syncer();
+        j.fail_syncs(1);
+        assert!(is_poisoned(j.compact(&t)));
+        assert!(is_poisoned(syncer.sync()));
+        assert!(is_poisoned(j.compact(&t)));
+    }
+
+    /// A syncer taken before a compaction syncs the current file afterwards: records appended
+    /// to the new file after the compaction are made durable by it (and a failure to do so is
+    /// reported), instead of the replaced file being synced and the flag cleared.
+    #[test]
+    fn a_syncer_taken_before_a_compaction_syncs_the_new_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = setup(tmp.path());
+        let (mut j, _) = Journal::open(tmp.path()).unwrap();
+        let syncer = j.syncer();
+        j.compact(&t).unwrap();
+        assert!(!j.is_dirty(), "the compaction made everything durable");
+        j.append(&record(1)).unwrap();
+        assert!(j.is_dirty());
+        syncer.sync().unwrap();
+        assert!(!j.is_dirty());
+        // The sync went to a file, not to nothing: a failing disk is seen through the old syncer.
+        j.append(&record(2)).unwrap();
+        j.fail_syncs(1);
+        assert!(is_poisoned(syncer.sync()));
     }
 
     #[test]

@@ -80,9 +80,14 @@ fn lock_local_dir(local_dir: &Path) -> Result<File, OpenError> {
             source: err,
         });
     }
-    file.set_len(0)
+    // The pid is only for the next taker's error message: a full disk that refuses it is no
+    // reason to refuse the mount.
+    if let Err(e) = file
+        .set_len(0)
         .and_then(|_| writeln!(file, "{}", std::process::id()))
-        .map_err(io_err("cannot write", &path))?;
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot record the pid in the lock file");
+    }
     Ok(file)
 }
 
@@ -346,8 +351,13 @@ impl FsCore {
                     }
                 }
             }
+            // Compaction only shortens the replay of the next start: one that does not fit on a
+            // full disk is put off (the journal retries it after more records), never a reason to
+            // refuse the mount.
             let State { table, journal } = &mut *st;
-            journal.compact(table)?;
+            if let Err(e) = journal.compact(table) {
+                tracing::warn!(error = %e, "journal compaction at mount put off");
+            }
         }
         // The cache index is rebuilt from what is on disk: verified copies are hot (as far as the
         // limits allow), the rest cold.
