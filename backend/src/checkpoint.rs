@@ -398,20 +398,35 @@ impl PendingCheckpoint<'_> {
             max_parallelism: self.max_parallelism,
             subtasks: std::mem::take(&mut self.subtasks),
         };
-        let bytes = serde_json::to_vec_pretty(&c).expect("checkpoint metadata serializes");
-        match self
-            .storage
-            .remote
-            .put_if_absent(&self.storage.metadata_key(self.id), Bytes::from(bytes))
-        {
+        let bytes =
+            Bytes::from(serde_json::to_vec_pretty(&c).expect("checkpoint metadata serializes"));
+        let key = self.storage.metadata_key(self.id);
+        match self.storage.remote.put_if_absent(&key, bytes.clone()) {
             Ok(()) => {}
+            // Someone else's metadata (the retry layer read it back: not our bytes): nothing
+            // references what this checkpoint uploaded, so an abort may delete it.
             Err(StoreError::AlreadyExists { .. }) => {
                 return Err(StateError::Invalid(format!(
                     "checkpoint {} exists already",
                     self.id
                 )));
             }
-            Err(e) => return Err(e.into()),
+            // The create may have landed unseen, or may still land (a request the client gave
+            // up on can be applied after; the store's retry layer already looked for our bytes
+            // and could not tell): a visible checkpoint might name these files, so they are
+            // kept, never deleted.
+            Err(e) => {
+                self.done = true;
+                self.uploaded.clear();
+                return Err(StateError::Storage(StoreError::Unavailable {
+                    op: "put_if_absent",
+                    key,
+                    message: format!(
+                        "checkpoint {}: the outcome of writing its metadata is unknown ({e}); its files are kept",
+                        self.id
+                    ),
+                }));
+            }
         }
         self.done = true;
         self.storage

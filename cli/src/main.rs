@@ -153,6 +153,7 @@ impl RemoteArgs {
             access_key_id: self.s3_access_key_id.clone(),
             secret_access_key: self.s3_secret_access_key.clone(),
             allow_http: self.s3_allow_http,
+            request_timeout: None,
         };
         let spec = statefs::store::RemoteSpec::parse(&self.remote).map_err(|e| e.to_string())?;
         if spec == statefs::store::RemoteSpec::Memory {
@@ -245,6 +246,12 @@ struct MountArgs {
     /// Longest wait between retries.
     #[arg(long)]
     retry_max_backoff: Option<String>,
+    /// No retry starts after this much time since a call's first attempt (e.g. 30s).
+    #[arg(long)]
+    retry_total_time: Option<String>,
+    /// Longest time one request to a network store may take (e.g. 30s).
+    #[arg(long)]
+    request_timeout: Option<String>,
     /// S3 endpoint, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL, else AWS).
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     s3_endpoint: Option<String>,
@@ -293,7 +300,7 @@ impl MountArgs {
                 .map_err(|e| e.to_string())?;
         }
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let flags: [(&str, Option<String>); 30] = [
+        let flags: [(&str, Option<String>); 32] = [
             ("--restore", self.restore.clone()),
             ("--claim", self.claim.then(|| "true".into())),
             ("--num-retained", self.num_retained.clone()),
@@ -325,6 +332,8 @@ impl MountArgs {
                 self.retry_initial_backoff.clone(),
             ),
             ("--retry-max-backoff", self.retry_max_backoff.clone()),
+            ("--retry-total-time", self.retry_total_time.clone()),
+            ("--request-timeout", self.request_timeout.clone()),
             ("--s3-endpoint", self.s3_endpoint.clone()),
             ("--s3-region", self.s3_region.clone()),
             ("--s3-access-key-id", self.s3_access_key_id.clone()),

@@ -97,8 +97,12 @@ pub fn build_remote(
     metrics: Arc<RemoteMetrics>,
 ) -> Result<Arc<dyn RemoteStore>, MountError> {
     let spec = RemoteSpec::parse(&config.remote).map_err(MountError::BadRemote)?;
+    let s3 = crate::store::S3Options {
+        request_timeout: Some(config.retry.request_timeout),
+        ..config.s3.clone()
+    };
     let store = spec
-        .open(&config.s3, runtime)
+        .open(&s3, runtime)
         .map_err(MountError::BadRemote)?
         .with_multipart(config.multipart_threshold, config.part_size);
     Ok(Arc::new(RetryingRemote::new(

@@ -222,6 +222,20 @@ pub const OPTIONS: &[OptionSpec] = &[
         "Longest wait between retries.",
     ),
     opt(
+        "statefs.remote.retry.total-time",
+        "--retry-total-time",
+        Kind::Duration,
+        "30s",
+        "No retry starts after this much time since a call's first attempt: a call fails with EIO at the latest this long plus one attempt after it began.",
+    ),
+    opt(
+        "statefs.remote.request-timeout",
+        "--request-timeout",
+        Kind::Duration,
+        "30s",
+        "Longest time one request to a network store may take (connecting: at most 5s of it) before it counts as a failed attempt; a black-holed request ends here. The store client itself never retries.",
+    ),
+    opt(
         "statefs.s3.endpoint",
         "--s3-endpoint",
         Kind::Text,
@@ -497,6 +511,10 @@ impl Settings {
         c.retry.attempts = self.count("statefs.remote.retry.attempts").max(1) as u32;
         c.retry.initial_backoff = self.duration("statefs.remote.retry.initial-backoff");
         c.retry.max_backoff = self.duration("statefs.remote.retry.max-backoff");
+        c.retry.total = self.duration("statefs.remote.retry.total-time");
+        c.retry.request_timeout = self
+            .duration("statefs.remote.request-timeout")
+            .max(Duration::from_millis(1));
         c.s3.endpoint = self.text("statefs.s3.endpoint");
         c.s3.region = self.text("statefs.s3.region");
         c.s3.access_key_id = self.text("statefs.s3.access-key-id");
@@ -647,18 +665,7 @@ mod tests {
             (c.multipart_threshold, c.part_size, c.metrics_addr.clone()),
             (d.multipart_threshold, d.part_size, d.metrics_addr)
         );
-        assert_eq!(
-            (
-                c.retry.attempts,
-                c.retry.initial_backoff,
-                c.retry.max_backoff
-            ),
-            (
-                d.retry.attempts,
-                d.retry.initial_backoff,
-                d.retry.max_backoff
-            )
-        );
+        assert_eq!(c.retry, d.retry);
     }
 
     #[test]

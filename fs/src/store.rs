@@ -19,7 +19,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-pub use failing::{FailingRemote, FaultPlan};
+pub use failing::{FailingRemote, FaultCounts, FaultPlan, FaultRates};
 pub use metrics::{MetricsRemote, RemoteMetrics};
 pub use object::{DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, ObjectStoreRemote};
 pub use retry::{RetryPolicy, RetryingRemote};

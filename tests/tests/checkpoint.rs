@@ -293,6 +293,7 @@ fn gc_on_s3() {
         access_key_id: Some("testing".into()),
         secret_access_key: Some("testing".into()),
         allow_http: false,
+        request_timeout: None,
     };
     let rt = statefs::mount::runtime().unwrap();
     let remote: Arc<dyn RemoteStore> = Arc::new(
@@ -317,6 +318,7 @@ fn crash_before_the_manifest_leaves_no_checkpoint_and_loses_nothing() {
         attempts: 2,
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(1),
+        ..Default::default()
     };
     let remote: Arc<dyn RemoteStore> = Arc::new(RetryingRemote::new(
         FailingRemote::new(store, faults.clone()),

@@ -231,6 +231,7 @@ fn unreachable_store_gives_eio_and_keeps_the_mapping() {
         attempts: 3,
         initial_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(10),
+        ..Default::default()
     };
     let remote: Arc<dyn RemoteStore> = Arc::new(RetryingRemote::new(
         FailingRemote::new(store, faults.clone()),

@@ -15,6 +15,7 @@ fn s3_config(dirs: &Dirs, server: &S3Server) -> statefs::MountConfig {
         access_key_id: Some("testing".into()),
         secret_access_key: Some("testing".into()),
         allow_http: false,
+        request_timeout: None,
     };
     // Small parts so multipart uploads are exercised too.
     c.multipart_threshold = 6 << 20;

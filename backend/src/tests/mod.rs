@@ -359,6 +359,51 @@ mod storage {
         assert!(storage.latest().unwrap().is_none());
     }
 
+    /// A metadata create whose answer is lost although it landed (on the last attempt, so the
+    /// retry layer cannot see its own object) completes the checkpoint: its files stay, and it
+    /// restores. When the outcome cannot be known at all (the store is down for the read back
+    /// too), the checkpoint fails but deletes nothing: a visible checkpoint might name its files.
+    #[test]
+    fn an_ambiguous_metadata_create_never_deletes_a_visible_checkpoint() {
+        use statefs::store::{
+            FailingRemote, FaultPlan, ObjectStoreRemote, RetryPolicy, RetryingRemote,
+        };
+        let rt = statefs::mount::runtime().unwrap();
+        let faults = FaultPlan::default();
+        let r: std::sync::Arc<dyn RemoteStore> = std::sync::Arc::new(RetryingRemote::new(
+            FailingRemote::new(ObjectStoreRemote::in_memory(rt.clone()), faults.clone()),
+            RetryPolicy {
+                attempts: 1,
+                ..Default::default()
+            },
+        ));
+        let mut storage = CheckpointStorage::open(r.clone(), "job", 3).unwrap();
+        let kb = filled(200, 7);
+        let mut p = storage.begin(1, 128);
+        p.add_backend(kb.backend(), 0).unwrap();
+        faults.ambiguous_next(1);
+        p.complete().unwrap();
+        assert_eq!(faults.injected(), 1);
+        let latest = storage.latest().unwrap().unwrap();
+        let mut restored = Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128));
+        storage.restore(&latest, restored.backend_mut()).unwrap();
+        check(&mut restored, 200, 7);
+
+        // Unknown outcome: the create fails, and so does the read back.
+        let mut p = storage.begin(2, 128);
+        p.add_backend(kb.backend(), 0).unwrap();
+        let before = objects(r.as_ref());
+        faults.fail_keys_containing(Some("chk-2/_metadata"));
+        let err = p.complete().unwrap_err().to_string();
+        faults.fail_keys_containing(None);
+        assert!(err.contains("unknown"), "{err}");
+        let after = objects(r.as_ref());
+        assert!(
+            before.iter().all(|k| after.contains(k)),
+            "nothing of the checkpoint was deleted: {before:?} -> {after:?}"
+        );
+    }
+
     /// Checkpoint storage on a `file://` directory whose disk fills up: the checkpoint fails with
     /// an error that names the cause, leaves no file behind (no object, no partial upload), the
     /// previous checkpoint stays the latest and restores, and once space is back the next

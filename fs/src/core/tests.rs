@@ -35,6 +35,7 @@ impl Env {
             attempts: 2,
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(1),
+            ..Default::default()
         };
         let remote: Arc<dyn RemoteStore> = Arc::new(RetryingRemote::new(
             FailingRemote::new(ObjectStoreRemote::in_memory(rt.clone()), faults.clone()),

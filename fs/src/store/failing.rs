@@ -1,4 +1,14 @@
-//! Fault injection: a [`RemoteStore`] wrapper that fails calls on demand.
+//! Fault injection: a [`RemoteStore`] wrapper that fails calls on demand, or at random rates.
+//!
+//! The faults are those a real store shows:
+//! - a call fails before it takes effect (`fail_next`, `set_down`, the `fail` rate);
+//! - a write takes effect and its answer is lost, so the caller sees a failure (`ambiguous_next`,
+//!   the `ambiguous` rate): what a timeout after a successful PUT or DELETE looks like;
+//! - a call hangs until the client's request timeout ends it (`black_hole` rate, with the
+//!   timeout the mount would apply); [`FaultPlan::hold_uploads`] / `hold_reads` hang calls
+//!   until released;
+//! - a ranged read returns fewer bytes than asked (`short_reads_next`, `short` rate) or
+//!   flipped bytes (`corrupt_reads_next`, `corrupt` rate).
 
 use std::ops::Range;
 use std::path::Path;
@@ -36,6 +46,62 @@ struct FaultState {
     /// File uploads (`put_file`), and reads (`get_range`, `get`), wait while held.
     uploads: Hold,
     reads: Hold,
+    /// This many next writes take effect, then report a failure.
+    ambiguous_next: AtomicU64,
+    /// This many next ranged reads come back short, or with a flipped byte.
+    short_next: AtomicU64,
+    corrupt_next: AtomicU64,
+    /// Random faults, if set: the rates and the generator's state.
+    random: std::sync::Mutex<Option<(FaultRates, u64)>>,
+    /// Counts of what was injected at random, by kind.
+    counts: FaultCounts,
+}
+
+/// Probabilities (0 to 1) of each fault per call, for [`FaultPlan::set_random`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FaultRates {
+    /// The call fails without taking effect.
+    pub fail: f64,
+    /// A write takes effect, then the call fails.
+    pub ambiguous: f64,
+    /// The call hangs for [`FaultRates::black_hole_for`], then fails as a request timeout would.
+    pub black_hole: f64,
+    pub black_hole_for: std::time::Duration,
+    /// A ranged read returns a prefix of the range.
+    pub short: f64,
+    /// A ranged read returns the range with one byte flipped.
+    pub corrupt: f64,
+}
+
+/// What the fault layer injected, by kind.
+#[derive(Debug, Default)]
+pub struct FaultCounts {
+    pub calls: AtomicU64,
+    pub failed: AtomicU64,
+    pub ambiguous: AtomicU64,
+    pub black_holed: AtomicU64,
+    pub short: AtomicU64,
+    pub corrupt: AtomicU64,
+}
+
+/// What happens to one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Pass,
+    Fail,
+    /// Applied, then reported failed (writes only).
+    Ambiguous,
+    Short,
+    Corrupt,
+}
+
+fn splitmix(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Calls wait here while it is held, as on a store that stopped answering.
@@ -117,7 +183,145 @@ impl FaultPlan {
         self.inner.injected.load(Ordering::SeqCst)
     }
 
+    /// The next `n` writes (put, put_if_absent, put_file, delete) take effect and then report a
+    /// failure, as when the answer to a successful request is lost.
+    pub fn ambiguous_next(&self, n: u64) {
+        self.inner.ambiguous_next.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` ranged reads return only the first half of the range.
+    pub fn short_reads_next(&self, n: u64) {
+        self.inner.short_next.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` ranged reads return the range with its first byte flipped.
+    pub fn corrupt_reads_next(&self, n: u64) {
+        self.inner.corrupt_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Injects faults at random from now on (`None`: stops), reproducibly from `seed`.
+    pub fn set_random(&self, rates: Option<FaultRates>, seed: u64) {
+        *self.inner.random.lock().unwrap() = rates.map(|r| (r, seed));
+    }
+
+    /// What was injected so far, by kind.
+    pub fn counts(&self) -> &FaultCounts {
+        &self.inner.counts
+    }
+
+    /// Decides the fate of one call: the switches first, then the random rates.
+    fn fate(&self, is_write: bool, is_range: bool) -> Fate {
+        let s = &self.inner;
+        let take = |n: &AtomicU64| {
+            n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        };
+        if is_write && take(&s.ambiguous_next) {
+            return Fate::Ambiguous;
+        }
+        if is_range && take(&s.short_next) {
+            return Fate::Short;
+        }
+        if is_range && take(&s.corrupt_next) {
+            return Fate::Corrupt;
+        }
+        let mut random = s.random.lock().unwrap();
+        let Some((rates, state)) = random.as_mut() else {
+            return Fate::Pass;
+        };
+        let rates = *rates;
+        let mut roll = || splitmix(state);
+        if roll() < rates.black_hole {
+            drop(random);
+            s.counts.black_holed.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(rates.black_hole_for);
+            return Fate::Fail;
+        }
+        if roll() < rates.fail {
+            s.counts.failed.fetch_add(1, Ordering::Relaxed);
+            return Fate::Fail;
+        }
+        if is_write && roll() < rates.ambiguous {
+            s.counts.ambiguous.fetch_add(1, Ordering::Relaxed);
+            return Fate::Ambiguous;
+        }
+        if is_range && roll() < rates.short {
+            s.counts.short.fetch_add(1, Ordering::Relaxed);
+            return Fate::Short;
+        }
+        if is_range && roll() < rates.corrupt {
+            s.counts.corrupt.fetch_add(1, Ordering::Relaxed);
+            return Fate::Corrupt;
+        }
+        Fate::Pass
+    }
+
+    fn injected_error(&self, op: &'static str, key: &str, message: &str) -> StoreError {
+        self.inner.injected.fetch_add(1, Ordering::SeqCst);
+        StoreError::Unavailable {
+            op,
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Runs a write through the plan: it may fail before or after `apply` takes effect.
+    fn write<T>(
+        &self,
+        op: &'static str,
+        key: &str,
+        apply: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.check(op, key, true)?;
+        match self.fate(true, false) {
+            Fate::Fail => Err(self.injected_error(op, key, "injected fault")),
+            Fate::Ambiguous => {
+                apply()?;
+                Err(self.injected_error(op, key, "injected: applied, then the answer was lost"))
+            }
+            _ => apply(),
+        }
+    }
+
+    /// Runs a read through the plan; a ranged read may come back short or corrupt.
+    fn read(
+        &self,
+        op: &'static str,
+        key: &str,
+        is_range: bool,
+        fetch: impl FnOnce() -> Result<Bytes, StoreError>,
+    ) -> Result<Bytes, StoreError> {
+        self.check(op, key, false)?;
+        match self.fate(false, is_range) {
+            Fate::Fail => Err(self.injected_error(op, key, "injected fault")),
+            Fate::Short => {
+                let data = fetch()?;
+                self.inner.injected.fetch_add(1, Ordering::SeqCst);
+                Ok(data.slice(..data.len() / 2))
+            }
+            Fate::Corrupt => {
+                let mut data = fetch()?.to_vec();
+                self.inner.injected.fetch_add(1, Ordering::SeqCst);
+                if let Some(b) = data.first_mut() {
+                    *b ^= 0xff;
+                }
+                Ok(Bytes::from(data))
+            }
+            _ => fetch(),
+        }
+    }
+
+    /// A call that is neither a plain write nor a read of bytes (head, list, a download).
+    fn other(&self, op: &'static str, key: &str) -> Result<(), StoreError> {
+        self.check(op, key, false)?;
+        match self.fate(false, false) {
+            Fate::Fail => Err(self.injected_error(op, key, "injected fault")),
+            _ => Ok(()),
+        }
+    }
+
     fn check(&self, op: &'static str, key: &str, is_write: bool) -> Result<(), StoreError> {
+        self.inner.counts.calls.fetch_add(1, Ordering::Relaxed);
         let s = &self.inner;
         let latency = s.latency_us.load(Ordering::SeqCst);
         if latency > 0 {
@@ -168,43 +372,40 @@ impl<R: RemoteStore> RemoteStore for FailingRemote<R> {
     }
 
     fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
-        self.plan.check("put", key, true)?;
-        self.inner.put(key, data)
+        self.plan.write("put", key, || self.inner.put(key, data))
     }
     fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
-        self.plan.check("put_if_absent", key, true)?;
-        self.inner.put_if_absent(key, data)
+        self.plan
+            .write("put_if_absent", key, || self.inner.put_if_absent(key, data))
     }
     fn put_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
         self.plan.inner.uploads.wait();
-        self.plan.check("put_file", key, true)?;
-        self.inner.put_file(key, path)
+        self.plan
+            .write("put_file", key, || self.inner.put_file(key, path))
     }
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
         self.plan.inner.reads.wait();
-        self.plan.check("get_range", key, false)?;
-        self.inner.get_range(key, range)
+        self.plan
+            .read("get_range", key, true, || self.inner.get_range(key, range))
     }
     fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         self.plan.inner.reads.wait();
-        self.plan.check("get", key, false)?;
-        self.inner.get(key)
+        self.plan.read("get", key, false, || self.inner.get(key))
     }
     fn get_to_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
         self.plan.inner.reads.wait();
-        self.plan.check("get", key, false)?;
+        self.plan.other("get", key)?;
         self.inner.get_to_file(key, path)
     }
     fn head(&self, key: &str) -> Result<u64, StoreError> {
-        self.plan.check("head", key, false)?;
+        self.plan.other("head", key)?;
         self.inner.head(key)
     }
     fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.plan.check("delete", key, true)?;
-        self.inner.delete(key)
+        self.plan.write("delete", key, || self.inner.delete(key))
     }
     fn list(&self, prefix: &str) -> Result<Vec<super::ObjectInfo>, StoreError> {
-        self.plan.check("list", prefix, false)?;
+        self.plan.other("list", prefix)?;
         self.inner.list(prefix)
     }
 }

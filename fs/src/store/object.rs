@@ -175,17 +175,21 @@ impl ObjectStoreRemote {
             let mut size = 0u64;
             let mut buf = vec![0u8; part_size];
             loop {
-                let n = read_full(&mut file, &mut buf).map_err(local)?;
+                let n = match read_full(&mut file, &mut buf) {
+                    Ok(n) => n,
+                    Err(e) => return Err(abort(writer, key, local(e)).await),
+                };
                 if n == 0 {
                     break;
                 }
                 crc = crc32c::crc32c_append(crc, &buf[..n]);
                 size += n as u64;
                 if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                    return Err(map_err("upload_part", key, e));
+                    return Err(abort(writer, key, map_err("upload_part", key, e)).await);
                 }
                 writer.write(&buf[..n]);
             }
+            // A failed finish aborts the upload itself (object_store's `WriteMultipart::finish`).
             writer
                 .finish()
                 .await
@@ -262,7 +266,13 @@ impl ObjectStoreRemote {
                     }
                     let chunk = Arc::get_mut(buf).expect("unshared");
                     let r = std::time::Instant::now();
-                    let n = read_full(&mut file, chunk).map_err(local)?;
+                    let n = match read_full(&mut file, chunk) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            let _ = upload.abort().await;
+                            return Err(local(e));
+                        }
+                    };
                     read_us += r.elapsed().as_micros() as u64;
                     if n == 0 {
                         break;
@@ -272,15 +282,15 @@ impl ObjectStoreRemote {
                     crc_us += c.elapsed().as_micros() as u64;
                     size += n as u64;
                     let part = Bytes::from_owner(Lent(buf.clone(), n));
-                    upload
-                        .put_part(PutPayload::from(part))
-                        .await
-                        .map_err(|e| map_err("upload_part", key, e))?;
+                    if let Err(e) = upload.put_part(PutPayload::from(part)).await {
+                        let _ = upload.abort().await;
+                        return Err(map_err("upload_part", key, e));
+                    }
                 }
-                upload
-                    .complete()
-                    .await
-                    .map_err(|e| map_err("complete_multipart", key, e))?;
+                if let Err(e) = upload.complete().await {
+                    let _ = upload.abort().await;
+                    return Err(map_err("complete_multipart", key, e));
+                }
                 Ok(Uploaded { size, crc32c: crc })
             })
         });
@@ -345,6 +355,15 @@ impl ObjectStoreRemote {
         })?;
         Ok(Uploaded { size, crc32c: crc })
     }
+}
+
+/// Aborts a failed multipart upload, so that no part is left behind in the store (S3 keeps,
+/// and bills, the parts of an upload that is neither completed nor aborted); returns `err`.
+async fn abort(writer: WriteMultipart, key: &str, err: StoreError) -> StoreError {
+    if let Err(e) = writer.abort().await {
+        tracing::warn!(key, error = %e, "aborting a failed multipart upload failed; its parts stay until the bucket's lifecycle rule removes them");
+    }
+    err
 }
 
 fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -30,6 +30,9 @@ pub struct S3Options {
     pub secret_access_key: Option<String>,
     /// Plain http to a non-loopback endpoint. Loopback endpoints may always use http.
     pub allow_http: bool,
+    /// Longest time one HTTP request may take (connecting: at most 5 s of it); `None`: the
+    /// retry policy's default. The client itself never retries: [`super::RetryingRemote`] does.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 impl RemoteSpec {
@@ -127,6 +130,25 @@ impl RemoteSpec {
                 if let Some(k) = &s3.secret_access_key {
                     b = b.with_secret_access_key(k);
                 }
+                // One retry policy: object_store's own retries (up to 10 per request, minutes
+                // against a black-holed endpoint) would run inside each of ours.
+                let timeout = s3
+                    .request_timeout
+                    .unwrap_or(super::RetryPolicy::default().request_timeout);
+                let connect = timeout.min(std::time::Duration::from_secs(5));
+                use object_store::aws::AmazonS3ConfigKey as K;
+                use object_store::client::ClientConfigKey as C;
+                b = b
+                    .with_retry(object_store::RetryConfig {
+                        max_retries: 0,
+                        retry_timeout: timeout,
+                        ..Default::default()
+                    })
+                    .with_config(K::Client(C::Timeout), format!("{}ms", timeout.as_millis()))
+                    .with_config(
+                        K::Client(C::ConnectTimeout),
+                        format!("{}ms", connect.as_millis()),
+                    );
                 let store = b
                     .build()
                     .map_err(|e| StoreError::Config(format!("S3 configuration: {e}")))?;
@@ -201,6 +223,7 @@ mod tests {
             access_key_id: Some("k".into()),
             secret_access_key: Some("s".into()),
             allow_http: false,
+            request_timeout: None,
         };
         let err = spec.open(&opts, rt.clone()).unwrap_err().to_string();
         assert!(err.contains("--s3-allow-http"), "{err}");
@@ -219,6 +242,7 @@ mod tests {
             access_key_id: Some("k".into()),
             secret_access_key: Some("s".into()),
             allow_http: false,
+            request_timeout: None,
         };
         for (url, distant) in [
             (format!("file://{}", dir.path().display()), false),
