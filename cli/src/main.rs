@@ -55,16 +55,17 @@ enum Command {
         #[command(subcommand)]
         command: MountsCommand,
     },
-    /// Delete objects no retained checkpoint and no mount references.
+    /// Delete the objects of forgotten mounts that no checkpoint and no mount references, and
+    /// leftovers of dropped checkpoints. A mount with a record releases its own objects.
     Gc {
         #[command(flatten)]
         remote: RemoteArgs,
         /// Only list what would be deleted.
         #[arg(long)]
         dry_run: bool,
-        /// Keep unreferenced objects younger than this (e.g. 1h, 30min, 0s): a mount's newest
-        /// objects may not be in its record yet (records are refreshed every minute).
-        #[arg(long, default_value = "1h")]
+        /// Only delete garbage older than this by the store's clock (e.g. 1h, 30min): a delay,
+        /// never needed for safety.
+        #[arg(long, default_value = "0s")]
         min_age: String,
     },
     /// Check a mount's journal against the object store (the mount must not be running).
@@ -666,7 +667,9 @@ fn checkpoints(command: &CheckpointsCommand) -> Result<(), String> {
                     c.files,
                     c.bytes,
                     c.mount_id,
-                    c.claimed_by.map(|m| format!(" / {m}")).unwrap_or_default()
+                    c.claimed_by
+                        .map(|m| format!(" / {}", m.mount_id))
+                        .unwrap_or_default()
                 );
             }
             print_all(&out);
@@ -779,10 +782,11 @@ fn gc(remote: &RemoteArgs, dry_run: bool, min_age: &str) -> Result<(), String> {
     let bytes: u64 = report.garbage.iter().map(|(_, s)| s).sum();
     outln!(
         out,
-        "{verb} {} objects ({bytes} bytes) and {} abandoned checkpoint files; {} referenced; {} unreferenced but younger than the grace period",
+        "{verb} {} objects ({bytes} bytes) and {} abandoned checkpoint files; {} referenced; {} belong to mounts with a record (they release their own); {} unreferenced but younger than --min-age",
         report.garbage.len(),
         report.abandoned.len(),
         report.referenced,
+        report.owned_by_mounts,
         report.too_young
     );
     print_all(&out);
@@ -794,13 +798,16 @@ fn parse_age(s: &str) -> Result<Duration, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
     let n: u64 = n.parse().map_err(|_| format!("bad --min-age {s:?}"))?;
-    let secs = match unit {
-        "s" | "" => n,
-        "min" | "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let per = match unit {
+        "s" | "" => 1,
+        "min" | "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("bad --min-age {s:?} (units: s, min, h, d)")),
     };
+    let secs = n
+        .checked_mul(per)
+        .ok_or_else(|| format!("--min-age {s:?} is too large"))?;
     Ok(Duration::from_secs(secs))
 }
 
@@ -823,7 +830,7 @@ fn fsck(remote: &RemoteArgs, local_dir: &Path) -> Result<(), String> {
     for (key, size) in &r.orphans {
         outln!(
             out,
-            "orphan   {key} ({size} bytes): referenced by nothing (statefs gc deletes it)"
+            "orphan   {key} ({size} bytes): referenced by nothing (the next mount of this dir releases it)"
         );
     }
     outln!(

@@ -152,6 +152,14 @@ pub struct FsCore {
     pub mount_id: String,
     /// Set when the journal names new objects: the mount record needs rewriting.
     record_dirty: std::sync::atomic::AtomicBool,
+    /// Objects this mount has in flight (uploads not recorded yet, what a publish names until
+    /// its manifest exists), with a count per key: the release never takes them and the record
+    /// names them (invariant I3 of `checkpoint::gc`).
+    in_flight: Mutex<HashMap<String, usize>>,
+    /// Keys the record names beyond the journal for a while: those of the checkpoint a restore
+    /// reads until its namespace is journaled, and those of publishes whose manifest has an
+    /// unknown outcome (it may still appear) for the life of the mount.
+    held: Mutex<std::collections::HashSet<String>>,
     /// Manifests of the store's checkpoints already read (retention after each publish).
     manifests: crate::checkpoint::ManifestCache,
     registrar: publish::Registrar,
@@ -163,8 +171,41 @@ pub struct FsCore {
     cache_files: PathBuf,
     statfs_dir: PathBuf,
     pub metrics: CoreMetrics,
-    /// Keeps the exclusive lock on the local dir for the life of the core.
-    _dir_lock: File,
+    /// Keeps the exclusive locks on the local dir and the cache dir for the life of the core.
+    _dir_lock: (File, File),
+}
+
+/// Keys in flight for as long as it lives (see `FsCore::in_flight`).
+pub(crate) struct InFlight<'a> {
+    core: &'a FsCore,
+    keys: Vec<String>,
+}
+
+impl InFlight<'_> {
+    pub(crate) fn add(&mut self, key: String) {
+        *self.core.in_flight.lock().entry(key.clone()).or_insert(0) += 1;
+        self.keys.push(key);
+    }
+
+    /// The keys may yet be named by something this mount cannot see (a manifest whose create
+    /// had an unknown outcome): they stay named for the life of the mount.
+    pub(crate) fn keep_for_the_mount(self) {
+        self.core.held.lock().extend(self.keys.iter().cloned());
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self.core.in_flight.lock();
+        for key in self.keys.drain(..) {
+            if let Some(n) = map.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&key);
+                }
+            }
+        }
+    }
 }
 
 pub(crate) fn now_ns() -> i64 {
@@ -193,6 +234,14 @@ pub(crate) fn validate_name(name: &str) -> FsResult<()> {
 }
 
 impl FsCore {
+    /// Marks keys in flight until the returned guard is dropped.
+    pub(crate) fn in_flight(&self) -> InFlight<'_> {
+        InFlight {
+            core: self,
+            keys: Vec::new(),
+        }
+    }
+
     fn next_fh(&self) -> u64 {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
@@ -692,10 +741,12 @@ impl FsCore {
         &self.remote
     }
 
-    /// Waits until data whose last name is gone has been removed (tests, and tools that list the
-    /// store right after deleting).
+    /// Waits until data whose last name is gone has been removed, and until retention and the
+    /// release of unnamed objects queued so far have run (tests, and tools that list the store
+    /// right after deleting).
     pub fn settle(&self) {
         self.deleter.barrier();
+        self.settle_retention();
     }
 
     /// Finishes pending removals, compacts and syncs the journal. Called at unmount.

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use crate::checkpoint::{self, MountRecord};
+use crate::checkpoint;
 use crate::journal::{Journal, JournalError};
 use crate::placement::Placement;
 use crate::store::{RemoteStore, StoreError};
@@ -36,7 +36,8 @@ pub struct FsckReport {
     pub size_mismatches: Vec<(String, String, u64, u64)>,
     /// Local-placed files whose backing file is gone.
     pub missing_local: Vec<String>,
-    /// Objects under data/ that nothing references (this journal, any checkpoint, any mount record).
+    /// Objects of this mount that nothing references (its journal, any checkpoint, any other
+    /// mount's record): its next start releases them.
     pub orphans: Vec<(String, u64)>,
     /// Remote-placed files never synced (their bytes are only in the cache dir).
     pub unsynced: usize,
@@ -120,21 +121,21 @@ pub fn fsck(local_dir: &Path, remote: &dyn RemoteStore) -> Result<FsckReport, Fs
             (None, Placement::Remote) => report.unsynced += 1,
         }
     }
-    for id in checkpoint::list_ids(remote)? {
-        let m = checkpoint::load_manifest(remote, &id)?;
-        referenced.extend(m.data_keys().map(str::to_string));
-    }
-    for o in remote.list("mounts/")? {
-        if o.key == checkpoint::mount_record_key(&mount_id) {
-            continue; // this mount: its journal, just read, is the truth
-        }
-        if let Ok(r) = serde_json::from_slice::<MountRecord>(&remote.get(&o.key)?) {
-            referenced.extend(r.keys);
-        }
-    }
-    for o in remote.list("data/")? {
-        if !referenced.contains(&o.key) {
-            report.orphans.push((o.key, o.size));
+    // This mount's objects that nothing names: what its next start releases (a crash between
+    // an upload and its record, copies of a publish that never completed, objects of dropped
+    // checkpoints). Objects of other mounts are theirs to account for.
+    if !mount_id.is_empty() {
+        let refs = checkpoint::gc::References::read(
+            remote,
+            &checkpoint::ManifestCache::default(),
+            Some(&mount_id),
+        )?;
+        for area in checkpoint::OWNED_AREAS {
+            for o in remote.list(&format!("{area}{mount_id}/"))? {
+                if !referenced.contains(&o.key) && !refs.keys.contains(&o.key) {
+                    report.orphans.push((o.key, o.size));
+                }
+            }
         }
     }
     Ok(report)

@@ -5,7 +5,7 @@
 //! added by wrappers: [`RetryingRemote`] (bounded retries with backoff, a warning per retry),
 //! [`MetricsRemote`] (operation and byte counters) and [`FailingRemote`] (fault injection for tests).
 //!
-//! Keys are relative to the store's prefix (`data/<uuid>`), so the core never sees URLs.
+//! Keys are relative to the store's prefix (`data/<mount-id>/<uuid>`), so the core never sees URLs.
 
 mod failing;
 mod metrics;
@@ -123,7 +123,8 @@ pub trait RemoteStore: Send + Sync + Debug {
     }
 }
 
-/// The key of an SST object, from its UUID.
-pub fn data_key(id: &uuid::Uuid) -> String {
-    format!("data/{}", id.as_hyphenated())
+/// The key of an SST object uploaded by mount `mount_id`: the key names its owner, the only
+/// mount that may delete it while that mount has a record (see `checkpoint::gc`).
+pub fn data_key(mount_id: &str, id: &uuid::Uuid) -> String {
+    format!("data/{mount_id}/{}", id.as_hyphenated())
 }

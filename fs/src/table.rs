@@ -103,6 +103,9 @@ pub enum Op {
     DelEntry { parent: Ino, name: String },
     /// Removes an inode that has no names (and, for a directory, no children).
     DropInode(Ino),
+    /// The mount's checkpoint sequence reached this number: the order of its publishes (and
+    /// claims), which retention follows instead of any clock. Never goes back.
+    PublishSeq(u64),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -136,6 +139,8 @@ pub struct Node {
 pub struct MappingTable {
     nodes: HashMap<Ino, Node>,
     next_ino: Ino,
+    /// The highest [`Op::PublishSeq`] applied.
+    publish_seq: u64,
 }
 
 impl MappingTable {
@@ -144,6 +149,7 @@ impl MappingTable {
         MappingTable {
             nodes: HashMap::new(),
             next_ino: ROOT_INO + 1,
+            publish_seq: 0,
         }
     }
 
@@ -163,6 +169,11 @@ impl MappingTable {
         let ino = self.next_ino;
         self.next_ino += 1;
         ino
+    }
+
+    /// The last checkpoint sequence number this mount used (0: none yet).
+    pub fn publish_seq(&self) -> u64 {
+        self.publish_seq
     }
 
     pub fn get(&self, ino: Ino) -> Option<&Node> {
@@ -300,6 +311,10 @@ impl MappingTable {
                 self.nodes.remove(ino);
                 Ok(())
             }
+            Op::PublishSeq(seq) => {
+                self.publish_seq = self.publish_seq.max(*seq);
+                Ok(())
+            }
         }
     }
 
@@ -322,6 +337,9 @@ impl MappingTable {
                     ino: *child,
                 });
             }
+        }
+        if self.publish_seq > 0 {
+            ops.push(Op::PublishSeq(self.publish_seq));
         }
         ops
     }

@@ -64,23 +64,26 @@ impl Dirs {
         statefs::MountConfig::new(self.remote_url(), &self.local, &self.cache)
     }
 
-    /// Objects under `data/` of the file remote: (key, size).
+    /// SST objects under `data/` of the file remote (`data/<mount-id>/<uuid>`, or `data/<uuid>`
+    /// of older versions): (key relative to `data/`, size).
     pub fn remote_objects(&self) -> Vec<(String, u64)> {
-        let dir = self.remote.join("data");
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            return Vec::new();
-        };
-        // `<key>#<n>` files are uploads the local store is still writing.
-        let mut v: Vec<_> = rd
-            .map(|e| e.unwrap())
-            .filter(|e| !e.file_name().to_string_lossy().contains('#'))
-            .map(|e| {
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    e.metadata().unwrap().len(),
-                )
-            })
-            .collect();
+        let mut v = Vec::new();
+        let mut dirs = vec![(self.remote.join("data"), String::new())];
+        while let Some((dir, prefix)) = dirs.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.map(|e| e.unwrap()) {
+                let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+                let md = e.metadata().unwrap();
+                if md.is_dir() {
+                    dirs.push((e.path(), format!("{name}/")));
+                } else if !name.contains('#') {
+                    // `<key>#<n>` files are uploads the local store is still writing.
+                    v.push((name, md.len()));
+                }
+            }
+        }
         v.sort();
         v
     }

@@ -491,9 +491,14 @@ impl FsCore {
             }
             return Ok(());
         }
-        let key = data_key(&uuid::Uuid::new_v4());
+        let key = data_key(&self.mount_id, &uuid::Uuid::new_v4());
         let span = tracing::debug_span!("upload", ino, key = %key, size = stamp.size);
         let _e = span.enter();
+        // Until the record naming it is in the journal, the object is only in flight: a release
+        // running meanwhile must not take it. A failed upload may still have stored it; the
+        // release removes it later.
+        let mut in_flight = self.in_flight();
+        in_flight.add(key.clone());
         self.metrics
             .uploads_in_flight
             .fetch_add(1, Ordering::Relaxed);

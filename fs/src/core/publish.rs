@@ -4,10 +4,14 @@
 //! Publish order, so that a crash at any step leaves no checkpoint that names a missing object:
 //! 1. every remote-placed file is sealed (uploaded);
 //! 2. copies of the local-placed files go to `checkpoints/<id>/files/`;
-//! 3. the referenced objects become *borrowed* in the journal (synced): from now on RocksDB deleting
-//!    a file no longer deletes its object;
+//! 3. the referenced objects become *borrowed* in the journal, with the checkpoint's sequence
+//!    number (synced): from now on RocksDB deleting a file no longer deletes its object;
 //! 4. the mount record is rewritten;
 //! 5. the manifest is written if absent — the checkpoint exists from this moment.
+//!
+//! From step 1 to step 5 every object the checkpoint names is in flight (`FsCore::in_flight`):
+//! the mount's release of its orphans keeps them and its record names them, even if RocksDB
+//! drops an SST meanwhile (invariant I3 of `checkpoint::gc`).
 
 use std::sync::atomic::Ordering;
 
@@ -18,6 +22,7 @@ use super::worker::Worker;
 use crate::checkpoint::{self, CheckpointError, Manifest, ManifestFile, MountRecord};
 use crate::error::{FsError, FsResult};
 use crate::placement::Placement;
+use crate::store::StoreError;
 use crate::table::{FileMeta, Ino, InodeMeta, NodeKind, Op, Ownership, ROOT_INO, Sealed};
 
 /// A published checkpoint.
@@ -221,6 +226,9 @@ impl FsCore {
         defer_retention: bool,
     ) -> FsResult<Published> {
         let id = checkpoint::new_id();
+        if let Some(refused) = self.state.lock().journal.refusal() {
+            return Err(refused.into());
+        }
         let span = tracing::info_span!("checkpoint", %id);
         let _e = span.enter();
         // Phase ends, for the trace: where a slow publish spent its time.
@@ -230,17 +238,13 @@ impl FsCore {
         // Files copied: their entry's index and where their bytes come from.
         let mut copies: Vec<(usize, CopyFrom)> = Vec::new();
         let mut copied_bytes = 0;
-        for (n, (name, source)) in sources.into_iter().enumerate() {
+        let mut in_flight = self.in_flight();
+        for (name, source) in sources {
             let (ino, sealed_only) = match source {
                 Source::Ino { ino, sealed_only } => (ino, sealed_only),
                 Source::Data(data) => {
                     copies.push((entries.len(), CopyFrom::Data(data)));
-                    entries.push(ManifestFile {
-                        name,
-                        key: checkpoint::file_key(&id, n),
-                        size: 0,
-                        crc32c: 0,
-                    });
+                    entries.push(self.copy_entry(name, &mut in_flight));
                     continue;
                 }
             };
@@ -262,23 +266,19 @@ impl FsCore {
                     let s = f.sealed.clone().ok_or_else(|| {
                         FsError::Internal(format!("{name} not sealed after sync"))
                     })?;
+                    in_flight.add(s.key.clone());
                     borrowed.push((entries.len(), ino, s.key.clone(), sealed_only));
                     entries.push(ManifestFile {
                         name,
                         key: s.key,
                         size: s.size,
                         crc32c: s.crc32c,
+                        local: false,
                     });
                 }
                 Placement::Local => {
-                    // Size and CRC are filled in when the copy is made, below.
                     copies.push((entries.len(), CopyFrom::Local(self.local_path(&f))));
-                    entries.push(ManifestFile {
-                        name,
-                        key: checkpoint::file_key(&id, n),
-                        size: 0,
-                        crc32c: 0,
-                    });
+                    entries.push(self.copy_entry(name, &mut in_flight));
                 }
             }
         }
@@ -308,6 +308,7 @@ impl FsCore {
         // other fails the publish (nothing is borrowed then, and nothing visible was written).
         let mut gone = Vec::new();
         let mut referenced_bytes = 0;
+        let seq;
         {
             let mut st = self.state.lock();
             let mut ops = Vec::new();
@@ -338,9 +339,11 @@ impl FsCore {
                     entries[*at].name
                 )));
             }
-            if !ops.is_empty() {
-                Self::commit(&mut st, &ops)?;
-            }
+            // The checkpoint's place in this mount's order, from the journal: retention follows
+            // it, never a clock.
+            seq = st.table.publish_seq() + 1;
+            ops.push(Op::PublishSeq(seq));
+            Self::commit(&mut st, &ops)?;
         }
         // `gone` is in entry order.
         for (at, _) in gone.iter().rev() {
@@ -357,23 +360,50 @@ impl FsCore {
             id: id.clone(),
             mount_id: self.mount_id.clone(),
             created_ms: checkpoint::now_ms(),
+            seq,
             files: entries,
         };
         let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-        self.remote
-            .put_if_absent(&checkpoint::manifest_key(&id), Bytes::from(bytes))?;
+        match self
+            .remote
+            .put_if_absent(&checkpoint::manifest_key(&id), Bytes::from(bytes))
+        {
+            Ok(()) => {}
+            // Ids are random: another manifest under this id is someone else's, and ours was not
+            // written; what it would have named is released as usual.
+            Err(e @ StoreError::AlreadyExists { .. }) => return Err(e.into()),
+            Err(e) => {
+                // The create may still land (the store layer could not tell): whatever it names
+                // stays named as long as this mount runs, and is found in the manifest after.
+                in_flight.keep_for_the_mount();
+                return Err(FsError::Remote(StoreError::Unavailable {
+                    op: "put_if_absent",
+                    key: checkpoint::manifest_key(&id),
+                    message: format!(
+                        "checkpoint {id}: the outcome of writing its manifest is unknown ({e}); it may yet appear"
+                    ),
+                }));
+            }
+        }
         self.manifests.remember(&manifest);
+        drop(in_flight);
         let manifest_us = start.elapsed().as_micros() as u64;
         // The checkpoint is complete from here on. A failed retention does not make it a failed
         // publish (the caller would discard a valid checkpoint); it is reported, and the next
         // publish drops what this one could not.
-        let retention_deferred =
-            retained > 0 && defer_retention && self.retainer.request(Retention::Keep(retained));
+        let keep = Retention::Keep {
+            retained,
+            just_published: id.clone(),
+        };
+        let retention_deferred = retained > 0 && defer_retention && self.retainer.request(keep);
         let (dropped, retention_error) = if retained > 0 && !retention_deferred {
-            self.retain(retained)
+            self.retain(retained, Some(&id))
         } else {
             (Vec::new(), None)
         };
+        if !dropped.is_empty() {
+            self.retainer.request(Retention::Release);
+        }
         tracing::info!(
             files = manifest.files.len(),
             referenced_bytes,
@@ -401,14 +431,18 @@ impl FsCore {
     /// Keeps the newest `retained` of this mount's checkpoints. One retention runs at a time (a
     /// deferred one and a caller's could otherwise drop the same checkpoint twice). Returns what
     /// it dropped, or why it failed: the checkpoints it could not drop are dropped next time.
-    fn retain(&self, retained: usize) -> (Vec<String>, Option<String>) {
+    fn retain(
+        &self,
+        retained: usize,
+        just_published: Option<&str>,
+    ) -> (Vec<String>, Option<String>) {
         let _one = self.retention.lock();
-        match checkpoint::apply_retention(
-            self.remote.as_ref(),
-            &self.mount_id,
-            retained,
-            &self.manifests,
-        ) {
+        let of = checkpoint::RetentionOf {
+            mount_id: &self.mount_id,
+            seq_now: self.state.lock().table.publish_seq(),
+            just_published,
+        };
+        match checkpoint::apply_retention(self.remote.as_ref(), of, retained, &self.manifests) {
             Ok(dropped) => {
                 if !dropped.is_empty() {
                     tracing::info!(?dropped, retained, "retention dropped checkpoints");
@@ -431,16 +465,55 @@ impl FsCore {
         }
     }
 
-    /// Every object key the journal names: what GC must keep while this mount exists.
-    fn live_keys(&self) -> Vec<String> {
+    /// Every object key the journal names, and every one in flight (I3 of `checkpoint::gc`).
+    fn live_keys(&self) -> std::collections::BTreeSet<String> {
         let st = self.state.lock();
-        let mut keys: Vec<String> = st
+        let mut keys: std::collections::BTreeSet<String> = st
             .table
             .nodes()
             .filter_map(|n| n.meta.file()?.sealed.as_ref().map(|s| s.key.clone()))
             .collect();
-        keys.sort();
+        drop(st);
+        keys.extend(self.in_flight.lock().keys().cloned());
+        keys.extend(self.held.lock().iter().cloned());
         keys
+    }
+
+    /// A manifest entry for a copy of a small file, stored under this mount's `copies/` area and
+    /// in flight until the manifest exists. Size and CRC are filled in when the copy is made.
+    fn copy_entry(&self, name: String, in_flight: &mut super::InFlight<'_>) -> ManifestFile {
+        let key = checkpoint::copy_key(&self.mount_id, &uuid::Uuid::new_v4());
+        in_flight.add(key.clone());
+        ManifestFile {
+            name,
+            key,
+            size: 0,
+            crc32c: 0,
+            local: true,
+        }
+    }
+
+    /// Deletes this mount's objects that nothing names any more (`checkpoint::gc::release_orphans`):
+    /// what a crash left and what dropped checkpoints named. Runs on the retention worker.
+    fn release_orphans(&self) {
+        let live = || self.live_keys().into_iter().collect();
+        match checkpoint::gc::release_orphans(
+            self.remote.as_ref(),
+            &self.mount_id,
+            &self.manifests,
+            live,
+        ) {
+            Ok(deleted) if !deleted.is_empty() => {
+                tracing::info!(
+                    count = deleted.len(),
+                    "released objects nothing names any more"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "releasing unnamed objects failed; retried after the next retention or at the next mount")
+            }
+        }
     }
 
     /// Rewrites `mounts/<mount-id>` with the objects the journal names now.
@@ -450,10 +523,31 @@ impl FsCore {
             host: checkpoint::host_name(),
             local_dir: self.statfs_dir.display().to_string(),
             updated_ms: checkpoint::now_ms(),
-            keys: self.live_keys(),
+            keys: self.live_keys().into_iter().collect(),
         };
         checkpoint::write_mount_record(self.remote.as_ref(), &record)?;
         self.record_dirty.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Takes checkpoint `id` over (CLAIM mode). Its place in this mount's order is the next
+    /// sequence number, journaled before the claim is written: everything this mount publishes
+    /// later comes after it, whatever the clocks say.
+    pub(crate) fn claim(&self, id: &str) -> FsResult<()> {
+        let seq = {
+            let mut st = self.state.lock();
+            let seq = st.table.publish_seq() + 1;
+            Self::commit(&mut st, &[Op::PublishSeq(seq)])?;
+            seq
+        };
+        self.sync_journal()?;
+        let claim = checkpoint::Claim {
+            mount_id: self.mount_id.clone(),
+            seq,
+        };
+        let bytes = serde_json::to_vec(&claim).expect("claim serializes");
+        self.remote
+            .put(&checkpoint::claim_key(id), Bytes::from(bytes))?;
         Ok(())
     }
 
@@ -484,7 +578,7 @@ impl FsCore {
                 };
             }
             let local_id = uuid::Uuid::new_v4();
-            let meta = if f.key.starts_with("data/") {
+            let meta = if !f.is_local() {
                 cold.push((local_id, f.size));
                 FileMeta {
                     placement: Placement::Remote,
@@ -553,14 +647,21 @@ impl FsCore {
 /// A request to the retention worker.
 #[derive(Debug)]
 pub(crate) enum Retention {
-    /// Keep the newest this many of the mount's checkpoints.
-    Keep(usize),
+    /// Keep the newest `retained` of the mount's checkpoints, never dropping `just_published`.
+    Keep {
+        retained: usize,
+        just_published: String,
+    },
+    /// Delete this mount's objects that nothing names any more.
+    Release,
     /// Answer once every earlier request has run.
     Barrier(std::sync::mpsc::Sender<()>),
 }
 
-/// Runs deferred retention off the publishing thread. Requests waiting together are coalesced:
-/// the newest `Keep` is what counts, since retention always works from the store's current list.
+/// Runs deferred retention, and the release of unnamed objects, off the publishing thread.
+/// Requests waiting together are coalesced: the newest `Keep` is what counts, since retention
+/// always works from the store's current list; a release follows a retention that dropped
+/// something.
 #[derive(Debug)]
 pub(crate) struct Retainer(Worker<Retention>);
 
@@ -568,17 +669,24 @@ impl Retainer {
     pub(crate) fn start(core: std::sync::Weak<FsCore>) -> Retainer {
         Retainer(Worker::spawn("statefs-retention", move |rx| {
             while let Ok(first) = rx.recv() {
-                let (mut keep, mut barriers) = (None, Vec::new());
+                let (mut keep, mut release, mut barriers) = (None, false, Vec::new());
                 for r in std::iter::once(first).chain(rx.try_iter()) {
                     match r {
-                        Retention::Keep(n) => keep = Some(n),
+                        Retention::Keep {
+                            retained,
+                            just_published,
+                        } => keep = Some((retained, just_published)),
+                        Retention::Release => release = true,
                         Retention::Barrier(done) => barriers.push(done),
                     }
                 }
-                if let Some(n) = keep
-                    && let Some(core) = core.upgrade()
-                {
-                    core.retain(n);
+                if let Some(core) = core.upgrade() {
+                    if let Some((n, id)) = keep {
+                        release |= !core.retain(n, Some(&id)).0.is_empty();
+                    }
+                    if release {
+                        core.release_orphans();
+                    }
                 }
                 for done in barriers {
                     let _ = done.send(());

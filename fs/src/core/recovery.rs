@@ -18,6 +18,14 @@ use crate::journal::{Journal, JournalError};
 use crate::store::{RemoteStore, StoreError};
 use crate::table::{MappingTable, NodeKind, Op, ROOT_INO, Stamp};
 
+/// Fails at mount, with the store's own words, rather than at the first fsync.
+fn probe(remote: &dyn RemoteStore) -> Result<(), OpenError> {
+    match remote.head("data/.statefs-probe") {
+        Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(OpenError::Remote(e)),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("local dir {path} is in use by another statefs mount{holder}")]
@@ -38,6 +46,18 @@ pub enum OpenError {
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
     #[error("restore failed (nothing was kept): {0}")]
     Restore(String),
+    #[error("{what} {path} is not this mount's: {why}")]
+    NotOurs {
+        what: &'static str,
+        path: PathBuf,
+        why: String,
+    },
+    #[error(
+        "local dir {path} belongs to mount {mount_id}, whose record is gone from the store: it was forgotten \
+         (statefs mounts forget), so gc may have deleted its objects. It cannot be mounted again; \
+         restore a checkpoint into a fresh local dir instead (statefs fsck shows what is missing)"
+    )]
+    Forgotten { path: PathBuf, mount_id: String },
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> OpenError + 'a {
@@ -91,11 +111,11 @@ fn lock_local_dir(local_dir: &Path) -> Result<File, OpenError> {
     Ok(file)
 }
 
-/// This local dir's mount id, created at its first mount.
-fn mount_id(local_dir: &Path) -> Result<String, OpenError> {
+/// This local dir's mount id, created at its first mount; and whether it existed before.
+fn mount_id(local_dir: &Path) -> Result<(String, bool), OpenError> {
     let path = local_dir.join("MOUNT_ID");
     match std::fs::read_to_string(&path) {
-        Ok(s) if uuid::Uuid::parse_str(s.trim()).is_ok() => Ok(s.trim().to_string()),
+        Ok(s) if uuid::Uuid::parse_str(s.trim()).is_ok() => Ok((s.trim().to_string(), true)),
         Ok(_) => Err(OpenError::Io {
             what: "damaged mount id in",
             path,
@@ -107,8 +127,9 @@ fn mount_id(local_dir: &Path) -> Result<String, OpenError> {
             std::fs::write(&tmp, format!("{id}\n"))
                 .and_then(|_| File::open(&tmp)?.sync_all())
                 .and_then(|_| std::fs::rename(&tmp, &path))
+                .and_then(|_| File::open(local_dir)?.sync_all())
                 .map_err(io_err("cannot write", &path))?;
-            Ok(id)
+            Ok((id, false))
         }
         Err(e) => Err(OpenError::Io {
             what: "cannot read",
@@ -116,6 +137,126 @@ fn mount_id(local_dir: &Path) -> Result<String, OpenError> {
             source: e,
         }),
     }
+}
+
+/// A local dir made ready and locked, with its mount id.
+struct LocalDir {
+    lock: File,
+    cache_lock: File,
+    mount_id: String,
+    /// The mount id was there before this start: the dir has been mounted.
+    known: bool,
+    local_files: PathBuf,
+    cache_files: PathBuf,
+}
+
+fn open_local(local_dir: &Path, cache_dir: &Path) -> Result<LocalDir, OpenError> {
+    let local_files = local_dir.join("files");
+    let cache_files = cache_dir.join("files");
+    for dir in [local_dir, cache_dir] {
+        std::fs::create_dir_all(dir).map_err(io_err("cannot create directory", dir))?;
+    }
+    let lock = lock_local_dir(local_dir)?;
+    let (mount_id, known) = mount_id(local_dir)?;
+    // Another mount's cache dir is no local dir of ours: recovery would clean its files.
+    if let Some(owner) = cache_owner(local_dir)?
+        && owner != mount_id
+    {
+        return Err(OpenError::NotOurs {
+            what: "local dir",
+            path: local_dir.to_path_buf(),
+            why: format!("it is the cache dir of mount {owner}"),
+        });
+    }
+    let cache_lock = own_cache_dir(cache_dir, local_dir, &mount_id)?;
+    for dir in [&local_files, &cache_files] {
+        std::fs::create_dir_all(dir).map_err(io_err("cannot create directory", dir))?;
+    }
+    Ok(LocalDir {
+        lock,
+        cache_lock,
+        mount_id,
+        known,
+        local_files,
+        cache_files,
+    })
+}
+
+/// The mount a cache dir is marked with (`CACHE_ID`), if any.
+fn cache_owner(dir: &Path) -> Result<Option<String>, OpenError> {
+    let path = dir.join("CACHE_ID");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(OpenError::Io {
+            what: "cannot read",
+            path,
+            source: e,
+        }),
+    }
+}
+
+/// Takes the cache dir for mount `mount_id`: locked (`CACHE_LOCK`) like the local dir, and
+/// marked with the mount's id (`CACHE_ID`). Recovery deletes every file of `<cache>/files` its
+/// journal does not name, so a dir that is not this mount's is refused, never cleaned: another
+/// mount's cache dir (marked with its id, or locked), another mount's local dir, or any other
+/// non-empty directory.
+fn own_cache_dir(cache_dir: &Path, local_dir: &Path, mount_id: &str) -> Result<File, OpenError> {
+    let refuse = |why: String| OpenError::NotOurs {
+        what: "cache dir",
+        path: cache_dir.to_path_buf(),
+        why,
+    };
+    let path = cache_dir.join("CACHE_LOCK");
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err("cannot open lock file", &path))?;
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(refuse("another statefs mount is using it".into()));
+    }
+    match cache_owner(cache_dir)? {
+        Some(owner) if owner == mount_id => return Ok(lock),
+        Some(owner) => {
+            return Err(refuse(format!(
+                "it belongs to mount {owner}; give each mount its own cache dir (or empty this one)"
+            )));
+        }
+        None => {}
+    }
+    let same_as_local =
+        std::fs::canonicalize(cache_dir).ok() == std::fs::canonicalize(local_dir).ok();
+    if !same_as_local {
+        if let Ok(other) = std::fs::read_to_string(cache_dir.join("MOUNT_ID")) {
+            return Err(refuse(format!(
+                "it is the local dir of mount {}",
+                other.trim()
+            )));
+        }
+        let entries = std::fs::read_dir(cache_dir).map_err(io_err("cannot read", cache_dir))?;
+        for e in entries {
+            let e = e.map_err(io_err("cannot read", cache_dir))?;
+            let name = e.file_name();
+            let empty_files = name == "files"
+                && std::fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_none());
+            if name != "CACHE_LOCK" && !empty_files {
+                return Err(refuse(format!(
+                    "it is not empty ({} is there) and not marked as this mount's",
+                    name.to_string_lossy()
+                )));
+            }
+        }
+    }
+    let tmp = cache_dir.join("CACHE_ID.tmp");
+    std::fs::write(&tmp, format!("{mount_id}\n"))
+        .and_then(|_| File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, cache_dir.join("CACHE_ID")))
+        .and_then(|_| File::open(cache_dir)?.sync_all())
+        .map_err(io_err("cannot write", &cache_dir.join("CACHE_ID")))?;
+    Ok(lock)
 }
 
 /// CRC32C of a whole file.
@@ -137,6 +278,11 @@ impl FsCore {
     /// Starts a fresh mount from checkpoint `id`: nothing is created unless the manifest is sound,
     /// every object it names exists with its size, and the small files are downloaded and checked.
     /// `claim` takes the checkpoint over (it becomes subject to this mount's retention).
+    ///
+    /// The new mount's record names the checkpoint's objects before anything is checked or
+    /// trusted, and the manifest is read again after that record exists: if the checkpoint is
+    /// still there then, no release or gc can delete its objects while this mount names them
+    /// (invariant I3/I4 of `checkpoint::gc`).
     pub fn start_restored(
         local_dir: &Path,
         cache_dir: &Path,
@@ -145,51 +291,80 @@ impl FsCore {
         id: &str,
         claim: bool,
     ) -> Result<Arc<FsCore>, OpenError> {
+        use crate::checkpoint::{self, CheckpointError};
         let journal = local_dir.join("journal");
         if std::fs::read_dir(&journal).is_ok_and(|mut d| d.next().is_some()) {
             return Err(OpenError::NotFresh(local_dir.to_path_buf()));
         }
-        let m = crate::checkpoint::load_manifest(remote.as_ref(), id)?;
-        crate::checkpoint::verify_objects(remote.as_ref(), &m)?;
-        let mut small = Vec::new();
-        for (i, f) in m.files.iter().enumerate() {
-            if f.key.starts_with("data/") {
-                continue;
-            }
-            let bytes = remote.get(&f.key)?;
-            if bytes.len() as u64 != f.size || crc32c::crc32c(&bytes) != f.crc32c {
-                return Err(OpenError::Checkpoint(
-                    crate::checkpoint::CheckpointError::BadManifest {
-                        id: id.to_string(),
-                        why: format!(
-                            "file {:?}: object {} does not match its size or checksum",
-                            f.name, f.key
-                        ),
-                    },
-                ));
-            }
-            small.push((i, bytes.to_vec()));
-        }
-        let core = Self::start(local_dir, cache_dir, remote.clone(), cache)?;
-        let result = core.restore_namespace(&m, &small).and_then(|_| {
-            if claim {
-                remote.put(
-                    &crate::checkpoint::claim_key(id),
-                    bytes::Bytes::from(core.mount_id.clone()),
-                )?;
-            }
-            core.write_mount_record()
-        });
-        if let Err(e) = result {
-            let _ = core.shutdown();
-            drop(core);
-            // The local dir was fresh: remove what this attempt made, so a retry starts clean.
+        let m = checkpoint::load_manifest(remote.as_ref(), id)?;
+        probe(remote.as_ref())?;
+        let local = open_local(local_dir, cache_dir)?;
+        let mount_id = local.mount_id.clone();
+        let held: HashSet<String> = m.object_keys().map(str::to_string).collect();
+        let borrow = checkpoint::MountRecord {
+            mount_id: mount_id.clone(),
+            host: checkpoint::host_name(),
+            local_dir: local_dir.display().to_string(),
+            updated_ms: checkpoint::now_ms(),
+            keys: held.iter().cloned().collect(),
+        };
+        // From here on a failure removes this record again: the restore never happened.
+        let forget = |e: OpenError| {
+            let _ = remote.delete(&checkpoint::mount_record_key(&mount_id));
             for p in ["journal", "files", "MOUNT_ID", "metrics.addr"] {
                 let p = local_dir.join(p);
                 let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
             }
             let _ = std::fs::remove_dir_all(cache_dir.join("files"));
-            return Err(OpenError::Restore(e.to_string()));
+            let _ = std::fs::remove_file(cache_dir.join("CACHE_ID"));
+            e
+        };
+        checkpoint::write_mount_record(remote.as_ref(), &borrow).map_err(|e| forget(e.into()))?;
+        let checked = (|| {
+            match checkpoint::load_manifest(remote.as_ref(), id) {
+                Ok(again) if again == m => {}
+                Ok(_) | Err(CheckpointError::NotFound(_)) => {
+                    return Err(OpenError::Restore(format!(
+                        "checkpoint {id} was dropped while it was being restored"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            checkpoint::verify_objects(remote.as_ref(), &m)?;
+            let mut small = Vec::new();
+            for (i, f) in m.files.iter().enumerate() {
+                if !f.is_local() {
+                    continue;
+                }
+                let bytes = remote.get(&f.key)?;
+                if bytes.len() as u64 != f.size || crc32c::crc32c(&bytes) != f.crc32c {
+                    return Err(OpenError::Checkpoint(CheckpointError::BadManifest {
+                        id: id.to_string(),
+                        why: format!(
+                            "file {:?}: object {} does not match its size or checksum",
+                            f.name, f.key
+                        ),
+                    }));
+                }
+                small.push((i, bytes.to_vec()));
+            }
+            Ok(small)
+        })();
+        let small = checked.map_err(forget)?;
+        let core = Self::start_with(local_dir, cache_dir, remote.clone(), cache, local, held)
+            .map_err(forget)?;
+        let result = core.restore_namespace(&m, &small).and_then(|_| {
+            if claim {
+                core.claim(id)?;
+            }
+            // The journal names the checkpoint's objects now.
+            core.held.lock().clear();
+            core.write_mount_record()
+        });
+        if let Err(e) = result {
+            let _ = core.shutdown();
+            drop(core);
+            return Err(forget(OpenError::Restore(e.to_string())));
         }
         Ok(core)
     }
@@ -201,19 +376,35 @@ impl FsCore {
         remote: Arc<dyn RemoteStore>,
         cache: CacheConfig,
     ) -> Result<Arc<FsCore>, OpenError> {
-        let local_files = local_dir.join("files");
-        let cache_files = cache_dir.join("files");
-        for dir in [local_dir, &local_files, cache_dir, &cache_files] {
-            std::fs::create_dir_all(dir).map_err(io_err("cannot create directory", dir))?;
-        }
-        let dir_lock = lock_local_dir(local_dir)?;
-        // Fail at mount, with the store's own words, rather than at the first fsync.
-        match remote.head("data/.statefs-probe") {
-            Ok(_) | Err(StoreError::NotFound { .. }) => {}
-            Err(e) => return Err(OpenError::Remote(e)),
-        }
-        let mount_id = mount_id(local_dir)?;
+        probe(remote.as_ref())?;
+        let local = open_local(local_dir, cache_dir)?;
+        Self::start_with(local_dir, cache_dir, remote, cache, local, HashSet::new())
+    }
+
+    fn start_with(
+        local_dir: &Path,
+        cache_dir: &Path,
+        remote: Arc<dyn RemoteStore>,
+        cache: CacheConfig,
+        local: LocalDir,
+        held: HashSet<String>,
+    ) -> Result<Arc<FsCore>, OpenError> {
         let (journal, table) = Journal::open(&local_dir.join("journal"))?;
+        // I1: a mount whose record is gone was forgotten, and gc may have taken its objects.
+        // (A first start that failed before its record was written named no object.)
+        let names_objects = table.publish_seq() > 0
+            || table
+                .nodes()
+                .any(|n| n.meta.file().is_some_and(|f| f.sealed.is_some()));
+        if local.known
+            && names_objects
+            && !crate::checkpoint::gc::mount_record_exists(remote.as_ref(), &local.mount_id)?
+        {
+            return Err(OpenError::Forgotten {
+                path: local_dir.to_path_buf(),
+                mount_id: local.mount_id,
+            });
+        }
         let state = Arc::new(Mutex::new(State { table, journal }));
         let deleter = Deleter::start(state.clone(), remote.clone());
         let policy = LimitPolicy::from_config(
@@ -235,25 +426,32 @@ impl FsCore {
             registrar: super::publish::Registrar::start(me.clone()),
             retainer: super::publish::Retainer::start(me.clone()),
             retention: Mutex::new(()),
-            mount_id,
+            mount_id: local.mount_id,
             record_dirty: std::sync::atomic::AtomicBool::new(false),
+            in_flight: Mutex::new(HashMap::new()),
+            held: Mutex::new(held),
             manifests: Default::default(),
-            local_files,
-            cache_files,
+            local_files: local.local_files,
+            cache_files: local.cache_files,
             statfs_dir: local_dir.to_path_buf(),
             metrics: Default::default(),
-            _dir_lock: dir_lock,
+            _dir_lock: (local.lock, local.cache_lock),
         });
+        // I1: the record exists before this mount creates any object.
         core.recover()
             .and_then(|_| core.write_mount_record())
             .map_err(|e| match e {
                 crate::error::FsError::Journal(j) => OpenError::Journal(j),
+                crate::error::FsError::Remote(r) => OpenError::Remote(r),
                 other => OpenError::Io {
                     what: "recovery failed in",
                     path: local_dir.to_path_buf(),
                     source: std::io::Error::other(other.to_string()),
                 },
             })?;
+        // What a crash left in the store (uploads never recorded, copies of publishes that
+        // never completed) goes in the background.
+        core.retainer.request(super::publish::Retention::Release);
         Ok(core)
     }
 

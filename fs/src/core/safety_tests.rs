@@ -92,3 +92,363 @@ fn a_failed_journal_sync_fails_every_later_fsync_with_eio() {
     write_synced(&core, "000002.log", b"after the remount");
     core.shutdown().unwrap();
 }
+
+/// Runs `hook` once, at the first store call for which `when(op, key)` holds, before the call.
+struct HookRemote {
+    inner: Arc<dyn RemoteStore>,
+    #[allow(clippy::type_complexity)]
+    when: Box<dyn Fn(&str, &str) -> bool + Send + Sync>,
+    #[allow(clippy::type_complexity)]
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for HookRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HookRemote")
+    }
+}
+
+impl HookRemote {
+    fn new(
+        inner: Arc<dyn RemoteStore>,
+        when: impl Fn(&str, &str) -> bool + Send + Sync + 'static,
+        hook: impl FnOnce() + Send + 'static,
+    ) -> Arc<HookRemote> {
+        Arc::new(HookRemote {
+            inner,
+            when: Box::new(when),
+            hook: std::sync::Mutex::new(Some(Box::new(hook))),
+        })
+    }
+
+    fn at(&self, op: &str, key: &str) {
+        if (self.when)(op, key)
+            && let Some(hook) = self.hook.lock().unwrap().take()
+        {
+            hook();
+        }
+    }
+}
+
+impl RemoteStore for HookRemote {
+    fn put(&self, key: &str, data: bytes::Bytes) -> Result<(), crate::store::StoreError> {
+        self.at("put", key);
+        self.inner.put(key, data)
+    }
+    fn put_if_absent(&self, key: &str, data: bytes::Bytes) -> Result<(), crate::store::StoreError> {
+        self.at("put_if_absent", key);
+        self.inner.put_if_absent(key, data)
+    }
+    fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+    ) -> Result<crate::store::Uploaded, crate::store::StoreError> {
+        self.at("put_file", key);
+        self.inner.put_file(key, path)
+    }
+    fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, crate::store::StoreError> {
+        self.at("get_range", key);
+        self.inner.get_range(key, range)
+    }
+    fn get(&self, key: &str) -> Result<bytes::Bytes, crate::store::StoreError> {
+        self.at("get", key);
+        self.inner.get(key)
+    }
+    fn head(&self, key: &str) -> Result<u64, crate::store::StoreError> {
+        self.at("head", key);
+        self.inner.head(key)
+    }
+    fn delete(&self, key: &str) -> Result<(), crate::store::StoreError> {
+        self.at("delete", key);
+        self.inner.delete(key)
+    }
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<crate::store::ObjectInfo>, crate::store::StoreError> {
+        self.at("list", prefix);
+        self.inner.list(prefix)
+    }
+}
+
+fn gc_now(remote: &dyn RemoteStore) -> crate::checkpoint::GcReport {
+    crate::checkpoint::collect_garbage(remote, Duration::ZERO, false).unwrap()
+}
+
+/// Row 1 and 2 of the safety issue: an SST fsynced a moment ago, on a mount that then crashed
+/// (its record never named the object) or that still runs, survives `statefs gc` with no grace
+/// period at all: the object's key names its mount, whose record exists.
+#[test]
+fn gc_with_no_grace_period_never_takes_a_synced_sst() {
+    let env = Env::new();
+    let (local, cache) = (env.dir.path().join("local"), env.dir.path().join("cache"));
+    let sst: Vec<u8> = (0..100_000u32).map(|i| (i % 239) as u8).collect();
+    let core = start_at(&local, &cache, env.remote.clone());
+    write_synced(&core, "000009.sst", &sst);
+    // Running: gc deletes nothing, the file reads back.
+    let report = gc_now(env.remote.as_ref());
+    assert!(report.garbage.is_empty(), "{report:?}");
+    assert_eq!(report.owned_by_mounts, 1);
+    assert_eq!(read_name(&core, "000009.sst"), sst);
+    write_synced(&core, "000010.sst", &sst);
+    crash(core);
+    // Crashed, its record naming neither object: still nothing is taken.
+    let record = crate::checkpoint::list_mounts(env.remote.as_ref()).unwrap();
+    assert!(record[0].keys.is_empty(), "the record lags: {record:?}");
+    assert!(gc_now(env.remote.as_ref()).garbage.is_empty());
+    let core = start_at(&local, &cache, env.remote.clone());
+    super::tests::lose_local_copies_at(&cache);
+    assert_eq!(read_name(&core, "000009.sst"), sst);
+    assert_eq!(read_name(&core, "000010.sst"), sst);
+    core.shutdown().unwrap();
+    drop(core);
+    let fsck = crate::fsck::fsck(&local, env.remote.as_ref()).unwrap();
+    assert!(!fsck.damaged(), "{fsck:?}");
+}
+
+/// A crash between an upload and the journal record naming it leaves an object nothing names;
+/// the next mount releases it (no gc, no clock), and keeps everything its journal names.
+#[test]
+fn the_next_mount_releases_what_a_crash_left_unnamed() {
+    let env = Env::new();
+    let (local, cache) = (env.dir.path().join("local"), env.dir.path().join("cache"));
+    let core = start_at(&local, &cache, env.remote.clone());
+    write_synced(&core, "000001.sst", b"kept");
+    // The upload lands, then the journal refuses its record: as a crash in between would.
+    let (_, o) = core.create(ROOT_INO, "000002.sst", 0o644, RW, ME).unwrap();
+    core.write(o.fh, 0, b"never recorded").unwrap();
+    core.state.lock().journal.fail_syncs(1);
+    core.fsyncdir().unwrap_err();
+    assert!(core.fsync(o.fh, true).is_err());
+    assert_eq!(env.objects().len(), 2, "both uploads are in the store");
+    crash(core);
+    let core = start_at(&local, &cache, env.remote.clone());
+    core.settle();
+    let objects = env.objects();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(read_name(&core, "000001.sst"), b"kept");
+    core.shutdown().unwrap();
+}
+
+/// A mount whose record was deleted (forgotten) refuses to start: gc may have taken its
+/// objects. A local dir that never named an object starts whatever the store holds.
+#[test]
+fn a_forgotten_mount_refuses_to_start() {
+    let env = Env::new();
+    let (local, cache) = (env.dir.path().join("local"), env.dir.path().join("cache"));
+    let core = start_at(&local, &cache, env.remote.clone());
+    let id = core.mount_id.clone();
+    write_synced(&core, "000001.sst", b"x");
+    core.shutdown().unwrap();
+    drop(core);
+    env.remote
+        .delete(&crate::checkpoint::mount_record_key(&id))
+        .unwrap();
+    let err = FsCore::start(&local, &cache, env.remote.clone(), test_cache()).unwrap_err();
+    assert!(matches!(err, OpenError::Forgotten { .. }), "{err}");
+    assert!(err.to_string().contains("forgotten"), "{err}");
+
+    let other = env.dir.path().join("other");
+    let core = start_at(&other, &env.dir.path().join("c2"), env.remote.clone());
+    let id = core.mount_id.clone();
+    core.shutdown().unwrap();
+    drop(core);
+    env.remote
+        .delete(&crate::checkpoint::mount_record_key(&id))
+        .unwrap();
+    start_at(&other, &env.dir.path().join("c2"), env.remote.clone())
+        .shutdown()
+        .unwrap();
+}
+
+/// Publishes the mount's root directory `dir` with retention `retained`.
+fn publish(core: &FsCore, dir: &str, retained: usize) -> String {
+    core.publish(dir, retained).unwrap().id
+}
+
+/// Row 3: a NO_CLAIM restore races with its source's retention and release and with gc. Its
+/// record names the checkpoint's objects before it checks them, and it reads the manifest again
+/// after: if the checkpoint was dropped before that, the restore fails cleanly; if it was
+/// dropped after, nothing it reads is deleted.
+#[test]
+fn a_restore_racing_retention_and_gc_fails_cleanly_or_keeps_its_objects() {
+    for dropped_before_the_check in [true, false] {
+        let env = Env::new();
+        let sst: Vec<u8> = (0..50_000u32).map(|i| (i % 233) as u8).collect();
+        let source = start_at(
+            &env.dir.path().join("a"),
+            &env.dir.path().join("ac"),
+            env.remote.clone(),
+        );
+        let db = source.mkdir(ROOT_INO, "db", 0o755, ME).unwrap().ino;
+        let (_, o) = source.create(db, "000001.sst", 0o644, RW, ME).unwrap();
+        source.write(o.fh, 0, &sst).unwrap();
+        source.release(o.fh).unwrap();
+        let (_, o) = source.create(db, "CURRENT", 0o644, RW, ME).unwrap();
+        source.write(o.fh, 0, b"MANIFEST-000001\n").unwrap();
+        source.release(o.fh).unwrap();
+        let old = publish(&source, "db", 1);
+        // RocksDB compacts the SST away: only the checkpoint still names its object.
+        source.unlink(db, "000001.sst").unwrap();
+        // While the restore runs, the source publishes again (retention drops `old`), releases
+        // what `old` named, and gc runs.
+        let s = source.clone();
+        let remote = env.remote.clone();
+        let manifest_reads = std::sync::atomic::AtomicUsize::new(0);
+        let when = move |op: &str, key: &str| {
+            if dropped_before_the_check {
+                // The second read of the manifest: after the restore's record exists, before
+                // the restore trusts anything.
+                op == "get"
+                    && key.ends_with("/_metadata")
+                    && manifest_reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1
+            } else {
+                // Downloading the small files: the objects are verified and trusted.
+                op == "get" && key.starts_with("copies/")
+            }
+        };
+        let hooked = HookRemote::new(env.remote.clone(), when, move || {
+            let newer = publish(&s, "db", 1);
+            s.settle();
+            assert!(crate::checkpoint::list_ids(remote.as_ref()).unwrap() == [newer]);
+            gc_now(remote.as_ref());
+        });
+        let restored = FsCore::start_restored(
+            &env.dir.path().join("b"),
+            &env.dir.path().join("bc"),
+            hooked,
+            test_cache(),
+            &old,
+            false,
+        );
+        if dropped_before_the_check {
+            let err = restored.unwrap_err().to_string();
+            assert!(err.contains("dropped while it was being restored"), "{err}");
+            let mounts = crate::checkpoint::list_mounts(env.remote.as_ref()).unwrap();
+            assert_eq!(mounts.len(), 1, "the failed restore left no record");
+            assert!(!env.dir.path().join("b/journal").exists());
+        } else {
+            let b = restored.unwrap();
+            // Everything `old` named is still there, and it reads back; more releases and gc
+            // change nothing while the restored mount names it.
+            source.retainer.request(super::publish::Retention::Release);
+            source.settle();
+            gc_now(env.remote.as_ref());
+            let attr = b.lookup(ROOT_INO, "000001.sst").unwrap();
+            let o = b.open(attr.ino, libc::O_RDONLY).unwrap();
+            assert_eq!(b.read(o.fh, 0, sst.len() as u32).unwrap(), sst);
+            b.release(o.fh).unwrap();
+            b.shutdown().unwrap();
+        }
+        source.shutdown().unwrap();
+    }
+}
+
+/// Row 4: a checkpoint naming this mount with an id far in the future (another host's clock,
+/// or a clock stepped back here) never makes a publish drop the checkpoint it just wrote.
+#[test]
+fn a_checkpoint_id_from_the_future_never_drops_the_one_just_published() {
+    let env = Env::new();
+    let core = start_at(
+        &env.dir.path().join("local"),
+        &env.dir.path().join("cache"),
+        env.remote.clone(),
+    );
+    core.mkdir(ROOT_INO, "db", 0o755, ME).unwrap();
+    publish(&core, "db", 1);
+    // A manifest as an older version wrote it (no sequence number), its id ten minutes ahead.
+    let future = format!("{:013}-deadbeef", crate::checkpoint::now_ms() + 600_000);
+    let planted = serde_json::json!({
+        "format": crate::checkpoint::FORMAT, "version": crate::checkpoint::VERSION,
+        "id": future, "mount_id": core.mount_id, "created_ms": crate::checkpoint::now_ms() + 600_000,
+        "files": []
+    });
+    env.remote
+        .put(
+            &crate::checkpoint::manifest_key(&future),
+            bytes::Bytes::from(serde_json::to_vec(&planted).unwrap()),
+        )
+        .unwrap();
+    for _ in 0..3 {
+        let id = publish(&core, "db", 1);
+        let ids = crate::checkpoint::list_ids(env.remote.as_ref()).unwrap();
+        assert_eq!(ids, [id], "the one just published is the one kept");
+    }
+    core.shutdown().unwrap();
+}
+
+/// Row 6: a manifest create whose answer is lost although it landed is retried, meets its own
+/// manifest and succeeds: the publish reports the checkpoint it made.
+#[test]
+fn a_publish_whose_manifest_answer_is_lost_succeeds() {
+    let env = Env::new();
+    let core = start_at(
+        &env.dir.path().join("local"),
+        &env.dir.path().join("cache"),
+        env.remote.clone(),
+    );
+    let db = core.mkdir(ROOT_INO, "db", 0o755, ME).unwrap().ino;
+    let (_, o) = core.create(db, "CURRENT", 0o644, RW, ME).unwrap();
+    core.write(o.fh, 0, b"MANIFEST-000001\n").unwrap();
+    core.release(o.fh).unwrap();
+    env.faults.ambiguous_keys_containing(Some("_metadata"));
+    let p = core.publish("db", 1).unwrap();
+    env.faults.ambiguous_keys_containing(None);
+    assert!(env.faults.injected() >= 1);
+    let m = crate::checkpoint::load_manifest(env.remote.as_ref(), &p.id).unwrap();
+    assert_eq!(m.files.len(), 1);
+    core.settle();
+    env.remote.head(&m.files[0].key).unwrap();
+    core.shutdown().unwrap();
+}
+
+/// Row 5: a cache dir is owned like the local dir. A second mount pointed at a mount's cache
+/// dir (running or not), at its local dir as a cache dir, or with its local dir on another
+/// mount's cache dir is refused with a clear error, and the first mount loses nothing.
+#[test]
+fn a_cache_dir_that_is_not_this_mounts_is_refused_never_cleaned() {
+    let env = Env::new();
+    let d = |p: &str| env.dir.path().join(p);
+    let wal = vec![7u8; 1500];
+    let a = start_at(&d("a"), &d("ac"), env.remote.clone());
+    write_synced(&a, "000003.log", &wal);
+    let (_, o) = a.create(ROOT_INO, "000004.sst", 0o644, RW, ME).unwrap();
+    a.write(o.fh, 0, b"staged, not synced yet").unwrap();
+    let refused = |local: &str, cache: &str, what: &str| {
+        let err =
+            FsCore::start(&d(local), &d(cache), env.remote.clone(), test_cache()).unwrap_err();
+        assert!(
+            matches!(err, OpenError::NotOurs { .. }) && err.to_string().contains(what),
+            "{local} + {cache}: {err}"
+        );
+    };
+    refused("b", "ac", "another statefs mount is using it");
+    refused("b", "a", "local dir of mount");
+    refused("ac", "bc", "cache dir of mount");
+    // A's staging file and WAL are untouched; its sync works.
+    a.fsync(o.fh, true).unwrap();
+    a.release(o.fh).unwrap();
+    a.shutdown().unwrap();
+    drop(a);
+    refused("b", "ac", "belongs to mount");
+    std::fs::create_dir_all(d("junk")).unwrap();
+    std::fs::write(d("junk/notes"), "mine").unwrap();
+    refused("b", "junk", "not empty");
+    assert_eq!(std::fs::read(d("junk/notes")).unwrap(), b"mine");
+    let a = start_at(&d("a"), &d("ac"), env.remote.clone());
+    assert_eq!(read_name(&a, "000003.log"), wal);
+    assert_eq!(read_name(&a, "000004.sst"), b"staged, not synced yet");
+    a.shutdown().unwrap();
+    // One dir for both is one mount's.
+    start_at(&d("same"), &d("same"), env.remote.clone())
+        .shutdown()
+        .unwrap();
+    start_at(&d("same"), &d("same"), env.remote.clone())
+        .shutdown()
+        .unwrap();
+}

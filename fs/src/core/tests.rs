@@ -63,7 +63,7 @@ impl Env {
         .unwrap()
     }
 
-    fn objects(&self) -> Vec<(String, u64)> {
+    pub(crate) fn objects(&self) -> Vec<(String, u64)> {
         let mut v: Vec<(String, u64)> = self
             .remote
             .list("data/")
@@ -95,7 +95,11 @@ fn write_unreleased(core: &FsCore, name: &str, data: &[u8]) {
 
 /// Deletes every local copy and staging file: what is read next comes from the store.
 fn lose_local_copies(env: &Env) {
-    for entry in std::fs::read_dir(env.dir.path().join("cache/files")).unwrap() {
+    lose_local_copies_at(&env.dir.path().join("cache"));
+}
+
+pub(crate) fn lose_local_copies_at(cache_dir: &Path) {
+    for entry in std::fs::read_dir(cache_dir.join("files")).unwrap() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
     }
 }
@@ -598,7 +602,7 @@ impl std::fmt::Debug for HookRemote {
 
 impl RemoteStore for HookRemote {
     fn put(&self, key: &str, data: bytes::Bytes) -> Result<(), crate::store::StoreError> {
-        if key.starts_with("checkpoints/")
+        if key.starts_with("copies/")
             && let Some(hook) = self.hook.lock().unwrap().take()
         {
             hook();

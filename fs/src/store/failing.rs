@@ -48,6 +48,8 @@ struct FaultState {
     reads: Hold,
     /// This many next writes take effect, then report a failure.
     ambiguous_next: AtomicU64,
+    /// Every write on a key containing this text takes effect, then reports a failure.
+    ambiguous_pattern: std::sync::Mutex<Option<String>>,
     /// This many next ranged reads come back short, or with a flipped byte.
     short_next: AtomicU64,
     corrupt_next: AtomicU64,
@@ -189,6 +191,11 @@ impl FaultPlan {
         self.inner.ambiguous_next.store(n, Ordering::SeqCst);
     }
 
+    /// Every write on a key containing `pattern` takes effect and then reports a failure.
+    pub fn ambiguous_keys_containing(&self, pattern: Option<&str>) {
+        *self.inner.ambiguous_pattern.lock().unwrap() = pattern.map(str::to_string);
+    }
+
     /// The next `n` ranged reads return only the first half of the range.
     pub fn short_reads_next(&self, n: u64) {
         self.inner.short_next.store(n, Ordering::SeqCst);
@@ -210,13 +217,20 @@ impl FaultPlan {
     }
 
     /// Decides the fate of one call: the switches first, then the random rates.
-    fn fate(&self, is_write: bool, is_range: bool) -> Fate {
+    fn fate(&self, key: &str, is_write: bool, is_range: bool) -> Fate {
         let s = &self.inner;
         let take = |n: &AtomicU64| {
             n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
         };
-        if is_write && take(&s.ambiguous_next) {
+        let pattern = || {
+            s.ambiguous_pattern
+                .lock()
+                .unwrap()
+                .as_deref()
+                .is_some_and(|p| key.contains(p))
+        };
+        if is_write && (take(&s.ambiguous_next) || pattern()) {
             return Fate::Ambiguous;
         }
         if is_range && take(&s.short_next) {
@@ -273,7 +287,7 @@ impl FaultPlan {
         apply: impl FnOnce() -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.check(op, key, true)?;
-        match self.fate(true, false) {
+        match self.fate(key, true, false) {
             Fate::Fail => Err(self.injected_error(op, key, "injected fault")),
             Fate::Ambiguous => {
                 apply()?;
@@ -292,7 +306,7 @@ impl FaultPlan {
         fetch: impl FnOnce() -> Result<Bytes, StoreError>,
     ) -> Result<Bytes, StoreError> {
         self.check(op, key, false)?;
-        match self.fate(false, is_range) {
+        match self.fate(key, false, is_range) {
             Fate::Fail => Err(self.injected_error(op, key, "injected fault")),
             Fate::Short => {
                 let data = fetch()?;
@@ -314,7 +328,7 @@ impl FaultPlan {
     /// A call that is neither a plain write nor a read of bytes (head, list, a download).
     fn other(&self, op: &'static str, key: &str) -> Result<(), StoreError> {
         self.check(op, key, false)?;
-        match self.fate(false, false) {
+        match self.fate(key, false, false) {
             Fate::Fail => Err(self.injected_error(op, key, "injected fault")),
             _ => Ok(()),
         }
