@@ -209,7 +209,7 @@ fn gc_scenario(
     )
     .unwrap();
     let keep: BTreeSet<String> = m2
-        .data_keys()
+        .object_keys()
         .map(str::to_string)
         .chain(record.keys.iter().cloned())
         .collect();
@@ -219,39 +219,32 @@ fn gc_scenario(
         .map(str::to_string)
         .collect();
     assert!(!expected.is_empty(), "the scenario must leave garbage");
-    let before = data_keys(remote.as_ref());
-    let dry = checkpoint::collect_garbage(remote.as_ref(), Duration::ZERO, true).unwrap();
-    assert_eq!(
-        dry.garbage
-            .iter()
-            .map(|(k, _)| k.clone())
-            .collect::<BTreeSet<_>>(),
-        expected
-    );
-    assert_eq!(
-        data_keys(remote.as_ref()),
-        before,
-        "dry run deletes nothing"
-    );
-    let report = checkpoint::collect_garbage(remote.as_ref(), Duration::ZERO, false).unwrap();
-    assert_eq!(
-        report
-            .garbage
-            .iter()
-            .map(|(k, _)| k.clone())
-            .collect::<BTreeSet<_>>(),
-        expected
-    );
-    assert_eq!(
-        data_keys(remote.as_ref()),
-        before.difference(&expected).cloned().collect()
-    );
-    // The grace period protects young objects.
+    // The mount released what only the dropped checkpoint named (after its retention, on its
+    // worker: settled above), and nothing else.
+    let left: BTreeSet<String> = ["data/", "copies/"]
+        .iter()
+        .flat_map(|a| remote.list(a).unwrap())
+        .map(|o| o.key)
+        .collect();
     assert!(
-        checkpoint::collect_garbage(remote.as_ref(), Duration::from_secs(3600), true)
-            .unwrap()
-            .garbage
-            .is_empty()
+        expected.iter().all(|k| !left.contains(k)),
+        "released: {:?}",
+        expected.intersection(&left).collect::<Vec<_>>()
+    );
+    let lost: Vec<&String> = keep.iter().filter(|k| !left.contains(*k)).collect();
+    assert!(lost.is_empty(), "named but gone: {lost:?}");
+    // gc leaves a mount that has a record alone: its objects are its own to release.
+    for dry_run in [true, false] {
+        let report = checkpoint::collect_garbage(remote.as_ref(), Duration::ZERO, dry_run).unwrap();
+        assert!(report.garbage.is_empty(), "{report:?}");
+        assert_eq!(report.owned_by_mounts + report.referenced, left.len());
+    }
+    assert_eq!(
+        data_keys(remote.as_ref()),
+        left.iter()
+            .filter(|k| k.starts_with("data/"))
+            .cloned()
+            .collect()
     );
 
     // The retained checkpoint still restores, and the source still reads everything.
@@ -328,11 +321,6 @@ fn crash_before_the_manifest_leaves_no_checkpoint_and_loses_nothing() {
         MountHandle::mount_with_remote(&dirs.config(), &dirs.mnt, Some(remote.clone())).unwrap();
     let db = DB::open(&opts(), dirs.mnt.join("db")).unwrap();
     write_round(&db, 1, 10_000);
-    // No compaction may upload after the publish below writes the mount record: gc with no grace
-    // would rightly take such an object (a live mount's newest objects are protected by the grace
-    // period, not by the record), and that is not what this test is about.
-    db.wait_for_compact(&rocksdb::WaitForCompactOptions::default())
-        .unwrap();
     rocksdb::checkpoint::Checkpoint::new(&db)
         .unwrap()
         .create_checkpoint(dirs.mnt.join("chk"))
@@ -345,14 +333,14 @@ fn crash_before_the_manifest_leaves_no_checkpoint_and_loses_nothing() {
         checkpoint::list_ids(remote.as_ref()).unwrap().is_empty(),
         "no visible checkpoint"
     );
-    // Nothing lost: every object the mount names is there, and gc (even with no grace) keeps them.
+    // Nothing lost: every object the mount names is there, and gc keeps them (they are the
+    // mount's). The copies of the small files stay too while the mount runs: the manifest's
+    // create could not be confirmed either way, and a manifest that appears later names them.
     let report = checkpoint::collect_garbage(remote.as_ref(), Duration::ZERO, false).unwrap();
     assert!(report.garbage.is_empty(), "{report:?}");
-    assert!(
-        !report.abandoned.is_empty(),
-        "the copies of the small files were collected"
-    );
+    assert!(report.abandoned.is_empty(), "{report:?}");
     assert!(remote.list("checkpoints/").unwrap().is_empty());
+    assert!(!remote.list("copies/").unwrap().is_empty());
     verify_round(&db, 1, 10_000);
     // A retry succeeds. On a store with a distant store's latency, the small files (MANIFEST,
     // OPTIONS, CURRENT) go up at once, not one round trip after another.
@@ -630,14 +618,18 @@ fn cli_checkpoint_list_gc_and_fsck() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert!(fsck(true).contains("0 missing"));
-    // An orphan is reported, not damage; a missing object is damage.
-    remote
-        .put(
-            "data/00000000-0000-0000-0000-000000000001",
-            vec![0u8; 10].into(),
-        )
-        .unwrap();
-    assert!(fsck(true).contains("orphan   data/00000000-0000-0000-0000-000000000001"));
+    // An orphan of this mount (what a crash between an upload and its record leaves) is
+    // reported, not damage; a missing object is damage.
+    let mount_id = std::fs::read_to_string(dirs.local.join("MOUNT_ID")).unwrap();
+    let own_orphan = format!(
+        "data/{}/00000000-0000-0000-0000-000000000001",
+        mount_id.trim()
+    );
+    remote.put(&own_orphan, vec![0u8; 10].into()).unwrap();
+    assert!(fsck(true).contains(&format!("orphan   {own_orphan}")));
+    // An object of an older version that nothing names.
+    let legacy = "data/00000000-0000-0000-0000-000000000002";
+    remote.put(legacy, vec![0u8; 10].into()).unwrap();
     let m = checkpoint::load_manifest(remote.as_ref(), &id).unwrap();
     let sst_key = m.data_keys().next().unwrap().to_string();
     let saved = remote.get(&sst_key).unwrap();
@@ -657,11 +649,11 @@ fn cli_checkpoint_list_gc_and_fsck() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&gc.stdout);
+    assert!(text.contains(&format!("would delete {legacy}")), "{text}");
     assert!(
-        text.contains("would delete data/00000000-0000-0000-0000-000000000001"),
-        "{text}"
+        !text.contains(&sst_key) && !text.contains(&own_orphan),
+        "a mount with a record releases its own objects: {text}"
     );
-    assert!(!text.contains(&sst_key));
 }
 
 #[test]
@@ -707,7 +699,7 @@ fn claim_hands_the_checkpoint_to_the_new_mount_and_no_claim_never_deletes_it() {
     let infos = checkpoint::list(remote.as_ref()).unwrap();
     let claimed = infos.iter().find(|c| c.id == id).unwrap();
     assert_eq!(
-        claimed.claimed_by.as_deref(),
+        claimed.claimed_by.as_ref().map(|c| c.mount_id.as_str()),
         Some(cl.core().mount_id.as_str())
     );
     let own = cl.checkpoint(&cl_mnt, 1).unwrap();

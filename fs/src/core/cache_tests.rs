@@ -98,6 +98,41 @@ fn an_open_copy_is_evicted_only_when_its_last_handle_closes() {
     assert_eq!(core.cache_stats().used, 1000);
 }
 
+/// Row 7 of the safety issue: a copy demoted while a reader holds it, then opened for writing
+/// and written while the store refuses the upload, is the only place those bytes live: the
+/// reader's last close must not delete it, and the file must not revert to its old object.
+#[test]
+fn an_evicted_open_copy_written_again_is_not_deleted_at_the_last_close() {
+    let env = Env::new();
+    let core = env.core_with(sized(1500));
+    let a = put(&core, "a.sst", &data(1));
+    let reader = core.open(a, libc::O_RDONLY).unwrap();
+    put(&core, "b.sst", &data(2)); // demotes a while it is open
+    let writer = core.open(a, libc::O_RDWR).unwrap();
+    core.write(writer.fh, 0, &data(9)).unwrap();
+    env.faults.set_writes_down(true);
+    assert!(
+        core.release(writer.fh).is_err(),
+        "the upload at close fails"
+    );
+    core.release(reader.fh).unwrap();
+    let (bytes, _) = read_all(&core, a);
+    assert!(
+        bytes == data(9),
+        "the unsynced write is lost: {:?}",
+        &bytes[..4]
+    );
+    env.faults.set_writes_down(false);
+    let w = core.open(a, libc::O_RDWR).unwrap();
+    core.fsync(w.fh, true).unwrap();
+    core.release(w.fh).unwrap();
+    core.shutdown().unwrap();
+    drop(core);
+    let core = env.core_with(sized(1500));
+    super::tests::lose_local_copies_at(&env.dir.path().join("cache"));
+    assert!(read_all(&core, a).0 == data(9), "the synced write is lost");
+}
+
 #[test]
 fn cold_file_is_promoted_after_enough_reads() {
     let env = Env::new();

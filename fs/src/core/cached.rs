@@ -75,14 +75,18 @@ impl FsCore {
         }
     }
 
-    /// A demoted copy whose last handle just closed: delete it unless it became hot again.
-    pub(crate) fn finish_eviction(&self, id: Uuid, size: u64) {
+    /// A demoted copy whose last handle just closed: delete it unless it became hot again, or
+    /// unless it is not the sealed version (`clean` false: written after its last upload, which
+    /// failed): then it holds the only copy of those bytes, and stays for the next sync.
+    pub(crate) fn finish_eviction(&self, id: Uuid, size: u64, clean: bool) {
         let hot = {
             let mut cache = self.cache.lock();
             cache.unhold(size);
             cache.is_hot(&id)
         };
-        if !hot {
+        if !clean {
+            tracing::warn!(%id, "an evicted copy holds writes not uploaded yet; kept");
+        } else if !hot {
             let _ = std::fs::remove_file(self.copy_path(&id));
         }
     }

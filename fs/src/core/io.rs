@@ -103,10 +103,24 @@ impl FsCore {
             }
             let finished = open
                 .remove(&ino)
-                .and_then(|e| Some((e.local_id?, e.evicted?)));
+                .and_then(|e| Some((e.local_id?, e.evicted?, e.dirty.load(Ordering::Acquire))));
             drop(open);
-            if let Some((id, size)) = finished {
-                self.finish_eviction(id, size);
+            if let Some((id, size, dirty)) = finished {
+                // Clean: the copy is exactly the version its record names (passthrough writes
+                // do not set the flag; they change the stamp).
+                let clean = !dirty
+                    && st
+                        .table
+                        .get(ino)
+                        .and_then(|n| n.meta.file())
+                        .is_some_and(|f| {
+                            f.sealed.as_ref().is_some_and(|s| {
+                                s.local_stamp.is_some()
+                                    && std::fs::metadata(self.local_path(f))
+                                        .is_ok_and(|md| Some(stamp_of(&md)) == s.local_stamp)
+                            })
+                        });
+                self.finish_eviction(id, size, clean);
             }
             match st.table.get(ino) {
                 Some(node) if node.nlink == 0 => {
@@ -196,8 +210,18 @@ impl FsCore {
             if f.placement == Placement::Remote && f.sealed.is_some() {
                 if writable {
                     // Untracked while open for writing: a copy that may hold undurable bytes is
-                    // never evicted. It re-enters the cache when it is sealed again.
+                    // never evicted. It re-enters the cache when it is sealed again. A copy
+                    // demoted while a reader held it is the working copy from now on, no longer
+                    // one to delete at the last close.
                     self.cache.lock().remove(&f.local_id);
+                    let evicted = self
+                        .open
+                        .lock()
+                        .get_mut(&ino)
+                        .and_then(|e| e.evicted.take());
+                    if let Some(size) = evicted {
+                        self.cache.lock().unhold(size);
+                    }
                 } else {
                     has_local = self.cache_open(ino, f.local_id, has_local);
                 }
