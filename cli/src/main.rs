@@ -74,6 +74,10 @@ enum Command {
         remote: RemoteArgs,
         #[arg(long)]
         local_dir: PathBuf,
+        /// Remove the names of local files whose bytes are gone (a mount refuses to start while
+        /// there are any), accepting their loss; then check.
+        #[arg(long)]
+        drop_missing: bool,
     },
     /// Print the metrics of a running mount, readable by a person.
     Stats {
@@ -386,7 +390,11 @@ fn main() -> ExitCode {
             dry_run,
             min_age,
         } => gc(remote, *dry_run, min_age),
-        Command::Fsck { remote, local_dir } => fsck(remote, local_dir),
+        Command::Fsck {
+            remote,
+            local_dir,
+            drop_missing,
+        } => fsck(remote, local_dir, *drop_missing),
         Command::Config => {
             print!("{}", options::config_doc());
             Ok(())
@@ -811,10 +819,18 @@ fn parse_age(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-fn fsck(remote: &RemoteArgs, local_dir: &Path) -> Result<(), String> {
+fn fsck(remote: &RemoteArgs, local_dir: &Path, drop_missing: bool) -> Result<(), String> {
     let (store, _rt) = remote.open()?;
-    let r = statefs::fsck::fsck(local_dir, store.as_ref()).map_err(|e| e.to_string())?;
     let mut out = String::new();
+    if drop_missing {
+        for path in statefs::fsck::drop_missing(local_dir).map_err(|e| e.to_string())? {
+            outln!(
+                out,
+                "DROPPED  {path}: its local file was gone; the name is removed"
+            );
+        }
+    }
+    let r = statefs::fsck::fsck(local_dir, store.as_ref()).map_err(|e| e.to_string())?;
     for (path, key) in &r.missing_objects {
         outln!(out, "MISSING  {path}: object {key} is not in the store");
     }
@@ -849,5 +865,22 @@ fn fsck(remote: &RemoteArgs, local_dir: &Path) -> Result<(), String> {
         Err("damage found".into())
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Row 11 of the safety issue: an age too large for a duration is an error, never a wrap
+    /// to a small age that would let gc delete fresh garbage.
+    #[test]
+    fn ages_parse_and_overflow_is_an_error() {
+        assert_eq!(parse_age("0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_age("90min").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_age("2d").unwrap(), Duration::from_secs(172_800));
+        let err = parse_age("1152921504606846976h").unwrap_err();
+        assert!(err.contains("too large"), "{err}");
+        assert!(parse_age("5 parsecs").is_err());
     }
 }

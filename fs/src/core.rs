@@ -152,6 +152,10 @@ pub struct FsCore {
     pub mount_id: String,
     /// Set when the journal names new objects: the mount record needs rewriting.
     record_dirty: std::sync::atomic::AtomicBool,
+    /// Set when a backing file was created: its directory entry is synced before the next
+    /// fsync or fsyncdir returns, so that a journal record never outlives (a power loss) the
+    /// file it names.
+    created: AtomicBool,
     /// Objects this mount has in flight (uploads not recorded yet, what a publish names until
     /// its manifest exists), with a count per key: the release never takes them and the record
     /// names them (invariant I3 of `checkpoint::gc`).
@@ -269,6 +273,20 @@ impl FsCore {
             // failure broke it, refuses the next record.
             if let Err(e) = journal.compact(table) {
                 tracing::warn!(error = %e, "journal compaction failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the directory entries of backing files created since the last call durable.
+    fn sync_created(&self) -> FsResult<()> {
+        if self.created.swap(false, Ordering::AcqRel) {
+            let synced = [&self.local_files, &self.cache_files]
+                .iter()
+                .try_for_each(|d| File::open(d)?.sync_all());
+            if let Err(e) = synced {
+                self.created.store(true, Ordering::Release);
+                return Err(e.into());
             }
         }
         Ok(())
@@ -506,6 +524,7 @@ impl FsCore {
                 .write(true)
                 .create_new(true)
                 .open(&path)?;
+            self.created.store(true, Ordering::Release);
             let now = now_ns();
             let inode = InodeMeta {
                 ino,
@@ -723,6 +742,7 @@ impl FsCore {
 
     /// Makes the namespace durable (fsyncdir).
     pub fn fsyncdir(&self) -> FsResult<()> {
+        self.sync_created()?;
         self.sync_journal()
     }
 

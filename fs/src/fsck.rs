@@ -8,7 +8,9 @@ use crate::checkpoint;
 use crate::journal::{Journal, JournalError};
 use crate::placement::Placement;
 use crate::store::{RemoteStore, StoreError};
-use crate::table::{NodeKind, ROOT_INO};
+use std::collections::HashMap;
+
+use crate::table::{Ino, MappingTable, NodeKind, Op, ROOT_INO};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FsckError {
@@ -51,26 +53,9 @@ impl FsckReport {
     }
 }
 
-pub fn fsck(local_dir: &Path, remote: &dyn RemoteStore) -> Result<FsckReport, FsckError> {
-    let journal = local_dir.join("journal");
-    if !journal.join("snapshot").exists() {
-        return Err(FsckError::NoJournal(local_dir.display().to_string()));
-    }
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(local_dir.join("LOCK"))?;
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(FsckError::Mounted(local_dir.display().to_string()));
-    }
-    let table = Journal::read_only(&journal)?;
-    let mount_id = std::fs::read_to_string(local_dir.join("MOUNT_ID"))
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-
-    // Paths for the report, from the root down.
-    let mut paths = std::collections::HashMap::new();
+/// A path (from the mount root, `/`-separated) of every file of `table` that has a name.
+pub fn paths(table: &MappingTable) -> HashMap<Ino, String> {
+    let mut paths = HashMap::new();
     let mut stack = vec![(String::new(), ROOT_INO)];
     while let Some((prefix, d)) = stack.pop() {
         let Some(node) = table.get(d) else { continue };
@@ -83,6 +68,90 @@ pub fn fsck(local_dir: &Path, remote: &dyn RemoteStore) -> Result<FsckReport, Fs
             }
         }
     }
+    paths
+}
+
+/// Locks a stopped mount's local dir for fsck; the lock is held while the file lives.
+fn lock_stopped(local_dir: &Path) -> Result<std::fs::File, FsckError> {
+    if !local_dir.join("journal").join("snapshot").exists() {
+        return Err(FsckError::NoJournal(local_dir.display().to_string()));
+    }
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(local_dir.join("LOCK"))?;
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(FsckError::Mounted(local_dir.display().to_string()));
+    }
+    Ok(lock)
+}
+
+fn local_file_missing(local_dir: &Path, f: &crate::table::FileMeta) -> bool {
+    f.placement == Placement::Local
+        && !local_dir
+            .join("files")
+            .join(f.local_id.as_hyphenated().to_string())
+            .exists()
+}
+
+/// `statefs fsck --drop-missing`: removes the names of local-placed files whose backing file is
+/// gone (a mount refuses to start while any is), accepting their loss. Returns the paths
+/// dropped. Nothing else changes: objects, checkpoints and the other files stay as they are.
+pub fn drop_missing(local_dir: &Path) -> Result<Vec<String>, FsckError> {
+    let _lock = lock_stopped(local_dir)?;
+    let (journal, mut table) = Journal::open(&local_dir.join("journal"))?;
+    let missing: std::collections::HashSet<Ino> = table
+        .nodes()
+        .filter(|n| {
+            n.meta
+                .file()
+                .is_some_and(|f| local_file_missing(local_dir, f))
+        })
+        .map(|n| n.meta.ino)
+        .collect();
+    let mut ops = Vec::new();
+    let mut dropped = Vec::new();
+    let mut stack = vec![(String::new(), ROOT_INO)];
+    while let Some((prefix, d)) = stack.pop() {
+        let Some(node) = table.get(d) else { continue };
+        for (name, child) in &node.children {
+            let p = format!("{prefix}/{name}");
+            if table.get(*child).is_some_and(|n| n.meta.is_dir()) {
+                stack.push((p, *child));
+            } else if missing.contains(child) {
+                ops.push(Op::DelEntry {
+                    parent: d,
+                    name: name.clone(),
+                });
+                dropped.push(p);
+            }
+        }
+    }
+    ops.extend(missing.iter().map(|ino| Op::DropInode(*ino)));
+    if !ops.is_empty() {
+        journal.append(&ops)?;
+        table
+            .apply_all(&ops)
+            .map_err(|source| JournalError::Inconsistent {
+                path: local_dir.join("journal"),
+                line: 0,
+                source,
+            })?;
+        journal.syncer().sync()?;
+    }
+    dropped.sort();
+    Ok(dropped)
+}
+
+pub fn fsck(local_dir: &Path, remote: &dyn RemoteStore) -> Result<FsckReport, FsckError> {
+    let _lock = lock_stopped(local_dir)?;
+    let table = Journal::read_only(&local_dir.join("journal"))?;
+    let mount_id = std::fs::read_to_string(local_dir.join("MOUNT_ID"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+
+    let paths = paths(&table);
     let mut report = FsckReport::default();
     let mut referenced = BTreeSet::new();
     for node in table.nodes() {
@@ -110,11 +179,7 @@ pub fn fsck(local_dir: &Path, remote: &dyn RemoteStore) -> Result<FsckReport, Fs
                 }
             }
             (None, Placement::Local) => {
-                if !local_dir
-                    .join("files")
-                    .join(f.local_id.as_hyphenated().to_string())
-                    .exists()
-                {
+                if local_file_missing(local_dir, f) {
                     report.missing_local.push(path);
                 }
             }

@@ -458,6 +458,7 @@ impl FsCore {
             Placement::Remote => self.seal_if_needed(h.ino)?,
         }
         // The file's name must be as durable as its bytes.
+        self.sync_created()?;
         self.sync_journal()
     }
 

@@ -602,7 +602,11 @@ impl FsCore {
                     .find(|(j, _)| *j == i)
                     .map(|(_, b)| b.as_slice())
                     .unwrap_or_default();
-                std::fs::write(self.local_path(&fm), bytes)?;
+                // Durable before the journal names it (synced below, with its directory entry).
+                let mut file = std::fs::File::create(self.local_path(&fm))?;
+                std::io::Write::write_all(&mut file, bytes)?;
+                file.sync_all()?;
+                self.created.store(true, Ordering::Release);
                 fm
             };
             let mut st = self.state.lock();
@@ -635,6 +639,7 @@ impl FsCore {
                 ],
             )?;
         }
+        self.sync_created()?;
         self.sync_journal()?;
         let mut cache = self.cache.lock();
         for (id, size) in cold {

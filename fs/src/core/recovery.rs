@@ -15,6 +15,7 @@ use parking_lot::{Mutex, RwLock};
 use super::{Deleter, Doomed, FsCore, State, now_ns};
 use crate::cache::{CacheConfig, CacheIndex, LimitPolicy, StatvfsFreeSpace};
 use crate::journal::{Journal, JournalError};
+use crate::placement::Placement;
 use crate::store::{RemoteStore, StoreError};
 use crate::table::{MappingTable, NodeKind, Op, ROOT_INO, Stamp};
 
@@ -46,6 +47,13 @@ pub enum OpenError {
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
     #[error("restore failed (nothing was kept): {0}")]
     Restore(String),
+    #[error(
+        "local dir {path}: the local files of {} are gone (removed outside statefs?); their synced bytes are lost. \
+         The mount was refused. Restore a checkpoint into a fresh local dir, or accept the loss with \
+         `statefs fsck --drop-missing` (removes those names), then mount again",
+        names.join(", ")
+    )]
+    MissingLocalFiles { path: PathBuf, names: Vec<String> },
     #[error("{what} {path} is not this mount's: {why}")]
     NotOurs {
         what: &'static str,
@@ -428,6 +436,7 @@ impl FsCore {
             retention: Mutex::new(()),
             mount_id: local.mount_id,
             record_dirty: std::sync::atomic::AtomicBool::new(false),
+            created: std::sync::atomic::AtomicBool::new(false),
             in_flight: Mutex::new(HashMap::new()),
             held: Mutex::new(held),
             manifests: Default::default(),
@@ -437,18 +446,16 @@ impl FsCore {
             metrics: Default::default(),
             _dir_lock: (local.lock, local.cache_lock),
         });
+        core.recover()?;
         // I1: the record exists before this mount creates any object.
-        core.recover()
-            .and_then(|_| core.write_mount_record())
-            .map_err(|e| match e {
-                crate::error::FsError::Journal(j) => OpenError::Journal(j),
-                crate::error::FsError::Remote(r) => OpenError::Remote(r),
-                other => OpenError::Io {
-                    what: "recovery failed in",
-                    path: local_dir.to_path_buf(),
-                    source: std::io::Error::other(other.to_string()),
-                },
-            })?;
+        core.write_mount_record().map_err(|e| match e {
+            crate::error::FsError::Remote(r) => OpenError::Remote(r),
+            other => OpenError::Io {
+                what: "writing the mount record of",
+                path: local_dir.to_path_buf(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })?;
         // What a crash left in the store (uploads never recorded, copies of publishes that
         // never completed) goes in the background.
         core.retainer.request(super::publish::Retention::Release);
@@ -456,7 +463,40 @@ impl FsCore {
     }
 
     /// Brings table and disk into agreement. Runs before any handle exists.
-    fn recover(&self) -> crate::error::FsResult<()> {
+    fn recover(&self) -> Result<(), OpenError> {
+        let mut missing = Vec::new();
+        self.reconcile(&mut missing).map_err(|e| match e {
+            crate::error::FsError::Journal(j) => OpenError::Journal(j),
+            other => OpenError::Io {
+                what: "recovery failed in",
+                path: self.statfs_dir.clone(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        })?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let st = self.state.lock();
+        let paths = crate::fsck::paths(&st.table);
+        let mut names: Vec<String> = missing
+            .iter()
+            .map(|ino| {
+                paths
+                    .get(ino)
+                    .cloned()
+                    .unwrap_or_else(|| format!("<inode {ino}>"))
+            })
+            .collect();
+        names.sort();
+        Err(OpenError::MissingLocalFiles {
+            path: self.statfs_dir.clone(),
+            names,
+        })
+    }
+
+    /// Brings table and disk into agreement; local-placed files whose backing file is gone are
+    /// listed in `missing`.
+    fn reconcile(&self, missing: &mut Vec<crate::table::Ino>) -> crate::error::FsResult<()> {
         let mut doomed = Vec::new();
         let mut present = Vec::new();
         let mut absent = Vec::new();
@@ -519,9 +559,17 @@ impl FsCore {
                         }
                         absent.push((f.local_id, s.size));
                     }
+                    // A local-placed file's backing file is created before the journal names
+                    // it, and its directory entry is synced before any fsync returns: one that
+                    // is missing was removed outside statefs (or the dir is shared with another
+                    // mount), and its synced bytes are lost. That is damage to report, never to
+                    // paper over with an empty file.
+                    (Err(_), None) if f.placement == Placement::Local => {
+                        missing.push(node.meta.ino);
+                    }
                     (Err(_), None) => {
-                        // Local-placed or never synced: created but its bytes never reached the disk.
-                        tracing::warn!(ino = node.meta.ino, path = %path.display(), "backing file missing; recreating it empty");
+                        // An SST never synced: nothing of it was acknowledged.
+                        tracing::warn!(ino = node.meta.ino, path = %path.display(), "staging file of a never-synced file missing; recreating it empty");
                         std::fs::OpenOptions::new()
                             .write(true)
                             .create(true)

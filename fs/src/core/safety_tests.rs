@@ -452,3 +452,43 @@ fn a_cache_dir_that_is_not_this_mounts_is_refused_never_cleaned() {
         .shutdown()
         .unwrap();
 }
+
+/// Row 5, second half: a local-placed file whose backing file disappeared (removed outside
+/// statefs) is damage. The mount is refused with the names, not given an empty file; fsck
+/// reports it; `fsck --drop-missing` removes the names when the loss is accepted.
+#[test]
+fn a_missing_local_file_refuses_the_mount_instead_of_coming_back_empty() {
+    let env = Env::new();
+    let (local, cache) = (env.dir.path().join("local"), env.dir.path().join("cache"));
+    let core = start_at(&local, &cache, env.remote.clone());
+    let db = core.mkdir(ROOT_INO, "db", 0o755, ME).unwrap().ino;
+    let (_, o) = core.create(db, "000003.log", 0o644, RW, ME).unwrap();
+    core.write(o.fh, 0, &[5u8; 1500]).unwrap();
+    core.fsync(o.fh, true).unwrap();
+    core.release(o.fh).unwrap();
+    write_synced(&core, "CURRENT", b"MANIFEST-000001\n");
+    let wal = core.lookup(db, "000003.log").unwrap().ino;
+    let path = {
+        let st = core.state.lock();
+        core.local_path(st.table.get(wal).unwrap().meta.file().unwrap())
+    };
+    core.shutdown().unwrap();
+    drop(core);
+    std::fs::remove_file(&path).unwrap();
+    let err = FsCore::start(&local, &cache, env.remote.clone(), test_cache()).unwrap_err();
+    assert!(
+        matches!(&err, OpenError::MissingLocalFiles { names, .. } if names == &["/db/000003.log"]),
+        "{err}"
+    );
+    let report = crate::fsck::fsck(&local, env.remote.as_ref()).unwrap();
+    assert!(report.damaged());
+    assert_eq!(report.missing_local, ["/db/000003.log"]);
+    assert_eq!(
+        crate::fsck::drop_missing(&local).unwrap(),
+        ["/db/000003.log"]
+    );
+    let core = start_at(&local, &cache, env.remote.clone());
+    assert!(core.lookup(db, "000003.log").is_err());
+    assert_eq!(read_name(&core, "CURRENT"), b"MANIFEST-000001\n");
+    core.shutdown().unwrap();
+}
