@@ -5,12 +5,14 @@
 //! 1. `state` (mapping table + journal): held for metadata decisions and the journal append;
 //! 2. `open` (per-inode runtime: open counts, backing file, upload lock).
 //!
-//! Data I/O (`read`/`write` served by the daemon) takes neither: a handle owns an `Arc<File>`.
+//! Data I/O (`read`/`write` served by the daemon) takes neither: a handle owns its inode's
+//! `LazyFile`, whose own small lock guards only the descriptor.
 
 #[cfg(test)]
 mod cache_tests;
 mod cached;
 mod deleter;
+mod fds;
 mod io;
 #[cfg(test)]
 mod model_tests;
@@ -86,9 +88,9 @@ pub(crate) struct State {
 pub(crate) struct OpenInode {
     handles: u32,
     writers: u32,
-    /// The local backing file, opened read-write once and shared by all handles (and by the kernel's
-    /// passthrough backing id).
-    file: Option<Arc<File>>,
+    /// The local backing file, shared by all handles (the kernel's passthrough backing id holds
+    /// its own reference); its descriptor opens on demand and closes while idle (`fds`).
+    file: Option<Arc<fds::LazyFile>>,
     /// Set by daemon-side writes; a remote-placed file with this set is uploaded at its next sync.
     dirty: Arc<AtomicBool>,
     /// Serializes uploads of this inode.
@@ -101,14 +103,14 @@ pub(crate) struct OpenInode {
 
 #[derive(Debug)]
 enum ReadSource {
-    Local(Arc<File>),
+    Local(Arc<fds::LazyFile>),
     /// No local copy at open: cold reads through the block cache, with this handle's read pattern,
     /// until a promoted copy is complete (`upgraded`); then reads come from the copy.
     Remote {
         key: String,
         size: u64,
         pattern: Mutex<crate::cache::ReadPattern>,
-        upgraded: std::sync::OnceLock<Arc<File>>,
+        upgraded: std::sync::OnceLock<Arc<fds::LazyFile>>,
     },
 }
 
@@ -175,6 +177,8 @@ pub struct FsCore {
     cache_files: PathBuf,
     statfs_dir: PathBuf,
     pub metrics: CoreMetrics,
+    /// Descriptors of backing files, within what `RLIMIT_NOFILE` allows.
+    fds: Arc<fds::FdBudget>,
     /// Keeps the exclusive locks on the local dir and the cache dir for the life of the core.
     _dir_lock: (File, File),
 }

@@ -144,16 +144,42 @@ pub struct CliMount {
 impl CliMount {
     /// Starts `statefs mount <args> <mnt>` and waits until the mount is live.
     pub fn start(args: &[String], mnt: &Path) -> CliMount {
+        Self::start_with(args, mnt, |_| {})
+    }
+
+    /// As [`CliMount::start`], in a process limited to `n` open files (soft and hard), as under
+    /// `ulimit -n n`.
+    pub fn start_with_nofile(args: &[String], mnt: &Path, n: u64) -> CliMount {
+        Self::start_with(args, mnt, |c| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                c.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        })
+    }
+
+    fn start_with(args: &[String], mnt: &Path, configure: impl FnOnce(&mut Command)) -> CliMount {
         let stderr_path = mnt.with_extension("stderr");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let child = Command::new(statefs_bin())
+        let mut command = Command::new(statefs_bin());
+        command
             .arg("mount")
             .args(args)
             .arg(mnt)
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawning statefs mount");
+            .stderr(stderr);
+        configure(&mut command);
+        let child = command.spawn().expect("spawning statefs mount");
         let mut m = CliMount {
             child: Some(child),
             mnt: mnt.to_path_buf(),

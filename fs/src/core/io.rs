@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
+use super::fds::LazyFile;
 use super::{Doomed, FsCore, Handle, ReadSource};
 use crate::error::{FsError, FsResult};
 use crate::placement::Placement;
@@ -137,20 +138,56 @@ impl FsCore {
         self.deleter.queue(doomed);
     }
 
-    pub(crate) fn backing_file(&self, ino: Ino, path: &Path) -> FsResult<Arc<File>> {
+    /// The backing file of open inode `ino` (at `path`), shared by its handles.
+    pub(crate) fn backing_file(&self, ino: Ino, path: &Path) -> FsResult<Arc<LazyFile>> {
         let mut open = self.open.lock();
         let e = open.get_mut(&ino).ok_or(FsError::BadHandle)?;
-        if let Some(f) = &e.file {
-            return Ok(f.clone());
+        Ok(e.file
+            .get_or_insert_with(|| Arc::new(LazyFile::new(path.to_path_buf(), self.fds.clone())))
+            .clone())
+    }
+
+    /// The open descriptor of `lazy` for one operation, within the descriptor budget: over it,
+    /// the least recently used idle descriptors are closed; an open that meets EMFILE closes
+    /// idle ones and tries once more.
+    pub(crate) fn use_file(&self, lazy: &LazyFile) -> FsResult<Arc<File>> {
+        let file = match lazy.get() {
+            Err(e) if super::fds::out_of_descriptors(&e) => {
+                self.close_idle_files(usize::MAX);
+                lazy.get()?
+            }
+            other => other?,
+        };
+        let excess = self.fds.excess();
+        if excess > 0 {
+            self.close_idle_files(excess);
         }
-        let f = Arc::new(
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)?,
+        Ok(file)
+    }
+
+    /// Closes up to `want` idle backing-file descriptors, least recently used first.
+    fn close_idle_files(&self, want: usize) {
+        let mut files: Vec<Arc<LazyFile>> = self
+            .open
+            .lock()
+            .values()
+            .filter_map(|e| e.file.clone())
+            .collect();
+        files.sort_by_key(|f| f.last_use());
+        let mut closed = 0;
+        for f in files {
+            if closed >= want {
+                break;
+            }
+            if f.close_if_idle() {
+                closed += 1;
+            }
+        }
+        tracing::debug!(
+            closed,
+            open = self.fds.open_now(),
+            "closed idle backing files"
         );
-        e.file = Some(f.clone());
-        Ok(f)
     }
 
     pub(crate) fn file_meta(&self, ino: Ino) -> FsResult<FileMeta> {
@@ -204,6 +241,8 @@ impl FsCore {
         {
             e.local_id = Some(f.local_id);
         }
+        // The descriptor, for the adapter to hand to the kernel (passthrough registration).
+        let mut backing = None;
         let result = (|| {
             let path = self.local_path(&f);
             let mut has_local = path.exists();
@@ -261,13 +300,19 @@ impl FsCore {
                     upgraded: Default::default(),
                 }
             };
-            let source = match has_local.then(|| self.backing_file(ino, &path)) {
-                Some(Ok(file)) => {
+            let opened = has_local.then(|| {
+                let lazy = self.backing_file(ino, &path)?;
+                let file = self.use_file(&lazy)?;
+                Ok::<_, FsError>((lazy, file))
+            });
+            let source = match opened {
+                Some(Ok((lazy, file))) => {
                     if writable && flags & libc::O_TRUNC != 0 {
                         file.set_len(0)?;
                         dirty.store(true, Ordering::Release);
                     }
-                    ReadSource::Local(file)
+                    backing = Some(file);
+                    ReadSource::Local(lazy)
                 }
                 // The copy was evicted between the cache's answer and this open: read the object.
                 Some(Err(FsError::Io(e)))
@@ -288,10 +333,6 @@ impl FsCore {
                 self.release_count(ino, writable);
                 return Err(e);
             }
-        };
-        let backing = match &source {
-            ReadSource::Local(f) => Some(f.clone()),
-            ReadSource::Remote { .. } => None,
         };
         let fh = self.next_fh();
         let handle = Handle {
@@ -342,7 +383,7 @@ impl FsCore {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let h = self.handle(fh)?;
         match &h.source {
-            ReadSource::Local(file) => read_full_at(file, offset, size),
+            ReadSource::Local(lazy) => read_full_at(&*self.use_file(lazy)?, offset, size),
             ReadSource::Remote {
                 key,
                 size: len,
@@ -354,15 +395,18 @@ impl FsCore {
                 // is complete; it cannot switch to passthrough, but stops going to the store.
                 if upgraded.get().is_none()
                     && self.cache.lock().is_hot(&h.local_id)
-                    && let Ok(f) = File::open(
-                        self.cache_files
+                    && let Ok(lazy) = self.backing_file(
+                        h.ino,
+                        &self
+                            .cache_files
                             .join(h.local_id.as_hyphenated().to_string()),
                     )
+                    && self.use_file(&lazy).is_ok()
                 {
-                    let _ = upgraded.set(Arc::new(f));
+                    let _ = upgraded.set(lazy);
                 }
-                if let Some(file) = upgraded.get() {
-                    return read_full_at(file, offset, size);
+                if let Some(lazy) = upgraded.get() {
+                    return read_full_at(&*self.use_file(lazy)?, offset, size);
                 }
                 let mut stats = crate::cache::BlockStats::default();
                 let data = {
@@ -398,10 +442,10 @@ impl FsCore {
         if !h.writable {
             return Err(FsError::NotWritable);
         }
-        let ReadSource::Local(file) = &h.source else {
+        let ReadSource::Local(lazy) = &h.source else {
             return Err(FsError::NotWritable);
         };
-        file.write_all_at(data, offset)?;
+        self.use_file(lazy)?.write_all_at(data, offset)?;
         h.dirty.store(true, Ordering::Release);
         Ok(data.len() as u32)
     }
@@ -447,7 +491,8 @@ impl FsCore {
         let h = self.handle(fh)?;
         match h.placement {
             Placement::Local => {
-                if let ReadSource::Local(file) = &h.source {
+                if let ReadSource::Local(lazy) = &h.source {
+                    let file = self.use_file(lazy)?;
                     if datasync {
                         file.sync_data()?
                     } else {
@@ -617,7 +662,8 @@ impl FsCore {
                     self.download(ino, &f, s)?;
                 }
             }
-            let file = self.backing_file(ino, &path)?;
+            let lazy = self.backing_file(ino, &path)?;
+            let file = self.use_file(&lazy)?;
             let current = file.metadata()?.len();
             if f.sealed.is_some() && size == current {
                 // RocksDB truncates each SST to its own size after syncing it (dropping preallocated
@@ -684,9 +730,10 @@ impl FsCore {
         if !h.writable {
             return Err(FsError::NotWritable);
         }
-        let ReadSource::Local(file) = &h.source else {
+        let ReadSource::Local(lazy) = &h.source else {
             return Err(FsError::NotWritable);
         };
+        let file = &*self.use_file(lazy)?;
         let punch_past_end = mode == PUNCH_PAST_END && offset >= file.metadata()?.len();
         if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 && !punch_past_end {
             // Punching holes inside the data would change bytes behind the daemon's back.

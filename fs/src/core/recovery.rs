@@ -444,6 +444,7 @@ impl FsCore {
             cache_files: local.cache_files,
             statfs_dir: local_dir.to_path_buf(),
             metrics: Default::default(),
+            fds: Arc::new(super::fds::FdBudget::from_rlimit()),
             _dir_lock: (local.lock, local.cache_lock),
         });
         core.recover()?;
