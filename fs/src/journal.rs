@@ -72,6 +72,16 @@ pub enum JournalError {
 /// Records appended since the last compaction beyond which [`Journal::should_compact`] says yes.
 const COMPACT_AFTER_RECORDS: u64 = 100_000;
 
+/// [`COMPACT_AFTER_RECORDS`], or the test knob `STATEFS_JOURNAL_COMPACT_RECORDS` (the crash loop
+/// compacts every few thousand records to kill mounts in the middle of compactions).
+fn compact_after() -> u64 {
+    std::env::var("STATEFS_JOURNAL_COMPACT_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(COMPACT_AFTER_RECORDS)
+}
+
 /// Records appended after a failed compaction before the next try: each try writes a snapshot of
 /// the whole table, which is what a full disk refuses.
 const COMPACT_RETRY_RECORDS: u64 = 10_000;
@@ -242,7 +252,7 @@ impl Journal {
             generation,
             file: file.clone(),
             records: AtomicU64::new(records),
-            compact_at: COMPACT_AFTER_RECORDS,
+            compact_at: compact_after(),
             end: AtomicU64::new(end),
             reserved: AtomicU64::new(end),
             broken: Default::default(),
@@ -466,7 +476,7 @@ impl Journal {
         *current = file;
         self.generation = next;
         self.records.store(0, Ordering::Relaxed);
-        self.compact_at = COMPACT_AFTER_RECORDS;
+        self.compact_at = compact_after();
         self.end.store(end, Ordering::Relaxed);
         self.reserved.store(end, Ordering::Relaxed);
         // A failed directory sync leaves it unknown which snapshot a restart finds; the records

@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod crash_loop;
+
 /// Scratch directories of one test: a `file://` remote, local dir, cache dir and an empty mount point.
 pub struct Dirs {
     pub root: tempfile::TempDir,
@@ -95,10 +97,14 @@ impl Default for Dirs {
     }
 }
 
-/// Path of the `statefs` binary, built once per test process with the same cargo.
+/// Path of the `statefs` binary: `STATEFS_BIN` if set (scripts that built it), else built once
+/// per test process with the same cargo.
 pub fn statefs_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("STATEFS_BIN") {
+            return PathBuf::from(bin);
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let status = Command::new(cargo)
@@ -115,9 +121,13 @@ pub fn statefs_bin() -> PathBuf {
             .status()
             .expect("running cargo build for the statefs binary");
         assert!(status.success(), "building the statefs binary failed");
-        // Test executables live in <target>/<profile>/deps/.
+        // Test executables live in <target>/<profile>/deps/, binaries in <target>/<profile>/.
         let exe = std::env::current_exe().unwrap();
-        let bin = exe.parent().unwrap().parent().unwrap().join("statefs");
+        let mut dir = exe.parent().unwrap();
+        if dir.ends_with("deps") {
+            dir = dir.parent().unwrap();
+        }
+        let bin = dir.join("statefs");
         assert!(
             bin.exists(),
             "statefs binary not found at {}",
@@ -168,7 +178,12 @@ impl CliMount {
         })
     }
 
-    fn start_with(args: &[String], mnt: &Path, configure: impl FnOnce(&mut Command)) -> CliMount {
+    /// As [`CliMount::start`], with the command adjusted first (environment, limits).
+    pub fn start_with(
+        args: &[String],
+        mnt: &Path,
+        configure: impl FnOnce(&mut Command),
+    ) -> CliMount {
         let stderr_path = mnt.with_extension("stderr");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut command = Command::new(statefs_bin());

@@ -55,3 +55,32 @@ fn synced_writes_survive_kill9_of_the_mount() {
     let log = mount.stop();
     assert!(log.contains("unmounted"), "{log}");
 }
+
+/// The crash loop, short (`STATEFS_CRASH_ROUNDS`, default 6; `scripts/crash-loop.sh` runs 200):
+/// kill -9 at random points of synced writes with flushes, compactions and journal compactions,
+/// checkpoint publishes, restores and gc, each followed by fsck, gc with no grace and a check of
+/// every acknowledged key.
+#[test]
+fn crash_loop_short() {
+    let rounds = std::env::var("STATEFS_CRASH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(6);
+    let seed = std::env::var("STATEFS_CRASH_SEED")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    let summary = statefs_tests::crash_loop::run(
+        rounds,
+        seed,
+        std::path::Path::new(env!("CARGO_BIN_EXE_crash_writer")),
+    );
+    eprintln!("crash loop (seed {seed}): {summary}");
+    assert_eq!(summary.rounds, rounds);
+    assert!(summary.acked > 0 && summary.keys_checked >= summary.acked);
+}

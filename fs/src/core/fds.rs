@@ -51,6 +51,7 @@ impl FdBudget {
     }
 
     /// A smaller budget, for tests.
+    #[cfg(test)]
     pub(crate) fn set_limit(&self, limit: usize) {
         self.limit.store(limit, Ordering::Relaxed);
     }
