@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod crash_loop;
+pub mod soak;
 
 /// Scratch directories of one test: a `file://` remote, local dir, cache dir and an empty mount point.
 pub struct Dirs {
