@@ -154,6 +154,9 @@ pub struct FsCore {
     pub mount_id: String,
     /// Set when the journal names new objects: the mount record needs rewriting.
     record_dirty: std::sync::atomic::AtomicBool,
+    /// Sealed files whose last upload failed: their local copy, not their record, says what
+    /// they hold until an upload succeeds (a crash brings the record's version back).
+    unsealed_changes: Mutex<std::collections::HashSet<Ino>>,
     /// Set when a backing file was created: its directory entry is synced before the next
     /// fsync or fsyncdir returns, so that a journal record never outlives (a power loss) the
     /// file it names.
@@ -369,7 +372,8 @@ impl FsCore {
                     .open
                     .lock()
                     .get(&ino)
-                    .is_some_and(|o| o.writers > 0 || o.dirty.load(Ordering::Relaxed));
+                    .is_some_and(|o| o.writers > 0 || o.dirty.load(Ordering::Relaxed))
+                    || self.unsealed_changes.lock().contains(&ino);
                 // A sealed file opened for writing has no local copy until its download is done
                 // (on a store thread; lookups go on meanwhile): until then nothing changed it.
                 let md = match &f.sealed {
@@ -765,10 +769,12 @@ impl FsCore {
         &self.remote
     }
 
-    /// Waits until data whose last name is gone has been removed, and until retention and the
-    /// release of unnamed objects queued so far have run (tests, and tools that list the store
+    /// Waits until copies being loaded are loaded, data whose last name is gone has been
+    /// removed, and retention and the release of unnamed objects queued so far have run (tests, and tools that list the store
     /// right after deleting).
     pub fn settle(&self) {
+        // A load holds its inode open; the release that ends it may queue removals.
+        self.loader.barrier();
         self.deleter.barrier();
         self.settle_retention();
     }
@@ -789,10 +795,12 @@ impl FsCore {
         Ok(())
     }
 
-    /// Uploads the remote-placed files that were written, closed without a sync, and never
-    /// released: the kernel sends RELEASE after close() returns and drops one still queued when
-    /// the connection ends at unmount, so the upload that release would have made happens here.
-    /// A failed upload leaves the file as a crash would (its staging file is kept, unsealed).
+    /// Uploads the remote-placed files whose local bytes are not their sealed version: written,
+    /// closed without a sync and never released (the kernel sends RELEASE after close() returns
+    /// and drops one still queued when the connection ends at unmount), or rewritten after their
+    /// last upload and released while that upload failed. A failed upload leaves the file as a
+    /// crash would: a never-sealed file keeps its staging file; a sealed one is its object again
+    /// at the next mount (SEMANTICS.md, known limits).
     fn seal_closed_files(&self) {
         let unsealed: Vec<Ino> = {
             let st = self.state.lock();
@@ -800,9 +808,11 @@ impl FsCore {
                 .nodes()
                 .filter(|n| {
                     n.nlink > 0
-                        && n.meta
-                            .file()
-                            .is_some_and(|f| f.placement == Placement::Remote && f.sealed.is_none())
+                        && n.meta.file().is_some_and(|f| {
+                            // A sealed file with no local copy cannot have changed.
+                            f.placement == Placement::Remote
+                                && (f.sealed.is_none() || self.local_path(f).exists())
+                        })
                 })
                 .map(|n| n.meta.ino)
                 .collect()

@@ -18,22 +18,45 @@ use super::worker::Worker;
 use crate::cache::{Access, Demoted};
 use crate::table::Ino;
 
+/// A request to the loader.
+#[derive(Debug)]
+pub(crate) enum Load {
+    Copy(Ino, Uuid),
+    /// Answered once every load queued before it is done.
+    Barrier(std::sync::mpsc::Sender<()>),
+}
+
 /// Background loads of promoted copies, one at a time.
 #[derive(Debug)]
-pub(crate) struct Loader(Worker<(Ino, Uuid)>);
+pub(crate) struct Loader(Worker<Load>);
 
 impl Loader {
     pub(crate) fn start(core: Weak<FsCore>) -> Loader {
         Loader(Worker::spawn("statefs-loader", move |rx| {
-            while let Ok((ino, id)) = rx.recv() {
-                let Some(core) = core.upgrade() else { break };
-                core.load_copy(ino, id);
+            while let Ok(request) = rx.recv() {
+                match request {
+                    Load::Copy(ino, id) => {
+                        let Some(core) = core.upgrade() else { break };
+                        core.load_copy(ino, id);
+                    }
+                    Load::Barrier(done) => {
+                        let _ = done.send(());
+                    }
+                }
             }
         }))
     }
 
     fn schedule(&self, ino: Ino, id: Uuid) -> bool {
-        self.0.send((ino, id))
+        self.0.send(Load::Copy(ino, id))
+    }
+
+    /// Waits until every load queued so far is done.
+    pub(crate) fn barrier(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.0.send(Load::Barrier(tx)) {
+            let _ = rx.recv();
+        }
     }
 
     pub(crate) fn shutdown(&self) {

@@ -525,6 +525,13 @@ impl FsCore {
     pub(crate) fn seal_if_needed(&self, ino: Ino) -> FsResult<()> {
         let (dirty, upload) = self.acquire(ino, false);
         let result = self.seal_locked(ino, &dirty, &upload);
+        // A failed upload leaves a local copy that is not the sealed version: until a seal
+        // succeeds, its attributes come from the copy, not from the record.
+        if result.is_err() {
+            self.unsealed_changes.lock().insert(ino);
+        } else {
+            self.unsealed_changes.lock().remove(&ino);
+        }
         self.release_count(ino, false);
         result
     }
@@ -651,6 +658,11 @@ impl FsCore {
         let f = self.file_meta(ino)?;
         let through_writer = self.is_writer(fh);
         let (dirty, upload) = self.acquire(ino, true);
+        if f.placement == Placement::Remote && f.sealed.is_some() {
+            // As an open for writing: a copy about to differ from its object is never evicted
+            // (it re-enters the cache when it is sealed again).
+            self.cache.lock().remove(&f.local_id);
+        }
         let result = (|| {
             let path = self.local_path(&f);
             if !path.exists() {

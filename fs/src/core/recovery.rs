@@ -437,6 +437,7 @@ impl FsCore {
             mount_id: local.mount_id,
             record_dirty: std::sync::atomic::AtomicBool::new(false),
             created: std::sync::atomic::AtomicBool::new(false),
+            unsealed_changes: Default::default(),
             in_flight: Mutex::new(HashMap::new()),
             held: Mutex::new(held),
             manifests: Default::default(),

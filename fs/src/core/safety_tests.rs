@@ -34,7 +34,7 @@ fn read_name(core: &FsCore, name: &str) -> Vec<u8> {
 
 /// A "kill -9": the core goes away without a shutdown (no compaction, no final record).
 fn crash(core: Arc<FsCore>) {
-    core.deleter.shutdown();
+    core.halt();
     drop(core);
 }
 

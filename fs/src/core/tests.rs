@@ -116,6 +116,18 @@ fn files_in(dir: &Path) -> usize {
     std::fs::read_dir(dir).unwrap().count()
 }
 
+impl FsCore {
+    /// What a kill leaves: background work stops (queued removals finish: they only ever follow
+    /// durable records), with no upload, no record and no compaction, and the local dir's lock
+    /// goes with the last reference.
+    pub(crate) fn halt(&self) {
+        self.loader.shutdown();
+        self.retainer.shutdown();
+        self.registrar.shutdown();
+        self.deleter.shutdown();
+    }
+}
+
 /// Waits for the background deleter (removal happens after a journal sync, off the caller's thread).
 fn settle(core: &FsCore) {
     core.settle();
@@ -347,7 +359,7 @@ fn orphan_left_by_a_crash_is_collected_at_recovery() {
         core.unlink(ROOT_INO, "t.sst").unwrap();
         // "Crash": the core goes away with the handle still open, no shutdown.
         std::mem::forget(o);
-        core.deleter.shutdown();
+        core.halt();
     }
     let core = env.core();
     settle(&core);
@@ -495,7 +507,7 @@ fn unsynced_changes_to_a_sealed_copy_are_dropped_at_recovery() {
         let o = core.open(ino, RW).unwrap();
         core.write(o.fh, 0, b"UNSYNCED!").unwrap();
         std::mem::forget(o); // crash before release
-        core.deleter.shutdown();
+        core.halt();
     }
     let core = env.core();
     assert_eq!(read_all(&core, ino), b"synced");
