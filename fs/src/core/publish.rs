@@ -495,7 +495,7 @@ impl FsCore {
 
     /// Deletes this mount's objects that nothing names any more (`checkpoint::gc::release_orphans`):
     /// what a crash left and what dropped checkpoints named. Runs on the retention worker.
-    fn release_orphans(&self) {
+    pub(crate) fn release_orphans(&self) {
         let live = || self.live_keys().into_iter().collect();
         match checkpoint::gc::release_orphans(
             self.remote.as_ref(),

@@ -538,3 +538,126 @@ fn more_open_files_than_descriptors_all_work() {
     );
     core.shutdown().unwrap();
 }
+
+/// Publish vs gc and release: gc, and the publishing mount's own release of unnamed objects,
+/// run at the worst moment of a publish (its copies stored, its manifest not yet written). The
+/// checkpoint that appears names only objects that are there, and restores.
+#[test]
+fn gc_and_release_in_the_middle_of_a_publish_take_nothing_it_names() {
+    let env = Env::new();
+    let slot: Arc<std::sync::OnceLock<std::sync::Weak<FsCore>>> = Default::default();
+    let (s, remote) = (slot.clone(), env.remote.clone());
+    let hooked = HookRemote::new(
+        env.remote.clone(),
+        |op, key| op == "put_if_absent" && key.ends_with("/_metadata"),
+        move || {
+            let core = s.get().unwrap().upgrade().unwrap();
+            core.release_orphans();
+            assert!(gc_now(remote.as_ref()).garbage.is_empty());
+        },
+    );
+    let core = FsCore::start(
+        &env.dir.path().join("local"),
+        &env.dir.path().join("cache"),
+        hooked,
+        test_cache(),
+    )
+    .unwrap();
+    slot.set(Arc::downgrade(&core)).unwrap();
+    let db = core.mkdir(ROOT_INO, "db", 0o755, ME).unwrap().ino;
+    for (name, data) in [
+        ("000007.sst", &b"sst bytes"[..]),
+        ("CURRENT", b"MANIFEST-1\n"),
+    ] {
+        let (_, o) = core.create(db, name, 0o644, RW, ME).unwrap();
+        core.write(o.fh, 0, data).unwrap();
+        core.release(o.fh).unwrap();
+    }
+    let id = publish(&core, "db", 1);
+    let m = crate::checkpoint::load_manifest(env.remote.as_ref(), &id).unwrap();
+    crate::checkpoint::verify_objects(env.remote.as_ref(), &m).unwrap();
+    core.shutdown().unwrap();
+    let restored = FsCore::start_restored(
+        &env.dir.path().join("r"),
+        &env.dir.path().join("rc"),
+        env.remote.clone(),
+        test_cache(),
+        &id,
+        false,
+    )
+    .unwrap();
+    assert_eq!(read_name(&restored, "000007.sst"), b"sst bytes");
+    assert_eq!(read_name(&restored, "CURRENT"), b"MANIFEST-1\n");
+    restored.shutdown().unwrap();
+}
+
+/// Two mounts on one prefix: each releases only its own objects (at start after a crash, after
+/// retention), gc leaves both alone, and each reads back everything it wrote.
+#[test]
+fn two_mounts_on_one_prefix_never_take_each_others_objects() {
+    let env = Env::new();
+    let d = |p: &str| env.dir.path().join(p);
+    let a = start_at(&d("a"), &d("ac"), env.remote.clone());
+    let b = start_at(&d("b"), &d("bc"), env.remote.clone());
+    for i in 0..5 {
+        write_synced(&a, &format!("a{i}.sst"), format!("a{i}").as_bytes());
+        write_synced(&b, &format!("b{i}.sst"), format!("b{i}").as_bytes());
+    }
+    a.mkdir(ROOT_INO, "chk", 0o755, ME).unwrap();
+    for _ in 0..3 {
+        publish(&a, "chk", 1);
+    }
+    crash(b);
+    let b = start_at(&d("b"), &d("bc"), env.remote.clone());
+    b.settle();
+    a.settle();
+    assert!(gc_now(env.remote.as_ref()).garbage.is_empty());
+    for i in 0..5 {
+        assert_eq!(
+            read_name(&a, &format!("a{i}.sst")),
+            format!("a{i}").as_bytes()
+        );
+        assert_eq!(
+            read_name(&b, &format!("b{i}.sst")),
+            format!("b{i}").as_bytes()
+        );
+    }
+    assert_eq!(env.objects().len(), 10);
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+}
+
+/// Skewed clocks: with the store's clock ten hours behind this host's (every object looks ten
+/// hours old) or ahead, gc with a grace period takes nothing a mount names; the grace period
+/// only ever delays. A mount's own order of checkpoints does not care either (see the
+/// retention tests).
+#[test]
+fn a_skewed_store_clock_never_makes_gc_take_a_live_object() {
+    let env = Env::new();
+    let core = start_at(
+        &env.dir.path().join("local"),
+        &env.dir.path().join("cache"),
+        env.remote.clone(),
+    );
+    write_synced(&core, "000001.sst", b"live");
+    // An object of an older version that nothing names: real garbage.
+    let legacy = format!("data/{}", uuid::Uuid::new_v4());
+    env.remote
+        .put(&legacy, bytes::Bytes::from_static(b"x"))
+        .unwrap();
+    for skew in [-36_000, 36_000] {
+        env.faults.skew_store_clock(skew);
+        let report = crate::checkpoint::collect_garbage(
+            env.remote.as_ref(),
+            Duration::from_secs(3600),
+            true,
+        )
+        .unwrap();
+        assert_eq!(report.owned_by_mounts, 1, "skew {skew}: {report:?}");
+        let found = report.garbage.iter().any(|(k, _)| *k == legacy);
+        assert_eq!(found, skew < 0, "skew {skew}: only the grace period moves");
+    }
+    env.faults.skew_store_clock(0);
+    assert_eq!(read_name(&core, "000001.sst"), b"live");
+    core.shutdown().unwrap();
+}

@@ -53,6 +53,8 @@ struct FaultState {
     /// This many next ranged reads come back short, or with a flipped byte.
     short_next: AtomicU64,
     corrupt_next: AtomicU64,
+    /// Seconds added to the modification times a listing reports (a store whose clock is off).
+    mtime_skew_s: std::sync::atomic::AtomicI64,
     /// Random faults, if set: the rates and the generator's state.
     random: std::sync::Mutex<Option<(FaultRates, u64)>>,
     /// Counts of what was injected at random, by kind.
@@ -204,6 +206,12 @@ impl FaultPlan {
     /// The next `n` ranged reads return the range with its first byte flipped.
     pub fn corrupt_reads_next(&self, n: u64) {
         self.inner.corrupt_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes listings report modification times `seconds` off (negative: in the past), as a
+    /// store whose clock disagrees with this host's.
+    pub fn skew_store_clock(&self, seconds: i64) {
+        self.inner.mtime_skew_s.store(seconds, Ordering::SeqCst);
     }
 
     /// Injects faults at random from now on (`None`: stops), reproducibly from `seed`.
@@ -420,6 +428,18 @@ impl<R: RemoteStore> RemoteStore for FailingRemote<R> {
     }
     fn list(&self, prefix: &str) -> Result<Vec<super::ObjectInfo>, StoreError> {
         self.plan.other("list", prefix)?;
-        self.inner.list(prefix)
+        let skew = self.plan.inner.mtime_skew_s.load(Ordering::SeqCst);
+        let mut listed = self.inner.list(prefix)?;
+        if skew != 0 {
+            let by = std::time::Duration::from_secs(skew.unsigned_abs());
+            for o in &mut listed {
+                o.modified = if skew > 0 {
+                    o.modified + by
+                } else {
+                    o.modified.checked_sub(by).unwrap_or(std::time::UNIX_EPOCH)
+                };
+            }
+        }
+        Ok(listed)
     }
 }
