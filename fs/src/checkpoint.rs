@@ -624,6 +624,17 @@ mod tests {
         .unwrap()
     }
 
+    /// Stores a manifest of no files for checkpoint `id` of `mount` at sequence `seq`.
+    fn put_manifest(remote: &dyn RemoteStore, id: &str, mount: &str, seq: u64) {
+        let bytes = Bytes::from(manifest_of(id, mount, seq, vec![]));
+        remote.put(&manifest_key(id), bytes).unwrap();
+    }
+
+    fn put_claim(remote: &dyn RemoteStore, id: &str, claim: &Claim) {
+        let bytes = Bytes::from(serde_json::to_vec(claim).unwrap());
+        remote.put(&claim_key(id), bytes).unwrap();
+    }
+
     pub(crate) fn file(name: &str, key: &str) -> ManifestFile {
         ManifestFile {
             name: name.into(),
@@ -684,14 +695,7 @@ mod tests {
         let store = memory_store();
         let metrics = std::sync::Arc::new(RemoteMetrics::default());
         let remote = MetricsRemote::new(store, metrics.clone());
-        let put = |id: &str, mount: &str, seq: u64| {
-            remote
-                .put(
-                    &manifest_key(id),
-                    Bytes::from(manifest_of(id, mount, seq, vec![])),
-                )
-                .unwrap();
-        };
+        let put = |id: &str, mount: &str, seq: u64| put_manifest(&remote, id, mount, seq);
         // Forty checkpoints of other jobs sharing the bucket, and three of mount "m".
         for i in 0..40 {
             put(&format!("{:013}-0000aaaa", i), "other", i);
@@ -730,12 +734,7 @@ mod tests {
             mount_id: "n".into(),
             seq: 1,
         };
-        remote
-            .put(
-                &claim_key("0000000000041-0000bbbb"),
-                Bytes::from(serde_json::to_vec(&claim).unwrap()),
-            )
-            .unwrap();
+        put_claim(&remote, "0000000000041-0000bbbb", &claim);
         let (gets, lists) = (metrics.gets.load(Relaxed), metrics.lists.load(Relaxed));
         let dropped = apply_retention(&remote, of(4), 2, &cache).unwrap();
         assert!(
@@ -766,14 +765,7 @@ mod tests {
     #[test]
     fn retention_orders_by_the_mounts_own_sequence_not_by_clocks() {
         let remote = memory_store();
-        let put = |id: &str, mount: &str, seq: u64| {
-            remote
-                .put(
-                    &manifest_key(id),
-                    Bytes::from(manifest_of(id, mount, seq, vec![])),
-                )
-                .unwrap();
-        };
+        let put = |id: &str, mount: &str, seq: u64| put_manifest(&remote, id, mount, seq);
         // This mount's checkpoints 1 and 2, stamped by a clock that later stepped back: its
         // checkpoint 3 gets an id that sorts before both.
         put("2000000000000-00000001", "m", 1);
@@ -807,12 +799,7 @@ mod tests {
             mount_id: "m".into(),
             seq: 4,
         };
-        remote
-            .put(
-                &claim_key("0500000000000-0000aaaa"),
-                Bytes::from(serde_json::to_vec(&claim).unwrap()),
-            )
-            .unwrap();
+        put_claim(&remote, "0500000000000-0000aaaa", &claim);
         let of = RetentionOf {
             mount_id: "m",
             seq_now: 4,

@@ -53,9 +53,9 @@ impl FsckReport {
     }
 }
 
-/// A path (from the mount root, `/`-separated) of every file of `table` that has a name.
-pub fn paths(table: &MappingTable) -> HashMap<Ino, String> {
-    let mut paths = HashMap::new();
+/// Every name of a file in `table`: (directory, name, path from the mount root, inode).
+fn file_names(table: &MappingTable) -> Vec<(Ino, String, String, Ino)> {
+    let mut out = Vec::new();
     let mut stack = vec![(String::new(), ROOT_INO)];
     while let Some((prefix, d)) = stack.pop() {
         let Some(node) = table.get(d) else { continue };
@@ -64,11 +64,19 @@ pub fn paths(table: &MappingTable) -> HashMap<Ino, String> {
             if table.get(*child).is_some_and(|n| n.meta.is_dir()) {
                 stack.push((p, *child));
             } else {
-                paths.insert(*child, p);
+                out.push((d, name.clone(), p, *child));
             }
         }
     }
-    paths
+    out
+}
+
+/// A path (from the mount root, `/`-separated) of every file of `table` that has a name.
+pub fn paths(table: &MappingTable) -> HashMap<Ino, String> {
+    file_names(table)
+        .into_iter()
+        .map(|(_, _, path, ino)| (ino, path))
+        .collect()
 }
 
 /// Locks a stopped mount's local dir for fsck; the lock is held while the file lives.
@@ -111,20 +119,10 @@ pub fn drop_missing(local_dir: &Path) -> Result<Vec<String>, FsckError> {
         .collect();
     let mut ops = Vec::new();
     let mut dropped = Vec::new();
-    let mut stack = vec![(String::new(), ROOT_INO)];
-    while let Some((prefix, d)) = stack.pop() {
-        let Some(node) = table.get(d) else { continue };
-        for (name, child) in &node.children {
-            let p = format!("{prefix}/{name}");
-            if table.get(*child).is_some_and(|n| n.meta.is_dir()) {
-                stack.push((p, *child));
-            } else if missing.contains(child) {
-                ops.push(Op::DelEntry {
-                    parent: d,
-                    name: name.clone(),
-                });
-                dropped.push(p);
-            }
+    for (parent, name, path, ino) in file_names(&table) {
+        if missing.contains(&ino) {
+            ops.push(Op::DelEntry { parent, name });
+            dropped.push(path);
         }
     }
     ops.extend(missing.iter().map(|ino| Op::DropInode(*ino)));

@@ -359,3 +359,16 @@ pub fn crash_progress(path: &Path) -> u64 {
         _ => 0,
     }
 }
+
+/// A seed from `arg` if given, else from the clock (printed by the caller, so a run replays).
+pub fn seed_from(arg: Option<String>) -> u64 {
+    arg.map_or_else(
+        || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        },
+        |a| a.parse().expect("a seed is a number"),
+    )
+}

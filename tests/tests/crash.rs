@@ -66,15 +66,7 @@ fn crash_loop_short() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(6);
-    let seed = std::env::var("STATEFS_CRASH_SEED")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = statefs_tests::seed_from(std::env::var("STATEFS_CRASH_SEED").ok());
     let summary = statefs_tests::crash_loop::run(
         rounds,
         seed,

@@ -6,10 +6,7 @@ fn rocksdb_on_a_store_failing_10_percent_of_calls_loses_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let seed = statefs_tests::seed_from(std::env::var("STATEFS_SOAK_SEED").ok());
     let report = statefs_tests::soak::run(std::time::Duration::from_secs(seconds), 0.1, seed);
     eprintln!("soak (seed {seed}): {report}");
     assert!(report.acked > 0, "{report}");

@@ -81,15 +81,8 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error)
 /// stale lock behind.
 fn lock_local_dir(local_dir: &Path) -> Result<File, OpenError> {
     let path = local_dir.join("LOCK");
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io_err("cannot open lock file", &path))?;
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let err = std::io::Error::last_os_error();
+    let (mut file, locked) = try_lock(&path)?;
+    if let Err(err) = locked {
         if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
             let holder = std::fs::read_to_string(&path)
                 .ok()
@@ -117,6 +110,24 @@ fn lock_local_dir(local_dir: &Path) -> Result<File, OpenError> {
         tracing::warn!(path = %path.display(), error = %e, "cannot record the pid in the lock file");
     }
     Ok(file)
+}
+
+/// Opens (creating) the lock file at `path` and tries to take its exclusive lock without waiting:
+/// the file, and whether the lock was taken (the kernel releases it when the process dies).
+fn try_lock(path: &Path) -> Result<(File, std::io::Result<()>), OpenError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_err("cannot open lock file", path))?;
+    let locked = if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    };
+    Ok((file, locked))
 }
 
 /// This local dir's mount id, created at its first mount; and whether it existed before.
@@ -216,15 +227,19 @@ fn own_cache_dir(cache_dir: &Path, local_dir: &Path, mount_id: &str) -> Result<F
         why,
     };
     let path = cache_dir.join("CACHE_LOCK");
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io_err("cannot open lock file", &path))?;
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(refuse("another statefs mount is using it".into()));
+    let (lock, locked) = try_lock(&path)?;
+    match locked {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+            return Err(refuse("another statefs mount is using it".into()));
+        }
+        Err(source) => {
+            return Err(OpenError::Io {
+                what: "cannot lock",
+                path,
+                source,
+            });
+        }
     }
     match cache_owner(cache_dir)? {
         Some(owner) if owner == mount_id => return Ok(lock),

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::tests::{Env, test_cache};
+use super::tests::{Env, HookRemote, test_cache};
 use super::*;
 use crate::table::ROOT_INO;
 
@@ -91,89 +91,6 @@ fn a_failed_journal_sync_fails_every_later_fsync_with_eio() {
     assert_eq!(read_name(&core, "CURRENT"), b"MANIFEST-000001\n");
     write_synced(&core, "000002.log", b"after the remount");
     core.shutdown().unwrap();
-}
-
-/// Runs `hook` once, at the first store call for which `when(op, key)` holds, before the call.
-struct HookRemote {
-    inner: Arc<dyn RemoteStore>,
-    #[allow(clippy::type_complexity)]
-    when: Box<dyn Fn(&str, &str) -> bool + Send + Sync>,
-    #[allow(clippy::type_complexity)]
-    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
-}
-
-impl std::fmt::Debug for HookRemote {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HookRemote")
-    }
-}
-
-impl HookRemote {
-    fn new(
-        inner: Arc<dyn RemoteStore>,
-        when: impl Fn(&str, &str) -> bool + Send + Sync + 'static,
-        hook: impl FnOnce() + Send + 'static,
-    ) -> Arc<HookRemote> {
-        Arc::new(HookRemote {
-            inner,
-            when: Box::new(when),
-            hook: std::sync::Mutex::new(Some(Box::new(hook))),
-        })
-    }
-
-    fn at(&self, op: &str, key: &str) {
-        if (self.when)(op, key)
-            && let Some(hook) = self.hook.lock().unwrap().take()
-        {
-            hook();
-        }
-    }
-}
-
-impl RemoteStore for HookRemote {
-    fn put(&self, key: &str, data: bytes::Bytes) -> Result<(), crate::store::StoreError> {
-        self.at("put", key);
-        self.inner.put(key, data)
-    }
-    fn put_if_absent(&self, key: &str, data: bytes::Bytes) -> Result<(), crate::store::StoreError> {
-        self.at("put_if_absent", key);
-        self.inner.put_if_absent(key, data)
-    }
-    fn put_file(
-        &self,
-        key: &str,
-        path: &Path,
-    ) -> Result<crate::store::Uploaded, crate::store::StoreError> {
-        self.at("put_file", key);
-        self.inner.put_file(key, path)
-    }
-    fn get_range(
-        &self,
-        key: &str,
-        range: std::ops::Range<u64>,
-    ) -> Result<bytes::Bytes, crate::store::StoreError> {
-        self.at("get_range", key);
-        self.inner.get_range(key, range)
-    }
-    fn get(&self, key: &str) -> Result<bytes::Bytes, crate::store::StoreError> {
-        self.at("get", key);
-        self.inner.get(key)
-    }
-    fn head(&self, key: &str) -> Result<u64, crate::store::StoreError> {
-        self.at("head", key);
-        self.inner.head(key)
-    }
-    fn delete(&self, key: &str) -> Result<(), crate::store::StoreError> {
-        self.at("delete", key);
-        self.inner.delete(key)
-    }
-    fn list(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<crate::store::ObjectInfo>, crate::store::StoreError> {
-        self.at("list", prefix);
-        self.inner.list(prefix)
-    }
 }
 
 fn gc_now(remote: &dyn RemoteStore) -> crate::checkpoint::GcReport {
@@ -354,11 +271,7 @@ fn a_restore_racing_retention_and_gc_fails_cleanly_or_keeps_its_objects() {
 #[test]
 fn a_checkpoint_id_from_the_future_never_drops_the_one_just_published() {
     let env = Env::new();
-    let core = start_at(
-        &env.dir.path().join("local"),
-        &env.dir.path().join("cache"),
-        env.remote.clone(),
-    );
+    let core = env.core();
     core.mkdir(ROOT_INO, "db", 0o755, ME).unwrap();
     publish(&core, "db", 1);
     // A manifest as an older version wrote it (no sequence number), its id ten minutes ahead.
@@ -387,11 +300,7 @@ fn a_checkpoint_id_from_the_future_never_drops_the_one_just_published() {
 #[test]
 fn a_publish_whose_manifest_answer_is_lost_succeeds() {
     let env = Env::new();
-    let core = start_at(
-        &env.dir.path().join("local"),
-        &env.dir.path().join("cache"),
-        env.remote.clone(),
-    );
+    let core = env.core();
     let db = core.mkdir(ROOT_INO, "db", 0o755, ME).unwrap().ino;
     let (_, o) = core.create(db, "CURRENT", 0o644, RW, ME).unwrap();
     core.write(o.fh, 0, b"MANIFEST-000001\n").unwrap();
@@ -499,11 +408,7 @@ fn a_missing_local_file_refuses_the_mount_instead_of_coming_back_empty() {
 #[test]
 fn more_open_files_than_descriptors_all_work() {
     let env = Env::new();
-    let core = start_at(
-        &env.dir.path().join("local"),
-        &env.dir.path().join("cache"),
-        env.remote.clone(),
-    );
+    let core = env.core();
     core.fds.set_limit(8);
     let content = |i: usize| format!("file {i} ").repeat(50).into_bytes();
     let names: Vec<String> = (0..60)
@@ -634,11 +539,7 @@ fn two_mounts_on_one_prefix_never_take_each_others_objects() {
 #[test]
 fn a_skewed_store_clock_never_makes_gc_take_a_live_object() {
     let env = Env::new();
-    let core = start_at(
-        &env.dir.path().join("local"),
-        &env.dir.path().join("cache"),
-        env.remote.clone(),
-    );
+    let core = env.core();
     write_synced(&core, "000001.sst", b"live");
     // An object of an older version that nothing names: real garbage.
     let legacy = format!("data/{}", uuid::Uuid::new_v4());

@@ -49,7 +49,7 @@ impl Env {
         }
     }
 
-    fn core(&self) -> Arc<FsCore> {
+    pub(crate) fn core(&self) -> Arc<FsCore> {
         self.core_with(test_cache())
     }
 
@@ -598,63 +598,6 @@ fn readdir_lists_a_snapshot() {
     assert_eq!(core.getattr(ROOT_INO).unwrap().nlink, 3);
 }
 
-/// Runs a hook once, the first time a checkpoint's small file is stored: between the sealing of a
-/// publish's SSTs and their borrowing.
-struct HookRemote {
-    inner: Arc<dyn RemoteStore>,
-    #[allow(clippy::type_complexity)]
-    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
-}
-
-impl std::fmt::Debug for HookRemote {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HookRemote")
-    }
-}
-
-impl RemoteStore for HookRemote {
-    fn put(&self, key: &str, data: bytes::Bytes) -> Result<(), crate::store::StoreError> {
-        if key.starts_with("copies/")
-            && let Some(hook) = self.hook.lock().unwrap().take()
-        {
-            hook();
-        }
-        self.inner.put(key, data)
-    }
-    fn put_if_absent(&self, key: &str, data: bytes::Bytes) -> Result<(), crate::store::StoreError> {
-        self.inner.put_if_absent(key, data)
-    }
-    fn put_file(
-        &self,
-        key: &str,
-        path: &Path,
-    ) -> Result<crate::store::Uploaded, crate::store::StoreError> {
-        self.inner.put_file(key, path)
-    }
-    fn get_range(
-        &self,
-        key: &str,
-        range: std::ops::Range<u64>,
-    ) -> Result<bytes::Bytes, crate::store::StoreError> {
-        self.inner.get_range(key, range)
-    }
-    fn get(&self, key: &str) -> Result<bytes::Bytes, crate::store::StoreError> {
-        self.inner.get(key)
-    }
-    fn head(&self, key: &str) -> Result<u64, crate::store::StoreError> {
-        self.inner.head(key)
-    }
-    fn delete(&self, key: &str) -> Result<(), crate::store::StoreError> {
-        self.inner.delete(key)
-    }
-    fn list(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<crate::store::ObjectInfo>, crate::store::StoreError> {
-        self.inner.list(prefix)
-    }
-}
-
 /// An SST removed while a publish runs (RocksDB finishing a purge it began before deletions were
 /// paused) loses its object; a `SealedOnly` file so removed is left out of the checkpoint, a
 /// `Mounted` one fails the publish, and no manifest names an object that is gone.
@@ -665,13 +608,16 @@ fn a_file_removed_during_a_publish_is_never_named_by_it() {
         let env = Env::new();
         let core_slot: Arc<std::sync::OnceLock<std::sync::Weak<FsCore>>> = Default::default();
         let slot = core_slot.clone();
-        let remote = Arc::new(HookRemote {
-            inner: env.remote.clone(),
-            hook: std::sync::Mutex::new(Some(Box::new(move || {
+        // The first copy of a small file stored: between the sealing of the publish's SSTs and
+        // their borrowing.
+        let remote = HookRemote::new(
+            env.remote.clone(),
+            |op, key| op == "put" && key.starts_with("copies/"),
+            move || {
                 let core = slot.get().unwrap().upgrade().unwrap();
                 core.unlink(ROOT_INO, "000002.sst").unwrap();
-            }))),
-        });
+            },
+        );
         let core = FsCore::start(
             &env.dir.path().join("local"),
             &env.dir.path().join("cache"),
@@ -720,5 +666,88 @@ fn a_file_removed_during_a_publish_is_never_named_by_it() {
             assert!(err.contains("000002.sst"), "{err}");
             assert!(ids.is_empty(), "no checkpoint: {ids:?}");
         }
+    }
+}
+
+/// Runs `hook` once, at the first store call for which `when(op, key)` holds, before the call.
+pub(crate) struct HookRemote {
+    inner: Arc<dyn RemoteStore>,
+    #[allow(clippy::type_complexity)]
+    when: Box<dyn Fn(&str, &str) -> bool + Send + Sync>,
+    #[allow(clippy::type_complexity)]
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for HookRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HookRemote")
+    }
+}
+
+impl HookRemote {
+    pub(crate) fn new(
+        inner: Arc<dyn RemoteStore>,
+        when: impl Fn(&str, &str) -> bool + Send + Sync + 'static,
+        hook: impl FnOnce() + Send + 'static,
+    ) -> Arc<HookRemote> {
+        Arc::new(HookRemote {
+            inner,
+            when: Box::new(when),
+            hook: std::sync::Mutex::new(Some(Box::new(hook))),
+        })
+    }
+
+    fn at(&self, op: &str, key: &str) {
+        if (self.when)(op, key)
+            && let Some(hook) = self.hook.lock().unwrap().take()
+        {
+            hook();
+        }
+    }
+}
+
+impl RemoteStore for HookRemote {
+    fn put(&self, key: &str, data: bytes::Bytes) -> Result<(), crate::store::StoreError> {
+        self.at("put", key);
+        self.inner.put(key, data)
+    }
+    fn put_if_absent(&self, key: &str, data: bytes::Bytes) -> Result<(), crate::store::StoreError> {
+        self.at("put_if_absent", key);
+        self.inner.put_if_absent(key, data)
+    }
+    fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+    ) -> Result<crate::store::Uploaded, crate::store::StoreError> {
+        self.at("put_file", key);
+        self.inner.put_file(key, path)
+    }
+    fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, crate::store::StoreError> {
+        self.at("get_range", key);
+        self.inner.get_range(key, range)
+    }
+    fn get(&self, key: &str) -> Result<bytes::Bytes, crate::store::StoreError> {
+        self.at("get", key);
+        self.inner.get(key)
+    }
+    fn head(&self, key: &str) -> Result<u64, crate::store::StoreError> {
+        self.at("head", key);
+        self.inner.head(key)
+    }
+    fn delete(&self, key: &str) -> Result<(), crate::store::StoreError> {
+        self.at("delete", key);
+        self.inner.delete(key)
+    }
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<crate::store::ObjectInfo>, crate::store::StoreError> {
+        self.at("list", prefix);
+        self.inner.list(prefix)
     }
 }

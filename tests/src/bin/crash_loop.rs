@@ -4,15 +4,7 @@
 fn main() {
     let mut args = std::env::args().skip(1);
     let rounds: u64 = args.next().map_or(200, |a| a.parse().expect("ROUNDS"));
-    let seed: u64 = args.next().map_or_else(
-        || {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        },
-        |a| a.parse().expect("SEED"),
-    );
+    let seed = statefs_tests::seed_from(args.next());
     let writer = std::env::current_exe()
         .expect("own path")
         .with_file_name("crash_writer");
