@@ -71,6 +71,7 @@ fn crash_loop_short() {
         rounds,
         seed,
         std::path::Path::new(env!("CARGO_BIN_EXE_crash_writer")),
+        false,
     );
     eprintln!("crash loop (seed {seed}): {summary}");
     assert_eq!(summary.rounds, rounds);

@@ -526,6 +526,9 @@ fn cold_files_with_reads_held(
     // No local copy is left: every read of these files goes to the store.
     std::fs::remove_dir_all(&dirs.cache).unwrap();
     let (mount, faults) = mount_with_faults(dirs, 8);
+    // The mount's release of unnamed objects at start reads records and manifests: done before
+    // the reads are held, so that only the test's own reads wait.
+    mount.core().settle();
     faults.hold_reads(true);
     let release = ReleaseHolds(faults.clone());
     (mount, faults, release)

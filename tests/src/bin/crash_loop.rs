@@ -10,7 +10,7 @@ fn main() {
         .with_file_name("crash_writer");
     eprintln!("crash loop: {rounds} rounds, seed {seed}");
     let t = std::time::Instant::now();
-    let summary = statefs_tests::crash_loop::run(rounds, seed, &writer);
+    let summary = statefs_tests::crash_loop::run(rounds, seed, &writer, true);
     println!(
         "crash loop (seed {seed}, {:.0} s): {summary}",
         t.elapsed().as_secs_f64()

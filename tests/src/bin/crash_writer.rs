@@ -4,7 +4,8 @@
 //! `crash_writer <db> <progress-file> [<first-key>]`. With `STATEFS_CRASH_CHECKPOINT` set to
 //! `<statefs-binary>|<mount-point>|<log-file>|<every-ms>` it also publishes checkpoints of the
 //! database (RocksDB's Checkpoint API, then `statefs checkpoint`) and appends `<id> <keys>` to
-//! the log for each: the checkpoint holds at least keys `0..keys`.
+//! the log for each: the checkpoint holds at least keys `0..keys`. `STATEFS_CRASH_WRITE_PAUSE_US`
+//! pauses after each write.
 
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -85,6 +86,12 @@ fn main() {
     let mut wo = rocksdb::WriteOptions::default();
     wo.set_sync(true);
     let mut checkpoints = Checkpointer::from_env();
+    // A pause after each write (µs), so that a long crash loop's keys, all checked after every
+    // round, grow slowly.
+    let pause = std::env::var("STATEFS_CRASH_WRITE_PAUSE_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_micros);
     for i in first.. {
         if db
             .put_opt(
@@ -100,6 +107,9 @@ fn main() {
         progress
             .write_all_at(&(i + 1).to_le_bytes(), 0)
             .expect("progress write");
+        if let Some(p) = pause {
+            std::thread::sleep(p);
+        }
         if let Some(c) = checkpoints.as_mut()
             && c.last.elapsed() >= c.every
             && !c.publish(&db, i + 1)
