@@ -43,7 +43,7 @@ for db in "$work/localdisk/db" "$work/mnt/db"; do
 done
 stop_mount
 data=$(du -sb "$work/remote/data" | cut -f1)
-echo "SST data: $data bytes in $(ls "$work/remote/data" | wc -l) objects" >&2
+echo "SST data: $data bytes in $(find "$work/remote/data" -type f | wc -l) objects" >&2
 
 db_bench --db="$work/localdisk/db" "${read_args[@]}" >/dev/null 2>&1
 # Local disk is measured right before each statefs configuration: every ratio is a same-moment pair.
@@ -71,7 +71,7 @@ done
 
 echo
 echo "db_bench readrandom: $KEYS keys, $READS reads after dropping the page cache, 1 MiB db_bench block cache;"
-echo "SST data $((data / 1048576)) MiB in $(ls "$work/remote/data" | wc -l) files; statefs block memory $BLOCK_MEMORY"
+echo "SST data $((data / 1048576)) MiB in $(find "$work/remote/data" -type f | wc -l) files; statefs block memory $BLOCK_MEMORY"
 printf "| %-6s | %-11s | %12s | %14s | %8s | %20s |\n" cache passthrough "local ops/s" "statefs ops/s" "ratio" "remote GETs/1k reads"
 printf "|%s|%s|%s|%s|%s|%s|\n" "--------" "-------------" "--------------" "----------------" "----------" "----------------------"
 for r in "${results[@]}"; do

@@ -25,7 +25,7 @@ for mb in $SIZES; do
   id=$("$bin" checkpoint "$work/mnt" "$work/mnt/chk" | tail -1)
   t2=$(ms)
   size=$(du -sb "$work/remote/data" | cut -f1)
-  files=$(ls "$work/remote/data" | wc -l)
+  files=$(find "$work/remote/data" -type f | wc -l)
 
   # Baseline: a full copy of the same files into the store, synced.
   mkdir -p "$work/remote/full-copy"

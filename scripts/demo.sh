@@ -22,7 +22,7 @@ printf "%-44s %8s %6s\n" "place" "bytes" "files"
 for d in "$demo/remote/data" "$demo/local/files" "$demo/local/journal" "$demo/cache/files"; do
   printf "%-44s %8s %6s\n" "$d" "$(du -sh "$d" | cut -f1)" "$(find "$d" -type f | wc -l)"
 done
-echo "SST files seen through the mount: $(ls "$demo/mnt/db" | grep -c '\.sst$'), objects in the store: $(ls "$demo/remote/data" | wc -l)"
+echo "SST files seen through the mount: $(ls "$demo/mnt/db" | grep -c '\.sst$'), objects in the store: $(find "$demo/remote/data" -type f | wc -l)"
 echo "other RocksDB files (stay local): $(ls "$demo/mnt/db" | grep -v '\.sst$' | tr '\n' ' ')"
 stop_mount
 echo
