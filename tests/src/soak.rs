@@ -85,12 +85,16 @@ pub fn run(duration: Duration, rate: f64, seed: u64) -> Report {
     // A small cache: most SST reads go to the store, where the faults are.
     config.cache.size_limit = 1 << 20;
     config.cache.target_file_size = 256 << 10;
+    // Split so that a write or a ranged read meets a fault with probability `rate` (other calls,
+    // HEAD and LIST, 0.85 of it): 80% fail before taking effect, 5% hang until a (simulated)
+    // request timeout, 15% of writes take effect and then fail, 15% of ranged reads come back
+    // short.
     let rates = FaultRates {
-        fail: rate * 0.6,
-        ambiguous: rate * 0.25,
+        fail: rate * 0.8,
+        ambiguous: rate * 0.15,
         black_hole: rate * 0.05,
         black_hole_for: Duration::from_millis(30),
-        short: rate * 0.1,
+        short: rate * 0.15,
         corrupt: 0.0,
     };
     let mut rng = Rng::new(seed);
