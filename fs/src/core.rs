@@ -808,15 +808,15 @@ impl FsCore {
                 .nodes()
                 .filter(|n| {
                     n.nlink > 0
-                        && n.meta.file().is_some_and(|f| {
-                            // A sealed file with no local copy cannot have changed.
-                            f.placement == Placement::Remote
-                                && (f.sealed.is_none() || self.local_path(f).exists())
-                        })
+                        && n.meta
+                            .file()
+                            .is_some_and(|f| f.placement == Placement::Remote)
                 })
                 .map(|n| n.meta.ino)
                 .collect()
         };
+        // `seal_if_needed` tells, off the state lock, which ones changed: a sealed file with no
+        // local copy, or one whose copy matches its record, costs a stat and no upload.
         for ino in unsealed {
             if let Err(e) = self.seal_if_needed(ino) {
                 tracing::error!(ino, error = %e, "uploading a file closed without sync failed at unmount; its local bytes are kept");

@@ -65,7 +65,7 @@ impl Loader {
 }
 
 impl FsCore {
-    fn copy_path(&self, id: &Uuid) -> std::path::PathBuf {
+    pub(crate) fn copy_path(&self, id: &Uuid) -> std::path::PathBuf {
         self.cache_files.join(id.as_hyphenated().to_string())
     }
 

@@ -395,12 +395,7 @@ impl FsCore {
                 // is complete; it cannot switch to passthrough, but stops going to the store.
                 if upgraded.get().is_none()
                     && self.cache.lock().is_hot(&h.local_id)
-                    && let Ok(lazy) = self.backing_file(
-                        h.ino,
-                        &self
-                            .cache_files
-                            .join(h.local_id.as_hyphenated().to_string()),
-                    )
+                    && let Ok(lazy) = self.backing_file(h.ino, &self.copy_path(&h.local_id))
                     && self.use_file(&lazy).is_ok()
                 {
                     let _ = upgraded.set(lazy);
