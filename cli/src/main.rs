@@ -630,18 +630,10 @@ fn checkpoint(mountpoint: &Path, dir: &Path) -> Result<(), String> {
             mnt.display()
         )
     })?;
-    let addr = std::fs::read_to_string(local.join("metrics.addr"))
-        .map_err(|e| format!("the mount's control address: {e}"))?;
     let query: String = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("dir", &rel.to_string_lossy())
         .finish();
-    let token = std::fs::read_to_string(local.join("control.token")).map_err(|e| {
-        format!(
-            "the mount's control token ({}): {e}",
-            local.join("control.token").display()
-        )
-    })?;
-    let id = statefs::metrics::post(addr.trim(), token.trim(), &format!("/checkpoint?{query}"))?;
+    let id = statefs::mount::post_control(&local, &format!("/checkpoint?{query}"))?;
     let id = id.trim();
     let remote = remote_of(&local).unwrap_or_default();
     print_all(&format!(

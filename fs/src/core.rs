@@ -528,7 +528,7 @@ impl FsCore {
             // The backing file exists before the journal names it: a crash in between leaves a stray
             // file that recovery removes, never a name without a backing file.
             let path = self.local_path(&meta);
-            std::fs::OpenOptions::new()
+            crate::private::options()
                 .write(true)
                 .create_new(true)
                 .open(&path)?;

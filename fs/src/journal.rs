@@ -229,7 +229,7 @@ impl Journal {
     /// Opens (or creates) the journal in `dir` and replays it into a table. An empty directory yields
     /// an empty table (the caller adds the root).
     pub fn open(dir: &Path) -> Result<(Journal, MappingTable), JournalError> {
-        std::fs::create_dir_all(dir)?;
+        crate::private::own_dir(dir)?;
         let (table, generation, records) = Self::replay(dir, true)?;
         let log_path = dir.join(format!("journal.{generation}"));
         // Journals of other generations are leftovers of an interrupted compaction.
@@ -503,7 +503,7 @@ impl Journal {
         tmp: &Path,
         log_path: &Path,
     ) -> Result<File, JournalError> {
-        let mut f = std::io::BufWriter::new(File::create(tmp)?);
+        let mut f = std::io::BufWriter::new(crate::private::create(tmp)?);
         writeln!(f, "statefs-snapshot v1 generation {next}")?;
         for chunk in table.snapshot_ops().chunks(512) {
             f.write_all(&encode(chunk))?;

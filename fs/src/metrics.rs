@@ -3,10 +3,7 @@
 //! Every metric name is a constant below; `docs/METRICS.md` lists them (a test checks that every
 //! constant is documented there).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub const CACHE_HITS: &str = "statefs_cache_hits_total";
@@ -147,175 +144,18 @@ pub fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::
     }
 }
 
-/// The `/metrics` endpoint: a small HTTP/1.1 server on its own thread, stopped on drop.
-pub struct MetricsServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl MetricsServer {
-    pub fn start(
-        addr: &str,
-        render: Arc<dyn Fn() -> String + Send + Sync>,
-    ) -> std::io::Result<MetricsServer> {
-        Self::start_with_control(
-            addr,
-            render,
-            Arc::new(|_: &str| Err("no control operations here".to_string())),
-            uuid::Uuid::new_v4().simple().to_string(),
-        )
-    }
-
-    /// Like [`MetricsServer::start`], and `POST <path>?<query>` requests that carry `token` in a
-    /// [`TOKEN_HEADER`] go to `control`, whose `Ok` text is the 200 answer and whose `Err` text a
-    /// 500 answer; a POST without the token gets 403 and reaches nothing. `GET /metrics` needs no
-    /// token: it changes nothing.
-    pub fn start_with_control(
-        addr: &str,
-        render: Arc<dyn Fn() -> String + Send + Sync>,
-        control: Arc<Control>,
-        token: String,
-    ) -> std::io::Result<MetricsServer> {
-        let listener = TcpListener::bind(addr)?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("statefs-metrics".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if stop2.load(Ordering::Acquire) {
-                        break;
-                    }
-                    if let Ok(stream) = conn {
-                        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                        let _ = serve(stream, render.as_ref(), control.as_ref(), &token);
-                    }
-                }
-            })?;
-        Ok(MetricsServer {
-            addr,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the accept loop.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A control operation: the request's path and query in, the answer out.
-pub type Control = dyn Fn(&str) -> Result<String, String> + Send + Sync;
-
-/// The header a control request carries the mount's token in (`<local-dir>/control.token`).
-pub const TOKEN_HEADER: &str = "X-Statefs-Token";
-
-/// Whether `given` is `token`, in a time that does not depend on where they first differ.
-fn token_matches(given: &str, token: &str) -> bool {
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-            == 0
-}
-
-fn serve(
-    stream: TcpStream,
-    render: &(dyn Fn() -> String + Send + Sync),
-    control: &Control,
-    token: &str,
-) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut given = None;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.trim().eq_ignore_ascii_case(TOKEN_HEADER)
-        {
-            given = Some(value.trim().to_string());
-        }
-    }
-    let mut stream = stream;
-    let path = request_line.split_whitespace().nth(1).unwrap_or("");
-    let (status, body) = if request_line.starts_with("GET ") && (path == "/metrics" || path == "/")
-    {
-        ("200 OK", render())
-    } else if request_line.starts_with("POST ") && !given.is_some_and(|g| token_matches(&g, token))
-    {
-        (
-            "403 Forbidden",
-            "control operations need the mount's token (<local-dir>/control.token)\n".to_string(),
-        )
-    } else if request_line.starts_with("POST ") {
-        match control(path) {
-            Ok(text) => ("200 OK", text),
-            Err(text) => ("500 Internal Server Error", text),
-        }
-    } else {
-        ("404 Not Found", "not found\n".to_string())
-    };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    stream.flush()
-}
-
 /// Fetches `/metrics` from `addr` (for `statefs stats`).
 pub fn fetch(addr: &str) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    match resp.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
-        _ => Err(std::io::Error::other(format!(
-            "unexpected answer from {addr}"
+    let sock = addr
+        .parse()
+        .map_err(|e| std::io::Error::other(format!("metrics address {addr:?}: {e}")))?;
+    let addr = crate::endpoint::Addr::Tcp(sock);
+    match crate::endpoint::request(&addr, "GET", "/metrics", Duration::from_secs(10))? {
+        (200, body) => Ok(body),
+        (status, body) => Err(std::io::Error::other(format!(
+            "answer {status} from {addr:?}: {}",
+            body.trim()
         ))),
-    }
-}
-
-/// Sends `POST <path_and_query>` with the mount's control `token` to its endpoint; the answer
-/// text, or its error text.
-pub fn post(addr: &str, token: &str, path_and_query: &str) -> Result<String, String> {
-    use std::io::Read;
-    let mut s =
-        TcpStream::connect(addr).map_err(|e| format!("connecting to the mount at {addr}: {e}"))?;
-    // A publish takes as long as its uploads.
-    let _ = s.set_read_timeout(Some(Duration::from_secs(3600)));
-    write!(s, "POST {path_and_query} HTTP/1.1\r\nHost: {addr}\r\n{TOKEN_HEADER}: {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
-    match resp.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
-        Some((_, body)) => Err(body.trim().to_string()),
-        None => Err(format!("no answer from the mount at {addr}")),
     }
 }
 
@@ -350,50 +190,6 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("x_seconds_count{op=\"get\"} 2\n"), "{out}");
-    }
-
-    #[test]
-    fn server_answers_metrics_and_404() {
-        let server =
-            MetricsServer::start("127.0.0.1:0", Arc::new(|| "a_total 3\n".to_string())).unwrap();
-        let body = fetch(&server.addr().to_string()).unwrap();
-        assert_eq!(parse(&body), vec![("a_total".to_string(), 3.0)]);
-        drop(server);
-    }
-
-    /// A control request reaches the mount only with its token: none, or a wrong one, gets 403
-    /// and runs nothing; metrics need none.
-    #[test]
-    fn control_requests_need_the_token() {
-        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let c = calls.clone();
-        let control = Arc::new(move |path: &str| {
-            c.fetch_add(1, Ordering::SeqCst);
-            Ok(format!("did {path}\n"))
-        });
-        let server = MetricsServer::start_with_control(
-            "127.0.0.1:0",
-            Arc::new(|| "a_total 3\n".to_string()),
-            control,
-            "s3cret".to_string(),
-        )
-        .unwrap();
-        let addr = server.addr().to_string();
-        for wrong in ["", "s3creT", "s3cret-and-more"] {
-            let err = post(&addr, wrong, "/checkpoint?dir=x").unwrap_err();
-            assert!(err.contains("control.token"), "{err}");
-        }
-        assert_eq!(
-            calls.load(Ordering::SeqCst),
-            0,
-            "no control call without the token"
-        );
-        assert_eq!(
-            post(&addr, "s3cret", "/checkpoint?dir=x").unwrap(),
-            "did /checkpoint?dir=x\n"
-        );
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert!(fetch(&addr).unwrap().contains("a_total 3"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use fuser::{MountOption, SessionACL};
 
@@ -318,70 +319,89 @@ pub fn render_metrics(core: &FsCore, remote: &RemoteMetrics, fuse: &FuseMetrics)
     out
 }
 
-/// Starts the `/metrics` endpoint of a mount and records its address in `<local-dir>/metrics.addr`
+/// The endpoints of a mount; both stop (after their running requests) on drop.
+pub struct Endpoints {
+    /// `GET /metrics` on TCP, for any local reader.
+    pub metrics: crate::endpoint::Server,
+    /// Control on `<local-dir>/control.sock`, for the mounting user only.
+    pub control: crate::endpoint::Server,
+}
+
+/// The control socket of the mount whose local dir is `local_dir`.
+pub fn control_socket(local_dir: &Path) -> PathBuf {
+    local_dir.join("control.sock")
+}
+
+/// Sends a control request (`/checkpoint?dir=...`) to the mount whose local dir is `local_dir`;
+/// the answer text, or its error text.
+pub fn post_control(local_dir: &Path, target: &str) -> Result<String, String> {
+    let sock = control_socket(local_dir);
+    let addr = crate::endpoint::Addr::Unix(sock.clone());
+    // A publish takes as long as its uploads.
+    match crate::endpoint::request(&addr, "POST", target, Duration::from_secs(3600)) {
+        Ok((200, body)) => Ok(body),
+        Ok((_, body)) => Err(body.trim().to_string()),
+        Err(e) => Err(format!(
+            "the mount's control socket {}: {e}",
+            sock.display()
+        )),
+    }
+}
+
+/// Starts the endpoints of a mount and records the metrics address in `<local-dir>/metrics.addr`
 /// for `statefs stats`.
-pub fn start_metrics(
+pub fn start_endpoints(
     config: &MountConfig,
     core: &Arc<FsCore>,
     remote: &Arc<RemoteMetrics>,
     fuse: &Arc<FuseMetrics>,
-) -> Result<crate::metrics::MetricsServer, MountError> {
+) -> Result<Endpoints, MountError> {
+    use crate::endpoint::{Handler, Limits, Method, Request, Response, Server};
     let (c, r, f) = (Arc::downgrade(core), remote.clone(), fuse.clone());
     let render = Arc::new(move || match c.upgrade() {
         Some(core) => render_metrics(&core, &r, &f),
         None => String::new(),
     });
-    let (c, retained) = (Arc::downgrade(core), config.num_retained);
-    let control = Arc::new(move |path: &str| control(&c, path, retained));
-    // Control requests (a checkpoint publish) must show this token, readable only by whoever can
-    // read the local dir's files: the endpoint is TCP, which any local user can reach.
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    let token_file = config.local_dir.join("control.token");
-    write_private(&token_file, &token).map_err(|e| MountError::Metrics {
-        addr: token_file.display().to_string(),
-        source: e,
-    })?;
-    let server = crate::metrics::MetricsServer::start_with_control(
+    let metrics_only = |render: Arc<dyn Fn() -> String + Send + Sync>| -> Arc<Handler> {
+        Arc::new(
+            move |req: &Request| match (req.method, req.target.as_str()) {
+                (Method::Get, "/metrics" | "/") => Response::new(200, render()),
+                (Method::Post, _) => Response::new(
+                    403,
+                    "control requests go to the mount's Unix socket, <local-dir>/control.sock\n",
+                ),
+                _ => Response::new(404, "not found\n"),
+            },
+        )
+    };
+    let (c, retained, r2) = (Arc::downgrade(core), config.num_retained, render.clone());
+    let control: Arc<Handler> = Arc::new(move |req: &Request| match req.method {
+        Method::Post => match control(&c, &req.target, retained) {
+            Ok(text) => Response::new(200, text),
+            Err(text) => Response::new(500, text),
+        },
+        Method::Get => metrics_only(r2.clone())(req),
+    });
+    let endpoint_err = |addr: String| move |source| MountError::Metrics { addr, source };
+    // An older statefs kept a control token here; control is the socket's now.
+    let _ = std::fs::remove_file(config.local_dir.join("control.token"));
+    let sock = control_socket(&config.local_dir);
+    let control = Server::unix(&sock, Limits::default(), control)
+        .map_err(endpoint_err(sock.display().to_string()))?;
+    let metrics = Server::tcp(
         &config.metrics_addr,
-        render,
-        control,
-        token,
+        Limits::default(),
+        metrics_only(render),
     )
-    .map_err(|e| MountError::Metrics {
-        addr: config.metrics_addr.clone(),
-        source: e,
-    })?;
+    .map_err(endpoint_err(config.metrics_addr.clone()))?;
     // Where this mount's store is, for the checkpoint URL `statefs checkpoint` prints.
     let remote_file = config.local_dir.join("REMOTE");
-    std::fs::write(&remote_file, format!("{}\n", config.remote)).map_err(|e| {
-        MountError::Metrics {
-            addr: remote_file.display().to_string(),
-            source: e,
-        }
-    })?;
+    crate::private::write(&remote_file, format!("{}\n", config.remote))
+        .map_err(endpoint_err(remote_file.display().to_string()))?;
     let path = config.local_dir.join("metrics.addr");
-    std::fs::write(&path, format!("{}\n", server.addr())).map_err(|e| MountError::Metrics {
-        addr: path.display().to_string(),
-        source: e,
-    })?;
-    Ok(server)
-}
-
-/// Writes `text` to a new file at `path` that only its owner can read (mode 0600); a file left
-/// there before is replaced, never reused with its permissions.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
+    crate::private::write(&path, format!("{}\n", metrics.tcp_addr()))
+        .map_err(endpoint_err(path.display().to_string()))?;
+    Ok(Endpoints { metrics, control })
 }
 
 /// `POST /checkpoint?dir=<path>`: publishes `<path>` (relative to the mount root) and answers
@@ -415,7 +435,7 @@ pub struct Prepared {
     pub fuse_metrics: Arc<FuseMetrics>,
     pub status: Arc<FuseStatus>,
     pub runtime: Arc<tokio::runtime::Runtime>,
-    pub metrics_server: crate::metrics::MetricsServer,
+    pub endpoints: Endpoints,
 }
 
 /// Checks the mount point, opens the store and recovers the core. `remote` replaces the store named
@@ -463,7 +483,7 @@ pub fn prepare(
         config.store_threads,
     )
     .map_err(MountError::Threads)?;
-    let metrics_server = start_metrics(config, &core, &remote_metrics, &fuse_metrics)?;
+    let endpoints = start_endpoints(config, &core, &remote_metrics, &fuse_metrics)?;
     Ok(Prepared {
         core,
         fs,
@@ -473,7 +493,7 @@ pub fn prepare(
         fuse_metrics,
         status,
         runtime,
-        metrics_server,
+        endpoints,
     })
 }
 
@@ -503,7 +523,7 @@ pub struct MountHandle {
     pub remote_metrics: Arc<RemoteMetrics>,
     pub fuse_metrics: Arc<FuseMetrics>,
     pub status: Arc<FuseStatus>,
-    pub metrics_server: Option<crate::metrics::MetricsServer>,
+    pub endpoints: Option<Endpoints>,
     _runtime: Arc<tokio::runtime::Runtime>,
 }
 
@@ -531,7 +551,7 @@ impl MountHandle {
             remote_metrics: p.remote_metrics,
             fuse_metrics: p.fuse_metrics,
             status: p.status,
-            metrics_server: Some(p.metrics_server),
+            endpoints: Some(p.endpoints),
             _runtime: p.runtime,
         })
     }
@@ -603,7 +623,7 @@ impl MountHandle {
             None => Ok(()),
         };
         self.core.take();
-        self.metrics_server.take();
+        self.endpoints.take();
         r
     }
 }

@@ -95,7 +95,7 @@ pub trait RemoteStore: Send + Sync + Debug {
     /// temporary name and rename, so that a file never holds part of an object under its name.
     fn get_to_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
         let data = self.get(key)?;
-        let written = std::fs::write(path, &data).map_err(|source| StoreError::LocalIo {
+        let written = crate::private::write(path, &data).map_err(|source| StoreError::LocalIo {
             key: key.to_string(),
             source,
         });

@@ -279,7 +279,7 @@ impl FsCore {
                         // A file still being written always has its staging file; recreate it empty
                         // if something outside statefs removed it.
                         tracing::warn!(ino, path = %path.display(), "backing file missing; recreating it empty");
-                        std::fs::OpenOptions::new()
+                        crate::private::options()
                             .write(true)
                             .create(true)
                             .truncate(false)

@@ -603,7 +603,7 @@ impl FsCore {
                     .map(|(_, b)| b.as_slice())
                     .unwrap_or_default();
                 // Durable before the journal names it (synced below, with its directory entry).
-                let mut file = std::fs::File::create(self.local_path(&fm))?;
+                let mut file = crate::private::create(&self.local_path(&fm))?;
                 std::io::Write::write_all(&mut file, bytes)?;
                 file.sync_all()?;
                 self.created.store(true, Ordering::Release);

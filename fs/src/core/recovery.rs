@@ -115,7 +115,7 @@ fn lock_local_dir(local_dir: &Path) -> Result<File, OpenError> {
 /// Opens (creating) the lock file at `path` and tries to take its exclusive lock without waiting:
 /// the file, and whether the lock was taken (the kernel releases it when the process dies).
 fn try_lock(path: &Path) -> Result<(File, std::io::Result<()>), OpenError> {
-    let file = std::fs::OpenOptions::new()
+    let file = crate::private::options()
         .read(true)
         .write(true)
         .create(true)
@@ -143,7 +143,7 @@ fn mount_id(local_dir: &Path) -> Result<(String, bool), OpenError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = uuid::Uuid::new_v4().to_string();
             let tmp = local_dir.join("MOUNT_ID.tmp");
-            std::fs::write(&tmp, format!("{id}\n"))
+            crate::private::write(&tmp, format!("{id}\n"))
                 .and_then(|_| File::open(&tmp)?.sync_all())
                 .and_then(|_| std::fs::rename(&tmp, &path))
                 .and_then(|_| File::open(local_dir)?.sync_all())
@@ -172,8 +172,9 @@ struct LocalDir {
 fn open_local(local_dir: &Path, cache_dir: &Path) -> Result<LocalDir, OpenError> {
     let local_files = local_dir.join("files");
     let cache_files = cache_dir.join("files");
+    // Created private; a dir made by hand is made private before anything lands in it.
     for dir in [local_dir, cache_dir] {
-        std::fs::create_dir_all(dir).map_err(io_err("cannot create directory", dir))?;
+        crate::private::own_dir(dir).map_err(io_err("cannot create directory", dir))?;
     }
     let lock = lock_local_dir(local_dir)?;
     let (mount_id, known) = mount_id(local_dir)?;
@@ -189,7 +190,7 @@ fn open_local(local_dir: &Path, cache_dir: &Path) -> Result<LocalDir, OpenError>
     }
     let cache_lock = own_cache_dir(cache_dir, local_dir, &mount_id)?;
     for dir in [&local_files, &cache_files] {
-        std::fs::create_dir_all(dir).map_err(io_err("cannot create directory", dir))?;
+        crate::private::own_dir(dir).map_err(io_err("cannot create directory", dir))?;
     }
     Ok(LocalDir {
         lock,
@@ -274,7 +275,7 @@ fn own_cache_dir(cache_dir: &Path, local_dir: &Path, mount_id: &str) -> Result<F
         }
     }
     let tmp = cache_dir.join("CACHE_ID.tmp");
-    std::fs::write(&tmp, format!("{mount_id}\n"))
+    crate::private::write(&tmp, format!("{mount_id}\n"))
         .and_then(|_| File::open(&tmp)?.sync_all())
         .and_then(|_| std::fs::rename(&tmp, cache_dir.join("CACHE_ID")))
         .and_then(|_| File::open(cache_dir)?.sync_all())
@@ -587,7 +588,7 @@ impl FsCore {
                     (Err(_), None) => {
                         // An SST never synced: nothing of it was acknowledged.
                         tracing::warn!(ino = node.meta.ino, path = %path.display(), "staging file of a never-synced file missing; recreating it empty");
-                        std::fs::OpenOptions::new()
+                        crate::private::options()
                             .write(true)
                             .create(true)
                             .truncate(false)

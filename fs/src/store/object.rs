@@ -316,7 +316,7 @@ impl ObjectStoreRemote {
             key: key.to_string(),
             source,
         };
-        let mut out = std::fs::File::create(path).map_err(local)?;
+        let mut out = crate::private::create(path).map_err(local)?;
         let location = self.path(key);
         let (mut crc, mut size) = (0u32, 0u64);
         self.block_on(async {

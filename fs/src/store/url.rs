@@ -78,7 +78,9 @@ impl RemoteSpec {
     ) -> Result<ObjectStoreRemote, StoreError> {
         match self {
             RemoteSpec::File { root } => {
-                std::fs::create_dir_all(root).map_err(|e| {
+                // The store's root is private: object_store creates its files with the
+                // umask's mode, and they hold the bytes of files that may be 0600 on the mount.
+                crate::private::own_dir(root).map_err(|e| {
                     StoreError::Config(format!(
                         "cannot create remote directory {}: {e}",
                         root.display()
