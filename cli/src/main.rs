@@ -135,7 +135,8 @@ struct RemoteArgs {
     s3_region: Option<String>,
     #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
     s3_access_key_id: Option<String>,
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    /// Refused: the secret comes from AWS_SECRET_ACCESS_KEY.
+    #[arg(long, hide = true)]
     s3_secret_access_key: Option<String>,
     #[arg(long)]
     s3_allow_http: bool,
@@ -151,12 +152,20 @@ impl RemoteArgs {
         ),
         String,
     > {
+        if self.s3_secret_access_key.is_some() {
+            return Err(
+                options::OptionError::SecretOnCommandLine("--s3-secret-access-key".into())
+                    .to_string(),
+            );
+        }
         let runtime = statefs::mount::runtime().map_err(|e| e.to_string())?;
+        // The secret key, like the session token, comes from the environment (object_store
+        // reads AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN itself).
         let s3 = statefs::store::S3Options {
             endpoint: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),
             access_key_id: self.s3_access_key_id.clone(),
-            secret_access_key: self.s3_secret_access_key.clone(),
+            secret_access_key: None,
             allow_http: self.s3_allow_http,
             request_timeout: None,
         };
@@ -266,8 +275,9 @@ struct MountArgs {
     /// S3 access key id (default: AWS_ACCESS_KEY_ID).
     #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
     s3_access_key_id: Option<String>,
-    /// S3 secret access key (default: AWS_SECRET_ACCESS_KEY).
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    /// Refused: a command line is readable by every local user. The secret comes from
+    /// AWS_SECRET_ACCESS_KEY or from the config file (mode 0600).
+    #[arg(long, hide = true)]
     s3_secret_access_key: Option<String>,
     /// Allow plain http to a non-loopback S3 endpoint.
     #[arg(long)]
@@ -288,24 +298,26 @@ struct MountArgs {
 
 impl MountArgs {
     fn config(&self) -> Result<MountConfig, String> {
+        if self.s3_secret_access_key.is_some() {
+            return Err(
+                options::OptionError::SecretOnCommandLine("--s3-secret-access-key".into())
+                    .to_string(),
+            );
+        }
         let mut settings = Settings::default();
         if let Some(path) = &self.config {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("configuration file {}: {e}", path.display()))?;
-            settings
-                .load_yaml(&text, &path.display().to_string())
-                .map_err(|e| e.to_string())?;
+            settings.load_yaml_file(path).map_err(|e| e.to_string())?;
         }
         for kv in &self.sets {
             let (k, v) = kv
                 .split_once('=')
                 .ok_or_else(|| format!("--set takes KEY=VALUE, not {kv:?}"))?;
             settings
-                .set(k.trim(), v.trim())
+                .set_from_command_line(k.trim(), v.trim())
                 .map_err(|e| e.to_string())?;
         }
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let flags: [(&str, Option<String>); 32] = [
+        let flags: [(&str, Option<String>); 31] = [
             ("--restore", self.restore.clone()),
             ("--claim", self.claim.then(|| "true".into())),
             ("--num-retained", self.num_retained.clone()),
@@ -342,7 +354,6 @@ impl MountArgs {
             ("--s3-endpoint", self.s3_endpoint.clone()),
             ("--s3-region", self.s3_region.clone()),
             ("--s3-access-key-id", self.s3_access_key_id.clone()),
-            ("--s3-secret-access-key", self.s3_secret_access_key.clone()),
             ("--s3-allow-http", self.s3_allow_http.then(|| "true".into())),
         ];
         for (flag, value) in flags {

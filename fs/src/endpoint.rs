@@ -7,18 +7,20 @@
 //!
 //! Bounds, per [`Limits`]: a request head is at most `max_head_bytes` and `max_headers` lines, read
 //! within `head_deadline` in all (a client that trickles bytes is cut off at the deadline, not per
-//! read); a body is refused; an answer is written within `write_timeout`; at most
-//! `max_connections` are served at once, each on its own thread, so a slow client holds one slot
-//! and never the others, and one more gets a 503 at once. Memory per connection is therefore at
-//! most `max_head_bytes` plus a thread stack, and the endpoint's whole is bounded by
-//! `max_connections` of them. Everything malformed gets an answer (400, 405, 408, 413, 431, 505).
+//! read); a body is refused; an answer is written within `write_timeout`. Each connection has a
+//! thread of its own, so a slow client holds only its own. At most `max_connections` are served at
+//! once: when all are taken, the connection that has waited longest for its head is cut to make
+//! room (a client that sends its request at once, as every real one does, is read within
+//! microseconds, so slow-head floods cannot starve it); when all are running handlers, a new one
+//! gets a 503 at once. Memory per connection is at most `max_head_bytes` plus a thread stack,
+//! and the endpoint's whole at most `2 * max_connections` of them (cut connections end on their
+//! next read). Everything malformed gets an answer (400, 405, 408, 413, 431, 505).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -257,6 +259,8 @@ pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 trait Conn: Read + Write + Send {
     fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()>;
     fn set_write_timeout(&self, t: Option<Duration>) -> std::io::Result<()>;
+    /// Ends both directions, from another thread: the owner's next read fails.
+    fn shutdown(&self);
 }
 
 impl Conn for TcpStream {
@@ -265,6 +269,9 @@ impl Conn for TcpStream {
     }
     fn set_write_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
         TcpStream::set_write_timeout(self, t)
+    }
+    fn shutdown(&self) {
+        let _ = TcpStream::shutdown(self, std::net::Shutdown::Both);
     }
 }
 
@@ -275,6 +282,29 @@ impl Conn for UnixStream {
     fn set_write_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
         UnixStream::set_write_timeout(self, t)
     }
+    fn shutdown(&self) {
+        let _ = UnixStream::shutdown(self, std::net::Shutdown::Both);
+    }
+}
+
+/// The connections being served: how many hold a slot, how many were cut and have not ended
+/// yet, and those still reading their head, oldest first, each with a handle that cuts it.
+#[derive(Default)]
+struct Connections {
+    count: usize,
+    cut: std::collections::HashSet<u64>,
+    next_id: u64,
+    reading: std::collections::VecDeque<(u64, Box<dyn Conn>)>,
+}
+
+impl Connections {
+    /// The connection `id` ended (served, failed, or cut).
+    fn ended(&mut self, id: u64) {
+        if !self.cut.remove(&id) {
+            self.count -= 1;
+            self.reading.retain(|(i, _)| *i != id);
+        }
+    }
 }
 
 enum Listener {
@@ -283,10 +313,17 @@ enum Listener {
 }
 
 impl Listener {
-    fn accept(&self) -> std::io::Result<Box<dyn Conn>> {
+    /// A connection, and a second handle to it (to cut it from another thread).
+    fn accept(&self) -> std::io::Result<(Box<dyn Conn>, Box<dyn Conn>)> {
         Ok(match self {
-            Listener::Tcp(l) => Box::new(l.accept()?.0),
-            Listener::Unix(l) => Box::new(l.accept()?.0),
+            Listener::Tcp(l) => {
+                let c = l.accept()?.0;
+                (Box::new(c.try_clone()?), Box::new(c))
+            }
+            Listener::Unix(l) => {
+                let c = l.accept()?.0;
+                (Box::new(c.try_clone()?), Box::new(c))
+            }
         })
     }
 }
@@ -349,7 +386,7 @@ impl Server {
             idle: Condvar::new(),
         });
         let r = running.clone();
-        let connections = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new((Mutex::new(Connections::default()), Condvar::new()));
         let thread = std::thread::Builder::new()
             .name("statefs-endpoint".into())
             .spawn(move || {
@@ -358,8 +395,8 @@ impl Server {
                     if r.state.lock().1 {
                         break;
                     }
-                    let Ok(conn) = conn else { continue };
-                    serve_or_refuse(conn, &limits, &handler, &r, &connections);
+                    let Ok((conn, cut)) = conn else { continue };
+                    serve_or_refuse(conn, cut, &limits, &handler, &r, &connections);
                 }
             })?;
         Ok(Server {
@@ -382,40 +419,99 @@ impl Server {
     }
 }
 
-/// Hands `conn` to a thread of its own, or answers 503 when `max_connections` are being served.
+/// Hands `conn` to a thread of its own; when `max_connections` are served, first cuts the one
+/// that has waited longest for its head, or answers 503 when none is waiting.
 fn serve_or_refuse(
     mut conn: Box<dyn Conn>,
+    cut: Box<dyn Conn>,
     limits: &Limits,
     handler: &Arc<Handler>,
     running: &Arc<Running>,
-    connections: &Arc<AtomicUsize>,
+    connections: &Arc<(Mutex<Connections>, Condvar)>,
 ) {
-    let _ = conn.set_write_timeout(Some(Duration::from_millis(100)));
-    if connections.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
-        connections.fetch_sub(1, Ordering::AcqRel);
-        let _ = answer(conn.as_mut(), &Response::new(503, "too many connections\n"));
-        return;
-    }
+    let id = {
+        let mut c = connections.0.lock();
+        if c.count >= limits.max_connections {
+            // A cut connection ends on its next read, at once; its thread is counted until then,
+            // and no more than `max_connections` of them are pending (waited for briefly).
+            let until = Instant::now() + Duration::from_secs(1);
+            while c.cut.len() >= limits.max_connections
+                && !connections.1.wait_until(&mut c, until).timed_out()
+            {}
+            let cuttable = c.cut.len() < limits.max_connections;
+            match c.reading.pop_front() {
+                Some((oldest, handle)) if cuttable => {
+                    handle.shutdown();
+                    c.count -= 1;
+                    c.cut.insert(oldest);
+                }
+                other => {
+                    if let Some(o) = other {
+                        c.reading.push_front(o);
+                    }
+                    drop(c);
+                    refuse(conn.as_mut(), limits);
+                    return;
+                }
+            }
+        }
+        c.count += 1;
+        c.next_id += 1;
+        let id = c.next_id;
+        c.reading.push_back((id, cut));
+        id
+    };
     let (limits, handler, running, connections2) = (
         limits.clone(),
         handler.clone(),
         running.clone(),
         connections.clone(),
     );
+    let done = move |connections: &(Mutex<Connections>, Condvar)| {
+        connections.0.lock().ended(id);
+        connections.1.notify_all();
+    };
     let spawned = std::thread::Builder::new()
         .name("statefs-endpoint-conn".into())
         .spawn(move || {
-            serve(conn.as_mut(), &limits, handler.as_ref(), &running);
-            connections2.fetch_sub(1, Ordering::AcqRel);
+            serve(conn.as_mut(), &limits, handler.as_ref(), &running, &|| {
+                connections2.0.lock().reading.retain(|(i, _)| *i != id)
+            });
+            done(&connections2);
         });
     if spawned.is_err() {
-        connections.fetch_sub(1, Ordering::AcqRel);
+        done(connections);
     }
 }
 
-fn serve(conn: &mut dyn Conn, limits: &Limits, handler: &Handler, running: &Running) {
+/// Answers 503 on the accept thread, briefly: what the client already sent is drained first, so
+/// that closing does not reset the connection and lose the answer.
+fn refuse(conn: &mut dyn Conn, limits: &Limits) {
+    let _ = conn.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(5)));
+    let mut sink = [0u8; 1024];
+    let mut drained = 0;
+    while drained < limits.max_head_bytes {
+        match conn.read(&mut sink) {
+            Ok(n) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+    let _ = answer(conn, &Response::new(503, "too many connections\n"));
+}
+
+/// Reads, parses and answers one request; `head_read` is called once the head is in.
+fn serve(
+    conn: &mut dyn Conn,
+    limits: &Limits,
+    handler: &Handler,
+    running: &Running,
+    head_read: &dyn Fn(),
+) {
     let _ = conn.set_write_timeout(Some(limits.write_timeout));
-    let response = match read_head(conn, limits).and_then(|h| parse_head(&h, limits)) {
+    let head = read_head(conn, limits);
+    head_read();
+    let response = match head.and_then(|h| parse_head(&h, limits)) {
         Err(RequestError::Closed) => return,
         Err(e) => Response::new(e.status(), format!("{e}\n")),
         Ok(request) => {

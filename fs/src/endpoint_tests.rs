@@ -1,5 +1,5 @@
 use super::*;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn limits() -> Limits {
     Limits {
@@ -167,23 +167,66 @@ fn a_slow_client_blocks_no_one() {
     assert!(out.starts_with("HTTP/1.1 408"), "{out}");
 }
 
-/// More connections than `max_connections` get a 503 at once; the slots come back when the
-/// held connections go.
+/// A flood of connections that never finish their head cannot starve a real request: the
+/// longest-waiting one is cut to make room.
 #[test]
-fn connections_beyond_the_limit_get_503_and_slots_come_back() {
-    let server = Server::tcp("127.0.0.1:0", limits(), echo()).unwrap();
+fn a_flood_of_slow_heads_cannot_starve_a_request() {
+    let server = Server::tcp(
+        "127.0.0.1:0",
+        Limits {
+            head_deadline: Duration::from_secs(60),
+            ..limits()
+        },
+        echo(),
+    )
+    .unwrap();
     let a = server.tcp_addr();
-    let held: Vec<TcpStream> = (0..4)
-        .map(|_| {
+    let mut held = Vec::new();
+    for round in 0..5 {
+        for _ in 0..4 {
             let mut s = TcpStream::connect(a).unwrap();
             s.write_all(b"GET").unwrap();
-            s
-        })
+            held.push(s);
+        }
+        assert_eq!(
+            raw(a, b"GET /m HTTP/1.1\r\n\r\n"),
+            "HTTP/1.1 200 OK",
+            "round {round}"
+        );
+    }
+    // The cut ones were told so by a closed connection.
+    held[0]
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = held[0].read_to_end(&mut out);
+}
+
+/// When every slot runs a handler, one more connection gets a 503 at once, and slots come back.
+#[test]
+fn connections_beyond_the_limit_get_503_when_all_are_busy() {
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let entered = Arc::new(AtomicUsize::new(0));
+    let (g, e) = (gate.clone(), entered.clone());
+    let handler: Arc<Handler> = Arc::new(move |_: &Request| {
+        e.fetch_add(1, Ordering::SeqCst);
+        let mut open = g.0.lock();
+        while !*open {
+            g.1.wait(&mut open);
+        }
+        Response::new(200, "ok\n")
+    });
+    let server = Server::tcp("127.0.0.1:0", limits(), handler).unwrap();
+    let a = server.tcp_addr();
+    let busy: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || raw(a, b"GET / HTTP/1.1\r\n\r\n")))
         .collect();
-    // Each held connection is being served once the server answers a later one with 503.
+    while entered.load(Ordering::SeqCst) < 4 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let mut refused = false;
-    for _ in 0..100 {
-        if raw(a, b"GET /m HTTP/1.1\r\n\r\n") == "HTTP/1.1 503 Service Unavailable" {
+    for _ in 0..500 {
+        if raw(a, b"GET / HTTP/1.1\r\n\r\n") == "HTTP/1.1 503 Service Unavailable" {
             refused = true;
             break;
         }
@@ -191,21 +234,19 @@ fn connections_beyond_the_limit_get_503_and_slots_come_back() {
     }
     assert!(
         refused,
-        "a fifth connection was served beside four held ones"
+        "a fifth connection was taken beside four running handlers"
     );
-    drop(held);
-    let mut served = false;
-    for _ in 0..300 {
-        if raw(a, b"GET /m HTTP/1.1\r\n\r\n") == "HTTP/1.1 200 OK" {
-            served = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    *gate.0.lock() = true;
+    gate.1.notify_all();
+    for b in busy {
+        assert_eq!(b.join().unwrap(), "HTTP/1.1 200 OK");
     }
-    assert!(
-        served,
-        "slots did not come back after the held connections closed"
-    );
+    // A slot is given back just after its answer is sent.
+    let served = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        raw(a, b"GET / HTTP/1.1\r\n\r\n") == "HTTP/1.1 200 OK"
+    });
+    assert!(served, "slots did not come back");
 }
 
 /// The Unix socket is 0600, answers like the TCP one, and is gone after the server.

@@ -17,6 +17,10 @@ pub enum Kind {
     /// A duration: a number with a unit (`ms`, `s`, `min`), e.g. `100ms`; a bare number is ms.
     Duration,
     Text,
+    /// A credential: text that is never shown (not in errors, not in logs) and has no flag, since
+    /// a command line is readable by every local user in `/proc/PID/cmdline`. It comes from the
+    /// environment or from a config file only its owner can read.
+    Secret,
     /// One of the listed words.
     Choice(&'static [&'static str]),
 }
@@ -29,6 +33,7 @@ impl Kind {
             Kind::Bool => "bool".into(),
             Kind::Duration => "duration".into(),
             Kind::Text => "text".into(),
+            Kind::Secret => "secret".into(),
             Kind::Choice(c) => c.join(" \\| "),
         }
     }
@@ -258,10 +263,10 @@ pub const OPTIONS: &[OptionSpec] = &[
     ),
     opt(
         "statefs.s3.secret-access-key",
-        "--s3-secret-access-key",
-        Kind::Text,
         "",
-        "S3 secret access key (default: AWS_SECRET_ACCESS_KEY).",
+        Kind::Secret,
+        "",
+        "S3 secret access key (default: AWS_SECRET_ACCESS_KEY). Never on a command line: in the environment, or in a config file that only its owner can read (statefs refuses one that others can).",
     ),
     opt(
         "statefs.s3.allow-http",
@@ -312,6 +317,11 @@ pub enum OptionError {
     },
     #[error("configuration file {path}: {why}")]
     File { path: String, why: String },
+    #[error(
+        "`{0}` is a secret: a command line is readable by every local user (/proc/PID/cmdline). \
+         Set it in the environment (AWS_SECRET_ACCESS_KEY) or in a config file only you can read"
+    )]
+    SecretOnCommandLine(String),
     #[error("`{key}` ({flag}) is required")]
     Missing {
         key: &'static str,
@@ -326,6 +336,23 @@ pub enum Value {
     Bool(bool),
     Duration(Duration),
     Text(String),
+    Secret(Secret),
+}
+
+/// A credential's value; its `Debug` never shows it.
+#[derive(Clone, PartialEq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(hidden)")
+    }
 }
 
 pub fn spec(key: &str) -> Option<&'static OptionSpec> {
@@ -333,7 +360,9 @@ pub fn spec(key: &str) -> Option<&'static OptionSpec> {
 }
 
 pub fn spec_by_flag(flag: &str) -> Option<&'static OptionSpec> {
-    OPTIONS.iter().find(|o| o.flag == flag)
+    OPTIONS
+        .iter()
+        .find(|o| !o.flag.is_empty() && o.flag == flag)
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -389,6 +418,7 @@ fn parse_value(spec: &OptionSpec, raw: &str) -> Result<Value, OptionError> {
         },
         Kind::Duration => parse_duration(raw).map(Value::Duration).map_err(bad),
         Kind::Text => Ok(Value::Text(raw.to_string())),
+        Kind::Secret => Ok(Value::Secret(Secret(raw.to_string()))),
         Kind::Choice(choices) => {
             if choices.contains(&raw.trim()) {
                 Ok(Value::Text(raw.trim().to_string()))
@@ -434,6 +464,47 @@ impl Settings {
 
     /// Reads a YAML mapping of keys to values; nested mappings are joined with dots
     /// (`state: {backend: ...}` is `state.backend...`).
+    /// Reads a YAML config file ([`Settings::load_yaml`]). A file that sets a secret must be
+    /// readable by its owner only: one that others can read is refused, naming the key and the
+    /// mode, never the value.
+    pub fn load_yaml_file(&mut self, path: &std::path::Path) -> Result<(), OptionError> {
+        use std::os::unix::fs::PermissionsExt;
+        let shown = path.display().to_string();
+        let file_err = |why: String| OptionError::File {
+            path: shown.clone(),
+            why,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| file_err(e.to_string()))?
+            .permissions()
+            .mode();
+        let mut loaded = self.clone();
+        loaded.load_yaml(&text, &shown)?;
+        if let Some(secret) = OPTIONS
+            .iter()
+            .find(|o| o.kind == Kind::Secret && loaded.values.get(o.key) != self.values.get(o.key))
+            && mode & 0o077 != 0
+        {
+            return Err(file_err(format!(
+                "it holds a secret (`{}`) and other users can read it (mode {:o}): `chmod 600 {shown}`",
+                secret.key,
+                mode & 0o777
+            )));
+        }
+        *self = loaded;
+        Ok(())
+    }
+
+    /// Sets `key` from a command line (`--set`): refused for a secret, which every local user
+    /// could read there.
+    pub fn set_from_command_line(&mut self, key: &str, raw: &str) -> Result<(), OptionError> {
+        if spec(key).is_some_and(|s| s.kind == Kind::Secret) {
+            return Err(OptionError::SecretOnCommandLine(key.to_string()));
+        }
+        self.set(key, raw)
+    }
+
     pub fn load_yaml(&mut self, text: &str, path: &str) -> Result<(), OptionError> {
         let pairs = yaml_pairs(text).map_err(|why| OptionError::File {
             path: path.to_string(),
@@ -518,7 +589,10 @@ impl Settings {
         c.s3.endpoint = self.text("statefs.s3.endpoint");
         c.s3.region = self.text("statefs.s3.region");
         c.s3.access_key_id = self.text("statefs.s3.access-key-id");
-        c.s3.secret_access_key = self.text("statefs.s3.secret-access-key");
+        c.s3.secret_access_key = match self.values.get("statefs.s3.secret-access-key") {
+            Some(Value::Secret(s)) if !s.expose().is_empty() => Some(s.expose().to_string()),
+            _ => None,
+        };
         c.s3.allow_http = self.flag("statefs.s3.allow-http");
         c.metrics_addr = self
             .text("statefs.metrics.addr")
@@ -616,10 +690,15 @@ pub fn markdown_table() -> String {
         } else {
             format!("`{}`", o.default)
         };
+        let flag = if o.flag.is_empty() {
+            "(none)".to_string()
+        } else {
+            format!("`{}`", o.flag)
+        };
         out.push_str(&format!(
-            "| `{}` | `{}` | {} | {} | {} |\n",
+            "| `{}` | {} | {} | {} | {} |\n",
             o.key,
-            o.flag,
+            flag,
             o.kind.name(),
             default,
             o.description
@@ -744,7 +823,14 @@ mod tests {
         let mut flags: Vec<_> = OPTIONS.iter().map(|o| o.flag).collect();
         flags.sort();
         flags.dedup();
-        assert_eq!(flags.len(), OPTIONS.len());
+        let secrets = OPTIONS.iter().filter(|o| o.kind == Kind::Secret).count();
+        assert!(
+            OPTIONS
+                .iter()
+                .all(|o| o.flag.is_empty() == (o.kind == Kind::Secret)),
+            "a secret has no flag; everything else has one"
+        );
+        assert_eq!(flags.len() + secrets.saturating_sub(1), OPTIONS.len());
         assert!(spec_by_flag("--remote").is_some());
     }
 

@@ -20,7 +20,8 @@ pub enum RemoteSpec {
 }
 
 /// S3 settings beyond the URL; unset fields come from the usual `AWS_*` environment variables.
-#[derive(Debug, Clone, Default)]
+/// Its `Debug` hides the secret.
+#[derive(Clone, Default)]
 pub struct S3Options {
     /// `AWS_ENDPOINT_URL` / `--s3-endpoint`, e.g. `http://127.0.0.1:9000`.
     pub endpoint: Option<String>,
@@ -33,6 +34,22 @@ pub struct S3Options {
     /// Longest time one HTTP request may take (connecting: at most 5 s of it); `None`: the
     /// retry policy's default. The client itself never retries: [`super::RetryingRemote`] does.
     pub request_timeout: Option<std::time::Duration>,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "hidden"),
+            )
+            .field("allow_http", &self.allow_http)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
 }
 
 impl RemoteSpec {
