@@ -421,6 +421,10 @@ fn main() -> ExitCode {
 }
 
 fn mount(args: &MountArgs, signals: SigSet) -> Result<(), String> {
+    // Everything the daemon creates is its user's alone, also files made by code that sets no
+    // mode of its own (object_store's file:// store): the bytes of a 0600 file on the mount
+    // must not be readable outside it.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let config = args.config()?;
     let p = statefs::mount::prepare(&config, &args.mountpoint, None).map_err(|e| e.to_string())?;
     let mountpoint = p.mountpoint.clone();

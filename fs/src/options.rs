@@ -834,6 +834,47 @@ mod tests {
         assert!(spec_by_flag("--remote").is_some());
     }
 
+    /// A secret is taken from a config file only its owner can read, never from a command line,
+    /// and no error or `Debug` output shows it.
+    #[test]
+    fn secrets_come_from_private_files_and_are_never_shown() {
+        use std::os::unix::fs::PermissionsExt;
+        const KEY: &str = "statefs.s3.secret-access-key";
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("statefs.yaml");
+        std::fs::write(
+            &file,
+            format!("{KEY}: hunter2-value\nstatefs.s3.region: eu-west-1\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut s = base();
+        let err = s.load_yaml_file(&file).unwrap_err().to_string();
+        assert!(err.contains(KEY) && err.contains("chmod 600"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(s.get(KEY).is_none(), "a refused file sets nothing");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        s.load_yaml_file(&file).unwrap();
+        let c = s.mount_config().unwrap();
+        assert_eq!(c.s3.secret_access_key.as_deref(), Some("hunter2-value"));
+        for shown in [format!("{s:?}"), format!("{c:?}"), format!("{:?}", c.s3)] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        // A file without a secret may be readable by others.
+        std::fs::write(&file, "statefs.s3.region: eu-west-1\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        base().load_yaml_file(&file).unwrap();
+        let err = base()
+            .set_from_command_line(KEY, "hunter2-value")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("AWS_SECRET_ACCESS_KEY") && !err.contains("hunter2"),
+            "{err}"
+        );
+        assert!(spec_by_flag("").is_none());
+    }
+
     #[test]
     fn committed_docs_match_the_registry() {
         let doc = include_str!("../../docs/CONFIG.md");
