@@ -47,6 +47,46 @@ pub struct CompletedCheckpoint {
 
 const FORMAT: &str = "statefs-backend-checkpoint";
 
+impl CompletedCheckpoint {
+    /// Parses and checks the metadata of checkpoint `id` of `job` (`what` names it in errors):
+    /// format, version, id and job, key-group ranges within the max parallelism, and state files
+    /// inside the job's directory.
+    pub fn parse(bytes: &[u8], id: u64, job: &str, what: &str) -> StateResult<CompletedCheckpoint> {
+        let c: CompletedCheckpoint = serde_json::from_slice(bytes)
+            .map_err(|e| StateError::corrupt(what.to_string(), e.to_string()))?;
+        if c.format != FORMAT || c.version != 1 || c.id != id || c.job != job {
+            return Err(StateError::corrupt(
+                what.to_string(),
+                "metadata of another format, version, id or job",
+            ));
+        }
+        let own = format!("{job}/");
+        for t in &c.subtasks {
+            if !t.file.starts_with(&own)
+                || t.file.contains("..")
+                || t.shared
+                    .iter()
+                    .any(|f| !f.starts_with(&own) || f.contains(".."))
+            {
+                return Err(StateError::corrupt(
+                    what.to_string(),
+                    "a state file outside the job's directory",
+                ));
+            }
+            if t.range.start > t.range.end || t.range.end >= c.max_parallelism {
+                return Err(StateError::corrupt(
+                    what.to_string(),
+                    format!(
+                        "key groups {}..={} outside max parallelism {}",
+                        t.range.start, t.range.end, c.max_parallelism
+                    ),
+                ));
+            }
+        }
+        Ok(c)
+    }
+}
+
 /// Reference counts of shared files by the completed checkpoints that use them. Only files
 /// registered by a *completed* checkpoint are offered for reuse: an upload of a failed checkpoint is
 /// never referenced again.
@@ -198,29 +238,7 @@ impl CheckpointStorage {
             }
             Err(e) => return Err(e.into()),
         };
-        let c: CompletedCheckpoint = serde_json::from_slice(&bytes)
-            .map_err(|e| StateError::corrupt(what.clone(), e.to_string()))?;
-        if c.format != FORMAT || c.version != 1 || c.id != id || c.job != self.job {
-            return Err(StateError::corrupt(
-                what,
-                "metadata of another format, version, id or job",
-            ));
-        }
-        let own = format!("{}/", self.job);
-        for t in &c.subtasks {
-            if !t.file.starts_with(&own)
-                || t.file.contains("..")
-                || t.shared
-                    .iter()
-                    .any(|f| !f.starts_with(&own) || f.contains(".."))
-            {
-                return Err(StateError::corrupt(
-                    what,
-                    "a state file outside the job's directory",
-                ));
-            }
-        }
-        Ok(c)
+        CompletedCheckpoint::parse(&bytes, id, &self.job, &what)
     }
 
     /// Starts checkpoint `id` (ids grow; an id that exists is refused at completion).

@@ -54,6 +54,9 @@ pub fn key_group_of(key: &[u8], max_parallelism: u32) -> u32 {
     key_group_for_hash(key_hash(key), max_parallelism)
 }
 
+/// The largest max parallelism Flink allows (`Short.MAX_VALUE + 1`).
+pub const MAX_MAX_PARALLELISM: u32 = 32768;
+
 /// Flink's default: `min(max(roundUpPow2(p + p / 2), 128), 32768)`.
 pub fn default_max_parallelism(parallelism: u32) -> u32 {
     (parallelism + parallelism / 2)

@@ -11,6 +11,8 @@ pub mod checkpoint;
 pub mod conformance;
 pub mod error;
 pub mod forst;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod heap;
 pub mod keygroup;
 pub mod rocks;

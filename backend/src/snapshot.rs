@@ -91,6 +91,53 @@ pub fn write(view: &dyn SnapshotView, now_ms: u64) -> StateResult<Vec<u8>> {
     Ok(out)
 }
 
+/// A snapshot file from a header's bytes and (key group, block bytes) pairs, with the index,
+/// checksums and trailer a reader checks made right: for fuzzing what lies behind the checksums.
+#[doc(hidden)]
+pub fn assemble(header: &[u8], blocks: &[(u32, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(header);
+    let mut index = Vec::new();
+    for (kg, block) in blocks {
+        index.push(IndexEntry {
+            kg: *kg,
+            offset: out.len() as u64,
+            len: block.len() as u64,
+            crc: crc32c::crc32c(block),
+        });
+        out.extend_from_slice(block);
+    }
+    let ibytes = postcard::to_allocvec(&index).expect("index serializes");
+    let index_offset = out.len() as u64;
+    out.extend_from_slice(&ibytes);
+    out.extend_from_slice(&index_offset.to_le_bytes());
+    out.extend_from_slice(&(ibytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&ibytes).to_le_bytes());
+    out.extend_from_slice(MAGIC);
+    out
+}
+
+/// The header bytes and (key group, block bytes) of a snapshot: what [`assemble`] takes.
+#[doc(hidden)]
+pub fn disassemble(bytes: &[u8]) -> StateResult<(Vec<u8>, Vec<(u32, Vec<u8>)>)> {
+    let src = bytes.to_vec();
+    let r = SnapshotReader::open(&src, "snapshot")?;
+    let hlen = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let blocks = r
+        .index
+        .iter()
+        .map(|e| {
+            (
+                e.kg,
+                bytes[e.offset as usize..(e.offset + e.len) as usize].to_vec(),
+            )
+        })
+        .collect();
+    Ok((bytes[12..12 + hlen].to_vec(), blocks))
+}
+
 /// Drops an expired value, or the expired elements of a list.
 fn drop_expired(
     meta: &StateMeta,
@@ -205,12 +252,31 @@ impl<'a> SnapshotReader<'a> {
         }
         let header: Header =
             postcard::from_bytes(&src.read(12, hlen)?).map_err(|e| bad(&format!("header: {e}")))?;
+        let maxp = header.max_parallelism;
+        if !(1..=crate::keygroup::MAX_MAX_PARALLELISM).contains(&maxp)
+            || header.range.start > header.range.end
+            || header.range.end >= maxp
+        {
+            return Err(bad(&format!(
+                "key groups {}..={} of max parallelism {maxp}",
+                header.range.start, header.range.end
+            )));
+        }
+        if header.states.len() > u16::MAX as usize + 1 {
+            return Err(bad("more states than records can name"));
+        }
+        let mut seen = std::collections::HashSet::new();
         for e in &index {
             if !header.range.contains(e.kg)
                 || e.offset < 12 + hlen
-                || e.offset + e.len > index_offset
+                || e.offset
+                    .checked_add(e.len)
+                    .is_none_or(|end| end > index_offset)
             {
                 return Err(bad("index entry outside the file or the range"));
+            }
+            if !seen.insert(e.kg) {
+                return Err(bad("key group indexed twice"));
             }
         }
         Ok(SnapshotReader {

@@ -204,7 +204,7 @@ impl JournalSyncer {
     }
 }
 
-fn encode(ops: &[Op]) -> Vec<u8> {
+pub(crate) fn encode(ops: &[Op]) -> Vec<u8> {
     let json = serde_json::to_vec(ops).expect("ops serialize");
     let mut line = format!("{:08x} ", crc32c::crc32c(&json)).into_bytes();
     line.extend_from_slice(&json);
@@ -223,6 +223,97 @@ fn decode(line: &str) -> Result<Vec<Op>, String> {
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Applies a snapshot's records to `table`; its generation.
+fn replay_snapshot(
+    reader: impl BufRead,
+    table: &mut MappingTable,
+    path: &Path,
+) -> Result<u64, JournalError> {
+    let mut generation = None;
+    for (i, line) in reader.lines().enumerate() {
+        let damaged = |why: String| JournalError::Damaged {
+            path: path.to_path_buf(),
+            line: i + 1,
+            why,
+        };
+        let line = line.map_err(|e| damaged(e.to_string()))?;
+        if i == 0 {
+            generation = Some(
+                line.strip_prefix("statefs-snapshot v1 generation ")
+                    .and_then(|g| g.parse().ok())
+                    .ok_or_else(|| damaged("bad header".into()))?,
+            );
+            continue;
+        }
+        // The snapshot was fsynced before it was renamed into place: any damage is real.
+        let ops = decode(&line).map_err(damaged)?;
+        table
+            .apply_all(&ops)
+            .map_err(|source| JournalError::Inconsistent {
+                path: path.to_path_buf(),
+                line: i + 1,
+                source,
+            })?;
+    }
+    generation.ok_or_else(|| JournalError::Damaged {
+        path: path.to_path_buf(),
+        line: 1,
+        why: "empty snapshot".into(),
+    })
+}
+
+/// Applies a journal's records to `table`: how many, and where a torn last record starts
+/// (offset, line, why). Damage before the last record is an error: only the last can be torn by
+/// a crash.
+#[allow(clippy::type_complexity)]
+fn replay_log(
+    data: &[u8],
+    table: &mut MappingTable,
+    path: &Path,
+) -> Result<(u64, Option<(usize, usize, String)>), JournalError> {
+    let mut records = 0;
+    let mut offset = 0usize;
+    let mut line_no = 0;
+    while offset < data.len() {
+        line_no += 1;
+        let end = data[offset..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map(|p| offset + p);
+        let parsed = end
+            .ok_or_else(|| "unterminated record".to_string())
+            .and_then(|end| {
+                std::str::from_utf8(&data[offset..end]).map_err(|_| "not UTF-8".to_string())
+            })
+            .and_then(decode);
+        match parsed {
+            Ok(ops) => {
+                table
+                    .apply_all(&ops)
+                    .map_err(|source| JournalError::Inconsistent {
+                        path: path.to_path_buf(),
+                        line: line_no,
+                        source,
+                    })?;
+                records += 1;
+                offset = end.expect("parsed") + 1;
+            }
+            Err(why) => {
+                let is_last = end.is_none_or(|e| e + 1 >= data.len());
+                if !is_last {
+                    return Err(JournalError::Damaged {
+                        path: path.to_path_buf(),
+                        line: line_no,
+                        why,
+                    });
+                }
+                return Ok((records, Some((offset, line_no, why))));
+            }
+        }
+    }
+    Ok((records, None))
 }
 
 impl Journal {
@@ -283,86 +374,45 @@ impl Journal {
         let mut generation = 0;
         if snapshot.exists() {
             let reader = BufReader::new(File::open(&snapshot)?);
-            for (i, line) in reader.lines().enumerate() {
-                let line = line?;
-                if i == 0 {
-                    generation = line
-                        .strip_prefix("statefs-snapshot v1 generation ")
-                        .and_then(|g| g.parse().ok())
-                        .ok_or_else(|| JournalError::Damaged {
-                            path: snapshot.clone(),
-                            line: 1,
-                            why: "bad header".into(),
-                        })?;
-                    continue;
-                }
-                // The snapshot was fsynced before it was renamed into place: any damage is real.
-                let ops = decode(&line).map_err(|why| JournalError::Damaged {
-                    path: snapshot.clone(),
-                    line: i + 1,
-                    why,
-                })?;
-                table
-                    .apply_all(&ops)
-                    .map_err(|source| JournalError::Inconsistent {
-                        path: snapshot.clone(),
-                        line: i + 1,
-                        source,
-                    })?;
-            }
+            generation = replay_snapshot(reader, &mut table, &snapshot)?;
         }
         let log_path = dir.join(format!("journal.{generation}"));
         let mut records = 0;
         if log_path.exists() {
             let data = std::fs::read(&log_path)?;
-            let mut offset = 0usize;
-            let mut line_no = 0;
-            while offset < data.len() {
-                line_no += 1;
-                let end = data[offset..]
-                    .iter()
-                    .position(|b| *b == b'\n')
-                    .map(|p| offset + p);
-                let parsed = end
-                    .ok_or_else(|| "unterminated record".to_string())
-                    .and_then(|end| {
-                        std::str::from_utf8(&data[offset..end]).map_err(|_| "not UTF-8".to_string())
-                    })
-                    .and_then(decode);
-                match parsed {
-                    Ok(ops) => {
-                        table
-                            .apply_all(&ops)
-                            .map_err(|source| JournalError::Inconsistent {
-                                path: log_path.clone(),
-                                line: line_no,
-                                source,
-                            })?;
-                        records += 1;
-                        offset = end.expect("parsed") + 1;
-                    }
-                    Err(why) => {
-                        // Only the last record can be torn by a crash.
-                        let is_last = end.is_none_or(|e| e + 1 >= data.len());
-                        if !is_last {
-                            return Err(JournalError::Damaged {
-                                path: log_path,
-                                line: line_no,
-                                why,
-                            });
-                        }
-                        if repair {
-                            tracing::warn!(path = %log_path.display(), line = line_no, %why, "cutting off a torn journal tail");
-                            let f = OpenOptions::new().write(true).open(&log_path)?;
-                            f.set_len(offset as u64)?;
-                            f.sync_all()?;
-                        }
-                        break;
-                    }
-                }
+            let (n, torn) = replay_log(&data, &mut table, &log_path)?;
+            records = n;
+            if let Some((offset, line, why)) = torn
+                && repair
+            {
+                tracing::warn!(path = %log_path.display(), line, %why, "cutting off a torn journal tail");
+                let f = OpenOptions::new().write(true).open(&log_path)?;
+                f.set_len(offset as u64)?;
+                f.sync_all()?;
             }
         }
+        table.validate().map_err(|why| JournalError::Damaged {
+            path: dir.to_path_buf(),
+            line: 0,
+            why: format!("the replayed table is not a tree: {why}"),
+        })?;
         Ok((table, generation, records))
+    }
+
+    /// Replays a snapshot and a journal given as bytes, as [`Journal::open`] would find them on
+    /// disk (without repairing anything): for fuzzing, and for tools that hold the bytes.
+    pub fn replay_bytes(snapshot: Option<&[u8]>, log: &[u8]) -> Result<MappingTable, JournalError> {
+        let mut table = MappingTable::new();
+        if let Some(s) = snapshot {
+            replay_snapshot(s, &mut table, Path::new("snapshot"))?;
+        }
+        replay_log(log, &mut table, Path::new("journal"))?;
+        table.validate().map_err(|why| JournalError::Damaged {
+            path: PathBuf::from("journal"),
+            line: 0,
+            why: format!("the replayed table is not a tree: {why}"),
+        })?;
+        Ok(table)
     }
 
     /// Appends one record. Callers hold the table lock, so records are in apply order.

@@ -12,6 +12,8 @@ pub mod endpoint;
 pub mod error;
 pub mod fsck;
 pub mod fuse;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod journal;
 pub mod metrics;
 pub mod mount;

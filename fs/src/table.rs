@@ -124,6 +124,20 @@ pub enum TableError {
     DirLinked(Ino),
     #[error("the root cannot be dropped")]
     Root,
+    #[error("inode number {0} is reserved")]
+    BadIno(Ino),
+    #[error("{0:?} is not a valid file name")]
+    BadName(String),
+}
+
+/// Whether `name` can be a directory entry: what the kernel could pass us in a lookup (1 to 255
+/// bytes, no `/`, no NUL, not `.` or `..`).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.bytes().any(|b| b == b'/' || b == 0)
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +257,13 @@ impl MappingTable {
     pub fn apply(&mut self, op: &Op) -> Result<(), TableError> {
         match op {
             Op::PutInode(meta) => {
+                // 0 is no inode for the kernel, and u64::MAX would leave no next number.
+                if meta.ino == 0 || meta.ino == Ino::MAX {
+                    return Err(TableError::BadIno(meta.ino));
+                }
+                if meta.ino == ROOT_INO && !meta.is_dir() {
+                    return Err(TableError::NotDir(ROOT_INO));
+                }
                 self.next_ino = self.next_ino.max(meta.ino + 1);
                 match self.nodes.get_mut(&meta.ino) {
                     Some(n) => {
@@ -266,6 +287,9 @@ impl MappingTable {
                 Ok(())
             }
             Op::PutEntry { parent, name, ino } => {
+                if !valid_name(name) {
+                    return Err(TableError::BadName(name.clone()));
+                }
                 let dir = self.dir(*parent)?;
                 if dir.children.contains_key(name) {
                     return Err(TableError::NameTaken {
@@ -316,6 +340,73 @@ impl MappingTable {
                 Ok(())
             }
         }
+    }
+
+    /// Checks the invariants at the top of this file that single ops cannot: every directory with
+    /// a name reaches the root through its parents (no cycle, nothing detached), link counts
+    /// match the entries, an unnamed directory is empty. Run after a replay: a journal that
+    /// passes its checksums can still describe something that is not a tree.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.nodes.is_empty() {
+            return Ok(());
+        }
+        let root = self.nodes.get(&ROOT_INO).ok_or("no root directory")?;
+        if !root.meta.is_dir() || root.nlink != 0 {
+            return Err("the root is not an unnamed directory".into());
+        }
+        let mut names: HashMap<Ino, u32> = HashMap::new();
+        for (ino, n) in &self.nodes {
+            if n.meta.ino != *ino {
+                return Err(format!("inode {ino} holds inode {}", n.meta.ino));
+            }
+            for (name, child) in &n.children {
+                let c = self
+                    .nodes
+                    .get(child)
+                    .ok_or_else(|| format!("{name:?} in {ino} names missing inode {child}"))?;
+                if c.meta.is_dir() && c.parent != *ino {
+                    return Err(format!(
+                        "directory {child} is named in {ino} but its parent is {}",
+                        c.parent
+                    ));
+                }
+                *names.entry(*child).or_default() += 1;
+            }
+        }
+        for (ino, n) in &self.nodes {
+            let named = names.get(ino).copied().unwrap_or(0);
+            if n.nlink != named {
+                return Err(format!(
+                    "inode {ino} counts {} links but has {named} names",
+                    n.nlink
+                ));
+            }
+            if n.meta.is_dir() && *ino != ROOT_INO && n.nlink == 0 && !n.children.is_empty() {
+                return Err(format!("unnamed directory {ino} is not empty"));
+            }
+        }
+        // Walk up from every named directory; a walk ends at the root or at a directory already
+        // known to reach it, so the whole check is linear in the table.
+        let mut reaches_root: std::collections::HashSet<Ino> = [ROOT_INO].into();
+        for (ino, n) in &self.nodes {
+            if !n.meta.is_dir() || n.nlink == 0 || reaches_root.contains(ino) {
+                continue;
+            }
+            let mut path: std::collections::HashSet<Ino> = [*ino].into();
+            let mut at = n.parent;
+            while !reaches_root.contains(&at) {
+                if !path.insert(at) {
+                    return Err(format!("directory {ino} is in a cycle"));
+                }
+                let p = &self.nodes[&at];
+                if p.nlink == 0 {
+                    return Err(format!("directory {ino} lies below unnamed directory {at}"));
+                }
+                at = p.parent;
+            }
+            reaches_root.extend(path);
+        }
+        Ok(())
     }
 
     /// Ops that rebuild this table from empty: every inode, then every name. Used as the journal's

@@ -123,6 +123,17 @@ impl BlockCache {
         &self.cfg
     }
 
+    /// Bytes of blocks held in memory now: at most `memory` (rounded down to whole blocks, and
+    /// at least one block); fetches in flight are held by their readers, not here.
+    pub fn resident_bytes(&self) -> u64 {
+        self.inner
+            .lock()
+            .blocks
+            .iter()
+            .map(|(_, b)| b.len() as u64)
+            .sum()
+    }
+
     /// Reads `offset..offset+len` of the object (clipped to its size).
     pub fn read(
         &self,
@@ -347,6 +358,43 @@ mod tests {
         assert!(cache.holds("data/f", size, size, 4096));
         cache.forget("data/f");
         assert!(!cache.holds("data/f", size, 6000, 100));
+    }
+
+    /// However many cold blocks are read, by however many readers, the memory they stay in is
+    /// the configured bound.
+    #[test]
+    fn resident_blocks_stay_within_the_memory_bound() {
+        let (_, remote, data) = setup(4 << 20);
+        let size = data.len() as u64;
+        let cache = BlockCache::new(cfg());
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (cache, remote) = (&cache, &remote);
+                s.spawn(move || {
+                    let obj = ObjectRef {
+                        remote,
+                        key: "data/f",
+                        size,
+                    };
+                    let mut st = BlockStats::default();
+                    let mut pattern = ReadPattern::default();
+                    // Sequential (readahead grows to its maximum), from a different start each.
+                    let mut off = t * (1 << 20);
+                    for _ in 0..400 {
+                        cache
+                            .read(obj, off % size, 8192, &mut pattern, &mut st)
+                            .unwrap();
+                        assert!(cache.resident_bytes() <= cfg().memory);
+                        off += 8192;
+                    }
+                });
+            }
+        });
+        assert!(cache.resident_bytes() <= cfg().memory);
+        assert!(
+            cache.resident_bytes() >= cfg().memory / 2,
+            "the cache holds blocks"
+        );
     }
 
     #[test]

@@ -64,11 +64,28 @@ pub fn list_mounts(remote: &dyn RemoteStore) -> Result<Vec<MountRecord>, Checkpo
 }
 
 fn read_mount_record(remote: &dyn RemoteStore, key: &str) -> Result<MountRecord, CheckpointError> {
-    let bytes = remote.get(key)?;
-    serde_json::from_slice(&bytes).map_err(|e| CheckpointError::BadManifest {
-        id: key.to_string(),
-        why: format!("mount record unreadable ({e})"),
-    })
+    MountRecord::parse(key, &remote.get(key)?)
+}
+
+/// Whether `id` can be a mount id: what object keys and record names are built from.
+pub fn valid_mount_id(id: &str) -> bool {
+    super::is_plain_id(id)
+}
+
+impl MountRecord {
+    /// Parses the record stored at `key`; its mount id must be one keys can be built from.
+    pub fn parse(key: &str, bytes: &[u8]) -> Result<MountRecord, CheckpointError> {
+        let bad = |why: String| CheckpointError::BadManifest {
+            id: key.to_string(),
+            why,
+        };
+        let r: MountRecord = serde_json::from_slice(bytes)
+            .map_err(|e| bad(format!("mount record unreadable ({e})")))?;
+        if !valid_mount_id(&r.mount_id) {
+            return Err(bad(format!("mount record names mount id {:?}", r.mount_id)));
+        }
+        Ok(r)
+    }
 }
 
 /// Whether `mounts/<mount_id>` exists.
