@@ -568,15 +568,20 @@ fn cli_checkpoint_list_gc_and_fsck() {
     f.sync_all().unwrap();
     drop(f);
     std::fs::write(dirs.mnt.join("chk/CURRENT"), b"MANIFEST-000004\n").unwrap();
-    // The control endpoint is TCP on loopback: only the token, readable by the mount's owner
-    // alone, lets a request publish.
-    let token = dirs.local.join("control.token");
+    // Control is on the mount's Unix socket (0600); the TCP metrics endpoint refuses a publish.
+    let sock = dirs.local.join("control.sock");
     let mode =
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token).unwrap().permissions());
-    assert_eq!(mode & 0o777, 0o600, "{}", token.display());
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{}", sock.display());
     let addr = std::fs::read_to_string(dirs.local.join("metrics.addr")).unwrap();
-    let refused = statefs::metrics::post(addr.trim(), "guess", "/checkpoint?dir=chk").unwrap_err();
-    assert!(refused.contains("control.token"), "{refused}");
+    let (status, body) = statefs::endpoint::request(
+        &statefs::endpoint::Addr::Tcp(addr.trim().parse().unwrap()),
+        "POST",
+        "/checkpoint?dir=chk",
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(status == 403 && body.contains("control.sock"), "{status} {body}");
     let out = Command::new(statefs_bin())
         .arg("checkpoint")
         .arg(&dirs.mnt)
