@@ -192,6 +192,7 @@ pub fn http_request(data: &[u8]) {
     if let Ok(r) = crate::endpoint::parse_head(data, &limits) {
         assert!(r.target.starts_with('/'));
         assert!(data.len() <= limits.max_head_bytes);
+        let _ = crate::mount::parse_control(&r.target);
     }
 }
 

@@ -407,8 +407,28 @@ pub fn start_endpoints(
 /// `POST /checkpoint?dir=<path>`: publishes `<path>` (relative to the mount root) and answers
 /// `<id>\n`.
 fn control(core: &std::sync::Weak<FsCore>, path: &str, retained: usize) -> Result<String, String> {
+    let op = parse_control(path)?;
     let core = core.upgrade().ok_or("the mount is shutting down")?;
-    let url = url::Url::parse(&format!("http://mount{path}")).map_err(|e| e.to_string())?;
+    match op {
+        ControlOp::Checkpoint { dir } => {
+            let p = core
+                .publish(&dir, retained)
+                .map_err(|e| format!("checkpoint of {dir}: {e}"))?;
+            Ok(format!("{}\n", p.id))
+        }
+    }
+}
+
+/// What a control request asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ControlOp {
+    /// `POST /checkpoint?dir=<path>`: publish `<path>` (relative to the mount root).
+    Checkpoint { dir: String },
+}
+
+/// Parses the target of a control request (`/checkpoint?dir=db%2Fchk-1`).
+pub fn parse_control(target: &str) -> Result<ControlOp, String> {
+    let url = url::Url::parse(&format!("http://mount{target}")).map_err(|e| e.to_string())?;
     match url.path() {
         "/checkpoint" => {
             let dir = url
@@ -416,10 +436,7 @@ fn control(core: &std::sync::Weak<FsCore>, path: &str, retained: usize) -> Resul
                 .find(|(k, _)| k == "dir")
                 .map(|(_, v)| v.into_owned())
                 .ok_or("missing dir=")?;
-            let p = core
-                .publish(&dir, retained)
-                .map_err(|e| format!("checkpoint of {dir}: {e}"))?;
-            Ok(format!("{}\n", p.id))
+            Ok(ControlOp::Checkpoint { dir })
         }
         other => Err(format!("unknown operation {other}")),
     }

@@ -581,7 +581,10 @@ fn cli_checkpoint_list_gc_and_fsck() {
         std::time::Duration::from_secs(10),
     )
     .unwrap();
-    assert!(status == 403 && body.contains("control.sock"), "{status} {body}");
+    assert!(
+        status == 403 && body.contains("control.sock"),
+        "{status} {body}"
+    );
     let out = Command::new(statefs_bin())
         .arg("checkpoint")
         .arg(&dirs.mnt)

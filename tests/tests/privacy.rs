@@ -237,6 +237,7 @@ fn another_user_cannot_publish_exhaust_or_stall_the_mount() {
     ));
     let sent: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let after = vm_rss_kib(mount.pid());
+    eprintln!("endless head: {sent} bytes accepted of 256 MiB; daemon RSS {before} -> {after} KiB");
     assert!(
         sent < 64 << 20,
         "the daemon took {sent} bytes of one request"
@@ -261,6 +262,7 @@ fn another_user_cannot_publish_exhaust_or_stall_the_mount() {
             .unwrap();
         assert!(line.trim().parse::<u32>().unwrap() > 0, "{line}");
     }
+    let started = std::time::Instant::now();
     let stats = Command::new(statefs_bin())
         .args(["stats", "--raw"])
         .arg(&d.mnt)
@@ -272,6 +274,10 @@ fn another_user_cannot_publish_exhaust_or_stall_the_mount() {
         .arg(&db)
         .output()
         .unwrap();
+    eprintln!(
+        "under a flood of 200 slow connections: stats and a publish took {:?} in all",
+        started.elapsed()
+    );
     let _ = flood.kill();
     let _ = flood.wait();
     assert!(
