@@ -119,12 +119,14 @@ pub fn cache_index(data: &[u8]) {
             6 => index.load_failed(id),
             _ => {
                 let Some(size) = next(2) else { return };
+                // The core releases only what it held (a demoted copy still open).
                 if which & 1 == 1 {
                     index.hold(size);
                     held += size;
                 } else {
+                    let size = size.min(held);
                     index.unhold(size);
-                    held = held.saturating_sub(size);
+                    held -= size;
                 }
                 index.enforce();
             }

@@ -79,7 +79,7 @@ impl LimitPolicy {
     /// disk (a file written through the mount), so they take no further free space.
     pub fn is_overflow(&self, size: u64, used: u64, on_disk: bool) -> bool {
         match self {
-            LimitPolicy::Size { capacity } => used + size > *capacity,
+            LimitPolicy::Size { capacity } => used.saturating_add(size) > *capacity,
             LimitPolicy::Space { free, reserved } => {
                 let add = if on_disk { 0 } else { size };
                 (add as i128) > free.free_bytes() as i128 - *reserved as i128

@@ -52,12 +52,44 @@ impl std::fmt::Debug for S3Options {
     }
 }
 
+/// Whether a `/`-separated path has a `.` or `..` segment.
+fn has_dot_segment(path: &[u8]) -> bool {
+    path.split(|b| *b == b'/')
+        .any(|seg| seg == b"." || seg == b"..")
+}
+
+/// `%XX` escapes of `seg` decoded (a bad escape is kept as it is).
+fn percent_decode(seg: &str) -> Vec<u8> {
+    let b = seg.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 impl RemoteSpec {
     pub fn parse(url: &str) -> Result<RemoteSpec, StoreError> {
         let bad = |why: &str| StoreError::Config(format!("bad --remote URL {url:?}: {why}"));
-        // The URL parser resolves dot segments away; a remote that names one is a mistake to report.
-        if let Some((_, rest)) = url.split_once("://")
-            && rest.split('/').any(|seg| seg == "." || seg == "..")
+        // The URL parser resolves dot segments away (encoded ones too: `%2E%2E`); a remote that
+        // names one is a mistake to report.
+        if let Some((_, rest)) = url.split_once(':')
+            && has_dot_segment(&percent_decode(rest))
         {
             return Err(bad("the path must not contain '.' or '..' segments"));
         }
@@ -70,6 +102,10 @@ impl RemoteSpec {
                 let root = parsed
                     .to_file_path()
                     .map_err(|_| bad("not an absolute local path"))?;
+                // Percent-encoded dots (`%2E%2E`) survive the check above and decode here.
+                if has_dot_segment(root.as_os_str().as_encoded_bytes()) {
+                    return Err(bad("the path must not contain '.' or '..' segments"));
+                }
                 Ok(RemoteSpec::File { root })
             }
             "s3" => {
@@ -221,6 +257,10 @@ mod tests {
             ("s3:///prefix", "expected s3://bucket/prefix"),
             ("s3://b/../x", "'..'"),
             ("file:///a/./b", "'..'"),
+            // Found by the remote_url fuzz target: encoded dots decode to a `..` root.
+            ("file:%2E%2E%2fiL", "'..'"),
+            ("file:///a/%2e%2E/b", "'..'"),
+            ("s3://b/p/%2E%2E/x", "'..'"),
         ] {
             let err = RemoteSpec::parse(url).unwrap_err().to_string();
             assert!(err.contains(why), "{url}: {err}");
