@@ -81,14 +81,19 @@ pub fn write(view: &dyn SnapshotView, now_ms: u64) -> StateResult<Vec<u8>> {
             });
         }
     }
-    let ibytes = postcard::to_allocvec(&index).expect("index serializes");
+    finish(&mut out, &index);
+    Ok(out)
+}
+
+/// Appends the index and the trailer that ends a snapshot.
+fn finish(out: &mut Vec<u8>, index: &[IndexEntry]) {
+    let ibytes = postcard::to_allocvec(index).expect("index serializes");
     let index_offset = out.len() as u64;
     out.extend_from_slice(&ibytes);
     out.extend_from_slice(&index_offset.to_le_bytes());
     out.extend_from_slice(&(ibytes.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(&ibytes).to_le_bytes());
     out.extend_from_slice(MAGIC);
-    Ok(out)
 }
 
 /// A snapshot file from a header's bytes and (key group, block bytes) pairs, with the index,
@@ -109,19 +114,16 @@ pub fn assemble(header: &[u8], blocks: &[(u32, &[u8])]) -> Vec<u8> {
         });
         out.extend_from_slice(block);
     }
-    let ibytes = postcard::to_allocvec(&index).expect("index serializes");
-    let index_offset = out.len() as u64;
-    out.extend_from_slice(&ibytes);
-    out.extend_from_slice(&index_offset.to_le_bytes());
-    out.extend_from_slice(&(ibytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&ibytes).to_le_bytes());
-    out.extend_from_slice(MAGIC);
+    finish(&mut out, &index);
     out
 }
 
+/// A snapshot's header bytes and its (key group, block bytes).
+pub type Parts = (Vec<u8>, Vec<(u32, Vec<u8>)>);
+
 /// The header bytes and (key group, block bytes) of a snapshot: what [`assemble`] takes.
 #[doc(hidden)]
-pub fn disassemble(bytes: &[u8]) -> StateResult<(Vec<u8>, Vec<(u32, Vec<u8>)>)> {
+pub fn disassemble(bytes: &[u8]) -> StateResult<Parts> {
     let src = bytes.to_vec();
     let r = SnapshotReader::open(&src, "snapshot")?;
     let hlen = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;

@@ -15,11 +15,22 @@ fn echo() -> Arc<Handler> {
 
 /// Sends raw bytes and returns the answer's status line (or what the read ended with).
 fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    send(addr, bytes, true)
+}
+
+/// Like `raw`, but keeps the write side open, as a client that never finishes its head.
+fn raw_open(addr: SocketAddr, bytes: &[u8]) -> String {
+    send(addr, bytes, false)
+}
+
+fn send(addr: SocketAddr, bytes: &[u8], close_write: bool) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     // The server may close before taking everything: an error here is part of the answer.
     let _ = s.write_all(bytes);
-    let _ = s.shutdown(std::net::Shutdown::Write);
+    if close_write {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out)
@@ -97,20 +108,6 @@ fn every_malformed_request_gets_an_answer() {
         raw_open(a, b"GET / HTTP/1.1\r\n"),
         "HTTP/1.1 408 Request Timeout"
     );
-}
-
-/// Like `raw`, but keeps the write side open, as a client that never finishes its head.
-fn raw_open(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(bytes).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string()
 }
 
 /// A client sending an endless head is cut off after `max_head_bytes`: the server reads no more

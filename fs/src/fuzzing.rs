@@ -214,6 +214,19 @@ pub fn remote_url(data: &[u8]) {
     }
 }
 
+/// The test both crates run: every target has a checked-in corpus, and every checked-in input
+/// (corpus and regressions) passes.
+pub fn assert_checked_in_inputs_pass(fuzz_dir: &std::path::Path, targets: &[Target]) {
+    let ran = replay_checked_in(fuzz_dir, targets);
+    for (name, _) in targets {
+        assert!(
+            fuzz_dir.join("corpus").join(name).is_dir(),
+            "no checked-in corpus for fuzz target {name}"
+        );
+    }
+    assert!(ran >= targets.len(), "only {ran} inputs");
+}
+
 /// Replays every input checked in under `fuzz/<kind>/<target>/` for `targets`: the corpus that
 /// seeds the fuzzer and the regressions it found. Returns how many inputs ran.
 pub fn replay_checked_in(fuzz_dir: &std::path::Path, targets: &[Target]) -> usize {
@@ -463,13 +476,6 @@ mod tests {
     #[test]
     fn checked_in_fuzz_inputs_pass() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-        let ran = replay_checked_in(&dir, TARGETS);
-        for (name, _) in TARGETS {
-            assert!(
-                dir.join("corpus").join(name).is_dir(),
-                "no checked-in corpus for fuzz target {name}"
-            );
-        }
-        assert!(ran >= TARGETS.len(), "only {ran} inputs");
+        assert_checked_in_inputs_pass(&dir, TARGETS);
     }
 }
