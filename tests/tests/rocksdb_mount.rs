@@ -703,3 +703,58 @@ fn unmount_finishes_the_uploads_of_files_closed_without_fsync() {
     }
     mount.unmount().unwrap();
 }
+
+/// Hostile load on the upload queue: hundreds of written SSTs closed without a sync while the
+/// store holds every upload. The queue holds jobs, not file data (the bytes wait in the staging
+/// files), and the kernel holds back releases beyond its background limit: the daemon's memory
+/// does not grow with the bytes waiting for the store.
+#[test]
+fn queued_uploads_hold_no_file_data() {
+    use std::io::Write;
+    let dirs = Dirs::new();
+    let (mount, faults) = mount_with_faults(&dirs, 2);
+    let rss_kib = || -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    };
+    let addr = std::fs::read_to_string(dirs.local.join("metrics.addr")).unwrap();
+    let queued = || -> f64 {
+        let text = statefs::metrics::fetch(addr.trim()).unwrap();
+        statefs::metrics::parse(&text)
+            .into_iter()
+            .find(|(k, _)| k == "statefs_store_queue{pool=\"uploads\"}")
+            .map(|(_, v)| v)
+            .unwrap_or(0.0)
+    };
+    faults.hold_uploads(true);
+    let release = ReleaseHolds(faults.clone());
+    let data = vec![7u8; 1 << 20];
+    let before = rss_kib();
+    for i in 0..200 {
+        let mut f = std::fs::File::create(dirs.mnt.join(format!("q{i:03}.sst"))).unwrap();
+        f.write_all(&data).unwrap();
+    }
+    // The kernel sends RELEASE as a background request and keeps at most `max_background` (12)
+    // of them unanswered: the rest wait in the kernel, not in the daemon.
+    wait_until("uploads queued behind the held store", || queued() >= 10.0);
+    let after = rss_kib();
+    eprintln!(
+        "{} uploads queued, 200 MiB waiting; RSS {before} -> {after} KiB",
+        queued()
+    );
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} KiB to {after} KiB with 200 MiB queued"
+    );
+    drop(release);
+    wait_until("the queue drained", || queued() == 0.0);
+    mount.unmount().unwrap();
+    assert!(
+        dirs.remote_objects().len() >= 200,
+        "every queued upload reached the store"
+    );
+}
