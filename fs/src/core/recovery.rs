@@ -172,9 +172,8 @@ struct LocalDir {
 fn open_local(local_dir: &Path, cache_dir: &Path) -> Result<LocalDir, OpenError> {
     let local_files = local_dir.join("files");
     let cache_files = cache_dir.join("files");
-    // Created private; a dir made by hand is made private before anything lands in it.
     for dir in [local_dir, cache_dir] {
-        crate::private::own_dir(dir).map_err(io_err("cannot create directory", dir))?;
+        crate::private::create_dir_all(dir).map_err(io_err("cannot create directory", dir))?;
     }
     let lock = lock_local_dir(local_dir)?;
     let (mount_id, known) = mount_id(local_dir)?;
@@ -189,7 +188,9 @@ fn open_local(local_dir: &Path, cache_dir: &Path) -> Result<LocalDir, OpenError>
         });
     }
     let cache_lock = own_cache_dir(cache_dir, local_dir, &mount_id)?;
-    for dir in [&local_files, &cache_files] {
+    // Both dirs are this mount's now: a dir made by hand with a wider mode is made private
+    // before any file bytes land in it (its lock and mark hold no data).
+    for dir in [local_dir, cache_dir, &local_files, &cache_files] {
         crate::private::own_dir(dir).map_err(io_err("cannot create directory", dir))?;
     }
     Ok(LocalDir {

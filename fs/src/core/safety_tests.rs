@@ -347,8 +347,12 @@ fn a_cache_dir_that_is_not_this_mounts_is_refused_never_cleaned() {
     refused("b", "ac", "belongs to mount");
     std::fs::create_dir_all(d("junk")).unwrap();
     std::fs::write(d("junk/notes"), "mine").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d("junk"), std::fs::Permissions::from_mode(0o755)).unwrap();
     refused("b", "junk", "not empty");
     assert_eq!(std::fs::read(d("junk/notes")).unwrap(), b"mine");
+    let mode = std::fs::metadata(d("junk")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755, "a refused dir is not ours to make private");
     let a = start_at(&d("a"), &d("ac"), env.remote.clone());
     assert_eq!(read_name(&a, "000003.log"), wal);
     assert_eq!(read_name(&a, "000004.sst"), b"staged, not synced yet");
