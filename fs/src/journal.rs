@@ -791,6 +791,44 @@ mod tests {
         assert!(is_poisoned(syncer.sync()));
     }
 
+    /// Records with right checksums that do not describe a tree (a directory moved into its own
+    /// subtree, a name no kernel could send) are refused as damage, not served: a cycle would
+    /// make every later rename check loop forever.
+    #[test]
+    fn a_journal_that_is_not_a_tree_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        setup(tmp.path());
+        let (j, _) = Journal::open(tmp.path()).unwrap();
+        j.append(&[
+            Op::DelEntry {
+                parent: ROOT_INO,
+                name: "a".into(),
+            },
+            Op::PutEntry {
+                parent: 3,
+                name: "a".into(),
+                ino: 2,
+            },
+        ])
+        .unwrap();
+        drop(j);
+        let err = Journal::open(tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("cycle"), "{err}");
+
+        let tmp = tempfile::tempdir().unwrap();
+        setup(tmp.path());
+        let (j, _) = Journal::open(tmp.path()).unwrap();
+        j.append(&[Op::PutEntry {
+            parent: ROOT_INO,
+            name: "x/y".into(),
+            ino: 3,
+        }])
+        .unwrap();
+        drop(j);
+        let err = Journal::open(tmp.path()).unwrap_err();
+        assert!(matches!(err, JournalError::Inconsistent { .. }), "{err}");
+    }
+
     #[test]
     fn damage_before_the_tail_is_an_error() {
         let tmp = tempfile::tempdir().unwrap();
