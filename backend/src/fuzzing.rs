@@ -139,6 +139,25 @@ mod tests {
         statefs::fuzzing::write_seeds(&dir, &seeds());
     }
 
+    /// Metadata naming key groups past its max parallelism, or a reversed range, is refused.
+    #[test]
+    fn checkpoint_metadata_with_impossible_ranges_is_refused() {
+        let seed = seeds()
+            .into_iter()
+            .find(|(t, _)| *t == "checkpoint_metadata")
+            .unwrap()
+            .1;
+        let mut c: crate::checkpoint::CompletedCheckpoint = serde_json::from_slice(&seed).unwrap();
+        crate::checkpoint::CompletedCheckpoint::parse(&seed, 7, "job", "t").unwrap();
+        for (start, end) in [(0, 128), (9, 3)] {
+            c.subtasks[0].range = KeyGroupRange { start, end };
+            let bytes = serde_json::to_vec(&c).unwrap();
+            let err =
+                crate::checkpoint::CompletedCheckpoint::parse(&bytes, 7, "job", "t").unwrap_err();
+            assert!(err.to_string().contains("max parallelism"), "{err}");
+        }
+    }
+
     /// Every seed restores (or parses): the corpus starts from inputs that reach deep.
     #[test]
     fn seeds_are_valid_inputs() {

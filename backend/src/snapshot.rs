@@ -366,3 +366,44 @@ pub fn restore(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header whose key-group range is empty, reversed or outside its max parallelism is
+    /// refused as corrupt: before, `len()` and restore's loops underflowed or ran past the range.
+    #[test]
+    fn headers_with_impossible_ranges_are_refused() {
+        for (maxp, start, end) in [
+            (128, 5, 2),
+            (128, 0, 128),
+            (0, 0, 0),
+            (40000, 0, 10),
+            (1, 0, u32::MAX),
+        ] {
+            let header = Header {
+                max_parallelism: maxp,
+                range: KeyGroupRange { start, end },
+                states: Vec::new(),
+            };
+            let bytes = assemble(&postcard::to_allocvec(&header).unwrap(), &[]);
+            let err = SnapshotReader::open(&bytes, "test").err().expect("refused");
+            assert!(err.to_string().contains("key groups"), "{err}");
+        }
+        let ok = Header {
+            max_parallelism: 128,
+            range: KeyGroupRange::new(0, 127),
+            states: Vec::new(),
+        };
+        let bytes = assemble(&postcard::to_allocvec(&ok).unwrap(), &[]);
+        SnapshotReader::open(&bytes, "test").unwrap();
+        // A key group indexed twice is refused too.
+        let bytes = assemble(
+            &postcard::to_allocvec(&ok).unwrap(),
+            &[(3, b"x"), (3, b"y")],
+        );
+        let err = SnapshotReader::open(&bytes, "test").err().expect("refused");
+        assert!(err.to_string().contains("twice"), "{err}");
+    }
+}

@@ -308,6 +308,33 @@ mod tests {
     use super::super::tests::{file, manifest_of, memory_store};
     use super::super::{Manifest, claim_key, copy_key, manifest_key};
     use super::*;
+
+    /// A record whose mount id could not have made a key (a path, an empty id) is refused.
+    #[test]
+    fn records_with_impossible_mount_ids_are_refused() {
+        let record = |id: &str| {
+            serde_json::to_vec(&MountRecord {
+                mount_id: id.into(),
+                host: "h".into(),
+                local_dir: "/l".into(),
+                updated_ms: 1,
+                keys: vec![],
+            })
+            .unwrap()
+        };
+        for bad in ["", "../m", "a/b", "-x", &"m".repeat(65)] {
+            let err = MountRecord::parse("mounts/x", &record(bad)).unwrap_err();
+            assert!(err.to_string().contains("mount id"), "{bad:?}: {err}");
+        }
+        let good = "0f6c2a4e-1111-4222-8333-944455556666";
+        assert_eq!(
+            MountRecord::parse("mounts/x", &record(good))
+                .unwrap()
+                .mount_id,
+            good
+        );
+        assert!(MountRecord::parse("mounts/x", b"{not json").is_err());
+    }
     use crate::store::data_key;
 
     /// A mount is forgotten only when its record is old enough and its local dir on this host is
