@@ -5,6 +5,8 @@
 #   - rocksdb-tools: Debian's unmodified db_bench, for tests, demo and benchmarks
 #   - libclang-dev, clang, build-essential: bindgen and the C++ build of RocksDB (rocksdb crate)
 #   - moto[server] from PyPI: a loopback S3 server for the S3 tests
+#   - util-linux: setpriv, which the privacy tests use to act as another user
+# (scripts/fuzz.sh installs cargo-fuzz from crates.io itself.)
 set -euo pipefail
 
 log() { echo "setup: $*" >&2; }
@@ -14,7 +16,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-packages=(fuse3 rocksdb-tools libclang-dev clang build-essential pkg-config python3 python3-pip python3-venv)
+packages=(fuse3 rocksdb-tools libclang-dev clang build-essential pkg-config python3 python3-pip python3-venv util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
