@@ -196,7 +196,7 @@ fn another_user_cannot_publish_exhaust_or_stall_the_mount() {
     // nobody cannot even find the socket's directory, so give them the path and the port.
     let py = |body: &str| {
         format!(
-            "python3 - <<'EOF'\nimport socket, sys, time\nHOST, PORT, SOCK = '{host}', {port}, '{}'\n{body}\nEOF\n",
+            "exec python3 - <<'EOF'\nimport socket, sys, time\nHOST, PORT, SOCK = '{host}', {port}, '{}'\n{body}\nEOF\n",
             sock.display()
         )
     };
