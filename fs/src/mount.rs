@@ -374,13 +374,18 @@ pub fn start_endpoints(
             },
         )
     };
-    let (c, retained, r2) = (Arc::downgrade(core), config.num_retained, render.clone());
+    let metrics_handler = metrics_only(render);
+    let (c, retained, reads) = (
+        Arc::downgrade(core),
+        config.num_retained,
+        metrics_handler.clone(),
+    );
     let control: Arc<Handler> = Arc::new(move |req: &Request| match req.method {
         Method::Post => match control(&c, &req.target, retained) {
             Ok(text) => Response::new(200, text),
             Err(text) => Response::new(500, text),
         },
-        Method::Get => metrics_only(r2.clone())(req),
+        Method::Get => reads(req),
     });
     let endpoint_err = |addr: String| move |source| MountError::Metrics { addr, source };
     // An older statefs kept a control token here; control is the socket's now.
@@ -388,12 +393,8 @@ pub fn start_endpoints(
     let sock = control_socket(&config.local_dir);
     let control = Server::unix(&sock, Limits::default(), control)
         .map_err(endpoint_err(sock.display().to_string()))?;
-    let metrics = Server::tcp(
-        &config.metrics_addr,
-        Limits::default(),
-        metrics_only(render),
-    )
-    .map_err(endpoint_err(config.metrics_addr.clone()))?;
+    let metrics = Server::tcp(&config.metrics_addr, Limits::default(), metrics_handler)
+        .map_err(endpoint_err(config.metrics_addr.clone()))?;
     // Where this mount's store is, for the checkpoint URL `statefs checkpoint` prints.
     let remote_file = config.local_dir.join("REMOTE");
     crate::private::write(&remote_file, format!("{}\n", config.remote))

@@ -47,17 +47,21 @@ pub fn own_dir(path: &Path) -> std::io::Result<()> {
 /// Creates (or truncates) `path` with mode 0600 and writes `bytes`.
 pub fn write(path: &Path, bytes: impl AsRef<[u8]>) -> std::io::Result<()> {
     use std::io::Write;
-    let mut f = options()
+    create(path)?.write_all(bytes.as_ref())
+}
+
+/// Creates (or truncates) `path` with mode 0600 for writing. A file that was there with a wider
+/// mode (made by an older statefs) is made 0600 before anything is written to it.
+pub fn create(path: &Path) -> std::io::Result<std::fs::File> {
+    let f = options()
         .write(true)
         .create(true)
         .truncate(true)
         .open(path)?;
-    f.write_all(bytes.as_ref())
-}
-
-/// Creates (or truncates) `path` with mode 0600 for writing.
-pub fn create(path: &Path) -> std::io::Result<std::fs::File> {
-    options().write(true).create(true).truncate(true).open(path)
+    if f.metadata()?.permissions().mode() & 0o077 != 0 {
+        f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
+    }
+    Ok(f)
 }
 
 #[cfg(test)]
@@ -74,6 +78,11 @@ mod tests {
         assert_eq!(mode(&dir.path().join("a")), 0o700);
         assert_eq!(mode(&sub), 0o700);
         assert_eq!(mode(&sub.join("f")), 0o600);
+        let old = sub.join("old");
+        std::fs::write(&old, b"wide").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write(&old, b"x").unwrap();
+        assert_eq!(mode(&old), 0o600, "a rewritten file is made private");
         let open = dir.path().join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
