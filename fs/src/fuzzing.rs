@@ -286,17 +286,6 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             ctime_ns: 1,
         })
     };
-    let dir = |ino| {
-        Op::PutInode(InodeMeta {
-            ino,
-            kind: NodeKind::Dir,
-            perm: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime_ns: 1,
-            ctime_ns: 1,
-        })
-    };
     let entry = |parent, name: &str, ino| Op::PutEntry {
         parent,
         name: name.into(),
@@ -311,7 +300,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     };
     let records: Vec<Vec<Op>> = vec![
         vec![MappingTable::root_op(0o755, 0, 0, 1)],
-        vec![dir(2), entry(1, "db", 2)],
+        vec![crate::table::dir_op(2), entry(1, "db", 2)],
         vec![file(3, None), entry(2, "CURRENT", 3)],
         vec![file(4, Some(sealed)), entry(2, "000005.sst", 4)],
         vec![entry(2, "000005.link", 4)],

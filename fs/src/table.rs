@@ -442,8 +442,8 @@ impl Default for MappingTable {
     }
 }
 
-/// An `Op` that creates directory `ino` (root-owned, 0755): the start of most test histories.
-#[cfg(test)]
+/// An `Op` that creates directory `ino` (root-owned, 0755): the start of most test histories
+/// (and of the fuzz seeds).
 pub(crate) fn dir_op(ino: Ino) -> Op {
     Op::PutInode(InodeMeta {
         ino,

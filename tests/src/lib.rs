@@ -139,6 +139,17 @@ pub fn statefs_bin() -> PathBuf {
     .clone()
 }
 
+/// Resident memory of process `pid` (`VmRSS` of `/proc/<pid>/status`), in KiB.
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
 /// Whether `path` is a mount point right now.
 pub fn is_mounted(path: &Path) -> bool {
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());

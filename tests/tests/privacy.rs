@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use statefs_tests::{CliMount, S3Server, statefs_bin};
+use statefs_tests::{CliMount, S3Server, statefs_bin, vm_rss_kib};
 
 /// Runs `sh -c script` as `nobody`.
 fn as_nobody(script: &str) -> Output {
@@ -88,13 +88,13 @@ fn mode(p: &Path) -> u32 {
     std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
-fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+/// `statefs checkpoint <mnt> <dir>`: publishes `dir` through the mount's control socket.
+fn publish(mnt: &Path, dir: &Path) -> Output {
+    Command::new(statefs_bin())
+        .arg("checkpoint")
+        .arg(mnt)
+        .arg(dir)
+        .output()
         .unwrap()
 }
 
@@ -120,12 +120,7 @@ fn nothing_statefs_keeps_is_readable_by_another_user() {
     write("000002.sst", 1 << 20, 0o644);
     write("CURRENT", 16, 0o600);
     write("MANIFEST-000001", 4096, 0o600);
-    let out = Command::new(statefs_bin())
-        .arg("checkpoint")
-        .arg(&d.mnt)
-        .arg(&db)
-        .output()
-        .unwrap();
+    let out = publish(&d.mnt, &db);
     assert!(
         out.status.success(),
         "{}",
@@ -268,12 +263,7 @@ fn another_user_cannot_publish_exhaust_or_stall_the_mount() {
         .arg(&d.mnt)
         .output()
         .unwrap();
-    let publish = Command::new(statefs_bin())
-        .arg("checkpoint")
-        .arg(&d.mnt)
-        .arg(&db)
-        .output()
-        .unwrap();
+    let publish = publish(&d.mnt, &db);
     eprintln!(
         "under a flood of 200 slow connections: stats and a publish took {:?} in all",
         started.elapsed()
@@ -347,12 +337,7 @@ fn a_secret_is_never_on_a_command_line_or_in_a_log() {
         .unwrap()
         .sync_all()
         .unwrap();
-    let published = Command::new(statefs_bin())
-        .arg("checkpoint")
-        .arg(&d.mnt)
-        .arg(&db)
-        .output()
-        .unwrap();
+    let published = publish(&d.mnt, &db);
     assert!(published.status.success());
     let log = mount.stop();
     assert!(

@@ -713,14 +713,7 @@ fn queued_uploads_hold_no_file_data() {
     use std::io::Write;
     let dirs = Dirs::new();
     let (mount, faults) = mount_with_faults(&dirs, 2);
-    let rss_kib = || -> u64 {
-        std::fs::read_to_string("/proc/self/status")
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap()
-    };
+    let rss_kib = || statefs_tests::vm_rss_kib(std::process::id());
     let addr = std::fs::read_to_string(dirs.local.join("metrics.addr")).unwrap();
     let queued = || -> f64 {
         let text = statefs::metrics::fetch(addr.trim()).unwrap();
