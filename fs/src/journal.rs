@@ -225,6 +225,15 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// A replayed table that is not a tree ([`MappingTable::validate`]) is damage at `path`.
+fn check_tree(table: &MappingTable, path: &Path) -> Result<(), JournalError> {
+    table.validate().map_err(|why| JournalError::Damaged {
+        path: path.to_path_buf(),
+        line: 0,
+        why: format!("the replayed table is not a tree: {why}"),
+    })
+}
+
 /// Applies a snapshot's records to `table`; its generation.
 fn replay_snapshot(
     reader: impl BufRead,
@@ -391,11 +400,7 @@ impl Journal {
                 f.sync_all()?;
             }
         }
-        table.validate().map_err(|why| JournalError::Damaged {
-            path: dir.to_path_buf(),
-            line: 0,
-            why: format!("the replayed table is not a tree: {why}"),
-        })?;
+        check_tree(&table, dir)?;
         Ok((table, generation, records))
     }
 
@@ -407,11 +412,7 @@ impl Journal {
             replay_snapshot(s, &mut table, Path::new("snapshot"))?;
         }
         replay_log(log, &mut table, Path::new("journal"))?;
-        table.validate().map_err(|why| JournalError::Damaged {
-            path: PathBuf::from("journal"),
-            line: 0,
-            why: format!("the replayed table is not a tree: {why}"),
-        })?;
+        check_tree(&table, Path::new("journal"))?;
         Ok(table)
     }
 
