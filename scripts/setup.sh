@@ -16,6 +16,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# rustfmt and clippy: the suite checks formatting and lints first.
+if command -v rustup >/dev/null 2>&1; then
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+  done
+fi
+
 packages=(fuse3 rocksdb-tools libclang-dev clang build-essential pkg-config python3 python3-pip python3-venv util-linux)
 missing=()
 for p in "${packages[@]}"; do

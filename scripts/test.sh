@@ -8,6 +8,10 @@ target="${CARGO_TARGET_DIR:-$PWD/target}"
 # Scratch space of mount tests: on the target's disk, not a possibly small /tmp.
 export STATEFS_TEST_TMP="${STATEFS_TEST_TMP:-$target/test-scratch}"
 mkdir -p "$STATEFS_TEST_TMP"
+# Hygiene first: formatting, lints and rustdoc, each with warnings as errors.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 cargo build --workspace --all-targets
 log="$STATEFS_TEST_TMP/cargo-test.log"
 cargo test --workspace 2>&1 | tee "$log"

@@ -264,7 +264,7 @@ impl ForstBackend {
     /// after this returns, as Flink discards subsumed checkpoints off the checkpoint's path; they
     /// are gone by unmount at the latest (`MountHandle::checkpoint_with`).
     ///
-    /// The checkpoint names the live directory's files ([`live`]); if statefs does not understand
+    /// The checkpoint names the live directory's files (module `live`); if statefs does not understand
     /// what it finds there, it publishes a RocksDB Checkpoint made on the mount instead.
     pub fn checkpoint(&mut self, retained: usize) -> StateResult<String> {
         let _span = tracing::info_span!("forst_checkpoint").entered();

@@ -6,7 +6,7 @@
 //!
 //! A record is one line, `<crc32c of json, 8 hex digits> <json array of ops>\n`, written with a single
 //! `write(2)` on an `O_APPEND` file: after a kill of the mount process every record whose write
-//! returned is in the page cache and survives; [`Journal::sync`] (called by fsync, fsyncdir and before
+//! returned is in the page cache and survives; `Journal::sync` (called by fsync, fsyncdir and before
 //! remote deletes) makes them survive power loss too. A torn last line (power loss mid-write) is cut
 //! off at replay; damage anywhere else is reported, never skipped.
 //!
@@ -16,7 +16,7 @@
 //! the new snapshot with its (possibly empty or missing) journal.
 //!
 //! A full local disk:
-//! - [`RESERVE`] bytes past the last record are allocated ahead (`fallocate` with `KEEP_SIZE`), so
+//! - `RESERVE` bytes past the last record are allocated ahead (`fallocate` with `KEEP_SIZE`), so
 //!   records keep fitting while data writes fail with ENOSPC. Unlink and rename, the way out of a
 //!   full disk, go on working.
 //! - A record whose write fails (the reserve used up too) is cut off again. A short write would
@@ -495,7 +495,7 @@ impl Journal {
     /// Replaces snapshot + journal with a snapshot of `table`. Callers hold the table lock.
     ///
     /// An error before the new snapshot is in place leaves the journal as it was (retried after
-    /// [`COMPACT_RETRY_RECORDS`] more records); one after it breaks the journal.
+    /// `COMPACT_RETRY_RECORDS` more records); one after it breaks the journal.
     pub fn compact(&mut self, table: &MappingTable) -> Result<(), JournalError> {
         self.sync.poisoned()?;
         let next = self.generation + 1;

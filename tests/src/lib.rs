@@ -235,7 +235,7 @@ impl CliMount {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
-    /// SIGKILL the mount process: the crash case. The dead mount stays until [`CliMount::unmount`].
+    /// SIGKILL the mount process: the crash case. The dead mount stays until [`unmount_dead`].
     pub fn kill9(&mut self) {
         if let Some(child) = self.child.as_mut() {
             let _ = child.kill();
