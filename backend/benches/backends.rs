@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use statefs::store::{MetricsRemote, RemoteMetrics, RemoteSpec, RemoteStore};
 use statefs_backend::checkpoint::CheckpointStorage;
 use statefs_backend::keygroup::KeyGroupRange;
 use statefs_backend::rocks_options::RocksTuning;
 use statefs_backend::states::{Keyed, MapState, ValueState};
 use statefs_backend::{ForstBackend, HeapBackend, RocksBackend, StateBackend};
+use statefs_store::{MetricsRemote, RemoteMetrics, RemoteSpec, RemoteStore};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -309,7 +309,7 @@ fn main() {
             }
         }
     }
-    let rt = statefs::mount::runtime().unwrap();
+    let rt = statefs_store::runtime().unwrap();
     let metrics = Arc::new(RemoteMetrics::default());
     let chk_store = RemoteSpec::parse(&format!("file://{}", scratch.store("chk-store").display()))
         .unwrap()

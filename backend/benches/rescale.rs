@@ -12,12 +12,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use statefs::store::RemoteSpec;
 use statefs_backend::checkpoint::CheckpointStorage;
 use statefs_backend::keygroup::KeyGroupRange;
 use statefs_backend::rocks_options::RocksTuning;
 use statefs_backend::states::Keyed;
 use statefs_backend::{ForstBackend, RocksBackend, StateBackend};
+use statefs_store::RemoteSpec;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -113,7 +113,7 @@ fn main() {
     let all = KeyGroupRange::all(128);
 
     // rocksdb: two subtasks checkpoint into one incremental checkpoint.
-    let rt = statefs::mount::runtime().unwrap();
+    let rt = statefs_store::runtime().unwrap();
     let store = RemoteSpec::parse(&format!("file://{}", path("chk-store").display()))
         .unwrap()
         .open(&Default::default(), rt)

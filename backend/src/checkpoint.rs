@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use statefs::store::{RemoteStore, StoreError, Uploaded};
+use statefs_store::{RemoteStore, StoreError, Uploaded};
 
 use crate::backend::StateBackend;
 use crate::error::{StateError, StateResult};

@@ -23,7 +23,7 @@ pub enum StateError {
     #[error("corrupt {what}: {why}")]
     Corrupt { what: String, why: String },
     #[error("checkpoint storage: {0}")]
-    Storage(#[from] statefs::store::StoreError),
+    Storage(#[from] statefs_store::StoreError),
 }
 
 impl StateError {
@@ -36,9 +36,9 @@ impl StateError {
 
     /// A store error while reading a file a checkpoint names: a missing file is a corrupt
     /// checkpoint, anything else the storage's error.
-    pub(crate) fn reading_checkpoint(e: statefs::store::StoreError) -> Self {
+    pub(crate) fn reading_checkpoint(e: statefs_store::StoreError) -> Self {
         match e {
-            statefs::store::StoreError::NotFound { key } => {
+            statefs_store::StoreError::NotFound { key } => {
                 StateError::corrupt("checkpoint", format!("file {key} is missing"))
             }
             e => e.into(),

@@ -8,7 +8,7 @@ use crate::keygroup::KeyGroupRange;
 use crate::snapshot::{self, ByteSource, SnapshotReader};
 
 /// Every target of this crate.
-pub const TARGETS: &[statefs::fuzzing::Target] = &[
+pub const TARGETS: &[statefs_store::fuzzing::Target] = &[
     ("savepoint", savepoint),
     ("savepoint_raw", savepoint_raw),
     ("checkpoint_metadata", checkpoint_metadata),
@@ -136,7 +136,7 @@ mod tests {
     #[ignore]
     fn write_fuzz_seeds() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-        statefs::fuzzing::write_seeds(&dir, &seeds());
+        statefs_store::fuzzing::write_seeds(&dir, &seeds());
     }
 
     /// Metadata naming key groups past its max parallelism, or a reversed range, is refused.
@@ -181,6 +181,6 @@ mod tests {
     #[test]
     fn checked_in_fuzz_inputs_pass() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-        statefs::fuzzing::assert_checked_in_inputs_pass(&dir, TARGETS);
+        statefs_store::fuzzing::assert_checked_in_inputs_pass(&dir, TARGETS);
     }
 }

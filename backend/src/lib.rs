@@ -2,21 +2,26 @@
 //! map, reducing, aggregating; namespaces; TTL), key groups, a heap backend with copy-on-write
 //! snapshots, and one canonical snapshot/savepoint format every backend reads and writes.
 //!
-//! Status: the heap backend, the State API, TTL, snapshots with key-group restore and rescaling,
-//! and the savepoint format are here. Checkpoint storage on an object store, the shared-state
-//! registry and the RocksDB/ForSt backends are not built yet (see the issue notes).
+//! Three backends implement [`StateBackend`]: [`HeapBackend`] (hash maps, copy-on-write snapshots),
+//! [`RocksBackend`] (embedded RocksDB; feature `rocksdb`) and [`ForstBackend`] (RocksDB on a statefs
+//! mount, SST files on an object store; feature `forst`). Both features are on by default; with
+//! `default-features = false` the heap backend builds without RocksDB or FUSE.
 
 pub mod backend;
 pub mod checkpoint;
 pub mod conformance;
 pub mod error;
+#[cfg(feature = "forst")]
 pub mod forst;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod heap;
 pub mod keygroup;
+#[cfg(feature = "rocksdb")]
 pub mod rocks;
+#[cfg(feature = "rocksdb")]
 pub mod rocks_checkpoint;
+#[cfg(feature = "rocksdb")]
 pub mod rocks_options;
 pub mod serializer;
 pub mod snapshot;
@@ -28,9 +33,11 @@ mod tests;
 
 pub use backend::{StateBackend, StateKind, StateMeta};
 pub use error::{StateError, StateResult};
+#[cfg(feature = "forst")]
 pub use forst::ForstBackend;
 pub use heap::HeapBackend;
 pub use keygroup::KeyGroupRange;
+#[cfg(feature = "rocksdb")]
 pub use rocks::RocksBackend;
 pub use states::{
     Aggregate, AggregatingState, Keyed, ListState, MapState, ReducingState, ValueState,

@@ -255,7 +255,7 @@ impl RocksTuning {
     /// or nested mappings); keys outside the RocksDB/ForSt prefixes are ignored, as in
     /// [`RocksTuning::from_pairs`]. `origin` names the source in errors.
     pub fn from_yaml(text: &str, origin: &str) -> StateResult<RocksTuning> {
-        let pairs = statefs::options::yaml_pairs(text)
+        let pairs = statefs_store::yaml::yaml_pairs(text)
             .map_err(|why| StateError::Invalid(format!("{origin}: {why}")))?;
         let refs: Vec<(&str, &str)> = pairs
             .iter()

@@ -191,7 +191,7 @@ impl ByteSource for Vec<u8> {
 
 /// An object in checkpoint storage, read with ranged GETs.
 pub struct RemoteObject<'a> {
-    pub store: &'a dyn statefs::store::RemoteStore,
+    pub store: &'a dyn statefs_store::RemoteStore,
     pub key: String,
 }
 

@@ -513,6 +513,7 @@ pub fn decode_list(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     Ok(out)
 }
 
+#[cfg(feature = "rocksdb")]
 /// Writes the elements of list value `bytes` that `keep` accepts, encoded, into `out` (cleared
 /// first); returns (kept, total). An undecodable value is an error and `out` is then meaningless.
 pub(crate) fn retain_elements(

@@ -19,11 +19,12 @@ pub mod metrics;
 pub mod mount;
 pub mod options;
 pub mod placement;
-pub mod private;
-pub mod store;
 pub mod store_pool;
 pub mod table;
-pub mod testing;
+
+/// The object store and its layers (crate `statefs-store`).
+pub use statefs_store as store;
+pub use statefs_store::{private, testing};
 
 pub use config::{MountConfig, PassthroughMode};
 pub use core::FsCore;

@@ -112,14 +112,9 @@ pub fn build_remote(
     )))
 }
 
+/// [`statefs_store::runtime`], with a mount's error.
 pub fn runtime() -> Result<Arc<tokio::runtime::Runtime>, MountError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("statefs-io")
-        .enable_all()
-        .build()
-        .map(Arc::new)
-        .map_err(MountError::Runtime)
+    statefs_store::runtime().map_err(MountError::Runtime)
 }
 
 /// `statefs:<local-dir>`, or plain `statefs` when the path cannot travel in a mount option.

@@ -16,11 +16,11 @@ fn heap(range: KeyGroupRange, maxp: u32) -> Box<dyn StateBackend> {
 
 /// An in-memory object store and the runtime it runs on (keep the runtime alive with the store).
 fn memory_remote() -> (
-    std::sync::Arc<dyn statefs::store::RemoteStore>,
+    std::sync::Arc<dyn statefs_store::RemoteStore>,
     std::sync::Arc<tokio::runtime::Runtime>,
 ) {
-    let rt = statefs::mount::runtime().unwrap();
-    let store = statefs::store::ObjectStoreRemote::in_memory(rt.clone());
+    let rt = statefs_store::runtime().unwrap();
+    let store = statefs_store::ObjectStoreRemote::in_memory(rt.clone());
     (std::sync::Arc::new(store), rt)
 }
 
@@ -29,6 +29,7 @@ fn heap_passes_the_conformance_suite() {
     conformance::run_all(&heap);
 }
 
+#[cfg(feature = "rocksdb")]
 #[test]
 fn rocksdb_passes_the_conformance_suite_unchanged() {
     conformance::run_all(&|range, maxp| {
@@ -36,6 +37,7 @@ fn rocksdb_passes_the_conformance_suite_unchanged() {
     });
 }
 
+#[cfg(feature = "rocksdb")]
 #[test]
 fn savepoints_move_state_between_heap_and_rocksdb() {
     use crate::states::Keyed;
@@ -275,7 +277,7 @@ fn a_read_inside_a_read_sees_held_writes() {
 }
 
 mod storage {
-    use statefs::store::RemoteStore;
+    use statefs_store::RemoteStore;
 
     use crate::checkpoint::{CheckpointStorage, SharedStateRegistry};
     use crate::keygroup::KeyGroupRange;
@@ -365,10 +367,10 @@ mod storage {
     /// too), the checkpoint fails but deletes nothing: a visible checkpoint might name its files.
     #[test]
     fn an_ambiguous_metadata_create_never_deletes_a_visible_checkpoint() {
-        use statefs::store::{
+        use statefs_store::{
             FailingRemote, FaultPlan, ObjectStoreRemote, RetryPolicy, RetryingRemote,
         };
-        let rt = statefs::mount::runtime().unwrap();
+        let rt = statefs_store::runtime().unwrap();
         let faults = FaultPlan::default();
         let r: std::sync::Arc<dyn RemoteStore> = std::sync::Arc::new(RetryingRemote::new(
             FailingRemote::new(ObjectStoreRemote::in_memory(rt.clone()), faults.clone()),
@@ -410,12 +412,12 @@ mod storage {
     /// checkpoint completes.
     #[test]
     fn a_checkpoint_onto_a_full_disk_fails_cleanly() {
-        let small = statefs::testing::SmallFs::new(4 << 20);
+        let small = statefs_store::testing::SmallFs::new(4 << 20);
         let dir = small.path().join("checkpoints");
         std::fs::create_dir(&dir).unwrap();
-        let rt = statefs::mount::runtime().unwrap();
+        let rt = statefs_store::runtime().unwrap();
         let r: std::sync::Arc<dyn RemoteStore> = std::sync::Arc::from(
-            statefs::store::RemoteSpec::parse(&format!("file://{}", dir.display()))
+            statefs_store::RemoteSpec::parse(&format!("file://{}", dir.display()))
                 .unwrap()
                 .open(&Default::default(), rt)
                 .unwrap(),
@@ -658,4 +660,5 @@ fn key_prefetch_is_only_a_hint() {
     }
 }
 
+#[cfg(feature = "rocksdb")]
 mod rocks;

@@ -1,4 +1,4 @@
-//! Helpers for tests of this crate and of the workspace's mount tests. Not part of the filesystem.
+//! Helpers for the workspace's tests (feature `testing`). Not part of the store.
 
 use std::path::{Path, PathBuf};
 

@@ -497,7 +497,7 @@ impl RemoteStore for ObjectStoreRemote {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::url::{RemoteSpec, S3Options};
+    use crate::url::{RemoteSpec, S3Options};
 
     fn local_store(root: &Path) -> ObjectStoreRemote {
         let rt = Arc::new(

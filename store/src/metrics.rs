@@ -21,9 +21,9 @@ pub struct RemoteMetrics {
     pub deletes: AtomicU64,
     pub lists: AtomicU64,
     pub errors: AtomicU64,
-    pub get_latency: crate::metrics::Histogram,
-    pub put_latency: crate::metrics::Histogram,
-    pub delete_latency: crate::metrics::Histogram,
+    pub get_latency: crate::histogram::Histogram,
+    pub put_latency: crate::histogram::Histogram,
+    pub delete_latency: crate::histogram::Histogram,
 }
 
 impl RemoteMetrics {
@@ -71,7 +71,7 @@ impl<R: RemoteStore> RemoteStore for MetricsRemote<R> {
     }
 
     fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
-        let _t = crate::metrics::Timer::new(&self.metrics.put_latency);
+        let _t = crate::histogram::Timer::new(&self.metrics.put_latency);
         let n = data.len() as u64;
         let r = self.count(&self.metrics.puts, self.inner.put(key, data));
         if r.is_ok() {
@@ -80,7 +80,7 @@ impl<R: RemoteStore> RemoteStore for MetricsRemote<R> {
         r
     }
     fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
-        let _t = crate::metrics::Timer::new(&self.metrics.put_latency);
+        let _t = crate::histogram::Timer::new(&self.metrics.put_latency);
         let n = data.len() as u64;
         let r = self.count(&self.metrics.puts, self.inner.put_if_absent(key, data));
         if r.is_ok() {
@@ -89,7 +89,7 @@ impl<R: RemoteStore> RemoteStore for MetricsRemote<R> {
         r
     }
     fn put_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
-        let _t = crate::metrics::Timer::new(&self.metrics.put_latency);
+        let _t = crate::histogram::Timer::new(&self.metrics.put_latency);
         let r = self.count(&self.metrics.puts, self.inner.put_file(key, path));
         if let Ok(u) = &r {
             self.metrics.put_bytes.fetch_add(u.size, Ordering::Relaxed);
@@ -97,7 +97,7 @@ impl<R: RemoteStore> RemoteStore for MetricsRemote<R> {
         r
     }
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
-        let _t = crate::metrics::Timer::new(&self.metrics.get_latency);
+        let _t = crate::histogram::Timer::new(&self.metrics.get_latency);
         let r = self.count(&self.metrics.gets, self.inner.get_range(key, range));
         if let Ok(b) = &r {
             self.metrics
@@ -107,7 +107,7 @@ impl<R: RemoteStore> RemoteStore for MetricsRemote<R> {
         r
     }
     fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let _t = crate::metrics::Timer::new(&self.metrics.get_latency);
+        let _t = crate::histogram::Timer::new(&self.metrics.get_latency);
         let r = self.count(&self.metrics.gets, self.inner.get(key));
         if let Ok(b) = &r {
             self.metrics
@@ -117,7 +117,7 @@ impl<R: RemoteStore> RemoteStore for MetricsRemote<R> {
         r
     }
     fn get_to_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
-        let _t = crate::metrics::Timer::new(&self.metrics.get_latency);
+        let _t = crate::histogram::Timer::new(&self.metrics.get_latency);
         let r = self.count(&self.metrics.gets, self.inner.get_to_file(key, path));
         if let Ok(u) = &r {
             self.metrics.get_bytes.fetch_add(u.size, Ordering::Relaxed);
@@ -128,7 +128,7 @@ impl<R: RemoteStore> RemoteStore for MetricsRemote<R> {
         self.count(&self.metrics.heads, self.inner.head(key))
     }
     fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let _t = crate::metrics::Timer::new(&self.metrics.delete_latency);
+        let _t = crate::histogram::Timer::new(&self.metrics.delete_latency);
         self.count(&self.metrics.deletes, self.inner.delete(key))
     }
     fn list(&self, prefix: &str) -> Result<Vec<super::ObjectInfo>, StoreError> {

@@ -293,7 +293,7 @@ mod tests {
     #[test]
     fn only_network_stores_are_distant() {
         // Cold reads of a distant store leave the FUSE workers; a local directory's stay inline.
-        let rt = crate::mount::runtime().unwrap();
+        let rt = crate::runtime().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let opts = S3Options {
             endpoint: Some("http://127.0.0.1:9000".into()),
@@ -313,15 +313,11 @@ mod tests {
                 .open(&opts, rt.clone())
                 .unwrap();
             // Through the layers a mount puts around it.
-            let layered = crate::store::RetryingRemote::new(
-                crate::store::MetricsRemote::new(store, Default::default()),
+            let layered = crate::RetryingRemote::new(
+                crate::MetricsRemote::new(store, Default::default()),
                 Default::default(),
             );
-            assert_eq!(
-                crate::store::RemoteStore::is_distant(&layered),
-                distant,
-                "{url}"
-            );
+            assert_eq!(crate::RemoteStore::is_distant(&layered), distant, "{url}");
         }
     }
 }

@@ -197,7 +197,7 @@ impl<R: RemoteStore> RemoteStore for RetryingRemote<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{FailingRemote, FaultPlan, ObjectStoreRemote};
+    use crate::{FailingRemote, FaultPlan, ObjectStoreRemote};
 
     fn policy(attempts: u32) -> RetryPolicy {
         RetryPolicy {
@@ -209,7 +209,7 @@ mod tests {
     }
 
     fn store_with(p: RetryPolicy) -> (RetryingRemote<FailingRemote<ObjectStoreRemote>>, FaultPlan) {
-        let rt = crate::mount::runtime().unwrap();
+        let rt = crate::runtime().unwrap();
         let faults = FaultPlan::default();
         let store = RetryingRemote::new(
             FailingRemote::new(ObjectStoreRemote::in_memory(rt), faults.clone()),
@@ -308,7 +308,7 @@ mod tests {
     /// retry on its own, and every request ends at the request timeout.
     #[test]
     fn a_black_holed_or_unreachable_store_fails_within_the_bound() {
-        let rt = crate::mount::runtime().unwrap();
+        let rt = crate::runtime().unwrap();
         let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let closed_port = closed.local_addr().unwrap().port();
@@ -324,7 +324,7 @@ mod tests {
             ("black hole", hole.local_addr().unwrap().port()),
             ("refused", closed_port),
         ] {
-            let s3 = crate::store::S3Options {
+            let s3 = crate::S3Options {
                 endpoint: Some(format!("http://127.0.0.1:{port}")),
                 region: Some("us-east-1".into()),
                 access_key_id: Some("k".into()),
@@ -332,7 +332,7 @@ mod tests {
                 allow_http: false,
                 request_timeout: Some(policy.request_timeout),
             };
-            let store = crate::store::RemoteSpec::parse("s3://b/p")
+            let store = crate::RemoteSpec::parse("s3://b/p")
                 .unwrap()
                 .open(&s3, rt.clone())
                 .unwrap();

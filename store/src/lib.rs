@@ -6,12 +6,24 @@
 //! [`MetricsRemote`] (operation and byte counters) and [`FailingRemote`] (fault injection for tests).
 //!
 //! Keys are relative to the store's prefix (`data/<mount-id>/<uuid>`), so the core never sees URLs.
+//!
+//! This crate is what the filesystem (`statefs`) and the state backends (`statefs-backend`) share:
+//! the store and its layers, and the small helpers both need ([`private`] file modes, [`yaml`]
+//! configuration files, [`histogram`]s, the [`runtime`] that drives `object_store`). It has no FUSE
+//! and no RocksDB in it.
 
 mod failing;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod histogram;
 mod metrics;
 mod object;
+pub mod private;
 mod retry;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod url;
+pub mod yaml;
 
 use std::fmt::Debug;
 use std::ops::Range;
@@ -95,7 +107,7 @@ pub trait RemoteStore: Send + Sync + Debug {
     /// temporary name and rename, so that a file never holds part of an object under its name.
     fn get_to_file(&self, key: &str, path: &Path) -> Result<Uploaded, StoreError> {
         let data = self.get(key)?;
-        let written = crate::private::write(path, &data).map_err(|source| StoreError::LocalIo {
+        let written = private::write(path, &data).map_err(|source| StoreError::LocalIo {
             key: key.to_string(),
             source,
         });
@@ -127,4 +139,15 @@ pub trait RemoteStore: Send + Sync + Debug {
 /// mount that may delete it while that mount has a record (see `checkpoint::gc`).
 pub fn data_key(mount_id: &str, id: &uuid::Uuid) -> String {
     format!("data/{mount_id}/{}", id.as_hyphenated())
+}
+
+/// The tokio runtime that drives `object_store` under the blocking [`RemoteStore`] calls: two
+/// worker threads, named `statefs-io`.
+pub fn runtime() -> std::io::Result<std::sync::Arc<tokio::runtime::Runtime>> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("statefs-io")
+        .enable_all()
+        .build()
+        .map(std::sync::Arc::new)
 }
