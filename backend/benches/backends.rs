@@ -16,7 +16,7 @@ use statefs_backend::checkpoint::CheckpointStorage;
 use statefs_backend::keygroup::KeyGroupRange;
 use statefs_backend::rocks_options::RocksTuning;
 use statefs_backend::states::{Keyed, MapState, ValueState};
-use statefs_backend::{ForstBackend, HeapBackend, RocksBackend, StateBackend};
+use statefs_backend::{Checkpointed, ForstBackend, ForstHome, RocksHome, HeapBackend, RocksBackend, StateBackend};
 use statefs_store::{MetricsRemote, RemoteMetrics, RemoteSpec, RemoteStore};
 
 fn env(name: &str, default: u64) -> u64 {
@@ -317,6 +317,19 @@ fn main() {
         .unwrap();
     let chk_remote: Arc<dyn RemoteStore> = Arc::new(MetricsRemote::new(chk_store, metrics.clone()));
     let mut storage = CheckpointStorage::open(chk_remote, "bench", 2).unwrap();
+    // ForSt's job checkpoints (handles naming statefs checkpoints) in the same store, counted apart.
+    let forst_chk_metrics = Arc::new(RemoteMetrics::default());
+    let forst_chk_store =
+        RemoteSpec::parse(&format!("file://{}", scratch.store("chk-store").display()))
+            .unwrap()
+            .open(&Default::default(), statefs_store::runtime().unwrap())
+            .unwrap();
+    let mut forst_storage = CheckpointStorage::open(
+        Arc::new(MetricsRemote::new(forst_chk_store, forst_chk_metrics.clone())),
+        "bench-forst",
+        2,
+    )
+    .unwrap();
     let mut rkb: Keyed<u64, RocksBackend> = Keyed::new(
         RocksBackend::open_tuned(&scratch.path("chk-rocks"), range, 128, None, tuning.clone())
             .unwrap(),
@@ -337,7 +350,7 @@ fn main() {
     fill(&mut rkb, &value, n, 0, n, 0, 0);
     fill(&mut fkb, &value, n, 0, n, 0, 0);
     let mut rows = Vec::new();
-    let mut last_ids = (0u64, String::new());
+    let mut last_round = 0u64;
     for round in 1..=rounds {
         let per_round = n * update_pct / 100;
         let from = ((round - 1) * per_round) % n;
@@ -363,7 +376,7 @@ fn main() {
         let put0 = metrics.put_bytes.load(Ordering::Relaxed);
         let t = Instant::now();
         let mut p = storage.begin(round, 128);
-        rkb.backend_mut().checkpoint_into(&mut p, false).unwrap();
+        rkb.backend_mut().checkpoint(&mut p).unwrap();
         // Complete means visible. Dropping the subsumed checkpoints is outside the timed window
         // for both backends, as in Flink (forst's mount drops them on its retention worker).
         p.complete_keeping_all().unwrap();
@@ -382,13 +395,20 @@ fn main() {
             write_mb_s,
         );
         // forst
-        let fput0 = forst_metrics.put_bytes.load(Ordering::Relaxed);
+        let forst_put = || {
+            forst_metrics.put_bytes.load(Ordering::Relaxed)
+                + forst_chk_metrics.put_bytes.load(Ordering::Relaxed)
+        };
+        let fput0 = forst_put();
         let t = Instant::now();
-        let id = fkb.backend_mut().checkpoint(2).unwrap();
+        let mut p = forst_storage.begin(round, 128);
+        fkb.backend_mut().checkpoint(&mut p).unwrap();
+        p.complete_keeping_all().unwrap();
         let forst_ms = t.elapsed().as_secs_f64() * 1000.0;
-        let forst_bytes = forst_metrics.put_bytes.load(Ordering::Relaxed) - fput0;
+        forst_storage.apply_retention().unwrap();
+        let forst_bytes = forst_put() - fput0;
         rows.push((round, rocks_ms, rocks_bytes, forst_ms, forst_bytes));
-        last_ids = (round, id);
+        last_round = round;
     }
     println!();
     println!(
@@ -433,16 +453,9 @@ fn main() {
     // compactions would otherwise compete with the restores for the two cores and the disk.
     drop(rkb);
     drop(fkb);
-    let c = storage.load(last_ids.0).unwrap();
+    let c = storage.load(last_round).unwrap();
     let t = Instant::now();
-    let restored = RocksBackend::restore_incremental_tuned(
-        &storage,
-        &c,
-        range,
-        &scratch.path("restore-rocks").join("db"),
-        None,
-        tuning.clone(),
-    )
+    let restored = RocksBackend::restore(&storage, &c, range, RocksHome { dir: (&scratch.path("restore-rocks").join("db")).to_path_buf(), shared: None, tuning: tuning.clone() })
     .unwrap();
     let mut rk: Keyed<u64, RocksBackend> = Keyed::new(restored);
     let v = rk.value_state::<Vec<u8>>("blob", None).unwrap();
@@ -451,16 +464,14 @@ fn main() {
     let rocks_restore = t.elapsed();
     drop(rk);
     let t = Instant::now();
-    let fr = ForstBackend::restore_tuned(
-        &forst_config(&scratch, "restore-forst"),
-        &scratch.path("restore-forst/mnt"),
-        &last_ids.1,
-        range,
-        128,
-        None,
-        tuning.clone(),
-    )
-    .unwrap();
+    let fc = forst_storage.load(last_round).unwrap();
+    let home = ForstHome {
+        config: forst_config(&scratch, "restore-forst"),
+        mountpoint: scratch.path("restore-forst/mnt"),
+        shared: None,
+        tuning: tuning.clone(),
+    };
+    let fr = ForstBackend::restore(&forst_storage, &fc, range, home).unwrap();
     let mut fk: Keyed<u64, ForstBackend> = Keyed::new(fr);
     let v = fk.value_state::<Vec<u8>>("blob", None).unwrap();
     fk.set_current_key(&1).unwrap();

@@ -16,7 +16,7 @@ use statefs_backend::checkpoint::CheckpointStorage;
 use statefs_backend::keygroup::KeyGroupRange;
 use statefs_backend::rocks_options::RocksTuning;
 use statefs_backend::states::Keyed;
-use statefs_backend::{ForstBackend, RocksBackend, StateBackend};
+use statefs_backend::{Checkpointed, ForstBackend, ForstHome, RocksHome, RocksBackend, StateBackend};
 use statefs_store::RemoteSpec;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -125,14 +125,14 @@ fn main() {
         let mut kb: Keyed<u64, RocksBackend> =
             Keyed::new(RocksBackend::open(&path(&format!("rocks-sub{i}")), *r, 128).unwrap());
         fill(&mut kb, n);
-        kb.backend_mut().checkpoint_into(&mut p, false).unwrap();
+        kb.backend_mut().checkpoint(&mut p).unwrap();
     }
     p.complete().unwrap();
     let c = storage.latest().unwrap().unwrap();
     let mut rocks_rows = Vec::new();
     let t = Instant::now();
     let mut kb: Keyed<u64, RocksBackend> = Keyed::new(
-        RocksBackend::restore_incremental(&storage, &c, halves[0], &path("rocks-one").join("db"))
+        RocksBackend::restore(&storage, &c, halves[0], RocksHome::new(&path("rocks-one").join("db")))
             .unwrap(),
     );
     let took = ms(t);
@@ -144,14 +144,7 @@ fn main() {
     for ingest in [true, false] {
         let t = Instant::now();
         let mut kb: Keyed<u64, RocksBackend> = Keyed::new(
-            RocksBackend::restore_incremental_tuned(
-                &storage,
-                &c,
-                all,
-                &path(&format!("rocks-merged-{ingest}")).join("db"),
-                None,
-                tuning(ingest),
-            )
+            RocksBackend::restore(&storage, &c, all, RocksHome { dir: (&path(&format!("rocks-merged-{ingest}")).join("db")).to_path_buf(), shared: None, tuning: tuning(ingest) })
             .unwrap(),
         );
         let took = ms(t);
@@ -170,27 +163,27 @@ fn main() {
             path(&format!("{name}/cache")),
         )
     };
-    let mut ids = Vec::new();
+    let mut p = storage.begin(2, 128);
     for (i, r) in halves.iter().enumerate() {
         let name = format!("forst-sub{i}");
         let mut kb: Keyed<u64, ForstBackend> = Keyed::new(
             ForstBackend::open(&config(&name), &path(&format!("{name}/mnt")), *r, 128).unwrap(),
         );
         fill(&mut kb, n);
-        ids.push(kb.backend_mut().checkpoint(0).unwrap());
+        kb.backend_mut().checkpoint(&mut p).unwrap();
     }
-    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    p.complete().unwrap();
+    let c = storage.latest().unwrap().unwrap();
+    let home = |name: &str, ingest: bool| ForstHome {
+        config: config(name),
+        mountpoint: path(&format!("{name}/mnt")),
+        shared: None,
+        tuning: tuning(ingest),
+    };
     let mut forst_rows = Vec::new();
     let t = Instant::now();
     let mut kb: Keyed<u64, ForstBackend> = Keyed::new(
-        ForstBackend::restore(
-            &config("forst-one"),
-            &path("forst-one/mnt"),
-            ids[0],
-            halves[0],
-            128,
-        )
-        .unwrap(),
+        ForstBackend::restore(&storage, &c, halves[0], home("forst-one", true)).unwrap(),
     );
     let took = ms(t);
     let (settle, uploaded) = settle_forst(&kb);
@@ -206,16 +199,7 @@ fn main() {
         let name = format!("forst-merged-{ingest}");
         let t = Instant::now();
         let mut kb: Keyed<u64, ForstBackend> = Keyed::new(
-            ForstBackend::restore_merged_tuned(
-                &config(&name),
-                &path(&format!("{name}/mnt")),
-                &ids,
-                all,
-                128,
-                None,
-                tuning(ingest),
-            )
-            .unwrap(),
+            ForstBackend::restore(&storage, &c, all, home(&name, ingest)).unwrap(),
         );
         let took = ms(t);
         let (settle, uploaded) = settle_forst(&kb);

@@ -33,7 +33,14 @@ pub struct SubtaskState {
     pub size: u64,
     /// Files of `shared/` this subtask's state also needs (incremental checkpoints).
     pub shared: Vec<String>,
+    /// The backend that wrote `file` ([`StateBackend::name`]): `heap`, `rocksdb` or `forst`.
+    /// Absent in metadata written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
+
+/// The backends whose state a checkpoint may hold.
+pub const BACKENDS: &[&str] = &["heap", "rocksdb", "forst"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompletedCheckpoint {
@@ -48,6 +55,46 @@ pub struct CompletedCheckpoint {
 const FORMAT: &str = "statefs-backend-checkpoint";
 
 impl CompletedCheckpoint {
+    /// The subtask states holding key groups of `range`, which must all have been written by one
+    /// of `backends` (a backend restores only its own checkpoints; state moves between backends
+    /// through savepoints). Every key group of `range` must be held.
+    pub fn handles_for(
+        &self,
+        range: KeyGroupRange,
+        backends: &[&str],
+    ) -> StateResult<Vec<&SubtaskState>> {
+        let handles: Vec<&SubtaskState> = self
+            .subtasks
+            .iter()
+            .filter(|t| t.range.intersect(&range).is_some())
+            .collect();
+        for t in &handles {
+            // Metadata from before the backend was recorded: the state file's own format check
+            // still refuses a mismatch.
+            if let Some(b) = &t.backend
+                && !backends.contains(&b.as_str())
+            {
+                return Err(StateError::Invalid(format!(
+                    "checkpoint {} holds key groups {:?} written by the {b} backend, which a {} \
+                     backend cannot restore: move state between backends with a savepoint",
+                    self.id,
+                    t.range,
+                    backends.join("/")
+                )));
+            }
+        }
+        if let Some(kg) = range
+            .iter()
+            .find(|kg| !handles.iter().any(|t| t.range.contains(*kg)))
+        {
+            return Err(StateError::Invalid(format!(
+                "checkpoint {} holds no state for key group {kg} of {range:?}",
+                self.id
+            )));
+        }
+        Ok(handles)
+    }
+
     /// Parses and checks the metadata of checkpoint `id` of `job` (`what` names it in errors):
     /// format, version, id and job, key-group ranges within the max parallelism, and state files
     /// inside the job's directory.
@@ -71,6 +118,14 @@ impl CompletedCheckpoint {
                 return Err(StateError::corrupt(
                     what.to_string(),
                     "a state file outside the job's directory",
+                ));
+            }
+            if let Some(b) = &t.backend
+                && !BACKENDS.contains(&b.as_str())
+            {
+                return Err(StateError::corrupt(
+                    what.to_string(),
+                    format!("state written by an unknown backend {b:?}"),
                 ));
             }
             if t.range.start > t.range.end || t.range.end >= c.max_parallelism {
@@ -142,6 +197,8 @@ pub struct PendingCheckpoint<'a> {
     subtasks: Vec<SubtaskState>,
     uploaded: Vec<String>,
     done: bool,
+    full: bool,
+    timestamp_ms: u64,
 }
 
 fn check_job(job: &str) -> StateResult<()> {
@@ -204,22 +261,7 @@ impl CheckpointStorage {
 
     /// Ids of completed checkpoints, oldest first.
     pub fn completed_ids(&self) -> StateResult<Vec<u64>> {
-        // Object stores list by whole path segments: list the job, then pick the checkpoints.
-        let prefix = format!("{}/chk-", self.job);
-        let mut ids: Vec<u64> = self
-            .remote
-            .list(&format!("{}/", self.job))?
-            .into_iter()
-            .filter_map(|o| {
-                o.key
-                    .strip_prefix(&prefix)?
-                    .strip_suffix("/_metadata")?
-                    .parse()
-                    .ok()
-            })
-            .collect();
-        ids.sort();
-        Ok(ids)
+        completed_ids(self.remote.as_ref(), &self.job)
     }
 
     pub fn latest(&self) -> StateResult<Option<CompletedCheckpoint>> {
@@ -241,7 +283,8 @@ impl CheckpointStorage {
         CompletedCheckpoint::parse(&bytes, id, &self.job, &what)
     }
 
-    /// Starts checkpoint `id` (ids grow; an id that exists is refused at completion).
+    /// Starts checkpoint `id` (ids grow; an id that exists is refused at completion). Backends
+    /// that can are incremental: they name files of earlier completed checkpoints again.
     pub fn begin(&mut self, id: u64, max_parallelism: u32) -> PendingCheckpoint<'_> {
         PendingCheckpoint {
             storage: self,
@@ -250,19 +293,35 @@ impl CheckpointStorage {
             subtasks: Vec::new(),
             uploaded: Vec::new(),
             done: false,
+            full: false,
+            timestamp_ms: 0,
         }
     }
 
-    /// Restores the key groups of `backend` from checkpoint `c` (reading only them).
-    pub fn restore(
+    /// Starts checkpoint `id` as a full one: the RocksDB backend uploads every file (Flink's
+    /// full mode). The heap backend's checkpoints are always full; ForSt's always name the live
+    /// database's objects.
+    pub fn begin_full(&mut self, id: u64, max_parallelism: u32) -> PendingCheckpoint<'_> {
+        let mut p = self.begin(id, max_parallelism);
+        p.full = true;
+        p
+    }
+
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+
+    /// Restores the key groups of `backend` from the canonical snapshots of checkpoint `c`
+    /// (reading only them): what heap backends checkpoint.
+    pub(crate) fn restore_snapshots(
         &self,
         c: &CompletedCheckpoint,
         backend: &mut dyn StateBackend,
     ) -> StateResult<()> {
-        let objects: Vec<RemoteObject<'_>> = c
-            .subtasks
-            .iter()
-            .filter(|t| t.range.intersect(&backend.key_group_range()).is_some())
+        let range = backend.key_group_range();
+        let handles = c.handles_for(range, &["heap"])?;
+        let objects: Vec<RemoteObject<'_>> = handles
+            .into_iter()
             .map(|t| RemoteObject {
                 store: self.remote.as_ref(),
                 key: t.file.clone(),
@@ -333,6 +392,57 @@ impl PendingCheckpoint<'_> {
         &self.storage.registry
     }
 
+    /// The storage this checkpoint is written to.
+    pub fn storage(&self) -> &CheckpointStorage {
+        self.storage
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the checkpoint was begun full ([`CheckpointStorage::begin_full`]).
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// The checkpoint's time (ms since the epoch, the caller's clock): states whose TTL asks for
+    /// cleanup in full snapshots leave out what expired by then. 0 (the default) keeps everything.
+    pub fn at(mut self, timestamp_ms: u64) -> Self {
+        self.timestamp_ms = timestamp_ms;
+        self
+    }
+
+    pub fn timestamp_ms(&self) -> u64 {
+        self.timestamp_ms
+    }
+
+    /// Uploads a full canonical snapshot of `backend` (its whole key-group range) as task-owned
+    /// state, `written_by` naming the backend.
+    pub(crate) fn add_snapshot(
+        &mut self,
+        backend: &dyn StateBackend,
+        written_by: &str,
+    ) -> StateResult<crate::checkpointed::CheckpointStats> {
+        let bytes = snapshot::write(backend.snapshot_view()?.as_ref(), self.timestamp_ms)?;
+        let key = self.new_key(false);
+        let size = bytes.len() as u64;
+        self.uploaded.push(key.clone());
+        self.storage.remote.put(&key, Bytes::from(bytes))?;
+        self.subtasks.push(SubtaskState {
+            range: backend.key_group_range(),
+            file: key,
+            size,
+            shared: Vec::new(),
+            backend: Some(written_by.into()),
+        });
+        Ok(crate::checkpointed::CheckpointStats {
+            files: 1,
+            bytes_uploaded: size,
+            bytes_referenced: 0,
+        })
+    }
+
     fn new_key(&self, shared: bool) -> String {
         let area = if shared { "shared" } else { "taskowned" };
         format!("{}/{area}/{}", self.storage.job, uuid_v4())
@@ -376,22 +486,6 @@ impl PendingCheckpoint<'_> {
 
     pub fn add_subtask(&mut self, state: SubtaskState) {
         self.subtasks.push(state);
-    }
-
-    /// Uploads a full snapshot of `backend` (its whole key-group range) as task-owned state.
-    pub fn add_backend(&mut self, backend: &dyn StateBackend, now_ms: u64) -> StateResult<()> {
-        let bytes = snapshot::write(backend.snapshot_view()?.as_ref(), now_ms)?;
-        let key = format!("{}/taskowned/{}", self.storage.job, uuid_v4());
-        let size = bytes.len() as u64;
-        self.uploaded.push(key.clone());
-        self.storage.remote.put(&key, Bytes::from(bytes))?;
-        self.subtasks.push(SubtaskState {
-            range: backend.key_group_range(),
-            file: key,
-            size,
-            shared: Vec::new(),
-        });
-        Ok(())
     }
 
     /// Makes the checkpoint visible (atomically), then applies retention. Returns dropped ids.
@@ -515,4 +609,23 @@ pub(crate) fn in_parallel<T: Send + Sync, E: Send>(
             .map(|r| r.into_inner().expect("every index ran"))
             .collect()),
     }
+}
+
+/// Ids of the completed checkpoints of `job` in `remote`, oldest first.
+pub fn completed_ids(remote: &dyn RemoteStore, job: &str) -> StateResult<Vec<u64>> {
+    // Object stores list by whole path segments: list the job, then pick the checkpoints.
+    let prefix = format!("{job}/chk-");
+    let mut ids: Vec<u64> = remote
+        .list(&format!("{job}/"))?
+        .into_iter()
+        .filter_map(|o| {
+            o.key
+                .strip_prefix(&prefix)?
+                .strip_suffix("/_metadata")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    ids.sort();
+    Ok(ids)
 }

@@ -23,7 +23,10 @@ use crate::keygroup::KeyGroupRange;
 use crate::rocks::{RocksBackend, SharedResources};
 use crate::rocks_options::RocksTuning;
 
+mod job;
 mod live;
+
+pub use job::ForstHome;
 
 const STATES_FILE: &str = "STATEFS-STATES.json";
 
@@ -48,6 +51,11 @@ pub struct ForstBackend {
     /// Checkpoints published from the live directory, and from the fallback RocksDB Checkpoint.
     from_live_dir: u64,
     from_links: u64,
+    /// statefs checkpoints this backend published for job checkpoints (job checkpoint id,
+    /// statefs id), oldest first, until dropped (see `job`).
+    published: Vec<(u64, String)>,
+    /// The release of subsumed statefs checkpoints the last checkpoint started (see `job`).
+    release: Option<std::thread::JoinHandle<Vec<(u64, String)>>>,
     /// Dropped last: e.g. the temporary directories a test mounted from.
     _keep: Option<Box<dyn std::any::Any + Send>>,
 }
@@ -99,14 +107,14 @@ impl ForstBackend {
 
     /// Mounts `config` restored from statefs checkpoint `id` (a fresh local dir) and opens the
     /// database found there, with the state metadata the checkpoint recorded.
-    pub fn restore(
+    pub fn restore_published(
         config: &MountConfig,
         mountpoint: &Path,
         id: &str,
         range: KeyGroupRange,
         max_parallelism: u32,
     ) -> StateResult<Self> {
-        Self::restore_tuned(
+        Self::restore_published_tuned(
             config,
             mountpoint,
             id,
@@ -117,8 +125,8 @@ impl ForstBackend {
         )
     }
 
-    /// [`ForstBackend::restore`] with a shared memory budget and tuning keys.
-    pub fn restore_tuned(
+    /// [`ForstBackend::restore_published`] with a shared memory budget and tuning keys.
+    pub fn restore_published_tuned(
         config: &MountConfig,
         mountpoint: &Path,
         id: &str,
@@ -131,7 +139,7 @@ impl ForstBackend {
         if meta.range.intersect(&range) != Some(range) {
             return Err(StateError::Invalid(format!(
                 "checkpoint {id} holds key groups {:?}, not all of {range:?}: restore from every \
-                 checkpoint that holds them with ForstBackend::restore_merged",
+                 checkpoint that holds them with ForstBackend::restore_published_merged",
                 meta.range
             )));
         }
@@ -151,7 +159,7 @@ impl ForstBackend {
 
     /// Restores key groups `range` from several ForSt checkpoints, as after scaling in (each was
     /// one subtask's). The first is mounted as this backend's own, lazily as in
-    /// [`ForstBackend::restore`], and clipped to `range`. Each other one is mounted aside (local
+    /// [`ForstBackend::restore_published`], and clipped to `range`. Each other one is mounted aside (local
     /// and cache dirs in a scratch directory beside `config.local_dir`, removed afterwards), its
     /// database opened read-only, and its entries in `range` copied in; then it is unmounted.
     /// Together the checkpoints must hold every key group of `range`.
@@ -159,14 +167,14 @@ impl ForstBackend {
     /// The merge reads every entry of the other checkpoints (downloading their SSTs through the
     /// scratch mount) and, by default, writes them into new SSTs that are ingested (uploaded once,
     /// linked into the database); only the first checkpoint's SSTs are reused as they are.
-    pub fn restore_merged(
+    pub fn restore_published_merged(
         config: &MountConfig,
         mountpoint: &Path,
         ids: &[&str],
         range: KeyGroupRange,
         max_parallelism: u32,
     ) -> StateResult<Self> {
-        Self::restore_merged_tuned(
+        Self::restore_published_merged_tuned(
             config,
             mountpoint,
             ids,
@@ -177,9 +185,9 @@ impl ForstBackend {
         )
     }
 
-    /// [`ForstBackend::restore_merged`] with a shared memory budget and tuning keys
+    /// [`ForstBackend::restore_published_merged`] with a shared memory budget and tuning keys
     /// (`use-ingest-db-restore` chooses how the other checkpoints' entries come in).
-    pub fn restore_merged_tuned(
+    pub fn restore_published_merged_tuned(
         config: &MountConfig,
         mountpoint: &Path,
         ids: &[&str],
@@ -259,14 +267,16 @@ impl ForstBackend {
         &self.rocks
     }
 
-    /// Publishes a checkpoint: no SST byte is copied. Returns the statefs checkpoint id. Older
-    /// checkpoints beyond `retained` (0 keeps all) are dropped by the mount's retention worker
-    /// after this returns, as Flink discards subsumed checkpoints off the checkpoint's path; they
-    /// are gone by unmount at the latest (`MountHandle::checkpoint_with`).
+    /// Publishes a statefs checkpoint of the database, outside any job's checkpoint storage (the
+    /// [`Checkpointed`](crate::Checkpointed) interface publishes one and records it in the job's
+    /// storage): no SST byte is copied. Older statefs checkpoints of this mount beyond `retained`
+    /// (0 keeps all) are dropped by the mount's retention worker after this returns, as Flink
+    /// discards subsumed checkpoints off the checkpoint's path; they are gone by unmount at the
+    /// latest (`MountHandle::checkpoint_with`). [`ForstBackend::restore_published`] opens one.
     ///
     /// The checkpoint names the live directory's files (module `live`); if statefs does not understand
     /// what it finds there, it publishes a RocksDB Checkpoint made on the mount instead.
-    pub fn checkpoint(&mut self, retained: usize) -> StateResult<String> {
+    pub fn publish(&mut self, retained: usize) -> StateResult<Published> {
         let _span = tracing::info_span!("forst_checkpoint").entered();
         let start = std::time::Instant::now();
         self.join_link_cleanup();
@@ -319,7 +329,7 @@ impl ForstBackend {
                 let _ = std::fs::remove_dir_all(tmp);
             }));
         }
-        Ok(published?.id)
+        published
     }
 
     /// Checkpoints published so far from the live directory, and from a RocksDB Checkpoint (the
@@ -357,6 +367,8 @@ impl ForstBackend {
             link_cleanup: None,
             from_live_dir: 0,
             from_links: 0,
+            published: Vec::new(),
+            release: None,
             _keep: None,
         }
     }
@@ -373,9 +385,11 @@ impl ForstBackend {
 }
 
 impl Drop for ForstBackend {
-    /// The link directory goes before the database and the mount do.
+    /// The link directory and the release of subsumed checkpoints finish before the database
+    /// and the mount go.
     fn drop(&mut self) {
         self.join_link_cleanup();
+        self.join_release();
     }
 }
 
@@ -419,6 +433,16 @@ fn mount_restored(
         )));
     }
     Ok((mount, db_dir, meta))
+}
+
+impl std::fmt::Debug for ForstBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForstBackend")
+            .field("key_groups", &self.key_group_range())
+            .field("max_parallelism", &self.max_parallelism())
+            .field("states", &self.states().len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl StateBackend for ForstBackend {

@@ -114,6 +114,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             file: "job/chk-7/0".into(),
             size: bytes.len() as u64,
             shared: vec!["job/shared/000009.sst".into()],
+            backend: Some("rocksdb".into()),
         }],
     };
     vec![

@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod checkpointed;
 pub mod conformance;
 pub mod error;
 #[cfg(feature = "forst")]
@@ -32,13 +33,16 @@ pub mod ttl;
 mod tests;
 
 pub use backend::{StateBackend, StateKind, StateMeta};
+pub use checkpointed::{CheckpointStats, Checkpointed};
 pub use error::{StateError, StateResult};
 #[cfg(feature = "forst")]
-pub use forst::ForstBackend;
+pub use forst::{ForstBackend, ForstHome};
 pub use heap::HeapBackend;
 pub use keygroup::KeyGroupRange;
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksBackend;
+#[cfg(feature = "rocksdb")]
+pub use rocks_checkpoint::RocksHome;
 pub use states::{
     Aggregate, AggregatingState, Keyed, ListState, MapState, ReducingState, ValueState,
 };

@@ -101,6 +101,16 @@ pub struct SharedResources {
     write_buffer_size: usize,
 }
 
+impl std::fmt::Debug for SharedResources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedResources")
+            .field("budget", &self.budget)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("write_buffer_size", &self.write_buffer_size)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SharedResources {
     /// `budget` bytes in all, `write_buffer_ratio` (Flink's default 0.5) of it for memtables, and
     /// Flink's default high-priority pool ratio (0.1).
@@ -784,6 +794,16 @@ impl RocksBackend {
             }
         }
         Ok(out)
+    }
+}
+
+impl std::fmt::Debug for RocksBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksBackend")
+            .field("key_groups", &self.key_group_range())
+            .field("max_parallelism", &self.max_parallelism())
+            .field("states", &self.states().len())
+            .finish_non_exhaustive()
     }
 }
 

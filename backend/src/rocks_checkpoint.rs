@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{StateBackend, StateMeta};
 use crate::checkpoint::{CheckpointStorage, CompletedCheckpoint, PendingCheckpoint, SubtaskState};
+use crate::checkpointed::{CheckpointStats, Checkpointed};
 use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
 use crate::rocks::{RocksBackend, SharedResources, UploadedSst};
@@ -45,13 +46,68 @@ pub struct DbManifest {
     pub files: Vec<DbFile>,
 }
 
-/// What one checkpoint of one backend cost.
+/// What one checkpoint of one RocksDB backend cost, by kind of file.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CheckpointStats {
+pub(crate) struct RocksCheckpointStats {
     pub sst_files: usize,
     pub sst_files_uploaded: usize,
     pub sst_bytes_uploaded: u64,
+    /// Bytes of SSTs named again (uploaded by an earlier completed checkpoint).
+    pub sst_bytes_reused: u64,
+    /// MANIFEST, CURRENT, OPTIONS and the checkpoint's own manifest.
+    pub misc_files: usize,
     pub misc_bytes_uploaded: u64,
+}
+
+/// Where a restored RocksDB backend lives: its database directory (created; must not hold a
+/// database), with an optional shared memory budget and tuning keys.
+#[derive(Debug, Clone)]
+pub struct RocksHome {
+    pub dir: PathBuf,
+    pub shared: Option<std::sync::Arc<SharedResources>>,
+    pub tuning: RocksTuning,
+}
+
+impl RocksHome {
+    /// `dir` with no memory budget and the default tuning.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RocksHome {
+            dir: dir.into(),
+            shared: None,
+            tuning: RocksTuning::default(),
+        }
+    }
+}
+
+impl Checkpointed for RocksBackend {
+    type Home = RocksHome;
+
+    /// Incremental (Flink's scheme, above) unless `pending` was begun full.
+    fn checkpoint(&mut self, pending: &mut PendingCheckpoint<'_>) -> StateResult<CheckpointStats> {
+        let full = pending.is_full();
+        let s = self.checkpoint_into(pending, full)?;
+        Ok(CheckpointStats {
+            files: (s.sst_files + s.misc_files) as u64,
+            bytes_uploaded: s.sst_bytes_uploaded + s.misc_bytes_uploaded,
+            bytes_referenced: s.sst_bytes_reused,
+        })
+    }
+
+    fn restore(
+        storage: &CheckpointStorage,
+        checkpoint: &CompletedCheckpoint,
+        range: KeyGroupRange,
+        home: RocksHome,
+    ) -> StateResult<Self> {
+        RocksBackend::restore_incremental_tuned(
+            storage,
+            checkpoint,
+            range,
+            &home.dir,
+            home.shared,
+            home.tuning,
+        )
+    }
 }
 
 fn io(what: &str) -> impl Fn(std::io::Error) -> StateError + '_ {
@@ -60,11 +116,11 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> StateError + '_ {
 
 impl RocksBackend {
     /// Adds this backend's state to `pending`. `full`: upload every SST (Flink's full mode).
-    pub fn checkpoint_into(
+    pub(crate) fn checkpoint_into(
         &mut self,
         pending: &mut PendingCheckpoint<'_>,
         full: bool,
-    ) -> StateResult<CheckpointStats> {
+    ) -> StateResult<RocksCheckpointStats> {
         let _span = tracing::info_span!("rocksdb_checkpoint", full).entered();
         let start = std::time::Instant::now();
         let l0_files = self.level0_files();
@@ -74,7 +130,7 @@ impl RocksBackend {
         let _remove = crate::rocks::RemoveOnDrop(dir.clone());
         self.checkpoint_to(&dir)?;
         let linked = start.elapsed();
-        let mut stats = CheckpointStats::default();
+        let mut stats = RocksCheckpointStats::default();
         let mut files = Vec::new();
         let mut shared = Vec::new();
         let mut new_ssts: Vec<(String, PathBuf)> = Vec::new();
@@ -98,6 +154,7 @@ impl RocksBackend {
                     .filter(|up| pending.registry().reusable(&up.key));
                 match reuse {
                     Some(up) => {
+                        stats.sst_bytes_reused += size;
                         shared.push(up.key.clone());
                         files.push(DbFile {
                             name,
@@ -110,6 +167,7 @@ impl RocksBackend {
                 }
             } else {
                 let (key, up) = pending.upload_file(false, &path)?;
+                stats.misc_files += 1;
                 stats.misc_bytes_uploaded += up.size;
                 files.push(DbFile {
                     name,
@@ -150,11 +208,14 @@ impl RocksBackend {
         let bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
         let size = bytes.len() as u64;
         let file = pending.upload_bytes(false, bytes)?;
+        stats.misc_files += 1;
+        stats.misc_bytes_uploaded += size;
         pending.add_subtask(SubtaskState {
             range: self.key_group_range(),
             file,
             size,
             shared,
+            backend: Some("rocksdb".into()),
         });
         tracing::info!(
             l0_files_before = l0_files,
@@ -171,18 +232,9 @@ impl RocksBackend {
     /// One handle covering exactly `range` is downloaded and opened as is; otherwise every
     /// overlapping handle is opened aside and its in-range entries merged in (rescaling: ingested
     /// as new SSTs, or copied; see `use-ingest-db-restore`).
-    pub fn restore_incremental(
-        storage: &CheckpointStorage,
-        c: &CompletedCheckpoint,
-        range: KeyGroupRange,
-        dir: &Path,
-    ) -> StateResult<RocksBackend> {
-        Self::restore_incremental_tuned(storage, c, range, dir, None, RocksTuning::default())
-    }
-
-    /// [`RocksBackend::restore_incremental`] with a shared memory budget and tuning keys
-    /// (`use-ingest-db-restore` chooses how other handles' entries come in when scaling in).
-    pub fn restore_incremental_tuned(
+    /// With a shared memory budget and tuning keys (`use-ingest-db-restore` chooses how other
+    /// handles' entries come in when scaling in).
+    pub(crate) fn restore_incremental_tuned(
         storage: &CheckpointStorage,
         c: &CompletedCheckpoint,
         range: KeyGroupRange,
@@ -190,11 +242,7 @@ impl RocksBackend {
         shared: Option<std::sync::Arc<SharedResources>>,
         tuning: RocksTuning,
     ) -> StateResult<RocksBackend> {
-        let handles: Vec<&SubtaskState> = c
-            .subtasks
-            .iter()
-            .filter(|t| t.range.intersect(&range).is_some())
-            .collect();
+        let handles = c.handles_for(range, &["rocksdb"])?;
         if let [only] = handles.as_slice()
             && only.range.intersect(&range) == Some(range)
         {

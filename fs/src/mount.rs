@@ -612,6 +612,11 @@ impl MountHandle {
         self.core().publish_files(files, retained, defer_retention)
     }
 
+    /// Drops checkpoint `id` if this mount owns it ([`FsCore::drop_own_checkpoint`]).
+    pub fn drop_checkpoint(&self, id: &str) -> crate::error::FsResult<bool> {
+        self.core().drop_own_checkpoint(id)
+    }
+
     /// `p` relative to the mount root if it lies inside the mount, else as given (already
     /// relative to the root).
     fn relative(&self, p: &Path) -> String {

@@ -50,7 +50,7 @@ fn restore_at(
     std::fs::create_dir_all(root.join("mnt")).unwrap();
     let config =
         statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
-    Keyed::new(ForstBackend::restore(&config, &root.join("mnt"), id, range, 128).unwrap())
+    Keyed::new(ForstBackend::restore_published(&config, &root.join("mnt"), id, range, 128).unwrap())
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn forst_checkpoint_copies_no_sst_and_restores_lazily() {
     kb.backend().rocks().compact_all().unwrap();
     let before: std::collections::BTreeSet<_> =
         dirs.remote_objects().into_iter().map(|(k, _)| k).collect();
-    let id = kb.backend_mut().checkpoint(0).unwrap();
+    let id = kb.backend_mut().publish(0).unwrap().id;
     let after: std::collections::BTreeSet<_> =
         dirs.remote_objects().into_iter().map(|(k, _)| k).collect();
     assert_eq!(
@@ -148,7 +148,7 @@ fn forst_restore_rescales_by_clipping() {
     let all = KeyGroupRange::all(128);
     let mut kb = Keyed::new(ForstBackend::open(&dirs.config(), &dirs.mnt, all, 128).unwrap());
     write(&mut kb, 5_000, 3);
-    let id = kb.backend_mut().checkpoint(0).unwrap();
+    let id = kb.backend_mut().publish(0).unwrap().id;
     drop(kb);
     let mut total = 0;
     for i in 0..2 {
@@ -238,7 +238,7 @@ fn forst_scale_in_merges_two_checkpoints() {
             }
         }
         owned.push(mine);
-        ids.push(kb.backend_mut().checkpoint(0).unwrap());
+        ids.push(kb.backend_mut().publish(0).unwrap().id);
     }
     assert!(
         owned.iter().all(|n| *n > 1_000),
@@ -249,11 +249,11 @@ fn forst_scale_in_merges_two_checkpoints() {
     let root = dirs.root.path().join("merged");
     std::fs::create_dir_all(root.join("mnt")).unwrap();
     let config = statefs::MountConfig::new(remote.clone(), root.join("local"), root.join("cache"));
-    let err = ForstBackend::restore(&config, &root.join("mnt"), &ids[0], all, 128)
+    let err = ForstBackend::restore_published(&config, &root.join("mnt"), &ids[0], all, 128)
         .err()
         .expect("one subtask's checkpoint does not hold every key group")
         .to_string();
-    assert!(err.contains("restore_merged"), "{err}");
+    assert!(err.contains("restore_published_merged"), "{err}");
     let fresh = |name: &str| {
         let r = dirs.root.path().join(name);
         std::fs::create_dir_all(r.join("mnt")).unwrap();
@@ -263,7 +263,7 @@ fn forst_scale_in_merges_two_checkpoints() {
         )
     };
     let (c, m) = fresh("half");
-    let err = ForstBackend::restore_merged(&c, &m, &[ids[1].as_str()], all, 128)
+    let err = ForstBackend::restore_published_merged(&c, &m, &[ids[1].as_str()], all, 128)
         .err()
         .expect("half the key groups")
         .to_string();
@@ -272,7 +272,7 @@ fn forst_scale_in_merges_two_checkpoints() {
     let (c, m) = fresh("both");
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let mut kb: Keyed<String, ForstBackend> =
-        Keyed::new(ForstBackend::restore_merged(&c, &m, &id_refs, all, 128).unwrap());
+        Keyed::new(ForstBackend::restore_published_merged(&c, &m, &id_refs, all, 128).unwrap());
     let v = kb.value_state::<u32>("v", None).unwrap();
     let l = kb.list_state::<u32>("l", None).unwrap();
     for i in 0..4_000u32 {
@@ -322,9 +322,9 @@ fn forst_removes_checkpoint_link_dirs() {
     };
     let mut kb = Keyed::new(ForstBackend::open(&dirs.config(), &dirs.mnt, range, 128).unwrap());
     write(&mut kb, 2_000, 1);
-    kb.backend_mut().checkpoint(2).unwrap();
+    kb.backend_mut().publish(2).unwrap();
     write(&mut kb, 2_000, 2);
-    kb.backend_mut().checkpoint(2).unwrap();
+    kb.backend_mut().publish(2).unwrap();
     let db = kb.backend().db_dir().to_path_buf();
     // What a crash between linking and removing leaves: a directory of hard links to live SSTs,
     // named for a process that no longer exists.
@@ -341,7 +341,7 @@ fn forst_removes_checkpoint_link_dirs() {
     let mut kb = Keyed::new(ForstBackend::open(&dirs.config(), &dirs.mnt, range, 128).unwrap());
     assert_eq!(link_dirs(&db), Vec::<String>::new());
     check(&mut kb, 2_000, 2);
-    kb.backend_mut().checkpoint(2).unwrap();
+    kb.backend_mut().publish(2).unwrap();
     drop(kb);
     let kb = ForstBackend::open(&dirs.config(), &dirs.mnt, range, 128).unwrap();
     assert_eq!(link_dirs(&db), Vec::<String>::new());
@@ -372,7 +372,7 @@ fn forst_checkpoints_of_the_live_directory_restore_exactly_while_compactions_run
     let mut ids = Vec::new();
     for round in 1..=6 {
         write(&mut kb, 8_000, round);
-        ids.push(kb.backend_mut().checkpoint(0).unwrap());
+        ids.push(kb.backend_mut().publish(0).unwrap().id);
     }
     assert_eq!(kb.backend().checkpoint_sources(), (6, 0));
     for (round, id) in ids.iter().enumerate().skip(1).step_by(2) {
@@ -383,7 +383,7 @@ fn forst_checkpoints_of_the_live_directory_restore_exactly_while_compactions_run
         write(&mut rkb, 8_000, 100 + round as u32);
         rkb.backend().rocks().compact_all().unwrap();
         check(&mut rkb, 8_000, 100 + round as u32);
-        let again = rkb.backend_mut().checkpoint(0).unwrap();
+        let again = rkb.backend_mut().publish(0).unwrap().id;
         assert_eq!(rkb.backend().checkpoint_sources(), (1, 0));
         let mut rrkb = restore_at(&dirs, &format!("again-{round}"), &again, range);
         check(&mut rrkb, 8_000, 100 + round as u32);
@@ -402,7 +402,7 @@ fn forst_falls_back_to_rocksdb_checkpoint_when_the_live_directory_is_not_underst
     let current = kb.backend().db_dir().join("CURRENT");
     let real = std::fs::read(&current).unwrap();
     std::fs::write(&current, b"not a manifest name\n").unwrap();
-    let id = kb.backend_mut().checkpoint(0).unwrap();
+    let id = kb.backend_mut().publish(0).unwrap().id;
     std::fs::write(&current, &real).unwrap();
     assert_eq!(kb.backend().checkpoint_sources(), (0, 1));
     let mut rkb = restore_at(&dirs, "restored", &id, range);
@@ -431,13 +431,13 @@ fn forst_checkpoints_across_a_manifest_switch_restore_exactly() {
         round += 1;
         assert!(round <= 300, "no MANIFEST switch after {round} rounds");
         write(&mut kb, 300, round);
-        let id = kb.backend_mut().checkpoint(0).unwrap();
+        let id = kb.backend_mut().publish(0).unwrap().id;
         checkpoints.push((round, id));
     }
     // One more after the switch, on the new MANIFEST.
     round += 1;
     write(&mut kb, 300, round);
-    checkpoints.push((round, kb.backend_mut().checkpoint(0).unwrap()));
+    checkpoints.push((round, kb.backend_mut().publish(0).unwrap().id));
     assert_eq!(kb.backend().checkpoint_sources(), (round as u64, 0));
     let n = checkpoints.len();
     for (round, id) in [&checkpoints[0], &checkpoints[n - 2], &checkpoints[n - 1]] {

@@ -437,6 +437,16 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+impl std::fmt::Debug for HeapBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeapBackend")
+            .field("key_groups", &self.key_group_range())
+            .field("max_parallelism", &self.max_parallelism())
+            .field("states", &self.states().len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl StateBackend for HeapBackend {
     fn name(&self) -> &'static str {
         "heap"

@@ -282,7 +282,7 @@ mod storage {
     use crate::checkpoint::{CheckpointStorage, SharedStateRegistry};
     use crate::keygroup::KeyGroupRange;
     use crate::states::Keyed;
-    use crate::{HeapBackend, StateError};
+    use crate::{Checkpointed, HeapBackend, StateError};
 
     fn filled(n: u32, round: u32) -> Keyed<String, HeapBackend> {
         let mut kb = Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128));
@@ -314,9 +314,9 @@ mod storage {
         let (r, _rt) = super::memory_remote();
         let mut storage = CheckpointStorage::open(r.clone(), "job-1", 2).unwrap();
         for round in 1..=3u32 {
-            let kb = filled(500, round);
+            let mut kb = filled(500, round);
             let mut p = storage.begin(round as u64, 128);
-            p.add_backend(kb.backend(), 0).unwrap();
+            kb.backend_mut().checkpoint(&mut p).unwrap();
             let dropped = p.complete().unwrap();
             assert_eq!(dropped, if round == 3 { vec![1] } else { vec![] });
         }
@@ -331,11 +331,8 @@ mod storage {
         assert_eq!(latest.id, 3);
         // Restore on two subtasks (rescale 1 -> 2), each reading only its key groups.
         for i in 0..2 {
-            let mut kb = Keyed::new(HeapBackend::new(
-                KeyGroupRange::for_operator(128, 2, i),
-                128,
-            ));
-            storage.restore(&latest, kb.backend_mut()).unwrap();
+            let range = KeyGroupRange::for_operator(128, 2, i);
+            let mut kb = Keyed::new(HeapBackend::restore(&storage, &latest, range, ()).unwrap());
             check(&mut kb, 500, 3);
         }
         // Reopening rebuilds from the store.
@@ -347,14 +344,14 @@ mod storage {
     fn an_aborted_checkpoint_leaves_nothing() {
         let (r, _rt) = super::memory_remote();
         let mut storage = CheckpointStorage::open(r.clone(), "job", 1).unwrap();
-        let kb = filled(100, 0);
+        let mut kb = filled(100, 0);
         let mut p = storage.begin(1, 128);
-        p.add_backend(kb.backend(), 0).unwrap();
+        kb.backend_mut().checkpoint(&mut p).unwrap();
         p.abort().unwrap();
         assert!(objects(r.as_ref()).is_empty());
         {
             let mut p = storage.begin(2, 128);
-            p.add_backend(kb.backend(), 0).unwrap();
+            kb.backend_mut().checkpoint(&mut p).unwrap();
             // dropped without completing: aborted too
         }
         assert!(objects(r.as_ref()).is_empty());
@@ -380,20 +377,20 @@ mod storage {
             },
         ));
         let mut storage = CheckpointStorage::open(r.clone(), "job", 3).unwrap();
-        let kb = filled(200, 7);
+        let mut kb = filled(200, 7);
         let mut p = storage.begin(1, 128);
-        p.add_backend(kb.backend(), 0).unwrap();
+        kb.backend_mut().checkpoint(&mut p).unwrap();
         faults.ambiguous_next(1);
         p.complete().unwrap();
         assert_eq!(faults.injected(), 1);
         let latest = storage.latest().unwrap().unwrap();
-        let mut restored = Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128));
-        storage.restore(&latest, restored.backend_mut()).unwrap();
+        let all = KeyGroupRange::all(128);
+        let mut restored = Keyed::new(HeapBackend::restore(&storage, &latest, all, ()).unwrap());
         check(&mut restored, 200, 7);
 
         // Unknown outcome: the create fails, and so does the read back.
         let mut p = storage.begin(2, 128);
-        p.add_backend(kb.backend(), 0).unwrap();
+        kb.backend_mut().checkpoint(&mut p).unwrap();
         let before = objects(r.as_ref());
         faults.fail_keys_containing(Some("chk-2/_metadata"));
         let err = p.complete().unwrap_err().to_string();
@@ -424,15 +421,17 @@ mod storage {
         );
         let mut storage = CheckpointStorage::open(r.clone(), "job", 2).unwrap();
         let mut p = storage.begin(1, 128);
-        p.add_backend(filled(500, 1).backend(), 0).unwrap();
+        filled(500, 1).backend_mut().checkpoint(&mut p).unwrap();
         p.complete().unwrap();
         let before = objects(r.as_ref());
         let filler = small.fill();
 
-        let big = filled(50_000, 2);
+        let mut big = filled(50_000, 2);
         let mut p = storage.begin(2, 128);
-        let err = p
-            .add_backend(big.backend(), 0)
+        let err = big
+            .backend_mut()
+            .checkpoint(&mut p)
+            .map(drop)
             .and_then(|()| p.complete().map(|_| ()))
             .unwrap_err();
         assert!(
@@ -450,20 +449,18 @@ mod storage {
             "no partial upload is left: {on_disk:?}"
         );
         assert_eq!(storage.latest().unwrap().unwrap().id, 1);
-        let mut kb = Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128));
-        storage
-            .restore(&storage.latest().unwrap().unwrap(), kb.backend_mut())
-            .unwrap();
+        let latest = storage.latest().unwrap().unwrap();
+        let all = KeyGroupRange::all(128);
+        let mut kb = Keyed::new(HeapBackend::restore(&storage, &latest, all, ()).unwrap());
         check(&mut kb, 500, 1);
 
         std::fs::remove_file(filler).unwrap();
         let mut p = storage.begin(3, 128);
-        p.add_backend(big.backend(), 0).unwrap();
+        big.backend_mut().checkpoint(&mut p).unwrap();
         p.complete().unwrap();
-        let mut kb = Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128));
-        storage
-            .restore(&storage.latest().unwrap().unwrap(), kb.backend_mut())
-            .unwrap();
+        let latest = storage.latest().unwrap().unwrap();
+        let all = KeyGroupRange::all(128);
+        let mut kb = Keyed::new(HeapBackend::restore(&storage, &latest, all, ()).unwrap());
         check(&mut kb, 50_000, 2);
     }
 
@@ -489,14 +486,13 @@ mod storage {
     fn missing_or_damaged_checkpoint_files_are_clear_errors() {
         let (r, _rt) = super::memory_remote();
         let mut storage = CheckpointStorage::open(r.clone(), "job", 1).unwrap();
-        let kb = filled(100, 0);
+        let mut kb = filled(100, 0);
         let mut p = storage.begin(7, 128);
-        p.add_backend(kb.backend(), 0).unwrap();
+        kb.backend_mut().checkpoint(&mut p).unwrap();
         p.complete().unwrap();
         let c = storage.load(7).unwrap();
         r.delete(&c.subtasks[0].file).unwrap();
-        let mut fresh = HeapBackend::new(KeyGroupRange::all(128), 128);
-        let err = storage.restore(&c, &mut fresh).unwrap_err();
+        let err = HeapBackend::restore(&storage, &c, KeyGroupRange::all(128), ()).unwrap_err();
         assert!(
             matches!(err, StateError::Corrupt { .. }) && err.to_string().contains("is missing"),
             "{err}"

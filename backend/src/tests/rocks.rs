@@ -15,6 +15,8 @@ fn entries_on_disk(b: &crate::RocksBackend, cf: &str) -> usize {
 
 mod rocks_incremental {
     use super::entries_on_disk;
+    use crate::checkpointed::Checkpointed;
+    use crate::rocks_checkpoint::RocksHome;
     use crate::RocksBackend;
     use crate::checkpoint::CheckpointStorage;
     use crate::keygroup::KeyGroupRange;
@@ -108,24 +110,14 @@ mod rocks_incremental {
         assert_eq!(c.id, 3);
         let dir = tempfile::tempdir().unwrap();
         let mut same: Keyed<String, RocksBackend> = Keyed::new(
-            RocksBackend::restore_incremental(
-                &storage,
-                &c,
-                KeyGroupRange::all(128),
-                &dir.path().join("a"),
-            )
+            RocksBackend::restore(&storage, &c, KeyGroupRange::all(128), RocksHome::new(&dir.path().join("a")))
             .unwrap(),
         );
         check(&mut same, 4000, 1);
         for i in 0..2 {
             let range = KeyGroupRange::for_operator(128, 2, i);
             let mut half: Keyed<String, RocksBackend> = Keyed::new(
-                RocksBackend::restore_incremental(
-                    &storage,
-                    &c,
-                    range,
-                    &dir.path().join(format!("h{i}")),
-                )
+                RocksBackend::restore(&storage, &c, range, RocksHome::new(&dir.path().join(format!("h{i}"))))
                 .unwrap(),
             );
             check(&mut half, 4000, 1);
@@ -153,12 +145,7 @@ mod rocks_incremental {
         let whole = r.get(&sst).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let restore = |to: &str| {
-            RocksBackend::restore_incremental(
-                &storage,
-                &c,
-                KeyGroupRange::all(128),
-                &dir.path().join(to),
-            )
+            RocksBackend::restore(&storage, &c, KeyGroupRange::all(128), RocksHome::new(&dir.path().join(to)))
             .map(drop)
             .unwrap_err()
             .to_string()
@@ -186,12 +173,7 @@ mod rocks_incremental {
         // Put back whole, the same checkpoint restores.
         r.put(&sst, whole).unwrap();
         let mut back: Keyed<String, RocksBackend> = Keyed::new(
-            RocksBackend::restore_incremental(
-                &storage,
-                &c,
-                KeyGroupRange::all(128),
-                &dir.path().join("back"),
-            )
+            RocksBackend::restore(&storage, &c, KeyGroupRange::all(128), RocksHome::new(&dir.path().join("back")))
             .unwrap(),
         );
         check(&mut back, 2000, 1);
@@ -208,7 +190,7 @@ mod rocks_incremental {
         let dir = tempfile::tempdir().unwrap();
         let all = KeyGroupRange::all(128);
         let mut back: Keyed<String, RocksBackend> = Keyed::new(
-            RocksBackend::restore_incremental(&storage, &c, all, &dir.path().join("a")).unwrap(),
+            RocksBackend::restore(&storage, &c, all, RocksHome::new(&dir.path().join("a"))).unwrap(),
         );
         let mut p = storage.begin(2, 128);
         let s = back.backend_mut().checkpoint_into(&mut p, false).unwrap();
@@ -221,7 +203,7 @@ mod rocks_incremental {
         );
         let c2 = storage.latest().unwrap().unwrap();
         let mut again: Keyed<String, RocksBackend> = Keyed::new(
-            RocksBackend::restore_incremental(&storage, &c2, all, &dir.path().join("b")).unwrap(),
+            RocksBackend::restore(&storage, &c2, all, RocksHome::new(&dir.path().join("b"))).unwrap(),
         );
         check(&mut again, 2000, 1);
         // New writes after the restore: only their SST goes up.
@@ -287,14 +269,7 @@ mod rocks_incremental {
             )])
             .unwrap();
             let restore = |range: KeyGroupRange, dir: &std::path::Path| {
-                RocksBackend::restore_incremental_tuned(
-                    &storage,
-                    &c,
-                    range,
-                    dir,
-                    None,
-                    tuning.clone(),
-                )
+                RocksBackend::restore(&storage, &c, range, RocksHome { dir: (dir).to_path_buf(), shared: None, tuning: tuning.clone() })
                 .unwrap()
             };
             let root = tempfile::tempdir().unwrap();

@@ -456,6 +456,29 @@ impl FsCore {
         }
     }
 
+    /// Drops checkpoint `id` if this mount owns it (published or claimed it), for a caller that
+    /// keeps its own retention (the ForSt backend drops what no retained job checkpoint names).
+    /// The objects only it named are released off this thread. Returns whether it was dropped:
+    /// a checkpoint of another mount, or one already gone, is left alone.
+    pub fn drop_own_checkpoint(&self, id: &str) -> FsResult<bool> {
+        let _one = self.retention.lock();
+        let seq_now = self.state.lock().table.publish_seq();
+        let ours = checkpoint::list_with(self.remote.as_ref(), &self.manifests)?
+            .into_iter()
+            .find(|c| c.id == id)
+            .is_some_and(|c| {
+                let (owner, seq) = c.owner();
+                owner == self.mount_id && seq <= seq_now
+            });
+        if !ours {
+            return Ok(false);
+        }
+        checkpoint::drop_checkpoint(self.remote.as_ref(), id)?;
+        tracing::info!(checkpoint = id, "dropped a checkpoint its publisher released");
+        self.retainer.request(Retention::Release);
+        Ok(true)
+    }
+
     /// Waits until every retention deferred so far has run (tests, and tools that list the store
     /// right after a checkpoint).
     pub fn settle_retention(&self) {
