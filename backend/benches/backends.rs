@@ -16,7 +16,9 @@ use statefs_backend::checkpoint::CheckpointStorage;
 use statefs_backend::keygroup::KeyGroupRange;
 use statefs_backend::rocks_options::RocksTuning;
 use statefs_backend::states::{Keyed, MapState, ValueState};
-use statefs_backend::{Checkpointed, ForstBackend, ForstHome, RocksHome, HeapBackend, RocksBackend, StateBackend};
+use statefs_backend::{
+    Checkpointed, ForstBackend, ForstHome, HeapBackend, RocksBackend, RocksHome, StateBackend,
+};
 use statefs_store::{MetricsRemote, RemoteMetrics, RemoteSpec, RemoteStore};
 
 fn env(name: &str, default: u64) -> u64 {
@@ -325,7 +327,10 @@ fn main() {
             .open(&Default::default(), statefs_store::runtime().unwrap())
             .unwrap();
     let mut forst_storage = CheckpointStorage::open(
-        Arc::new(MetricsRemote::new(forst_chk_store, forst_chk_metrics.clone())),
+        Arc::new(MetricsRemote::new(
+            forst_chk_store,
+            forst_chk_metrics.clone(),
+        )),
         "bench-forst",
         2,
     )
@@ -455,7 +460,16 @@ fn main() {
     drop(fkb);
     let c = storage.load(last_round).unwrap();
     let t = Instant::now();
-    let restored = RocksBackend::restore(&storage, &c, range, RocksHome { dir: (&scratch.path("restore-rocks").join("db")).to_path_buf(), shared: None, tuning: tuning.clone() })
+    let restored = RocksBackend::restore(
+        &storage,
+        &c,
+        range,
+        RocksHome {
+            dir: scratch.path("restore-rocks").join("db").to_path_buf(),
+            shared: None,
+            tuning: tuning.clone(),
+        },
+    )
     .unwrap();
     let mut rk: Keyed<u64, RocksBackend> = Keyed::new(restored);
     let v = rk.value_state::<Vec<u8>>("blob", None).unwrap();

@@ -16,7 +16,9 @@ use statefs_backend::checkpoint::CheckpointStorage;
 use statefs_backend::keygroup::KeyGroupRange;
 use statefs_backend::rocks_options::RocksTuning;
 use statefs_backend::states::Keyed;
-use statefs_backend::{Checkpointed, ForstBackend, ForstHome, RocksHome, RocksBackend, StateBackend};
+use statefs_backend::{
+    Checkpointed, ForstBackend, ForstHome, RocksBackend, RocksHome, StateBackend,
+};
 use statefs_store::RemoteSpec;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -132,8 +134,13 @@ fn main() {
     let mut rocks_rows = Vec::new();
     let t = Instant::now();
     let mut kb: Keyed<u64, RocksBackend> = Keyed::new(
-        RocksBackend::restore(&storage, &c, halves[0], RocksHome::new(&path("rocks-one").join("db")))
-            .unwrap(),
+        RocksBackend::restore(
+            &storage,
+            &c,
+            halves[0],
+            RocksHome::new(path("rocks-one").join("db")),
+        )
+        .unwrap(),
     );
     let took = ms(t);
     let t = Instant::now();
@@ -144,7 +151,18 @@ fn main() {
     for ingest in [true, false] {
         let t = Instant::now();
         let mut kb: Keyed<u64, RocksBackend> = Keyed::new(
-            RocksBackend::restore(&storage, &c, all, RocksHome { dir: (&path(&format!("rocks-merged-{ingest}")).join("db")).to_path_buf(), shared: None, tuning: tuning(ingest) })
+            RocksBackend::restore(
+                &storage,
+                &c,
+                all,
+                RocksHome {
+                    dir: path(&format!("rocks-merged-{ingest}"))
+                        .join("db")
+                        .to_path_buf(),
+                    shared: None,
+                    tuning: tuning(ingest),
+                },
+            )
             .unwrap(),
         );
         let took = ms(t);
@@ -198,9 +216,8 @@ fn main() {
     for ingest in [true, false] {
         let name = format!("forst-merged-{ingest}");
         let t = Instant::now();
-        let mut kb: Keyed<u64, ForstBackend> = Keyed::new(
-            ForstBackend::restore(&storage, &c, all, home(&name, ingest)).unwrap(),
-        );
+        let mut kb: Keyed<u64, ForstBackend> =
+            Keyed::new(ForstBackend::restore(&storage, &c, all, home(&name, ingest)).unwrap());
         let took = ms(t);
         let (settle, uploaded) = settle_forst(&kb);
         forst_rows.push((merged(ingest), took, settle, uploaded));

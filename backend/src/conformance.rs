@@ -1,12 +1,16 @@
 //! The conformance suite every backend must pass: state semantics, TTL, snapshot/restore, rescaling
 //! and the savepoint round trip. A backend's tests call [`run_all`] with a factory that makes an
-//! empty backend for a key-group range and max parallelism.
+//! empty backend for a key-group range and max parallelism, and [`checkpoints_restore_and_rescale`]
+//! for the [`Checkpointed`] interface.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::StateError;
 use crate::backend::StateBackend;
+use crate::checkpoint::CheckpointStorage;
+use crate::checkpointed::Checkpointed;
+use crate::heap::HeapBackend;
 use crate::keygroup::KeyGroupRange;
 use crate::snapshot;
 use crate::states::{Aggregate, Keyed};
@@ -325,7 +329,7 @@ fn fill(f: &dyn Factory, n: u32) -> Keyed<String, Box<dyn StateBackend>> {
     kb
 }
 
-fn verify(kbs: &mut [Keyed<String, Box<dyn StateBackend>>], n: u32) {
+fn verify<B: StateBackend>(kbs: &mut [Keyed<String, B>], n: u32) {
     for kb in kbs.iter_mut() {
         kb.value_state::<u32>("v", None).unwrap();
         kb.map_state::<u32, String>("m", None).unwrap();
@@ -453,4 +457,129 @@ pub fn corrupt_snapshots_fail(f: &dyn Factory) {
         msg.contains("checksum mismatch") || msg.contains("corrupt"),
         "{msg}"
     );
+}
+
+/// Writes keys `0..n` (a value and a map entry each, the value `i + round`) into `kb`.
+fn fill_round<B: StateBackend>(kb: &mut Keyed<String, B>, n: u32, round: u32) {
+    let v = kb.value_state::<u32>("v", None).unwrap();
+    let m = kb.map_state::<u32, String>("m", None).unwrap();
+    for i in 0..n {
+        if kb.set_current_key(&format!("key{i}")).is_err() {
+            continue;
+        }
+        v.update(kb, &(i + round)).unwrap();
+        m.put(kb, &(i + 1), &format!("m{}", i + 1)).unwrap();
+    }
+}
+
+/// The value of `key` in state `x` of whichever of `kbs` owns it.
+fn value_of<B: StateBackend>(kbs: &mut [Keyed<String, B>], key: &str) -> Option<u32> {
+    let owner = kbs
+        .iter_mut()
+        .position(|kb| kb.set_current_key(&key.to_string()).is_ok())
+        .expect("some subtask owns every key");
+    let kb = &mut kbs[owner];
+    let x = kb.value_state::<u32>("x", None).unwrap();
+    x.value(kb).unwrap()
+}
+
+/// Checkpoints `kbs` (one part each) as checkpoint `id`, completing it.
+fn checkpoint_all<B: Checkpointed>(
+    storage: &mut CheckpointStorage,
+    kbs: &mut [Keyed<String, B>],
+    id: u64,
+) {
+    let mut p = storage.begin(id, MAXP);
+    for kb in kbs.iter_mut() {
+        kb.backend_mut().checkpoint(&mut p).unwrap();
+    }
+    p.complete().unwrap();
+}
+
+/// Restores checkpoint `id` onto `p` subtasks, the `i`th at `home(&format!("{name}-{i}"))`.
+fn restore_all<B: Checkpointed>(
+    storage: &CheckpointStorage,
+    id: u64,
+    p: u32,
+    name: &str,
+    home: &dyn Fn(&str) -> B::Home,
+) -> Vec<Keyed<String, B>> {
+    let c = storage.load(id).unwrap();
+    (0..p)
+        .map(|i| {
+            let range = KeyGroupRange::for_operator(MAXP, p, i);
+            let b = B::restore(storage, &c, range, home(&format!("{name}-{i}"))).unwrap();
+            Keyed::new(b)
+        })
+        .collect()
+}
+
+/// The [`Checkpointed`] interface: a checkpoint is a version (writes after it are not in it, an
+/// older one still restores its own values), incremental checkpoints of one backend restore, and
+/// state rescales through checkpoints 1 → 2 → 3 → 1 subtasks with every key exactly once. A
+/// checkpoint written by another kind of backend is refused with an error that points to
+/// savepoints. `open(name, range)` makes an empty backend; `home(name)` says where a restored one
+/// lives; names are unique within one call. `storage` must retain at least 4 checkpoints.
+pub fn checkpoints_restore_and_rescale<B: Checkpointed>(
+    storage: &mut CheckpointStorage,
+    open: &dyn Fn(&str, KeyGroupRange) -> B,
+    home: &dyn Fn(&str) -> B::Home,
+) {
+    let n = 2_000;
+    let mut one = vec![Keyed::new(open("first", KeyGroupRange::all(MAXP)))];
+    let kind = one[0].backend().name();
+    fill_round(&mut one[0], n, 0);
+    checkpoint_all(storage, &mut one, 1);
+    // The same backend's second checkpoint (incremental where the backend is), with a write
+    // before it and one after it.
+    let x = one[0].value_state::<u32>("x", None).unwrap();
+    one[0].set_current_key(&"key0".to_string()).unwrap();
+    x.update(&mut one[0], &999_999).unwrap();
+    checkpoint_all(storage, &mut one, 2);
+    one[0].set_current_key(&"key1".to_string()).unwrap();
+    x.update(&mut one[0], &777).unwrap();
+    drop(one);
+
+    let mut old = restore_all::<B>(storage, 1, 1, "from-1", home);
+    assert_eq!(
+        value_of(&mut old, "key0"),
+        None,
+        "checkpoint 1 is a version"
+    );
+    verify(&mut old, n);
+    drop(old);
+
+    let mut two = restore_all::<B>(storage, 2, 2, "two", home);
+    assert_eq!(value_of(&mut two, "key0"), Some(999_999));
+    assert_eq!(
+        value_of(&mut two, "key1"),
+        None,
+        "a write after the checkpoint"
+    );
+    verify(&mut two, n);
+    checkpoint_all(storage, &mut two, 3);
+    drop(two);
+
+    let mut three = restore_all::<B>(storage, 3, 3, "three", home);
+    verify(&mut three, n);
+    assert_eq!(value_of(&mut three, "key0"), Some(999_999));
+    checkpoint_all(storage, &mut three, 4);
+    drop(three);
+
+    let mut back = restore_all::<B>(storage, 4, 1, "back", home);
+    verify(&mut back, n);
+    assert_eq!(value_of(&mut back, "key0"), Some(999_999));
+    drop(back);
+
+    if kind != "heap" {
+        let mut heap = Keyed::new(HeapBackend::new(KeyGroupRange::all(MAXP), MAXP));
+        fill_round(&mut heap, 10, 0);
+        checkpoint_all(storage, std::slice::from_mut(&mut heap), 5);
+        let c = storage.load(5).unwrap();
+        let err = B::restore(storage, &c, KeyGroupRange::all(MAXP), home("other-kind"))
+            .err()
+            .expect("another backend's checkpoint is refused")
+            .to_string();
+        assert!(err.contains("savepoint"), "{err}");
+    }
 }

@@ -1,10 +1,13 @@
 //! ForSt mode: the RocksDB backend on a statefs mount.
 
+use statefs_backend::checkpoint::CheckpointStorage;
 use statefs_backend::conformance;
 use statefs_backend::keygroup::KeyGroupRange;
 use statefs_backend::snapshot;
 use statefs_backend::states::Keyed;
-use statefs_backend::{ForstBackend, HeapBackend, RocksBackend, StateBackend};
+use statefs_backend::{
+    Checkpointed, ForstBackend, ForstHome, HeapBackend, RocksBackend, StateBackend,
+};
 use statefs_tests::Dirs;
 
 fn forst(range: KeyGroupRange, maxp: u32) -> Box<dyn StateBackend> {
@@ -16,6 +19,40 @@ fn forst(range: KeyGroupRange, maxp: u32) -> Box<dyn StateBackend> {
 #[test]
 fn forst_passes_the_conformance_suite_unchanged() {
     conformance::run_all(&forst);
+}
+
+/// The checkpoint interface: job checkpoints of ForSt backends (handles naming statefs
+/// checkpoints, each on its own mount of one store) restore and rescale like the others'.
+#[test]
+fn forst_checkpoints_restore_and_rescale() {
+    let dirs = Dirs::new();
+    let rt = statefs::mount::runtime().unwrap();
+    let job_store = statefs::store::RemoteSpec::parse(&format!(
+        "file://{}",
+        dirs.root.path().join("jobs").display()
+    ))
+    .unwrap()
+    .open(&Default::default(), rt)
+    .unwrap();
+    let mut storage = CheckpointStorage::open(std::sync::Arc::new(job_store), "job", 10).unwrap();
+    let place = |name: &str| {
+        let root = dirs.root.path().join(name);
+        std::fs::create_dir_all(root.join("mnt")).unwrap();
+        let config =
+            statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
+        (config, root.join("mnt"))
+    };
+    conformance::checkpoints_restore_and_rescale(
+        &mut storage,
+        &|name, range| {
+            let (config, mnt) = place(name);
+            ForstBackend::open(&config, &mnt, range, 128).unwrap()
+        },
+        &|name| {
+            let (config, mnt) = place(name);
+            ForstHome::new(config, mnt)
+        },
+    );
 }
 
 fn write(kb: &mut Keyed<String, ForstBackend>, n: u32, round: u32) {
@@ -250,8 +287,7 @@ fn forst_scale_in_merges_two_checkpoints() {
     std::fs::create_dir_all(root.join("mnt")).unwrap();
     let config = statefs::MountConfig::new(remote.clone(), root.join("local"), root.join("cache"));
     let err = ForstBackend::restore_published(&config, &root.join("mnt"), &ids[0], all, 128)
-        .err()
-        .expect("one subtask's checkpoint does not hold every key group")
+        .expect_err("one subtask's checkpoint does not hold every key group")
         .to_string();
     assert!(err.contains("restore_published_merged"), "{err}");
     let fresh = |name: &str| {
@@ -264,8 +300,7 @@ fn forst_scale_in_merges_two_checkpoints() {
     };
     let (c, m) = fresh("half");
     let err = ForstBackend::restore_published_merged(&c, &m, &[ids[1].as_str()], all, 128)
-        .err()
-        .expect("half the key groups")
+        .expect_err("half the key groups")
         .to_string();
     assert!(err.contains("do not hold key group"), "{err}");
 
@@ -444,4 +479,77 @@ fn forst_checkpoints_across_a_manifest_switch_restore_exactly() {
         let mut rkb = restore_at(&dirs, &format!("restored-{round}"), id, range);
         check(&mut rkb, 300, *round);
     }
+}
+
+/// Job checkpoints of a ForSt backend with retention: the statefs checkpoints the retained job
+/// checkpoints name always exist (the oldest retained one restores), and the backend drops the
+/// others, including the one of an aborted job checkpoint, at most one checkpoint late.
+#[test]
+fn forst_drops_the_statefs_checkpoints_of_subsumed_job_checkpoints() {
+    let dirs = Dirs::new();
+    let rt = statefs::mount::runtime().unwrap();
+    let open = |url: &str| {
+        statefs::store::RemoteSpec::parse(url)
+            .unwrap()
+            .open(&Default::default(), rt.clone())
+            .unwrap()
+    };
+    let jobs = format!("file://{}", dirs.root.path().join("jobs").display());
+    let mut storage = CheckpointStorage::open(std::sync::Arc::new(open(&jobs)), "job", 2).unwrap();
+    let statefs_store = open(&dirs.remote_url());
+    let range = KeyGroupRange::all(128);
+    let mut kb = Keyed::new(ForstBackend::open(&dirs.config(), &dirs.mnt, range, 128).unwrap());
+    let named = |storage: &CheckpointStorage| -> Vec<String> {
+        let mut ids = Vec::new();
+        for id in storage.completed_ids().unwrap() {
+            let c = storage.load(id).unwrap();
+            for t in &c.subtasks {
+                let handle: serde_json::Value =
+                    serde_json::from_slice(&storage.remote().get(&t.file).unwrap()).unwrap();
+                ids.push(handle["statefs_checkpoint"].as_str().unwrap().to_string());
+            }
+        }
+        ids
+    };
+    for round in 1..=6u32 {
+        write(&mut kb, 200, round);
+        let mut p = storage.begin(round as u64, 128);
+        kb.backend_mut().checkpoint(&mut p).unwrap();
+        if round == 3 {
+            p.abort().unwrap();
+        } else {
+            p.complete().unwrap();
+        }
+        let existing = statefs::checkpoint::list_ids(&statefs_store).unwrap();
+        for id in named(&storage) {
+            assert!(existing.contains(&id), "round {round}: {id} is gone");
+        }
+        // Retained: 2; one more may wait for the next release, one more is in flight.
+        assert!(existing.len() <= 4, "round {round}: {existing:?}");
+    }
+    drop(kb);
+    let existing = statefs::checkpoint::list_ids(&statefs_store).unwrap();
+    let mut want = named(&storage);
+    assert_eq!(storage.completed_ids().unwrap(), vec![5, 6]);
+    // The release after checkpoint 6 ran before checkpoint 6 completed (or after): checkpoint
+    // 4's may remain, nothing older.
+    want.sort();
+    assert!(
+        existing.len() <= 3 && want.iter().all(|id| existing.contains(id)),
+        "{existing:?} vs {want:?}"
+    );
+    // The oldest retained job checkpoint restores, on a fresh mount.
+    let c = storage.load(5).unwrap();
+    let root = dirs.root.path().join("restored");
+    std::fs::create_dir_all(root.join("mnt")).unwrap();
+    let config =
+        statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
+    let restored = ForstBackend::restore(
+        &storage,
+        &c,
+        range,
+        ForstHome::new(config, root.join("mnt")),
+    );
+    let mut restored = Keyed::new(restored.unwrap());
+    check(&mut restored, 200, 5);
 }

@@ -4,8 +4,9 @@
 //!
 //! Which statefs checkpoints may be dropped, and when. The statefs checkpoint of job checkpoint
 //! `n` is published with retention off (0 keeps all), because only the job's storage knows which
-//! job checkpoints are retained. At each later job checkpoint the backend drops the statefs
-//! checkpoints it published for job checkpoints older than the oldest completed one:
+//! job checkpoints are retained. After each job checkpoint, on a thread of its own (joined before
+//! the next one and when the backend closes), the backend drops the statefs checkpoints it
+//! published for job checkpoints older than the oldest completed one:
 //! - a retained job checkpoint is never older than the oldest completed one, so every statefs
 //!   checkpoint a retained job checkpoint names stays;
 //! - job checkpoint `n` is pending while its statefs checkpoint is published, and is not older

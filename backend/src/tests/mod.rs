@@ -37,6 +37,30 @@ fn rocksdb_passes_the_conformance_suite_unchanged() {
     });
 }
 
+#[test]
+fn heap_checkpoints_restore_and_rescale() {
+    let (r, _rt) = memory_remote();
+    let mut storage = crate::checkpoint::CheckpointStorage::open(r, "job", 10).unwrap();
+    conformance::checkpoints_restore_and_rescale(
+        &mut storage,
+        &|_, range| HeapBackend::new(range, 128),
+        &|_| (),
+    );
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_checkpoints_restore_and_rescale() {
+    let (r, _rt) = memory_remote();
+    let mut storage = crate::checkpoint::CheckpointStorage::open(r, "job", 10).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    conformance::checkpoints_restore_and_rescale(
+        &mut storage,
+        &|name, range| crate::RocksBackend::open(&dir.path().join(name), range, 128).unwrap(),
+        &|name| crate::RocksHome::new(dir.path().join(name)),
+    );
+}
+
 #[cfg(feature = "rocksdb")]
 #[test]
 fn savepoints_move_state_between_heap_and_rocksdb() {

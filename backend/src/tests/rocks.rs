@@ -15,11 +15,11 @@ fn entries_on_disk(b: &crate::RocksBackend, cf: &str) -> usize {
 
 mod rocks_incremental {
     use super::entries_on_disk;
-    use crate::checkpointed::Checkpointed;
-    use crate::rocks_checkpoint::RocksHome;
     use crate::RocksBackend;
     use crate::checkpoint::CheckpointStorage;
+    use crate::checkpointed::Checkpointed;
     use crate::keygroup::KeyGroupRange;
+    use crate::rocks_checkpoint::RocksHome;
     use crate::states::Keyed;
 
     fn write(kb: &mut Keyed<String, RocksBackend>, from: u32, to: u32, round: u32) {
@@ -110,14 +110,24 @@ mod rocks_incremental {
         assert_eq!(c.id, 3);
         let dir = tempfile::tempdir().unwrap();
         let mut same: Keyed<String, RocksBackend> = Keyed::new(
-            RocksBackend::restore(&storage, &c, KeyGroupRange::all(128), RocksHome::new(&dir.path().join("a")))
+            RocksBackend::restore(
+                &storage,
+                &c,
+                KeyGroupRange::all(128),
+                RocksHome::new(dir.path().join("a")),
+            )
             .unwrap(),
         );
         check(&mut same, 4000, 1);
         for i in 0..2 {
             let range = KeyGroupRange::for_operator(128, 2, i);
             let mut half: Keyed<String, RocksBackend> = Keyed::new(
-                RocksBackend::restore(&storage, &c, range, RocksHome::new(&dir.path().join(format!("h{i}"))))
+                RocksBackend::restore(
+                    &storage,
+                    &c,
+                    range,
+                    RocksHome::new(dir.path().join(format!("h{i}"))),
+                )
                 .unwrap(),
             );
             check(&mut half, 4000, 1);
@@ -145,7 +155,12 @@ mod rocks_incremental {
         let whole = r.get(&sst).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let restore = |to: &str| {
-            RocksBackend::restore(&storage, &c, KeyGroupRange::all(128), RocksHome::new(&dir.path().join(to)))
+            RocksBackend::restore(
+                &storage,
+                &c,
+                KeyGroupRange::all(128),
+                RocksHome::new(dir.path().join(to)),
+            )
             .map(drop)
             .unwrap_err()
             .to_string()
@@ -173,7 +188,12 @@ mod rocks_incremental {
         // Put back whole, the same checkpoint restores.
         r.put(&sst, whole).unwrap();
         let mut back: Keyed<String, RocksBackend> = Keyed::new(
-            RocksBackend::restore(&storage, &c, KeyGroupRange::all(128), RocksHome::new(&dir.path().join("back")))
+            RocksBackend::restore(
+                &storage,
+                &c,
+                KeyGroupRange::all(128),
+                RocksHome::new(dir.path().join("back")),
+            )
             .unwrap(),
         );
         check(&mut back, 2000, 1);
@@ -190,7 +210,7 @@ mod rocks_incremental {
         let dir = tempfile::tempdir().unwrap();
         let all = KeyGroupRange::all(128);
         let mut back: Keyed<String, RocksBackend> = Keyed::new(
-            RocksBackend::restore(&storage, &c, all, RocksHome::new(&dir.path().join("a"))).unwrap(),
+            RocksBackend::restore(&storage, &c, all, RocksHome::new(dir.path().join("a"))).unwrap(),
         );
         let mut p = storage.begin(2, 128);
         let s = back.backend_mut().checkpoint_into(&mut p, false).unwrap();
@@ -203,7 +223,8 @@ mod rocks_incremental {
         );
         let c2 = storage.latest().unwrap().unwrap();
         let mut again: Keyed<String, RocksBackend> = Keyed::new(
-            RocksBackend::restore(&storage, &c2, all, RocksHome::new(&dir.path().join("b"))).unwrap(),
+            RocksBackend::restore(&storage, &c2, all, RocksHome::new(dir.path().join("b")))
+                .unwrap(),
         );
         check(&mut again, 2000, 1);
         // New writes after the restore: only their SST goes up.
@@ -269,7 +290,16 @@ mod rocks_incremental {
             )])
             .unwrap();
             let restore = |range: KeyGroupRange, dir: &std::path::Path| {
-                RocksBackend::restore(&storage, &c, range, RocksHome { dir: (dir).to_path_buf(), shared: None, tuning: tuning.clone() })
+                RocksBackend::restore(
+                    &storage,
+                    &c,
+                    range,
+                    RocksHome {
+                        dir: (dir).to_path_buf(),
+                        shared: None,
+                        tuning: tuning.clone(),
+                    },
+                )
                 .unwrap()
             };
             let root = tempfile::tempdir().unwrap();

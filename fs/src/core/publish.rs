@@ -474,7 +474,10 @@ impl FsCore {
             return Ok(false);
         }
         checkpoint::drop_checkpoint(self.remote.as_ref(), id)?;
-        tracing::info!(checkpoint = id, "dropped a checkpoint its publisher released");
+        tracing::info!(
+            checkpoint = id,
+            "dropped a checkpoint its publisher released"
+        );
         self.retainer.request(Retention::Release);
         Ok(true)
     }
