@@ -530,14 +530,14 @@ impl PendingCheckpoint<'_> {
             Err(e) => {
                 self.done = true;
                 self.uploaded.clear();
-                return Err(StateError::Storage(StoreError::Unavailable {
-                    op: "put_if_absent",
-                    key,
-                    message: format!(
-                        "checkpoint {}: the outcome of writing its metadata is unknown ({e}); its files are kept",
+                return Err(StateError::transient(
+                    format!(
+                        "checkpoint {}: the outcome of writing its metadata is unknown; its \
+                         files are kept",
                         self.id
                     ),
-                }));
+                    e,
+                ));
             }
         }
         self.done = true;

@@ -60,8 +60,9 @@ pub struct ForstBackend {
     _keep: Option<Box<dyn std::any::Any + Send>>,
 }
 
-fn fs_err(what: &str, e: impl std::fmt::Display) -> StateError {
-    StateError::Invalid(format!("{what}: {e}"))
+/// A failure of the statefs mount or of local files: the backend cannot go on without them.
+fn fs_err(what: &str, e: impl Into<crate::error::Cause>) -> StateError {
+    StateError::unavailable(what, e)
 }
 
 impl ForstBackend {

@@ -357,13 +357,24 @@ fn cf_name(state: &str) -> String {
     format!("state-{state}")
 }
 
-fn rocks_err(e: rocksdb::Error) -> StateError {
+/// A RocksDB error by what the caller should do: damaged data is corruption, a busy or
+/// interrupted call may be retried, a refused argument is the caller's, and the rest (I/O errors,
+/// a full disk, a database that cannot open) makes the backend unavailable.
+pub(crate) fn rocks_err(e: rocksdb::Error) -> StateError {
+    use rocksdb::ErrorKind as K;
     let hint = if e.to_string().contains("Memory limit") {
         " (the memory budget's block cache is full of blocks in use by readers: raise the budget)"
     } else {
         ""
     };
-    StateError::Invalid(format!("rocksdb: {e}{hint}"))
+    match e.kind() {
+        K::Corruption => StateError::corrupt("rocksdb database", format!("{e}{hint}")),
+        K::InvalidArgument | K::NotSupported => StateError::Invalid(format!("rocksdb: {e}{hint}")),
+        K::Busy | K::TryAgain | K::TimedOut | K::Incomplete | K::MergeInProgress => {
+            StateError::transient(format!("rocksdb{hint}"), e)
+        }
+        _ => StateError::unavailable(format!("rocksdb{hint}"), e),
+    }
 }
 
 fn db_key(kg: u32, ck: &[u8]) -> Vec<u8> {
@@ -492,8 +503,7 @@ impl RocksBackend {
 
     /// A backend in a fresh temporary directory, removed on drop.
     pub fn temporary(range: KeyGroupRange, max_parallelism: u32) -> StateResult<Self> {
-        let dir =
-            tempfile::tempdir().map_err(|e| StateError::Invalid(format!("temporary dir: {e}")))?;
+        let dir = tempfile::tempdir().map_err(crate::error::local_io("temporary dir"))?;
         let mut b = Self::open(dir.path(), range, max_parallelism)?;
         b._temp = Some(dir);
         Ok(b)
@@ -569,8 +579,12 @@ impl RocksBackend {
     pub(crate) fn checkpoint_to(&self, dir: &Path) -> StateResult<()> {
         rocksdb::checkpoint::Checkpoint::new(&self.db)
             .and_then(|c| c.create_checkpoint(dir))
-            .map_err(|e| {
-                StateError::Invalid(format!("rocksdb checkpoint into {}: {e}", dir.display()))
+            .map_err(|e| match rocks_err(e) {
+                StateError::Unavailable { source, .. } => StateError::unavailable(
+                    format!("rocksdb checkpoint into {}", dir.display()),
+                    source,
+                ),
+                other => other,
             })
     }
 

@@ -111,7 +111,7 @@ impl Checkpointed for RocksBackend {
 }
 
 fn io(what: &str) -> impl Fn(std::io::Error) -> StateError + '_ {
-    move |e| StateError::Invalid(format!("{what}: {e}"))
+    move |e| StateError::unavailable(what, e)
 }
 
 impl RocksBackend {

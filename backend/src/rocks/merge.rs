@@ -112,9 +112,10 @@ impl RocksBackend {
     ) -> StateResult<()> {
         let dir = view_dir(&self.path);
         let _guard = RemoveOnDrop(dir.clone());
-        std::fs::create_dir(&dir).map_err(|e| {
-            StateError::Invalid(format!("ingest scratch dir {}: {e}", dir.display()))
-        })?;
+        std::fs::create_dir(&dir).map_err(crate::error::local_io(format!(
+            "ingest scratch dir {}",
+            dir.display()
+        )))?;
         let opts = cf_options(self.shared.as_deref(), &self.tuning)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(4);
         let files = std::thread::scope(|s| {

@@ -991,3 +991,16 @@ fn rocksdb_snapshot_views_clean_up_after_themselves() {
     assert!(alive.exists(), "a live process's view is not touched");
     drop(b);
 }
+
+/// RocksDB's errors reach the caller by what to do about them: a damaged database is corruption
+/// (restore from a checkpoint), not an invalid argument.
+#[test]
+fn a_damaged_database_is_a_corruption_error() {
+    use crate::error::ErrorKind;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    drop(crate::RocksBackend::open(&db, KeyGroupRange::all(128), 128).unwrap());
+    std::fs::write(db.join("CURRENT"), b"MANIFEST-000001").unwrap();
+    let err = crate::RocksBackend::open(&db, KeyGroupRange::all(128), 128).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+}
