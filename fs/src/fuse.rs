@@ -24,37 +24,90 @@ use crate::core::{Attr, Caller, FsCore, Opened, SetAttr};
 use crate::error::FsError;
 use crate::store_pool::StorePool;
 
-/// FUSE operation counters, by operation name.
-/// Operations counted by [`FuseMetrics`].
-const OPS: [&str; 21] = [
-    "lookup",
-    "getattr",
-    "setattr",
-    "mkdir",
-    "unlink",
-    "rmdir",
-    "rename",
-    "link",
-    "open",
-    "create",
-    "read",
-    "write",
-    "flush",
-    "release",
-    "fsync",
-    "opendir",
-    "readdir",
-    "fsyncdir",
-    "statfs",
-    "fallocate",
-    "other",
-];
+/// The FUSE operations statefs implements, each counted and timed by [`FuseMetrics`] (its
+/// discriminant is its index there) and traced in a span of its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Lookup,
+    Getattr,
+    Setattr,
+    Mkdir,
+    Unlink,
+    Rmdir,
+    Rename,
+    Link,
+    Open,
+    Create,
+    Read,
+    Write,
+    Flush,
+    Release,
+    Fsync,
+    Opendir,
+    Readdir,
+    Releasedir,
+    Fsyncdir,
+    Statfs,
+    Fallocate,
+}
+
+impl Op {
+    const ALL: [Op; 21] = [
+        Op::Lookup,
+        Op::Getattr,
+        Op::Setattr,
+        Op::Mkdir,
+        Op::Unlink,
+        Op::Rmdir,
+        Op::Rename,
+        Op::Link,
+        Op::Open,
+        Op::Create,
+        Op::Read,
+        Op::Write,
+        Op::Flush,
+        Op::Release,
+        Op::Fsync,
+        Op::Opendir,
+        Op::Readdir,
+        Op::Releasedir,
+        Op::Fsyncdir,
+        Op::Statfs,
+        Op::Fallocate,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Lookup => "lookup",
+            Op::Getattr => "getattr",
+            Op::Setattr => "setattr",
+            Op::Mkdir => "mkdir",
+            Op::Unlink => "unlink",
+            Op::Rmdir => "rmdir",
+            Op::Rename => "rename",
+            Op::Link => "link",
+            Op::Open => "open",
+            Op::Create => "create",
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::Flush => "flush",
+            Op::Release => "release",
+            Op::Fsync => "fsync",
+            Op::Opendir => "opendir",
+            Op::Readdir => "readdir",
+            Op::Releasedir => "releasedir",
+            Op::Fsyncdir => "fsyncdir",
+            Op::Statfs => "statfs",
+            Op::Fallocate => "fallocate",
+        }
+    }
+}
 
 /// FUSE operation counters (lock-free: one atomic per operation).
 #[derive(Debug, Default)]
 pub struct FuseMetrics {
-    counts: [AtomicU64; OPS.len()],
-    latency: [crate::metrics::Histogram; OPS.len()],
+    counts: [AtomicU64; Op::ALL.len()],
+    latency: [crate::metrics::Histogram; Op::ALL.len()],
     pub passthrough_opens: AtomicU64,
     pub daemon_opens: AtomicU64,
     /// Requests waiting for a store thread: uploads, and cold reads.
@@ -64,20 +117,20 @@ pub struct FuseMetrics {
 
 impl FuseMetrics {
     /// Counts one request of `op`; the returned guard records its latency when dropped.
-    fn count(&self, op: &'static str) -> crate::metrics::Timer<'_> {
+    fn count(&self, op: Op) -> crate::metrics::Timer<'_> {
         crate::metrics::Timer::new(&self.latency[self.tally(op)])
     }
 
-    /// Counts one request of `op`; its index in [`OPS`].
-    fn tally(&self, op: &'static str) -> usize {
-        let i = OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1);
+    /// Counts one request of `op`; its index in the arrays.
+    fn tally(&self, op: Op) -> usize {
+        let i = op as usize;
         self.counts[i].fetch_add(1, Ordering::Relaxed);
         i
     }
 
     /// As [`count`](Self::count), for a request answered on another thread: the latency is
     /// recorded when the returned guard is dropped there, after the reply.
-    fn count_owned(self: &Arc<Self>, op: &'static str) -> OwnedTimer {
+    fn count_owned(self: &Arc<Self>, op: Op) -> OwnedTimer {
         OwnedTimer {
             metrics: self.clone(),
             i: self.tally(op),
@@ -94,7 +147,7 @@ impl FuseMetrics {
             "counter",
             "FUSE requests that reached the daemon",
         );
-        for (op, c) in OPS.iter().zip(&self.counts) {
+        for (op, c) in Op::ALL.iter().map(|o| o.name()).zip(&self.counts) {
             sample(
                 out,
                 FUSE_OPS,
@@ -108,7 +161,7 @@ impl FuseMetrics {
             "histogram",
             "time the daemon spent on a FUSE request",
         );
-        for (op, h) in OPS.iter().zip(&self.latency) {
+        for (op, h) in Op::ALL.iter().map(|o| o.name()).zip(&self.latency) {
             if h.count() > 0 {
                 h.render(out, FUSE_LATENCY, &format!("op=\"{op}\""));
             }
@@ -142,9 +195,10 @@ impl FuseMetrics {
         }
     }
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        OPS.iter()
+        Op::ALL
+            .iter()
             .zip(&self.counts)
-            .map(|(op, c)| (*op, c.load(Ordering::Relaxed)))
+            .map(|(op, c)| (op.name(), c.load(Ordering::Relaxed)))
             .collect()
     }
 }
@@ -359,6 +413,7 @@ fn time_of(t: TimeOrNow) -> SystemTime {
 
 impl Filesystem for StatefsFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _s = tracing::info_span!("init").entered();
         let offered = config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH);
         match (self.mode, offered) {
             (PassthroughMode::Off, _) => {}
@@ -386,6 +441,7 @@ impl Filesystem for StatefsFuse {
     }
 
     fn destroy(&mut self) {
+        let _s = tracing::info_span!("destroy").entered();
         // Uploads accepted before the unmount finish (and are journaled) before the core shuts down.
         self.uploads.close();
         self.reads.close();
@@ -395,7 +451,8 @@ impl Filesystem for StatefsFuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _t = self.metrics.count("lookup");
+        let _t = self.metrics.count(Op::Lookup);
+        let _s = tracing::trace_span!("lookup", parent = parent.0, ?name).entered();
         let name = match Self::name(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -407,7 +464,8 @@ impl Filesystem for StatefsFuse {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let _t = self.metrics.count("getattr");
+        let _t = self.metrics.count(Op::Getattr);
+        let _s = tracing::trace_span!("getattr", ino = ino.0).entered();
         match self.core.getattr(ino.0) {
             Ok(a) => reply.attr(&self.attr_ttl, &Self::file_attr(&a)),
             Err(e) => reply.error(Self::errno("getattr", &e)),
@@ -432,7 +490,7 @@ impl Filesystem for StatefsFuse {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let t = self.metrics.count_owned("setattr");
+        let t = self.metrics.count_owned(Op::Setattr);
         let span = tracing::debug_span!("setattr", ino = ino.0, ?size);
         let set = SetAttr {
             perm: mode.map(|m| (m & 0o7777) as u16),
@@ -466,7 +524,8 @@ impl Filesystem for StatefsFuse {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let _t = self.metrics.count("mkdir");
+        let _t = self.metrics.count(Op::Mkdir);
+        let _s = tracing::debug_span!("mkdir", parent = parent.0, ?name).entered();
         let name = match Self::name(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -481,7 +540,7 @@ impl Filesystem for StatefsFuse {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _t = self.metrics.count("unlink");
+        let _t = self.metrics.count(Op::Unlink);
         let _s = tracing::debug_span!("unlink", parent = parent.0, ?name).entered();
         match Self::name(name).and_then(|n| {
             self.core
@@ -494,7 +553,8 @@ impl Filesystem for StatefsFuse {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _t = self.metrics.count("rmdir");
+        let _t = self.metrics.count(Op::Rmdir);
+        let _s = tracing::debug_span!("rmdir", parent = parent.0, ?name).entered();
         match Self::name(name).and_then(|n| {
             self.core
                 .rmdir(parent.0, n)
@@ -515,7 +575,7 @@ impl Filesystem for StatefsFuse {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let _t = self.metrics.count("rename");
+        let _t = self.metrics.count(Op::Rename);
         let _s = tracing::debug_span!("rename", ?name, ?newname).entered();
         let r = Self::name(name).and_then(|n| {
             let nn = Self::name(newname)?;
@@ -537,7 +597,9 @@ impl Filesystem for StatefsFuse {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let _t = self.metrics.count("link");
+        let _t = self.metrics.count(Op::Link);
+        let _s =
+            tracing::debug_span!("link", ino = ino.0, newparent = newparent.0, ?newname).entered();
         let name = match Self::name(newname) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -549,7 +611,7 @@ impl Filesystem for StatefsFuse {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let t = self.metrics.count_owned("open");
+        let t = self.metrics.count_owned(Op::Open);
         let span = tracing::debug_span!("open", ino = ino.0, flags = flags.0);
         let opener = self.opener.clone();
         let open = move || {
@@ -571,7 +633,7 @@ impl Filesystem for StatefsFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let _t = self.metrics.count("create");
+        let _t = self.metrics.count(Op::Create);
         let _s = tracing::debug_span!("create", parent = parent.0, ?name).entered();
         let name = match Self::name(name) {
             Ok(n) => n,
@@ -628,10 +690,11 @@ impl Filesystem for StatefsFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let t = self.metrics.count_owned("read");
-        tracing::trace!(ino = _ino.0, fh = fh.0, offset, size, "read");
+        let t = self.metrics.count_owned(Op::Read);
+        let span = tracing::trace_span!("read", ino = _ino.0, fh = fh.0, offset, size);
         let core = self.core.clone();
         let read = move || {
+            let _s = span.entered();
             match core.read(fh.0, offset, size) {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(Self::errno("read", &e)),
@@ -656,7 +719,8 @@ impl Filesystem for StatefsFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _t = self.metrics.count("write");
+        let _t = self.metrics.count(Op::Write);
+        let _s = tracing::trace_span!("write", fh = fh.0, offset, len = data.len()).entered();
         match self.core.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(Self::errno("write", &e)),
@@ -671,7 +735,8 @@ impl Filesystem for StatefsFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let _t = self.metrics.count("flush");
+        let _t = self.metrics.count(Op::Flush);
+        let _s = tracing::debug_span!("flush", fh = fh.0).entered();
         match self.core.flush(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(Self::errno("flush", &e)),
@@ -688,7 +753,7 @@ impl Filesystem for StatefsFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let t = self.metrics.count_owned("release");
+        let t = self.metrics.count_owned(Op::Release);
         let span = tracing::debug_span!("release", ino = ino.0, fh = fh.0);
         {
             let mut b = self.opener.backings.lock();
@@ -722,7 +787,7 @@ impl Filesystem for StatefsFuse {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let t = self.metrics.count_owned("fsync");
+        let t = self.metrics.count_owned(Op::Fsync);
         let span = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0, datasync);
         let core = self.core.clone();
         let fsync = move || {
@@ -739,7 +804,8 @@ impl Filesystem for StatefsFuse {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _t = self.metrics.count("opendir");
+        let _t = self.metrics.count(Op::Opendir);
+        let _s = tracing::debug_span!("opendir", ino = ino.0).entered();
         match self.core.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(Self::errno("opendir", &e)),
@@ -754,7 +820,8 @@ impl Filesystem for StatefsFuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let _t = self.metrics.count("readdir");
+        let _t = self.metrics.count(Op::Readdir);
+        let _s = tracing::debug_span!("readdir", fh = fh.0, offset).entered();
         match self.core.readdir(fh.0) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate().skip(offset as usize) {
@@ -781,6 +848,8 @@ impl Filesystem for StatefsFuse {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self.metrics.count(Op::Releasedir);
+        let _s = tracing::debug_span!("releasedir", fh = fh.0).entered();
         self.core.releasedir(fh.0);
         reply.ok();
     }
@@ -793,7 +862,8 @@ impl Filesystem for StatefsFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _t = self.metrics.count("fsyncdir");
+        let _t = self.metrics.count(Op::Fsyncdir);
+        let _s = tracing::debug_span!("fsyncdir").entered();
         match self.core.fsyncdir() {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(Self::errno("fsyncdir", &e)),
@@ -801,7 +871,8 @@ impl Filesystem for StatefsFuse {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let _t = self.metrics.count("statfs");
+        let _t = self.metrics.count(Op::Statfs);
+        let _s = tracing::debug_span!("statfs").entered();
         match self.core.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks(),
@@ -827,10 +898,31 @@ impl Filesystem for StatefsFuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let _t = self.metrics.count("fallocate");
+        let _t = self.metrics.count(Op::Fallocate);
+        let _s = tracing::debug_span!("fallocate", fh = fh.0, offset, length, mode).entered();
         match self.core.fallocate(fh.0, offset, length, mode) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(Self::errno("fallocate", &e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request is counted in its own operation's slot: `Op::ALL` lists every operation once, in
+    /// discriminant order, and the metrics name each one.
+    #[test]
+    fn every_operation_has_its_own_counter() {
+        let m = FuseMetrics::default();
+        for (i, op) in Op::ALL.iter().enumerate() {
+            assert_eq!(*op as usize, i, "{op:?}");
+            drop(m.count(*op));
+        }
+        let counts = m.snapshot();
+        let names: std::collections::HashSet<_> = counts.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names.len(), Op::ALL.len());
+        assert!(counts.iter().all(|(_, c)| *c == 1), "{counts:?}");
     }
 }
