@@ -5,6 +5,7 @@
 //! accepted under `state.backend.rocksdb.` and `state.backend.forst.`.
 
 use rocksdb::Options;
+use statefs_store::options::{Kind, OptionSpec, Value};
 
 use crate::error::{StateError, StateResult};
 
@@ -49,141 +50,151 @@ pub struct RocksTuning {
 /// the file list) are rare.
 pub const DEFAULT_MAX_MANIFEST_FILE_SIZE: usize = 1 << 20;
 
-/// One key [`RocksTuning::from_pairs`] understands.
-pub struct TuningKey {
-    /// After the `state.backend.rocksdb.` or `state.backend.forst.` prefix.
-    pub key: &'static str,
-    pub kind: &'static str,
-    /// What applies when neither the key nor the profile sets it.
-    pub default: &'static str,
-    pub description: &'static str,
-}
-
-/// The keys [`RocksTuning::from_pairs`] understands; `docs/ROCKSDB_OPTIONS.md` is
-/// [`markdown_table`] of them (a test checks).
-pub const KEYS: &[TuningKey] = &[
-    TuningKey {
-        key: "predefined-options",
-        kind: "`DEFAULT` \\| `SPINNING_DISK_OPTIMIZED` \\| `SPINNING_DISK_OPTIMIZED_HIGH_MEM` \\| `FLASH_SSD_OPTIMIZED`",
-        default: "DEFAULT",
-        description: "Flink's option profile; it fills every key below that is not configured. Non-default profiles also keep all files open and use 4 background jobs.",
-    },
-    TuningKey {
-        key: "block.blocksize",
-        kind: "size",
-        default: "4kb (RocksDB)",
-        description: "Uncompressed data per SST block.",
-    },
-    TuningKey {
-        key: "block.cache-size",
-        kind: "size",
-        default: "32mb (RocksDB)",
-        description: "LRU block cache of each column family. A shared memory budget replaces it.",
-    },
-    TuningKey {
-        key: "writebuffer.size",
-        kind: "size",
-        default: "64mb (RocksDB)",
-        description: "Memtable size before it is switched for flushing. A shared memory budget replaces it.",
-    },
-    TuningKey {
-        key: "writebuffer.count",
-        kind: "integer",
-        default: "2 (RocksDB)",
-        description: "Memtables held in memory at most, the active one included.",
-    },
-    TuningKey {
-        key: "writebuffer.number-to-merge",
-        kind: "integer",
-        default: "1 (RocksDB)",
-        description: "Immutable memtables merged into one flush.",
-    },
-    TuningKey {
-        key: "compaction.level.target-file-size-base",
-        kind: "size",
-        default: "64mb (RocksDB)",
-        description: "Target SST size at level 1 (the SST size on statefs' object store).",
-    },
-    TuningKey {
-        key: "compaction.level.max-size-level-base",
-        kind: "size",
-        default: "256mb (RocksDB)",
-        description: "Total size of level 1.",
-    },
-    TuningKey {
-        key: "compaction.level.use-dynamic-size",
-        kind: "boolean",
-        default: "true (RocksDB)",
-        description: "Size levels from the last level upwards (`level_compaction_dynamic_level_bytes`).",
-    },
-    TuningKey {
-        key: "use-bloom-filter",
-        kind: "boolean",
-        default: "false",
-        description: "Bloom filter in every SST (full filter, not block-based).",
-    },
-    TuningKey {
-        key: "bloom-filter.bits-per-key",
-        kind: "number",
-        default: "10",
-        description: "Bloom filter bits per key, when the filter is on.",
-    },
-    TuningKey {
-        key: "thread.num",
-        kind: "integer",
-        default: "2 (RocksDB); 4 in ForSt mode",
-        description: "Background flush and compaction jobs (and the thread pools' sizes).",
-    },
-    TuningKey {
-        key: "memory.fixed-per-slot",
-        kind: "size",
-        default: "none",
-        description: "A memory budget for the backend: a strict-capacity block cache plus memtables that stall writers at their share. `RocksBackend::open_tuned` without a `SharedResources` makes one per backend; pass one `SharedResources::from_tuning` to several backends to share it. It replaces the block cache and write buffer sizes.",
-    },
-    TuningKey {
-        key: "memory.write-buffer-ratio",
-        kind: "number in (0, 1)",
-        default: "0.5",
-        description: "Share of the budget for memtables; the rest is the block cache.",
-    },
-    TuningKey {
-        key: "memory.high-prio-pool-ratio",
-        kind: "number in (0, 1)",
-        default: "0.1",
-        description: "Share of the block cache kept for index and filter blocks (cached at high priority).",
-    },
-    TuningKey {
-        key: "memory.malloc-mmap-threshold",
-        kind: "size, 0 or 4kb..32mb",
-        default: "128kb",
-        description: "With a budget, on glibc: fixes malloc's mmap threshold (process-wide, set by the first budget made), so memory RocksDB frees goes back to the system. glibc raises the threshold after each large free, and RocksDB's freed memtable and compaction buffers then stayed in malloc's heap: peak RSS 104 MB with a 32 MB budget, 65 MB with the threshold fixed (docs/BENCHMARKS.md). `0` leaves glibc's dynamic threshold.",
-    },
-    TuningKey {
-        key: "manifest.max-file-size",
-        kind: "size, at least 64kb",
-        default: "1mb",
-        description: "MANIFEST size at which RocksDB starts a new, compact one (`max_manifest_file_size`, a floor: RocksDB raises it with the size of a compacted MANIFEST, `max_manifest_space_amp_pct`; its own default is 1gb, and its docs name 1mb as the likely better one). Every checkpoint copies the whole MANIFEST (rocksdb uploads it, forst copies it into the statefs checkpoint), and it grows by every flush and compaction until it rolls over (measured: 21 KB after a 1 GB load, +3-5 KB per checkpoint round of the backends bench), so under RocksDB's default a job running for weeks copies ever more of it.",
-    },
-    TuningKey {
-        key: "use-ingest-db-restore",
-        kind: "boolean",
-        default: "true",
-        description: "When scaling in, bring the other subtasks' key groups in as SST files written aside and ingested; `false` copies them through write batches (memtables, flushes, compactions).",
-    },
+/// The keys [`RocksTuning::from_pairs`] understands, after the `state.backend.rocksdb.` or
+/// `state.backend.forst.` prefix: entries of the option registry (`statefs_store::options`), with
+/// no default of their own (an unset key is the profile's value, else RocksDB's: each description
+/// says which). `docs/ROCKSDB_OPTIONS.md` is [`markdown_table`] of them (a test checks).
+pub const KEYS: &[OptionSpec] = &[
+    OptionSpec::new(
+        "predefined-options",
+        "",
+        Kind::Choice(&[
+            "DEFAULT",
+            "SPINNING_DISK_OPTIMIZED",
+            "SPINNING_DISK_OPTIMIZED_HIGH_MEM",
+            "FLASH_SSD_OPTIMIZED",
+        ]),
+        "",
+        "Flink's option profile; it fills every key below that is not configured. Non-default profiles also keep all files open and use 4 background jobs. Default: DEFAULT.",
+    ),
+    OptionSpec::new(
+        "block.blocksize",
+        "",
+        Kind::Bytes,
+        "",
+        "Uncompressed data per SST block. Default: 4kb (RocksDB).",
+    ),
+    OptionSpec::new(
+        "block.cache-size",
+        "",
+        Kind::Bytes,
+        "",
+        "LRU block cache of each column family. A shared memory budget replaces it. Default: 32mb (RocksDB).",
+    ),
+    OptionSpec::new(
+        "writebuffer.size",
+        "",
+        Kind::Bytes,
+        "",
+        "Memtable size before it is switched for flushing. A shared memory budget replaces it. Default: 64mb (RocksDB).",
+    ),
+    OptionSpec::new(
+        "writebuffer.count",
+        "",
+        Kind::Count,
+        "",
+        "Memtables held in memory at most, the active one included. At least 1. Default: 2 (RocksDB).",
+    ),
+    OptionSpec::new(
+        "writebuffer.number-to-merge",
+        "",
+        Kind::Count,
+        "",
+        "Immutable memtables merged into one flush. At least 1. Default: 1 (RocksDB).",
+    ),
+    OptionSpec::new(
+        "compaction.level.target-file-size-base",
+        "",
+        Kind::Bytes,
+        "",
+        "Target SST size at level 1 (the SST size on statefs' object store). Default: 64mb (RocksDB).",
+    ),
+    OptionSpec::new(
+        "compaction.level.max-size-level-base",
+        "",
+        Kind::Bytes,
+        "",
+        "Total size of level 1. Default: 256mb (RocksDB).",
+    ),
+    OptionSpec::new(
+        "compaction.level.use-dynamic-size",
+        "",
+        Kind::Bool,
+        "",
+        "Size levels from the last level upwards (`level_compaction_dynamic_level_bytes`). Default: true (RocksDB).",
+    ),
+    OptionSpec::new(
+        "use-bloom-filter",
+        "",
+        Kind::Bool,
+        "",
+        "Bloom filter in every SST (full filter, not block-based). Default: false.",
+    ),
+    OptionSpec::new(
+        "bloom-filter.bits-per-key",
+        "",
+        Kind::Number,
+        "",
+        "Bloom filter bits per key, when the filter is on. Default: 10.",
+    ),
+    OptionSpec::new(
+        "thread.num",
+        "",
+        Kind::Count,
+        "",
+        "Background flush and compaction jobs (and the thread pools' sizes). At least 1. Default: 2 (RocksDB); 4 in ForSt mode.",
+    ),
+    OptionSpec::new(
+        "memory.fixed-per-slot",
+        "",
+        Kind::Bytes,
+        "",
+        "A memory budget for the backend: a strict-capacity block cache plus memtables that stall writers at their share. `RocksBackend::open_tuned` without a `SharedResources` makes one per backend; pass one `SharedResources::from_tuning` to several backends to share it. It replaces the block cache and write buffer sizes. Default: none.",
+    ),
+    OptionSpec::new(
+        "memory.write-buffer-ratio",
+        "",
+        Kind::Ratio,
+        "",
+        "Share of the budget for memtables; the rest is the block cache. Default: 0.5.",
+    ),
+    OptionSpec::new(
+        "memory.high-prio-pool-ratio",
+        "",
+        Kind::Ratio,
+        "",
+        "Share of the block cache kept for index and filter blocks (cached at high priority). Default: 0.1.",
+    ),
+    OptionSpec::new(
+        "memory.malloc-mmap-threshold",
+        "",
+        Kind::Bytes,
+        "",
+        "With a budget, on glibc: fixes malloc's mmap threshold (process-wide, set by the first budget made), so memory RocksDB frees goes back to the system. glibc raises the threshold after each large free, and RocksDB's freed memtable and compaction buffers then stayed in malloc's heap: peak RSS 104 MB with a 32 MB budget, 65 MB with the threshold fixed (docs/BENCHMARKS.md). `0` leaves glibc's dynamic threshold. 0, or 4kb to 32mb. Default: 128kb.",
+    ),
+    OptionSpec::new(
+        "manifest.max-file-size",
+        "",
+        Kind::Bytes,
+        "",
+        "MANIFEST size at which RocksDB starts a new, compact one (`max_manifest_file_size`, a floor: RocksDB raises it with the size of a compacted MANIFEST, `max_manifest_space_amp_pct`; its own default is 1gb, and its docs name 1mb as the likely better one). Every checkpoint copies the whole MANIFEST (rocksdb uploads it, forst copies it into the statefs checkpoint), and it grows by every flush and compaction until it rolls over (measured: 21 KB after a 1 GB load, +3-5 KB per checkpoint round of the backends bench), so under RocksDB's default a job running for weeks copies ever more of it. At least 64kb. Default: 1mb.",
+    ),
+    OptionSpec::new(
+        "use-ingest-db-restore",
+        "",
+        Kind::Bool,
+        "",
+        "When scaling in, bring the other subtasks' key groups in as SST files written aside and ingested; `false` copies them through write batches (memtables, flushes, compactions). Default: true.",
+    ),
 ];
 
 /// The tuning keys in Markdown (`docs/ROCKSDB_OPTIONS.md` holds this).
 pub fn markdown_table() -> String {
-    let mut out = String::from(
-        "| Key (after `state.backend.rocksdb.` or `state.backend.forst.`) | Type | Default | Description |\n|---|---|---|---|\n",
-    );
-    for k in KEYS {
-        out.push_str(&format!(
-            "| `{}` | {} | `{}` | {} |\n",
-            k.key, k.kind, k.default, k.description
-        ));
-    }
-    out
+    statefs_store::options::markdown_table(
+        KEYS,
+        "Key (after `state.backend.rocksdb.` or `state.backend.forst.`)",
+        false,
+    )
 }
 
 /// `docs/ROCKSDB_OPTIONS.md`.
@@ -222,30 +233,6 @@ pub fn latest_options_file(dir: &std::path::Path) -> Option<std::path::PathBuf> 
         .map(|(_, p)| p)
 }
 
-fn size(key: &str, v: &str) -> StateResult<u64> {
-    let t = v.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| bad(key, v, "expected a size like 64mb"))?;
-    let m = match unit.trim() {
-        "" | "b" => 1,
-        "kb" | "k" => 1 << 10,
-        "mb" | "m" => 1 << 20,
-        "gb" | "g" => 1 << 30,
-        _ => return Err(bad(key, v, "unknown size unit")),
-    };
-    Ok(n * m)
-}
-
-fn ratio(key: &str, v: &str) -> StateResult<f64> {
-    match v.trim().parse::<f64>() {
-        Ok(r) if r > 0.0 && r < 1.0 => Ok(r),
-        _ => Err(bad(key, v, "expected a number above 0 and below 1")),
-    }
-}
-
 fn bad(key: &str, v: &str, why: &str) -> StateError {
     StateError::Invalid(format!("bad value {v:?} for `{key}`: {why}"))
 }
@@ -272,7 +259,8 @@ impl RocksTuning {
     }
 
     /// Parses `(key, value)` pairs; unknown keys under the RocksDB/ForSt prefixes and bad values are
-    /// errors naming the key; other keys are not ours and are ignored.
+    /// errors naming the key; other keys are not ours and are ignored. Values are parsed by the
+    /// option registry's parsers (one per type), then checked against each key's range.
     pub fn from_pairs(pairs: &[(&str, &str)]) -> StateResult<RocksTuning> {
         let mut t = RocksTuning::default();
         for (key, v) in pairs {
@@ -282,7 +270,7 @@ impl RocksTuning {
             else {
                 continue;
             };
-            if !KEYS.iter().any(|t| t.key == k) {
+            let Some(spec) = KEYS.iter().find(|t| t.key == k) else {
                 // ForSt's cache and directory keys belong to statefs' own registry.
                 if key.starts_with("state.backend.forst.") {
                     continue;
@@ -290,72 +278,67 @@ impl RocksTuning {
                 return Err(StateError::Invalid(format!(
                     "unknown configuration key `{key}`"
                 )));
-            }
-            let int = |v: &str| {
-                v.trim()
-                    .parse::<i32>()
-                    .map_err(|_| bad(key, v, "expected a whole number"))
             };
-            let boolean = |v: &str| match v.trim() {
-                "true" => Ok(true),
-                "false" => Ok(false),
-                _ => Err(bad(key, v, "expected true or false")),
+            let value = statefs_store::options::parse_value(spec.kind, v)
+                .map_err(|why| bad(key, v, &why))?;
+            let size = || match value {
+                Value::Bytes(n) => usize::try_from(n).map_err(|_| bad(key, v, "too large")),
+                _ => unreachable!("{k} is a size"),
             };
+            let positive = || match value {
+                Value::Count(n) if n >= 1 => i32::try_from(n).map_err(|_| bad(key, v, "too large")),
+                Value::Count(_) => Err(bad(key, v, "at least 1")),
+                _ => unreachable!("{k} is a count"),
+            };
+            let number = || match value {
+                Value::Number(n) => n,
+                _ => unreachable!("{k} is a number"),
+            };
+            let boolean = || matches!(value, Value::Bool(true));
             match k {
                 "predefined-options" => {
                     t.profile = match v.trim() {
-                        "DEFAULT" => Profile::Default,
                         "SPINNING_DISK_OPTIMIZED" => Profile::SpinningDiskOptimized,
                         "SPINNING_DISK_OPTIMIZED_HIGH_MEM" => Profile::SpinningDiskOptimizedHighMem,
                         "FLASH_SSD_OPTIMIZED" => Profile::FlashSsdOptimized,
-                        _ => {
-                            return Err(bad(
-                                key,
-                                v,
-                                "expected DEFAULT, SPINNING_DISK_OPTIMIZED, SPINNING_DISK_OPTIMIZED_HIGH_MEM or FLASH_SSD_OPTIMIZED",
-                            ));
-                        }
+                        _ => Profile::Default,
                     }
                 }
-                "block.blocksize" => t.block_size = Some(size(key, v)? as usize),
-                "block.cache-size" => t.block_cache_size = Some(size(key, v)? as usize),
-                "writebuffer.size" => t.write_buffer_size = Some(size(key, v)? as usize),
-                "writebuffer.count" => t.max_write_buffer_number = Some(int(v)?),
-                "writebuffer.number-to-merge" => t.min_write_buffer_number_to_merge = Some(int(v)?),
+                "block.blocksize" => t.block_size = Some(size()?),
+                "block.cache-size" => t.block_cache_size = Some(size()?),
+                "writebuffer.size" => t.write_buffer_size = Some(size()?),
+                "writebuffer.count" => t.max_write_buffer_number = Some(positive()?),
+                "writebuffer.number-to-merge" => {
+                    t.min_write_buffer_number_to_merge = Some(positive()?)
+                }
                 "compaction.level.target-file-size-base" => {
-                    t.target_file_size_base = Some(size(key, v)?)
+                    t.target_file_size_base = Some(size()? as u64)
                 }
                 "compaction.level.max-size-level-base" => {
-                    t.max_bytes_for_level_base = Some(size(key, v)?)
+                    t.max_bytes_for_level_base = Some(size()? as u64)
                 }
-                "compaction.level.use-dynamic-size" => t.use_dynamic_level_size = Some(boolean(v)?),
-                "use-bloom-filter" => t.use_bloom_filter = Some(boolean(v)?),
-                "bloom-filter.bits-per-key" => {
-                    t.bloom_bits_per_key = Some(
-                        v.trim()
-                            .parse()
-                            .map_err(|_| bad(key, v, "expected a number"))?,
-                    )
-                }
-                "thread.num" => t.thread_num = Some(int(v)?),
-                "memory.fixed-per-slot" => t.memory_budget = Some(size(key, v)? as usize),
-                "memory.write-buffer-ratio" => t.write_buffer_ratio = Some(ratio(key, v)?),
-                "memory.high-prio-pool-ratio" => t.high_pri_pool_ratio = Some(ratio(key, v)?),
+                "compaction.level.use-dynamic-size" => t.use_dynamic_level_size = Some(boolean()),
+                "use-bloom-filter" => t.use_bloom_filter = Some(boolean()),
+                "bloom-filter.bits-per-key" => t.bloom_bits_per_key = Some(number()),
+                "thread.num" => t.thread_num = Some(positive()?),
+                "memory.fixed-per-slot" => t.memory_budget = Some(size()?),
+                "memory.write-buffer-ratio" => t.write_buffer_ratio = Some(number()),
+                "memory.high-prio-pool-ratio" => t.high_pri_pool_ratio = Some(number()),
                 "manifest.max-file-size" => {
-                    let n = size(key, v)?;
+                    let n = size()?;
                     if n < 64 << 10 {
                         return Err(bad(key, v, "at least 64kb"));
                     }
-                    t.max_manifest_file_size = Some(n as usize);
+                    t.max_manifest_file_size = Some(n);
                 }
                 "memory.malloc-mmap-threshold" => {
-                    let n = size(key, v)?;
+                    let n = size()?;
                     if n != 0 && !(4 << 10..=32 << 20).contains(&n) {
                         return Err(bad(key, v, "0, or between 4kb and 32mb"));
                     }
-                    t.malloc_mmap_threshold = Some(n as usize);
+                    t.malloc_mmap_threshold = Some(n);
                 }
-                "use-ingest-db-restore" => t.use_ingest_db_restore = Some(boolean(v)?),
+                "use-ingest-db-restore" => t.use_ingest_db_restore = Some(boolean()),
                 _ => unreachable!("checked against KEYS"),
             }
         }
@@ -552,12 +535,13 @@ mod tests {
     fn every_documented_key_parses() {
         for k in KEYS {
             let v = match k.kind {
-                k if k.starts_with("size") => "8mb",
-                "integer" => "3",
-                "boolean" => "true",
-                "number" => "12.5",
-                "number in (0, 1)" => "0.3",
-                _ => "FLASH_SSD_OPTIMIZED",
+                Kind::Bytes => "8mb",
+                Kind::Count => "3",
+                Kind::Bool => "true",
+                Kind::Number => "12.5",
+                Kind::Ratio => "0.3",
+                Kind::Choice(_) => "FLASH_SSD_OPTIMIZED",
+                other => unreachable!("no tuning key is a {other:?}"),
             };
             let key = format!("state.backend.forst.{}", k.key);
             let t = RocksTuning::from_pairs(&[(key.as_str(), v)]).unwrap();

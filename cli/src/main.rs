@@ -5,10 +5,13 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use anyhow::{Context, anyhow};
+use clap::{Parser, Subcommand};
 use nix::sys::signal::{SigSet, Signal};
-use statefs::MountConfig;
-use statefs::options::{self, Settings};
+use statefs::options;
+
+mod args;
+use args::{MountArgs, RemoteArgs};
 
 #[derive(Parser)]
 #[command(
@@ -123,256 +126,6 @@ enum MountsCommand {
     },
 }
 
-/// Which object store, for the commands that work on a store without a mount.
-#[derive(Args)]
-struct RemoteArgs {
-    /// file:///abs/path, s3://bucket/prefix.
-    #[arg(long)]
-    remote: String,
-    #[arg(long, env = "AWS_ENDPOINT_URL")]
-    s3_endpoint: Option<String>,
-    #[arg(long, env = "AWS_REGION")]
-    s3_region: Option<String>,
-    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
-    s3_access_key_id: Option<String>,
-    /// Refused: the secret comes from AWS_SECRET_ACCESS_KEY.
-    #[arg(long, hide = true)]
-    s3_secret_access_key: Option<String>,
-    #[arg(long)]
-    s3_allow_http: bool,
-}
-
-impl RemoteArgs {
-    fn open(
-        &self,
-    ) -> Result<
-        (
-            std::sync::Arc<dyn statefs::store::RemoteStore>,
-            std::sync::Arc<tokio::runtime::Runtime>,
-        ),
-        String,
-    > {
-        if self.s3_secret_access_key.is_some() {
-            return Err(
-                options::OptionError::SecretOnCommandLine("--s3-secret-access-key".into())
-                    .to_string(),
-            );
-        }
-        let runtime = statefs::mount::runtime().map_err(|e| e.to_string())?;
-        // The secret key, like the session token, comes from the environment (object_store
-        // reads AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN itself).
-        let s3 = statefs::store::S3Options {
-            endpoint: self.s3_endpoint.clone(),
-            region: self.s3_region.clone(),
-            access_key_id: self.s3_access_key_id.clone(),
-            secret_access_key: None,
-            allow_http: self.s3_allow_http,
-            request_timeout: None,
-        };
-        let spec = statefs::store::RemoteSpec::parse(&self.remote).map_err(|e| e.to_string())?;
-        if spec == statefs::store::RemoteSpec::Memory {
-            return Err(
-                "memory:// lives inside one mount process; nothing to inspect from outside".into(),
-            );
-        }
-        let store = spec.open(&s3, runtime.clone()).map_err(|e| e.to_string())?;
-        let retrying =
-            statefs::store::RetryingRemote::new(store, statefs::store::RetryPolicy::default());
-        Ok((std::sync::Arc::new(retrying), runtime))
-    }
-}
-
-/// `statefs mount` flags. Every flag is optional here: defaults live in the option registry
-/// (`statefs config`), a `--config` file comes next, flags last.
-#[derive(Args)]
-struct MountArgs {
-    /// Empty directory to mount on.
-    mountpoint: PathBuf,
-    /// YAML file of options (keys as `statefs config` lists them).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Any option by key, e.g. --set state.backend.forst.cache.size-based-limit=1gb (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    sets: Vec<String>,
-    /// Where SST files live: file:///abs/path, s3://bucket/prefix or memory://.
-    #[arg(long)]
-    remote: Option<String>,
-    /// Journal and local-placed files (MANIFEST, WAL, ...). Locked while mounted.
-    #[arg(long)]
-    local_dir: Option<PathBuf>,
-    /// Staging files and local copies of SST files.
-    #[arg(long)]
-    cache_dir: Option<PathBuf>,
-    /// Bytes of local SST copies (e.g. 10gb); 0 = no size limit.
-    #[arg(long)]
-    cache_size_limit: Option<String>,
-    /// Free disk space to keep (e.g. 256mb); 0 = no space limit.
-    #[arg(long)]
-    cache_reserve_size: Option<String>,
-    /// Cold accesses before a copy is loaded again.
-    #[arg(long)]
-    cache_access_before_promote: Option<String>,
-    /// Evictions after which a file is no longer promoted.
-    #[arg(long)]
-    cache_promote_limit: Option<String>,
-    /// Room a new SST needs to keep its copy (RocksDB's target file size).
-    #[arg(long)]
-    target_file_size: Option<String>,
-    /// Unit of cold reads (e.g. 64kb).
-    #[arg(long)]
-    block_size: Option<String>,
-    /// Memory for cold-read blocks.
-    #[arg(long)]
-    block_memory: Option<String>,
-    /// Largest read-ahead of a sequential cold reader.
-    #[arg(long)]
-    max_readahead: Option<String>,
-    /// FUSE worker threads.
-    #[arg(long)]
-    fuse_threads: Option<String>,
-    /// Threads for the requests that wait on the store (uploads, cold reads).
-    #[arg(long)]
-    store_threads: Option<String>,
-    /// FUSE passthrough for files with a complete local copy: auto, on or off.
-    #[arg(long)]
-    passthrough: Option<String>,
-    /// Kernel attribute cache lifetime (e.g. 1s, 200ms).
-    #[arg(long)]
-    attr_ttl: Option<String>,
-    /// Kernel name-lookup cache lifetime.
-    #[arg(long)]
-    entry_ttl: Option<String>,
-    /// Allow other users to use the mount.
-    #[arg(long)]
-    allow_other: bool,
-    /// Files larger than this are uploaded in parts (e.g. 16mb).
-    #[arg(long)]
-    multipart_threshold: Option<String>,
-    /// Multipart part size (at least 5mb).
-    #[arg(long)]
-    part_size: Option<String>,
-    /// Attempts per object-store call before an operation fails with EIO.
-    #[arg(long)]
-    retry_attempts: Option<String>,
-    /// Wait before the first retry (doubled each time).
-    #[arg(long)]
-    retry_initial_backoff: Option<String>,
-    /// Longest wait between retries.
-    #[arg(long)]
-    retry_max_backoff: Option<String>,
-    /// No retry starts after this much time since a call's first attempt (e.g. 30s).
-    #[arg(long)]
-    retry_total_time: Option<String>,
-    /// Longest time one request to a network store may take (e.g. 30s).
-    #[arg(long)]
-    request_timeout: Option<String>,
-    /// S3 endpoint, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL, else AWS).
-    #[arg(long, env = "AWS_ENDPOINT_URL")]
-    s3_endpoint: Option<String>,
-    /// S3 region (default: AWS_REGION).
-    #[arg(long, env = "AWS_REGION")]
-    s3_region: Option<String>,
-    /// S3 access key id (default: AWS_ACCESS_KEY_ID).
-    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
-    s3_access_key_id: Option<String>,
-    /// Refused: a command line is readable by every local user. The secret comes from
-    /// AWS_SECRET_ACCESS_KEY or from the config file (mode 0600).
-    #[arg(long, hide = true)]
-    s3_secret_access_key: Option<String>,
-    /// Allow plain http to a non-loopback S3 endpoint.
-    #[arg(long)]
-    s3_allow_http: bool,
-    /// Address of the Prometheus /metrics endpoint (port 0: any free port).
-    #[arg(long)]
-    metrics_addr: Option<String>,
-    /// Start from this checkpoint (the local dir must be fresh); files are fetched on first read.
-    #[arg(long)]
-    restore: Option<String>,
-    /// With --restore: take the checkpoint over (Flink's CLAIM mode).
-    #[arg(long)]
-    claim: bool,
-    /// Checkpoints of this mount to keep (0 = all).
-    #[arg(long)]
-    num_retained: Option<String>,
-}
-
-impl MountArgs {
-    fn config(&self) -> Result<MountConfig, String> {
-        if self.s3_secret_access_key.is_some() {
-            return Err(
-                options::OptionError::SecretOnCommandLine("--s3-secret-access-key".into())
-                    .to_string(),
-            );
-        }
-        let mut settings = Settings::default();
-        if let Some(path) = &self.config {
-            settings.load_yaml_file(path).map_err(|e| e.to_string())?;
-        }
-        for kv in &self.sets {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| format!("--set takes KEY=VALUE, not {kv:?}"))?;
-            settings
-                .set_from_command_line(k.trim(), v.trim())
-                .map_err(|e| e.to_string())?;
-        }
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let flags: [(&str, Option<String>); 31] = [
-            ("--restore", self.restore.clone()),
-            ("--claim", self.claim.then(|| "true".into())),
-            ("--num-retained", self.num_retained.clone()),
-            ("--remote", self.remote.clone()),
-            ("--local-dir", path(&self.local_dir)),
-            ("--cache-dir", path(&self.cache_dir)),
-            ("--cache-size-limit", self.cache_size_limit.clone()),
-            ("--cache-reserve-size", self.cache_reserve_size.clone()),
-            (
-                "--cache-access-before-promote",
-                self.cache_access_before_promote.clone(),
-            ),
-            ("--cache-promote-limit", self.cache_promote_limit.clone()),
-            ("--target-file-size", self.target_file_size.clone()),
-            ("--block-size", self.block_size.clone()),
-            ("--block-memory", self.block_memory.clone()),
-            ("--max-readahead", self.max_readahead.clone()),
-            ("--fuse-threads", self.fuse_threads.clone()),
-            ("--store-threads", self.store_threads.clone()),
-            ("--passthrough", self.passthrough.clone()),
-            ("--attr-ttl", self.attr_ttl.clone()),
-            ("--entry-ttl", self.entry_ttl.clone()),
-            ("--allow-other", self.allow_other.then(|| "true".into())),
-            ("--multipart-threshold", self.multipart_threshold.clone()),
-            ("--part-size", self.part_size.clone()),
-            ("--retry-attempts", self.retry_attempts.clone()),
-            (
-                "--retry-initial-backoff",
-                self.retry_initial_backoff.clone(),
-            ),
-            ("--retry-max-backoff", self.retry_max_backoff.clone()),
-            ("--retry-total-time", self.retry_total_time.clone()),
-            ("--request-timeout", self.request_timeout.clone()),
-            ("--s3-endpoint", self.s3_endpoint.clone()),
-            ("--s3-region", self.s3_region.clone()),
-            ("--s3-access-key-id", self.s3_access_key_id.clone()),
-            ("--s3-allow-http", self.s3_allow_http.then(|| "true".into())),
-        ];
-        for (flag, value) in flags {
-            if let Some(v) = value {
-                let spec = options::spec_by_flag(flag).expect("every flag is registered");
-                settings
-                    .set(spec.key, &v)
-                    .map_err(|e| format!("{flag}: {e}"))?;
-            }
-        }
-        if let Some(addr) = &self.metrics_addr {
-            settings
-                .set("statefs.metrics.addr", addr)
-                .map_err(|e| e.to_string())?;
-        }
-        settings.mount_config().map_err(|e| e.to_string())
-    }
-}
-
 fn main() -> ExitCode {
     // Before any thread exists: every thread inherits this mask, so only the waiter below sees
     // SIGINT/SIGTERM and unmounting happens in one place.
@@ -413,23 +166,23 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            eprintln!("statefs: {msg}");
+        Err(e) => {
+            eprintln!("statefs: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn mount(args: &MountArgs, signals: SigSet) -> Result<(), String> {
+fn mount(args: &MountArgs, signals: SigSet) -> anyhow::Result<()> {
     // Everything the daemon creates is its user's alone, also files made by code that sets no
     // mode of its own (object_store's file:// store): the bytes of a 0600 file on the mount
     // must not be readable outside it.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let config = args.config()?;
-    let p = statefs::mount::prepare(&config, &args.mountpoint, None).map_err(|e| e.to_string())?;
+    let p = statefs::mount::prepare(&config, &args.mountpoint, None)?;
     let mountpoint = p.mountpoint.clone();
     let mut session = fuser::Session::new(p.fs, &mountpoint, &p.fuser)
-        .map_err(|e| format!("mounting FUSE at {} failed: {e}", mountpoint.display()))?;
+        .map_err(|e| anyhow!("mounting FUSE at {} failed: {e}", mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
     std::thread::Builder::new()
         .name("statefs-signals".into())
@@ -440,8 +193,7 @@ fn mount(args: &MountArgs, signals: SigSet) -> Result<(), String> {
                     tracing::error!(error = %e, "unmount on signal failed");
                 }
             }
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
     eprintln!(
         "statefs: mounted {} at {} (passthrough {})",
         config.remote,
@@ -453,15 +205,13 @@ fn mount(args: &MountArgs, signals: SigSet) -> Result<(), String> {
         }
     );
     let core = p.core.clone();
-    session
-        .run()
-        .map_err(|e| format!("FUSE session failed: {e}"))?;
+    session.run().context("FUSE session failed")?;
     drop(core);
     eprintln!("statefs: unmounted {}", mountpoint.display());
     Ok(())
 }
 
-fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), String> {
+fn unmount(mountpoint: &Path, lazy: bool) -> anyhow::Result<()> {
     use nix::mount::{MntFlags, umount2};
     let dead =
         matches!(std::fs::metadata(mountpoint), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
@@ -472,7 +222,7 @@ fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), String> {
     };
     match umount2(mountpoint, flags) {
         Ok(()) => Ok(()),
-        Err(nix::errno::Errno::EBUSY) => Err(format!(
+        Err(nix::errno::Errno::EBUSY) => Err(anyhow!(
             "{} is busy: a process has files open there (close them, or use --lazy)",
             mountpoint.display()
         )),
@@ -483,17 +233,17 @@ fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), String> {
                 .args(lazy.then_some("-z"))
                 .arg(mountpoint)
                 .status()
-                .map_err(|e| format!("running fusermount3: {e}"))?;
+                .context("running fusermount3")?;
             if status.success() {
                 Ok(())
             } else {
-                Err(format!("fusermount3 -u {} failed", mountpoint.display()))
+                Err(anyhow!("fusermount3 -u {} failed", mountpoint.display()))
             }
         }
         Err(nix::errno::Errno::EINVAL) => {
-            Err(format!("{} is not a mount point", mountpoint.display()))
+            Err(anyhow!("{} is not a mount point", mountpoint.display()))
         }
-        Err(e) => Err(format!("unmounting {}: {e}", mountpoint.display())),
+        Err(e) => Err(anyhow!("unmounting {}: {e}", mountpoint.display())),
     }
 }
 
@@ -509,15 +259,15 @@ fn print_all(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
-fn stats(mountpoint: &Path, raw: bool) -> Result<(), String> {
+fn stats(mountpoint: &Path, raw: bool) -> anyhow::Result<()> {
     let mut out = String::new();
     let local = statefs::mount::local_dir_of(mountpoint)
-        .ok_or_else(|| format!("{} is not a statefs mount", mountpoint.display()))?;
+        .ok_or_else(|| anyhow!("{} is not a statefs mount", mountpoint.display()))?;
     let addr_file = local.join("metrics.addr");
     let addr = std::fs::read_to_string(&addr_file)
-        .map_err(|e| format!("reading {}: {e}", addr_file.display()))?;
+        .map_err(|e| anyhow!("reading {}: {e}", addr_file.display()))?;
     let text = statefs::metrics::fetch(addr.trim())
-        .map_err(|e| format!("metrics of the mount at {}: {e}", addr.trim()))?;
+        .map_err(|e| anyhow!("metrics of the mount at {}: {e}", addr.trim()))?;
     if raw {
         out.push_str(&text);
         print_all(&out);
@@ -633,13 +383,13 @@ fn stats(mountpoint: &Path, raw: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn checkpoint(mountpoint: &Path, dir: &Path) -> Result<(), String> {
+fn checkpoint(mountpoint: &Path, dir: &Path) -> anyhow::Result<()> {
     let local = statefs::mount::local_dir_of(mountpoint)
-        .ok_or_else(|| format!("{} is not a statefs mount", mountpoint.display()))?;
-    let mnt = std::fs::canonicalize(mountpoint).map_err(|e| e.to_string())?;
-    let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        .ok_or_else(|| anyhow!("{} is not a statefs mount", mountpoint.display()))?;
+    let mnt = std::fs::canonicalize(mountpoint)?;
+    let dir = std::fs::canonicalize(dir).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
     let rel = dir.strip_prefix(&mnt).map_err(|_| {
-        format!(
+        anyhow!(
             "{} is not inside the mount {}",
             dir.display(),
             mnt.display()
@@ -648,7 +398,8 @@ fn checkpoint(mountpoint: &Path, dir: &Path) -> Result<(), String> {
     let query: String = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("dir", &rel.to_string_lossy())
         .finish();
-    let id = statefs::mount::post_control(&local, &format!("/checkpoint?{query}"))?;
+    let id = statefs::mount::post_control(&local, &format!("/checkpoint?{query}"))
+        .map_err(anyhow::Error::msg)?;
     let id = id.trim();
     let remote = remote_of(&local).unwrap_or_default();
     print_all(&format!(
@@ -665,11 +416,11 @@ fn remote_of(local: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-fn checkpoints(command: &CheckpointsCommand) -> Result<(), String> {
+fn checkpoints(command: &CheckpointsCommand) -> anyhow::Result<()> {
     match command {
         CheckpointsCommand::List { remote } => {
             let (store, _rt) = remote.open()?;
-            let list = statefs::checkpoint::list(store.as_ref()).map_err(|e| e.to_string())?;
+            let list = statefs::checkpoint::list(store.as_ref())?;
             let mut out = String::from(
                 "id                      created (UTC)        files       bytes  mount / claimed by\n",
             );
@@ -692,8 +443,8 @@ fn checkpoints(command: &CheckpointsCommand) -> Result<(), String> {
         }
         CheckpointsCommand::Drop { remote, id } => {
             let (store, _rt) = remote.open()?;
-            statefs::checkpoint::load_manifest(store.as_ref(), id).map_err(|e| e.to_string())?;
-            statefs::checkpoint::drop_checkpoint(store.as_ref(), id).map_err(|e| e.to_string())?;
+            statefs::checkpoint::load_manifest(store.as_ref(), id)?;
+            statefs::checkpoint::drop_checkpoint(store.as_ref(), id)?;
             print_all(&format!(
                 "dropped {id}; run statefs gc to delete the objects only it referenced\n"
             ));
@@ -702,12 +453,11 @@ fn checkpoints(command: &CheckpointsCommand) -> Result<(), String> {
     }
 }
 
-fn mounts(command: &MountsCommand) -> Result<(), String> {
+fn mounts(command: &MountsCommand) -> anyhow::Result<()> {
     match command {
         MountsCommand::List { remote } => {
             let (store, _rt) = remote.open()?;
-            let records =
-                statefs::checkpoint::list_mounts(store.as_ref()).map_err(|e| e.to_string())?;
+            let records = statefs::checkpoint::list_mounts(store.as_ref())?;
             let now = statefs::checkpoint::now_ms();
             let mut out = String::from(
                 "mount id                              updated (UTC)          age   objects  host:local dir\n",
@@ -735,8 +485,7 @@ fn mounts(command: &MountsCommand) -> Result<(), String> {
             let min_age = parse_age(min_age)?;
             let (store, _rt) = remote.open()?;
             let host = statefs::checkpoint::host_name();
-            let r = statefs::checkpoint::forget_mount(store.as_ref(), id, min_age, &host)
-                .map_err(|e| e.to_string())?;
+            let r = statefs::checkpoint::forget_mount(store.as_ref(), id, min_age, &host)?;
             print_all(&format!(
                 "forgot mount {id} ({}:{}, {} objects); run statefs gc to delete those no checkpoint references\n",
                 r.host,
@@ -781,11 +530,10 @@ fn chrono_like(ms: u64) -> String {
     )
 }
 
-fn gc(remote: &RemoteArgs, dry_run: bool, min_age: &str) -> Result<(), String> {
+fn gc(remote: &RemoteArgs, dry_run: bool, min_age: &str) -> anyhow::Result<()> {
     let min_age = parse_age(min_age)?;
     let (store, _rt) = remote.open()?;
-    let report = statefs::checkpoint::collect_garbage(store.as_ref(), min_age, dry_run)
-        .map_err(|e| e.to_string())?;
+    let report = statefs::checkpoint::collect_garbage(store.as_ref(), min_age, dry_run)?;
     let verb = if dry_run { "would delete" } else { "deleted" };
     let mut out = String::new();
     for (key, size) in &report.garbage {
@@ -808,36 +556,23 @@ fn gc(remote: &RemoteArgs, dry_run: bool, min_age: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_age(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("bad --min-age {s:?}"))?;
-    let per = match unit {
-        "s" | "" => 1,
-        "min" | "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("bad --min-age {s:?} (units: s, min, h, d)")),
-    };
-    let secs = n
-        .checked_mul(per)
-        .ok_or_else(|| format!("--min-age {s:?} is too large"))?;
-    Ok(Duration::from_secs(secs))
+/// `--min-age`: a duration in the registry's syntax (`30s`, `1h`, `2d`; a bare number is ms).
+fn parse_age(s: &str) -> anyhow::Result<Duration> {
+    options::parse_duration(s).map_err(|why| anyhow!("bad --min-age {s:?}: {why}"))
 }
 
-fn fsck(remote: &RemoteArgs, local_dir: &Path, drop_missing: bool) -> Result<(), String> {
+fn fsck(remote: &RemoteArgs, local_dir: &Path, drop_missing: bool) -> anyhow::Result<()> {
     let (store, _rt) = remote.open()?;
     let mut out = String::new();
     if drop_missing {
-        for path in statefs::fsck::drop_missing(local_dir).map_err(|e| e.to_string())? {
+        for path in statefs::fsck::drop_missing(local_dir)? {
             outln!(
                 out,
                 "DROPPED  {path}: its local file was gone; the name is removed"
             );
         }
     }
-    let r = statefs::fsck::fsck(local_dir, store.as_ref()).map_err(|e| e.to_string())?;
+    let r = statefs::fsck::fsck(local_dir, store.as_ref())?;
     for (path, key) in &r.missing_objects {
         outln!(out, "MISSING  {path}: object {key} is not in the store");
     }
@@ -869,7 +604,7 @@ fn fsck(remote: &RemoteArgs, local_dir: &Path, drop_missing: bool) -> Result<(),
     );
     print_all(&out);
     if r.damaged() {
-        Err("damage found".into())
+        Err(anyhow!("damage found"))
     } else {
         Ok(())
     }
@@ -887,7 +622,7 @@ mod tests {
         assert_eq!(parse_age("90min").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_age("2d").unwrap(), Duration::from_secs(172_800));
         let err = parse_age("1152921504606846976h").unwrap_err();
-        assert!(err.contains("too large"), "{err}");
+        assert!(err.to_string().contains("too large"), "{err}");
         assert!(parse_age("5 parsecs").is_err());
     }
 }

@@ -18,6 +18,7 @@ pub mod fuzzing;
 pub mod histogram;
 mod metrics;
 mod object;
+pub mod options;
 pub mod private;
 mod retry;
 #[cfg(feature = "testing")]
