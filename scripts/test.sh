@@ -21,6 +21,10 @@ fi
 cargo build --workspace --all-targets
 log="$STATEFS_TEST_TMP/cargo-test.log"
 cargo test --workspace 2>&1 | tee "$log"
+# The library's examples, as a user runs them (each asserts what it prints).
+for example in heap_checkpoint rocksdb_checkpoint forst_checkpoint; do
+  TMPDIR="$STATEFS_TEST_TMP" cargo run --quiet -p statefs-backend --example "$example"
+done
 # Fuzzing, the short version: every parser target for a few seconds each (STATEFS_CI_FUZZ_SECONDS,
 # 0 skips); scripts/fuzz.sh runs them for as long as asked.
 fuzz_secs="${STATEFS_CI_FUZZ_SECONDS:-10}"

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use statefs::MountHandle;
 use statefs::config::RestoreFrom;
 use statefs::core::Published;
-use statefs::{MountConfig, MountHandle};
 
 use crate::backend::{Entry, SnapshotView, StateBackend, StateId, StateMeta};
 use crate::error::{StateError, StateResult};
@@ -27,6 +27,8 @@ mod job;
 mod live;
 
 pub use job::ForstHome;
+/// A statefs mount's configuration: where a ForSt backend keeps its files.
+pub use statefs::MountConfig;
 
 const STATES_FILE: &str = "STATEFS-STATES.json";
 

@@ -50,9 +50,9 @@ pub struct MountConfig {
     pub store_threads: usize,
     /// `--passthrough` (default auto).
     pub passthrough: PassthroughMode,
-    /// `--attr-ttl-ms` (default 1000): how long the kernel may cache attributes.
+    /// `--attr-ttl` (default 1s): how long the kernel may cache attributes.
     pub attr_ttl: Duration,
-    /// `--entry-ttl-ms` (default 1000): how long the kernel may cache name lookups.
+    /// `--entry-ttl` (default 1s): how long the kernel may cache name lookups.
     pub entry_ttl: Duration,
     /// `--multipart-threshold` (default 16 MiB): larger files are uploaded in parts.
     pub multipart_threshold: u64,
