@@ -136,6 +136,7 @@ impl From<StoreError> for StateError {
 }
 
 /// A local I/O error: a full disk, permissions, a failing device.
+#[cfg(feature = "rocksdb")]
 pub(crate) fn local_io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StateError {
     let what = what.into();
     move |e| StateError::unavailable(what, e)
