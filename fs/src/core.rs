@@ -1,12 +1,23 @@
 //! The filesystem core: every operation of the mount, with no FUSE types, so it is tested without
 //! FUSE in the loop.
 //!
-//! Locks, always taken in this order and never held across remote calls:
-//! 1. `state` (mapping table + journal): held for metadata decisions and the journal append;
-//! 2. `open` (per-inode runtime: open counts, backing file, upload lock).
+//! Locks, always taken in this order and never held across remote calls (this is the one place
+//! the order is written):
+//! 1. `retention` (one retention at a time), by the retention worker and publishes only; it is
+//!    held across store calls, and nothing below it waits for it;
+//! 2. the namespace's writer (the journal, `namespace.rs`), held by a mutation from its decision
+//!    to its apply;
+//! 3. the namespace's table (a read-write lock): shared by reads, taken for writing only to apply
+//!    journaled ops;
+//! 4. `open` (per-inode runtime: open counts, backing file, upload lock);
+//! 5. leaves, each held alone: `handles`, `dir_handles`, `cache`, `unsealed_changes`,
+//!    `in_flight`, `held`, a `LazyFile`'s slot, the journal's sync lock, and the block cache's,
+//!    the loader's and the workers' own locks.
 //!
-//! Data I/O (`read`/`write` served by the daemon) takes neither: a handle owns its inode's
-//! `LazyFile`, whose own small lock guards only the descriptor.
+//! An inode's upload lock (`OpenInode::upload`) is taken with none of 2–5 held and is held across
+//! the upload, which takes them briefly. Data I/O (`read`/`write` served by the daemon) takes
+//! none of 2–4: a handle owns its inode's `LazyFile`, whose own small lock guards only the
+//! descriptor.
 
 #[cfg(test)]
 mod cache_tests;
@@ -16,10 +27,12 @@ mod fds;
 mod io;
 #[cfg(test)]
 mod model_tests;
+mod namespace;
 mod publish;
 mod recovery;
 #[cfg(test)]
 mod safety_tests;
+pub(crate) mod sync;
 #[cfg(test)]
 mod tests;
 mod worker;
@@ -34,10 +47,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{FsError, FsResult};
-use crate::journal::Journal;
 use crate::placement::{Placement, placement_for};
 use crate::store::RemoteStore;
 use crate::table::{FileMeta, Ino, InodeMeta, MappingTable, NodeKind, Op};
+
+use namespace::Namespace;
 
 pub use io::SetAttr;
 pub use recovery::OpenError;
@@ -75,12 +89,6 @@ pub struct DirEntry {
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
-}
-
-#[derive(Debug)]
-pub(crate) struct State {
-    pub(crate) table: MappingTable,
-    pub(crate) journal: Journal,
 }
 
 /// Runtime state of an inode with open handles (never journaled).
@@ -140,7 +148,8 @@ pub struct CoreMetrics {
 
 #[derive(Debug)]
 pub struct FsCore {
-    state: Arc<Mutex<State>>,
+    /// The mapping table and its journal (`namespace.rs`).
+    ns: Arc<Namespace>,
     open: Mutex<HashMap<Ino, OpenInode>>,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     dir_handles: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
@@ -265,26 +274,6 @@ impl FsCore {
         dir.join(f.local_id.as_hyphenated().to_string())
     }
 
-    /// Journals `ops` and applies them. The caller holds the state lock and has checked that the ops
-    /// apply, so an apply error means a bug: it is reported as EIO, never ignored.
-    fn commit(st: &mut State, ops: &[Op]) -> FsResult<()> {
-        st.journal.append(ops)?;
-        st.table.apply_all(ops).map_err(|e| {
-            tracing::error!(error = %e, ?ops, "journaled ops did not apply");
-            FsError::Internal(e.to_string())
-        })?;
-        if st.journal.should_compact() {
-            let State { table, journal } = st;
-            // The ops are journaled and applied: a failed compaction (a full disk refuses the
-            // snapshot) is not this operation's failure. The journal retries later, or, if the
-            // failure broke it, refuses the next record.
-            if let Err(e) = journal.compact(table) {
-                tracing::warn!(error = %e, "journal compaction failed");
-            }
-        }
-        Ok(())
-    }
-
     /// Makes the directory entries of backing files created since the last call durable.
     fn sync_created(&self) -> FsResult<()> {
         if self.created.swap(false, Ordering::AcqRel) {
@@ -300,7 +289,7 @@ impl FsCore {
     }
 
     fn sync_journal(&self) -> FsResult<()> {
-        let syncer = self.state.lock().journal.syncer();
+        let syncer = self.ns.syncer();
         syncer.sync()?;
         Ok(())
     }
@@ -327,15 +316,15 @@ impl FsCore {
         out
     }
 
-    fn attr_of(&self, st: &State, ino: Ino) -> FsResult<Attr> {
-        let node = st.table.get(ino).ok_or(FsError::NotFound)?;
+    fn attr_of(&self, table: &MappingTable, ino: Ino) -> FsResult<Attr> {
+        let node = table.get(ino).ok_or(FsError::NotFound)?;
         let meta = &node.meta;
         match &meta.kind {
             NodeKind::Dir => {
                 let subdirs = node
                     .children
                     .values()
-                    .filter(|c| st.table.get(**c).is_some_and(|n| n.meta.is_dir()))
+                    .filter(|c| table.get(**c).is_some_and(|n| n.meta.is_dir()))
                     .count() as u32;
                 let t = ns_to_time(meta.mtime_ns);
                 Ok(Attr {
@@ -406,13 +395,13 @@ impl FsCore {
     }
 
     pub fn getattr(&self, ino: Ino) -> FsResult<Attr> {
-        let st = self.state.lock();
-        self.attr_of(&st, ino)
+        let table = self.ns.read();
+        self.attr_of(&table, ino)
     }
 
     pub fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
-        let st = self.state.lock();
-        let dir = st.table.get(parent).ok_or(FsError::NotFound)?;
+        let table = self.ns.read();
+        let dir = table.get(parent).ok_or(FsError::NotFound)?;
         if !dir.meta.is_dir() {
             return Err(FsError::NotDir);
         }
@@ -423,11 +412,11 @@ impl FsCore {
         } else {
             *dir.children.get(name).ok_or(FsError::NotFound)?
         };
-        self.attr_of(&st, ino)
+        self.attr_of(&table, ino)
     }
 
-    fn parent_dir(st: &State, parent: Ino) -> FsResult<&crate::table::Node> {
-        let dir = st.table.get(parent).ok_or(FsError::NotFound)?;
+    fn parent_dir(table: &MappingTable, parent: Ino) -> FsResult<&crate::table::Node> {
+        let dir = table.get(parent).ok_or(FsError::NotFound)?;
         if !dir.meta.is_dir() {
             return Err(FsError::NotDir);
         }
@@ -436,11 +425,14 @@ impl FsCore {
 
     pub fn mkdir(&self, parent: Ino, name: &str, perm: u16, caller: Caller) -> FsResult<Attr> {
         validate_name(name)?;
-        let mut st = self.state.lock();
-        if Self::parent_dir(&st, parent)?.children.contains_key(name) {
+        let mut w = self.ns.writer();
+        if Self::parent_dir(&w.table(), parent)?
+            .children
+            .contains_key(name)
+        {
             return Err(FsError::Exists);
         }
-        let ino = st.table.allocate_ino();
+        let ino = w.allocate_ino();
         let now = now_ns();
         let meta = InodeMeta {
             ino,
@@ -451,19 +443,16 @@ impl FsCore {
             mtime_ns: now,
             ctime_ns: now,
         };
-        Self::commit(
-            &mut st,
-            &[
-                Op::PutInode(meta),
-                Op::PutEntry {
-                    parent,
-                    name: name.into(),
-                    ino,
-                },
-            ],
-        )?;
-        st.table.touch_dir(parent, now);
-        self.attr_of(&st, ino)
+        w.commit(&[
+            Op::PutInode(meta),
+            Op::PutEntry {
+                parent,
+                name: name.into(),
+                ino,
+            },
+        ])?;
+        w.touch_dir(parent, now);
+        self.attr_of(&w.table(), ino)
     }
 
     pub fn rmdir(&self, parent: Ino, name: &str) -> FsResult<()> {
@@ -473,29 +462,30 @@ impl FsCore {
         if name == ".." {
             return Err(FsError::NotEmpty);
         }
-        let mut st = self.state.lock();
-        let ino = *Self::parent_dir(&st, parent)?
-            .children
-            .get(name)
-            .ok_or(FsError::NotFound)?;
-        let node = st.table.get(ino).ok_or(FsError::NotFound)?;
-        if !node.meta.is_dir() {
-            return Err(FsError::NotDir);
-        }
-        if !node.children.is_empty() {
-            return Err(FsError::NotEmpty);
-        }
-        Self::commit(
-            &mut st,
-            &[
-                Op::DelEntry {
-                    parent,
-                    name: name.into(),
-                },
-                Op::DropInode(ino),
-            ],
-        )?;
-        st.table.touch_dir(parent, now_ns());
+        let mut w = self.ns.writer();
+        let ino = {
+            let table = w.table();
+            let ino = *Self::parent_dir(&table, parent)?
+                .children
+                .get(name)
+                .ok_or(FsError::NotFound)?;
+            let node = table.get(ino).ok_or(FsError::NotFound)?;
+            if !node.meta.is_dir() {
+                return Err(FsError::NotDir);
+            }
+            if !node.children.is_empty() {
+                return Err(FsError::NotEmpty);
+            }
+            ino
+        };
+        w.commit(&[
+            Op::DelEntry {
+                parent,
+                name: name.into(),
+            },
+            Op::DropInode(ino),
+        ])?;
+        w.touch_dir(parent, now_ns());
         Ok(())
     }
 
@@ -510,16 +500,20 @@ impl FsCore {
     ) -> FsResult<(Attr, Opened)> {
         validate_name(name)?;
         let ino = {
-            let mut st = self.state.lock();
-            if let Some(existing) = Self::parent_dir(&st, parent)?.children.get(name).copied() {
+            let mut w = self.ns.writer();
+            let existing = Self::parent_dir(&w.table(), parent)?
+                .children
+                .get(name)
+                .copied();
+            if let Some(existing) = existing {
                 if flags & libc::O_EXCL != 0 {
                     return Err(FsError::Exists);
                 }
-                drop(st);
+                drop(w);
                 let opened = self.open(existing, flags & !libc::O_CREAT)?;
                 return Ok((self.getattr(existing)?, opened));
             }
-            let ino = st.table.allocate_ino();
+            let ino = w.allocate_ino();
             let meta = FileMeta {
                 placement: placement_for(name),
                 local_id: uuid::Uuid::new_v4(),
@@ -543,21 +537,18 @@ impl FsCore {
                 mtime_ns: now,
                 ctime_ns: now,
             };
-            if let Err(e) = Self::commit(
-                &mut st,
-                &[
-                    Op::PutInode(inode),
-                    Op::PutEntry {
-                        parent,
-                        name: name.into(),
-                        ino,
-                    },
-                ],
-            ) {
+            if let Err(e) = w.commit(&[
+                Op::PutInode(inode),
+                Op::PutEntry {
+                    parent,
+                    name: name.into(),
+                    ino,
+                },
+            ]) {
                 let _ = std::fs::remove_file(&path);
                 return Err(e);
             }
-            st.table.touch_dir(parent, now);
+            w.touch_dir(parent, now);
             ino
         };
         let opened = self.open(ino, flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC))?;
@@ -566,26 +557,30 @@ impl FsCore {
 
     pub fn unlink(&self, parent: Ino, name: &str) -> FsResult<()> {
         let doomed = {
-            let mut st = self.state.lock();
-            let ino = *Self::parent_dir(&st, parent)?
-                .children
-                .get(name)
-                .ok_or(FsError::NotFound)?;
-            let node = st.table.get(ino).ok_or(FsError::NotFound)?;
-            if node.meta.is_dir() {
-                return Err(FsError::IsDir);
-            }
-            let mut ops = vec![Op::DelEntry {
-                parent,
-                name: name.into(),
-            }];
-            let mut doomed = Vec::new();
-            if node.nlink == 1 && !self.is_open(ino) {
-                doomed = self.doomed_data(&node.meta);
-                ops.push(Op::DropInode(ino));
-            }
-            Self::commit(&mut st, &ops)?;
-            st.table.touch_dir(parent, now_ns());
+            let mut w = self.ns.writer();
+            let (ops, doomed) = {
+                let table = w.table();
+                let ino = *Self::parent_dir(&table, parent)?
+                    .children
+                    .get(name)
+                    .ok_or(FsError::NotFound)?;
+                let node = table.get(ino).ok_or(FsError::NotFound)?;
+                if node.meta.is_dir() {
+                    return Err(FsError::IsDir);
+                }
+                let mut ops = vec![Op::DelEntry {
+                    parent,
+                    name: name.into(),
+                }];
+                let mut doomed = Vec::new();
+                if node.nlink == 1 && !self.is_open(ino) {
+                    doomed = self.doomed_data(&node.meta);
+                    ops.push(Op::DropInode(ino));
+                }
+                (ops, doomed)
+            };
+            w.commit(&ops)?;
+            w.touch_dir(parent, now_ns());
             doomed
         };
         self.deleter.queue(doomed);
@@ -608,20 +603,22 @@ impl FsCore {
         }
         validate_name(newname)?;
         let doomed = {
-            let mut st = self.state.lock();
-            let src = *Self::parent_dir(&st, parent)?
+            let mut w = self.ns.writer();
+            let decided = {
+                let table = w.table();
+            let src = *Self::parent_dir(&table, parent)?
                 .children
                 .get(name)
                 .ok_or(FsError::NotFound)?;
-            let existing = Self::parent_dir(&st, newparent)?
+            let existing = Self::parent_dir(&table, newparent)?
                 .children
                 .get(newname)
                 .copied();
             if parent == newparent && name == newname {
                 return Ok(());
             }
-            let src_is_dir = st.table.get(src).ok_or(FsError::NotFound)?.meta.is_dir();
-            if src_is_dir && st.table.is_within(newparent, src) {
+            let src_is_dir = table.get(src).ok_or(FsError::NotFound)?.meta.is_dir();
+            if src_is_dir && table.is_within(newparent, src) {
                 return Err(FsError::Invalid("cannot move a directory into itself"));
             }
             let mut ops = Vec::new();
@@ -634,7 +631,7 @@ impl FsCore {
                     // Two names of one file: POSIX says rename does nothing.
                     return Ok(());
                 }
-                let t = st.table.get(target).ok_or(FsError::NotFound)?;
+                let t = table.get(target).ok_or(FsError::NotFound)?;
                 match (src_is_dir, t.meta.is_dir()) {
                     (true, false) => return Err(FsError::NotDir),
                     (false, true) => return Err(FsError::IsDir),
@@ -665,10 +662,13 @@ impl FsCore {
                 let drop_op = ops.remove(pos);
                 ops.push(drop_op);
             }
-            Self::commit(&mut st, &ops)?;
+            (ops, doomed)
+            };
+            let (ops, doomed) = decided;
+            w.commit(&ops)?;
             let now = now_ns();
-            st.table.touch_dir(parent, now);
-            st.table.touch_dir(newparent, now);
+            w.touch_dir(parent, now);
+            w.touch_dir(newparent, now);
             doomed
         };
         self.deleter.queue(doomed);
@@ -677,35 +677,35 @@ impl FsCore {
 
     pub fn link(&self, ino: Ino, newparent: Ino, newname: &str) -> FsResult<Attr> {
         validate_name(newname)?;
-        let mut st = self.state.lock();
-        let node = st.table.get(ino).ok_or(FsError::NotFound)?;
-        if node.meta.is_dir() {
-            return Err(FsError::NotPermitted("hard links to directories"));
-        }
-        if node.nlink == 0 {
-            return Err(FsError::NotFound);
-        }
-        if Self::parent_dir(&st, newparent)?
-            .children
-            .contains_key(newname)
+        let mut w = self.ns.writer();
         {
-            return Err(FsError::Exists);
+            let table = w.table();
+            let node = table.get(ino).ok_or(FsError::NotFound)?;
+            if node.meta.is_dir() {
+                return Err(FsError::NotPermitted("hard links to directories"));
+            }
+            if node.nlink == 0 {
+                return Err(FsError::NotFound);
+            }
+            if Self::parent_dir(&table, newparent)?
+                .children
+                .contains_key(newname)
+            {
+                return Err(FsError::Exists);
+            }
         }
-        Self::commit(
-            &mut st,
-            &[Op::PutEntry {
-                parent: newparent,
-                name: newname.into(),
-                ino,
-            }],
-        )?;
-        st.table.touch_dir(newparent, now_ns());
-        self.attr_of(&st, ino)
+        w.commit(&[Op::PutEntry {
+            parent: newparent,
+            name: newname.into(),
+            ino,
+        }])?;
+        w.touch_dir(newparent, now_ns());
+        self.attr_of(&w.table(), ino)
     }
 
     pub fn opendir(&self, ino: Ino) -> FsResult<u64> {
-        let st = self.state.lock();
-        let dir = st.table.get(ino).ok_or(FsError::NotFound)?;
+        let table = self.ns.read();
+        let dir = table.get(ino).ok_or(FsError::NotFound)?;
         if !dir.meta.is_dir() {
             return Err(FsError::NotDir);
         }
@@ -722,14 +722,14 @@ impl FsCore {
             },
         ];
         for (name, child) in &dir.children {
-            let is_dir = st.table.get(*child).is_some_and(|n| n.meta.is_dir());
+            let is_dir = table.get(*child).is_some_and(|n| n.meta.is_dir());
             entries.push(DirEntry {
                 ino: *child,
                 is_dir,
                 name: name.clone(),
             });
         }
-        drop(st);
+        drop(table);
         let fh = self.next_fh();
         self.dir_handles.lock().insert(fh, Arc::new(entries));
         Ok(fh)
@@ -761,7 +761,7 @@ impl FsCore {
 
     /// Number of inodes in the table (root included).
     pub fn inode_count(&self) -> usize {
-        self.state.lock().table.len()
+        self.ns.read().len()
     }
 
     /// The remote store this core writes to.
@@ -789,9 +789,7 @@ impl FsCore {
         if let Err(e) = self.write_mount_record() {
             tracing::error!(error = %e, "writing the mount record at unmount failed; gc's grace period protects new objects");
         }
-        let mut st = self.state.lock();
-        let State { table, journal } = &mut *st;
-        journal.compact(table)?;
+        self.ns.compact()?;
         Ok(())
     }
 
@@ -803,8 +801,8 @@ impl FsCore {
     /// at the next mount (SEMANTICS.md, known limits).
     fn seal_closed_files(&self) {
         let unsealed: Vec<Ino> = {
-            let st = self.state.lock();
-            st.table
+            let table = self.ns.read();
+            table
                 .nodes()
                 .filter(|n| {
                     n.nlink > 0
@@ -815,7 +813,7 @@ impl FsCore {
                 .map(|n| n.meta.ino)
                 .collect()
         };
-        // `seal_if_needed` tells, off the state lock, which ones changed: a sealed file with no
+        // `seal_if_needed` tells, off the namespace's locks, which ones changed: a sealed file with no
         // local copy, or one whose copy matches its record, costs a stat and no upload.
         for ino in unsealed {
             if let Err(e) = self.seal_if_needed(ino) {

@@ -98,8 +98,10 @@ pub struct Journal {
     records: AtomicU64,
     /// `records` value at which `should_compact` says yes.
     compact_at: u64,
+    /// Records between compactions ([`compact_after`]).
+    compact_every: u64,
     /// Length of the journal file: where the next record starts. Appends are serialized by the
-    /// caller (the table lock), so this is exact.
+    /// caller (the namespace's writer lock), so this is exact.
     end: AtomicU64,
     /// File offset up to which space is allocated ahead of `end`.
     reserved: AtomicU64,
@@ -355,6 +357,7 @@ impl Journal {
             file: file.clone(),
             records: AtomicU64::new(records),
             compact_at: compact_after(),
+            compact_every: compact_after(),
             end: AtomicU64::new(end),
             reserved: AtomicU64::new(end),
             broken: Default::default(),
@@ -488,11 +491,19 @@ impl Journal {
         self.dirty.load(Ordering::Acquire)
     }
 
+    /// Compacts every `records` records from now on (tests: compactions amid concurrent work).
+    #[cfg(test)]
+    pub(crate) fn compact_every(&mut self, records: u64) {
+        self.compact_every = records.max(1);
+        self.compact_at = self.records.load(Ordering::Relaxed) + self.compact_every;
+    }
+
     pub fn should_compact(&self) -> bool {
         self.records.load(Ordering::Relaxed) >= self.compact_at
     }
 
-    /// Replaces snapshot + journal with a snapshot of `table`. Callers hold the table lock.
+    /// Replaces snapshot + journal with a snapshot of `table`. Callers hold the namespace's
+    /// writer lock (no record is appended meanwhile) and a read guard of `table`.
     ///
     /// An error before the new snapshot is in place leaves the journal as it was (retried after
     /// `COMPACT_RETRY_RECORDS` more records); one after it breaks the journal.
@@ -529,7 +540,7 @@ impl Journal {
         *current = file;
         self.generation = next;
         self.records.store(0, Ordering::Relaxed);
-        self.compact_at = compact_after();
+        self.compact_at = self.compact_every;
         self.end.store(end, Ordering::Relaxed);
         self.reserved.store(end, Ordering::Relaxed);
         // A failed directory sync leaves it unknown which snapshot a restart finds; the records

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use crate::store::RemoteStore;
 
-use super::State;
+use super::namespace::Namespace;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Doomed {
@@ -36,11 +36,11 @@ pub struct Deleter {
 }
 
 impl Deleter {
-    pub fn start(state: Arc<Mutex<State>>, remote: Arc<dyn RemoteStore>) -> Deleter {
+    pub fn start(ns: Arc<Namespace>, remote: Arc<dyn RemoteStore>) -> Deleter {
         let (tx, rx) = mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("statefs-deleter".into())
-            .spawn(move || run(rx, state, remote))
+            .spawn(move || run(rx, ns, remote))
             .expect("spawn deleter thread");
         Deleter {
             tx: Mutex::new(Some(tx)),
@@ -80,7 +80,7 @@ impl Deleter {
     }
 }
 
-fn run(rx: Receiver<Msg>, state: Arc<Mutex<State>>, remote: Arc<dyn RemoteStore>) {
+fn run(rx: Receiver<Msg>, ns: Arc<Namespace>, remote: Arc<dyn RemoteStore>) {
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::new();
         let mut barriers = Vec::new();
@@ -90,7 +90,7 @@ fn run(rx: Receiver<Msg>, state: Arc<Mutex<State>>, remote: Arc<dyn RemoteStore>
                 Msg::Barrier(ack) => barriers.push(ack),
             }
         }
-        let syncer = state.lock().journal.syncer();
+        let syncer = ns.syncer();
         if let Err(e) = syncer.sync() {
             tracing::error!(error = %e, items = batch.len(), "journal sync failed; keeping data that would have been removed");
             batch.clear();

@@ -92,7 +92,7 @@ impl FsCore {
     /// Uncounts a handle; the last handle of a nameless inode drops it.
     pub(crate) fn release_count(&self, ino: Ino, writable: bool) {
         let doomed = {
-            let mut st = self.state.lock();
+            let mut w = self.ns.writer();
             let mut open = self.open.lock();
             let Some(e) = open.get_mut(&ino) else { return };
             e.handles = e.handles.saturating_sub(1);
@@ -110,8 +110,7 @@ impl FsCore {
                 // Clean: the copy is exactly the version its record names (passthrough writes
                 // do not set the flag; they change the stamp).
                 let clean = !dirty
-                    && st
-                        .table
+                    && w.table()
                         .get(ino)
                         .and_then(|n| n.meta.file())
                         .is_some_and(|f| {
@@ -123,17 +122,15 @@ impl FsCore {
                         });
                 self.finish_eviction(id, size, clean);
             }
-            match st.table.get(ino) {
-                Some(node) if node.nlink == 0 => {
-                    let doomed = self.doomed_data(&node.meta);
-                    if let Err(e) = Self::commit(&mut st, &[Op::DropInode(ino)]) {
-                        tracing::error!(ino, error = %e, "dropping an unlinked inode failed; recovery will retry");
-                        return;
-                    }
-                    doomed
-                }
+            let doomed = match w.table().get(ino) {
+                Some(node) if node.nlink == 0 => self.doomed_data(&node.meta),
                 _ => return,
+            };
+            if let Err(e) = w.commit(&[Op::DropInode(ino)]) {
+                tracing::error!(ino, error = %e, "dropping an unlinked inode failed; recovery will retry");
+                return;
             }
+            doomed
         };
         self.deleter.queue(doomed);
     }
@@ -191,8 +188,8 @@ impl FsCore {
     }
 
     pub(crate) fn file_meta(&self, ino: Ino) -> FsResult<FileMeta> {
-        let st = self.state.lock();
-        match &st.table.get(ino).ok_or(FsError::NotFound)?.meta.kind {
+        let table = self.ns.read();
+        match &table.get(ino).ok_or(FsError::NotFound)?.meta.kind {
             NodeKind::File(f) => Ok(f.clone()),
             NodeKind::Dir => Err(FsError::IsDir),
         }
@@ -219,17 +216,16 @@ impl FsCore {
         std::fs::rename(&tmp, &path)?;
         self.metrics.downloads.fetch_add(1, Ordering::Relaxed);
         let stamp = stamp_of(&std::fs::metadata(&path)?);
-        let mut st = self.state.lock();
-        let Some(node) = st.table.get(ino) else {
+        let mut w = self.ns.writer();
+        let Some(mut meta) = w.table().get(ino).map(|n| n.meta.clone()) else {
             return Ok(());
         };
-        let mut meta = node.meta.clone();
         if let NodeKind::File(fm) = &mut meta.kind
             && let Some(sealed) = &mut fm.sealed
         {
             sealed.local_stamp = Some(stamp);
         }
-        Self::commit(&mut st, &[Op::PutInode(meta)])
+        w.commit(&[Op::PutInode(meta)])
     }
 
     pub fn open(&self, ino: Ino, flags: i32) -> FsResult<super::Opened> {
@@ -590,12 +586,12 @@ impl FsCore {
             .upload_bytes
             .fetch_add(up.size, Ordering::Relaxed);
         let doomed = {
-            let mut st = self.state.lock();
-            match st.table.get(ino) {
+            let mut w = self.ns.writer();
+            let meta = w.table().get(ino).map(|n| n.meta.clone());
+            match meta {
                 // Removed while uploading (the last handle is ours, so it cannot be): drop the object.
                 None => vec![Doomed::Object(key)],
-                Some(node) => {
-                    let mut meta = node.meta.clone();
+                Some(mut meta) => {
                     let NodeKind::File(fm) = &mut meta.kind else {
                         unreachable!("checked a file")
                     };
@@ -608,9 +604,9 @@ impl FsCore {
                     };
                     let old = fm.sealed.replace(new);
                     meta.mtime_ns = stamp.mtime_ns;
-                    if let Err(e) = Self::commit(&mut st, &[Op::PutInode(meta)]) {
+                    if let Err(e) = w.commit(&[Op::PutInode(meta)]) {
                         dirty.store(true, Ordering::Release);
-                        drop(st);
+                        drop(w);
                         self.deleter.queue([Doomed::Object(key)]);
                         return Err(e);
                     }
@@ -632,13 +628,13 @@ impl FsCore {
 
     pub fn setattr(&self, ino: Ino, fh: Option<u64>, set: SetAttr) -> FsResult<super::Attr> {
         if set.perm.is_some() || set.uid.is_some() || set.gid.is_some() {
-            let mut st = self.state.lock();
-            let mut meta = st.table.get(ino).ok_or(FsError::NotFound)?.meta.clone();
+            let mut w = self.ns.writer();
+            let mut meta = w.table().get(ino).ok_or(FsError::NotFound)?.meta.clone();
             meta.perm = set.perm.map(|p| p & 0o7777).unwrap_or(meta.perm);
             meta.uid = set.uid.unwrap_or(meta.uid);
             meta.gid = set.gid.unwrap_or(meta.gid);
             meta.ctime_ns = super::now_ns();
-            Self::commit(&mut st, &[Op::PutInode(meta)])?;
+            w.commit(&[Op::PutInode(meta)])?;
         }
         if let Some(size) = set.size {
             self.truncate(ino, fh, size)?;
@@ -697,20 +693,19 @@ impl FsCore {
         atime: Option<SystemTime>,
         mtime: Option<SystemTime>,
     ) -> FsResult<()> {
-        let mut st = self.state.lock();
-        let node = st.table.get(ino).ok_or(FsError::NotFound)?;
-        let mut meta = node.meta.clone();
+        let mut w = self.ns.writer();
+        let mut meta = w.table().get(ino).ok_or(FsError::NotFound)?.meta.clone();
         match &meta.kind {
             NodeKind::Dir => {
                 if let Some(m) = mtime {
-                    st.table.touch_dir(ino, to_ns(m));
+                    w.touch_dir(ino, to_ns(m));
                 }
                 Ok(())
             }
             NodeKind::File(f) if f.sealed.is_none() || f.placement == Placement::Local => {
                 // Times live on the backing file.
                 let path = self.local_path(f);
-                drop(st);
+                drop(w);
                 let omit = nix::sys::time::TimeSpec::new(0, libc::UTIME_OMIT);
                 let a = atime.map(to_timespec).unwrap_or(omit);
                 let m = mtime.map(to_timespec).unwrap_or(omit);
@@ -724,7 +719,7 @@ impl FsCore {
                 if let Some(m) = mtime {
                     meta.mtime_ns = to_ns(m);
                     meta.ctime_ns = super::now_ns();
-                    Self::commit(&mut st, &[Op::PutInode(meta)])?;
+                    w.commit(&[Op::PutInode(meta)])?;
                 }
                 Ok(())
             }

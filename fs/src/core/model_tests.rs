@@ -358,7 +358,7 @@ fn run(steps: Vec<Step>) {
                 let o = core.open(ino, libc::O_RDWR | libc::O_TRUNC).unwrap();
                 core.write(o.fh, 0, &data.0).unwrap();
                 // Poison the journal: the upload below lands, its record is refused.
-                core.state.lock().journal.fail_syncs(1);
+                core.ns.fail_syncs(1);
                 core.fsyncdir().unwrap_err();
                 let _ = core.fsync(o.fh, true);
                 let _ = core.release(o.fh);
@@ -407,9 +407,8 @@ fn check(core: &FsCore, m: &Model, remote: &dyn RemoteStore, step: &Step) {
     let uploaded = m.files.values().filter(|f| f.durable.is_some()).count();
     let objects = remote.list("data/").unwrap();
     if objects.len() != uploaded {
-        let st = core.state.lock();
-        let named: Vec<_> = st
-            .table
+        let table = core.ns.read();
+        let named: Vec<_> = table
             .nodes()
             .filter_map(|n| {
                 Some((

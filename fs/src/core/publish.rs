@@ -83,10 +83,10 @@ impl From<CheckpointError> for FsError {
 impl FsCore {
     /// The inode at `path` (relative to the mount root, `/`-separated).
     pub fn resolve(&self, path: &str) -> FsResult<Ino> {
-        let st = self.state.lock();
+        let table = self.ns.read();
         let mut ino = ROOT_INO;
         for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
-            let node = st.table.get(ino).ok_or(FsError::NotFound)?;
+            let node = table.get(ino).ok_or(FsError::NotFound)?;
             if !node.meta.is_dir() {
                 return Err(FsError::NotDir);
             }
@@ -101,22 +101,22 @@ impl FsCore {
 
     /// Files below directory `dir`, with their paths relative to it.
     fn files_below(&self, dir: Ino) -> FsResult<Vec<(String, Ino)>> {
-        let st = self.state.lock();
-        let root = st.table.get(dir).ok_or(FsError::NotFound)?;
+        let table = self.ns.read();
+        let root = table.get(dir).ok_or(FsError::NotFound)?;
         if !root.meta.is_dir() {
             return Err(FsError::NotDir);
         }
         let mut out = Vec::new();
         let mut stack = vec![(String::new(), dir)];
         while let Some((prefix, d)) = stack.pop() {
-            let node = st.table.get(d).ok_or(FsError::NotFound)?;
+            let node = table.get(d).ok_or(FsError::NotFound)?;
             for (name, child) in &node.children {
                 let path = if prefix.is_empty() {
                     name.clone()
                 } else {
                     format!("{prefix}/{name}")
                 };
-                match st.table.get(*child).map(|n| n.meta.is_dir()) {
+                match table.get(*child).map(|n| n.meta.is_dir()) {
                     Some(true) => stack.push((path, *child)),
                     Some(false) => out.push((path, *child)),
                     None => {}
@@ -226,7 +226,7 @@ impl FsCore {
         defer_retention: bool,
     ) -> FsResult<Published> {
         let id = checkpoint::new_id();
-        if let Some(refused) = self.state.lock().journal.refusal() {
+        if let Some(refused) = self.ns.refusal() {
             return Err(refused.into());
         }
         let span = tracing::info_span!("checkpoint", %id);
@@ -310,10 +310,11 @@ impl FsCore {
         let mut referenced_bytes = 0;
         let seq;
         {
-            let mut st = self.state.lock();
+            let mut w = self.ns.writer();
+            let table = w.table();
             let mut ops = Vec::new();
             for (at, ino, key, optional) in &borrowed {
-                let mut meta = match st.table.get(*ino) {
+                let mut meta = match table.get(*ino) {
                     Some(node) => node.meta.clone(),
                     None => {
                         gone.push((*at, *optional));
@@ -341,9 +342,10 @@ impl FsCore {
             }
             // The checkpoint's place in this mount's order, from the journal: retention follows
             // it, never a clock.
-            seq = st.table.publish_seq() + 1;
+            seq = table.publish_seq() + 1;
+            drop(table);
             ops.push(Op::PublishSeq(seq));
-            Self::commit(&mut st, &ops)?;
+            w.commit(&ops)?;
         }
         // `gone` is in entry order.
         for (at, _) in gone.iter().rev() {
@@ -439,7 +441,7 @@ impl FsCore {
         let _one = self.retention.lock();
         let of = checkpoint::RetentionOf {
             mount_id: &self.mount_id,
-            seq_now: self.state.lock().table.publish_seq(),
+            seq_now: self.ns.read().publish_seq(),
             just_published,
         };
         match checkpoint::apply_retention(self.remote.as_ref(), of, retained, &self.manifests) {
@@ -462,7 +464,7 @@ impl FsCore {
     /// a checkpoint of another mount, or one already gone, is left alone.
     pub fn drop_own_checkpoint(&self, id: &str) -> FsResult<bool> {
         let _one = self.retention.lock();
-        let seq_now = self.state.lock().table.publish_seq();
+        let seq_now = self.ns.read().publish_seq();
         let ours = checkpoint::list_with(self.remote.as_ref(), &self.manifests)?
             .into_iter()
             .find(|c| c.id == id)
@@ -493,13 +495,12 @@ impl FsCore {
 
     /// Every object key the journal names, and every one in flight (I3 of `checkpoint::gc`).
     fn live_keys(&self) -> std::collections::BTreeSet<String> {
-        let st = self.state.lock();
-        let mut keys: std::collections::BTreeSet<String> = st
-            .table
+        let table = self.ns.read();
+        let mut keys: std::collections::BTreeSet<String> = table
             .nodes()
             .filter_map(|n| n.meta.file()?.sealed.as_ref().map(|s| s.key.clone()))
             .collect();
-        drop(st);
+        drop(table);
         keys.extend(self.in_flight.lock().keys().cloned());
         keys.extend(self.held.lock().iter().cloned());
         keys
@@ -561,9 +562,9 @@ impl FsCore {
     /// later comes after it, whatever the clocks say.
     pub(crate) fn claim(&self, id: &str) -> FsResult<()> {
         let seq = {
-            let mut st = self.state.lock();
-            let seq = st.table.publish_seq() + 1;
-            Self::commit(&mut st, &[Op::PublishSeq(seq)])?;
+            let mut w = self.ns.writer();
+            let seq = w.table().publish_seq() + 1;
+            w.commit(&[Op::PublishSeq(seq)])?;
             seq
         };
         self.sync_journal()?;
@@ -635,15 +636,14 @@ impl FsCore {
                 self.created.store(true, Ordering::Release);
                 fm
             };
-            let mut st = self.state.lock();
-            if st
-                .table
+            let mut w = self.ns.writer();
+            if w.table()
                 .get(parent)
                 .is_some_and(|p| p.children.contains_key(base))
             {
                 return Err(FsError::Exists);
             }
-            let ino = st.table.allocate_ino();
+            let ino = w.allocate_ino();
             let inode = InodeMeta {
                 ino,
                 kind: NodeKind::File(meta),
@@ -653,17 +653,14 @@ impl FsCore {
                 mtime_ns: now,
                 ctime_ns: now,
             };
-            Self::commit(
-                &mut st,
-                &[
-                    Op::PutInode(inode),
-                    Op::PutEntry {
-                        parent,
-                        name: base.to_string(),
-                        ino,
-                    },
-                ],
-            )?;
+            w.commit(&[
+                Op::PutInode(inode),
+                Op::PutEntry {
+                    parent,
+                    name: base.to_string(),
+                    ino,
+                },
+            ])?;
         }
         self.sync_created()?;
         self.sync_journal()?;

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicU64;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::{Deleter, Doomed, FsCore, State, now_ns};
+use super::{Deleter, Doomed, FsCore, now_ns};
 use crate::cache::{CacheConfig, CacheIndex, LimitPolicy, StatvfsFreeSpace};
 use crate::journal::{Journal, JournalError};
 use crate::placement::Placement;
@@ -430,15 +430,15 @@ impl FsCore {
                 mount_id: local.mount_id,
             });
         }
-        let state = Arc::new(Mutex::new(State { table, journal }));
-        let deleter = Deleter::start(state.clone(), remote.clone());
+        let ns = Arc::new(super::namespace::Namespace::new(table, journal));
+        let deleter = Deleter::start(ns.clone(), remote.clone());
         let policy = LimitPolicy::from_config(
             cache.size_limit,
             cache.reserve_size,
             Box::new(StatvfsFreeSpace(cache_dir.to_path_buf())),
         );
         let core = Arc::new_cyclic(|me| FsCore {
-            state,
+            ns,
             open: Mutex::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
             dir_handles: Mutex::new(HashMap::new()),
@@ -495,8 +495,7 @@ impl FsCore {
         if missing.is_empty() {
             return Ok(());
         }
-        let st = self.state.lock();
-        let paths = crate::fsck::paths(&st.table);
+        let paths = crate::fsck::paths(&self.ns.read());
         let mut names: Vec<String> = missing
             .iter()
             .map(|ino| {
@@ -520,26 +519,28 @@ impl FsCore {
         let mut present = Vec::new();
         let mut absent = Vec::new();
         {
-            let mut st = self.state.lock();
-            if st.table.get(ROOT_INO).is_none() {
+            let mut w = self.ns.writer();
+            let has_root = w.table().get(ROOT_INO).is_some();
+            if !has_root {
                 let uid = nix::unistd::geteuid().as_raw();
                 let gid = nix::unistd::getegid().as_raw();
-                Self::commit(&mut st, &[MappingTable::root_op(0o755, uid, gid, now_ns())])?;
+                w.commit(&[MappingTable::root_op(0o755, uid, gid, now_ns())])?;
             }
             // Nameless inodes were open when the previous mount ended: nobody holds them now.
-            let orphans: Vec<_> = st
-                .table
+            let orphans: Vec<_> = w
+                .table()
                 .nodes()
                 .filter(|n| n.nlink == 0 && n.meta.ino != ROOT_INO)
                 .map(|n| n.meta.clone())
                 .collect();
             for meta in orphans {
                 doomed.extend(self.doomed_data(&meta));
-                Self::commit(&mut st, &[Op::DropInode(meta.ino)])?;
+                w.commit(&[Op::DropInode(meta.ino)])?;
             }
             let mut referenced = HashSet::new();
             let mut restamp = Vec::new();
-            for node in st.table.nodes() {
+            let table = w.table();
+            for node in table.nodes() {
                 let NodeKind::File(f) = &node.meta.kind else {
                     continue;
                 };
@@ -597,13 +598,14 @@ impl FsCore {
                     }
                 }
             }
+            drop(table);
             for mut meta in restamp {
                 if let NodeKind::File(f) = &mut meta.kind
                     && let Some(s) = &mut f.sealed
                 {
                     s.local_stamp = None;
                 }
-                Self::commit(&mut st, &[Op::PutInode(meta)])?;
+                w.commit(&[Op::PutInode(meta)])?;
             }
             // Files no inode names: creates that never reached the journal, removals cut short,
             // interrupted downloads.
@@ -619,8 +621,7 @@ impl FsCore {
             // Compaction only shortens the replay of the next start: one that does not fit on a
             // full disk is put off (the journal retries it after more records), never a reason to
             // refuse the mount.
-            let State { table, journal } = &mut *st;
-            if let Err(e) = journal.compact(table) {
+            if let Err(e) = w.compact() {
                 tracing::warn!(error = %e, "journal compaction at mount put off");
             }
         }

@@ -76,7 +76,7 @@ fn a_failed_journal_sync_fails_every_later_fsync_with_eio() {
     write_synced(&core, "CURRENT", b"MANIFEST-000001\n");
     let (_, o) = core.create(ROOT_INO, "000001.log", 0o644, RW, ME).unwrap();
     core.write(o.fh, 0, b"record").unwrap();
-    core.state.lock().journal.fail_syncs(1);
+    core.ns.fail_syncs(1);
     let eio = |r: FsResult<()>| matches!(r, Err(e) if e.errno() == libc::EIO);
     assert!(eio(core.fsync(o.fh, true)));
     assert!(eio(core.fsync(o.fh, true)), "a retried fsync is no proof");
@@ -139,7 +139,7 @@ fn the_next_mount_releases_what_a_crash_left_unnamed() {
     // The upload lands, then the journal refuses its record: as a crash in between would.
     let (_, o) = core.create(ROOT_INO, "000002.sst", 0o644, RW, ME).unwrap();
     core.write(o.fh, 0, b"never recorded").unwrap();
-    core.state.lock().journal.fail_syncs(1);
+    core.ns.fail_syncs(1);
     core.fsyncdir().unwrap_err();
     assert!(core.fsync(o.fh, true).is_err());
     assert_eq!(env.objects().len(), 2, "both uploads are in the store");
@@ -382,8 +382,8 @@ fn a_missing_local_file_refuses_the_mount_instead_of_coming_back_empty() {
     write_synced(&core, "CURRENT", b"MANIFEST-000001\n");
     let wal = core.lookup(db, "000003.log").unwrap().ino;
     let path = {
-        let st = core.state.lock();
-        core.local_path(st.table.get(wal).unwrap().meta.file().unwrap())
+        let table = core.ns.read();
+        core.local_path(table.get(wal).unwrap().meta.file().unwrap())
     };
     core.shutdown().unwrap();
     drop(core);
