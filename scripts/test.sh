@@ -21,6 +21,9 @@ fi
 cargo build --workspace --all-targets
 log="$STATEFS_TEST_TMP/cargo-test.log"
 cargo test --workspace 2>&1 | tee "$log"
+# Model-checked concurrency (shuttle): the namespace's and the cache's threads under random
+# schedules.
+cargo test -p statefs --features shuttle --lib -- core::namespace::model core::cached::model 2>&1 | tee -a "$log"
 # The library's examples, as a user runs them (each asserts what it prints).
 for example in heap_checkpoint rocksdb_checkpoint forst_checkpoint; do
   TMPDIR="$STATEFS_TEST_TMP" cargo run --quiet -p statefs-backend --example "$example"

@@ -92,9 +92,7 @@ fn main() {
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 let name = format!("{i:06}.sst");
-                let (_, o) = core
-                    .create(dir, &name, 0o644, libc::O_WRONLY, me)
-                    .unwrap();
+                let (_, o) = core.create(dir, &name, 0o644, libc::O_WRONLY, me).unwrap();
                 core.write(o.fh, 0, &data).unwrap();
                 core.fsync(o.fh, false).unwrap();
                 core.release(o.fh).unwrap();

@@ -28,6 +28,7 @@ mod io;
 #[cfg(test)]
 mod model_tests;
 mod namespace;
+mod opens;
 mod publish;
 mod recovery;
 #[cfg(test)]
@@ -91,24 +92,6 @@ pub struct Caller {
     pub gid: u32,
 }
 
-/// Runtime state of an inode with open handles (never journaled).
-#[derive(Debug, Default)]
-pub(crate) struct OpenInode {
-    handles: u32,
-    writers: u32,
-    /// The local backing file, shared by all handles (the kernel's passthrough backing id holds
-    /// its own reference); its descriptor opens on demand and closes while idle (`fds`).
-    file: Option<Arc<fds::LazyFile>>,
-    /// Set by daemon-side writes; a remote-placed file with this set is uploaded at its next sync.
-    dirty: Arc<AtomicBool>,
-    /// Serializes uploads of this inode.
-    upload: Arc<Mutex<()>>,
-    /// The inode's local copy id (remote-placed files), to find it from cache decisions.
-    local_id: Option<uuid::Uuid>,
-    /// The copy was demoted while open: delete it (this many bytes) at the last release.
-    evicted: Option<u64>,
-}
-
 #[derive(Debug)]
 enum ReadSource {
     Local(Arc<fds::LazyFile>),
@@ -150,15 +133,15 @@ pub struct CoreMetrics {
 pub struct FsCore {
     /// The mapping table and its journal (`namespace.rs`).
     ns: Arc<Namespace>,
-    open: Mutex<HashMap<Ino, OpenInode>>,
+    /// Inodes with open handles (`opens.rs`).
+    opens: opens::Opens,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     dir_handles: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_fh: AtomicU64,
     remote: Arc<dyn RemoteStore>,
     deleter: Deleter,
-    cache: Mutex<crate::cache::CacheIndex>,
-    blocks: crate::cache::BlockCache,
-    loader: cached::Loader,
+    /// Local copies, cold-read blocks and the loader (`cached.rs`).
+    cache: cached::CacheManager,
     /// This mount's identity in the store (`<local-dir>/MOUNT_ID`), stable across remounts.
     pub mount_id: String,
     /// Set when the journal names new objects: the mount record needs rewriting.
@@ -295,16 +278,16 @@ impl FsCore {
     }
 
     fn is_open(&self, ino: Ino) -> bool {
-        self.open.lock().get(&ino).is_some_and(|o| o.handles > 0)
+        self.opens.is_open(ino)
     }
 
     /// What must go when inode `meta` is dropped.
     fn doomed_data(&self, meta: &InodeMeta) -> Vec<Doomed> {
         let mut out = Vec::new();
         if let NodeKind::File(f) = &meta.kind {
-            self.cache.lock().remove(&f.local_id);
+            self.cache.index().remove(&f.local_id);
             if let Some(s) = &f.sealed {
-                self.blocks.forget(&s.key);
+                self.cache.blocks.forget(&s.key);
             }
             out.push(Doomed::LocalFile(self.local_path(f)));
             if let Some(s) = &f.sealed
@@ -357,12 +340,8 @@ impl FsCore {
                 };
                 // A sealed file that nobody modifies is described by its record (no syscall); files
                 // being written, and local-placed files, by their backing file.
-                let modified = self
-                    .open
-                    .lock()
-                    .get(&ino)
-                    .is_some_and(|o| o.writers > 0 || o.dirty.load(Ordering::Relaxed))
-                    || self.unsealed_changes.lock().contains(&ino);
+                let modified =
+                    self.opens.may_be_modified(ino) || self.unsealed_changes.lock().contains(&ino);
                 // A sealed file opened for writing has no local copy until its download is done
                 // (on a store thread; lookups go on meanwhile): until then nothing changed it.
                 let md = match &f.sealed {
@@ -606,63 +585,63 @@ impl FsCore {
             let mut w = self.ns.writer();
             let decided = {
                 let table = w.table();
-            let src = *Self::parent_dir(&table, parent)?
-                .children
-                .get(name)
-                .ok_or(FsError::NotFound)?;
-            let existing = Self::parent_dir(&table, newparent)?
-                .children
-                .get(newname)
-                .copied();
-            if parent == newparent && name == newname {
-                return Ok(());
-            }
-            let src_is_dir = table.get(src).ok_or(FsError::NotFound)?.meta.is_dir();
-            if src_is_dir && table.is_within(newparent, src) {
-                return Err(FsError::Invalid("cannot move a directory into itself"));
-            }
-            let mut ops = Vec::new();
-            let mut doomed = Vec::new();
-            if let Some(target) = existing {
-                if flags & libc::RENAME_NOREPLACE != 0 {
-                    return Err(FsError::Exists);
-                }
-                if target == src {
-                    // Two names of one file: POSIX says rename does nothing.
+                let src = *Self::parent_dir(&table, parent)?
+                    .children
+                    .get(name)
+                    .ok_or(FsError::NotFound)?;
+                let existing = Self::parent_dir(&table, newparent)?
+                    .children
+                    .get(newname)
+                    .copied();
+                if parent == newparent && name == newname {
                     return Ok(());
                 }
-                let t = table.get(target).ok_or(FsError::NotFound)?;
-                match (src_is_dir, t.meta.is_dir()) {
-                    (true, false) => return Err(FsError::NotDir),
-                    (false, true) => return Err(FsError::IsDir),
-                    (true, true) if !t.children.is_empty() => return Err(FsError::NotEmpty),
-                    _ => {}
+                let src_is_dir = table.get(src).ok_or(FsError::NotFound)?.meta.is_dir();
+                if src_is_dir && table.is_within(newparent, src) {
+                    return Err(FsError::Invalid("cannot move a directory into itself"));
+                }
+                let mut ops = Vec::new();
+                let mut doomed = Vec::new();
+                if let Some(target) = existing {
+                    if flags & libc::RENAME_NOREPLACE != 0 {
+                        return Err(FsError::Exists);
+                    }
+                    if target == src {
+                        // Two names of one file: POSIX says rename does nothing.
+                        return Ok(());
+                    }
+                    let t = table.get(target).ok_or(FsError::NotFound)?;
+                    match (src_is_dir, t.meta.is_dir()) {
+                        (true, false) => return Err(FsError::NotDir),
+                        (false, true) => return Err(FsError::IsDir),
+                        (true, true) if !t.children.is_empty() => return Err(FsError::NotEmpty),
+                        _ => {}
+                    }
+                    ops.push(Op::DelEntry {
+                        parent: newparent,
+                        name: newname.into(),
+                    });
+                    if t.meta.is_dir() || (t.nlink == 1 && !self.is_open(target)) {
+                        doomed = self.doomed_data(&t.meta);
+                        ops.push(Op::DropInode(target));
+                    }
                 }
                 ops.push(Op::DelEntry {
+                    parent,
+                    name: name.into(),
+                });
+                ops.push(Op::PutEntry {
                     parent: newparent,
                     name: newname.into(),
+                    ino: src,
                 });
-                if t.meta.is_dir() || (t.nlink == 1 && !self.is_open(target)) {
-                    doomed = self.doomed_data(&t.meta);
-                    ops.push(Op::DropInode(target));
+                // Dropping the target must come after its entry went; PutEntry/DelEntry order above keeps
+                // the DropInode (if any) valid at its position.
+                if let Some(pos) = ops.iter().position(|o| matches!(o, Op::DropInode(_))) {
+                    let drop_op = ops.remove(pos);
+                    ops.push(drop_op);
                 }
-            }
-            ops.push(Op::DelEntry {
-                parent,
-                name: name.into(),
-            });
-            ops.push(Op::PutEntry {
-                parent: newparent,
-                name: newname.into(),
-                ino: src,
-            });
-            // Dropping the target must come after its entry went; PutEntry/DelEntry order above keeps
-            // the DropInode (if any) valid at its position.
-            if let Some(pos) = ops.iter().position(|o| matches!(o, Op::DropInode(_))) {
-                let drop_op = ops.remove(pos);
-                ops.push(drop_op);
-            }
-            (ops, doomed)
+                (ops, doomed)
             };
             let (ops, doomed) = decided;
             w.commit(&ops)?;
@@ -774,7 +753,7 @@ impl FsCore {
     /// right after deleting).
     pub fn settle(&self) {
         // A load holds its inode open; the release that ends it may queue removals.
-        self.loader.barrier();
+        self.cache.barrier();
         self.deleter.barrier();
         self.settle_retention();
     }
@@ -783,7 +762,7 @@ impl FsCore {
     pub fn shutdown(&self) -> FsResult<()> {
         self.seal_closed_files();
         self.retainer.shutdown();
-        self.loader.shutdown();
+        self.cache.shutdown();
         self.registrar.shutdown();
         self.deleter.shutdown();
         if let Err(e) = self.write_mount_record() {

@@ -492,7 +492,7 @@ impl Journal {
     }
 
     /// Compacts every `records` records from now on (tests: compactions amid concurrent work).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "shuttle"))]
     pub(crate) fn compact_every(&mut self, records: u64) {
         self.compact_every = records.max(1);
         self.compact_at = self.records.load(Ordering::Relaxed) + self.compact_every;

@@ -9,13 +9,16 @@
 //! - a promotion reserves the space at once and loads the copy in the background; until the copy is
 //!   complete the file is read from the object store.
 
+use std::path::PathBuf;
 use std::sync::Weak;
 
 use uuid::Uuid;
 
 use super::FsCore;
+use super::opens::Opens;
+use super::sync::{Mutex, MutexGuard};
 use super::worker::Worker;
-use crate::cache::{Access, Demoted};
+use crate::cache::{Access, BlockCache, CacheIndex, Demoted};
 use crate::table::Ino;
 
 /// A request to the loader.
@@ -64,34 +67,48 @@ impl Loader {
     }
 }
 
-impl FsCore {
-    pub(crate) fn copy_path(&self, id: &Uuid) -> std::path::PathBuf {
-        self.cache_files.join(id.as_hyphenated().to_string())
+/// The cache manager: the index of local copies (which stay, go or come back), the cold-read
+/// block cache, and the loader of promoted copies. Its lock (`index`) is a leaf of the core's
+/// lock order; the eviction protocol with open inodes takes `Opens`' lock first.
+#[derive(Debug)]
+pub(crate) struct CacheManager {
+    index: Mutex<CacheIndex>,
+    pub(crate) blocks: BlockCache,
+    loader: Loader,
+    /// Where copies live (`<cache-dir>/files`).
+    dir: PathBuf,
+}
+
+impl CacheManager {
+    pub(crate) fn new(index: CacheIndex, blocks: BlockCache, loader: Loader, dir: PathBuf) -> Self {
+        CacheManager {
+            index: Mutex::new(index),
+            blocks,
+            loader,
+            dir,
+        }
     }
 
-    /// Drops the local copies of `demoted`: now, or at the last release of an inode that has them open.
-    pub(crate) fn drop_copies(&self, demoted: Vec<Demoted>) {
+    /// The index, for a decision or a count. Never held while taking another lock.
+    pub(crate) fn index(&self) -> MutexGuard<'_, CacheIndex> {
+        self.index.lock()
+    }
+
+    pub(crate) fn copy_path(&self, id: &Uuid) -> PathBuf {
+        self.dir.join(id.as_hyphenated().to_string())
+    }
+
+    /// Drops the local copies of `demoted`: now, or at the last release of an inode that has
+    /// them open (counted as used until then).
+    pub(crate) fn drop_copies(&self, opens: &Opens, demoted: Vec<Demoted>) {
         for d in demoted {
-            let mut open = self.open.lock();
-            let holder = open
-                .values_mut()
-                .find(|e| e.local_id == Some(d.id) && e.handles > 0);
-            match holder {
-                Some(e) => {
-                    if e.evicted.is_none() {
-                        e.evicted = Some(d.size);
-                        drop(open);
-                        self.cache.lock().hold(d.size);
-                    }
-                }
-                None => {
-                    drop(open);
-                    match std::fs::remove_file(self.copy_path(&d.id)) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => {
-                            tracing::error!(id = %d.id, error = %e, "removing an evicted copy failed")
-                        }
+            let kept = opens.keep_while_open(d.id, d.size, |bytes| self.index.lock().hold(bytes));
+            if !kept {
+                match std::fs::remove_file(self.copy_path(&d.id)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::error!(id = %d.id, error = %e, "removing an evicted copy failed")
                     }
                 }
             }
@@ -103,9 +120,9 @@ impl FsCore {
     /// failed): then it holds the only copy of those bytes, and stays for the next sync.
     pub(crate) fn finish_eviction(&self, id: Uuid, size: u64, clean: bool) {
         let hot = {
-            let mut cache = self.cache.lock();
-            cache.unhold(size);
-            cache.is_hot(&id)
+            let mut index = self.index.lock();
+            index.unhold(size);
+            index.is_hot(&id)
         };
         if !clean {
             tracing::warn!(%id, "an evicted copy holds writes not uploaded yet; kept");
@@ -115,55 +132,82 @@ impl FsCore {
     }
 
     /// A remote-placed file just became durable with `size` bytes: it enters the cache.
-    pub(crate) fn cache_written(&self, id: Uuid, size: u64) {
-        let (hot, mut demoted) = self.cache.lock().insert_written(id, size);
+    pub(crate) fn written(&self, opens: &Opens, id: Uuid, size: u64) {
+        let (hot, mut demoted) = self.index.lock().insert_written(id, size);
         if !hot {
             demoted.push(Demoted { id, size });
         }
-        self.drop_copies(demoted);
+        self.drop_copies(opens, demoted);
     }
 
     /// Whether a read-only open of sealed file `id` may use its local copy (`exists`: it is on disk).
-    pub(crate) fn cache_open(&self, ino: Ino, id: Uuid, exists: bool) -> bool {
-        let access = self.cache.lock().access(id);
+    pub(crate) fn open_copy(&self, opens: &Opens, ino: Ino, id: Uuid, exists: bool) -> bool {
+        let access = self.index.lock().access(id);
         match access {
             Access::Hit | Access::Untracked => exists,
             Access::Miss => false,
             Access::Promote(demoted) => {
-                self.drop_copies(demoted);
-                self.promoted(ino, id, exists)
+                self.drop_copies(opens, demoted);
+                self.promoted(opens, ino, id, exists)
             }
         }
     }
 
     /// A read of `id` served from the object store.
-    pub(crate) fn cache_remote_read(&self, ino: Ino, id: Uuid) {
-        let access = self.cache.lock().access(id);
+    pub(crate) fn remote_read(&self, opens: &Opens, ino: Ino, id: Uuid) {
+        let access = self.index.lock().access(id);
         if let Access::Promote(demoted) = access {
-            self.drop_copies(demoted);
+            self.drop_copies(opens, demoted);
             let exists = self.copy_path(&id).exists();
-            self.promoted(ino, id, exists);
+            self.promoted(opens, ino, id, exists);
         }
     }
 
     /// A promotion: a copy still on disk (demoted but open) is taken back, else it is loaded.
-    fn promoted(&self, ino: Ino, id: Uuid, exists: bool) -> bool {
+    fn promoted(&self, opens: &Opens, ino: Ino, id: Uuid, exists: bool) -> bool {
         if exists {
-            let mut open = self.open.lock();
-            if let Some(e) = open.values_mut().find(|e| e.local_id == Some(id))
-                && let Some(size) = e.evicted.take()
-            {
-                drop(open);
-                let mut cache = self.cache.lock();
-                cache.unhold(size);
-                cache.count_loadback();
+            if let Some(size) = opens.take_back(Some(id), None) {
+                let mut index = self.index.lock();
+                index.unhold(size);
+                index.count_loadback();
             }
             return true;
         }
         if !self.loader.schedule(ino, id) {
-            self.cache.lock().load_failed(id);
+            self.index.lock().load_failed(id);
         }
         false
+    }
+
+    /// Waits until every load queued so far is done.
+    pub(crate) fn barrier(&self) {
+        self.loader.barrier()
+    }
+
+    pub(crate) fn shutdown(&self) {
+        self.loader.shutdown()
+    }
+}
+
+impl FsCore {
+    pub(crate) fn copy_path(&self, id: &Uuid) -> PathBuf {
+        self.cache.copy_path(id)
+    }
+
+    pub(crate) fn drop_copies(&self, demoted: Vec<Demoted>) {
+        self.cache.drop_copies(&self.opens, demoted)
+    }
+
+    pub(crate) fn cache_written(&self, id: Uuid, size: u64) {
+        self.cache.written(&self.opens, id, size)
+    }
+
+    pub(crate) fn cache_open(&self, ino: Ino, id: Uuid, exists: bool) -> bool {
+        self.cache.open_copy(&self.opens, ino, id, exists)
+    }
+
+    pub(crate) fn cache_remote_read(&self, ino: Ino, id: Uuid) {
+        self.cache.remote_read(&self.opens, ino, id)
     }
 
     /// Loads a promoted copy (loader thread).
@@ -171,7 +215,7 @@ impl FsCore {
         let f = match self.file_meta(ino) {
             Ok(f) if f.local_id == id => f,
             _ => {
-                self.cache.lock().remove(&id);
+                self.cache.index().remove(&id);
                 return;
             }
         };
@@ -190,17 +234,78 @@ impl FsCore {
         self.release_count(ino, false);
         if let Err(e) = result {
             tracing::warn!(ino, key = %sealed.key, error = %e, "loading a promoted copy failed; reads stay remote");
-            self.cache.lock().load_failed(id);
+            self.cache.index().load_failed(id);
         }
     }
 
     /// Counters of the cache.
     pub fn cache_stats(&self) -> crate::cache::CacheStats {
-        self.cache.lock().stats()
+        self.cache.index().stats()
     }
 
     /// Bytes that may still be cached before the limits bite.
     pub fn cache_remaining(&self) -> u64 {
-        self.cache.lock().remaining()
+        self.cache.index().remaining()
+    }
+}
+
+/// Model-checked under shuttle (`cargo test -p statefs --features shuttle --lib -- core::namespace::model core::cached::model`).
+#[cfg(all(test, feature = "shuttle"))]
+mod model {
+    use std::sync::Weak;
+
+    use super::*;
+    use crate::cache::{CacheConfig, LimitPolicy, StatvfsFreeSpace};
+    use crate::core::opens::Uncounted;
+
+    fn manager(dir: &std::path::Path) -> CacheManager {
+        let cfg = CacheConfig::default();
+        let policy =
+            LimitPolicy::from_config(1 << 30, 0, Box::new(StatvfsFreeSpace(dir.to_path_buf())));
+        CacheManager::new(
+            CacheIndex::new(cfg, policy),
+            BlockCache::new(cfg.blocks),
+            Loader::start(Weak::new()),
+            dir.to_path_buf(),
+        )
+    }
+
+    /// A copy demoted while its inode's last handle closes, in any order: the bytes it is
+    /// counted with while open are uncounted exactly once (the cache's limit does not shrink for
+    /// good), and the copy is gone once both are done.
+    #[test]
+    fn model_cache_demotion_while_the_last_handle_closes() {
+        shuttle::check_random(
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                let cache = std::sync::Arc::new(manager(dir.path()));
+                let opens = std::sync::Arc::new(Opens::default());
+                let id = Uuid::new_v4();
+                std::fs::write(cache.copy_path(&id), b"copy").unwrap();
+                opens.acquire(5, false, Some(id));
+                let demote = {
+                    let (cache, opens) = (cache.clone(), opens.clone());
+                    shuttle::thread::spawn(move || {
+                        cache.drop_copies(&opens, vec![Demoted { id, size: 100 }])
+                    })
+                };
+                let close = {
+                    let (cache, opens) = (cache.clone(), opens.clone());
+                    shuttle::thread::spawn(move || {
+                        if let Uncounted::Closed {
+                            evicted: Some((id, size, dirty)),
+                        } = opens.uncount(5, false)
+                        {
+                            cache.finish_eviction(id, size, !dirty);
+                        }
+                    })
+                };
+                demote.join().unwrap();
+                close.join().unwrap();
+                assert_eq!(cache.index().stats().used, 0, "bytes still counted");
+                assert!(!cache.copy_path(&id).exists(), "the demoted copy is left");
+            },
+            500,
+        );
     }
 }

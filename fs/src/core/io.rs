@@ -16,6 +16,7 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use super::fds::LazyFile;
+use super::opens::Uncounted;
 use super::{Doomed, FsCore, Handle, ReadSource};
 use crate::error::{FsError, FsResult};
 use crate::placement::Placement;
@@ -80,33 +81,19 @@ impl AsFdRef for File {
 impl FsCore {
     /// Counts a new handle on `ino`; returns its dirty flag and upload lock.
     pub(crate) fn acquire(&self, ino: Ino, writable: bool) -> (Arc<AtomicBool>, Arc<Mutex<()>>) {
-        let mut open = self.open.lock();
-        let e = open.entry(ino).or_default();
-        e.handles += 1;
-        if writable {
-            e.writers += 1;
-        }
-        (e.dirty.clone(), e.upload.clone())
+        self.opens.acquire(ino, writable, None)
     }
 
     /// Uncounts a handle; the last handle of a nameless inode drops it.
     pub(crate) fn release_count(&self, ino: Ino, writable: bool) {
         let doomed = {
+            // The writer is held across: whether the last handle of a nameless inode closed and
+            // the inode's drop are one decision against unlink's (which holds it too).
             let mut w = self.ns.writer();
-            let mut open = self.open.lock();
-            let Some(e) = open.get_mut(&ino) else { return };
-            e.handles = e.handles.saturating_sub(1);
-            if writable {
-                e.writers = e.writers.saturating_sub(1);
-            }
-            if e.handles > 0 {
+            let Uncounted::Closed { evicted } = self.opens.uncount(ino, writable) else {
                 return;
-            }
-            let finished = open
-                .remove(&ino)
-                .and_then(|e| Some((e.local_id?, e.evicted?, e.dirty.load(Ordering::Acquire))));
-            drop(open);
-            if let Some((id, size, dirty)) = finished {
+            };
+            if let Some((id, size, dirty)) = evicted {
                 // Clean: the copy is exactly the version its record names (passthrough writes
                 // do not set the flag; they change the stamp).
                 let clean = !dirty
@@ -120,7 +107,7 @@ impl FsCore {
                                         .is_ok_and(|md| Some(stamp_of(&md)) == s.local_stamp)
                             })
                         });
-                self.finish_eviction(id, size, clean);
+                self.cache.finish_eviction(id, size, clean);
             }
             let doomed = match w.table().get(ino) {
                 Some(node) if node.nlink == 0 => self.doomed_data(&node.meta),
@@ -137,11 +124,7 @@ impl FsCore {
 
     /// The backing file of open inode `ino` (at `path`), shared by its handles.
     pub(crate) fn backing_file(&self, ino: Ino, path: &Path) -> FsResult<Arc<LazyFile>> {
-        let mut open = self.open.lock();
-        let e = open.get_mut(&ino).ok_or(FsError::BadHandle)?;
-        Ok(e.file
-            .get_or_insert_with(|| Arc::new(LazyFile::new(path.to_path_buf(), self.fds.clone())))
-            .clone())
+        self.opens.backing_file(ino, path, &self.fds)
     }
 
     /// The open descriptor of `lazy` for one operation, within the descriptor budget: over it,
@@ -164,12 +147,7 @@ impl FsCore {
 
     /// Closes up to `want` idle backing-file descriptors, least recently used first.
     fn close_idle_files(&self, want: usize) {
-        let mut files: Vec<Arc<LazyFile>> = self
-            .open
-            .lock()
-            .values()
-            .filter_map(|e| e.file.clone())
-            .collect();
+        let mut files = self.opens.backing_files();
         files.sort_by_key(|f| f.last_use());
         let mut closed = 0;
         for f in files {
@@ -231,12 +209,8 @@ impl FsCore {
     pub fn open(&self, ino: Ino, flags: i32) -> FsResult<super::Opened> {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let f = self.file_meta(ino)?;
-        let (dirty, upload) = self.acquire(ino, writable);
-        if f.placement == Placement::Remote
-            && let Some(e) = self.open.lock().get_mut(&ino)
-        {
-            e.local_id = Some(f.local_id);
-        }
+        let local_id = (f.placement == Placement::Remote).then_some(f.local_id);
+        let (dirty, upload) = self.opens.acquire(ino, writable, local_id);
         // The descriptor, for the adapter to hand to the kernel (passthrough registration).
         let mut backing = None;
         let result = (|| {
@@ -248,14 +222,9 @@ impl FsCore {
                     // never evicted. It re-enters the cache when it is sealed again. A copy
                     // demoted while a reader held it is the working copy from now on, no longer
                     // one to delete at the last close.
-                    self.cache.lock().remove(&f.local_id);
-                    let evicted = self
-                        .open
-                        .lock()
-                        .get_mut(&ino)
-                        .and_then(|e| e.evicted.take());
-                    if let Some(size) = evicted {
-                        self.cache.lock().unhold(size);
+                    self.cache.index().remove(&f.local_id);
+                    if let Some(size) = self.opens.take_back(None, Some(ino)) {
+                        self.cache.index().unhold(size);
                     }
                 } else {
                     has_local = self.cache_open(ino, f.local_id, has_local);
@@ -372,7 +341,9 @@ impl FsCore {
                 size: len,
                 upgraded,
                 ..
-            } => upgraded.get().is_none() && !self.blocks.holds(key, *len, offset, size as u64),
+            } => {
+                upgraded.get().is_none() && !self.cache.blocks.holds(key, *len, offset, size as u64)
+            }
         }
     }
 
@@ -390,7 +361,7 @@ impl FsCore {
                 // A long-lived handle (RocksDB keeps SSTs open) moves to the promoted copy once it
                 // is complete; it cannot switch to passthrough, but stops going to the store.
                 if upgraded.get().is_none()
-                    && self.cache.lock().is_hot(&h.local_id)
+                    && self.cache.index().is_hot(&h.local_id)
                     && let Ok(lazy) = self.backing_file(h.ino, &self.copy_path(&h.local_id))
                     && self.use_file(&lazy).is_ok()
                 {
@@ -402,7 +373,7 @@ impl FsCore {
                 let mut stats = crate::cache::BlockStats::default();
                 let data = {
                     let mut pattern = pattern.lock();
-                    self.blocks.read(
+                    self.cache.blocks.read(
                         crate::cache::ObjectRef {
                             remote: self.remote.as_ref(),
                             key,
@@ -554,7 +525,7 @@ impl FsCore {
                 .is_some_and(|s| s.local_stamp == Some(stamp))
         {
             // Unchanged; a copy that was untracked while open for writing re-enters the cache.
-            if !self.cache.lock().contains(&f.local_id) {
+            if !self.cache.index().contains(&f.local_id) {
                 self.cache_written(f.local_id, stamp.size);
             }
             return Ok(());
@@ -652,7 +623,7 @@ impl FsCore {
         if f.placement == Placement::Remote && f.sealed.is_some() {
             // As an open for writing: a copy about to differ from its object is never evicted
             // (it re-enters the cache when it is sealed again).
-            self.cache.lock().remove(&f.local_id);
+            self.cache.index().remove(&f.local_id);
         }
         let result = (|| {
             let path = self.local_path(&f);

@@ -116,7 +116,7 @@ impl Writer<'_> {
     }
 }
 
-/// Model-checked under shuttle (`cargo test -p statefs --features shuttle model_`): random
+/// Model-checked under shuttle (`cargo test -p statefs --features shuttle --lib -- core::namespace::model core::cached::model`): random
 /// schedules of two writers and a reader over a real journal, with compactions among them.
 #[cfg(all(test, feature = "shuttle"))]
 mod model {
@@ -217,7 +217,11 @@ mod model {
         let last = ns.read().snapshot_ops();
         drop(ns);
         let (_, replayed) = Journal::open(dir.path()).unwrap();
-        assert_eq!(replayed.snapshot_ops(), last, "the journal replays to the table");
+        assert_eq!(
+            replayed.snapshot_ops(),
+            last,
+            "the journal replays to the table"
+        );
     }
 
     #[test]

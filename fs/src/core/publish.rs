@@ -664,7 +664,7 @@ impl FsCore {
         }
         self.sync_created()?;
         self.sync_journal()?;
-        let mut cache = self.cache.lock();
+        let mut cache = self.cache.index();
         for (id, size) in cold {
             cache.register_cold(id, size, true);
         }

@@ -439,15 +439,18 @@ impl FsCore {
         );
         let core = Arc::new_cyclic(|me| FsCore {
             ns,
-            open: Mutex::new(HashMap::new()),
+            opens: Default::default(),
             handles: RwLock::new(HashMap::new()),
             dir_handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             remote,
             deleter,
-            blocks: crate::cache::BlockCache::new(cache.blocks),
-            cache: Mutex::new(CacheIndex::new(cache, policy)),
-            loader: super::cached::Loader::start(me.clone()),
+            cache: super::cached::CacheManager::new(
+                CacheIndex::new(cache, policy),
+                crate::cache::BlockCache::new(cache.blocks),
+                super::cached::Loader::start(me.clone()),
+                local.cache_files.clone(),
+            ),
             registrar: super::publish::Registrar::start(me.clone()),
             retainer: super::publish::Retainer::start(me.clone()),
             retention: Mutex::new(()),
@@ -629,7 +632,7 @@ impl FsCore {
         // limits allow), the rest cold.
         let mut demoted = Vec::new();
         {
-            let mut cache = self.cache.lock();
+            let mut cache = self.cache.index();
             for (id, size) in present {
                 demoted.extend(cache.register_present(id, size));
             }

@@ -37,7 +37,9 @@ mod model {
             self.0.read().expect("no test thread panics holding a lock")
         }
         pub(crate) fn write(&self) -> RwLockWriteGuard<'_, T> {
-            self.0.write().expect("no test thread panics holding a lock")
+            self.0
+                .write()
+                .expect("no test thread panics holding a lock")
         }
     }
 }

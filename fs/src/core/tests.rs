@@ -121,7 +121,7 @@ impl FsCore {
     /// durable records), with no upload, no record and no compaction, and the local dir's lock
     /// goes with the last reference.
     pub(crate) fn halt(&self) {
-        self.loader.shutdown();
+        self.cache.shutdown();
         self.retainer.shutdown();
         self.registrar.shutdown();
         self.deleter.shutdown();
