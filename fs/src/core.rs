@@ -23,6 +23,7 @@
 mod cache_tests;
 mod cached;
 mod deleter;
+mod dispatch;
 mod fds;
 mod io;
 #[cfg(test)]
@@ -142,6 +143,8 @@ pub struct FsCore {
     deleter: Deleter,
     /// Local copies, cold-read blocks and the loader (`cached.rs`).
     cache: cached::CacheManager,
+    /// The store threads requests that may wait on the store run on (`dispatch.rs`).
+    dispatch: dispatch::Dispatch,
     /// This mount's identity in the store (`<local-dir>/MOUNT_ID`), stable across remounts.
     pub mount_id: String,
     /// Set when the journal names new objects: the mount record needs rewriting.

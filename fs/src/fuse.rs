@@ -22,7 +22,6 @@ use parking_lot::Mutex;
 use crate::config::PassthroughMode;
 use crate::core::{Attr, Caller, FsCore, Opened, SetAttr};
 use crate::error::FsError;
-use crate::store_pool::StorePool;
 
 /// The FUSE operations statefs implements, each counted and timed by [`FuseMetrics`] (its
 /// discriminant is its index there) and traced in a span of its name.
@@ -230,10 +229,6 @@ pub struct StatefsFuse {
     opener: Opener,
     metrics: Arc<FuseMetrics>,
     status: Arc<FuseStatus>,
-    /// Run the requests that may wait on the store, so that no FUSE worker does: uploads, and
-    /// reads apart, so that a foreground read never queues behind compaction outputs' uploads.
-    uploads: StorePool,
-    reads: StorePool,
 }
 
 /// What the kernel agreed to at INIT, readable after the session took the filesystem.
@@ -255,8 +250,12 @@ impl StatefsFuse {
         status: Arc<FuseStatus>,
         store_threads: usize,
     ) -> std::io::Result<Self> {
-        let uploads = StorePool::new(store_threads, "up", metrics.upload_queue.clone())?;
-        let reads = StorePool::new(store_threads, "read", metrics.read_queue.clone())?;
+        // Requests that may wait on the store run on these threads, so that no FUSE worker does.
+        core.start_store_threads(
+            store_threads,
+            metrics.upload_queue.clone(),
+            metrics.read_queue.clone(),
+        )?;
         Ok(StatefsFuse {
             core: core.clone(),
             attr_ttl,
@@ -270,8 +269,6 @@ impl StatefsFuse {
             },
             metrics,
             status,
-            uploads,
-            reads,
         })
     }
 
@@ -443,8 +440,7 @@ impl Filesystem for StatefsFuse {
     fn destroy(&mut self) {
         let _s = tracing::info_span!("destroy").entered();
         // Uploads accepted before the unmount finish (and are journaled) before the core shuts down.
-        self.uploads.close();
-        self.reads.close();
+        self.core.close_store_threads();
         if let Err(e) = self.core.shutdown() {
             tracing::error!(error = %e, "shutdown did not finish cleanly; the journal replays at next mount");
         }
@@ -501,18 +497,16 @@ impl Filesystem for StatefsFuse {
             mtime: mtime.map(time_of),
         };
         let fh = fh.map(|f| f.0);
-        let (core, ttl) = (self.core.clone(), self.attr_ttl);
-        let setattr = move || {
+        let ttl = self.attr_ttl;
+        // The core runs it on a store thread when a truncate may download or upload.
+        self.core.setattr_then(ino.0, fh, set, move |result| {
             let _s = span.entered();
-            match core.setattr(ino.0, fh, set) {
+            match result {
                 Ok(a) => reply.attr(&ttl, &Self::file_attr(&a)),
                 Err(e) => reply.error(Self::errno("setattr", &e)),
             }
             drop(t);
-        };
-        // A truncate may download the file first, or upload it after (by path: no release follows).
-        let may_wait = size.is_some() && self.core.truncate_may_wait(ino.0, fh);
-        self.uploads.run_if(may_wait, setattr)
+        })
     }
 
     fn mkdir(
@@ -614,13 +608,11 @@ impl Filesystem for StatefsFuse {
         let t = self.metrics.count_owned(Op::Open);
         let span = tracing::debug_span!("open", ino = ino.0, flags = flags.0);
         let opener = self.opener.clone();
-        let open = move || {
+        self.core.open_then(ino.0, flags.0, move || {
             let _s = span.entered();
             opener.open(ino.0, flags.0, reply);
             drop(t);
-        };
-        self.reads
-            .run_if(self.core.open_may_fetch(ino.0, flags.0), open)
+        })
     }
 
     fn create(
@@ -692,19 +684,16 @@ impl Filesystem for StatefsFuse {
     ) {
         let t = self.metrics.count_owned(Op::Read);
         let span = tracing::trace_span!("read", ino = _ino.0, fh = fh.0, offset, size);
-        let core = self.core.clone();
-        let read = move || {
+        // Reads of local bytes or of blocks held in memory stay on this worker; the core hands
+        // cold fetches from a distant store to a store thread.
+        self.core.read_then(fh.0, offset, size, move |result| {
             let _s = span.entered();
-            match core.read(fh.0, offset, size) {
+            match result {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(Self::errno("read", &e)),
             }
             drop(t);
-        };
-        // Reads of local bytes or of blocks held in memory stay here: a handoff would add a
-        // thread wake-up to each of them.
-        self.reads
-            .run_if(self.core.read_may_fetch(fh.0, offset, size), read)
+        })
     }
 
     fn write(
@@ -765,18 +754,16 @@ impl Filesystem for StatefsFuse {
                 b.by_inode.remove(&ino.0);
             }
         }
-        let to_pool = self.core.may_upload(fh.0);
-        let core = self.core.clone();
-        let release = move || {
+        // The last writer's release uploads what no fsync did (on a store thread); other releases
+        // are quick.
+        self.core.release_then(fh.0, move |result| {
             let _s = span.entered();
-            match core.release(fh.0) {
+            match result {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(Self::errno("release", &e)),
             }
             drop(t);
-        };
-        // The last writer's release uploads what no fsync did; other releases are quick.
-        self.uploads.run_if(to_pool, release)
+        })
     }
 
     fn fsync(
@@ -789,18 +776,16 @@ impl Filesystem for StatefsFuse {
     ) {
         let t = self.metrics.count_owned(Op::Fsync);
         let span = tracing::debug_span!("fsync", ino = ino.0, fh = fh.0, datasync);
-        let core = self.core.clone();
-        let fsync = move || {
+        // A WAL sync stays on this worker (it waits only on the local disk); an upload goes to a
+        // store thread.
+        self.core.fsync_then(fh.0, datasync, move |result| {
             let _s = span.entered();
-            match core.fsync(fh.0, datasync) {
+            match result {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(Self::errno("fsync", &e)),
             }
             drop(t);
-        };
-        // A WAL sync stays on this worker: it waits only on the local disk, and a handoff would
-        // add a thread wake-up to every synced write.
-        self.uploads.run_if(self.core.may_upload(fh.0), fsync)
+        })
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -20,6 +20,15 @@ use std::thread::JoinHandle;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
+impl std::fmt::Debug for StorePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorePool")
+            .field("threads", &self.threads.len())
+            .field("queued", &self.queued)
+            .finish()
+    }
+}
+
 pub struct StorePool {
     tx: Option<mpsc::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,

@@ -327,7 +327,7 @@ impl FsCore {
     /// Whether [`read`](Self::read) of this range may wait on a distant store: the handle reads
     /// an object with no complete local copy, and some block of the range is not in memory. A
     /// hint: a block evicted right after the answer is fetched by the read all the same.
-    pub fn read_may_fetch(&self, fh: u64, offset: u64, size: u32) -> bool {
+    pub(crate) fn read_may_fetch(&self, fh: u64, offset: u64, size: u32) -> bool {
         if !self.remote.is_distant() {
             return false;
         }
@@ -414,14 +414,14 @@ impl FsCore {
 
     /// Whether a sync or the release of handle `fh` may upload, i.e. wait on the store. A sync of a
     /// local-placed file (WAL, MANIFEST) waits only on the local disk.
-    pub fn may_upload(&self, fh: u64) -> bool {
+    pub(crate) fn may_upload(&self, fh: u64) -> bool {
         self.handle(fh)
             .is_ok_and(|h| h.placement == Placement::Remote && h.writable)
     }
 
     /// Whether [`open`](Self::open) of `ino` with `flags` may wait on the store: opening a sealed
     /// file for writing downloads it when it has no local copy. RocksDB never does this.
-    pub fn open_may_fetch(&self, ino: Ino, flags: i32) -> bool {
+    pub(crate) fn open_may_fetch(&self, ino: Ino, flags: i32) -> bool {
         flags & libc::O_ACCMODE != libc::O_RDONLY
             && self.file_meta(ino).is_ok_and(|f| self.must_download(&f))
     }
@@ -442,7 +442,7 @@ impl FsCore {
     /// file with no local copy is downloaded first, and a truncate by path of a remote-placed file
     /// uploads it (no release follows). RocksDB's truncate of an SST through its writer, with the
     /// copy at hand, waits on neither.
-    pub fn truncate_may_wait(&self, ino: Ino, fh: Option<u64>) -> bool {
+    pub(crate) fn truncate_may_wait(&self, ino: Ino, fh: Option<u64>) -> bool {
         let Ok(f) = self.file_meta(ino) else {
             return false;
         };

@@ -440,6 +440,7 @@ impl FsCore {
         let core = Arc::new_cyclic(|me| FsCore {
             ns,
             opens: Default::default(),
+            dispatch: Default::default(),
             handles: RwLock::new(HashMap::new()),
             dir_handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
