@@ -41,7 +41,7 @@ mod worker;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -742,7 +742,7 @@ impl FsCore {
     }
 
     /// Number of inodes in the table (root included).
-    pub fn inode_count(&self) -> usize {
+    pub(crate) fn inode_count(&self) -> usize {
         self.ns.read().len()
     }
 
@@ -802,15 +802,5 @@ impl FsCore {
                 tracing::error!(ino, error = %e, "uploading a file closed without sync failed at unmount; its local bytes are kept");
             }
         }
-    }
-
-    /// Where local-placed files live (for tests and stats).
-    pub fn local_files_dir(&self) -> &Path {
-        &self.local_files
-    }
-
-    /// Where staging files and local copies of remote-placed files live.
-    pub fn cache_files_dir(&self) -> &Path {
-        &self.cache_files
     }
 }

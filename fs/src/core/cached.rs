@@ -244,7 +244,7 @@ impl FsCore {
     }
 
     /// Bytes that may still be cached before the limits bite.
-    pub fn cache_remaining(&self) -> u64 {
+    pub(crate) fn cache_remaining(&self) -> u64 {
         self.cache.index().remaining()
     }
 }

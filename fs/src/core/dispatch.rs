@@ -56,7 +56,7 @@ impl Dispatch {
 impl FsCore {
     /// Starts the store threads (`threads` per pool); the gauges count the requests waiting for
     /// one. Called by the FUSE adapter; without them (tests) requests run on the caller's thread.
-    pub fn start_store_threads(
+    pub(crate) fn start_store_threads(
         &self,
         threads: usize,
         upload_queue: Arc<AtomicU64>,
@@ -72,7 +72,7 @@ impl FsCore {
 
     /// Runs the queued requests, then stops the store threads (unmount: uploads accepted before
     /// it complete and are journaled before the core shuts down).
-    pub fn close_store_threads(&self) {
+    pub(crate) fn close_store_threads(&self) {
         let pools = self.dispatch.pools.write().take();
         if let Some(mut p) = pools {
             p.uploads.close();
@@ -81,7 +81,7 @@ impl FsCore {
     }
 
     /// [`FsCore::read`], answered through `reply` here or on a store thread.
-    pub fn read_then(
+    pub(crate) fn read_then(
         self: &Arc<Self>,
         fh: u64,
         offset: u64,
@@ -96,7 +96,7 @@ impl FsCore {
     }
 
     /// [`FsCore::fsync`], answered through `reply` here or on a store thread.
-    pub fn fsync_then(
+    pub(crate) fn fsync_then(
         self: &Arc<Self>,
         fh: u64,
         datasync: bool,
@@ -110,7 +110,7 @@ impl FsCore {
     }
 
     /// [`FsCore::release`], answered through `reply` here or on a store thread.
-    pub fn release_then(
+    pub(crate) fn release_then(
         self: &Arc<Self>,
         fh: u64,
         reply: impl FnOnce(FsResult<()>) + Send + 'static,
@@ -122,7 +122,7 @@ impl FsCore {
     }
 
     /// [`FsCore::setattr`], answered through `reply` here or on a store thread.
-    pub fn setattr_then(
+    pub(crate) fn setattr_then(
         self: &Arc<Self>,
         ino: Ino,
         fh: Option<u64>,
@@ -138,7 +138,12 @@ impl FsCore {
 
     /// Runs `open` (the adapter's open of `ino` with `flags`, which calls [`FsCore::open`]) here or
     /// on a store thread: opening a sealed file with no local copy for writing downloads it.
-    pub fn open_then(self: &Arc<Self>, ino: Ino, flags: i32, open: impl FnOnce() + Send + 'static) {
+    pub(crate) fn open_then(
+        self: &Arc<Self>,
+        ino: Ino,
+        flags: i32,
+        open: impl FnOnce() + Send + 'static,
+    ) {
         let may_wait = self.open_may_fetch(ino, flags);
         self.dispatch.run(Pool::Reads, may_wait, open);
     }

@@ -82,7 +82,7 @@ impl From<CheckpointError> for FsError {
 
 impl FsCore {
     /// The inode at `path` (relative to the mount root, `/`-separated).
-    pub fn resolve(&self, path: &str) -> FsResult<Ino> {
+    pub(crate) fn resolve(&self, path: &str) -> FsResult<Ino> {
         let table = self.ns.read();
         let mut ino = ROOT_INO;
         for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
@@ -138,7 +138,7 @@ impl FsCore {
     /// (before unmount finishes at the latest). On a distant store retention is a listing and a few
     /// deletions, as many round trips as the publish itself; a caller timing its checkpoints (as
     /// Flink's, which discards subsumed checkpoints asynchronously) need not wait for them.
-    pub fn publish_with(
+    pub(crate) fn publish_with(
         &self,
         path: &str,
         retained: usize,
@@ -168,7 +168,7 @@ impl FsCore {
     /// and a MANIFEST prefix) saves the links and copies of assembling one. Retention as in
     /// [`FsCore::publish_with`]. Fails with `FsError::Invalid` on a name a restore would refuse
     /// (not a relative path of ordinary components) or one given twice.
-    pub fn publish_files(
+    pub(crate) fn publish_files(
         &self,
         files: Vec<CheckpointFile>,
         retained: usize,
@@ -462,7 +462,7 @@ impl FsCore {
     /// keeps its own retention (the ForSt backend drops what no retained job checkpoint names).
     /// The objects only it named are released off this thread. Returns whether it was dropped:
     /// a checkpoint of another mount, or one already gone, is left alone.
-    pub fn drop_own_checkpoint(&self, id: &str) -> FsResult<bool> {
+    pub(crate) fn drop_own_checkpoint(&self, id: &str) -> FsResult<bool> {
         let _one = self.retention.lock();
         let seq_now = self.ns.read().publish_seq();
         let ours = checkpoint::list_with(self.remote.as_ref(), &self.manifests)?
@@ -544,7 +544,7 @@ impl FsCore {
     }
 
     /// Rewrites `mounts/<mount-id>` with the objects the journal names now.
-    pub fn write_mount_record(&self) -> FsResult<()> {
+    pub(crate) fn write_mount_record(&self) -> FsResult<()> {
         let record = MountRecord {
             mount_id: self.mount_id.clone(),
             host: checkpoint::host_name(),

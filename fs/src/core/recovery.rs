@@ -308,7 +308,7 @@ impl FsCore {
     /// trusted, and the manifest is read again after that record exists: if the checkpoint is
     /// still there then, no release or gc can delete its objects while this mount names them
     /// (invariant I3/I4 of `checkpoint::gc`).
-    pub fn start_restored(
+    pub(crate) fn start_restored(
         local_dir: &Path,
         cache_dir: &Path,
         remote: Arc<dyn RemoteStore>,
