@@ -64,7 +64,17 @@ pub fn default_max_parallelism(parallelism: u32) -> u32 {
         .clamp(128, 32768)
 }
 
-/// An inclusive range of key groups.
+/// An inclusive range of key groups: what one subtask of an operator owns. Keys hash to one of
+/// `max_parallelism` key groups; `parallelism` subtasks split them into contiguous ranges, as
+/// Flink's `KeyGroupRangeAssignment` does.
+///
+/// ```
+/// use statefs_backend::KeyGroupRange;
+/// let all = KeyGroupRange::all(128);
+/// let halves = [0, 1].map(|i| KeyGroupRange::for_operator(128, 2, i));
+/// assert_eq!(halves[0], KeyGroupRange::new(0, 63));
+/// assert_eq!(halves[0].len() + halves[1].len(), all.len());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KeyGroupRange {
     pub start: u32,

@@ -16,7 +16,24 @@ use crate::keygroup::key_group_of;
 use crate::serializer::{Serde, SerializerId, StateSerializer};
 use crate::ttl::{self, Clock, SystemClock, TtlConfig, UpdateType, Visibility};
 
-/// A backend with typed keys.
+/// A backend with typed keys: the State API. Set the current key, then read and write the
+/// states registered on it (value, list, map, reducing, aggregating), each optionally with TTL.
+///
+/// ```
+/// use statefs_backend::{HeapBackend, KeyGroupRange, Keyed};
+/// # fn main() -> statefs_backend::StateResult<()> {
+/// let mut kb: Keyed<String, HeapBackend> =
+///     Keyed::new(HeapBackend::new(KeyGroupRange::all(128), 128));
+/// let clicks = kb.list_state::<String>("clicks", None)?;
+/// let seen = kb.map_state::<String, u32>("seen", None)?;
+/// kb.set_current_key(&"alice".to_string())?;
+/// clicks.add(&mut kb, &"/home".to_string())?;
+/// seen.put(&mut kb, &"/home".to_string(), &1)?;
+/// assert_eq!(clicks.get(&mut kb)?, vec!["/home".to_string()]);
+/// assert_eq!(seen.get(&mut kb, &"/home".to_string())?, Some(1));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Keyed<K, B: StateBackend> {
     backend: B,
     key_ser: Arc<dyn StateSerializer<K>>,

@@ -529,6 +529,17 @@ pub fn unmount_path(path: &Path) -> std::io::Result<()> {
 }
 
 /// A live in-process mount. Dropping it unmounts (and waits for the journal to be compacted).
+///
+/// ```no_run
+/// use statefs::{MountConfig, MountHandle};
+/// let config = MountConfig::new("file:///var/lib/statefs/store", "/var/lib/statefs/local",
+///                               "/var/cache/statefs");
+/// let mount = MountHandle::mount(&config, std::path::Path::new("/mnt/state")).unwrap();
+/// // ... RocksDB writes /mnt/state/db ...
+/// let published = mount.checkpoint(std::path::Path::new("/mnt/state/chk-1"), 3).unwrap();
+/// println!("checkpoint {}", published.id);
+/// mount.unmount().unwrap();
+/// ```
 pub struct MountHandle {
     session: Option<fuser::BackgroundSession>,
     core: Option<Arc<FsCore>>,

@@ -177,6 +177,13 @@ fn number_and_unit(s: &str) -> Result<(u64, String), String> {
 }
 
 /// A size: a whole number with an optional unit (`b`, `kb`, `mb`, `gb`, `tb`; 1024-based).
+///
+/// ```
+/// use statefs_store::options::parse_bytes;
+/// assert_eq!(parse_bytes("256mb"), Ok(256 << 20));
+/// assert_eq!(parse_bytes("4096"), Ok(4096));
+/// assert!(parse_bytes("9999999999tb").is_err()); // too large: never wraps
+/// ```
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let (n, unit) = number_and_unit(s)
         .map_err(|_| "expected a number with an optional unit (b, kb, mb, gb, tb)".to_string())?;
@@ -193,6 +200,13 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 
 /// A duration: a whole number with a unit (`ms`, `s`, `min`, `h`, `d`); a bare number is
 /// milliseconds, as in Flink.
+///
+/// ```
+/// use std::time::Duration;
+/// use statefs_store::options::parse_duration;
+/// assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+/// assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
+/// ```
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (n, unit) = number_and_unit(s)
         .map_err(|_| "expected a number with a unit (ms, s, min, h, d)".to_string())?;

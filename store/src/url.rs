@@ -84,6 +84,14 @@ fn percent_decode(seg: &str) -> Vec<u8> {
 }
 
 impl RemoteSpec {
+    /// Parses a store URL: `file:///abs/path`, `s3://bucket/prefix` or `memory://`.
+    ///
+    /// ```
+    /// use statefs_store::RemoteSpec;
+    /// assert_eq!(RemoteSpec::parse("memory://").unwrap(), RemoteSpec::Memory);
+    /// assert!(RemoteSpec::parse("file://relative/path").is_err());
+    /// assert!(RemoteSpec::parse("ftp://host/x").is_err());
+    /// ```
     pub fn parse(url: &str) -> Result<RemoteSpec, StoreError> {
         let bad = |why: &str| StoreError::Config(format!("bad --remote URL {url:?}: {why}"));
         // The URL parser resolves dot segments away (encoded ones too: `%2E%2E`); a remote that
