@@ -164,13 +164,8 @@ pub struct FsCore {
     /// reads until its namespace is journaled, and those of publishes whose manifest has an
     /// unknown outcome (it may still appear) for the life of the mount.
     held: Mutex<std::collections::HashSet<String>>,
-    /// Manifests of the store's checkpoints already read (retention after each publish).
-    manifests: crate::checkpoint::ManifestCache,
-    registrar: publish::Registrar,
-    /// Deferred retention ([`FsCore::publish_with`]).
-    retainer: publish::Retainer,
-    /// Held while retention runs: one at a time.
-    retention: Mutex<()>,
+    /// Publishing, retention and the mount record's background work (`publish.rs`).
+    publisher: publish::Publisher,
     local_files: PathBuf,
     cache_files: PathBuf,
     statfs_dir: PathBuf,
@@ -764,9 +759,9 @@ impl FsCore {
     /// Finishes pending removals, compacts and syncs the journal. Called at unmount.
     pub fn shutdown(&self) -> FsResult<()> {
         self.seal_closed_files();
-        self.retainer.shutdown();
+        self.publisher.retainer.shutdown();
         self.cache.shutdown();
-        self.registrar.shutdown();
+        self.publisher.registrar.shutdown();
         self.deleter.shutdown();
         if let Err(e) = self.write_mount_record() {
             tracing::error!(error = %e, "writing the mount record at unmount failed; gc's grace period protects new objects");

@@ -387,7 +387,7 @@ impl FsCore {
                 }));
             }
         }
-        self.manifests.remember(&manifest);
+        self.publisher.manifests.remember(&manifest);
         drop(in_flight);
         let manifest_us = start.elapsed().as_micros() as u64;
         // The checkpoint is complete from here on. A failed retention does not make it a failed
@@ -397,14 +397,15 @@ impl FsCore {
             retained,
             just_published: id.clone(),
         };
-        let retention_deferred = retained > 0 && defer_retention && self.retainer.request(keep);
+        let retention_deferred =
+            retained > 0 && defer_retention && self.publisher.retainer.request(keep);
         let (dropped, retention_error) = if retained > 0 && !retention_deferred {
             self.retain(retained, Some(&id))
         } else {
             (Vec::new(), None)
         };
         if !dropped.is_empty() {
-            self.retainer.request(Retention::Release);
+            self.publisher.retainer.request(Retention::Release);
         }
         tracing::info!(
             files = manifest.files.len(),
@@ -438,13 +439,18 @@ impl FsCore {
         retained: usize,
         just_published: Option<&str>,
     ) -> (Vec<String>, Option<String>) {
-        let _one = self.retention.lock();
+        let _one = self.publisher.retention.lock();
         let of = checkpoint::RetentionOf {
             mount_id: &self.mount_id,
             seq_now: self.ns.read().publish_seq(),
             just_published,
         };
-        match checkpoint::apply_retention(self.remote.as_ref(), of, retained, &self.manifests) {
+        match checkpoint::apply_retention(
+            self.remote.as_ref(),
+            of,
+            retained,
+            &self.publisher.manifests,
+        ) {
             Ok(dropped) => {
                 if !dropped.is_empty() {
                     tracing::info!(?dropped, retained, "retention dropped checkpoints");
@@ -463,9 +469,9 @@ impl FsCore {
     /// The objects only it named are released off this thread. Returns whether it was dropped:
     /// a checkpoint of another mount, or one already gone, is left alone.
     pub(crate) fn drop_own_checkpoint(&self, id: &str) -> FsResult<bool> {
-        let _one = self.retention.lock();
+        let _one = self.publisher.retention.lock();
         let seq_now = self.ns.read().publish_seq();
-        let ours = checkpoint::list_with(self.remote.as_ref(), &self.manifests)?
+        let ours = checkpoint::list_with(self.remote.as_ref(), &self.publisher.manifests)?
             .into_iter()
             .find(|c| c.id == id)
             .is_some_and(|c| {
@@ -480,7 +486,7 @@ impl FsCore {
             checkpoint = id,
             "dropped a checkpoint its publisher released"
         );
-        self.retainer.request(Retention::Release);
+        self.publisher.retainer.request(Retention::Release);
         Ok(true)
     }
 
@@ -488,7 +494,7 @@ impl FsCore {
     /// right after a checkpoint).
     pub fn settle_retention(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
-        if self.retainer.request(Retention::Barrier(tx)) {
+        if self.publisher.retainer.request(Retention::Barrier(tx)) {
             let _ = rx.recv();
         }
     }
@@ -527,7 +533,7 @@ impl FsCore {
         match checkpoint::gc::release_orphans(
             self.remote.as_ref(),
             &self.mount_id,
-            &self.manifests,
+            &self.publisher.manifests,
             live,
         ) {
             Ok(deleted) if !deleted.is_empty() => {
@@ -670,6 +676,19 @@ impl FsCore {
         }
         Ok(())
     }
+}
+
+/// The publisher's state: what it knows of the store's checkpoints, and its workers.
+#[derive(Debug)]
+pub(crate) struct Publisher {
+    /// Manifests of the store's checkpoints already read (retention after each publish).
+    pub(crate) manifests: checkpoint::ManifestCache,
+    /// Rewrites the mount record while the journal names new objects.
+    pub(crate) registrar: Registrar,
+    /// Deferred retention ([`FsCore::publish_with`]) and the release of unnamed objects.
+    pub(crate) retainer: Retainer,
+    /// Held while retention runs: one at a time (first in the core's lock order).
+    pub(crate) retention: parking_lot::Mutex<()>,
 }
 
 /// A request to the retention worker.

@@ -452,16 +452,18 @@ impl FsCore {
                 super::cached::Loader::start(me.clone()),
                 local.cache_files.clone(),
             ),
-            registrar: super::publish::Registrar::start(me.clone()),
-            retainer: super::publish::Retainer::start(me.clone()),
-            retention: Mutex::new(()),
+            publisher: super::publish::Publisher {
+                manifests: Default::default(),
+                registrar: super::publish::Registrar::start(me.clone()),
+                retainer: super::publish::Retainer::start(me.clone()),
+                retention: Mutex::new(()),
+            },
             mount_id: local.mount_id,
             record_dirty: std::sync::atomic::AtomicBool::new(false),
             created: std::sync::atomic::AtomicBool::new(false),
             unsealed_changes: Default::default(),
             in_flight: Mutex::new(HashMap::new()),
             held: Mutex::new(held),
-            manifests: Default::default(),
             local_files: local.local_files,
             cache_files: local.cache_files,
             statfs_dir: local_dir.to_path_buf(),
@@ -481,7 +483,9 @@ impl FsCore {
         })?;
         // What a crash left in the store (uploads never recorded, copies of publishes that
         // never completed) goes in the background.
-        core.retainer.request(super::publish::Retention::Release);
+        core.publisher
+            .retainer
+            .request(super::publish::Retention::Release);
         Ok(core)
     }
 

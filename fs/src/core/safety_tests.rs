@@ -253,7 +253,10 @@ fn a_restore_racing_retention_and_gc_fails_cleanly_or_keeps_its_objects() {
             let b = restored.unwrap();
             // Everything `old` named is still there, and it reads back; more releases and gc
             // change nothing while the restored mount names it.
-            source.retainer.request(super::publish::Retention::Release);
+            source
+                .publisher
+                .retainer
+                .request(super::publish::Retention::Release);
             source.settle();
             gc_now(env.remote.as_ref());
             let attr = b.lookup(ROOT_INO, "000001.sst").unwrap();

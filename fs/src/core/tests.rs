@@ -122,8 +122,8 @@ impl FsCore {
     /// goes with the last reference.
     pub(crate) fn halt(&self) {
         self.cache.shutdown();
-        self.retainer.shutdown();
-        self.registrar.shutdown();
+        self.publisher.retainer.shutdown();
+        self.publisher.registrar.shutdown();
         self.deleter.shutdown();
     }
 }
