@@ -299,3 +299,15 @@ impl StateBackend for Box<dyn StateBackend> {
         (**self).adopt(meta)
     }
 }
+
+/// `Debug` of a backend: its kind, key groups, max parallelism and number of states.
+pub(crate) fn fmt_backend(
+    b: &dyn StateBackend,
+    f: &mut std::fmt::Formatter<'_>,
+) -> std::fmt::Result {
+    f.debug_struct(b.name())
+        .field("key_groups", &b.key_group_range())
+        .field("max_parallelism", &b.max_parallelism())
+        .field("states", &b.states().len())
+        .finish_non_exhaustive()
+}

@@ -440,11 +440,7 @@ fn mount_restored(
 
 impl std::fmt::Debug for ForstBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ForstBackend")
-            .field("key_groups", &self.key_group_range())
-            .field("max_parallelism", &self.max_parallelism())
-            .field("states", &self.states().len())
-            .finish_non_exhaustive()
+        crate::backend::fmt_backend(self, f)
     }
 }
 

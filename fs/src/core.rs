@@ -392,6 +392,15 @@ impl FsCore {
         self.attr_of(&table, ino)
     }
 
+    /// The inode named `name` in directory `parent`.
+    fn child(table: &MappingTable, parent: Ino, name: &str) -> FsResult<Ino> {
+        Self::parent_dir(table, parent)?
+            .children
+            .get(name)
+            .copied()
+            .ok_or(FsError::NotFound)
+    }
+
     fn parent_dir(table: &MappingTable, parent: Ino) -> FsResult<&crate::table::Node> {
         let dir = table.get(parent).ok_or(FsError::NotFound)?;
         if !dir.meta.is_dir() {
@@ -442,10 +451,7 @@ impl FsCore {
         let mut w = self.ns.writer();
         let ino = {
             let table = w.table();
-            let ino = *Self::parent_dir(&table, parent)?
-                .children
-                .get(name)
-                .ok_or(FsError::NotFound)?;
+            let ino = Self::child(&table, parent, name)?;
             let node = table.get(ino).ok_or(FsError::NotFound)?;
             if !node.meta.is_dir() {
                 return Err(FsError::NotDir);
@@ -537,10 +543,7 @@ impl FsCore {
             let mut w = self.ns.writer();
             let (ops, doomed) = {
                 let table = w.table();
-                let ino = *Self::parent_dir(&table, parent)?
-                    .children
-                    .get(name)
-                    .ok_or(FsError::NotFound)?;
+                let ino = Self::child(&table, parent, name)?;
                 let node = table.get(ino).ok_or(FsError::NotFound)?;
                 if node.meta.is_dir() {
                     return Err(FsError::IsDir);
@@ -583,10 +586,7 @@ impl FsCore {
             let mut w = self.ns.writer();
             let decided = {
                 let table = w.table();
-                let src = *Self::parent_dir(&table, parent)?
-                    .children
-                    .get(name)
-                    .ok_or(FsError::NotFound)?;
+                let src = Self::child(&table, parent, name)?;
                 let existing = Self::parent_dir(&table, newparent)?
                     .children
                     .get(newname)

@@ -439,11 +439,7 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 impl std::fmt::Debug for HeapBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeapBackend")
-            .field("key_groups", &self.key_group_range())
-            .field("max_parallelism", &self.max_parallelism())
-            .field("states", &self.states().len())
-            .finish_non_exhaustive()
+        crate::backend::fmt_backend(self, f)
     }
 }
 
