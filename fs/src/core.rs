@@ -79,6 +79,39 @@ pub struct Attr {
     pub gid: u32,
 }
 
+/// Attributes as the table has them, and the backing file whose metadata completes them:
+/// `(path, missing_ok)`, where a missing file means the record's values stand (a sealed file
+/// whose copy is not there yet).
+struct PendingAttr {
+    attr: Attr,
+    stat: Option<(PathBuf, bool)>,
+}
+
+impl PendingAttr {
+    fn done(attr: Attr) -> Self {
+        PendingAttr { attr, stat: None }
+    }
+
+    fn finish(self) -> FsResult<Attr> {
+        let mut attr = self.attr;
+        let Some((path, missing_ok)) = self.stat else {
+            return Ok(attr);
+        };
+        let md = match std::fs::metadata(&path) {
+            Ok(md) => md,
+            Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => return Ok(attr),
+            Err(e) => return Err(e.into()),
+        };
+        use std::os::unix::fs::MetadataExt;
+        attr.size = md.len();
+        attr.blocks = md.blocks();
+        attr.mtime = ns_to_time(md.mtime() * 1_000_000_000 + md.mtime_nsec());
+        attr.atime = ns_to_time(md.atime() * 1_000_000_000 + md.atime_nsec());
+        attr.ctime = ns_to_time(md.ctime() * 1_000_000_000 + md.ctime_nsec());
+        Ok(attr)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
     pub ino: Ino,
@@ -297,7 +330,8 @@ impl FsCore {
         out
     }
 
-    fn attr_of(&self, table: &MappingTable, ino: Ino) -> FsResult<Attr> {
+    /// What the table says of `ino`'s attributes (see [`PendingAttr`]).
+    fn attr_record(&self, table: &MappingTable, ino: Ino) -> FsResult<PendingAttr> {
         let node = table.get(ino).ok_or(FsError::NotFound)?;
         let meta = &node.meta;
         match &meta.kind {
@@ -308,7 +342,7 @@ impl FsCore {
                     .filter(|c| table.get(**c).is_some_and(|n| n.meta.is_dir()))
                     .count() as u32;
                 let t = ns_to_time(meta.mtime_ns);
-                Ok(Attr {
+                Ok(PendingAttr::done(Attr {
                     ino,
                     is_dir: true,
                     size: 4096,
@@ -320,7 +354,7 @@ impl FsCore {
                     nlink: 2 + subdirs,
                     uid: meta.uid,
                     gid: meta.gid,
-                })
+                }))
             }
             NodeKind::File(f) => {
                 let mut attr = Attr {
@@ -340,40 +374,31 @@ impl FsCore {
                 // being written, and local-placed files, by their backing file.
                 let modified =
                     self.opens.may_be_modified(ino) || self.unsealed_changes.lock().contains(&ino);
-                // A sealed file opened for writing has no local copy until its download is done
-                // (on a store thread; lookups go on meanwhile): until then nothing changed it.
-                let md = match &f.sealed {
+                let stat = match &f.sealed {
                     Some(_) if !modified => None,
-                    Some(_) => match std::fs::metadata(self.local_path(f)) {
-                        Ok(md) => Some(md),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                        Err(e) => return Err(e.into()),
-                    },
-                    None => Some(std::fs::metadata(self.local_path(f))?),
+                    // A sealed file opened for writing has no local copy until its download is
+                    // done (on a store thread; lookups go on meanwhile): until then nothing
+                    // changed it, and its record describes it.
+                    Some(_) => Some((self.local_path(f), true)),
+                    None => Some((self.local_path(f), false)),
                 };
-                match md {
-                    Some(md) => {
-                        use std::os::unix::fs::MetadataExt;
-                        attr.size = md.len();
-                        attr.blocks = md.blocks();
-                        attr.mtime = ns_to_time(md.mtime() * 1_000_000_000 + md.mtime_nsec());
-                        attr.atime = ns_to_time(md.atime() * 1_000_000_000 + md.atime_nsec());
-                        attr.ctime = ns_to_time(md.ctime() * 1_000_000_000 + md.ctime_nsec());
-                    }
-                    None => {
-                        let size = f.sealed.as_ref().map_or(0, |s| s.size);
-                        attr.size = size;
-                        attr.blocks = size.div_ceil(512);
-                    }
-                }
-                Ok(attr)
+                let size = f.sealed.as_ref().map_or(0, |s| s.size);
+                attr.size = size;
+                attr.blocks = size.div_ceil(512);
+                Ok(PendingAttr { attr, stat })
             }
         }
     }
 
+    /// The attributes of `ino` from `table`, and a stat of its backing file when that is what
+    /// describes it (off the namespace's locks: a syscall never holds a lock readers share).
+    fn attr_of(&self, table: &MappingTable, ino: Ino) -> FsResult<Attr> {
+        self.attr_record(table, ino)?.finish()
+    }
+
     pub fn getattr(&self, ino: Ino) -> FsResult<Attr> {
-        let table = self.ns.read();
-        self.attr_of(&table, ino)
+        let pending = self.attr_record(&self.ns.read(), ino)?;
+        pending.finish()
     }
 
     pub fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
@@ -389,7 +414,9 @@ impl FsCore {
         } else {
             *dir.children.get(name).ok_or(FsError::NotFound)?
         };
-        self.attr_of(&table, ino)
+        let pending = self.attr_record(&table, ino)?;
+        drop(table);
+        pending.finish()
     }
 
     /// The inode named `name` in directory `parent`.
