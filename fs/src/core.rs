@@ -25,6 +25,7 @@ mod cached;
 mod deleter;
 mod dispatch;
 mod fds;
+mod handles;
 mod io;
 #[cfg(test)]
 mod model_tests;
@@ -46,7 +47,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use crate::error::{FsError, FsResult};
 use crate::placement::{Placement, placement_for};
@@ -169,9 +170,8 @@ pub struct FsCore {
     ns: Arc<Namespace>,
     /// Inodes with open handles (`opens.rs`).
     opens: opens::Opens,
-    handles: RwLock<HashMap<u64, Arc<Handle>>>,
-    dir_handles: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
-    next_fh: AtomicU64,
+    /// File and directory handles (`handles.rs`).
+    handles: handles::Handles,
     remote: Arc<dyn RemoteStore>,
     deleter: Deleter,
     /// Local copies, cold-read blocks and the loader (`cached.rs`).
@@ -274,10 +274,6 @@ impl FsCore {
             core: self,
             keys: Vec::new(),
         }
-    }
-
-    fn next_fh(&self) -> u64 {
-        self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
 
     pub(crate) fn local_path(&self, f: &FileMeta) -> PathBuf {
@@ -734,22 +730,16 @@ impl FsCore {
             });
         }
         drop(table);
-        let fh = self.next_fh();
-        self.dir_handles.lock().insert(fh, Arc::new(entries));
-        Ok(fh)
+        Ok(self.handles.open_dir(entries))
     }
 
     /// The directory listing taken at `opendir`, from `offset` on.
     pub fn readdir(&self, fh: u64) -> FsResult<Arc<Vec<DirEntry>>> {
-        self.dir_handles
-            .lock()
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle)
+        self.handles.dir(fh)
     }
 
     pub fn releasedir(&self, fh: u64) {
-        self.dir_handles.lock().remove(&fh);
+        self.handles.close_dir(fh);
     }
 
     /// Makes the namespace durable (fsyncdir).

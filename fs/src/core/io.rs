@@ -299,7 +299,6 @@ impl FsCore {
                 return Err(e);
             }
         };
-        let fh = self.next_fh();
         let handle = Handle {
             ino,
             local_id: f.local_id,
@@ -308,7 +307,7 @@ impl FsCore {
             source,
             dirty,
         };
-        self.handles.write().insert(fh, Arc::new(handle));
+        let fh = self.handles.open_file(handle);
         Ok(super::Opened {
             fh,
             backing,
@@ -317,11 +316,7 @@ impl FsCore {
     }
 
     fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
-        self.handles
-            .read()
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle)
+        self.handles.file(fh)
     }
 
     /// Whether [`read`](Self::read) of this range may wait on a distant store: the handle reads
@@ -470,7 +465,7 @@ impl FsCore {
     }
 
     pub fn release(&self, fh: u64) -> FsResult<()> {
-        let h = self.handles.write().remove(&fh).ok_or(FsError::BadHandle)?;
+        let h = self.handles.close_file(fh)?;
         let mut result = Ok(());
         if h.writable
             && h.placement == Placement::Remote

@@ -8,9 +8,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use super::{Deleter, Doomed, FsCore, now_ns};
 use crate::cache::{CacheConfig, CacheIndex, LimitPolicy, StatvfsFreeSpace};
@@ -441,9 +440,7 @@ impl FsCore {
             ns,
             opens: Default::default(),
             dispatch: Default::default(),
-            handles: RwLock::new(HashMap::new()),
-            dir_handles: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
+            handles: Default::default(),
             remote,
             deleter,
             cache: super::cached::CacheManager::new(
