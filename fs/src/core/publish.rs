@@ -468,7 +468,7 @@ impl FsCore {
     /// keeps its own retention (the ForSt backend drops what no retained job checkpoint names).
     /// The objects only it named are released off this thread. Returns whether it was dropped:
     /// a checkpoint of another mount, or one already gone, is left alone.
-    pub(crate) fn drop_own_checkpoint(&self, id: &str) -> FsResult<bool> {
+    pub fn drop_own_checkpoint(&self, id: &str) -> FsResult<bool> {
         let _one = self.publisher.retention.lock();
         let seq_now = self.ns.read().publish_seq();
         let ours = checkpoint::list_with(self.remote.as_ref(), &self.publisher.manifests)?
