@@ -10,8 +10,8 @@
 //! 3. the namespace's table (a read-write lock): shared by reads, taken for writing only to apply
 //!    journaled ops;
 //! 4. `open` (per-inode runtime: open counts, backing file, upload lock);
-//! 5. leaves, each held alone: `handles`, `dir_handles`, `cache`, `unsealed_changes`,
-//!    `in_flight`, `held`, a `LazyFile`'s slot, the journal's sync lock, and the block cache's,
+//! 5. leaves, each held alone: the handle tables, the cache index, the locks of `Objects`
+//!    (in flight, held, unsealed changes), a `LazyFile`'s slot, the journal's sync lock, and the block cache's,
 //!    the loader's and the workers' own locks.
 //!
 //! An inode's upload lock (`OpenInode::upload`) is taken with none of 2–5 held and is held across
@@ -30,6 +30,7 @@ mod io;
 #[cfg(test)]
 mod model_tests;
 mod namespace;
+mod objects;
 mod opens;
 mod publish;
 mod recovery;
@@ -40,11 +41,10 @@ pub(crate) mod sync;
 mod tests;
 mod worker;
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -180,23 +180,9 @@ pub struct FsCore {
     dispatch: dispatch::Dispatch,
     /// This mount's identity in the store (`<local-dir>/MOUNT_ID`), stable across remounts.
     pub mount_id: String,
-    /// Set when the journal names new objects: the mount record needs rewriting.
-    record_dirty: std::sync::atomic::AtomicBool,
-    /// Sealed files whose last upload failed: their local copy, not their record, says what
-    /// they hold until an upload succeeds (a crash brings the record's version back).
-    unsealed_changes: Mutex<std::collections::HashSet<Ino>>,
-    /// Set when a backing file was created: its directory entry is synced before the next
-    /// fsync or fsyncdir returns, so that a journal record never outlives (a power loss) the
-    /// file it names.
-    created: AtomicBool,
-    /// Objects this mount has in flight (uploads not recorded yet, what a publish names until
-    /// its manifest exists), with a count per key: the release never takes them and the record
-    /// names them (invariant I3 of `checkpoint::gc`).
-    in_flight: Mutex<HashMap<String, usize>>,
-    /// Keys the record names beyond the journal for a while: those of the checkpoint a restore
-    /// reads until its namespace is journaled, and those of publishes whose manifest has an
-    /// unknown outcome (it may still appear) for the life of the mount.
-    held: Mutex<std::collections::HashSet<String>>,
+    /// Keys in flight and held, the record's staleness, unsealed changes, created entries
+    /// (`objects.rs`).
+    objects: objects::Objects,
     /// Publishing, retention and the mount record's background work (`publish.rs`).
     publisher: publish::Publisher,
     local_files: PathBuf,
@@ -207,39 +193,6 @@ pub struct FsCore {
     fds: Arc<fds::FdBudget>,
     /// Keeps the exclusive locks on the local dir and the cache dir for the life of the core.
     _dir_lock: (File, File),
-}
-
-/// Keys in flight for as long as it lives (see `FsCore::in_flight`).
-pub(crate) struct InFlight<'a> {
-    core: &'a FsCore,
-    keys: Vec<String>,
-}
-
-impl InFlight<'_> {
-    pub(crate) fn add(&mut self, key: String) {
-        *self.core.in_flight.lock().entry(key.clone()).or_insert(0) += 1;
-        self.keys.push(key);
-    }
-
-    /// The keys may yet be named by something this mount cannot see (a manifest whose create
-    /// had an unknown outcome): they stay named for the life of the mount.
-    pub(crate) fn keep_for_the_mount(self) {
-        self.core.held.lock().extend(self.keys.iter().cloned());
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let mut map = self.core.in_flight.lock();
-        for key in self.keys.drain(..) {
-            if let Some(n) = map.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&key);
-                }
-            }
-        }
-    }
 }
 
 pub(crate) fn now_ns() -> i64 {
@@ -269,11 +222,8 @@ pub(crate) fn validate_name(name: &str) -> FsResult<()> {
 
 impl FsCore {
     /// Marks keys in flight until the returned guard is dropped.
-    pub(crate) fn in_flight(&self) -> InFlight<'_> {
-        InFlight {
-            core: self,
-            keys: Vec::new(),
-        }
+    pub(crate) fn in_flight(&self) -> objects::InFlight<'_> {
+        self.objects.in_flight()
     }
 
     pub(crate) fn local_path(&self, f: &FileMeta) -> PathBuf {
@@ -286,15 +236,11 @@ impl FsCore {
 
     /// Makes the directory entries of backing files created since the last call durable.
     fn sync_created(&self) -> FsResult<()> {
-        if self.created.swap(false, Ordering::AcqRel) {
-            let synced = [&self.local_files, &self.cache_files]
+        self.objects.sync_created(|| {
+            [&self.local_files, &self.cache_files]
                 .iter()
-                .try_for_each(|d| File::open(d)?.sync_all());
-            if let Err(e) = synced {
-                self.created.store(true, Ordering::Release);
-                return Err(e.into());
-            }
-        }
+                .try_for_each(|d| File::open(d)?.sync_all())
+        })?;
         Ok(())
     }
 
@@ -368,8 +314,7 @@ impl FsCore {
                 };
                 // A sealed file that nobody modifies is described by its record (no syscall); files
                 // being written, and local-placed files, by their backing file.
-                let modified =
-                    self.opens.may_be_modified(ino) || self.unsealed_changes.lock().contains(&ino);
+                let modified = self.opens.may_be_modified(ino) || self.objects.is_unsealed(ino);
                 let stat = match &f.sealed {
                     Some(_) if !modified => None,
                     // A sealed file opened for writing has no local copy until its download is
@@ -532,7 +477,7 @@ impl FsCore {
                 .write(true)
                 .create_new(true)
                 .open(&path)?;
-            self.created.store(true, Ordering::Release);
+            self.objects.backing_created();
             let now = now_ns();
             let inode = InodeMeta {
                 ino,

@@ -1,6 +1,7 @@
 //! The cache as the core uses it: eviction, deferred eviction of open copies, promotion, rebuild at
 //! mount, damaged copies.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::*;

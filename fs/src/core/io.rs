@@ -485,9 +485,9 @@ impl FsCore {
         // A failed upload leaves a local copy that is not the sealed version: until a seal
         // succeeds, its attributes come from the copy, not from the record.
         if result.is_err() {
-            self.unsealed_changes.lock().insert(ino);
+            self.objects.set_unsealed(ino, true);
         } else {
-            self.unsealed_changes.lock().remove(&ino);
+            self.objects.set_unsealed(ino, false);
         }
         self.release_count(ino, false);
         result
@@ -586,7 +586,7 @@ impl FsCore {
         let t = std::time::Instant::now();
         self.sync_journal()?;
         tracing::debug!(journal_sync_us = t.elapsed().as_micros() as u64, "sealed");
-        self.record_dirty.store(true, Ordering::Release);
+        self.objects.record_changed();
         self.deleter.queue(doomed);
         self.cache_written(f.local_id, up.size);
         Ok(())

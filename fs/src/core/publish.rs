@@ -13,8 +13,6 @@
 //! the mount's release of its orphans keeps them and its record names them, even if RocksDB
 //! drops an SST meanwhile (invariant I3 of `checkpoint::gc`).
 
-use std::sync::atomic::Ordering;
-
 use bytes::Bytes;
 
 use super::FsCore;
@@ -507,14 +505,17 @@ impl FsCore {
             .filter_map(|n| n.meta.file()?.sealed.as_ref().map(|s| s.key.clone()))
             .collect();
         drop(table);
-        keys.extend(self.in_flight.lock().keys().cloned());
-        keys.extend(self.held.lock().iter().cloned());
+        keys.extend(self.objects.named_beyond_journal());
         keys
     }
 
     /// A manifest entry for a copy of a small file, stored under this mount's `copies/` area and
     /// in flight until the manifest exists. Size and CRC are filled in when the copy is made.
-    fn copy_entry(&self, name: String, in_flight: &mut super::InFlight<'_>) -> ManifestFile {
+    fn copy_entry(
+        &self,
+        name: String,
+        in_flight: &mut super::objects::InFlight<'_>,
+    ) -> ManifestFile {
         let key = checkpoint::copy_key(&self.mount_id, &uuid::Uuid::new_v4());
         in_flight.add(key.clone());
         ManifestFile {
@@ -559,7 +560,7 @@ impl FsCore {
             keys: self.live_keys().into_iter().collect(),
         };
         checkpoint::write_mount_record(self.remote.as_ref(), &record)?;
-        self.record_dirty.store(false, Ordering::Release);
+        self.objects.record_written();
         Ok(())
     }
 
@@ -639,7 +640,7 @@ impl FsCore {
                 let mut file = crate::private::create(&self.local_path(&fm))?;
                 std::io::Write::write_all(&mut file, bytes)?;
                 file.sync_all()?;
-                self.created.store(true, Ordering::Release);
+                self.objects.backing_created();
                 fm
             };
             let mut w = self.ns.writer();
@@ -793,7 +794,7 @@ impl Registrar {
                 rx.recv_timeout(RECORD_INTERVAL)
             {
                 let Some(core) = core.upgrade() else { break };
-                if due.tick(core.record_dirty.load(Ordering::Acquire)) {
+                if due.tick(core.objects.record_is_stale()) {
                     match core.write_mount_record() {
                         Ok(()) => due.written(),
                         Err(e) => {

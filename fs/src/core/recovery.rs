@@ -1,7 +1,7 @@
 //! Opening a core: locking the local dir, replaying the journal and reconciling it with the files on
 //! disk after a clean unmount or a crash.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -382,7 +382,7 @@ impl FsCore {
                 core.claim(id)?;
             }
             // The journal names the checkpoint's objects now.
-            core.held.lock().clear();
+            core.objects.release_held();
             core.write_mount_record()
         });
         if let Err(e) = result {
@@ -456,11 +456,7 @@ impl FsCore {
                 retention: Mutex::new(()),
             },
             mount_id: local.mount_id,
-            record_dirty: std::sync::atomic::AtomicBool::new(false),
-            created: std::sync::atomic::AtomicBool::new(false),
-            unsealed_changes: Default::default(),
-            in_flight: Mutex::new(HashMap::new()),
-            held: Mutex::new(held),
+            objects: super::objects::Objects::new(held),
             local_files: local.local_files,
             cache_files: local.cache_files,
             statfs_dir: local_dir.to_path_buf(),

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::store::{FailingRemote, FaultPlan, ObjectStoreRemote, RetryPolicy, RetryingRemote};
