@@ -595,7 +595,7 @@ impl MountHandle {
     }
 
     /// [`MountHandle::checkpoint`], with retention optionally left to the mount's background worker
-    /// (see [`FsCore::publish_with`]).
+    /// (the core's `publish_with`).
     pub fn checkpoint_with(
         &self,
         dir: &Path,
@@ -607,7 +607,7 @@ impl MountHandle {
     }
 
     /// Publishes a checkpoint of `files`, named as given, with no directory to hold them (see
-    /// [`FsCore::publish_files`]); paths may be inside the mount or relative to its root.
+    /// [`MountHandle::checkpoint_files`](crate::MountHandle::checkpoint_files)); paths may be inside the mount or relative to its root.
     pub fn checkpoint_files(
         &self,
         mut files: Vec<crate::core::CheckpointFile>,

@@ -36,12 +36,12 @@ pub struct Published {
     pub dropped: Vec<String>,
     /// Why retention failed after the checkpoint was complete, if it did.
     pub retention_error: Option<String>,
-    /// Retention was handed to the mount's background worker ([`FsCore::publish_with`]):
+    /// Retention was handed to the mount's background worker (`MountHandle::checkpoint_with`):
     /// `dropped` and `retention_error` say nothing; the worker logs what it drops.
     pub retention_deferred: bool,
 }
 
-/// A file of a checkpoint published with [`FsCore::publish_files`]; `name` is its path inside the
+/// A file of a checkpoint published with [`MountHandle::checkpoint_files`](crate::MountHandle::checkpoint_files); `name` is its path inside the
 /// checkpoint (relative, `/`-separated), `path` a file's path relative to the mount root.
 #[derive(Debug, Clone)]
 pub enum CheckpointFile {
@@ -164,7 +164,7 @@ impl FsCore {
     /// Publishes a checkpoint made of `files`, named as given, without a directory to hold them:
     /// a caller that knows which files of the mount make a consistent state (RocksDB's live files
     /// and a MANIFEST prefix) saves the links and copies of assembling one. Retention as in
-    /// [`FsCore::publish_with`]. Fails with `FsError::Invalid` on a name a restore would refuse
+    /// `FsCore::publish_with`. Fails with `FsError::Invalid` on a name a restore would refuse
     /// (not a relative path of ordinary components) or one given twice.
     pub(crate) fn publish_files(
         &self,
@@ -686,7 +686,7 @@ pub(crate) struct Publisher {
     pub(crate) manifests: checkpoint::ManifestCache,
     /// Rewrites the mount record while the journal names new objects.
     pub(crate) registrar: Registrar,
-    /// Deferred retention ([`FsCore::publish_with`]) and the release of unnamed objects.
+    /// Deferred retention (`MountHandle::checkpoint_with`) and the release of unnamed objects.
     pub(crate) retainer: Retainer,
     /// Held while retention runs: one at a time (first in the core's lock order).
     pub(crate) retention: parking_lot::Mutex<()>,
