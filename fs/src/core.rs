@@ -36,6 +36,7 @@ mod publish;
 mod recovery;
 #[cfg(test)]
 mod safety_tests;
+mod sealer;
 pub(crate) mod sync;
 #[cfg(test)]
 mod tests;

@@ -14,10 +14,11 @@ use std::sync::atomic::AtomicU64;
 
 use parking_lot::RwLock;
 
-use super::{FsCore, SetAttr};
+use super::{FsCore, ReadSource, SetAttr};
 use crate::error::FsResult;
+use crate::placement::Placement;
 use crate::store_pool::StorePool;
-use crate::table::Ino;
+use crate::table::{FileMeta, Ino};
 
 #[derive(Debug, Default)]
 pub(crate) struct Dispatch {
@@ -50,6 +51,69 @@ impl Dispatch {
             }
         }
         job()
+    }
+}
+
+/// What decides: whether a request may wait on the store.
+impl FsCore {
+    /// Whether [`read`](Self::read) of this range may wait on a distant store: the handle reads
+    /// an object with no complete local copy, and some block of the range is not in memory. A
+    /// hint: a block evicted right after the answer is fetched by the read all the same.
+    pub(crate) fn read_may_fetch(&self, fh: u64, offset: u64, size: u32) -> bool {
+        if !self.remote.is_distant() {
+            return false;
+        }
+        let Ok(h) = self.handle(fh) else {
+            return false;
+        };
+        match &h.source {
+            ReadSource::Local(_) => false,
+            ReadSource::Remote {
+                key,
+                size: len,
+                upgraded,
+                ..
+            } => {
+                upgraded.get().is_none() && !self.cache.blocks.holds(key, *len, offset, size as u64)
+            }
+        }
+    }
+
+    /// Whether a sync or the release of handle `fh` may upload, i.e. wait on the store. A sync of a
+    /// local-placed file (WAL, MANIFEST) waits only on the local disk.
+    pub(crate) fn may_upload(&self, fh: u64) -> bool {
+        self.handle(fh)
+            .is_ok_and(|h| h.placement == Placement::Remote && h.writable)
+    }
+
+    /// Whether [`open`](Self::open) of `ino` with `flags` may wait on the store: opening a sealed
+    /// file for writing downloads it when it has no local copy. RocksDB never does this.
+    pub(crate) fn open_may_fetch(&self, ino: Ino, flags: i32) -> bool {
+        flags & libc::O_ACCMODE != libc::O_RDONLY
+            && self.file_meta(ino).is_ok_and(|f| self.must_download(&f))
+    }
+
+    /// Whether writing to `f` needs its object downloaded first: sealed, with no local copy.
+    pub(super) fn must_download(&self, f: &FileMeta) -> bool {
+        f.sealed.is_some() && !self.local_path(f).exists()
+    }
+
+    /// Whether `fh` is a handle open for writing: a truncate through it leaves the upload to its
+    /// sync or release.
+    pub(super) fn is_writer(&self, fh: Option<u64>) -> bool {
+        fh.and_then(|fh| self.handle(fh).ok())
+            .is_some_and(|h| h.writable)
+    }
+
+    /// Whether a truncate of `ino` (through handle `fh`, if any) may wait on the store: a sealed
+    /// file with no local copy is downloaded first, and a truncate by path of a remote-placed file
+    /// uploads it (no release follows). RocksDB's truncate of an SST through its writer, with the
+    /// copy at hand, waits on neither.
+    pub(crate) fn truncate_may_wait(&self, ino: Ino, fh: Option<u64>) -> bool {
+        let Ok(f) = self.file_meta(ino) else {
+            return false;
+        };
+        self.must_download(&f) || (f.placement == Placement::Remote && !self.is_writer(fh))
     }
 }
 

@@ -1,4 +1,5 @@
-//! Open handles, data I/O, sync and upload.
+//! Open handles and data I/O (the uploads a sync or a release makes are the sealer's:
+//! `sealer.rs`).
 //!
 //! A remote-placed file is *writing* until its first sync uploads it; from then on it is *sealed*:
 //! its record names an object and the stamp (size, mtime) of the local copy that was uploaded. A later
@@ -17,11 +18,10 @@ use parking_lot::Mutex;
 
 use super::fds::LazyFile;
 use super::opens::Uncounted;
-use super::{Doomed, FsCore, Handle, ReadSource};
+use super::{FsCore, Handle, ReadSource};
 use crate::error::{FsError, FsResult};
 use crate::placement::Placement;
-use crate::store::{StoreError, data_key};
-use crate::table::{FileMeta, Ino, NodeKind, Op, Ownership, Sealed, Stamp};
+use crate::table::{FileMeta, Ino, NodeKind, Op, Stamp};
 
 /// An open file as the adapter needs it.
 #[derive(Debug)]
@@ -45,7 +45,7 @@ pub struct SetAttr {
     pub mtime: Option<SystemTime>,
 }
 
-fn stamp_of(md: &std::fs::Metadata) -> Stamp {
+pub(super) fn stamp_of(md: &std::fs::Metadata) -> Stamp {
     Stamp {
         size: md.len(),
         mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
@@ -173,39 +173,6 @@ impl FsCore {
         }
     }
 
-    /// Brings a sealed file's object into its local copy (for writing to it). Caller holds the upload
-    /// lock of `ino`.
-    pub(crate) fn download(&self, ino: Ino, f: &FileMeta, s: &Sealed) -> FsResult<()> {
-        let path = self.local_path(f);
-        let tmp = path.with_extension("download");
-        // Streamed to the file: a download holds a bounded part of the object in memory.
-        let got = self.remote.get_to_file(&s.key, &tmp)?;
-        if got.size != s.size || got.crc32c != s.crc32c {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(FsError::Remote(StoreError::Fatal {
-                op: "get",
-                key: s.key.clone(),
-                message: format!(
-                    "object does not match its record (size {} vs {}, or checksum)",
-                    got.size, s.size
-                ),
-            }));
-        }
-        std::fs::rename(&tmp, &path)?;
-        self.metrics.downloads.fetch_add(1, Ordering::Relaxed);
-        let stamp = stamp_of(&std::fs::metadata(&path)?);
-        let mut w = self.ns.writer();
-        let Some(mut meta) = w.table().get(ino).map(|n| n.meta.clone()) else {
-            return Ok(());
-        };
-        if let NodeKind::File(fm) = &mut meta.kind
-            && let Some(sealed) = &mut fm.sealed
-        {
-            sealed.local_stamp = Some(stamp);
-        }
-        w.commit(&[Op::PutInode(meta)])
-    }
-
     pub fn open(&self, ino: Ino, flags: i32) -> FsResult<super::Opened> {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let f = self.file_meta(ino)?;
@@ -315,31 +282,8 @@ impl FsCore {
         })
     }
 
-    fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+    pub(super) fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
         self.handles.file(fh)
-    }
-
-    /// Whether [`read`](Self::read) of this range may wait on a distant store: the handle reads
-    /// an object with no complete local copy, and some block of the range is not in memory. A
-    /// hint: a block evicted right after the answer is fetched by the read all the same.
-    pub(crate) fn read_may_fetch(&self, fh: u64, offset: u64, size: u32) -> bool {
-        if !self.remote.is_distant() {
-            return false;
-        }
-        let Ok(h) = self.handle(fh) else {
-            return false;
-        };
-        match &h.source {
-            ReadSource::Local(_) => false,
-            ReadSource::Remote {
-                key,
-                size: len,
-                upgraded,
-                ..
-            } => {
-                upgraded.get().is_none() && !self.cache.blocks.holds(key, *len, offset, size as u64)
-            }
-        }
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
@@ -407,43 +351,6 @@ impl FsCore {
         Ok(data.len() as u32)
     }
 
-    /// Whether a sync or the release of handle `fh` may upload, i.e. wait on the store. A sync of a
-    /// local-placed file (WAL, MANIFEST) waits only on the local disk.
-    pub(crate) fn may_upload(&self, fh: u64) -> bool {
-        self.handle(fh)
-            .is_ok_and(|h| h.placement == Placement::Remote && h.writable)
-    }
-
-    /// Whether [`open`](Self::open) of `ino` with `flags` may wait on the store: opening a sealed
-    /// file for writing downloads it when it has no local copy. RocksDB never does this.
-    pub(crate) fn open_may_fetch(&self, ino: Ino, flags: i32) -> bool {
-        flags & libc::O_ACCMODE != libc::O_RDONLY
-            && self.file_meta(ino).is_ok_and(|f| self.must_download(&f))
-    }
-
-    /// Whether writing to `f` needs its object downloaded first: sealed, with no local copy.
-    fn must_download(&self, f: &FileMeta) -> bool {
-        f.sealed.is_some() && !self.local_path(f).exists()
-    }
-
-    /// Whether `fh` is a handle open for writing: a truncate through it leaves the upload to its
-    /// sync or release.
-    fn is_writer(&self, fh: Option<u64>) -> bool {
-        fh.and_then(|fh| self.handle(fh).ok())
-            .is_some_and(|h| h.writable)
-    }
-
-    /// Whether a truncate of `ino` (through handle `fh`, if any) may wait on the store: a sealed
-    /// file with no local copy is downloaded first, and a truncate by path of a remote-placed file
-    /// uploads it (no release follows). RocksDB's truncate of an SST through its writer, with the
-    /// copy at hand, waits on neither.
-    pub(crate) fn truncate_may_wait(&self, ino: Ino, fh: Option<u64>) -> bool {
-        let Ok(f) = self.file_meta(ino) else {
-            return false;
-        };
-        self.must_download(&f) || (f.placement == Placement::Remote && !self.is_writer(fh))
-    }
-
     pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
         let h = self.handle(fh)?;
         match h.placement {
@@ -476,120 +383,6 @@ impl FsCore {
         }
         self.release_count(h.ino, h.writable);
         result
-    }
-
-    /// Uploads a remote-placed file if its local copy is not what its record names (see module doc).
-    pub(crate) fn seal_if_needed(&self, ino: Ino) -> FsResult<()> {
-        let (dirty, upload) = self.acquire(ino, false);
-        let result = self.seal_locked(ino, &dirty, &upload);
-        // A failed upload leaves a local copy that is not the sealed version: until a seal
-        // succeeds, its attributes come from the copy, not from the record.
-        if result.is_err() {
-            self.objects.set_unsealed(ino, true);
-        } else {
-            self.objects.set_unsealed(ino, false);
-        }
-        self.release_count(ino, false);
-        result
-    }
-
-    fn seal_locked(&self, ino: Ino, dirty: &AtomicBool, upload: &Mutex<()>) -> FsResult<()> {
-        let _g = upload.lock();
-        let f = match self.file_meta(ino) {
-            Ok(f) => f,
-            Err(FsError::NotFound) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        if f.placement != Placement::Remote {
-            return Ok(());
-        }
-        let path = self.local_path(&f);
-        let md = match std::fs::metadata(&path) {
-            Ok(md) => md,
-            // No local copy: nothing can have changed since the object was stored.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && f.sealed.is_some() => {
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let stamp = stamp_of(&md);
-        let was_dirty = dirty.swap(false, Ordering::AcqRel);
-        if !was_dirty
-            && f.sealed
-                .as_ref()
-                .is_some_and(|s| s.local_stamp == Some(stamp))
-        {
-            // Unchanged; a copy that was untracked while open for writing re-enters the cache.
-            if !self.cache.index().contains(&f.local_id) {
-                self.cache_written(f.local_id, stamp.size);
-            }
-            return Ok(());
-        }
-        let key = data_key(&self.mount_id, &uuid::Uuid::new_v4());
-        let span = tracing::debug_span!("upload", ino, key = %key, size = stamp.size);
-        let _e = span.enter();
-        // Until the record naming it is in the journal, the object is only in flight: a release
-        // running meanwhile must not take it. A failed upload may still have stored it; the
-        // release removes it later.
-        let mut in_flight = self.in_flight();
-        in_flight.add(key.clone());
-        self.metrics
-            .uploads_in_flight
-            .fetch_add(1, Ordering::Relaxed);
-        let uploaded = self.remote.put_file(&key, &path);
-        self.metrics
-            .uploads_in_flight
-            .fetch_sub(1, Ordering::Relaxed);
-        let up = match uploaded {
-            Ok(u) => u,
-            Err(e) => {
-                dirty.store(true, Ordering::Release);
-                return Err(e.into());
-            }
-        };
-        self.metrics.uploads.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .upload_bytes
-            .fetch_add(up.size, Ordering::Relaxed);
-        let doomed = {
-            let mut w = self.ns.writer();
-            let meta = w.table().get(ino).map(|n| n.meta.clone());
-            match meta {
-                // Removed while uploading (the last handle is ours, so it cannot be): drop the object.
-                None => vec![Doomed::Object(key)],
-                Some(mut meta) => {
-                    let NodeKind::File(fm) = &mut meta.kind else {
-                        unreachable!("checked a file")
-                    };
-                    let new = Sealed {
-                        key: key.clone(),
-                        size: up.size,
-                        crc32c: up.crc32c,
-                        ownership: Ownership::Owned,
-                        local_stamp: Some(stamp),
-                    };
-                    let old = fm.sealed.replace(new);
-                    meta.mtime_ns = stamp.mtime_ns;
-                    if let Err(e) = w.commit(&[Op::PutInode(meta)]) {
-                        dirty.store(true, Ordering::Release);
-                        drop(w);
-                        self.deleter.queue([Doomed::Object(key)]);
-                        return Err(e);
-                    }
-                    old.filter(|o| o.ownership == Ownership::Owned)
-                        .map(|o| Doomed::Object(o.key))
-                        .into_iter()
-                        .collect()
-                }
-            }
-        };
-        let t = std::time::Instant::now();
-        self.sync_journal()?;
-        tracing::debug!(journal_sync_us = t.elapsed().as_micros() as u64, "sealed");
-        self.objects.record_changed();
-        self.deleter.queue(doomed);
-        self.cache_written(f.local_id, up.size);
-        Ok(())
     }
 
     pub fn setattr(&self, ino: Ino, fh: Option<u64>, set: SetAttr) -> FsResult<super::Attr> {
