@@ -53,7 +53,7 @@ use parking_lot::Mutex;
 use crate::error::{FsError, FsResult};
 use crate::placement::{Placement, placement_for};
 use crate::store::RemoteStore;
-use crate::table::{FileMeta, Ino, InodeMeta, MappingTable, NodeKind, Op};
+use crate::table::{FileMeta, Ino, InodeMeta, MappingTable, NodeKind, Op, SpecialKind};
 
 use namespace::Namespace;
 
@@ -65,11 +65,41 @@ pub use deleter::Doomed;
 pub use io::Opened;
 pub use publish::{CheckpointFile, Published};
 
+/// The type of an inode, as `stat` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Dir,
+    File,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl FileKind {
+    fn of(kind: &NodeKind) -> FileKind {
+        match kind {
+            NodeKind::Dir => FileKind::Dir,
+            NodeKind::File(_) => FileKind::File,
+            NodeKind::Symlink(_) => FileKind::Symlink,
+            NodeKind::Special { kind, .. } => match kind {
+                SpecialKind::Fifo => FileKind::Fifo,
+                SpecialKind::Socket => FileKind::Socket,
+                SpecialKind::CharDevice => FileKind::CharDevice,
+                SpecialKind::BlockDevice => FileKind::BlockDevice,
+            },
+        }
+    }
+}
+
 /// Attributes of one inode, as the kernel needs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr {
     pub ino: Ino,
-    pub is_dir: bool,
+    pub kind: FileKind,
+    /// Device number of a device node (0 otherwise).
+    pub rdev: u32,
     pub size: u64,
     pub blocks: u64,
     pub atime: SystemTime,
@@ -87,6 +117,12 @@ pub struct Attr {
 struct PendingAttr {
     attr: Attr,
     stat: Option<(PathBuf, bool)>,
+}
+
+impl Attr {
+    pub fn is_dir(&self) -> bool {
+        self.kind == FileKind::Dir
+    }
 }
 
 impl PendingAttr {
@@ -109,7 +145,11 @@ impl PendingAttr {
         attr.blocks = md.blocks();
         attr.mtime = ns_to_time(md.mtime() * 1_000_000_000 + md.mtime_nsec());
         attr.atime = ns_to_time(md.atime() * 1_000_000_000 + md.atime_nsec());
-        attr.ctime = ns_to_time(md.ctime() * 1_000_000_000 + md.ctime_nsec());
+        // The inode's changes that never touch the backing file (chmod, chown, link, unlink,
+        // rename) move the record's ctime: the later of the two is the inode's.
+        attr.ctime = attr
+            .ctime
+            .max(ns_to_time(md.ctime() * 1_000_000_000 + md.ctime_nsec()));
         Ok(attr)
     }
 }
@@ -117,7 +157,7 @@ impl PendingAttr {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
     pub ino: Ino,
-    pub is_dir: bool,
+    pub kind: FileKind,
     pub name: String,
 }
 
@@ -211,12 +251,17 @@ pub(crate) fn ns_to_time(ns: i64) -> SystemTime {
     }
 }
 
+/// The longest name of one path component, in bytes (Linux's NAME_MAX).
+pub const NAME_MAX: usize = 255;
+/// The longest symlink target, in bytes (PATH_MAX less the terminating NUL).
+pub const SYMLINK_MAX: usize = 4095;
+
 pub(crate) fn validate_name(name: &str) -> FsResult<()> {
+    if name.len() > NAME_MAX {
+        return Err(FsError::NameTooLong);
+    }
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(FsError::Invalid("bad file name"));
-    }
-    if name.len() > 255 {
-        return Err(FsError::NameTooLong);
     }
     Ok(())
 }
@@ -277,6 +322,20 @@ impl FsCore {
     fn attr_record(&self, table: &MappingTable, ino: Ino) -> FsResult<PendingAttr> {
         let node = table.get(ino).ok_or(FsError::NotFound)?;
         let meta = &node.meta;
+        let mut attr = Attr {
+            ino,
+            kind: FileKind::of(&meta.kind),
+            rdev: 0,
+            size: 0,
+            blocks: 0,
+            atime: ns_to_time(meta.atime_ns.unwrap_or(meta.mtime_ns)),
+            mtime: ns_to_time(meta.mtime_ns),
+            ctime: ns_to_time(meta.ctime_ns),
+            perm: meta.perm,
+            nlink: node.nlink,
+            uid: meta.uid,
+            gid: meta.gid,
+        };
         match &meta.kind {
             NodeKind::Dir => {
                 let subdirs = node
@@ -284,35 +343,20 @@ impl FsCore {
                     .values()
                     .filter(|c| table.get(**c).is_some_and(|n| n.meta.is_dir()))
                     .count() as u32;
-                let t = ns_to_time(meta.mtime_ns);
-                Ok(PendingAttr::done(Attr {
-                    ino,
-                    is_dir: true,
-                    size: 4096,
-                    blocks: 8,
-                    atime: t,
-                    mtime: t,
-                    ctime: ns_to_time(meta.ctime_ns),
-                    perm: meta.perm,
-                    nlink: 2 + subdirs,
-                    uid: meta.uid,
-                    gid: meta.gid,
-                }))
+                attr.size = 4096;
+                attr.blocks = 8;
+                attr.nlink = 2 + subdirs;
+                Ok(PendingAttr::done(attr))
+            }
+            NodeKind::Symlink(target) => {
+                attr.size = target.len() as u64;
+                Ok(PendingAttr::done(attr))
+            }
+            NodeKind::Special { rdev, .. } => {
+                attr.rdev = *rdev;
+                Ok(PendingAttr::done(attr))
             }
             NodeKind::File(f) => {
-                let mut attr = Attr {
-                    ino,
-                    is_dir: false,
-                    size: 0,
-                    blocks: 0,
-                    atime: ns_to_time(meta.mtime_ns),
-                    mtime: ns_to_time(meta.mtime_ns),
-                    ctime: ns_to_time(meta.ctime_ns),
-                    perm: meta.perm,
-                    nlink: node.nlink,
-                    uid: meta.uid,
-                    gid: meta.gid,
-                };
                 // A sealed file that nobody modifies is described by its record (no syscall); files
                 // being written, and local-placed files, by their backing file.
                 let modified = self.opens.may_be_modified(ino) || self.objects.is_unsealed(ino);
@@ -344,6 +388,9 @@ impl FsCore {
     }
 
     pub fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+        if name.len() > NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
         let table = self.ns.read();
         let dir = table.get(parent).ok_or(FsError::NotFound)?;
         if !dir.meta.is_dir() {
@@ -361,8 +408,19 @@ impl FsCore {
         pending.finish()
     }
 
+    /// `ino`'s record with its ctime moved to `now`: its links changed (link, unlink of one of
+    /// several names, rename).
+    fn touched(table: &MappingTable, ino: Ino, now: i64) -> Option<Op> {
+        let mut meta = table.get(ino)?.meta.clone();
+        meta.ctime_ns = now;
+        Some(Op::PutInode(meta))
+    }
+
     /// The inode named `name` in directory `parent`.
     fn child(table: &MappingTable, parent: Ino, name: &str) -> FsResult<Ino> {
+        if name.len() > NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
         Self::parent_dir(table, parent)?
             .children
             .get(name)
@@ -397,6 +455,7 @@ impl FsCore {
             gid: caller.gid,
             mtime_ns: now,
             ctime_ns: now,
+            atime_ns: None,
         };
         w.commit(&[
             Op::PutInode(meta),
@@ -488,6 +547,7 @@ impl FsCore {
                 gid: caller.gid,
                 mtime_ns: now,
                 ctime_ns: now,
+                atime_ns: None,
             };
             if let Err(e) = w.commit(&[
                 Op::PutInode(inode),
@@ -525,6 +585,8 @@ impl FsCore {
                 if node.nlink == 1 && !self.is_open(ino) {
                     doomed = self.doomed_data(&node.meta);
                     ops.push(Op::DropInode(ino));
+                } else {
+                    ops.extend(Self::touched(&table, ino, now_ns()));
                 }
                 (ops, doomed)
             };
@@ -544,13 +606,16 @@ impl FsCore {
         newname: &str,
         flags: u32,
     ) -> FsResult<()> {
-        if flags & libc::RENAME_EXCHANGE != 0 {
-            return Err(FsError::Invalid("RENAME_EXCHANGE is not supported"));
-        }
-        if flags & !(libc::RENAME_NOREPLACE) != 0 {
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
             return Err(FsError::Invalid("unknown rename flags"));
         }
         validate_name(newname)?;
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            if flags & libc::RENAME_NOREPLACE != 0 {
+                return Err(FsError::Invalid("RENAME_EXCHANGE with RENAME_NOREPLACE"));
+            }
+            return self.exchange(parent, name, newparent, newname);
+        }
         let doomed = {
             let mut w = self.ns.writer();
             let decided = {
@@ -591,6 +656,8 @@ impl FsCore {
                     if t.meta.is_dir() || (t.nlink == 1 && !self.is_open(target)) {
                         doomed = self.doomed_data(&t.meta);
                         ops.push(Op::DropInode(target));
+                    } else {
+                        ops.extend(Self::touched(&table, target, now_ns()));
                     }
                 }
                 ops.push(Op::DelEntry {
@@ -602,6 +669,7 @@ impl FsCore {
                     name: newname.into(),
                     ino: src,
                 });
+                ops.extend(Self::touched(&table, src, now_ns()));
                 // Dropping the target must come after its entry went; PutEntry/DelEntry order above keeps
                 // the DropInode (if any) valid at its position.
                 if let Some(pos) = ops.iter().position(|o| matches!(o, Op::DropInode(_))) {
@@ -619,6 +687,154 @@ impl FsCore {
         };
         self.deleter.queue(doomed);
         Ok(())
+    }
+
+    /// `rename(2)` with `RENAME_EXCHANGE`: the two names swap inodes, atomically.
+    fn exchange(&self, parent: Ino, name: &str, newparent: Ino, newname: &str) -> FsResult<()> {
+        let mut w = self.ns.writer();
+        let ops = {
+            let table = w.table();
+            let a = Self::child(&table, parent, name)?;
+            let b = Self::child(&table, newparent, newname)?;
+            if a == b {
+                return Ok(());
+            }
+            // A directory may not end up inside itself.
+            for (dir, into) in [(a, newparent), (b, parent)] {
+                if table.get(dir).is_some_and(|n| n.meta.is_dir()) && table.is_within(into, dir) {
+                    return Err(FsError::Invalid("cannot move a directory into itself"));
+                }
+            }
+            let now = now_ns();
+            let mut ops = vec![
+                Op::DelEntry {
+                    parent,
+                    name: name.into(),
+                },
+                Op::DelEntry {
+                    parent: newparent,
+                    name: newname.into(),
+                },
+                Op::PutEntry {
+                    parent,
+                    name: name.into(),
+                    ino: b,
+                },
+                Op::PutEntry {
+                    parent: newparent,
+                    name: newname.into(),
+                    ino: a,
+                },
+            ];
+            ops.extend(Self::touched(&table, a, now));
+            ops.extend(Self::touched(&table, b, now));
+            ops
+        };
+        w.commit(&ops)?;
+        let now = now_ns();
+        w.touch_dir(parent, now);
+        w.touch_dir(newparent, now);
+        Ok(())
+    }
+
+    /// Creates `name` in `parent` as an inode of `kind` (not a regular file: see `create`).
+    fn make_node(
+        &self,
+        parent: Ino,
+        name: &str,
+        kind: NodeKind,
+        perm: u16,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        validate_name(name)?;
+        let mut w = self.ns.writer();
+        if Self::parent_dir(&w.table(), parent)?
+            .children
+            .contains_key(name)
+        {
+            return Err(FsError::Exists);
+        }
+        let ino = w.allocate_ino();
+        let now = now_ns();
+        let meta = InodeMeta {
+            ino,
+            kind,
+            perm: perm & 0o7777,
+            uid: caller.uid,
+            gid: caller.gid,
+            mtime_ns: now,
+            ctime_ns: now,
+            atime_ns: Some(now),
+        };
+        w.commit(&[
+            Op::PutInode(meta),
+            Op::PutEntry {
+                parent,
+                name: name.into(),
+                ino,
+            },
+        ])?;
+        w.touch_dir(parent, now);
+        self.attr_of(&w.table(), ino)
+    }
+
+    /// `symlink(2)`: `name` in `parent` points at `target` (kept as given; the kernel follows it).
+    pub fn symlink(&self, parent: Ino, name: &str, target: &str, caller: Caller) -> FsResult<Attr> {
+        if target.is_empty() {
+            return Err(FsError::NotFound);
+        }
+        if target.len() > SYMLINK_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        if target.contains('\0') {
+            return Err(FsError::Invalid("a symlink target with a NUL byte"));
+        }
+        self.make_node(
+            parent,
+            name,
+            NodeKind::Symlink(target.into()),
+            0o777,
+            caller,
+        )
+    }
+
+    /// `readlink(2)`.
+    pub fn readlink(&self, ino: Ino) -> FsResult<String> {
+        match &self.ns.read().get(ino).ok_or(FsError::NotFound)?.meta.kind {
+            NodeKind::Symlink(target) => Ok(target.clone()),
+            _ => Err(FsError::Invalid("not a symlink")),
+        }
+    }
+
+    /// `mknod(2)`: a FIFO, socket or device node (`mode`'s file type), or a regular file.
+    pub fn mknod(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        rdev: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        let perm = (mode & 0o7777) as u16;
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFIFO => SpecialKind::Fifo,
+            libc::S_IFSOCK => SpecialKind::Socket,
+            libc::S_IFCHR => SpecialKind::CharDevice,
+            libc::S_IFBLK => SpecialKind::BlockDevice,
+            0 | libc::S_IFREG => {
+                let (attr, opened) =
+                    self.create(parent, name, perm, libc::O_EXCL | libc::O_WRONLY, caller)?;
+                self.release(opened.fh)?;
+                return self.getattr(attr.ino);
+            }
+            libc::S_IFDIR => return Err(FsError::NotPermitted("mknod of a directory")),
+            _ => return Err(FsError::Invalid("unknown file type")),
+        };
+        let rdev = match kind {
+            SpecialKind::CharDevice | SpecialKind::BlockDevice => rdev,
+            _ => 0,
+        };
+        self.make_node(parent, name, NodeKind::Special { kind, rdev }, perm, caller)
     }
 
     pub fn link(&self, ino: Ino, newparent: Ino, newname: &str) -> FsResult<Attr> {
@@ -640,12 +856,16 @@ impl FsCore {
                 return Err(FsError::Exists);
             }
         }
-        w.commit(&[Op::PutEntry {
+        let now = now_ns();
+        let touched = Self::touched(&w.table(), ino, now);
+        let mut ops = vec![Op::PutEntry {
             parent: newparent,
             name: newname.into(),
             ino,
-        }])?;
-        w.touch_dir(newparent, now_ns());
+        }];
+        ops.extend(touched);
+        w.commit(&ops)?;
+        w.touch_dir(newparent, now);
         self.attr_of(&w.table(), ino)
     }
 
@@ -658,20 +878,22 @@ impl FsCore {
         let mut entries = vec![
             DirEntry {
                 ino,
-                is_dir: true,
+                kind: FileKind::Dir,
                 name: ".".into(),
             },
             DirEntry {
                 ino: dir.parent,
-                is_dir: true,
+                kind: FileKind::Dir,
                 name: "..".into(),
             },
         ];
         for (name, child) in &dir.children {
-            let is_dir = table.get(*child).is_some_and(|n| n.meta.is_dir());
+            let Some(node) = table.get(*child) else {
+                continue;
+            };
             entries.push(DirEntry {
                 ino: *child,
-                is_dir,
+                kind: FileKind::of(&node.meta.kind),
                 name: name.clone(),
             });
         }

@@ -20,7 +20,7 @@ use fuser::{
 use parking_lot::Mutex;
 
 use crate::config::PassthroughMode;
-use crate::core::{Attr, Caller, FsCore, Opened, SetAttr};
+use crate::core::{Attr, Caller, FileKind, FsCore, Opened, SetAttr};
 use crate::error::FsError;
 
 /// The FUSE operations statefs implements, each counted and timed by [`FuseMetrics`] (its
@@ -48,10 +48,13 @@ enum Op {
     Fsyncdir,
     Statfs,
     Fallocate,
+    Symlink,
+    Readlink,
+    Mknod,
 }
 
 impl Op {
-    const ALL: [Op; 21] = [
+    const ALL: [Op; 24] = [
         Op::Lookup,
         Op::Getattr,
         Op::Setattr,
@@ -73,6 +76,9 @@ impl Op {
         Op::Fsyncdir,
         Op::Statfs,
         Op::Fallocate,
+        Op::Symlink,
+        Op::Readlink,
+        Op::Mknod,
     ];
 
     fn name(self) -> &'static str {
@@ -98,6 +104,9 @@ impl Op {
             Op::Fsyncdir => "fsyncdir",
             Op::Statfs => "statfs",
             Op::Fallocate => "fallocate",
+            Op::Symlink => "symlink",
+            Op::Readlink => "readlink",
+            Op::Mknod => "mknod",
         }
     }
 }
@@ -281,18 +290,26 @@ impl StatefsFuse {
             mtime: a.mtime,
             ctime: a.ctime,
             crtime: a.ctime,
-            kind: if a.is_dir {
-                FileType::Directory
-            } else {
-                FileType::RegularFile
-            },
+            kind: Self::file_type(a.kind),
             perm: a.perm,
             nlink: a.nlink,
             uid: a.uid,
             gid: a.gid,
-            rdev: 0,
+            rdev: a.rdev,
             blksize: 4096,
             flags: 0,
+        }
+    }
+
+    fn file_type(kind: FileKind) -> FileType {
+        match kind {
+            FileKind::Dir => FileType::Directory,
+            FileKind::File => FileType::RegularFile,
+            FileKind::Symlink => FileType::Symlink,
+            FileKind::Fifo => FileType::NamedPipe,
+            FileKind::Socket => FileType::Socket,
+            FileKind::CharDevice => FileType::CharDevice,
+            FileKind::BlockDevice => FileType::BlockDevice,
         }
     }
 
@@ -530,6 +547,57 @@ impl Filesystem for StatefsFuse {
         {
             Ok(a) => reply.entry(&self.entry_ttl, &Self::file_attr(&a), fuser::Generation(0)),
             Err(e) => reply.error(Self::errno("mkdir", &e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let _t = self.metrics.count(Op::Symlink);
+        let _s = tracing::debug_span!("symlink", parent = parent.0, ?link_name).entered();
+        let (Ok(name), Some(target)) = (Self::name(link_name), target.to_str()) else {
+            return reply.error(Errno::from_i32(libc::EINVAL));
+        };
+        match self.core.symlink(parent.0, name, target, caller(req)) {
+            Ok(a) => reply.entry(&self.entry_ttl, &Self::file_attr(&a), fuser::Generation(0)),
+            Err(e) => reply.error(Self::errno("symlink", &e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _t = self.metrics.count(Op::Readlink);
+        let _s = tracing::debug_span!("readlink", ino = ino.0).entered();
+        match self.core.readlink(ino.0) {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(e) => reply.error(Self::errno("readlink", &e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let _t = self.metrics.count(Op::Mknod);
+        let _s = tracing::debug_span!("mknod", parent = parent.0, ?name, mode, rdev).entered();
+        let name = match Self::name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let mode = (mode & libc::S_IFMT) | (mode & !umask & 0o7777);
+        match self.core.mknod(parent.0, name, mode, rdev, caller(req)) {
+            Ok(a) => reply.entry(&self.entry_ttl, &Self::file_attr(&a), fuser::Generation(0)),
+            Err(e) => reply.error(Self::errno("mknod", &e)),
         }
     }
 
@@ -810,11 +878,7 @@ impl Filesystem for StatefsFuse {
         match self.core.readdir(fh.0) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-                    let kind = if e.is_dir {
-                        FileType::Directory
-                    } else {
-                        FileType::RegularFile
-                    };
+                    let kind = Self::file_type(e.kind);
                     if reply.add(INodeNo(e.ino), (i + 1) as u64, kind, &e.name) {
                         break;
                     }

@@ -237,6 +237,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             gid: 0,
             mtime_ns: 1,
             ctime_ns: 1,
+            atime_ns: None,
         })
     };
     let entry = |parent, name: &str, ino| Op::PutEntry {

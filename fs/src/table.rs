@@ -65,6 +65,23 @@ pub struct FileMeta {
 pub enum NodeKind {
     Dir,
     File(FileMeta),
+    /// A symbolic link: its target, as given (the kernel follows it).
+    Symlink(String),
+    /// A FIFO, socket or device node: the kernel does its I/O; only its type and device number
+    /// are kept.
+    Special {
+        kind: SpecialKind,
+        rdev: u32,
+    },
+}
+
+/// The kinds of [`NodeKind::Special`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpecialKind {
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,13 +96,17 @@ pub struct InodeMeta {
     /// are reported instead.
     pub mtime_ns: i64,
     pub ctime_ns: i64,
+    /// Access time, where the record keeps it (directories, symlinks, special files, sealed files
+    /// nobody modifies); `None`: the modification time (records from before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atime_ns: Option<i64>,
 }
 
 impl InodeMeta {
     pub fn file(&self) -> Option<&FileMeta> {
         match &self.kind {
             NodeKind::File(f) => Some(f),
-            NodeKind::Dir => None,
+            _ => None,
         }
     }
     pub fn is_dir(&self) -> bool {
@@ -176,6 +197,7 @@ impl MappingTable {
             gid,
             mtime_ns: now_ns,
             ctime_ns: now_ns,
+            atime_ns: None,
         })
     }
 
@@ -453,6 +475,7 @@ pub(crate) fn dir_op(ino: Ino) -> Op {
         gid: 0,
         mtime_ns: 0,
         ctime_ns: 0,
+        atime_ns: None,
     })
 }
 
@@ -473,6 +496,7 @@ mod tests {
             gid: 0,
             mtime_ns: 0,
             ctime_ns: 0,
+            atime_ns: None,
         })
     }
     fn entry(parent: Ino, name: &str, ino: Ino) -> Op {

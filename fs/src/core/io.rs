@@ -170,6 +170,9 @@ impl FsCore {
         match &table.get(ino).ok_or(FsError::NotFound)?.meta.kind {
             NodeKind::File(f) => Ok(f.clone()),
             NodeKind::Dir => Err(FsError::IsDir),
+            NodeKind::Symlink(_) | NodeKind::Special { .. } => {
+                Err(FsError::Invalid("not a regular file"))
+            }
         }
     }
 
@@ -455,12 +458,6 @@ impl FsCore {
         let mut w = self.ns.writer();
         let mut meta = w.table().get(ino).ok_or(FsError::NotFound)?.meta.clone();
         match &meta.kind {
-            NodeKind::Dir => {
-                if let Some(m) = mtime {
-                    w.touch_dir(ino, to_ns(m));
-                }
-                Ok(())
-            }
             NodeKind::File(f) if f.sealed.is_none() || f.placement == Placement::Local => {
                 // Times live on the backing file.
                 let path = self.local_path(f);
@@ -472,15 +469,20 @@ impl FsCore {
                 nix::sys::stat::futimens(file.as_fd_ref(), &a, &m).map_err(std::io::Error::from)?;
                 Ok(())
             }
-            NodeKind::File(_) => {
-                // A sealed file's times live in its record: touching the local copy would break its
-                // stamp and cost an upload.
+            _ => {
+                // Directories, symlinks, special files and sealed files keep their times in their
+                // record (touching a sealed file's local copy would break its stamp and cost an
+                // upload). A change of times is a change of the inode: ctime moves too.
+                if let Some(a) = atime {
+                    meta.atime_ns = Some(to_ns(a));
+                } else if meta.atime_ns.is_none() {
+                    meta.atime_ns = Some(meta.mtime_ns);
+                }
                 if let Some(m) = mtime {
                     meta.mtime_ns = to_ns(m);
-                    meta.ctime_ns = super::now_ns();
-                    w.commit(&[Op::PutInode(meta)])?;
                 }
-                Ok(())
+                meta.ctime_ns = super::now_ns();
+                w.commit(&[Op::PutInode(meta)])
             }
         }
     }

@@ -114,10 +114,12 @@ impl FsCore {
                 } else {
                     format!("{prefix}/{name}")
                 };
-                match table.get(*child).map(|n| n.meta.is_dir()) {
-                    Some(true) => stack.push((path, *child)),
-                    Some(false) => out.push((path, *child)),
-                    None => {}
+                // Checkpoints hold directories and regular files: symlinks and special files
+                // are left out (SEMANTICS.md).
+                match table.get(*child).map(|n| &n.meta.kind) {
+                    Some(NodeKind::Dir) => stack.push((path, *child)),
+                    Some(NodeKind::File(_)) => out.push((path, *child)),
+                    _ => {}
                 }
             }
         }
@@ -602,7 +604,7 @@ impl FsCore {
             let mut parent = ROOT_INO;
             for dir in parts {
                 parent = match self.lookup(parent, dir) {
-                    Ok(a) if a.is_dir => a.ino,
+                    Ok(a) if a.is_dir() => a.ino,
                     Ok(_) => return Err(FsError::NotDir),
                     Err(FsError::NotFound) => {
                         self.mkdir(parent, dir, 0o755, super::Caller { uid, gid })?
@@ -659,6 +661,7 @@ impl FsCore {
                 gid,
                 mtime_ns: now,
                 ctime_ns: now,
+                atime_ns: None,
             };
             w.commit(&[
                 Op::PutInode(inode),

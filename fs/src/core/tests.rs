@@ -312,10 +312,28 @@ fn rename_rules() {
         core.rename(ROOT_INO, "d", ROOT_INO, "f", 0),
         Err(FsError::NotDir)
     ));
+    // RENAME_EXCHANGE swaps the two names' inodes; a directory may not go inside itself.
+    let (f_ino, g_ino) = (
+        core.lookup(ROOT_INO, "f").unwrap().ino,
+        core.lookup(ROOT_INO, "g").unwrap().ino,
+    );
+    core.rename(ROOT_INO, "f", ROOT_INO, "g", libc::RENAME_EXCHANGE)
+        .unwrap();
+    assert_eq!(core.lookup(ROOT_INO, "f").unwrap().ino, g_ino);
+    assert_eq!(core.lookup(ROOT_INO, "g").unwrap().ino, f_ino);
+    core.rename(ROOT_INO, "g", ROOT_INO, "f", libc::RENAME_EXCHANGE)
+        .unwrap();
+    assert_eq!(core.lookup(ROOT_INO, "f").unwrap().ino, f_ino);
     assert!(matches!(
-        core.rename(ROOT_INO, "f", ROOT_INO, "g", libc::RENAME_EXCHANGE),
+        core.rename(ROOT_INO, "d", sub, "x", libc::RENAME_EXCHANGE),
+        Err(FsError::NotFound)
+    ));
+    core.mkdir(sub, "y", 0o755, ME).unwrap();
+    assert!(matches!(
+        core.rename(ROOT_INO, "d", sub, "y", libc::RENAME_EXCHANGE),
         Err(FsError::Invalid(_))
     ));
+    core.rmdir(sub, "y").unwrap();
     core.rename(ROOT_INO, "f", d, "f2", noreplace).unwrap();
     assert!(core.lookup(d, "f2").is_ok());
     let e = core.mkdir(ROOT_INO, "e", 0o755, ME).unwrap().ino;
@@ -587,7 +605,7 @@ fn readdir_lists_a_snapshot() {
         .readdir(fh)
         .unwrap()
         .iter()
-        .map(|e| (e.name.clone(), e.is_dir))
+        .map(|e| (e.name.clone(), e.kind == crate::core::FileKind::Dir))
         .collect();
     assert_eq!(
         names,
@@ -754,4 +772,153 @@ impl RemoteStore for HookRemote {
         self.at("list", prefix);
         self.inner.list(prefix)
     }
+}
+
+/// Symlinks, FIFOs, sockets and device nodes are journaled inodes: with their type, target or
+/// device number, hard links to them, and their times and modes, they come back after a crash.
+#[test]
+fn symlinks_and_special_files_survive_a_crash() {
+    use crate::core::FileKind;
+    let env = Env::new();
+    {
+        let core = env.core();
+        let l = core
+            .symlink(ROOT_INO, "l", "target/of/the link", ME)
+            .unwrap();
+        assert_eq!((l.kind, l.size, l.perm), (FileKind::Symlink, 18, 0o777));
+        let fifo = libc::S_IFIFO | 0o640;
+        assert_eq!(
+            core.mknod(ROOT_INO, "p", fifo, 0, ME).unwrap().kind,
+            FileKind::Fifo
+        );
+        let sock = libc::S_IFSOCK | 0o600;
+        assert_eq!(
+            core.mknod(ROOT_INO, "s", sock, 0, ME).unwrap().kind,
+            FileKind::Socket
+        );
+        let chr = core
+            .mknod(ROOT_INO, "c", libc::S_IFCHR | 0o600, 0x0103, ME)
+            .unwrap();
+        assert_eq!((chr.kind, chr.rdev), (FileKind::CharDevice, 0x0103));
+        let reg = core
+            .mknod(ROOT_INO, "r", libc::S_IFREG | 0o644, 0, ME)
+            .unwrap();
+        assert_eq!(reg.kind, FileKind::File);
+        core.link(l.ino, ROOT_INO, "l2").unwrap();
+        assert!(matches!(
+            core.mknod(ROOT_INO, "dir", libc::S_IFDIR | 0o755, 0, ME),
+            Err(FsError::NotPermitted(_))
+        ));
+        assert!(matches!(
+            core.symlink(ROOT_INO, "p", "x", ME),
+            Err(FsError::Exists)
+        ));
+        assert!(matches!(
+            core.symlink(ROOT_INO, "e", "", ME),
+            Err(FsError::NotFound)
+        ));
+        let long = "t".repeat(crate::core::SYMLINK_MAX + 1);
+        assert!(matches!(
+            core.symlink(ROOT_INO, "e", &long, ME),
+            Err(FsError::NameTooLong)
+        ));
+        core.halt();
+    }
+    let core = env.core();
+    let l = core.lookup(ROOT_INO, "l").unwrap();
+    assert_eq!((l.kind, l.nlink), (FileKind::Symlink, 2));
+    assert_eq!(core.readlink(l.ino).unwrap(), "target/of/the link");
+    assert_eq!(core.lookup(ROOT_INO, "l2").unwrap().ino, l.ino);
+    let p = core.lookup(ROOT_INO, "p").unwrap();
+    assert_eq!((p.kind, p.perm), (FileKind::Fifo, 0o640));
+    assert_eq!(core.lookup(ROOT_INO, "s").unwrap().kind, FileKind::Socket);
+    assert_eq!(core.lookup(ROOT_INO, "c").unwrap().rdev, 0x0103);
+    assert!(matches!(core.readlink(p.ino), Err(FsError::Invalid(_))));
+    let kinds: Vec<_> = {
+        let fh = core.opendir(ROOT_INO).unwrap();
+        core.readdir(fh)
+            .unwrap()
+            .iter()
+            .map(|e| (e.name.clone(), e.kind))
+            .collect()
+    };
+    assert!(
+        kinds.contains(&("p".to_string(), FileKind::Fifo)),
+        "{kinds:?}"
+    );
+    core.unlink(ROOT_INO, "l").unwrap();
+    core.unlink(ROOT_INO, "l2").unwrap();
+    assert!(matches!(core.lookup(ROOT_INO, "l"), Err(FsError::NotFound)));
+}
+
+/// A name longer than NAME_MAX is ENAMETOOLONG for every call that takes one, not ENOENT.
+#[test]
+fn names_longer_than_name_max_are_too_long_everywhere() {
+    let env = Env::new();
+    let core = env.core();
+    let f = write_file(&core, ROOT_INO, "f", b"x", true);
+    let long = "n".repeat(crate::core::NAME_MAX + 1);
+    let too_long = |r: FsResult<()>| assert!(matches!(r, Err(FsError::NameTooLong)), "{r:?}");
+    too_long(core.lookup(ROOT_INO, &long).map(drop));
+    too_long(core.unlink(ROOT_INO, &long));
+    too_long(core.rmdir(ROOT_INO, &long));
+    too_long(core.rename(ROOT_INO, &long, ROOT_INO, "g", 0));
+    too_long(core.rename(ROOT_INO, "f", ROOT_INO, &long, 0));
+    too_long(core.link(f, ROOT_INO, &long).map(drop));
+    too_long(core.mkdir(ROOT_INO, &long, 0o755, ME).map(drop));
+    too_long(core.symlink(ROOT_INO, &long, "t", ME).map(drop));
+    too_long(
+        core.mknod(ROOT_INO, &long, libc::S_IFIFO | 0o600, 0, ME)
+            .map(drop),
+    );
+    let exactly = "n".repeat(crate::core::NAME_MAX);
+    core.mkdir(ROOT_INO, &exactly, 0o755, ME).unwrap();
+}
+
+/// ctime moves whenever the inode changes, also where the backing file is not touched: chmod of
+/// a regular file, link, unlink of one of several names, rename; utimensat sets a directory's
+/// times.
+#[test]
+fn ctime_follows_every_change_of_the_inode() {
+    let env = Env::new();
+    let core = env.core();
+    let f = write_file(&core, ROOT_INO, "f.log", b"x", true);
+    let step = || std::thread::sleep(Duration::from_millis(20));
+    let mut last = core.getattr(f).unwrap().ctime;
+    let mut moved = |what: &str| {
+        let now = core.getattr(f).unwrap().ctime;
+        assert!(now > last, "{what} left ctime at {last:?}");
+        last = now;
+    };
+    step();
+    core.setattr(
+        f,
+        None,
+        SetAttr {
+            perm: Some(0o600),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    moved("chmod");
+    step();
+    core.link(f, ROOT_INO, "g.log").unwrap();
+    moved("link");
+    step();
+    core.unlink(ROOT_INO, "g.log").unwrap();
+    moved("unlink of one of two names");
+    step();
+    core.rename(ROOT_INO, "f.log", ROOT_INO, "h.log", 0)
+        .unwrap();
+    moved("rename");
+    let d = core.mkdir(ROOT_INO, "d", 0o755, ME).unwrap().ino;
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let times = SetAttr {
+        atime: Some(t),
+        mtime: Some(t),
+        ..Default::default()
+    };
+    let a = core.setattr(d, None, times).unwrap();
+    assert_eq!((a.atime, a.mtime), (t, t));
+    assert!(a.ctime > t);
 }
