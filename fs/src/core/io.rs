@@ -487,8 +487,12 @@ impl FsCore {
         }
     }
 
+    /// `fallocate(2)` with any mode the backing file system supports (what it refuses, as
+    /// EOPNOTSUPP, is refused here too). A mode that changes no byte (allocating with KEEP_SIZE,
+    /// punching past the end) keeps the file's mtime, so a sealed file stays its version; every
+    /// other one (allocating past the end, punching or zeroing a range inside, collapsing or
+    /// inserting a range) marks the file changed, and its next sync uploads it.
     pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
-        const PUNCH_PAST_END: i32 = libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE;
         let h = self.handle(fh)?;
         if !h.writable {
             return Err(FsError::NotWritable);
@@ -497,13 +501,17 @@ impl FsCore {
             return Err(FsError::NotWritable);
         };
         let file = &*self.use_file(lazy)?;
-        let punch_past_end = mode == PUNCH_PAST_END && offset >= file.metadata()?.len();
-        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 && !punch_past_end {
-            // Punching holes inside the data would change bytes behind the daemon's back.
-            return Err(FsError::Unsupported(
-                "fallocate modes other than 0, KEEP_SIZE and punching past the end",
-            ));
-        }
+        let end = offset
+            .checked_add(length)
+            .ok_or(FsError::Invalid("offset + length"))?;
+        let size = file.metadata()?.len();
+        let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        let changes_bytes = match mode & !libc::FALLOC_FL_KEEP_SIZE {
+            // Allocation: new bytes only when the size grows.
+            0 => !keep_size && end > size,
+            libc::FALLOC_FL_PUNCH_HOLE => offset < size,
+            _ => true,
+        };
         let call = || {
             nix::fcntl::fallocate(
                 file,
@@ -513,14 +521,14 @@ impl FsCore {
             )
             .map_err(std::io::Error::from)
         };
-        if mode & libc::FALLOC_FL_KEEP_SIZE != 0 {
-            // Allocating or freeing blocks past the end changes no byte of the file (RocksDB punches
-            // its preallocation away when it closes an SST).
-            keeping_mtime(file, call)
-        } else {
+        if changes_bytes {
             call()?;
             h.dirty.store(true, Ordering::Release);
             Ok(())
+        } else {
+            // RocksDB preallocates with KEEP_SIZE and punches the rest away when it closes an
+            // SST: neither costs an upload.
+            keeping_mtime(file, call)
         }
     }
 

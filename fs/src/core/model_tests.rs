@@ -51,6 +51,12 @@ enum Change {
     Truncate {
         size: u16,
     },
+    /// `fallocate(PUNCH_HOLE | KEEP_SIZE)` through a handle: the range reads as zeros, the size
+    /// stays.
+    Punch {
+        offset: u16,
+        len: u16,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +103,7 @@ fn change() -> impl Strategy<Value = Change> {
         3 => (data(), any::<bool>()).prop_map(|(data, sync)| Change::Replace { data, sync }),
         2 => (0u16..400, data()).prop_map(|(offset, data)| Change::Write { offset, data }),
         1 => (0u16..400).prop_map(|size| Change::Truncate { size }),
+        1 => (0u16..400, 1u16..200).prop_map(|(offset, len)| Change::Punch { offset, len }),
     ]
 }
 
@@ -173,6 +180,12 @@ fn apply(content: &mut Vec<u8>, change: &Change) {
             }
         }
         Change::Truncate { size } => content.resize(*size as usize, 0),
+        Change::Punch { offset, len } => {
+            let end = (*offset as usize + *len as usize).min(content.len());
+            if (*offset as usize) < end {
+                content[*offset as usize..end].fill(0);
+            }
+        }
     }
 }
 
@@ -188,6 +201,13 @@ fn change_core(core: &FsCore, ino: Ino, change: &Change) -> bool {
         Change::Write { offset, data } => {
             let o = core.open(ino, libc::O_RDWR).unwrap();
             core.write(o.fh, *offset as u64, &data.0).unwrap();
+            core.release(o.fh).is_ok()
+        }
+        Change::Punch { offset, len } => {
+            let o = core.open(ino, libc::O_RDWR).unwrap();
+            let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+            core.fallocate(o.fh, *offset as u64, *len as u64, mode)
+                .unwrap();
             core.release(o.fh).is_ok()
         }
         Change::Truncate { size } => {
