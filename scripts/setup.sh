@@ -5,7 +5,8 @@
 #   - rocksdb-tools: Debian's unmodified db_bench, for tests, demo and benchmarks
 #   - libclang-dev, clang, build-essential: bindgen and the C++ build of RocksDB (rocksdb crate)
 #   - moto[server] from PyPI: a loopback S3 server for the S3 tests
-#   - util-linux: setpriv, which the privacy tests use to act as another user
+#   - util-linux: setpriv, which the privacy and POSIX tests use to act as another user
+#   - fio: the data-integrity exerciser of the POSIX tests
 # (scripts/fuzz.sh installs cargo-fuzz from crates.io itself.)
 set -euo pipefail
 
@@ -23,7 +24,7 @@ if command -v rustup >/dev/null 2>&1; then
   done
 fi
 
-packages=(fuse3 rocksdb-tools libclang-dev clang build-essential pkg-config python3 python3-pip python3-venv util-linux)
+packages=(fuse3 rocksdb-tools fio libclang-dev clang build-essential pkg-config python3 python3-pip python3-venv util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
