@@ -471,3 +471,78 @@ fn special_files_survive_a_remount() {
     );
     assert_eq!(kind(&dirs.mnt.join("p")), "fifo");
 }
+
+/// What a user copies a database directory with: `cp -a` and `tar` onto the mount and back keep
+/// file types, symlinks, hard links, modes and modification times.
+#[test]
+fn cp_a_and_tar_keep_the_tree() {
+    use std::process::Command;
+    let dirs = Dirs::new();
+    let src = dirs.root.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("000001.sst"), vec![5u8; 100_000]).unwrap();
+    std::fs::write(src.join("CURRENT"), b"MANIFEST-000002\n").unwrap();
+    std::fs::hard_link(src.join("CURRENT"), src.join("sub/current-link")).unwrap();
+    std::os::unix::fs::symlink("../000001.sst", src.join("sub/sst")).unwrap();
+    assert_eq!(
+        unsafe { libc::mkfifo(cpath(&src.join("pipe")).as_ptr(), 0o600) },
+        0
+    );
+    std::fs::set_permissions(src.join("CURRENT"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    // One line per entry: path, type, mode, size, mtime, link target, link count. tar keeps whole
+    // seconds only: `seconds` compares those.
+    let listing_at = |dir: &Path, seconds: bool| {
+        let out = Command::new("find")
+            .args([".", "-printf", "%p %y %m %s %T@ %l %n\n"])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        let mut lines: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            // A directory's size and link count are its file system's own.
+            .map(|l| {
+                let mut f: Vec<String> = l.split(' ').map(str::to_string).collect();
+                if seconds {
+                    f[4] = f[4].split('.').next().unwrap().to_string();
+                }
+                if f[1] == "d" {
+                    format!("{} d {}", f[0], f[2])
+                } else {
+                    f.join(" ")
+                }
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    let listing = |dir: &Path| listing_at(dir, false);
+    let _m = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
+    let run = |cmd: &str| {
+        let s = Command::new("sh").args(["-c", cmd]).status().unwrap();
+        assert!(s.success(), "{cmd}");
+    };
+    let (mnt, root) = (dirs.mnt.display(), dirs.root.path().display());
+    run(&format!("cp -a {root}/src {mnt}/copy"));
+    assert_eq!(
+        listing(&dirs.mnt.join("copy")),
+        listing(&src),
+        "cp -a onto the mount"
+    );
+    run(&format!(
+        "tar -C {mnt}/copy -cf {root}/t.tar . && mkdir {root}/back && tar -C {root}/back -xpf {root}/t.tar"
+    ));
+    assert_eq!(
+        listing_at(&dirs.root.path().join("back"), true),
+        listing_at(&src, true),
+        "tar off the mount"
+    );
+    run(&format!(
+        "mkdir {mnt}/untar && tar -C {mnt}/untar -xpf {root}/t.tar"
+    ));
+    assert_eq!(
+        listing_at(&dirs.mnt.join("untar"), true),
+        listing_at(&src, true),
+        "tar onto the mount"
+    );
+}
