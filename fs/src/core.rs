@@ -437,36 +437,7 @@ impl FsCore {
     }
 
     pub fn mkdir(&self, parent: Ino, name: &str, perm: u16, caller: Caller) -> FsResult<Attr> {
-        validate_name(name)?;
-        let mut w = self.ns.writer();
-        if Self::parent_dir(&w.table(), parent)?
-            .children
-            .contains_key(name)
-        {
-            return Err(FsError::Exists);
-        }
-        let ino = w.allocate_ino();
-        let now = now_ns();
-        let meta = InodeMeta {
-            ino,
-            kind: NodeKind::Dir,
-            perm: perm & 0o7777,
-            uid: caller.uid,
-            gid: caller.gid,
-            mtime_ns: now,
-            ctime_ns: now,
-            atime_ns: None,
-        };
-        w.commit(&[
-            Op::PutInode(meta),
-            Op::PutEntry {
-                parent,
-                name: name.into(),
-                ino,
-            },
-        ])?;
-        w.touch_dir(parent, now);
-        self.attr_of(&w.table(), ino)
+        self.make_node(parent, name, NodeKind::Dir, perm, caller)
     }
 
     pub fn rmdir(&self, parent: Ino, name: &str) -> FsResult<()> {
@@ -737,7 +708,8 @@ impl FsCore {
         Ok(())
     }
 
-    /// Creates `name` in `parent` as an inode of `kind` (not a regular file: see `create`).
+    /// Creates `name` in `parent` as an inode of `kind`: a directory, a symlink or a special file
+    /// (a regular file needs a backing file: see `create`).
     fn make_node(
         &self,
         parent: Ino,

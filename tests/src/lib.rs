@@ -383,3 +383,22 @@ pub fn seed_from(arg: Option<String>) -> u64 {
         |a| a.parse().expect("a seed is a number"),
     )
 }
+
+/// Runs `sh -c script` as `nobody` (uid and gid 65534, no groups) through `setpriv`, in `dir`
+/// when given: how the tests act as another local user.
+pub fn as_nobody(dir: Option<&Path>, script: &str) -> std::process::Output {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    cmd.output().expect("setpriv (util-linux)")
+}

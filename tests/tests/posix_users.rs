@@ -5,7 +5,6 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use statefs::{MountConfig, MountHandle};
 
@@ -13,19 +12,7 @@ const NOBODY: u32 = 65534;
 
 /// Runs `sh -c script` as `nobody` in `dir`; its exit status.
 fn as_nobody(dir: &Path, script: &str) -> i32 {
-    Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
-        .current_dir(dir)
-        .output()
-        .expect("setpriv (util-linux)")
+    statefs_tests::as_nobody(Some(dir), script)
         .status
         .code()
         .unwrap_or(-1)

@@ -12,18 +12,7 @@ use statefs_tests::{CliMount, S3Server, statefs_bin, vm_rss_kib};
 
 /// Runs `sh -c script` as `nobody`.
 fn as_nobody(script: &str) -> Output {
-    Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .expect("setpriv (util-linux)")
+    statefs_tests::as_nobody(None, script)
 }
 
 /// Scratch dirs that another user could reach if statefs let them: under /tmp, mode 0755 (the
