@@ -34,6 +34,8 @@ pub fn run_all(f: &dyn Factory) {
     snapshot_restore_and_rescale(f);
     incompatible_restores_fail(f);
     corrupt_snapshots_fail(f);
+    timers_fire_in_order_once(f);
+    timers_restore_and_rescale(f);
 }
 
 pub fn value_list_map_semantics(f: &dyn Factory) {
@@ -581,5 +583,125 @@ pub fn checkpoints_restore_and_rescale<B: Checkpointed>(
             .expect("another backend's checkpoint is refused")
             .to_string();
         assert!(err.contains("savepoint"), "{err}");
+    }
+}
+
+/// Timers: deduplicated per (key, namespace, timestamp); a watermark fires the due ones in
+/// timestamp order with their key current, never twice, and timers registered while firing fire
+/// in the same advance when due; deleted timers never fire; processing time is separate.
+pub fn timers_fire_in_order_once(f: &dyn Factory) {
+    use crate::timers::{TimeDomain, TimerService};
+    let mut kb = keyed(f, KeyGroupRange::all(MAXP));
+    let mark = kb.value_state::<String>("mark", None).unwrap();
+    let mut timers: TimerService<String> = TimerService::new(&mut kb, "op").unwrap();
+    for i in 0..100i64 {
+        let key = format!("k{i}");
+        kb.set_current_key(&key).unwrap();
+        mark.update(&mut kb, &key).unwrap();
+        let ns = "w".to_string();
+        // Backwards, twice each: order comes from the timestamps, not from registration.
+        let ts = 1000 - i * 10;
+        timers
+            .register(&mut kb, TimeDomain::EventTime, &ns, ts)
+            .unwrap();
+        timers
+            .register(&mut kb, TimeDomain::EventTime, &ns, ts)
+            .unwrap();
+        timers
+            .register(&mut kb, TimeDomain::ProcessingTime, &ns, ts)
+            .unwrap();
+        if i % 10 == 0 {
+            timers
+                .register(&mut kb, TimeDomain::EventTime, &ns, ts + 1)
+                .unwrap();
+            timers
+                .delete(&mut kb, TimeDomain::EventTime, &ns, ts + 1)
+                .unwrap();
+        }
+    }
+    assert_eq!(timers.len(TimeDomain::EventTime), 100);
+    let mut fired = Vec::new();
+    let n = timers
+        .advance_watermark(&mut kb, 500, |kb, service, t| {
+            // The timer's key is current: the value state answers for it.
+            let mark = kb.value_state::<String>("mark", None)?;
+            assert_eq!(mark.value(kb)?.as_deref(), Some(t.key.as_str()));
+            if t.timestamp == 100 {
+                // A timer registered while firing, due within this advance.
+                service.register(kb, TimeDomain::EventTime, &"late".to_string(), 450)?;
+            }
+            fired.push((t.timestamp, t.namespace));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(n, fired.len());
+    let times: Vec<i64> = fired.iter().map(|(t, _)| *t).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "timestamp order");
+    assert_eq!(times.first(), Some(&10));
+    assert!(fired.contains(&(450, "late".to_string())));
+    assert_eq!(
+        fired.len(),
+        50 + 1,
+        "each timer once, the deleted ones never"
+    );
+    assert_eq!(timers.current_watermark(), 500);
+    // A second advance to the same watermark fires nothing; processing time is untouched.
+    assert_eq!(
+        timers
+            .advance_watermark(&mut kb, 500, |_, _, _| Ok(()))
+            .unwrap(),
+        0
+    );
+    assert_eq!(timers.len(TimeDomain::ProcessingTime), 100);
+    let p = timers
+        .advance_processing_time(&mut kb, 2000, |_, _, _| Ok(()))
+        .unwrap();
+    assert_eq!(p, 100);
+    assert_eq!(timers.next_timestamp(TimeDomain::EventTime), Some(510));
+}
+
+/// Timers are state: a snapshot holds them, and restores at another parallelism put each timer
+/// on the subtask that owns its key, where it fires once.
+pub fn timers_restore_and_rescale(f: &dyn Factory) {
+    use crate::timers::{TimeDomain, TimerService};
+    let n = 500i64;
+    let mut kb = keyed(f, KeyGroupRange::all(MAXP));
+    let mut timers: TimerService<u32> = TimerService::new(&mut kb, "window").unwrap();
+    for i in 0..n {
+        kb.set_current_key(&format!("key{i}")).unwrap();
+        timers
+            .register(&mut kb, TimeDomain::EventTime, &(i as u32 % 3), i)
+            .unwrap();
+    }
+    // Some fire before the snapshot: they are gone from it.
+    timers
+        .advance_watermark(&mut kb, 99, |_, _, _| Ok(()))
+        .unwrap();
+    let snap = snapshot::write(kb.backend().snapshot_view().unwrap().as_ref(), 0).unwrap();
+    for p in [1u32, 2, 3] {
+        let mut subtasks = rescale(f, std::slice::from_ref(&snap), p);
+        let mut seen = std::collections::BTreeMap::new();
+        for kb in subtasks.iter_mut() {
+            let mut t: TimerService<u32> = TimerService::new(kb, "window").unwrap();
+            t.advance_watermark(kb, i64::MAX, |kb, _, timer| {
+                // Restored on the subtask that owns the key.
+                kb.set_current_key(&timer.key)?;
+                assert_eq!(timer.namespace, timer.timestamp as u32 % 3);
+                assert!(
+                    seen.insert(timer.timestamp, timer.key).is_none(),
+                    "fired twice"
+                );
+                Ok(())
+            })
+            .unwrap();
+        }
+        let want: Vec<i64> = (100..n).collect();
+        assert_eq!(
+            seen.keys().copied().collect::<Vec<_>>(),
+            want,
+            "parallelism {p}"
+        );
     }
 }

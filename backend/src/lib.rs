@@ -27,6 +27,7 @@ pub mod rocks_options;
 pub mod serializer;
 pub mod snapshot;
 pub mod states;
+pub mod timers;
 pub mod ttl;
 
 #[cfg(test)]
@@ -46,4 +47,5 @@ pub use rocks_checkpoint::RocksHome;
 pub use states::{
     Aggregate, AggregatingState, Keyed, ListState, MapState, ReducingState, ValueState,
 };
+pub use timers::{TimeDomain, Timer, TimerService};
 pub use ttl::{Clock, ManualClock, SystemClock, TtlConfig, UpdateType, Visibility};

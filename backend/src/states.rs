@@ -157,6 +157,25 @@ impl<K, B: StateBackend> Keyed<K, B> {
         Ok(())
     }
 
+    /// The current key's bytes and key group.
+    pub(crate) fn current_key_bytes(&self) -> StateResult<(&[u8], u32)> {
+        self.current()
+    }
+
+    /// A key from its serialized bytes.
+    pub(crate) fn decode_key(&self, bytes: &[u8]) -> StateResult<K> {
+        self.key_ser
+            .deserialize(bytes)
+            .map_err(|why| StateError::corrupt("key", why))
+    }
+
+    pub(crate) fn key_serializer_id(&self) -> SerializerId {
+        SerializerId {
+            id: self.key_ser.id(),
+            version: self.key_ser.version(),
+        }
+    }
+
     // `ok_or(StateError::NoCurrentKey)` runs StateError's drop glue (an out-of-line call) on every
     // access that has a key: 23 instructions of an in-cache lookup. The closure does not.
     #[allow(clippy::unnecessary_lazy_evaluations)]
