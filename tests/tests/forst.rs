@@ -6,7 +6,8 @@ use statefs_backend::keygroup::KeyGroupRange;
 use statefs_backend::snapshot;
 use statefs_backend::states::Keyed;
 use statefs_backend::{
-    Checkpointed, ForstBackend, ForstHome, HeapBackend, RocksBackend, StateBackend,
+    Checkpointed, ForstBackend, ForstHome, HeapBackend, RocksBackend, StateBackend, TimeDomain,
+    TimerService,
 };
 use statefs_tests::Dirs;
 
@@ -146,10 +147,14 @@ fn savepoints_migrate_heap_rocksdb_forst_heap() {
     let mut heap: Keyed<String, HeapBackend> = Keyed::new(HeapBackend::new(range, 128));
     let v = heap.value_state::<u32>("v", None).unwrap();
     let m = heap.map_state::<u32, u32>("m", None).unwrap();
+    let mut timers: TimerService<u32> = TimerService::new(&mut heap, "window").unwrap();
     for i in 0..3_000 {
         heap.set_current_key(&format!("k{i}")).unwrap();
         v.update(&mut heap, &(i + 7)).unwrap();
         m.put(&mut heap, &1, &7).unwrap();
+        timers
+            .register(&mut heap, TimeDomain::EventTime, &(i % 5), i as i64)
+            .unwrap();
     }
     let sp =
         |b: &dyn StateBackend| snapshot::write(b.snapshot_view().unwrap().as_ref(), 0).unwrap();
@@ -177,6 +182,18 @@ fn savepoints_migrate_heap_rocksdb_forst_heap() {
     .unwrap();
     check(&mut back, 3_000, 7);
     assert_eq!(sp1, sp3, "every backend writes the same canonical bytes");
+    // The timers came along: each fires once, in order, with its key and namespace.
+    let mut timers: TimerService<u32> = TimerService::new(&mut back, "window").unwrap();
+    let mut fired = Vec::new();
+    timers
+        .advance_watermark(&mut back, i64::MAX, |_, _, t| {
+            assert_eq!(t.key, format!("k{}", t.timestamp));
+            assert_eq!(t.namespace, t.timestamp as u32 % 5);
+            fired.push(t.timestamp);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(fired, (0..3_000).collect::<Vec<i64>>());
 }
 
 #[test]
