@@ -18,6 +18,7 @@ pub mod forst;
 pub mod fuzzing;
 pub mod heap;
 pub mod keygroup;
+pub mod operator_state;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
 #[cfg(feature = "rocksdb")]
@@ -40,6 +41,7 @@ pub use error::{StateError, StateResult};
 pub use forst::{ForstBackend, ForstHome};
 pub use heap::HeapBackend;
 pub use keygroup::KeyGroupRange;
+pub use operator_state::{BroadcastState, OperatorListState, OperatorState};
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksBackend;
 #[cfg(feature = "rocksdb")]
