@@ -25,7 +25,7 @@ cargo test --workspace 2>&1 | tee "$log"
 # schedules.
 cargo test -p statefs --features shuttle --lib -- core::namespace::model core::cached::model 2>&1 | tee -a "$log"
 # The library's examples, as a user runs them (each asserts what it prints).
-for example in heap_checkpoint rocksdb_checkpoint forst_checkpoint; do
+for example in heap_checkpoint rocksdb_checkpoint forst_checkpoint window_count; do
   TMPDIR="$STATEFS_TEST_TMP" cargo run --quiet -p statefs-backend --example "$example"
 done
 # Fuzzing, the short version: every parser target for a few seconds each (STATEFS_CI_FUZZ_SECONDS,
