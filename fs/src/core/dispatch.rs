@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicU64;
 
 use parking_lot::RwLock;
 
-use super::{FsCore, ReadSource, SetAttr};
+use super::{FsCore, Handle, ReadSource, SetAttr};
 use crate::error::FsResult;
 use crate::placement::Placement;
 use crate::store_pool::StorePool;
@@ -59,13 +59,10 @@ impl FsCore {
     /// Whether [`read`](Self::read) of this range may wait on a distant store: the handle reads
     /// an object with no complete local copy, and some block of the range is not in memory. A
     /// hint: a block evicted right after the answer is fetched by the read all the same.
-    pub(crate) fn read_may_fetch(&self, fh: u64, offset: u64, size: u32) -> bool {
+    fn read_may_fetch(&self, h: &Handle, offset: u64, size: u32) -> bool {
         if !self.remote.is_distant() {
             return false;
         }
-        let Ok(h) = self.handle(fh) else {
-            return false;
-        };
         match &h.source {
             ReadSource::Local(_) => false,
             ReadSource::Remote {
@@ -152,10 +149,15 @@ impl FsCore {
         size: u32,
         reply: impl FnOnce(FsResult<Vec<u8>>) + Send + 'static,
     ) {
+        // One lookup of the handle serves the decision and the read.
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply(Err(e)),
+        };
         let core = self.clone();
-        let may_wait = self.read_may_fetch(fh, offset, size);
+        let may_wait = self.read_may_fetch(&h, offset, size);
         self.dispatch.run(Pool::Reads, may_wait, move || {
-            reply(core.read(fh, offset, size))
+            reply(core.read_from(&h, offset, size))
         });
     }
 

@@ -290,7 +290,11 @@ impl FsCore {
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let h = self.handle(fh)?;
+        self.read_from(&*self.handle(fh)?, offset, size)
+    }
+
+    /// [`FsCore::read`] through handle `h`, already looked up.
+    pub(super) fn read_from(&self, h: &Handle, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         match &h.source {
             ReadSource::Local(lazy) => read_full_at(&*self.use_file(lazy)?, offset, size),
             ReadSource::Remote {
