@@ -63,7 +63,6 @@ struct Queue {
 pub struct TimerService<N> {
     queues: [Queue; 2],
     watermark: i64,
-    processing_time: i64,
     ns_ser: Serde<N>,
     _n: PhantomData<fn() -> N>,
 }
@@ -109,7 +108,6 @@ impl<N: Serialize + DeserializeOwned + 'static> TimerService<N> {
         Ok(TimerService {
             queues: [queue(kb, "event")?, queue(kb, "processing")?],
             watermark: i64::MIN,
-            processing_time: i64::MIN,
             ns_ser,
             _n: PhantomData,
         })
@@ -209,7 +207,6 @@ impl<N: Serialize + DeserializeOwned + 'static> TimerService<N> {
     where
         K: DeserializeOwned,
     {
-        self.processing_time = self.processing_time.max(now);
         self.fire(kb, TimeDomain::ProcessingTime, now, on_timer)
     }
 
