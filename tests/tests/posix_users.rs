@@ -31,6 +31,14 @@ fn write_as_root(p: &Path, mode: u32, owner: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// `d/s`, world-writable and sticky (1777), as /tmp is.
+fn sticky_dir(d: &Path) -> PathBuf {
+    let s = d.join("s");
+    std::fs::create_dir(&s).unwrap();
+    std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    s
+}
+
 type Case = (
     &'static str,
     fn(&Path),
@@ -78,23 +86,14 @@ const CASES: &[Case] = &[
     ),
     (
         "removing root's file from a sticky 1777 directory",
-        |d| {
-            let s = d.join("s");
-            std::fs::create_dir(&s).unwrap();
-            std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o1777)).unwrap();
-            write_as_root(&s.join("f"), 0o666, 0);
-        },
+        |d| write_as_root(&sticky_dir(d).join("f"), 0o666, 0),
         "rm -f s/f",
         |d| d.join("s/f").exists().to_string(),
         "1 true",
     ),
     (
         "removing one's own file from a sticky directory",
-        |d| {
-            let s = d.join("s");
-            std::fs::create_dir(&s).unwrap();
-            std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        },
+        |d| drop(sticky_dir(d)),
         "touch s/mine && rm s/mine",
         |d| d.join("s/mine").exists().to_string(),
         "0 false",
