@@ -4,9 +4,9 @@
 //!
 //! Which statefs checkpoints may be dropped, and when. The statefs checkpoint of job checkpoint
 //! `n` is published with retention off (0 keeps all), because only the job's storage knows which
-//! job checkpoints are retained. After each job checkpoint, on a thread of its own (joined before
-//! the next one and when the backend closes), the backend drops the statefs checkpoints it
-//! published for job checkpoints older than the oldest completed one:
+//! job checkpoints are retained. At the start of each job checkpoint, on a thread of its own
+//! (joined before the next one and when the backend closes), the backend drops the statefs
+//! checkpoints it published for job checkpoints older than the oldest completed one:
 //! - a retained job checkpoint is never older than the oldest completed one, so every statefs
 //!   checkpoint a retained job checkpoint names stays;
 //! - job checkpoint `n` is pending while its statefs checkpoint is published, and is not older
@@ -17,8 +17,10 @@
 //!   another subtask's, or the one this backend was restored from (owned by the mount that
 //!   published it), is never touched.
 //!
-//! The release lags one job checkpoint behind retention, and a backend forgets its list when it
-//! closes: statefs checkpoints a closed backend published stay until `statefs checkpoint drop`
+//! Starting it with a checkpoint, after the previous one completed, fixes what it sees: once it is
+//! done (`ForstBackend::wait_for_release`), only the statefs checkpoints of the job checkpoints
+//! retained when the previous one completed, of later ones, and of this one remain. A backend
+//! forgets its list when it closes: statefs checkpoints a closed backend published stay until `statefs checkpoint drop`
 //! or `statefs gc` (as for any mount that is gone).
 
 use std::path::PathBuf;
@@ -135,6 +137,12 @@ impl ForstBackend {
         }));
     }
 
+    /// Waits until the release of subsumed statefs checkpoints started by the last checkpoint
+    /// is done (tests, and tools that list the store right after a checkpoint).
+    pub fn wait_for_release(&mut self) {
+        self.join_release()
+    }
+
     /// Waits for the release started by the last checkpoint, and takes back its list.
     pub(super) fn join_release(&mut self) {
         if let Some(h) = self.release.take() {
@@ -152,10 +160,12 @@ impl ForstBackend {
 impl Checkpointed for ForstBackend {
     type Home = ForstHome;
 
-    /// Publishes a statefs checkpoint of the database (no SST byte copied) and adds a handle
-    /// naming it to `pending`; then drops the statefs checkpoints of subsumed job checkpoints.
+    /// Starts dropping the statefs checkpoints of subsumed job checkpoints, then publishes a
+    /// statefs checkpoint of the database (no SST byte copied) and adds a handle naming it to
+    /// `pending`.
     fn checkpoint(&mut self, pending: &mut PendingCheckpoint<'_>) -> StateResult<CheckpointStats> {
         self.join_release();
+        self.release_in_background(pending.storage());
         let published = self.publish(0)?;
         // From here the statefs checkpoint exists: it is remembered before anything else can
         // fail, so that it is dropped once subsumed, whether or not the job checkpoint completes.
@@ -176,7 +186,6 @@ impl Checkpointed for ForstBackend {
             shared: Vec::new(),
             backend: Some("forst".into()),
         });
-        self.release_in_background(pending.storage());
         Ok(CheckpointStats {
             files: published.files as u64 + 1,
             bytes_uploaded: published.copied_bytes + size,
