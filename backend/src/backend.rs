@@ -207,6 +207,11 @@ pub trait StateBackend: Send {
     fn load(&mut self, s: StateId, entries: Vec<Entry>) -> StateResult<()>;
     /// States known from a restore, registered before any descriptor asks for them.
     fn adopt(&mut self, meta: StateMeta) -> StateResult<StateId>;
+    /// Timers per key group a [`crate::TimerService`] keeps in memory, the rest staying in the
+    /// backend; `None` (the default, the heap backend): all of them.
+    fn timer_cache_size(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A frozen version of a backend's states, for writing a snapshot while writers go on.
@@ -297,6 +302,9 @@ impl StateBackend for Box<dyn StateBackend> {
     }
     fn adopt(&mut self, meta: StateMeta) -> StateResult<StateId> {
         (**self).adopt(meta)
+    }
+    fn timer_cache_size(&self) -> Option<usize> {
+        (**self).timer_cache_size()
     }
 }
 

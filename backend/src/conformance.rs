@@ -36,6 +36,7 @@ pub fn run_all(f: &dyn Factory) {
     corrupt_snapshots_fail(f);
     timers_fire_in_order_once(f);
     timers_restore_and_rescale(f);
+    timers_snapshot_while_firing(f);
 }
 
 pub fn value_list_map_semantics(f: &dyn Factory) {
@@ -619,7 +620,7 @@ pub fn timers_fire_in_order_once(f: &dyn Factory) {
                 .unwrap();
         }
     }
-    assert_eq!(timers.len(TimeDomain::EventTime), 100);
+    assert_eq!(timers.len(&kb, TimeDomain::EventTime).unwrap(), 100);
     let mut fired = Vec::new();
     let n = timers
         .advance_watermark(&mut kb, 500, |kb, service, t| {
@@ -654,7 +655,7 @@ pub fn timers_fire_in_order_once(f: &dyn Factory) {
             .unwrap(),
         0
     );
-    assert_eq!(timers.len(TimeDomain::ProcessingTime), 100);
+    assert_eq!(timers.len(&kb, TimeDomain::ProcessingTime).unwrap(), 100);
     let p = timers
         .advance_processing_time(&mut kb, 2000, |_, _, _| Ok(()))
         .unwrap();
@@ -703,5 +704,77 @@ pub fn timers_restore_and_rescale(f: &dyn Factory) {
             want,
             "parallelism {p}"
         );
+    }
+}
+
+/// A snapshot taken while timers fire (from inside `on_timer`) holds exactly the timers not fired
+/// yet: not the one firing, nor those fired before it; with the registrations and deletions made
+/// while firing. Restored at parallelism 1 and 2, the rest fire once each, in order. Where the
+/// backend keeps only the heads of its timers in memory, that memory stays within key groups x its
+/// cache size.
+pub fn timers_snapshot_while_firing(f: &dyn Factory) {
+    use crate::timers::{TimeDomain, TimerService};
+    let mut kb = keyed(f, KeyGroupRange::all(MAXP));
+    let mut timers: TimerService<u32> = TimerService::new(&mut kb, "fire").unwrap();
+    // 40 keys with 25 timers each: many per key group, so heads fill and reload.
+    for i in 0..1000i64 {
+        kb.set_current_key(&format!("key{}", i % 40)).unwrap();
+        timers
+            .register(&mut kb, TimeDomain::EventTime, &0, i)
+            .unwrap();
+    }
+    if let Some(cache) = kb.backend().timer_cache_size() {
+        assert!(timers.in_memory() <= MAXP as usize * cache);
+    }
+    let mut snap = None;
+    let mut fired = Vec::new();
+    timers
+        .advance_watermark(&mut kb, 699, |kb, service, t| {
+            fired.push(t.timestamp);
+            if t.timestamp == 300 {
+                // Registered while firing: one due in this advance, one later; and one deleted.
+                service.register(kb, TimeDomain::EventTime, &1, 500)?;
+                service.register(kb, TimeDomain::EventTime, &1, 5000)?;
+                let firing = t.key.clone();
+                kb.set_current_key(&format!("key{}", 600 % 40))?;
+                service.delete(kb, TimeDomain::EventTime, &0, 600)?;
+                kb.set_current_key(&firing)?;
+                snap = Some(snapshot::write(kb.backend().snapshot_view()?.as_ref(), 0)?);
+            }
+            Ok(())
+        })
+        .unwrap();
+    let mut want: Vec<i64> = (0..700).filter(|t| *t != 600).collect();
+    want.push(500);
+    want.sort();
+    assert_eq!(fired, want, "in order, once, the deleted one never");
+    let snap = snap.expect("a snapshot while firing");
+    // After the snapshot: 301..=999 without 600, plus (key of 300, ns 1) at 500 and 5000.
+    let mut rest: Vec<(i64, u32)> = (301..1000).filter(|t| *t != 600).map(|t| (t, 0)).collect();
+    rest.extend([(500, 1), (5000, 1)]);
+    rest.sort();
+    for p in [1u32, 2] {
+        let mut got = Vec::new();
+        let mut held = 0;
+        for kb in rescale(f, std::slice::from_ref(&snap), p).iter_mut() {
+            let mut t: TimerService<u32> = TimerService::new(kb, "fire").unwrap();
+            held += t.len(kb, TimeDomain::EventTime).unwrap();
+            let mut last = i64::MIN;
+            t.advance_watermark(kb, i64::MAX, |_, _, timer| {
+                assert!(timer.timestamp >= last, "in order on each subtask");
+                last = timer.timestamp;
+                got.push((timer.timestamp, timer.namespace));
+                Ok(())
+            })
+            .unwrap();
+            assert!(t.is_empty());
+        }
+        assert_eq!(
+            held,
+            rest.len(),
+            "parallelism {p}: timers held after the restore"
+        );
+        got.sort();
+        assert_eq!(got, rest, "parallelism {p}");
     }
 }

@@ -525,4 +525,7 @@ impl StateBackend for ForstBackend {
     fn adopt(&mut self, meta: StateMeta) -> StateResult<StateId> {
         self.rocks.adopt(meta)
     }
+    fn timer_cache_size(&self) -> Option<usize> {
+        self.rocks.timer_cache_size()
+    }
 }

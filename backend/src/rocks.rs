@@ -509,6 +509,18 @@ impl RocksBackend {
         Ok(b)
     }
 
+    /// A temporary database (removed on drop) with `tuning`.
+    pub fn temporary_tuned(
+        range: KeyGroupRange,
+        max_parallelism: u32,
+        tuning: RocksTuning,
+    ) -> StateResult<Self> {
+        let dir = tempfile::tempdir().map_err(crate::error::local_io("temporary dir"))?;
+        let mut b = Self::open_tuned(dir.path(), range, max_parallelism, None, tuning)?;
+        b._temp = Some(dir);
+        Ok(b)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -993,6 +1005,14 @@ impl StateBackend for RocksBackend {
             Some(id) => crate::backend::readopt(&self.states[id], &meta).map(|_| id),
             None => self.insert_state(meta),
         }
+    }
+
+    fn timer_cache_size(&self) -> Option<usize> {
+        Some(
+            self.tuning
+                .timer_cache_size
+                .unwrap_or(crate::timers::DEFAULT_TIMER_CACHE_SIZE),
+        )
     }
 }
 

@@ -43,6 +43,8 @@ pub struct RocksTuning {
     /// `manifest.max-file-size`; [`DEFAULT_MAX_MANIFEST_FILE_SIZE`] when unset.
     pub max_manifest_file_size: Option<usize>,
     pub use_ingest_db_restore: Option<bool>,
+    /// `timer-service.cache-size`; [`crate::timers::DEFAULT_TIMER_CACHE_SIZE`] when unset.
+    pub timer_cache_size: Option<usize>,
 }
 
 /// MANIFEST size at which RocksDB rolls over to a compact new one, unless configured: small enough
@@ -185,6 +187,13 @@ pub const KEYS: &[OptionSpec] = &[
         Kind::Bool,
         "",
         "When scaling in, bring the other subtasks' key groups in as SST files written aside and ingested; `false` copies them through write batches (memtables, flushes, compactions). Default: true.",
+    ),
+    OptionSpec::new(
+        "timer-service.cache-size",
+        "",
+        Kind::Count,
+        "",
+        "Timers per key group and time domain kept in memory (the earliest ones); the rest stay in the timer state's column family and are read back as the cached ones fire. Timer memory is bounded by key groups x this, whatever the number of timers. At least 1. Default: 128 (Flink's).",
     ),
 ];
 
@@ -339,6 +348,7 @@ impl RocksTuning {
                     t.malloc_mmap_threshold = Some(n);
                 }
                 "use-ingest-db-restore" => t.use_ingest_db_restore = Some(boolean()),
+                "timer-service.cache-size" => t.timer_cache_size = Some(positive()? as usize),
                 _ => unreachable!("checked against KEYS"),
             }
         }

@@ -3,16 +3,29 @@
 //! clock) fires every due timer in timestamp order, with its key current, and timers registered
 //! while firing are honoured in the same advance when they are due.
 //!
-//! Storage: each domain's timers are a keyed state of the backend (`_timers/<name>/event`,
-//! `_timers/<name>/processing`), an entry per timer whose composite key is `(key, namespace,
-//! timestamp)` — so timers are in every snapshot, checkpoint and savepoint, move between backends
-//! with the canonical savepoint format, and restore and rescale by key group exactly like keyed
-//! state, in every backend alike. An in-memory index ordered by timestamp (rebuilt from the state
-//! at start) finds the next due timer.
+//! # Storage
+//! Each domain's timers are a state of the backend (`_timers/<name>/event`,
+//! `_timers/<name>/processing`; in RocksDB and ForSt a column family of their own), an entry per
+//! timer whose key is `[timestamp, 8 bytes, sorting as the number][u32 BE key length][key]
+//! [namespace]`: within a key group the earliest timer is the first entry. Timers are therefore in
+//! every snapshot, checkpoint (incremental for RocksDB and ForSt) and savepoint, move between
+//! backends with the canonical savepoint format, and restore and rescale by key group exactly like
+//! keyed state.
 //!
-//! Not yet: a bounded head cache per key group for RocksDB and ForSt (Flink's
-//! `RocksDBCachingPriorityQueueSet`): the index holds every timer in memory, outside the
-//! backend's memory budget.
+//! # Memory (Flink's `KeyGroupPartitionedPriorityQueue`)
+//! In memory each key group keeps the *head* of its timers: a prefix, in due order, of the timers
+//! the backend holds for it, and whether that prefix is all of them. A set of the key groups'
+//! earliest timestamps orders the key groups. The heap backend keeps every timer (its state is
+//! memory anyway: a priority queue per key group, Flink's heap layout). RocksDB and ForSt keep at
+//! most `timer-service.cache-size` timers per key group (Flink's key, default 128, as its
+//! `RocksDBCachingPriorityQueueSet`), reloading the next ones from the database when a key group's
+//! head runs out: timer memory is bounded by key groups × cache size whatever the number of
+//! timers.
+//!
+//! Invariant, per key group and domain: `head` is the smallest `head.len()` timers the backend
+//! holds, and `complete` says it is all of them; a head is empty only if the key group has no
+//! timers (it is reloaded when it empties). Every change writes the backend first, so a snapshot
+//! taken at any point (even while timers fire) holds exactly the timers not yet fired.
 
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
@@ -20,10 +33,14 @@ use std::marker::PhantomData;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::backend::{StateBackend, StateId, StateKind, composite_key, split_composite};
+use crate::backend::{StateBackend, StateId, StateKind};
 use crate::error::{StateError, StateResult};
 use crate::serializer::{Serde, SerializerId, StateSerializer};
 use crate::states::Keyed;
+
+/// Timers per key group a RocksDB or ForSt backend keeps in memory unless configured
+/// (`state.backend.rocksdb.timer-service.cache-size`, Flink's default).
+pub const DEFAULT_TIMER_CACHE_SIZE: usize = 128;
 
 /// Which clock a timer follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,16 +64,192 @@ fn ts_bytes(ts: i64) -> [u8; 8] {
     ((ts as u64) ^ (1 << 63)).to_be_bytes()
 }
 
-fn ts_of(bytes: &[u8]) -> Option<i64> {
-    let b: [u8; 8] = bytes.try_into().ok()?;
-    Some((u64::from_be_bytes(b) ^ (1 << 63)) as i64)
+/// A timer's key in the backend: timestamp, key (length-prefixed), namespace.
+fn timer_key(ts: i64, key: &[u8], ns: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + key.len() + ns.len());
+    out.extend_from_slice(&ts_bytes(ts));
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(ns);
+    out
 }
 
-/// One domain's timers: the backend state, and the index of due order (timestamp, key group,
-/// composite key).
+/// (timestamp, key, namespace) of a timer's key.
+fn split_timer_key(tk: &[u8]) -> Option<(i64, &[u8], &[u8])> {
+    let ts = u64::from_be_bytes(tk.get(..8)?.try_into().ok()?) ^ (1 << 63);
+    let klen = u32::from_be_bytes(tk.get(8..12)?.try_into().ok()?) as usize;
+    let key = tk.get(12..12usize.checked_add(klen)?)?;
+    Some((ts as i64, key, &tk[12 + klen..]))
+}
+
+fn ts_of(tk: &[u8]) -> i64 {
+    split_timer_key(tk).map_or(i64::MIN, |(ts, _, _)| ts)
+}
+
+/// The head of one key group's timers (see the module's invariant).
+#[derive(Default)]
+struct Head {
+    timers: BTreeSet<Vec<u8>>,
+    complete: bool,
+}
+
+/// One domain's timers: the backend state, each key group's head, and the key groups ordered by
+/// their earliest timer.
 struct Queue {
     state: StateId,
-    index: BTreeSet<(i64, u32, Vec<u8>)>,
+    /// Timers a head keeps at most (`usize::MAX`: all).
+    limit: usize,
+    first_kg: u32,
+    heads: Vec<Head>,
+    order: BTreeSet<(i64, u32)>,
+}
+
+impl Queue {
+    fn open(backend: &dyn StateBackend, state: StateId, limit: usize) -> StateResult<Queue> {
+        let range = backend.key_group_range();
+        let mut q = Queue {
+            state,
+            limit,
+            first_kg: range.start,
+            heads: (0..range.len()).map(|_| Head::default()).collect(),
+            order: BTreeSet::new(),
+        };
+        for kg in range.iter() {
+            q.reload(backend, kg)?;
+        }
+        Ok(q)
+    }
+
+    fn head(&mut self, kg: u32) -> &mut Head {
+        &mut self.heads[(kg - self.first_kg) as usize]
+    }
+
+    fn earliest(&self, kg: u32) -> Option<i64> {
+        self.heads[(kg - self.first_kg) as usize]
+            .timers
+            .first()
+            .map(|tk| ts_of(tk))
+    }
+
+    /// Runs `change` on key group `kg`'s head and keeps `order` in step with its earliest timer.
+    fn update<T>(&mut self, kg: u32, change: impl FnOnce(&mut Head, usize) -> T) -> T {
+        let before = self.earliest(kg);
+        let limit = self.limit;
+        let out = change(self.head(kg), limit);
+        let after = self.earliest(kg);
+        if before != after {
+            if let Some(ts) = before {
+                self.order.remove(&(ts, kg));
+            }
+            if let Some(ts) = after {
+                self.order.insert((ts, kg));
+            }
+        }
+        out
+    }
+
+    /// Fills an empty head of `kg` with the earliest timers the backend holds for it.
+    fn reload(&mut self, backend: &dyn StateBackend, kg: u32) -> StateResult<()> {
+        let limit = self.limit;
+        let loaded = backend.scan_after(self.state, kg, None, limit)?;
+        if let Some((tk, _)) = loaded.iter().find(|(tk, _)| split_timer_key(tk).is_none()) {
+            return Err(StateError::corrupt(
+                "timer state",
+                format!("a timer key of {} bytes that does not split", tk.len()),
+            ));
+        }
+        self.update(kg, |h, limit| {
+            h.complete = loaded.len() < limit;
+            h.timers = loaded.into_iter().map(|(tk, _)| tk).collect();
+        });
+        Ok(())
+    }
+
+    /// Adds timer `tk` of `kg` (nothing changes if it exists).
+    fn add(&mut self, backend: &mut dyn StateBackend, kg: u32, tk: Vec<u8>) -> StateResult<()> {
+        let h = self.head(kg);
+        if h.timers.contains(&tk) {
+            return Ok(());
+        }
+        // An incomplete head takes the timer only if it sorts before its last one: the head stays
+        // a prefix of the key group's timers.
+        let in_head = h.complete || h.timers.last().is_some_and(|last| tk < *last);
+        backend.put(self.state, kg, &tk, &[])?;
+        if in_head {
+            self.update(kg, |h, limit| {
+                h.timers.insert(tk);
+                if h.timers.len() > limit {
+                    // The last stays in the backend only.
+                    h.timers.pop_last();
+                    h.complete = false;
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes timer `tk` of `kg`, if there is one.
+    fn remove(&mut self, backend: &mut dyn StateBackend, kg: u32, tk: &[u8]) -> StateResult<()> {
+        let h = self.head(kg);
+        let in_head = h.timers.contains(tk);
+        if !in_head && h.complete {
+            return Ok(());
+        }
+        backend.delete(self.state, kg, tk)?;
+        if in_head {
+            let emptied = self.update(kg, |h, _| {
+                h.timers.remove(tk);
+                h.timers.is_empty() && !h.complete
+            });
+            if emptied {
+                self.reload(backend, kg)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes and returns the earliest timer of all key groups if it is due at `upto`.
+    fn pop_due(
+        &mut self,
+        backend: &mut dyn StateBackend,
+        upto: i64,
+    ) -> StateResult<Option<(u32, Vec<u8>)>> {
+        let Some(&(ts, kg)) = self.order.first() else {
+            return Ok(None);
+        };
+        if ts > upto {
+            return Ok(None);
+        }
+        let tk = self
+            .head(kg)
+            .timers
+            .first()
+            .cloned()
+            .expect("ordered key groups have timers");
+        self.remove(backend, kg, &tk)?;
+        Ok(Some((kg, tk)))
+    }
+
+    /// Timers held: counted in the heads where they are complete, in the backend elsewhere.
+    fn len(&self, backend: &dyn StateBackend) -> StateResult<usize> {
+        let mut n = 0;
+        for (i, h) in self.heads.iter().enumerate() {
+            if h.complete {
+                n += h.timers.len();
+            } else {
+                let kg = self.first_kg + i as u32;
+                backend.scan_prefix_with(self.state, kg, &[], &mut |_, _| {
+                    n += 1;
+                    true
+                })?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn cached(&self) -> usize {
+        self.heads.iter().map(|h| h.timers.len()).sum()
+    }
 }
 
 /// The timers of one operator (`name`) on a [`Keyed`] backend, namespaces of type `N`.
@@ -70,8 +263,8 @@ pub struct TimerService<N> {
 impl<N> std::fmt::Debug for TimerService<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TimerService")
-            .field("event_timers", &self.queues[0].index.len())
-            .field("processing_timers", &self.queues[1].index.len())
+            .field("event_timers_in_memory", &self.queues[0].cached())
+            .field("processing_timers_in_memory", &self.queues[1].cached())
             .field("watermark", &self.watermark)
             .finish()
     }
@@ -86,27 +279,19 @@ fn slot(domain: TimeDomain) -> usize {
 
 impl<N: Serialize + DeserializeOwned + 'static> TimerService<N> {
     /// The timer service `name` of `kb`'s operator: registers its two states (or finds them
-    /// restored) and indexes the timers they hold (those of the backend's key groups).
+    /// restored) and loads the head of each key group's timers.
     pub fn new<K, B: StateBackend>(kb: &mut Keyed<K, B>, name: &str) -> StateResult<Self> {
         let ns_ser = Serde::<N>::default();
-        let queue = |kb: &mut Keyed<K, B>, domain: &str| -> StateResult<Queue> {
+        let limit = kb.backend().timer_cache_size().unwrap_or(usize::MAX).max(1);
+        let mut queue = |domain: &str| -> StateResult<Queue> {
             let state = kb.register_timer_state(
                 &format!("_timers/{name}/{domain}"),
                 SerializerId::of(&ns_ser as &dyn StateSerializer<N>),
             )?;
-            let mut index = BTreeSet::new();
-            for (kg, ck, _) in kb.backend().entries(state)? {
-                let ts = split_composite(&ck)
-                    .and_then(|(_, _, t)| ts_of(t))
-                    .ok_or_else(|| {
-                        StateError::corrupt("timer state", "a timer key without a timestamp")
-                    })?;
-                index.insert((ts, kg, ck));
-            }
-            Ok(Queue { state, index })
+            Queue::open(kb.backend(), state, limit)
         };
         Ok(TimerService {
-            queues: [queue(kb, "event")?, queue(kb, "processing")?],
+            queues: [queue("event")?, queue("processing")?],
             watermark: i64::MIN,
             ns_ser,
             _n: PhantomData,
@@ -118,21 +303,32 @@ impl<N: Serialize + DeserializeOwned + 'static> TimerService<N> {
         self.watermark
     }
 
-    /// Timers registered and not fired, in `domain`.
-    pub fn len(&self, domain: TimeDomain) -> usize {
-        self.queues[slot(domain)].index.len()
+    /// Timers registered and not fired, in `domain`. Where the backend keeps only the heads in
+    /// memory (RocksDB, ForSt), this reads the timer state of the key groups whose head is not
+    /// all of their timers (as Flink's `size()` does): for tools and tests, not per record.
+    pub fn len<K, B: StateBackend>(
+        &self,
+        kb: &Keyed<K, B>,
+        domain: TimeDomain,
+    ) -> StateResult<usize> {
+        self.queues[slot(domain)].len(kb.backend())
     }
 
+    /// Whether no timer of either domain is registered.
     pub fn is_empty(&self) -> bool {
-        self.queues.iter().all(|q| q.index.is_empty())
+        // A head is empty only when its key group has no timers.
+        self.queues.iter().all(|q| q.order.is_empty())
+    }
+
+    /// Timers held in memory (the heads), both domains: at most key groups × the backend's
+    /// timer cache size for RocksDB and ForSt.
+    pub fn in_memory(&self) -> usize {
+        self.queues.iter().map(Queue::cached).sum()
     }
 
     /// The earliest timer of `domain`, if any.
     pub fn next_timestamp(&self, domain: TimeDomain) -> Option<i64> {
-        self.queues[slot(domain)]
-            .index
-            .first()
-            .map(|(ts, _, _)| *ts)
+        self.queues[slot(domain)].order.first().map(|(ts, _)| *ts)
     }
 
     fn entry<K, B: StateBackend>(
@@ -142,10 +338,7 @@ impl<N: Serialize + DeserializeOwned + 'static> TimerService<N> {
         ts: i64,
     ) -> StateResult<(u32, Vec<u8>)> {
         let (key, kg) = kb.current_key_bytes()?;
-        Ok((
-            kg,
-            composite_key(key, &self.ns_ser.serialize(ns), &ts_bytes(ts)),
-        ))
+        Ok((kg, timer_key(ts, key, &self.ns_ser.serialize(ns))))
     }
 
     /// Registers a timer at `ts` for the current key and `ns` (again: nothing changes).
@@ -156,12 +349,8 @@ impl<N: Serialize + DeserializeOwned + 'static> TimerService<N> {
         ns: &N,
         ts: i64,
     ) -> StateResult<()> {
-        let (kg, ck) = self.entry(kb, ns, ts)?;
-        let q = &mut self.queues[slot(domain)];
-        if q.index.insert((ts, kg, ck.clone())) {
-            kb.backend_mut().put(q.state, kg, &ck, &[])?;
-        }
-        Ok(())
+        let (kg, tk) = self.entry(kb, ns, ts)?;
+        self.queues[slot(domain)].add(kb.backend_mut(), kg, tk)
     }
 
     /// Deletes the timer at `ts` of the current key and `ns`, if there is one.
@@ -172,12 +361,8 @@ impl<N: Serialize + DeserializeOwned + 'static> TimerService<N> {
         ns: &N,
         ts: i64,
     ) -> StateResult<()> {
-        let (kg, ck) = self.entry(kb, ns, ts)?;
-        let q = &mut self.queues[slot(domain)];
-        if q.index.remove(&(ts, kg, ck.clone())) {
-            kb.backend_mut().delete(q.state, kg, &ck)?;
-        }
-        Ok(())
+        let (kg, tk) = self.entry(kb, ns, ts)?;
+        self.queues[slot(domain)].remove(kb.backend_mut(), kg, &tk)
     }
 
     /// Advances event time to `watermark`: fires every event-time timer at or before it, earliest
@@ -221,17 +406,10 @@ impl<N: Serialize + DeserializeOwned + 'static> TimerService<N> {
         K: DeserializeOwned,
     {
         let mut fired = 0;
-        loop {
-            let q = &mut self.queues[slot(domain)];
-            let due = q.index.first().is_some_and(|(ts, _, _)| *ts <= upto);
-            if !due {
-                return Ok(fired);
-            }
-            let (ts, kg, ck) = q.index.pop_first().expect("a due timer");
-            kb.backend_mut().delete(q.state, kg, &ck)?;
-            let (key, ns, _) = split_composite(&ck).ok_or_else(|| {
-                StateError::corrupt("timer state", "a timer key that does not split")
-            })?;
+        // A timer leaves the backend before it fires (Flink polls it first): a snapshot taken in
+        // `on_timer` no longer holds it.
+        while let Some((_, tk)) = self.queues[slot(domain)].pop_due(kb.backend_mut(), upto)? {
+            let (ts, key, ns) = split_timer_key(&tk).expect("checked when loaded or made");
             let key = kb.decode_key(key)?;
             let namespace = self
                 .ns_ser
@@ -249,12 +427,13 @@ impl<N: Serialize + DeserializeOwned + 'static> TimerService<N> {
             )?;
             fired += 1;
         }
+        Ok(fired)
     }
 }
 
 impl<K, B: StateBackend> Keyed<K, B> {
-    /// Registers a timer state: a map state whose user key is the timer's timestamp and whose
-    /// values are empty.
+    /// Registers a timer state: entries keyed by timer key ([`timer_key`]) with empty values,
+    /// stored as a value state (one flat map per key group in every backend).
     fn register_timer_state(
         &mut self,
         name: &str,
@@ -262,19 +441,117 @@ impl<K, B: StateBackend> Keyed<K, B> {
     ) -> StateResult<StateId> {
         let meta = crate::backend::StateMeta {
             name: name.to_string(),
-            kind: StateKind::Map,
+            kind: StateKind::Value,
             key: self.key_serializer_id(),
             namespace,
+            // Version 2: timestamp-first keys (version 1 kept them in (key, namespace) order).
             value: SerializerId {
                 id: "timer".into(),
-                version: 1,
+                version: 2,
             },
-            user_key: Some(SerializerId {
-                id: "timer-timestamp".into(),
-                version: 1,
-            }),
+            user_key: None,
             ttl: None,
         };
         self.backend_mut().register(meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::keygroup::KeyGroupRange;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Register(u32, i64),
+        Delete(u32, i64),
+        Advance(i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..12u32, 0..40i64).prop_map(|(k, t)| Op::Register(k, t)),
+            1 => (0..12u32, 0..40i64).prop_map(|(k, t)| Op::Delete(k, t)),
+            1 => (0..45i64).prop_map(Op::Advance),
+        ]
+    }
+
+    /// Random registrations, deletions and advances against a set of (timestamp, key): each
+    /// advance fires exactly the model's due timers, in timestamp order, and the count and the
+    /// next timestamp agree after every step. Over a backend with tiny heads (1 or 3 per key
+    /// group, 4 key groups) heads fill, spill and reload all the time.
+    fn check<B: StateBackend>(backend: B, ops: &[Op]) {
+        let mut kb: Keyed<u32, B> = Keyed::new(backend);
+        let mut timers: TimerService<u8> = TimerService::new(&mut kb, "t").unwrap();
+        let mut model: BTreeSet<(i64, u32)> = BTreeSet::new();
+        for op in ops {
+            match *op {
+                Op::Register(k, t) => {
+                    kb.set_current_key(&k).unwrap();
+                    timers
+                        .register(&mut kb, TimeDomain::EventTime, &0, t)
+                        .unwrap();
+                    model.insert((t, k));
+                }
+                Op::Delete(k, t) => {
+                    kb.set_current_key(&k).unwrap();
+                    timers
+                        .delete(&mut kb, TimeDomain::EventTime, &0, t)
+                        .unwrap();
+                    model.remove(&(t, k));
+                }
+                Op::Advance(wm) => {
+                    let mut fired = Vec::new();
+                    timers
+                        .advance_watermark(&mut kb, wm, |_, _, t| {
+                            fired.push((t.timestamp, t.key));
+                            Ok(())
+                        })
+                        .unwrap();
+                    assert!(fired.is_sorted_by_key(|(t, _)| *t), "{fired:?}");
+                    let due: Vec<(i64, u32)> = model
+                        .iter()
+                        .copied()
+                        .take_while(|(t, _)| *t <= wm)
+                        .collect();
+                    model.retain(|(t, _)| *t > wm);
+                    fired.sort();
+                    assert_eq!(fired, due);
+                }
+            }
+            assert_eq!(timers.len(&kb, TimeDomain::EventTime).unwrap(), model.len());
+            assert_eq!(
+                timers.next_timestamp(TimeDomain::EventTime),
+                model.first().map(|(t, _)| *t)
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn heap_timers_match_a_model(ops in prop::collection::vec(op(), 1..120)) {
+            check(crate::HeapBackend::new(KeyGroupRange::all(4), 4), &ops);
+        }
+
+        #[cfg(feature = "rocksdb")]
+        #[test]
+        fn rocksdb_timers_with_tiny_heads_match_a_model(
+            ops in prop::collection::vec(op(), 1..120),
+            cache in prop_oneof![Just("1"), Just("3")],
+        ) {
+            let tuning = crate::rocks_options::RocksTuning::from_pairs(&[(
+                "state.backend.rocksdb.timer-service.cache-size",
+                cache,
+            )])
+            .unwrap();
+            let b = crate::RocksBackend::temporary_tuned(KeyGroupRange::all(4), 4, tuning).unwrap();
+            check(b, &ops);
+        }
     }
 }

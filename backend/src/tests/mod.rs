@@ -37,6 +37,25 @@ fn rocksdb_passes_the_conformance_suite_unchanged() {
     });
 }
 
+/// The timer sections again with heads of 2 timers per key group: heads fill, spill to the
+/// column family and reload as timers fire.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_timers_with_a_small_head_cache() {
+    let small = |range, maxp| {
+        let tuning = crate::rocks_options::RocksTuning::from_pairs(&[(
+            "state.backend.rocksdb.timer-service.cache-size",
+            "2",
+        )])
+        .unwrap();
+        Box::new(crate::RocksBackend::temporary_tuned(range, maxp, tuning).unwrap())
+            as Box<dyn StateBackend>
+    };
+    conformance::timers_fire_in_order_once(&small);
+    conformance::timers_restore_and_rescale(&small);
+    conformance::timers_snapshot_while_firing(&small);
+}
+
 #[test]
 fn heap_checkpoints_restore_and_rescale() {
     let (r, _rt) = memory_remote();
