@@ -136,14 +136,14 @@ fn main() -> StateResult<()> {
     let mut first = [Subtask::new(HeapBackend::new(all, MAX_PARALLELISM))?];
     let mut max_ts = i64::MIN;
     run(&mut first, &events, 0, 1_500, &mut max_ts, &mut output)?;
-    // The checkpoint: keyed state and timers through the backend, the source offset and the
-    // watermark's input in operator state (kept beside it by this driver).
+    // The checkpoint: keyed state and timers through the backend, the source's offset and the
+    // watermark's input in the source's operator state, in one job checkpoint.
     let mut source = OperatorState::new();
     let offset = source.list_state::<(u64, i64)>("offset")?;
     offset.update(&mut source, &[(1_500, max_ts)]);
-    let source_snapshot = source.snapshot();
     let mut pending = storage.begin(1, MAX_PARALLELISM);
     first[0].kb.backend_mut().checkpoint(&mut pending)?;
+    pending.add_operator_state("source", 0, 1, &source)?;
     pending.complete()?;
     let committed = output.len();
     let mut lost = Vec::new();
@@ -162,7 +162,8 @@ fn main() -> StateResult<()> {
             (),
         )?)?);
     }
-    let mut source = OperatorState::restore(&source_snapshot)?;
+    // The source stays at parallelism 1.
+    let mut source = storage.restore_operator_state(&latest, "source", 0, 1)?;
     let offset = source.list_state::<(u64, i64)>("offset")?;
     let (from, mut max_ts) = offset.get(&mut source)?[0];
     run(

@@ -4,8 +4,13 @@
 //! <job>/chk-<n>/_metadata        the completed checkpoint (JSON), written last, only if absent
 //! <job>/taskowned/<uuid>         exclusive state files (full snapshots of subtasks)
 //! <job>/shared/<uuid>            files incremental checkpoints share (refcounted by the registry)
-//! <job>/savepoints/<name>/...    self-contained canonical savepoints
+//! <job>/savepoints/<name>/...    self-contained canonical savepoints: `state` (keyed state,
+//!                                any backend's) and `operator-<operator>` (operator state)
 //! ```
+//!
+//! A checkpoint holds keyed state by key-group range ([`SubtaskState`]) and operator state by
+//! operator and instance ([`OperatorPart`]): every instance of an operator that takes part adds
+//! its part, and a checkpoint missing one instance's part is refused at completion.
 //!
 //! A checkpoint is visible only once its `_metadata` exists; an aborted one deletes what it uploaded.
 //! Retention keeps the newest N completed checkpoints; dropping one deletes its exclusive files and
@@ -22,6 +27,7 @@ use statefs_store::{RemoteStore, StoreError, Uploaded};
 use crate::backend::StateBackend;
 use crate::error::{StateError, StateResult};
 use crate::keygroup::KeyGroupRange;
+use crate::operator_state::OperatorState;
 use crate::snapshot::{self, RemoteObject};
 
 /// One subtask's part of a checkpoint.
@@ -42,6 +48,20 @@ pub struct SubtaskState {
 /// The backends whose state a checkpoint may hold.
 pub const BACKENDS: &[&str] = &["heap", "rocksdb", "forst"];
 
+/// One parallel instance's operator state ([`crate::OperatorState`]) in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorPart {
+    /// The operator's name (unique in the job).
+    pub operator: String,
+    /// This instance's index, below `parallelism`.
+    pub subtask: u32,
+    /// The operator's parallelism when the checkpoint was taken.
+    pub parallelism: u32,
+    /// Object key of the instance's snapshot bytes.
+    pub file: String,
+    pub size: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompletedCheckpoint {
     pub format: String,
@@ -50,6 +70,41 @@ pub struct CompletedCheckpoint {
     pub id: u64,
     pub max_parallelism: u32,
     pub subtasks: Vec<SubtaskState>,
+    /// Operator state, every instance of each operator that has some.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operators: Vec<OperatorPart>,
+}
+
+/// Why `parts` are not exactly one part per instance `0..parallelism` of each operator, if
+/// they are not.
+fn operator_parts_problem(parts: &[OperatorPart]) -> Option<String> {
+    let mut by_op: BTreeMap<&str, (u32, BTreeSet<u32>)> = BTreeMap::new();
+    for p in parts {
+        let (par, seen) = by_op
+            .entry(p.operator.as_str())
+            .or_insert((p.parallelism, BTreeSet::new()));
+        if *par != p.parallelism || p.subtask >= p.parallelism {
+            return Some(format!(
+                "operator {:?}: instance {} of {} beside parts of parallelism {par}",
+                p.operator, p.subtask, p.parallelism
+            ));
+        }
+        if !seen.insert(p.subtask) {
+            return Some(format!(
+                "operator {:?}: instance {} twice",
+                p.operator, p.subtask
+            ));
+        }
+    }
+    for (op, (par, seen)) in by_op {
+        if seen.len() != par as usize {
+            let missing: Vec<u32> = (0..par).filter(|i| !seen.contains(i)).collect();
+            return Some(format!(
+                "operator {op:?}: no state of instance(s) {missing:?} of {par}"
+            ));
+        }
+    }
+    None
 }
 
 const FORMAT: &str = "statefs-backend-checkpoint";
@@ -138,6 +193,20 @@ impl CompletedCheckpoint {
                 ));
             }
         }
+        for p in &c.operators {
+            if !p.file.starts_with(&own)
+                || p.file.contains("..")
+                || check_name(&p.operator).is_err()
+            {
+                return Err(StateError::corrupt(
+                    what.to_string(),
+                    "operator state outside the job's directory or of a bad operator name",
+                ));
+            }
+        }
+        if let Some(why) = operator_parts_problem(&c.operators) {
+            return Err(StateError::corrupt(what.to_string(), why));
+        }
         Ok(c)
     }
 }
@@ -195,23 +264,44 @@ pub struct PendingCheckpoint<'a> {
     id: u64,
     max_parallelism: u32,
     subtasks: Vec<SubtaskState>,
+    operators: Vec<OperatorPart>,
     uploaded: Vec<String>,
     done: bool,
     full: bool,
     timestamp_ms: u64,
 }
 
-fn check_job(job: &str) -> StateResult<()> {
-    let ok = !job.is_empty()
-        && job.len() <= 128
-        && job
+/// Job, savepoint and operator names: 1 to 128 of `[A-Za-z0-9_-]` (they become object keys).
+fn check_name(name: &str) -> Result<(), ()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(StateError::Invalid(format!("bad job name {job:?}")))
-    }
+    if ok { Ok(()) } else { Err(()) }
+}
+
+fn check_job(job: &str) -> StateResult<()> {
+    check_name(job).map_err(|_| StateError::Invalid(format!("bad job name {job:?}")))
+}
+
+fn check_operator(operator: &str) -> StateResult<()> {
+    check_name(operator).map_err(|_| {
+        StateError::Invalid(format!(
+            "bad operator name {operator:?}: 1 to 128 of A-Z a-z 0-9 _ -"
+        ))
+    })
+}
+
+const OPERATOR_SAVEPOINT_FORMAT: &str = "statefs-operator-savepoint";
+
+/// A savepoint's operator state: every instance's snapshot bytes, by instance index.
+#[derive(Serialize, Deserialize)]
+struct OperatorSavepoint {
+    format: String,
+    version: u32,
+    operator: String,
+    instances: Vec<Vec<u8>>,
 }
 
 impl CheckpointStorage {
@@ -291,6 +381,7 @@ impl CheckpointStorage {
             id,
             max_parallelism,
             subtasks: Vec::new(),
+            operators: Vec::new(),
             uploaded: Vec::new(),
             done: false,
             full: false,
@@ -346,6 +437,9 @@ impl CheckpointStorage {
         for t in &c.subtasks {
             self.remote.delete(&t.file)?;
         }
+        for p in &c.operators {
+            self.remote.delete(&p.file)?;
+        }
         for f in self.registry.release(id) {
             self.remote.delete(&f)?;
         }
@@ -387,7 +481,167 @@ impl CheckpointStorage {
     }
 }
 
+impl CheckpointStorage {
+    /// The operator state of instance `index` of `operator` running at `parallelism`, from
+    /// checkpoint `c`: the instances' parts redistributed as Flink does
+    /// ([`crate::operator_state::redistribute`]). An operator the checkpoint holds no state of
+    /// starts empty (as in Flink, a new operator).
+    pub fn restore_operator_state(
+        &self,
+        c: &CompletedCheckpoint,
+        operator: &str,
+        index: u32,
+        parallelism: u32,
+    ) -> StateResult<OperatorState> {
+        check_operator(operator)?;
+        check_instance(index, parallelism)?;
+        let mut parts: Vec<&OperatorPart> = c
+            .operators
+            .iter()
+            .filter(|p| p.operator == operator)
+            .collect();
+        parts.sort_by_key(|p| p.subtask);
+        let old = parts
+            .iter()
+            .map(|p| {
+                let bytes = self.remote.get(&p.file).map_err(|e| match e {
+                    StoreError::NotFound { .. } => StateError::corrupt(
+                        format!("checkpoint {} of job {}", c.id, self.job),
+                        format!("operator state file {} is missing", p.file),
+                    ),
+                    e => e.into(),
+                })?;
+                OperatorState::restore(&bytes)
+            })
+            .collect::<StateResult<Vec<_>>>()?;
+        Ok(pick(old, index, parallelism))
+    }
+
+    /// Writes the operator state of all instances of `operator` (by index) into savepoint
+    /// `name`, beside its keyed state ([`CheckpointStorage::savepoint`]). Operator state is the
+    /// same whatever the keyed backend, so any backend's job restores it.
+    pub fn savepoint_operator_state(
+        &self,
+        name: &str,
+        operator: &str,
+        instances: &[OperatorState],
+    ) -> StateResult<String> {
+        check_job(name)?;
+        check_operator(operator)?;
+        let key = format!("{}/savepoints/{name}/operator-{operator}", self.job);
+        let bytes = postcard::to_allocvec(&OperatorSavepoint {
+            format: OPERATOR_SAVEPOINT_FORMAT.into(),
+            version: 1,
+            operator: operator.into(),
+            instances: instances.iter().map(OperatorState::snapshot).collect(),
+        })
+        .expect("operator savepoint serializes");
+        self.remote
+            .put_if_absent(&key, Bytes::from(bytes))
+            .map_err(|e| match e {
+                StoreError::AlreadyExists { .. } => StateError::Invalid(format!(
+                    "savepoint {name} holds operator state of {operator} already"
+                )),
+                e => e.into(),
+            })?;
+        Ok(key)
+    }
+
+    /// The operator state of instance `index` of `operator` at `parallelism` from savepoint
+    /// `name`, redistributed as from a checkpoint; empty if the savepoint has none for it.
+    pub fn restore_savepoint_operator_state(
+        &self,
+        name: &str,
+        operator: &str,
+        index: u32,
+        parallelism: u32,
+    ) -> StateResult<OperatorState> {
+        check_job(name)?;
+        check_operator(operator)?;
+        check_instance(index, parallelism)?;
+        let key = format!("{}/savepoints/{name}/operator-{operator}", self.job);
+        let what = format!("operator state of {operator} in savepoint {name}");
+        let bytes = match self.remote.get(&key) {
+            Ok(b) => b,
+            Err(StoreError::NotFound { .. }) => return Ok(OperatorState::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let sp: OperatorSavepoint =
+            postcard::from_bytes(&bytes).map_err(|e| StateError::corrupt(&what, e.to_string()))?;
+        if sp.format != OPERATOR_SAVEPOINT_FORMAT || sp.version != 1 || sp.operator != operator {
+            return Err(StateError::corrupt(
+                &what,
+                "another format, version or operator",
+            ));
+        }
+        let old = sp
+            .instances
+            .iter()
+            .map(|b| OperatorState::restore(b))
+            .collect::<StateResult<Vec<_>>>()?;
+        Ok(pick(old, index, parallelism))
+    }
+}
+
+fn check_instance(index: u32, parallelism: u32) -> StateResult<()> {
+    if index >= parallelism {
+        return Err(StateError::Invalid(format!(
+            "instance {index} of an operator of parallelism {parallelism}"
+        )));
+    }
+    Ok(())
+}
+
+/// Instance `index`'s share of `old` redistributed to `parallelism`.
+fn pick(old: Vec<OperatorState>, index: u32, parallelism: u32) -> OperatorState {
+    if old.is_empty() {
+        return OperatorState::new();
+    }
+    crate::operator_state::redistribute(&old, parallelism as usize).swap_remove(index as usize)
+}
+
 impl PendingCheckpoint<'_> {
+    /// Adds the operator state of instance `subtask` of `operator` (running at `parallelism`),
+    /// uploaded as task-owned state. Every instance of the operator must add its part before
+    /// [`PendingCheckpoint::complete`].
+    pub fn add_operator_state(
+        &mut self,
+        operator: &str,
+        subtask: u32,
+        parallelism: u32,
+        state: &OperatorState,
+    ) -> StateResult<crate::checkpointed::CheckpointStats> {
+        check_operator(operator)?;
+        check_instance(subtask, parallelism)?;
+        let mut parts = self.operators.clone();
+        parts.push(OperatorPart {
+            operator: operator.into(),
+            subtask,
+            parallelism,
+            file: String::new(),
+            size: 0,
+        });
+        // Only a duplicate or a parallelism mismatch matters here; missing instances may come.
+        if let Some(why) = operator_parts_problem(&parts).filter(|w| !w.contains("no state of")) {
+            return Err(StateError::Invalid(why));
+        }
+        let bytes = state.snapshot();
+        let size = bytes.len() as u64;
+        let file = self.upload_bytes(false, bytes)?;
+        self.operators.push(OperatorPart {
+            operator: operator.into(),
+            subtask,
+            parallelism,
+            file,
+            size,
+        });
+        Ok(crate::checkpointed::CheckpointStats {
+            files: 1,
+            bytes_uploaded: size,
+            bytes_referenced: 0,
+        })
+    }
+
     pub fn registry(&self) -> &SharedStateRegistry {
         &self.storage.registry
     }
@@ -502,6 +756,12 @@ impl PendingCheckpoint<'_> {
     }
 
     fn make_visible(&mut self) -> StateResult<()> {
+        if let Some(why) = operator_parts_problem(&self.operators) {
+            return Err(StateError::Invalid(format!(
+                "checkpoint {} is incomplete: {why}",
+                self.id
+            )));
+        }
         let c = CompletedCheckpoint {
             format: FORMAT.into(),
             version: 1,
@@ -509,6 +769,7 @@ impl PendingCheckpoint<'_> {
             id: self.id,
             max_parallelism: self.max_parallelism,
             subtasks: std::mem::take(&mut self.subtasks),
+            operators: std::mem::take(&mut self.operators),
         };
         let bytes =
             Bytes::from(serde_json::to_vec_pretty(&c).expect("checkpoint metadata serializes"));

@@ -778,3 +778,117 @@ pub fn timers_snapshot_while_firing(f: &dyn Factory) {
         assert_eq!(got, rest, "parallelism {p}");
     }
 }
+
+/// Operator state and timers in job checkpoints beside keyed state: an operator's instances add
+/// their parts, and a restore at another parallelism gives each instance what Flink would (split
+/// lists in consecutive parts, the first ones one longer; union lists whole; broadcast state to
+/// all), with the timers on the subtask owning their keys. A checkpoint missing an instance's
+/// operator state is refused and leaves no file behind. Uses its own job (`operators`) in
+/// `storage`'s store; `open`/`home` as [`checkpoints_restore_and_rescale`].
+pub fn operator_state_in_checkpoints<B: Checkpointed>(
+    storage: &CheckpointStorage,
+    open: &dyn Fn(&str, KeyGroupRange) -> B,
+    home: &dyn Fn(&str) -> B::Home,
+) {
+    use crate::operator_state::OperatorState;
+    use crate::timers::{TimeDomain, TimerService};
+    let mut storage = CheckpointStorage::open(storage.remote().clone(), "operators", 5).unwrap();
+
+    // One instance: 10 offsets (split), 3 names (union), 2 rules (broadcast); 30 timers.
+    let mut source = OperatorState::new();
+    let offsets = source.list_state::<u32>("offsets").unwrap();
+    let names = source.union_list_state::<String>("names").unwrap();
+    let rules = source.broadcast_state::<String, u32>("rules");
+    offsets.update(&mut source, &(0..10).collect::<Vec<_>>());
+    names.update(&mut source, &["a".into(), "b".into(), "c".into()]);
+    rules.put(&mut source, &"max".into(), &9);
+    rules.put(&mut source, &"min".into(), &1);
+    let mut kb = Keyed::new(open("op-first", KeyGroupRange::all(MAXP)));
+    let mut timers: TimerService<u8> = TimerService::new(&mut kb, "t").unwrap();
+    for i in 0..30i64 {
+        kb.set_current_key(&format!("key{i}")).unwrap();
+        timers
+            .register(&mut kb, TimeDomain::EventTime, &0, i)
+            .unwrap();
+    }
+    let mut p = storage.begin(1, MAXP);
+    kb.backend_mut().checkpoint(&mut p).unwrap();
+    p.add_operator_state("source", 0, 1, &source).unwrap();
+    p.complete().unwrap();
+    drop(kb);
+
+    // At parallelism 3: offsets 0..4, 4..7, 7..10 (Flink's round-robin repartitioner).
+    let c = storage.load(1).unwrap();
+    let mut three = Vec::new();
+    let mut fired = Vec::new();
+    for i in 0..3u32 {
+        let mut st = storage.restore_operator_state(&c, "source", i, 3).unwrap();
+        let want: Vec<u32> = [0..4, 4..7, 7..10][i as usize].clone().collect();
+        assert_eq!(offsets.get(&mut st).unwrap(), want, "instance {i} of 3");
+        assert_eq!(names.get(&mut st).unwrap(), ["a", "b", "c"]);
+        assert_eq!(rules.get(&mut st, &"max".into()).unwrap(), Some(9));
+        assert_eq!(rules.entries(&mut st).unwrap().len(), 2);
+        offsets.add(&mut st, &(100 + i));
+        three.push(st);
+        let range = KeyGroupRange::for_operator(MAXP, 3, i);
+        let b = B::restore(&storage, &c, range, home(&format!("op-three-{i}"))).unwrap();
+        let mut kb: Keyed<String, B> = Keyed::new(b);
+        let mut t: TimerService<u8> = TimerService::new(&mut kb, "t").unwrap();
+        t.advance_watermark(&mut kb, i64::MAX, |kb, _, timer| {
+            assert!(
+                range.contains(kb.current_key_bytes()?.1),
+                "fired where its key lives"
+            );
+            fired.push(timer.timestamp);
+            Ok(())
+        })
+        .unwrap();
+    }
+    fired.sort();
+    assert_eq!(fired, (0..30).collect::<Vec<_>>(), "every timer once");
+
+    // Checkpoint 2 from the three instances, restored at 2: the concatenation in instance order
+    // [0 1 2 3 100 4 5 6 101 7 8 9 102] cut into 7 + 6.
+    let mut p = storage.begin(2, MAXP);
+    for (i, st) in three.iter().enumerate() {
+        p.add_operator_state("source", i as u32, 3, st).unwrap();
+    }
+    assert!(
+        p.add_operator_state("source", 1, 3, &three[1]).is_err(),
+        "an instance twice"
+    );
+    p.complete().unwrap();
+    let c = storage.load(2).unwrap();
+    let all = [0, 1, 2, 3, 100, 4, 5, 6, 101, 7, 8, 9, 102];
+    for (i, want) in [&all[..7], &all[7..]].into_iter().enumerate() {
+        let mut st = storage
+            .restore_operator_state(&c, "source", i as u32, 2)
+            .unwrap();
+        assert_eq!(offsets.get(&mut st).unwrap(), want);
+        assert_eq!(
+            names.get(&mut st).unwrap().len(),
+            9,
+            "union of three copies"
+        );
+    }
+    // An operator without state in the checkpoint starts empty; a bad instance is refused.
+    let mut st = storage.restore_operator_state(&c, "sink", 0, 1).unwrap();
+    assert!(
+        st.list_state::<u32>("x")
+            .unwrap()
+            .get(&mut st)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(storage.restore_operator_state(&c, "source", 2, 2).is_err());
+
+    // A checkpoint missing an instance's part is refused; what it uploaded is deleted.
+    let before = storage.remote().list("operators/").unwrap().len();
+    let mut p = storage.begin(3, MAXP);
+    p.add_operator_state("source", 0, 3, &three[0]).unwrap();
+    p.add_operator_state("source", 2, 3, &three[2]).unwrap();
+    let err = p.complete().unwrap_err().to_string();
+    assert!(err.contains("instance(s) [1]"), "{err}");
+    assert_eq!(storage.remote().list("operators/").unwrap().len(), before);
+    assert_eq!(storage.completed_ids().unwrap(), vec![1, 2]);
+}

@@ -116,6 +116,13 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             shared: vec!["job/shared/000009.sst".into()],
             backend: Some("rocksdb".into()),
         }],
+        operators: vec![crate::checkpoint::OperatorPart {
+            operator: "source".into(),
+            subtask: 0,
+            parallelism: 1,
+            file: "job/taskowned/1".into(),
+            size: 12,
+        }],
     };
     vec![
         ("savepoint", harness),

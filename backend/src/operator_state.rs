@@ -11,8 +11,12 @@
 //! restore); [`redistribute`] turns the snapshots of N instances into the states of M, exactly as
 //! Flink's `RoundRobinOperatorStateRepartitioner` assigns them.
 //!
-//! Not yet: operator state inside the job checkpoints of [`crate::checkpoint`] and the canonical
-//! savepoint format (callers store the snapshot bytes themselves for now).
+//! In job checkpoints every instance adds its state
+//! ([`crate::checkpoint::PendingCheckpoint::add_operator_state`]) and a restore at any parallelism
+//! takes its share ([`crate::checkpoint::CheckpointStorage::restore_operator_state`]); savepoints
+//! hold all instances of an operator in one object beside the keyed state
+//! ([`crate::checkpoint::CheckpointStorage::savepoint_operator_state`]). Operator state does not
+//! depend on the keyed backend: a savepoint's moves with it between backends.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;

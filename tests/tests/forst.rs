@@ -1,13 +1,13 @@
 //! ForSt mode: the RocksDB backend on a statefs mount.
 
+use statefs::store::RemoteStore;
 use statefs_backend::checkpoint::CheckpointStorage;
 use statefs_backend::conformance;
 use statefs_backend::keygroup::KeyGroupRange;
-use statefs_backend::snapshot;
 use statefs_backend::states::Keyed;
 use statefs_backend::{
-    Checkpointed, ForstBackend, ForstHome, HeapBackend, RocksBackend, StateBackend, TimeDomain,
-    TimerService,
+    Checkpointed, ForstBackend, ForstHome, HeapBackend, OperatorState, RocksBackend, StateBackend,
+    TimeDomain, TimerService,
 };
 use statefs_tests::Dirs;
 
@@ -45,6 +45,17 @@ fn forst_checkpoints_restore_and_rescale() {
     };
     conformance::checkpoints_restore_and_rescale(
         &mut storage,
+        &|name, range| {
+            let (config, mnt) = place(name);
+            ForstBackend::open(&config, &mnt, range, 128).unwrap()
+        },
+        &|name| {
+            let (config, mnt) = place(name);
+            ForstHome::new(config, mnt)
+        },
+    );
+    conformance::operator_state_in_checkpoints(
+        &storage,
         &|name, range| {
             let (config, mnt) = place(name);
             ForstBackend::open(&config, &mnt, range, 128).unwrap()
@@ -156,30 +167,65 @@ fn savepoints_migrate_heap_rocksdb_forst_heap() {
             .register(&mut heap, TimeDomain::EventTime, &(i % 5), i as i64)
             .unwrap();
     }
-    let sp =
-        |b: &dyn StateBackend| snapshot::write(b.snapshot_view().unwrap().as_ref(), 0).unwrap();
-    let sp1 = sp(heap.backend());
+    // Savepoints through checkpoint storage: keyed state (and timers) from each backend, and an
+    // operator's state (2 instances, then 3, then 1) beside it.
+    let rt = statefs::store::runtime().unwrap();
+    let store = std::sync::Arc::new(statefs::store::ObjectStoreRemote::in_memory(rt));
+    let storage = CheckpointStorage::open(store.clone(), "migrate", 1).unwrap();
+    let mut two = vec![OperatorState::new(), OperatorState::new()];
+    for (i, st) in two.iter_mut().enumerate() {
+        let offsets = st.list_state::<u32>("offsets").unwrap();
+        offsets.update(st, &[i as u32 * 10, i as u32 * 10 + 1]);
+        st.broadcast_state::<String, u32>("rules")
+            .put(st, &"limit".into(), &5);
+    }
+    let savepoint = |name: &str, b: &dyn StateBackend, ops: &[OperatorState]| {
+        storage.savepoint(name, b, 0).unwrap();
+        storage
+            .savepoint_operator_state(name, "source", ops)
+            .unwrap();
+        store
+            .get(&format!("migrate/savepoints/{name}/state"))
+            .unwrap()
+    };
+    let restore_ops = |name: &str, p: u32| -> Vec<OperatorState> {
+        (0..p)
+            .map(|i| {
+                storage
+                    .restore_savepoint_operator_state(name, "source", i, p)
+                    .unwrap()
+            })
+            .collect()
+    };
+    let sp1 = savepoint("sp1", heap.backend(), &two);
     let mut rocks = RocksBackend::temporary(range, 128).unwrap();
-    snapshot::restore(
-        &mut rocks,
-        &[(&sp1 as &dyn snapshot::ByteSource, "savepoint".into())],
-    )
-    .unwrap();
-    let sp2 = sp(&rocks);
+    storage.restore_savepoint("sp1", &mut rocks).unwrap();
+    let three = restore_ops("sp1", 3);
+    savepoint("sp2", &rocks, &three);
     let dirs = Dirs::new();
     let mut forst = ForstBackend::open(&dirs.config(), &dirs.mnt, range, 128).unwrap();
-    snapshot::restore(
-        &mut forst,
-        &[(&sp2 as &dyn snapshot::ByteSource, "savepoint".into())],
-    )
-    .unwrap();
-    let sp3 = sp(&forst);
+    storage.restore_savepoint("sp2", &mut forst).unwrap();
+    let one = restore_ops("sp2", 1);
+    let sp3 = savepoint("sp3", &forst, &one);
     let mut back: Keyed<String, HeapBackend> = Keyed::new(HeapBackend::new(range, 128));
-    snapshot::restore(
-        back.backend_mut(),
-        &[(&sp3 as &dyn snapshot::ByteSource, "savepoint".into())],
-    )
-    .unwrap();
+    storage
+        .restore_savepoint("sp3", back.backend_mut())
+        .unwrap();
+    let mut last = restore_ops("sp3", 1).remove(0);
+    let offsets = last.list_state::<u32>("offsets").unwrap();
+    assert_eq!(
+        offsets.get(&mut last).unwrap(),
+        [0, 1, 10, 11],
+        "split 2 -> 3 -> 1"
+    );
+    let rules = last.broadcast_state::<String, u32>("rules");
+    assert_eq!(rules.get(&mut last, &"limit".into()).unwrap(), Some(5));
+    assert!(
+        storage
+            .savepoint_operator_state("sp3", "source", &one)
+            .is_err(),
+        "a savepoint is written once"
+    );
     check(&mut back, 3_000, 7);
     assert_eq!(sp1, sp3, "every backend writes the same canonical bytes");
     // The timers came along: each fires once, in order, with its key and namespace.

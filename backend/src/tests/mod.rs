@@ -65,6 +65,11 @@ fn heap_checkpoints_restore_and_rescale() {
         &|_, range| HeapBackend::new(range, 128),
         &|_| (),
     );
+    conformance::operator_state_in_checkpoints(
+        &storage,
+        &|_, range| HeapBackend::new(range, 128),
+        &|_| (),
+    );
 }
 
 #[cfg(feature = "rocksdb")]
@@ -75,6 +80,11 @@ fn rocksdb_checkpoints_restore_and_rescale() {
     let dir = tempfile::tempdir().unwrap();
     conformance::checkpoints_restore_and_rescale(
         &mut storage,
+        &|name, range| crate::RocksBackend::open(&dir.path().join(name), range, 128).unwrap(),
+        &|name| crate::RocksHome::new(dir.path().join(name)),
+    );
+    conformance::operator_state_in_checkpoints(
+        &storage,
         &|name, range| crate::RocksBackend::open(&dir.path().join(name), range, 128).unwrap(),
         &|name| crate::RocksHome::new(dir.path().join(name)),
     );
