@@ -157,6 +157,18 @@ impl<K, B: StateBackend> Keyed<K, B> {
         Ok(())
     }
 
+    /// Makes current the key whose serialized bytes are `bytes`, of key group `kg` (known to the
+    /// caller: a timer firing from its key group), without serializing and hashing it again.
+    pub(crate) fn set_current_key_bytes(&mut self, bytes: &[u8], kg: u32) {
+        let mut buf = self.current.take().map(|(b, _)| b).unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        crate::backend::composite_key_into(&mut self.scratch, &buf, &[], &[]);
+        self.backend.prefetch(kg, &self.scratch);
+        self.prefix_len = self.scratch.len();
+        self.current = Some((buf, kg));
+    }
+
     /// The current key's bytes and key group.
     pub(crate) fn current_key_bytes(&self) -> StateResult<(&[u8], u32)> {
         self.current()

@@ -1004,3 +1004,60 @@ fn a_damaged_database_is_a_corruption_error() {
     let err = crate::RocksBackend::open(&db, KeyGroupRange::all(128), 128).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
 }
+
+/// Many timers on RocksDB: memory holds at most key groups x `timer-service.cache-size` of them
+/// (the rest stay in the column family), they fire in order, each once, and a restart (a new
+/// service over the same database, as after a restore) finds the unfired ones. 300k here
+/// (`STATEFS_TIMER_SCALE` for more; the timers bench registers and fires 2M).
+#[test]
+fn rocksdb_timers_at_scale_stay_within_the_head_bound() {
+    use crate::states::Keyed;
+    use crate::timers::{TimeDomain, TimerService};
+    let n: i64 = std::env::var("STATEFS_TIMER_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300_000);
+    let dir = tempfile::tempdir().unwrap();
+    let range = KeyGroupRange::all(128);
+    let mut kb: Keyed<u64, crate::RocksBackend> =
+        Keyed::new(crate::RocksBackend::open(dir.path(), range, 128).unwrap());
+    let mut timers: TimerService<()> = TimerService::new(&mut kb, "scale").unwrap();
+    let bound = 128 * crate::timers::DEFAULT_TIMER_CACHE_SIZE;
+    for i in 0..n {
+        // Timestamps in a scrambled order, 7 per key.
+        let ts = (i * 7_919) % n;
+        kb.set_current_key(&((i / 7) as u64)).unwrap();
+        timers
+            .register(&mut kb, TimeDomain::EventTime, &(), ts)
+            .unwrap();
+        assert!(timers.in_memory() <= bound);
+    }
+    let mut next = 0;
+    let fired = timers
+        .advance_watermark(&mut kb, n / 2 - 1, |_, service, t| {
+            assert_eq!(t.timestamp, next, "in order, each once");
+            next += 1;
+            assert!(service.in_memory() <= bound);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(fired as i64, n / 2);
+    drop(timers);
+    drop(kb);
+    let mut kb: Keyed<u64, crate::RocksBackend> =
+        Keyed::new(crate::RocksBackend::open(dir.path(), range, 128).unwrap());
+    let mut timers: TimerService<()> = TimerService::new(&mut kb, "scale").unwrap();
+    assert!(timers.in_memory() <= bound);
+    assert_eq!(
+        timers.len(&kb, TimeDomain::EventTime).unwrap() as i64,
+        n - n / 2
+    );
+    let fired = timers
+        .advance_watermark(&mut kb, i64::MAX, |_, _, t| {
+            assert_eq!(t.timestamp, next);
+            next += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(fired as i64, n - n / 2);
+}
