@@ -22,6 +22,28 @@ fn forst_passes_the_conformance_suite_unchanged() {
     conformance::run_all(&forst);
 }
 
+/// The timer sections with heads of 2 timers per key group (the key ForSt users set:
+/// `state.backend.forst.timer-service.cache-size`): heads spill to the column family on the
+/// mount and reload from it as timers fire.
+#[test]
+fn forst_timers_with_a_small_head_cache() {
+    let small = |range: KeyGroupRange, maxp: u32| -> Box<dyn StateBackend> {
+        let dirs = Dirs::new();
+        let tuning = statefs_backend::rocks_options::RocksTuning::from_pairs(&[(
+            "state.backend.forst.timer-service.cache-size",
+            "2",
+        )])
+        .unwrap();
+        let b =
+            ForstBackend::open_tuned(&dirs.config(), &dirs.mnt, range, maxp, None, tuning).unwrap();
+        assert_eq!(b.timer_cache_size(), Some(2));
+        Box::new(b.keeping(Box::new(dirs)))
+    };
+    conformance::timers_fire_in_order_once(&small);
+    conformance::timers_restore_and_rescale(&small);
+    conformance::timers_snapshot_while_firing(&small);
+}
+
 /// The checkpoint interface: job checkpoints of ForSt backends (handles naming statefs
 /// checkpoints, each on its own mount of one store) restore and rescale like the others'.
 #[test]
