@@ -37,6 +37,12 @@ pub struct StateMeta {
 }
 
 impl StateMeta {
+    /// Whether this is a timer state of a [`crate::TimerService`]: entries ordered by key, which
+    /// a backend must scan in order cheaply (the heap keeps them in an ordered map).
+    pub fn is_timer_state(&self) -> bool {
+        self.value.id == crate::timers::TIMER_SERIALIZER
+    }
+
     /// Why `self` (registering now) cannot read state written as `old`, if it cannot.
     pub fn incompatibility(&self, old: &StateMeta) -> Option<String> {
         if self.kind != old.kind {

@@ -15,12 +15,12 @@
 //! # Memory (Flink's `KeyGroupPartitionedPriorityQueue`)
 //! In memory each key group keeps the *head* of its timers: a prefix, in due order, of the timers
 //! the backend holds for it, and whether that prefix is all of them. A set of the key groups'
-//! earliest timestamps orders the key groups. The heap backend keeps every timer (its state is
-//! memory anyway: a priority queue per key group, Flink's heap layout). RocksDB and ForSt keep at
-//! most `timer-service.cache-size` timers per key group (Flink's key, default 128, as its
-//! `RocksDBCachingPriorityQueueSet`), reloading the next ones from the database when a key group's
-//! head runs out: timer memory is bounded by key groups × cache size whatever the number of
-//! timers.
+//! earliest timestamps orders the key groups. RocksDB and ForSt keep at most
+//! `timer-service.cache-size` timers per key group in the head (Flink's key, default 128, as its
+//! `RocksDBCachingPriorityQueueSet`), reloading the next ones from the database when a head runs
+//! out: timer memory is bounded by key groups × cache size whatever the number of timers. The heap
+//! backend holds its timer states in ordered maps per key group (`heap/ordered.rs`, its priority
+//! queue per key group), and its heads are 8 timers, so each timer is held once.
 //!
 //! Invariant, per key group and domain: `head` is the smallest `head.len()` timers the backend
 //! holds, and `complete` says it is all of them; a head is empty only if the key group has no
@@ -37,6 +37,9 @@ use crate::backend::{StateBackend, StateId, StateKind};
 use crate::error::{StateError, StateResult};
 use crate::serializer::{Serde, SerializerId, StateSerializer};
 use crate::states::Keyed;
+
+/// The value serializer id that marks a timer state ([`crate::backend::StateMeta::is_timer_state`]).
+pub const TIMER_SERIALIZER: &str = "timer";
 
 /// Timers per key group a RocksDB or ForSt backend keeps in memory unless configured
 /// (`state.backend.rocksdb.timer-service.cache-size`, Flink's default).
@@ -480,7 +483,7 @@ impl<K, B: StateBackend> Keyed<K, B> {
             namespace,
             // Version 2: timestamp-first keys (version 1 kept them in (key, namespace) order).
             value: SerializerId {
-                id: "timer".into(),
+                id: TIMER_SERIALIZER.into(),
                 version: 2,
             },
             user_key: None,
