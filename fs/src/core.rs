@@ -234,6 +234,38 @@ pub struct FsCore {
     fds: Arc<fds::FdBudget>,
     /// Keeps the exclusive locks on the local dir and the cache dir for the life of the core.
     _dir_lock: (File, File),
+    /// Declared last, so dropped last: signals that the core is gone and the locks above closed.
+    released: ReleaseOnDrop,
+}
+
+/// Whether a core is gone: what an unmount waits for before it returns, so that the local and cache
+/// dirs are free for the next mount when it does. The core's last reference may be dropped on one
+/// of its workers after the mount's own (workers hold the core weakly and take it for each request),
+/// so the mount's drop alone does not end it.
+#[derive(Debug, Default)]
+pub struct Released {
+    gone: Mutex<bool>,
+    cv: parking_lot::Condvar,
+}
+
+impl Released {
+    /// Waits until the core is gone (its workers finish the request they hold it for).
+    pub fn wait(&self) {
+        let mut gone = self.gone.lock();
+        while !*gone {
+            self.cv.wait(&mut gone);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ReleaseOnDrop(Arc<Released>);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        *self.0.gone.lock() = true;
+        self.0.cv.notify_all();
+    }
 }
 
 pub(crate) fn now_ns() -> i64 {
@@ -267,6 +299,11 @@ pub(crate) fn validate_name(name: &str) -> FsResult<()> {
 }
 
 impl FsCore {
+    /// Signalled when this core is gone (see [`Released`]).
+    pub fn released(&self) -> Arc<Released> {
+        self.released.0.clone()
+    }
+
     /// Marks keys in flight until the returned guard is dropped.
     pub(crate) fn in_flight(&self) -> objects::InFlight<'_> {
         self.objects.in_flight()

@@ -548,6 +548,8 @@ pub struct MountHandle {
     pub fuse_metrics: Arc<FuseMetrics>,
     pub status: Arc<FuseStatus>,
     pub endpoints: Option<Endpoints>,
+    /// Signalled when the core is gone: the unmount waits for it.
+    released: Arc<crate::core::Released>,
     _runtime: Arc<tokio::runtime::Runtime>,
 }
 
@@ -570,6 +572,7 @@ impl MountHandle {
         })?;
         Ok(MountHandle {
             session: Some(session),
+            released: p.core.released(),
             core: Some(p.core),
             mountpoint: p.mountpoint,
             remote_metrics: p.remote_metrics,
@@ -649,10 +652,16 @@ impl MountHandle {
     fn unmount_inner(&mut self) -> std::io::Result<()> {
         let r = match self.session.take() {
             Some(s) => unmount_path(&self.mountpoint).and_then(|_| s.join()),
-            None => Ok(()),
+            None => return Ok(()),
         };
-        self.core.take();
+        // The endpoints' handlers hold the core: they go first.
         self.endpoints.take();
+        self.core.take();
+        if r.is_ok() {
+            // The session ended, so nothing but a worker finishing its request holds the core:
+            // wait for it, so that the dirs are free when the unmount returns.
+            self.released.wait();
+        }
         r
     }
 }

@@ -472,6 +472,31 @@ fn special_files_survive_a_remount() {
     assert_eq!(kind(&dirs.mnt.join("p")), "fifo");
 }
 
+/// An unmount returns only once the core is gone and its local and cache dirs are free, even when
+/// background work of the core (its workers hold it weakly and take it for a request) still holds
+/// it at the unmount: a mount of the same dirs right after succeeds. Before, the last reference
+/// could drop on a worker thread after the unmount returned, and the next mount found the local
+/// dir locked by its own process (`special_files_survive_a_remount` failed that way in CI).
+#[test]
+fn a_remount_right_after_an_unmount_finds_the_dirs_free() {
+    let dirs = Dirs::new();
+    let m = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
+    let weak = std::sync::Arc::downgrade(m.core());
+    let (taken, wait) = std::sync::mpsc::channel();
+    // What a worker does: take the core for a request that outlasts the unmount.
+    let worker = std::thread::spawn(move || {
+        let core = weak.upgrade().expect("mounted");
+        taken.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(core);
+    });
+    wait.recv().unwrap();
+    drop(m);
+    let again = MountHandle::mount(&dirs.config(), &dirs.mnt);
+    assert!(again.is_ok(), "{:?}", again.err());
+    worker.join().unwrap();
+}
+
 /// What a user copies a database directory with: `cp -a` and `tar` onto the mount and back keep
 /// file types, symlinks, hard links, modes and modification times.
 #[test]

@@ -463,6 +463,7 @@ impl FsCore {
             metrics: Default::default(),
             fds: Arc::new(super::fds::FdBudget::from_rlimit()),
             _dir_lock: (local.lock, local.cache_lock),
+            released: Default::default(),
         });
         core.recover()?;
         // I1: the record exists before this mount creates any object.
