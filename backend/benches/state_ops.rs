@@ -22,21 +22,10 @@ use std::time::{Duration, Instant};
 
 use statefs_backend::{HeapBackend, Keyed};
 
+mod proc;
 mod shapes;
+use proc::rss;
 use shapes::*;
-
-/// Resident set size now, bytes (/proc/self/status).
-fn rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|st| {
-            st.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb << 10)
-}
 
 /// Memory a preload added, per key. Meaningful when the section runs alone (`BENCH_ONLY`): memory
 /// freed by an earlier section is reused and hides growth.

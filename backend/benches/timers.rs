@@ -26,6 +26,9 @@ use statefs_backend::keygroup::KeyGroupRange;
 use statefs_backend::states::Keyed;
 use statefs_backend::{HeapBackend, RocksBackend, StateBackend, TimeDomain, TimerService};
 
+mod proc;
+use proc::rss;
+
 const KEY_GROUPS: u32 = 128;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -33,19 +36,6 @@ fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-/// Resident set size now, bytes.
-fn rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|st| {
-            st.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb << 10)
 }
 
 /// splitmix64: the same sequence as FlinkTimerReference's.

@@ -65,28 +65,16 @@ fn forst_checkpoints_restore_and_rescale() {
             statefs::MountConfig::new(dirs.remote_url(), root.join("local"), root.join("cache"));
         (config, root.join("mnt"))
     };
-    conformance::checkpoints_restore_and_rescale(
-        &mut storage,
-        &|name, range| {
-            let (config, mnt) = place(name);
-            ForstBackend::open(&config, &mnt, range, 128).unwrap()
-        },
-        &|name| {
-            let (config, mnt) = place(name);
-            ForstHome::new(config, mnt)
-        },
-    );
-    conformance::operator_state_in_checkpoints(
-        &storage,
-        &|name, range| {
-            let (config, mnt) = place(name);
-            ForstBackend::open(&config, &mnt, range, 128).unwrap()
-        },
-        &|name| {
-            let (config, mnt) = place(name);
-            ForstHome::new(config, mnt)
-        },
-    );
+    let open = |name: &str, range| {
+        let (config, mnt) = place(name);
+        ForstBackend::open(&config, &mnt, range, 128).unwrap()
+    };
+    let home = |name: &str| {
+        let (config, mnt) = place(name);
+        ForstHome::new(config, mnt)
+    };
+    conformance::checkpoints_restore_and_rescale(&mut storage, &open, &home);
+    conformance::operator_state_in_checkpoints(&storage, &open, &home);
 }
 
 fn write(kb: &mut Keyed<String, ForstBackend>, n: u32, round: u32) {
