@@ -128,6 +128,73 @@ pub fn split_composite(ck: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 /// One entry of a state: key group, composite key, value.
 pub type Entry = (u32, Vec<u8>, Vec<u8>);
 
+/// An entry about to be read: state, key group, composite key ([`StateBackend::preload`]).
+pub type ReadKey = (StateId, u32, Vec<u8>);
+
+/// Tells when a [`StateBackend::preload`] is done. Done or not, nothing observable depends on it:
+/// reads are correct either way, only faster once it is done.
+#[derive(Debug, Clone, Default)]
+pub struct Preload {
+    /// `None`: nothing to wait for.
+    state: Option<std::sync::Arc<PreloadState>>,
+}
+
+#[derive(Debug, Default)]
+struct PreloadState {
+    /// Parts still running.
+    left: std::sync::Mutex<usize>,
+    done: std::sync::Condvar,
+}
+
+impl PreloadState {
+    fn left(&self) -> std::sync::MutexGuard<'_, usize> {
+        // A counter has no invariant a panic could break.
+        self.left.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Preload {
+    /// A preload with nothing to wait for.
+    pub fn ready() -> Preload {
+        Preload { state: None }
+    }
+
+    /// A preload of `parts` parts, each ended by one [`Preload::part_done`] (whether it loaded or
+    /// failed: a failed load only means a slower read).
+    pub fn of_parts(parts: usize) -> Preload {
+        Preload {
+            state: Some(std::sync::Arc::new(PreloadState {
+                left: std::sync::Mutex::new(parts),
+                done: std::sync::Condvar::new(),
+            })),
+        }
+    }
+
+    pub fn part_done(&self) {
+        if let Some(s) = &self.state {
+            let mut left = s.left();
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                s.done.notify_all();
+            }
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state.as_ref().is_none_or(|s| *s.left() == 0)
+    }
+
+    /// Blocks until every part is done.
+    pub fn wait(&self) {
+        if let Some(s) = &self.state {
+            let mut left = s.left();
+            while *left > 0 {
+                left = s.done.wait(left).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+    }
+}
+
 pub trait StateBackend: Send {
     /// `heap`, `rocksdb`, `forst`.
     fn name(&self) -> &'static str;
@@ -213,6 +280,19 @@ pub trait StateBackend: Send {
     fn load(&mut self, s: StateId, entries: Vec<Entry>) -> StateResult<()>;
     /// States known from a restore, registered before any descriptor asks for them.
     fn adopt(&mut self, meta: StateMeta) -> StateResult<StateId>;
+    /// A hint, given by the async State API before it runs a batch of requests: the entries at
+    /// `keys` are about to be read. A backend may load them (RocksDB: point reads on its read
+    /// threads, which bring the blocks into its block cache, and on ForSt the SST blocks into the
+    /// mount's cache, many at once) so that the reads that follow are served from memory. Nothing
+    /// observable changes; the default has nothing to load.
+    fn preload(&self, _keys: Vec<ReadKey>) -> Preload {
+        Preload::ready()
+    }
+    /// Whether [`StateBackend::preload`] loads anything: the async State API batches requests
+    /// only for backends that do, and runs them at once on the others (the heap).
+    fn reads_ahead(&self) -> bool {
+        false
+    }
     /// Timers per key group a [`crate::TimerService`] keeps in memory, the rest staying in the
     /// backend; `None` (the default, the heap backend): all of them.
     fn timer_cache_size(&self) -> Option<usize> {
@@ -311,6 +391,12 @@ impl StateBackend for Box<dyn StateBackend> {
     }
     fn timer_cache_size(&self) -> Option<usize> {
         (**self).timer_cache_size()
+    }
+    fn preload(&self, keys: Vec<ReadKey>) -> Preload {
+        (**self).preload(keys)
+    }
+    fn reads_ahead(&self) -> bool {
+        (**self).reads_ahead()
     }
 }
 

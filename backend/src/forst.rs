@@ -528,4 +528,10 @@ impl StateBackend for ForstBackend {
     fn timer_cache_size(&self) -> Option<usize> {
         self.rocks.timer_cache_size()
     }
+    fn preload(&self, keys: Vec<crate::backend::ReadKey>) -> crate::backend::Preload {
+        self.rocks.preload(keys)
+    }
+    fn reads_ahead(&self) -> bool {
+        self.rocks.reads_ahead()
+    }
 }

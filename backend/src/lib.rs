@@ -7,6 +7,7 @@
 //! mount, SST files on an object store; feature `forst`). Both features are on by default; with
 //! `default-features = false` the heap backend builds without RocksDB or FUSE.
 
+pub mod asyncstate;
 pub mod backend;
 pub mod checkpoint;
 pub mod checkpointed;

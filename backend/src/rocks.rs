@@ -25,6 +25,7 @@ use crate::rocks_options::RocksTuning;
 
 pub(crate) mod manifest_log;
 mod merge;
+mod preload;
 
 /// An SST a checkpoint of this backend uploaded: its object and the CRC32C of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +35,11 @@ pub(crate) struct UploadedSst {
 }
 
 pub struct RocksBackend {
-    db: DB,
+    /// The read threads of [`StateBackend::preload`], started by the first; declared first so
+    /// that dropping the backend waits for their running reads before anything else goes.
+    preloader: std::sync::OnceLock<preload::Preloader>,
+    /// Shared only with running preload jobs (see `rocks/preload.rs`).
+    db: std::sync::Arc<DB>,
     path: PathBuf,
     range: KeyGroupRange,
     max_parallelism: u32,
@@ -379,9 +384,15 @@ pub(crate) fn rocks_err(e: rocksdb::Error) -> StateError {
 
 fn db_key(kg: u32, ck: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + ck.len());
-    k.extend_from_slice(&(kg as u16).to_be_bytes());
-    k.extend_from_slice(ck);
+    db_key_into(&mut k, kg, ck);
     k
+}
+
+/// [`db_key`] into a reused buffer.
+fn db_key_into(out: &mut Vec<u8>, kg: u32, ck: &[u8]) {
+    out.clear();
+    out.extend_from_slice(&(kg as u16).to_be_bytes());
+    out.extend_from_slice(ck);
 }
 
 impl RocksBackend {
@@ -480,7 +491,8 @@ impl RocksBackend {
         }
         .map_err(rocks_err)?;
         Ok(RocksBackend {
-            db,
+            preloader: std::sync::OnceLock::new(),
+            db: std::sync::Arc::new(db),
             path: path.to_path_buf(),
             range,
             max_parallelism,
@@ -701,6 +713,15 @@ impl RocksBackend {
         (&self.db, self.cf(self.by_name[state]))
     }
 
+    /// The database, to create or drop a column family: preload jobs are waited for first, so no
+    /// other reference is held (see `rocks/preload.rs`).
+    fn db_mut(&mut self) -> &mut DB {
+        if let Some(p) = self.preloader.get() {
+            p.wait_idle();
+        }
+        std::sync::Arc::get_mut(&mut self.db).expect("no preload job runs")
+    }
+
     fn cf(&self, s: StateId) -> &rocksdb::ColumnFamily {
         self.db
             .cf_handle(&self.cf_names[s])
@@ -744,7 +765,7 @@ impl RocksBackend {
             opts.set_compaction_filter("statefs-ttl", ttl_filter(slot.clone()));
             self.ttl_slots.insert(name.to_string(), slot);
         }
-        self.db.create_cf(name, &opts).map_err(rocks_err)?;
+        self.db_mut().create_cf(name, &opts).map_err(rocks_err)?;
         self.cf_opts.push(opts);
         Ok(())
     }
@@ -761,7 +782,7 @@ impl RocksBackend {
         }
         if self.db.cf_handle(ttl_name).is_some() {
             tracing::warn!(state, "an interrupted move of a TTL state is redone");
-            self.db.drop_cf(ttl_name).map_err(rocks_err)?;
+            self.db_mut().drop_cf(ttl_name).map_err(rocks_err)?;
             self.ttl_slots.remove(ttl_name);
         }
         self.create_family(ttl_name, true)?;
@@ -785,7 +806,7 @@ impl RocksBackend {
                 .map_err(rocks_err)?;
             self.db.flush_cf(to).map_err(rocks_err)?;
         }
-        self.db.drop_cf(&old).map_err(rocks_err)?;
+        self.db_mut().drop_cf(&old).map_err(rocks_err)?;
         tracing::info!(state, entries, "moved a TTL state to its own column family");
         Ok(())
     }
@@ -1005,6 +1026,20 @@ impl StateBackend for RocksBackend {
             Some(id) => crate::backend::readopt(&self.states[id], &meta).map(|_| id),
             None => self.insert_state(meta),
         }
+    }
+
+    fn reads_ahead(&self) -> bool {
+        true
+    }
+
+    fn preload(&self, keys: Vec<crate::backend::ReadKey>) -> crate::backend::Preload {
+        let threads = self
+            .tuning
+            .read_threads
+            .unwrap_or(crate::rocks_options::DEFAULT_READ_THREADS);
+        self.preloader
+            .get_or_init(|| preload::Preloader::new(threads))
+            .preload(&self.db, std::sync::Arc::new(self.cf_names.clone()), keys)
     }
 
     fn timer_cache_size(&self) -> Option<usize> {

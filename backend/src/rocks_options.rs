@@ -45,7 +45,14 @@ pub struct RocksTuning {
     pub use_ingest_db_restore: Option<bool>,
     /// `timer-service.cache-size`; [`crate::timers::DEFAULT_TIMER_CACHE_SIZE`] when unset.
     pub timer_cache_size: Option<usize>,
+    /// `executor.read-io-parallelism`; [`DEFAULT_READ_THREADS`] when unset.
+    pub read_threads: Option<usize>,
 }
+
+/// Read threads of the async State API's preloads unless configured. ForSt's own default is 3,
+/// each thread running one MultiGet whose block reads proceed in parallel; statefs' threads issue
+/// point reads, so reads in flight are as many as threads, and a store 20 ms away needs tens.
+pub const DEFAULT_READ_THREADS: usize = 16;
 
 /// MANIFEST size at which RocksDB rolls over to a compact new one, unless configured: small enough
 /// that copying it at every checkpoint stays cheap, large enough that rollovers (a snapshot of
@@ -187,6 +194,13 @@ pub const KEYS: &[OptionSpec] = &[
         Kind::Bool,
         "",
         "When scaling in, bring the other subtasks' key groups in as SST files written aside and ingested; `false` copies them through write batches (memtables, flushes, compactions). Default: true.",
+    ),
+    OptionSpec::new(
+        "executor.read-io-parallelism",
+        "",
+        Kind::Count,
+        "",
+        "Threads that read, ahead of the task thread, the entries a batch of async State API requests is about to read (point reads: as many in flight as threads; ForSt's threads each run a MultiGet). At least 1. Default: 16 (ForSt's: 3).",
     ),
     OptionSpec::new(
         "timer-service.cache-size",
@@ -349,6 +363,7 @@ impl RocksTuning {
                 }
                 "use-ingest-db-restore" => t.use_ingest_db_restore = Some(boolean()),
                 "timer-service.cache-size" => t.timer_cache_size = Some(positive()? as usize),
+                "executor.read-io-parallelism" => t.read_threads = Some(positive()? as usize),
                 _ => unreachable!("checked against KEYS"),
             }
         }

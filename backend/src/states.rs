@@ -157,6 +157,22 @@ impl<K, B: StateBackend> Keyed<K, B> {
         Ok(())
     }
 
+    /// `key`'s serialized bytes and key group, checked against this backend's range, without
+    /// making it current.
+    pub(crate) fn key_bytes_of(&self, key: &K) -> StateResult<(Vec<u8>, u32)> {
+        let mut bytes = Vec::new();
+        self.key_ser.serialize_into(key, &mut bytes);
+        let kg = key_group_of(&bytes, self.backend.max_parallelism());
+        let range = self.backend.key_group_range();
+        if !range.contains(kg) {
+            return Err(StateError::KeyOutOfRange {
+                key_group: kg,
+                range,
+            });
+        }
+        Ok((bytes, kg))
+    }
+
     /// Makes current the key whose serialized bytes are `bytes`, of key group `kg` (known to the
     /// caller: a timer firing from its key group), without serializing and hashing it again.
     pub(crate) fn set_current_key_bytes(&mut self, bytes: &[u8], kg: u32) {
@@ -341,10 +357,10 @@ pub trait Aggregate<IN, ACC, OUT>: Send + Sync {
 
 /// What every state handle has: id, name, namespace and TTL.
 #[derive(Clone)]
-struct Inner {
-    id: StateId,
+pub(crate) struct Inner {
+    pub(crate) id: StateId,
     name: String,
-    namespace: Vec<u8>,
+    pub(crate) namespace: Vec<u8>,
     ttl: Option<TtlConfig>,
 }
 
@@ -518,8 +534,8 @@ macro_rules! namespace_methods {
 }
 
 pub struct ValueState<V> {
-    inner: Inner,
-    ser: Arc<dyn StateSerializer<V>>,
+    pub(crate) inner: Inner,
+    pub(crate) ser: Arc<dyn StateSerializer<V>>,
 }
 
 impl<V> ValueState<V> {
@@ -617,8 +633,8 @@ fn push_element(buf: &mut Vec<u8>, stamp: Option<u64>, value: impl FnOnce(&mut V
 }
 
 pub struct ListState<V> {
-    inner: Inner,
-    ser: Arc<dyn StateSerializer<V>>,
+    pub(crate) inner: Inner,
+    pub(crate) ser: Arc<dyn StateSerializer<V>>,
 }
 
 impl<V> ListState<V> {
@@ -763,9 +779,9 @@ impl<V> ListState<V> {
 }
 
 pub struct MapState<UK, V> {
-    inner: Inner,
-    ser: Arc<dyn StateSerializer<V>>,
-    uk: Arc<dyn StateSerializer<UK>>,
+    pub(crate) inner: Inner,
+    pub(crate) ser: Arc<dyn StateSerializer<V>>,
+    pub(crate) uk: Arc<dyn StateSerializer<UK>>,
 }
 
 impl<UK, V> MapState<UK, V> {
@@ -909,9 +925,9 @@ impl<UK, V> MapState<UK, V> {
 }
 
 pub struct ReducingState<V> {
-    inner: Inner,
-    ser: Arc<dyn StateSerializer<V>>,
-    reduce: Arc<dyn Fn(V, V) -> V + Send + Sync>,
+    pub(crate) inner: Inner,
+    pub(crate) ser: Arc<dyn StateSerializer<V>>,
+    pub(crate) reduce: Arc<dyn Fn(V, V) -> V + Send + Sync>,
 }
 
 impl<V> ReducingState<V> {
@@ -933,10 +949,10 @@ impl<V> ReducingState<V> {
 }
 
 pub struct AggregatingState<IN, ACC, OUT> {
-    inner: Inner,
-    ser: Arc<dyn StateSerializer<ACC>>,
-    agg: Arc<dyn Aggregate<IN, ACC, OUT>>,
-    _p: PhantomData<fn(IN) -> OUT>,
+    pub(crate) inner: Inner,
+    pub(crate) ser: Arc<dyn StateSerializer<ACC>>,
+    pub(crate) agg: Arc<dyn Aggregate<IN, ACC, OUT>>,
+    pub(crate) _p: PhantomData<fn(IN) -> OUT>,
 }
 
 impl<IN, ACC, OUT> AggregatingState<IN, ACC, OUT> {

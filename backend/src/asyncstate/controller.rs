@@ -1,0 +1,455 @@
+//! [`AsyncKeyed`]: the execution controller of the async State API (Flink's
+//! `AsyncExecutionController`), on the task thread.
+//!
+//! A record enters with its key and an `async` body. Bodies run on this thread only; a state call
+//! inside one issues a request at once and returns a [`StateFuture`] that completes when the
+//! controller has run the request.
+//!
+//! Invariants:
+//! - **Per-key order.** A record holds its key from its first poll until its body returns; a record
+//!   of a held key waits, in arrival order, and starts when the holder finishes. So records of one
+//!   key run strictly in arrival order, and their requests too.
+//! - **Requests run in issue order** on the task thread, with the issuing record's key current,
+//!   through the sync State API: the semantics (TTL, lists, maps, merges) are the sync API's.
+//!   Requests are buffered and run in batches; before a batch runs, the backend is told which
+//!   entries it will read ([`crate::StateBackend::preload`]) and the batch runs once they are
+//!   loaded. Backends that load nothing ahead (the heap) run each request at once.
+//! - **Bounded.** At most `in_flight_records_limit` records are in the controller (running or
+//!   waiting for their key); [`AsyncKeyed::process`] runs batches until there is room
+//!   (back-pressure).
+//! - **Drain.** [`AsyncKeyed::drain`] returns when no record is in flight: a checkpoint taken then
+//!   (through [`AsyncKeyed::keyed_mut`], which drains) never holds half of a record.
+//!
+//! A body may await only state futures of its own record (as Flink's `StateFuture`s are only
+//! completed by the controller); a body that waits on anything else fails with an error.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::backend::{Preload, ReadKey, StateBackend, StateId};
+use crate::error::{StateError, StateResult};
+use crate::states::Keyed;
+
+/// Flink's `execution.async-state.*` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsyncOptions {
+    /// `execution.async-state.in-flight-records-limit`: records in the controller at most.
+    /// Default 6000.
+    pub in_flight_records_limit: usize,
+    /// `execution.async-state.buffer-size`: requests buffered before a batch runs. Default 1000.
+    pub buffer_size: usize,
+    /// `execution.async-state.buffer-timeout`: the oldest buffered request's age at which a batch
+    /// runs anyway (checked as records arrive). Default 1 s.
+    pub buffer_timeout: Duration,
+}
+
+impl Default for AsyncOptions {
+    fn default() -> Self {
+        AsyncOptions {
+            in_flight_records_limit: 6000,
+            buffer_size: 1000,
+            buffer_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl AsyncOptions {
+    /// Reads Flink's keys from `(key, value)` pairs; other keys are ignored, a bad value is an
+    /// error naming the key. Counts are at least 1; the timeout is a duration (`ms`, `s`, ...; a
+    /// bare number is milliseconds).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> StateResult<AsyncOptions> {
+        use statefs_store::options::{Kind, Value, parse_value};
+        let mut o = AsyncOptions::default();
+        for (key, v) in pairs {
+            let bad = |why: String| StateError::Invalid(format!("`{key}` = {v:?}: {why}"));
+            let count = || match parse_value(Kind::Count, v).map_err(bad)? {
+                Value::Count(n) if n >= 1 => {
+                    usize::try_from(n).map_err(|_| bad("too large".into()))
+                }
+                _ => Err(bad("at least 1".into())),
+            };
+            match *key {
+                "execution.async-state.in-flight-records-limit" => {
+                    o.in_flight_records_limit = count()?
+                }
+                "execution.async-state.buffer-size" => o.buffer_size = count()?,
+                "execution.async-state.buffer-timeout" => {
+                    o.buffer_timeout = match parse_value(Kind::Duration, v).map_err(bad)? {
+                        Value::Duration(d) => d,
+                        _ => unreachable!("a duration"),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// What a request does on the task thread (its result goes to its future).
+type Op<K, B> = Box<dyn FnOnce(&mut Keyed<K, B>)>;
+
+/// A request of a record: runs with the record's key current.
+pub(crate) struct Request<K, B: StateBackend> {
+    record: usize,
+    read: Option<ReadKey>,
+    op: Op<K, B>,
+}
+
+/// What record contexts share with the controller.
+pub(crate) struct Shared<K, B: StateBackend> {
+    buffer: RefCell<Vec<Request<K, B>>>,
+    /// When the oldest buffered request was issued.
+    oldest: Cell<Option<Instant>>,
+    /// Requests issued and not run, by record.
+    outstanding: RefCell<HashMap<usize, usize>>,
+}
+
+/// The context of one record: its key, and the way its state calls reach the controller.
+pub struct RecordContext<K, B: StateBackend> {
+    record: usize,
+    key: Rc<[u8]>,
+    kg: u32,
+    shared: Rc<Shared<K, B>>,
+}
+
+impl<K, B: StateBackend> Clone for RecordContext<K, B> {
+    fn clone(&self) -> Self {
+        RecordContext {
+            record: self.record,
+            key: self.key.clone(),
+            kg: self.kg,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<K: 'static, B: StateBackend + 'static> RecordContext<K, B> {
+    /// The record's key, serialized.
+    pub fn key_bytes(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Issues a request: `op` runs on the keyed backend with this record's key current, after the
+    /// record's earlier requests; `read` names the entry it reads, if one, for the backend to load
+    /// ahead.
+    pub(crate) fn request<T: 'static>(
+        &self,
+        read: Option<(StateId, Vec<u8>)>,
+        op: impl FnOnce(&mut Keyed<K, B>) -> StateResult<T> + 'static,
+    ) -> StateFuture<T> {
+        let slot: Rc<RefCell<Option<StateResult<T>>>> = Rc::new(RefCell::new(None));
+        let out = slot.clone();
+        let (key, kg) = (self.key.clone(), self.kg);
+        let request = Request {
+            record: self.record,
+            read: read.map(|(s, ck)| (s, kg, ck)),
+            op: Box::new(move |kb: &mut Keyed<K, B>| {
+                kb.set_current_key_bytes(&key, kg);
+                *out.borrow_mut() = Some(op(kb));
+            }),
+        };
+        let mut buffer = self.shared.buffer.borrow_mut();
+        if buffer.is_empty() {
+            self.shared.oldest.set(Some(Instant::now()));
+        }
+        buffer.push(request);
+        *self
+            .shared
+            .outstanding
+            .borrow_mut()
+            .entry(self.record)
+            .or_default() += 1;
+        StateFuture { slot }
+    }
+
+    /// Runs `f` on the keyed backend with this record's key current, in order with the record's
+    /// other requests: the sync State API (or a timer service) from inside an async record.
+    pub fn sync<T: 'static>(
+        &self,
+        f: impl FnOnce(&mut Keyed<K, B>) -> StateResult<T> + 'static,
+    ) -> StateFuture<T> {
+        self.request(None, f)
+    }
+}
+
+/// The result of a state call, once the controller has run its request.
+#[must_use = "a state future does nothing unless awaited (its request is issued already)"]
+pub struct StateFuture<T> {
+    slot: Rc<RefCell<Option<StateResult<T>>>>,
+}
+
+impl<T> Future for StateFuture<T> {
+    type Output = StateResult<T>;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.slot.borrow_mut().take() {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        }
+    }
+}
+
+type Body = Pin<Box<dyn Future<Output = StateResult<()>>>>;
+
+struct Record {
+    body: Body,
+    key: Rc<[u8]>,
+}
+
+/// A keyed backend driven through the async State API (see the module doc).
+pub struct AsyncKeyed<K, B: StateBackend> {
+    kb: Keyed<K, B>,
+    shared: Rc<Shared<K, B>>,
+    records: Vec<Option<Record>>,
+    free: Vec<usize>,
+    in_flight: usize,
+    /// Keys held by a record, each with the records waiting for it, in arrival order.
+    keys: HashMap<Rc<[u8]>, VecDeque<usize>>,
+    batches: VecDeque<(Vec<Request<K, B>>, Preload)>,
+    opts: AsyncOptions,
+    /// Whether the backend loads ahead (else requests run at once).
+    batching: bool,
+    /// The first failure of a record body, reported by the next call; later calls fail too.
+    failed: Option<StateError>,
+    stopped: bool,
+}
+
+impl<K, B: StateBackend> std::fmt::Debug for AsyncKeyed<K, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncKeyed")
+            .field("in_flight", &self.in_flight)
+            .field("batches", &self.batches.len())
+            .field("options", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend + 'static> AsyncKeyed<K, B> {
+    pub fn new(kb: Keyed<K, B>, opts: AsyncOptions) -> Self {
+        let batching = kb.backend().reads_ahead();
+        AsyncKeyed {
+            kb,
+            shared: Rc::new(Shared {
+                buffer: RefCell::new(Vec::new()),
+                oldest: Cell::new(None),
+                outstanding: RefCell::new(HashMap::new()),
+            }),
+            records: Vec::new(),
+            free: Vec::new(),
+            in_flight: 0,
+            keys: HashMap::new(),
+            batches: VecDeque::new(),
+            opts,
+            batching,
+            failed: None,
+            stopped: false,
+        }
+    }
+
+    /// Records in the controller (running or waiting for their key).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// The keyed backend, for registering states and for sync access, once every record in
+    /// flight has finished ([`AsyncKeyed::drain`]).
+    pub fn keyed_mut(&mut self) -> StateResult<&mut Keyed<K, B>> {
+        self.drain()?;
+        Ok(&mut self.kb)
+    }
+
+    /// Drains and gives the keyed backend back.
+    pub fn into_keyed(mut self) -> StateResult<Keyed<K, B>> {
+        self.drain()?;
+        let AsyncKeyed { kb, .. } = self;
+        Ok(kb)
+    }
+
+    fn check(&mut self) -> StateResult<()> {
+        if let Some(e) = self.failed.take() {
+            self.stopped = true;
+            return Err(e);
+        }
+        if self.stopped {
+            return Err(StateError::Invalid(
+                "the async State API stopped after a record failed".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes in a record of `key`: `body` gets the record's context and returns the record's
+    /// processing. It starts now if no record of `key` is in flight, else after those. Waits
+    /// (running batches) while `in_flight_records_limit` records are in flight. An error of an
+    /// earlier record is returned here (or by the next call), and the controller stops.
+    pub fn process<F, Fut>(&mut self, key: &K, body: F) -> StateResult<()>
+    where
+        F: FnOnce(RecordContext<K, B>) -> Fut,
+        Fut: Future<Output = StateResult<()>> + 'static,
+    {
+        self.check()?;
+        while self.in_flight >= self.opts.in_flight_records_limit.max(1) {
+            self.progress(true)?;
+            self.check()?;
+        }
+        let (bytes, kg) = self.kb.key_bytes_of(key)?;
+        let key: Rc<[u8]> = bytes.into();
+        let record = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.records.push(None);
+                self.records.len() - 1
+            }
+        };
+        let ctx = RecordContext {
+            record,
+            key: key.clone(),
+            kg,
+            shared: self.shared.clone(),
+        };
+        self.records[record] = Some(Record {
+            body: Box::pin(body(ctx)),
+            key: key.clone(),
+        });
+        self.in_flight += 1;
+        match self.keys.get_mut(&key) {
+            Some(waiting) => waiting.push_back(record),
+            None => {
+                self.keys.insert(key, VecDeque::new());
+                self.run_records(vec![record]);
+            }
+        }
+        let buffered = self.shared.buffer.borrow().len();
+        let timed_out = self
+            .shared
+            .oldest
+            .get()
+            .is_some_and(|t| t.elapsed() >= self.opts.buffer_timeout);
+        if !self.batching || buffered >= self.opts.buffer_size.max(1) || timed_out {
+            self.flush();
+        }
+        self.progress(false)?;
+        self.check()
+    }
+
+    /// Runs every record in flight to its end.
+    pub fn drain(&mut self) -> StateResult<()> {
+        self.check()?;
+        while self.in_flight > 0 || !self.batches.is_empty() {
+            self.progress(true)?;
+            self.check()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the buffered requests into a batch and has the backend load what it will read.
+    fn flush(&mut self) {
+        let requests = std::mem::take(&mut *self.shared.buffer.borrow_mut());
+        self.shared.oldest.set(None);
+        if requests.is_empty() {
+            return;
+        }
+        let preload = if self.batching {
+            let reads = requests.iter().filter_map(|r| r.read.clone()).collect();
+            self.kb.backend().preload(reads)
+        } else {
+            Preload::ready()
+        };
+        self.batches.push_back((requests, preload));
+    }
+
+    /// Runs the oldest batch if its entries are loaded (or, when `block`, once they are), then
+    /// resumes the records it completed. With no batch, seals the buffer into one.
+    fn progress(&mut self, block: bool) -> StateResult<()> {
+        loop {
+            let Some((_, preload)) = self.batches.front() else {
+                if self.shared.buffer.borrow().is_empty() {
+                    if block && self.in_flight > 0 {
+                        // Every record in flight waits on its key or on a request; requests are
+                        // buffered or batched; so this is unreachable while the bodies only await
+                        // state futures (run_records fails the others).
+                        return Err(StateError::Invalid(format!(
+                            "{} records in flight and no request to run",
+                            self.in_flight
+                        )));
+                    }
+                    return Ok(());
+                }
+                self.flush();
+                continue;
+            };
+            if !preload.is_done() {
+                if !block {
+                    return Ok(());
+                }
+                preload.wait();
+            }
+            let (requests, _) = self.batches.pop_front().expect("a front batch");
+            let mut completed = Vec::new();
+            for r in requests {
+                (r.op)(&mut self.kb);
+                let mut outstanding = self.shared.outstanding.borrow_mut();
+                let n = outstanding.get_mut(&r.record).expect("counted when issued");
+                *n -= 1;
+                if *n == 0 {
+                    outstanding.remove(&r.record);
+                    completed.push(r.record);
+                }
+            }
+            self.run_records(completed);
+            return Ok(());
+        }
+    }
+
+    /// Polls `ready` records, and the records of their keys that a finished one lets in.
+    fn run_records(&mut self, ready: Vec<usize>) {
+        let mut ready: VecDeque<usize> = ready.into();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        while let Some(i) = ready.pop_front() {
+            let Some(record) = self.records[i].as_mut() else {
+                continue;
+            };
+            let outcome = match record.body.as_mut().poll(&mut cx) {
+                Poll::Ready(r) => r,
+                Poll::Pending => {
+                    if self.shared.outstanding.borrow().contains_key(&i) {
+                        continue;
+                    }
+                    Err(StateError::Invalid(
+                        "a record's body awaited something other than its state futures".into(),
+                    ))
+                }
+            };
+            if let Err(e) = outcome
+                && self.failed.is_none()
+                && !self.stopped
+            {
+                self.failed = Some(e);
+            }
+            // The record is done: its key goes to the next record of the key, if any.
+            let record = self.records[i].take().expect("polled above");
+            self.free.push(i);
+            self.in_flight -= 1;
+            let waiting = self
+                .keys
+                .get_mut(&record.key)
+                .expect("a running record holds its key");
+            match waiting.pop_front() {
+                Some(next) => ready.push_back(next),
+                None => {
+                    self.keys.remove(&record.key);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::keygroup::KeyGroupRange;
+use crate::states::Keyed;
+use crate::{HeapBackend, StateError};
+
+fn heap() -> Keyed<u32, HeapBackend> {
+    Keyed::new(HeapBackend::new(KeyGroupRange::all(16), 16))
+}
+
+fn small_batches() -> AsyncOptions {
+    AsyncOptions {
+        in_flight_records_limit: 7,
+        buffer_size: 3,
+        ..Default::default()
+    }
+}
+
+/// A record stream: (key, value), each record adds its value to a list of its key, counts it, and
+/// logs (key, the count it saw) in the order records ran.
+fn run_counts<B: StateBackend + 'static>(
+    kb: Keyed<u32, B>,
+    opts: AsyncOptions,
+    records: &[(u32, u32)],
+) -> (Vec<(u32, u64)>, Keyed<u32, B>) {
+    let limit = opts.in_flight_records_limit;
+    let mut ctl = AsyncKeyed::new(kb, opts);
+    let count = ctl.value_state::<u64>("count", None).unwrap();
+    let list = ctl.list_state::<u32>("list", None).unwrap();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    for &(k, v) in records {
+        let (count, list, log) = (count.clone(), list.clone(), log.clone());
+        ctl.process(&k, move |ctx| async move {
+            let n = count.value(&ctx).await?.unwrap_or(0);
+            // Two requests issued before either is awaited: they run in issue order.
+            let a = count.update(&ctx, n + 1);
+            let b = list.add(&ctx, v);
+            a.await?;
+            b.await?;
+            log.borrow_mut().push((k, n + 1));
+            Ok(())
+        })
+        .unwrap();
+        assert!(ctl.in_flight() <= limit);
+    }
+    let kb = ctl.into_keyed().unwrap();
+    let log = log.borrow().clone();
+    (log, kb)
+}
+
+/// What the sync API gives for the same stream, record after record.
+fn sync_counts<B: StateBackend>(kb: &mut Keyed<u32, B>, records: &[(u32, u32)]) -> Vec<(u32, u64)> {
+    let count = kb.value_state::<u64>("count", None).unwrap();
+    let list = kb.list_state::<u32>("list", None).unwrap();
+    records
+        .iter()
+        .map(|&(k, v)| {
+            kb.set_current_key(&k).unwrap();
+            let n = count.value(kb).unwrap().unwrap_or(0) + 1;
+            count.update(kb, &n).unwrap();
+            list.add(kb, &v).unwrap();
+            (k, n)
+        })
+        .collect()
+}
+
+fn state_of<B: StateBackend>(kb: &mut Keyed<u32, B>, keys: u32) -> Vec<(Option<u64>, Vec<u32>)> {
+    let count = kb.value_state::<u64>("count", None).unwrap();
+    let list = kb.list_state::<u32>("list", None).unwrap();
+    (0..keys)
+        .map(|k| {
+            kb.set_current_key(&k).unwrap();
+            (count.value(kb).unwrap(), list.get(kb).unwrap())
+        })
+        .collect()
+}
+
+/// Per key, the async run saw the counts 1, 2, 3... in arrival order, and ends in the sync
+/// API's state; records of different keys may interleave.
+fn check_matches_sync<B: StateBackend + 'static>(
+    fresh: impl Fn() -> Keyed<u32, B>,
+    opts: AsyncOptions,
+    records: &[(u32, u32)],
+) {
+    let (log, mut kb) = run_counts(fresh(), opts, records);
+    let mut sync = fresh();
+    let want = sync_counts(&mut sync, records);
+    for key in 0..8 {
+        let got: Vec<u64> = log
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, n)| *n)
+            .collect();
+        let exp: Vec<u64> = want
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(got, exp, "key {key}: per-key order");
+    }
+    assert_eq!(log.len(), records.len(), "every record ran once");
+    assert_eq!(state_of(&mut kb, 8), state_of(&mut sync, 8));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Random streams over the heap: per-key order, and the sync API's results.
+    #[test]
+    fn heap_async_matches_sync(records in prop::collection::vec((0u32..8, any::<u32>()), 0..200)) {
+        check_matches_sync(heap, small_batches(), &records);
+    }
+
+    /// The same over RocksDB, whose requests are batched behind preloads that finish in any
+    /// order relative to new records arriving.
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn rocksdb_async_matches_sync(
+        records in prop::collection::vec((0u32..8, any::<u32>()), 0..120),
+        buffer in 1usize..6,
+        limit in 1usize..10,
+    ) {
+        let fresh = || Keyed::new(crate::RocksBackend::temporary(KeyGroupRange::all(16), 16).unwrap());
+        let opts = AsyncOptions { in_flight_records_limit: limit, buffer_size: buffer, ..Default::default() };
+        check_matches_sync(fresh, opts, &records);
+    }
+}
+
+#[test]
+fn every_state_kind_through_the_async_api() {
+    let mut ctl = AsyncKeyed::new(heap(), small_batches());
+    let m = ctl.map_state::<String, i32>("m", None).unwrap();
+    let r = ctl
+        .reducing_state::<u64>("sum", |a, b| a + b, None)
+        .unwrap();
+    let v = ctl.value_state::<String>("v", None).unwrap();
+    let windowed = v.in_namespace(&7u64);
+    let out = Rc::new(RefCell::new(Vec::new()));
+    let o = out.clone();
+    let (m2, r2, v2, w2) = (m.clone(), r.clone(), v.clone(), windowed.clone());
+    ctl.process(&1, move |ctx| async move {
+        m2.put_all(&ctx, vec![("b".into(), 2), ("a".into(), 1)])
+            .await?;
+        m2.put(&ctx, "c".into(), 3).await?;
+        m2.remove(&ctx, "b".into()).await?;
+        r2.add(&ctx, 5).await?;
+        r2.add(&ctx, 7).await?;
+        v2.update(&ctx, "default".into()).await?;
+        w2.update(&ctx, "window 7".into()).await?;
+        let entries = m2.entries(&ctx).await?;
+        let has_b = m2.contains(&ctx, "b".into()).await?;
+        let a = m2.get(&ctx, "a".into()).await?;
+        let sum = r2.get(&ctx).await?;
+        let (d, w) = (v2.value(&ctx).await?, w2.value(&ctx).await?);
+        o.borrow_mut()
+            .push(format!("{entries:?} {has_b} {a:?} {sum:?} {d:?} {w:?}"));
+        w2.clear(&ctx).await?;
+        let cleared = w2.value(&ctx).await?;
+        o.borrow_mut().push(format!("{cleared:?}"));
+        Ok(())
+    })
+    .unwrap();
+    ctl.drain().unwrap();
+    assert_eq!(
+        *out.borrow(),
+        [
+            r#"[("a", 1), ("c", 3)] false Some(1) Some(12) Some("default") Some("window 7")"#,
+            "None"
+        ]
+    );
+}
+
+#[test]
+fn a_failed_record_stops_the_controller_with_its_error() {
+    let mut ctl = AsyncKeyed::new(heap(), small_batches());
+    let v = ctl.value_state::<u32>("v", None).unwrap();
+    let v2 = v.clone();
+    // Reported by the call during which the record failed (here at once: the heap runs requests
+    // as they come) or by the next.
+    let err = ctl
+        .process(&1, move |ctx| async move {
+            v2.value(&ctx).await?;
+            Err(StateError::Invalid("the record's own error".into()))
+        })
+        .and_then(|_| ctl.drain())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the record's own error"), "{err}");
+    let later = ctl
+        .process(&2, |_| async { Ok(()) })
+        .unwrap_err()
+        .to_string();
+    assert!(later.contains("stopped"), "{later}");
+}
+
+#[test]
+fn a_body_awaiting_something_else_is_an_error() {
+    let mut ctl = AsyncKeyed::new(heap(), small_batches());
+    ctl.process(&1, |_| async {
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+    .unwrap_err();
+}
+
+#[test]
+fn options_from_flink_keys() {
+    let o = AsyncOptions::from_pairs(&[
+        ("execution.async-state.in-flight-records-limit", "100"),
+        ("execution.async-state.buffer-size", "10"),
+        ("execution.async-state.buffer-timeout", "5 ms"),
+        ("other.key", "x"),
+    ])
+    .unwrap();
+    assert_eq!(
+        (o.in_flight_records_limit, o.buffer_size, o.buffer_timeout),
+        (100, 10, std::time::Duration::from_millis(5))
+    );
+    let err = AsyncOptions::from_pairs(&[("execution.async-state.buffer-size", "0")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("execution.async-state.buffer-size"), "{err}");
+}
