@@ -97,6 +97,18 @@ impl ForstBackend {
     ) -> StateResult<Self> {
         let mount =
             MountHandle::mount(config, mountpoint).map_err(|e| fs_err("statefs mount", e))?;
+        Self::open_mounted(mount, range, max_parallelism, shared, tuning)
+    }
+
+    /// [`ForstBackend::open_tuned`] on a mount made by the caller (for example over a store
+    /// behind its own layers: `MountHandle::mount_with_remote`).
+    pub fn open_mounted(
+        mount: MountHandle,
+        range: KeyGroupRange,
+        max_parallelism: u32,
+        shared: Option<Arc<SharedResources>>,
+        tuning: RocksTuning,
+    ) -> StateResult<Self> {
         let db_dir = mount.mountpoint().join("db");
         let rocks = RocksBackend::open_tuned(
             &db_dir,

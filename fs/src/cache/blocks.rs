@@ -135,12 +135,24 @@ impl BlockCache {
     }
 
     /// Reads `offset..offset+len` of the object (clipped to its size).
+    /// The read-ahead of a read of `len` bytes at `offset` of an object of `size` bytes, from the
+    /// reader's `pattern` (updated). Kept apart from [`BlockCache::read`] so that a handle's
+    /// pattern is locked only for this, never during a fetch: reads of one handle from many
+    /// threads fetch at the same time.
+    pub fn readahead(&self, pattern: &mut ReadPattern, offset: u64, len: u64, size: u64) -> u64 {
+        let end = (offset + len).min(size);
+        if offset >= end {
+            return 0;
+        }
+        pattern.advance(offset, end, &self.cfg)
+    }
+
     pub fn read(
         &self,
         obj: ObjectRef<'_>,
         offset: u64,
         len: u64,
-        pattern: &mut ReadPattern,
+        readahead: u64,
         stats: &mut BlockStats,
     ) -> Result<Vec<u8>, StoreError> {
         let ObjectRef { remote, key, size } = obj;
@@ -149,7 +161,6 @@ impl BlockCache {
             return Ok(Vec::new());
         }
         let bs = self.cfg.block_size;
-        let readahead = pattern.advance(offset, end, &self.cfg);
         let first = offset / bs;
         let last = (end - 1) / bs;
         let last_ahead = ((end + readahead).min(size) - 1) / bs;
@@ -340,9 +351,7 @@ mod tests {
         };
         let mut st = BlockStats::default();
         // Blocks 1 and 2 (4096..12288).
-        cache
-            .read(obj, 5000, 5000, &mut ReadPattern::default(), &mut st)
-            .unwrap();
+        cache.read(obj, 5000, 5000, 0, &mut st).unwrap();
         assert!(cache.holds("data/f", size, 4096, 8192));
         assert!(cache.holds("data/f", size, 6000, 100));
         assert!(
@@ -381,9 +390,8 @@ mod tests {
                     // Sequential (readahead grows to its maximum), from a different start each.
                     let mut off = t * (1 << 20);
                     for _ in 0..400 {
-                        cache
-                            .read(obj, off % size, 8192, &mut pattern, &mut st)
-                            .unwrap();
+                        let ahead = cache.readahead(&mut pattern, off % size, 8192, size);
+                        cache.read(obj, off % size, 8192, ahead, &mut st).unwrap();
                         assert!(cache.resident_bytes() <= cfg().memory);
                         off += 8192;
                     }
@@ -411,7 +419,7 @@ mod tests {
                 },
                 500_000,
                 100,
-                &mut ReadPattern::default(),
+                0,
                 &mut st,
             )
             .unwrap();
@@ -431,7 +439,7 @@ mod tests {
                 },
                 8190,
                 10,
-                &mut ReadPattern::default(),
+                0,
                 &mut st,
             )
             .unwrap();
@@ -447,7 +455,7 @@ mod tests {
                 },
                 500_010,
                 50,
-                &mut ReadPattern::default(),
+                0,
                 &mut st,
             )
             .unwrap();
@@ -464,6 +472,7 @@ mod tests {
         let mut out = Vec::new();
         let mut off = 0;
         while off < data.len() as u64 {
+            let ahead = cache.readahead(&mut p, off, 4096, data.len() as u64);
             out.extend(
                 cache
                     .read(
@@ -474,7 +483,7 @@ mod tests {
                         },
                         off,
                         4096,
-                        &mut p,
+                        ahead,
                         &mut st,
                     )
                     .unwrap(),
@@ -510,7 +519,7 @@ mod tests {
                             },
                             100,
                             200,
-                            &mut ReadPattern::default(),
+                            0,
                             &mut st,
                         )
                         .unwrap()
@@ -537,7 +546,7 @@ mod tests {
                 },
                 9_000,
                 5_000,
-                &mut ReadPattern::default(),
+                0,
                 &mut st,
             )
             .unwrap();
@@ -552,7 +561,7 @@ mod tests {
                     },
                     10_000,
                     10,
-                    &mut ReadPattern::default(),
+                    0,
                     &mut st
                 )
                 .unwrap()

@@ -317,20 +317,22 @@ impl FsCore {
                     return read_full_at(&*self.use_file(lazy)?, offset, size);
                 }
                 let mut stats = crate::cache::BlockStats::default();
-                let data = {
-                    let mut pattern = pattern.lock();
-                    self.cache.blocks.read(
-                        crate::cache::ObjectRef {
-                            remote: self.remote.as_ref(),
-                            key,
-                            size: *len,
-                        },
-                        offset,
-                        size as u64,
-                        &mut pattern,
-                        &mut stats,
-                    )
-                };
+                // The pattern's lock is not held during the fetch (see `BlockCache::readahead`).
+                let readahead =
+                    self.cache
+                        .blocks
+                        .readahead(&mut pattern.lock(), offset, size as u64, *len);
+                let data = self.cache.blocks.read(
+                    crate::cache::ObjectRef {
+                        remote: self.remote.as_ref(),
+                        key,
+                        size: *len,
+                    },
+                    offset,
+                    size as u64,
+                    readahead,
+                    &mut stats,
+                );
                 self.metrics
                     .remote_reads
                     .fetch_add(stats.gets, Ordering::Relaxed);

@@ -1,0 +1,278 @@
+//! The async State API against the sync one on ForSt over a distant store, beside the RocksDB
+//! backend on local disk, in one run: a keyed count (value state `u64 -> u64`, +1 per record) over
+//! `KEYS` keys, records drawn Zipf-skewed (`ZIPF`, default 0.99, as Nexmark's hot bids), on ForSt
+//! whose store answers every call after `LATENCY_MS` (20: a `file://` store behind the fault
+//! layer), with the mount's file cache at 100%, 10% and 0% of the state. Per configuration:
+//! records/s, p99 record latency (from `process` to the end of the record's body; sync: one record)
+//! and remote GETs per record. Root (ForSt mounts).
+//!
+//! The state is loaded with no latency, the database compacted, and the mount's cache limited
+//! before the timed records run; RocksDB's block cache (`BLOCK_CACHE_MB`, 8) and the mount's
+//! cold-block memory (4 MiB) are small beside the state, so reads that miss the file cache go to
+//! the store.
+//!
+//!   KEYS=2000000 RECORDS=20000 SYNC_RECORDS=1000 LATENCY_MS=20 cargo bench -p statefs-backend --bench async_state
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use statefs_backend::asyncstate::{AsyncKeyed, AsyncOptions};
+use statefs_backend::keygroup::KeyGroupRange;
+use statefs_backend::rocks_options::RocksTuning;
+use statefs_backend::states::Keyed;
+use statefs_backend::{ForstBackend, RocksBackend, StateBackend};
+use statefs_store::{
+    FailingRemote, FaultPlan, MetricsRemote, RemoteMetrics, RemoteSpec, RemoteStore,
+};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Keys of `n` records, Zipf(`s`) over `keys` keys (rank 1 hottest), scattered so hot keys are
+/// not neighbours; one fixed sequence.
+fn zipf_keys(n: usize, keys: u64, s: f64, seed: u64) -> Vec<u64> {
+    // Inverse CDF over a table of cumulative weights (keys up to a few million).
+    let mut cdf = Vec::with_capacity(keys as usize);
+    let mut total = 0.0;
+    for r in 1..=keys {
+        total += 1.0 / (r as f64).powf(s);
+        cdf.push(total);
+    }
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = (x >> 11) as f64 / (1u64 << 53) as f64 * total;
+            let rank = cdf.partition_point(|c| *c < u) as u64;
+            rank.wrapping_mul(0x9E37_79B9_7F4A_7C15) % keys
+        })
+        .collect()
+}
+
+fn tuning(block_cache_mb: u64) -> RocksTuning {
+    RocksTuning::from_pairs(&[
+        (
+            "state.backend.rocksdb.block.cache-size",
+            &format!("{block_cache_mb}mb"),
+        ),
+        (
+            "state.backend.rocksdb.compaction.level.target-file-size-base",
+            "8mb",
+        ),
+        (
+            "state.backend.rocksdb.executor.read-io-parallelism",
+            &env("READ_THREADS", 64).to_string(),
+        ),
+    ])
+    .unwrap()
+}
+
+fn load<B: StateBackend>(kb: &mut Keyed<u64, B>, keys: u64) {
+    let count = kb.value_state::<u64>("count", None).unwrap();
+    for k in 0..keys {
+        kb.set_current_key(&k).unwrap();
+        count.update(kb, &1).unwrap();
+    }
+}
+
+struct Result {
+    records_s: f64,
+    p99_ms: f64,
+    gets_per_record: f64,
+}
+
+fn p99(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v.get(v.len() * 99 / 100)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+/// The sync API: one record after another.
+fn run_sync<B: StateBackend>(
+    kb: &mut Keyed<u64, B>,
+    keys: &[u64],
+    gets: &dyn Fn() -> u64,
+) -> Result {
+    let count = kb.value_state::<u64>("count", None).unwrap();
+    let before = gets();
+    let mut lat = Vec::with_capacity(keys.len());
+    let t = Instant::now();
+    for k in keys {
+        let r = Instant::now();
+        kb.set_current_key(k).unwrap();
+        let n = count.value(kb).unwrap().unwrap_or(0);
+        count.update(kb, &(n + 1)).unwrap();
+        lat.push(r.elapsed());
+    }
+    Result {
+        records_s: keys.len() as f64 / t.elapsed().as_secs_f64(),
+        p99_ms: p99(lat),
+        gets_per_record: (gets() - before) as f64 / keys.len() as f64,
+    }
+}
+
+/// The async API: records in flight, per-key order kept by the controller.
+fn run_async<B: StateBackend + 'static>(
+    kb: Keyed<u64, B>,
+    keys: &[u64],
+    gets: &dyn Fn() -> u64,
+) -> (Result, Keyed<u64, B>) {
+    let mut ctl = AsyncKeyed::new(kb, AsyncOptions::default());
+    let count = ctl.value_state::<u64>("count", None).unwrap();
+    let lat = Rc::new(RefCell::new(Vec::with_capacity(keys.len())));
+    let before = gets();
+    let t = Instant::now();
+    for k in keys {
+        let (count, lat, start) = (count.clone(), lat.clone(), Instant::now());
+        ctl.process(k, move |ctx| async move {
+            let n = count.value(&ctx).await?.unwrap_or(0);
+            count.update(&ctx, n + 1).await?;
+            lat.borrow_mut().push(start.elapsed());
+            Ok(())
+        })
+        .unwrap();
+    }
+    ctl.drain().unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let kb = ctl.into_keyed().unwrap();
+    let lat = lat.borrow().clone();
+    (
+        Result {
+            records_s: keys.len() as f64 / secs,
+            p99_ms: p99(lat),
+            gets_per_record: (gets() - before) as f64 / keys.len() as f64,
+        },
+        kb,
+    )
+}
+
+fn main() {
+    let keys = env("KEYS", 2_000_000);
+    let records = env("RECORDS", 20_000) as usize;
+    let sync_records = env("SYNC_RECORDS", 1_000) as usize;
+    let latency = Duration::from_millis(env("LATENCY_MS", 20));
+    let block_cache_mb = env("BLOCK_CACHE_MB", 8);
+    let zipf = env("ZIPF_PERMILLE", 990) as f64 / 1000.0;
+    let stream = zipf_keys(records, keys, zipf, 1);
+    let range = KeyGroupRange::all(128);
+    println!(
+        "keyed count, {keys} keys, Zipf {zipf}, {records} records (sync: {sync_records}), \
+         store latency {} ms, one task thread, {} cores",
+        latency.as_millis(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    // The baseline: the RocksDB backend on local disk, sync API.
+    let dir = tempfile::tempdir().unwrap();
+    let mut local = Keyed::new(
+        RocksBackend::open_tuned(dir.path(), range, 128, None, tuning(block_cache_mb)).unwrap(),
+    );
+    load(&mut local, keys);
+    local.backend().compact_all().unwrap();
+    let base = run_sync(&mut local, &stream, &|| 0);
+    drop(local);
+    println!(
+        "| configuration | records/s | x local RocksDB | p99 record latency, ms | GETs per record |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| RocksDB, local disk, sync | {:.0} | 1.00 | {:.2} | |",
+        base.records_s, base.p99_ms
+    );
+
+    for pct in [100u64, 10, 0] {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("mnt")).unwrap();
+        let store_dir = root.path().join("store");
+        let mut config = statefs::MountConfig::new(
+            format!("file://{}", store_dir.display()),
+            root.path().join("local"),
+            root.path().join("cache"),
+        );
+        config.store_threads = env("STORE_THREADS", 64) as usize;
+        config.fuse_threads = env("FUSE_THREADS", 8) as usize;
+        config.cache.blocks.memory = 4 << 20;
+        let faults = FaultPlan::default();
+        let metrics = Arc::new(RemoteMetrics::default());
+        let mount_on = |config: &statefs::MountConfig| {
+            let rt = statefs::mount::runtime().unwrap();
+            let store = RemoteSpec::parse(&config.remote)
+                .unwrap()
+                .open(&Default::default(), rt)
+                .unwrap();
+            let remote: Arc<dyn RemoteStore> = Arc::new(MetricsRemote::new(
+                FailingRemote::new(store, faults.clone()),
+                metrics.clone(),
+            ));
+            statefs::MountHandle::mount_with_remote(config, &root.path().join("mnt"), Some(remote))
+                .unwrap()
+        };
+        // Loaded with an unlimited cache and no latency, compacted and closed; then mounted again
+        // with the cache limited to `pct` of the state (0%: one byte) and the store distant.
+        let fb =
+            ForstBackend::open_mounted(mount_on(&config), range, 128, None, tuning(block_cache_mb))
+                .unwrap();
+        let mut kb = Keyed::new(fb);
+        load(&mut kb, keys);
+        kb.backend().rocks().compact_all().unwrap();
+        drop(kb);
+        let state_bytes = dir_bytes(&store_dir).max(1);
+        config.cache.size_limit = if pct == 100 {
+            0
+        } else {
+            (state_bytes * pct / 100).max(1)
+        };
+        let mount = mount_on(&config);
+        let fb =
+            ForstBackend::open_mounted(mount, range, 128, None, tuning(block_cache_mb)).unwrap();
+        let kb = Keyed::new(fb);
+        faults.set_latency(latency);
+        // Warm-up: the first records (untimed) let the cache take what its limit allows.
+        let warm = env("WARM_RECORDS", 2_000) as usize;
+        let (_, mut kb) = run_async(kb, &zipf_keys(warm, keys, zipf, 2), &|| 0);
+        let gets = || metrics.gets.load(Ordering::Relaxed);
+        let sync = run_sync(&mut kb, &stream[..sync_records.min(stream.len())], &gets);
+        let (asy, kb) = run_async(kb, &stream, &gets);
+        faults.set_latency(Duration::ZERO);
+        drop(kb);
+        for (api, r) in [("sync", &sync), ("async", &asy)] {
+            println!(
+                "| ForSt, {pct}% cached, {api} | {:.0} | {:.3} | {:.2} | {:.2} |",
+                r.records_s,
+                r.records_s / base.records_s,
+                r.p99_ms,
+                r.gets_per_record
+            );
+        }
+        println!(
+            "| ForSt, {pct}% cached: async / sync | {:.1}x | | | (most GETs in flight at once: {}) |",
+            asy.records_s / sync.records_s,
+            faults.max_in_flight()
+        );
+    }
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let m = match e.metadata() {
+            Ok(m) => m,
+            Err(_) => continue,
+        };
+        n += if m.is_dir() {
+            dir_bytes(&e.path())
+        } else {
+            m.len()
+        };
+    }
+    n
+}
