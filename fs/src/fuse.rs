@@ -238,6 +238,8 @@ pub struct StatefsFuse {
     opener: Opener,
     metrics: Arc<FuseMetrics>,
     status: Arc<FuseStatus>,
+    /// Background requests (the kernel's read-ahead of a file) the kernel may have pending.
+    max_background: u16,
 }
 
 /// What the kernel agreed to at INIT, readable after the session took the filesystem.
@@ -266,6 +268,13 @@ impl StatefsFuse {
             metrics.read_queue.clone(),
         )?;
         Ok(StatefsFuse {
+            // The kernel reads pages it does not hold through read-ahead, as background requests,
+            // of which it keeps 12 pending by default: cold reads of many threads (an async State
+            // API batch) then had 16 GETs in flight whatever the store threads. Twice the store
+            // threads' reads, at least the kernel's default.
+            max_background: u16::try_from(store_threads.saturating_mul(2))
+                .unwrap_or(u16::MAX)
+                .max(12),
             core: core.clone(),
             attr_ttl,
             entry_ttl,
@@ -428,6 +437,9 @@ fn time_of(t: TimeOrNow) -> SystemTime {
 impl Filesystem for StatefsFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _s = tracing::info_span!("init").entered();
+        // Both only fail for 0.
+        let _ = config.set_max_background(self.max_background);
+        let _ = config.set_congestion_threshold((self.max_background / 4 * 3).max(1));
         let offered = config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH);
         match (self.mode, offered) {
             (PassthroughMode::Off, _) => {}
