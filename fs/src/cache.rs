@@ -35,7 +35,9 @@ pub struct CacheConfig {
     /// promoted.
     pub promote_limit: u32,
     /// `state.backend.forst.compaction.level.target-file-size-base`: the room a new file needs to be
-    /// written into the cache directly.
+    /// written into the cache directly. 0 (the default): the largest file written so far, which
+    /// is what RocksDB's own `target_file_size_base` makes them; so a limit holds as many files
+    /// as fit, not one per 64 MB guessed.
     pub target_file_size: u64,
     /// Cold reads of files without a local copy.
     pub blocks: BlockConfig,
@@ -48,7 +50,7 @@ impl Default for CacheConfig {
             reserve_size: 256 << 20,
             access_before_promote: 6,
             promote_limit: 3,
-            target_file_size: 64 << 20,
+            target_file_size: 0,
             blocks: BlockConfig::default(),
         }
     }

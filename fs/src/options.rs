@@ -71,8 +71,8 @@ pub const OPTIONS: &[OptionSpec] = &[
         "state.backend.forst.compaction.level.target-file-size-base",
         "--target-file-size",
         Kind::Bytes,
-        "64mb",
-        "Room the cache needs for a newly written SST to keep its copy (RocksDB's target file size).",
+        "",
+        "Room the cache needs for a newly written SST to keep its copy. Unset: the largest SST written through the mount so far (RocksDB's own target file size shows in them), so a limit holds as many files as fit. Set: that fixed room (Flink's default is 64mb, which held one 8 MB SST in a 64 MB cache).",
     ),
     OptionSpec::new(
         "statefs.cache.block.size",
@@ -340,8 +340,9 @@ impl Settings {
             self.must_count("state.backend.forst.cache.lru.access-before-promote") as u32;
         c.cache.promote_limit =
             self.must_count("state.backend.forst.cache.lru.promote-limit") as u32;
-        c.cache.target_file_size =
-            self.must_bytes("state.backend.forst.compaction.level.target-file-size-base");
+        c.cache.target_file_size = self
+            .bytes("state.backend.forst.compaction.level.target-file-size-base")
+            .unwrap_or(0);
         c.cache.blocks.block_size = self.must_bytes("statefs.cache.block.size").max(512);
         c.cache.blocks.memory = self.must_bytes("statefs.cache.block.memory");
         c.cache.blocks.max_readahead = self.must_bytes("statefs.cache.block.max-readahead");

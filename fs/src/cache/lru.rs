@@ -58,6 +58,9 @@ pub struct CacheIndex {
     used: u64,
     cold_clock: u64,
     stats: CacheStats,
+    /// The largest file written through the mount (or found at mount): the room a new file needs
+    /// when `target_file_size` is not configured.
+    largest_written: u64,
 }
 
 impl CacheIndex {
@@ -70,6 +73,7 @@ impl CacheIndex {
             used: 0,
             cold_clock: 0,
             stats: CacheStats::default(),
+            largest_written: 0,
         }
     }
 
@@ -139,10 +143,14 @@ impl CacheIndex {
             accesses: 0,
             epoch: 0,
         };
-        if !self
-            .policy
-            .direct_write(self.cfg.target_file_size.max(size), self.used)
-        {
+        // The room for one file of the size files are written at: configured, or the largest
+        // written so far (this one included).
+        self.largest_written = self.largest_written.max(size);
+        let room = match self.cfg.target_file_size {
+            0 => self.largest_written,
+            configured => configured.max(size),
+        };
+        if !self.policy.direct_write(room, self.used) {
             self.push_cold(id, fresh);
             return (false, Vec::new());
         }
@@ -308,6 +316,29 @@ mod tests {
             }]
         );
         assert_eq!(c.stats().evictions, 2);
+    }
+
+    /// Unconfigured, the room a new file needs is the largest file written so far: a limit of
+    /// 32 over files of 8 holds 4 of them. With Flink's fixed 64 (MB) a cache smaller than that
+    /// kept no new file at all.
+    #[test]
+    fn the_room_for_a_new_file_is_learned_from_the_files_written() {
+        let learned = CacheConfig {
+            target_file_size: 0,
+            ..cfg()
+        };
+        let mut c = CacheIndex::new(learned, LimitPolicy::Size { capacity: 32 });
+        for i in 0..4 {
+            assert_eq!(c.insert_written(id(i), 8), (true, vec![]), "file {i}");
+        }
+        assert_eq!(c.used, 32);
+        let fixed = CacheConfig {
+            target_file_size: 64,
+            ..cfg()
+        };
+        let mut c = CacheIndex::new(fixed, LimitPolicy::Size { capacity: 32 });
+        assert!(!c.insert_written(id(0), 8).0, "no room for a 64");
+        assert_eq!(c.used, 0);
     }
 
     #[test]
