@@ -453,3 +453,38 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend + 'static> Async
         }
     }
 }
+
+impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend + 'static> AsyncKeyed<K, B> {
+    /// Advances event time to `watermark` on `timers` in order with the records: every record
+    /// taken in before this call finishes first, then each due timer fires (earliest first, its
+    /// key current, `on_timer` through the sync API, as [`crate::TimerService::advance_watermark`]),
+    /// and records taken in after see what the timers did. Timer bodies do not run as async
+    /// records: a timer's state accesses are not batched.
+    pub fn advance_watermark<N: Serialize + DeserializeOwned + 'static>(
+        &mut self,
+        timers: &mut crate::timers::TimerService<N>,
+        watermark: i64,
+        on_timer: impl FnMut(
+            &mut Keyed<K, B>,
+            &mut crate::timers::TimerService<N>,
+            crate::timers::Timer<K, N>,
+        ) -> StateResult<()>,
+    ) -> StateResult<usize> {
+        timers.advance_watermark(self.keyed_mut()?, watermark, on_timer)
+    }
+
+    /// Advances processing time to `now` on `timers`, in order with the records, as
+    /// [`AsyncKeyed::advance_watermark`].
+    pub fn advance_processing_time<N: Serialize + DeserializeOwned + 'static>(
+        &mut self,
+        timers: &mut crate::timers::TimerService<N>,
+        now: i64,
+        on_timer: impl FnMut(
+            &mut Keyed<K, B>,
+            &mut crate::timers::TimerService<N>,
+            crate::timers::Timer<K, N>,
+        ) -> StateResult<()>,
+    ) -> StateResult<usize> {
+        timers.advance_processing_time(self.keyed_mut()?, now, on_timer)
+    }
+}
