@@ -131,8 +131,8 @@ pub type Entry = (u32, Vec<u8>, Vec<u8>);
 /// An entry about to be read: state, key group, composite key ([`StateBackend::preload`]).
 pub type ReadKey = (StateId, u32, Vec<u8>);
 
-/// Tells when a [`StateBackend::preload`] is done. Done or not, nothing observable depends on it:
-/// reads are correct either way, only faster once it is done.
+/// Tells which entries of a [`StateBackend::preload`] are loaded, and when all are. Done or
+/// not, nothing observable depends on it: reads are correct either way, only faster once loaded.
 #[derive(Debug, Clone, Default)]
 pub struct Preload {
     /// `None`: nothing to wait for.
@@ -141,15 +141,22 @@ pub struct Preload {
 
 #[derive(Debug, Default)]
 struct PreloadState {
+    news: std::sync::Mutex<PreloadNews>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct PreloadNews {
     /// Parts still running.
-    left: std::sync::Mutex<usize>,
-    done: std::sync::Condvar,
+    parts_left: usize,
+    /// Entries (indexes into the preload's keys) loaded and not yet taken.
+    loaded: Vec<usize>,
 }
 
 impl PreloadState {
-    fn left(&self) -> std::sync::MutexGuard<'_, usize> {
-        // A counter has no invariant a panic could break.
-        self.left.lock().unwrap_or_else(|p| p.into_inner())
+    fn news(&self) -> std::sync::MutexGuard<'_, PreloadNews> {
+        // Counters and a list: no invariant a panic could break.
+        self.news.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -159,37 +166,51 @@ impl Preload {
         Preload { state: None }
     }
 
-    /// A preload of `parts` parts, each ended by one [`Preload::part_done`] (whether it loaded or
-    /// failed: a failed load only means a slower read).
+    /// A preload of `parts` parts, each ended by one [`Preload::part_done`] (whether its entries
+    /// loaded or failed: a failed load only means a slower read).
     pub fn of_parts(parts: usize) -> Preload {
+        let state = PreloadState::default();
+        state.news().parts_left = parts;
         Preload {
-            state: Some(std::sync::Arc::new(PreloadState {
-                left: std::sync::Mutex::new(parts),
-                done: std::sync::Condvar::new(),
-            })),
+            state: Some(std::sync::Arc::new(state)),
+        }
+    }
+
+    /// Entry `i` (an index into the preload's keys) is loaded.
+    pub fn loaded(&self, i: usize) {
+        if let Some(s) = &self.state {
+            s.news().loaded.push(i);
+            s.changed.notify_all();
         }
     }
 
     pub fn part_done(&self) {
         if let Some(s) = &self.state {
-            let mut left = s.left();
-            *left = left.saturating_sub(1);
-            if *left == 0 {
-                s.done.notify_all();
+            let mut news = s.news();
+            news.parts_left = news.parts_left.saturating_sub(1);
+            drop(news);
+            s.changed.notify_all();
+        }
+    }
+
+    /// The entries loaded since the last call, and whether every part is done (then every entry
+    /// is as loaded as it will be).
+    pub fn take_loaded(&self) -> (Vec<usize>, bool) {
+        match &self.state {
+            None => (Vec::new(), true),
+            Some(s) => {
+                let mut news = s.news();
+                (std::mem::take(&mut news.loaded), news.parts_left == 0)
             }
         }
     }
 
-    pub fn is_done(&self) -> bool {
-        self.state.as_ref().is_none_or(|s| *s.left() == 0)
-    }
-
-    /// Blocks until every part is done.
-    pub fn wait(&self) {
+    /// Blocks until an entry is loaded that was not taken yet, or every part is done.
+    pub fn wait_news(&self) {
         if let Some(s) = &self.state {
-            let mut left = s.left();
-            while *left > 0 {
-                left = s.done.wait(left).unwrap_or_else(|p| p.into_inner());
+            let mut news = s.news();
+            while news.loaded.is_empty() && news.parts_left > 0 {
+                news = s.changed.wait(news).unwrap_or_else(|p| p.into_inner());
             }
         }
     }

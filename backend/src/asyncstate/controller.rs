@@ -11,9 +11,10 @@
 //!   key run strictly in arrival order, and their requests too.
 //! - **Requests run in issue order** on the task thread, with the issuing record's key current,
 //!   through the sync State API: the semantics (TTL, lists, maps, merges) are the sync API's.
-//!   Requests are buffered and run in batches; before a batch runs, the backend is told which
-//!   entries it will read ([`crate::StateBackend::preload`]) and the batch runs once they are
-//!   loaded. Backends that load nothing ahead (the heap) run each request at once.
+//!   Requests are buffered and sealed into batches; the backend is told which entries a batch will
+//!   read ([`crate::StateBackend::preload`]), and each request runs once its own entry is loaded
+//!   (not when the batch's slowest read is), after every earlier request of its record. Backends
+//!   that load nothing ahead (the heap) run each request at once.
 //! - **Bounded.** At most `in_flight_records_limit` records are in the controller (running or
 //!   waiting for their key); [`AsyncKeyed::process`] runs batches until there is room
 //!   (back-pressure).
@@ -200,6 +201,19 @@ impl<T> Future for StateFuture<T> {
 
 type Body = Pin<Box<dyn Future<Output = StateResult<()>>>>;
 
+/// Requests sealed together, with the load of the entries they read.
+struct Batch<K, B: StateBackend> {
+    /// `None` once run.
+    requests: Vec<Option<Request<K, B>>>,
+    /// Whether each request may run (its entry is loaded, or it reads none).
+    ready: Vec<bool>,
+    /// The request of each preloaded entry.
+    read_of: Vec<usize>,
+    preload: Preload,
+    /// Requests not run yet.
+    left: usize,
+}
+
 struct Record {
     body: Body,
     key: Rc<[u8]>,
@@ -214,7 +228,13 @@ pub struct AsyncKeyed<K, B: StateBackend> {
     in_flight: usize,
     /// Keys held by a record, each with the records waiting for it, in arrival order.
     keys: HashMap<Rc<[u8]>, VecDeque<usize>>,
-    batches: VecDeque<(Vec<Request<K, B>>, Preload)>,
+    /// Sealed batches, oldest first; `first_batch` numbers the front one.
+    batches: VecDeque<Batch<K, B>>,
+    first_batch: u64,
+    /// Each record's requests not run yet, in issue order: (batch number, index).
+    queues: HashMap<usize, VecDeque<(u64, usize)>>,
+    /// Requests that became runnable and were not looked at yet.
+    runnable: Vec<(u64, usize)>,
     opts: AsyncOptions,
     /// Whether the backend loads ahead (else requests run at once).
     batching: bool,
@@ -248,6 +268,9 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend + 'static> Async
             in_flight: 0,
             keys: HashMap::new(),
             batches: VecDeque::new(),
+            first_batch: 0,
+            queues: HashMap::new(),
+            runnable: Vec::new(),
             opts,
             batching,
             failed: None,
@@ -358,20 +381,49 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend + 'static> Async
         if requests.is_empty() {
             return;
         }
-        let preload = if self.batching {
-            let reads = requests.iter().filter_map(|r| r.read.clone()).collect();
-            self.kb.backend().preload(reads)
-        } else {
+        let number = self.first_batch + self.batches.len() as u64;
+        let mut reads = Vec::new();
+        let mut read_of = Vec::new();
+        let mut ready = Vec::with_capacity(requests.len());
+        for (i, r) in requests.iter().enumerate() {
+            self.queues
+                .entry(r.record)
+                .or_default()
+                .push_back((number, i));
+            match (&r.read, self.batching) {
+                (Some(read), true) => {
+                    read_of.push(i);
+                    reads.push(read.clone());
+                    ready.push(false);
+                }
+                _ => {
+                    ready.push(true);
+                    self.runnable.push((number, i));
+                }
+            }
+        }
+        let preload = if reads.is_empty() {
             Preload::ready()
+        } else {
+            self.kb.backend().preload(reads)
         };
-        self.batches.push_back((requests, preload));
+        self.batches.push_back(Batch {
+            requests: requests.into_iter().map(Some).collect(),
+            ready,
+            read_of,
+            preload,
+            left: 0,
+        });
+        let b = self.batches.back_mut().expect("just pushed");
+        b.left = b.requests.len();
     }
 
-    /// Runs the oldest batch if its entries are loaded (or, when `block`, once they are), then
-    /// resumes the records it completed. With no batch, seals the buffer into one.
+    /// Takes what the batches' preloads loaded, runs every request that can run, and resumes the
+    /// records it completed. Waits for a load when `block` and nothing could run. With no batch,
+    /// seals the buffer into one.
     fn progress(&mut self, block: bool) -> StateResult<()> {
         loop {
-            let Some((_, preload)) = self.batches.front() else {
+            if self.batches.is_empty() {
                 if self.shared.buffer.borrow().is_empty() {
                     if block && self.in_flight > 0 {
                         // Every record in flight waits on its key or on a request; requests are
@@ -386,28 +438,101 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend + 'static> Async
                 }
                 self.flush();
                 continue;
-            };
-            if !preload.is_done() {
-                if !block {
-                    return Ok(());
-                }
-                preload.wait();
             }
-            let (requests, _) = self.batches.pop_front().expect("a front batch");
-            let mut completed = Vec::new();
-            for r in requests {
+            for (n, b) in self.batches.iter_mut().enumerate() {
+                let number = self.first_batch + n as u64;
+                let (loaded, all) = b.preload.take_loaded();
+                for item in loaded {
+                    let i = b.read_of[item];
+                    if !std::mem::replace(&mut b.ready[i], true) {
+                        self.runnable.push((number, i));
+                    }
+                }
+                if all {
+                    for &i in &b.read_of {
+                        if !std::mem::replace(&mut b.ready[i], true) {
+                            self.runnable.push((number, i));
+                        }
+                    }
+                }
+            }
+            if !self.runnable.is_empty() {
+                self.run_runnable();
+                // What the resumed records asked for goes out once it makes a batch.
+                if self.shared.buffer.borrow().len() >= self.opts.buffer_size.max(1) {
+                    self.flush();
+                }
+                return Ok(());
+            }
+            if !block {
+                return Ok(());
+            }
+            // Nothing can run: wait for the oldest batch that still loads.
+            match self.batches.iter().find(|b| b.ready.iter().any(|r| !r)) {
+                Some(b) => b.preload.wait_news(),
+                // Every unrun request is ready, so the first of each record ran when it became
+                // ready, and the ones after it with it: unreachable.
+                None => {
+                    return Err(StateError::Invalid(
+                        "async State API: requests ready and not run".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Runs the runnable requests that are first of their record, and each record's next ones as
+    /// they become first and are ready; then resumes the records left with nothing outstanding.
+    fn run_runnable(&mut self) {
+        let mut completed = Vec::new();
+        for (number, i) in std::mem::take(&mut self.runnable) {
+            let record = match self.request(number, i) {
+                Some(r) => r.record,
+                None => continue,
+            };
+            let Some(queue) = self.queues.get_mut(&record) else {
+                continue;
+            };
+            if queue.front() != Some(&(number, i)) {
+                // An earlier request of the record runs first; it runs this one after it.
+                continue;
+            }
+            loop {
+                let Some(&(number, i)) = self.queues.get(&record).and_then(|q| q.front()) else {
+                    break;
+                };
+                let b = &mut self.batches[(number - self.first_batch) as usize];
+                if !b.ready[i] {
+                    break;
+                }
+                let r = b.requests[i].take().expect("run once");
+                b.left -= 1;
+                self.queues.get_mut(&record).expect("checked").pop_front();
                 (r.op)(&mut self.kb);
                 let mut outstanding = self.shared.outstanding.borrow_mut();
-                let n = outstanding.get_mut(&r.record).expect("counted when issued");
+                let n = outstanding.get_mut(&record).expect("counted when issued");
                 *n -= 1;
                 if *n == 0 {
-                    outstanding.remove(&r.record);
-                    completed.push(r.record);
+                    outstanding.remove(&record);
+                    completed.push(record);
                 }
             }
-            self.run_records(completed);
-            return Ok(());
+            if self.queues.get(&record).is_some_and(|q| q.is_empty()) {
+                self.queues.remove(&record);
+            }
         }
+        while self.batches.front().is_some_and(|b| b.left == 0) {
+            self.batches.pop_front();
+            self.first_batch += 1;
+        }
+        self.run_records(completed);
+    }
+
+    fn request(&self, number: u64, i: usize) -> Option<&Request<K, B>> {
+        let b = self
+            .batches
+            .get(number.checked_sub(self.first_batch)? as usize)?;
+        b.requests[i].as_ref()
     }
 
     /// Polls `ready` records, and the records of their keys that a finished one lets in.

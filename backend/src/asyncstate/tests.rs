@@ -26,7 +26,7 @@ fn run_counts<B: StateBackend + 'static>(
     kb: Keyed<u32, B>,
     opts: AsyncOptions,
     records: &[(u32, u32)],
-) -> (Vec<(u32, u64)>, Keyed<u32, B>) {
+) -> (Vec<(u32, u64, usize)>, Keyed<u32, B>) {
     let limit = opts.in_flight_records_limit;
     let mut ctl = AsyncKeyed::new(kb, opts);
     let count = ctl.value_state::<u64>("count", None).unwrap();
@@ -36,12 +36,15 @@ fn run_counts<B: StateBackend + 'static>(
         let (count, list, log) = (count.clone(), list.clone(), log.clone());
         ctl.process(&k, move |ctx| async move {
             let n = count.value(&ctx).await?.unwrap_or(0);
-            // Two requests issued before either is awaited: they run in issue order.
+            // A read and two writes issued before any is awaited: they run in issue order, so
+            // the read sees the list without this record's element.
+            let before = list.get(&ctx);
             let a = count.update(&ctx, n + 1);
             let b = list.add(&ctx, v);
+            let before = before.await?.len();
             a.await?;
             b.await?;
-            log.borrow_mut().push((k, n + 1));
+            log.borrow_mut().push((k, n + 1, before));
             Ok(())
         })
         .unwrap();
@@ -53,7 +56,10 @@ fn run_counts<B: StateBackend + 'static>(
 }
 
 /// What the sync API gives for the same stream, record after record.
-fn sync_counts<B: StateBackend>(kb: &mut Keyed<u32, B>, records: &[(u32, u32)]) -> Vec<(u32, u64)> {
+fn sync_counts<B: StateBackend>(
+    kb: &mut Keyed<u32, B>,
+    records: &[(u32, u32)],
+) -> Vec<(u32, u64, usize)> {
     let count = kb.value_state::<u64>("count", None).unwrap();
     let list = kb.list_state::<u32>("list", None).unwrap();
     records
@@ -61,9 +67,10 @@ fn sync_counts<B: StateBackend>(kb: &mut Keyed<u32, B>, records: &[(u32, u32)]) 
         .map(|&(k, v)| {
             kb.set_current_key(&k).unwrap();
             let n = count.value(kb).unwrap().unwrap_or(0) + 1;
+            let before = list.get(kb).unwrap().len();
             count.update(kb, &n).unwrap();
             list.add(kb, &v).unwrap();
-            (k, n)
+            (k, n, before)
         })
         .collect()
 }
@@ -90,16 +97,8 @@ fn check_matches_sync<B: StateBackend + 'static>(
     let mut sync = fresh();
     let want = sync_counts(&mut sync, records);
     for key in 0..8 {
-        let got: Vec<u64> = log
-            .iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, n)| *n)
-            .collect();
-        let exp: Vec<u64> = want
-            .iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, n)| *n)
-            .collect();
+        let got: Vec<_> = log.iter().filter(|(k, _, _)| *k == key).collect();
+        let exp: Vec<_> = want.iter().filter(|(k, _, _)| *k == key).collect();
         assert_eq!(got, exp, "key {key}: per-key order");
     }
     assert_eq!(log.len(), records.len(), "every record ran once");
@@ -272,4 +271,122 @@ fn timers_fire_in_order_with_async_records() {
         fired.iter().all(|(_, n)| *n == Some(10)),
         "each window saw exactly its 10 records: {fired:?}"
     );
+}
+
+/// A heap backend whose preloads report their entries loaded in a scrambled order, on another
+/// thread, some never (their part just ends): requests become runnable in any order, which the
+/// controller must turn back into each record's issue order.
+struct Scrambled {
+    inner: HeapBackend,
+    seed: std::cell::Cell<u64>,
+}
+
+impl StateBackend for Scrambled {
+    fn name(&self) -> &'static str {
+        "heap"
+    }
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.inner.key_group_range()
+    }
+    fn max_parallelism(&self) -> u32 {
+        self.inner.max_parallelism()
+    }
+    fn register(&mut self, meta: crate::StateMeta) -> StateResult<crate::backend::StateId> {
+        self.inner.register(meta)
+    }
+    fn meta(&self, id: crate::backend::StateId) -> &crate::StateMeta {
+        self.inner.meta(id)
+    }
+    fn states(&self) -> Vec<crate::StateMeta> {
+        self.inner.states()
+    }
+    fn get(&self, s: usize, kg: u32, ck: &[u8]) -> StateResult<Option<Vec<u8>>> {
+        self.inner.get(s, kg, ck)
+    }
+    fn put(&mut self, s: usize, kg: u32, ck: &[u8], v: &[u8]) -> StateResult<()> {
+        self.inner.put(s, kg, ck, v)
+    }
+    fn delete(&mut self, s: usize, kg: u32, ck: &[u8]) -> StateResult<()> {
+        self.inner.delete(s, kg, ck)
+    }
+    fn scan_prefix(&self, s: usize, kg: u32, p: &[u8]) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.scan_prefix(s, kg, p)
+    }
+    fn delete_prefix(&mut self, s: usize, kg: u32, p: &[u8]) -> StateResult<()> {
+        self.inner.delete_prefix(s, kg, p)
+    }
+    fn scan_after(
+        &self,
+        s: usize,
+        kg: u32,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.scan_after(s, kg, after, limit)
+    }
+    fn entries(&self, s: usize) -> StateResult<Vec<crate::backend::Entry>> {
+        self.inner.entries(s)
+    }
+    fn snapshot_view(&self) -> StateResult<Box<dyn crate::backend::SnapshotView>> {
+        self.inner.snapshot_view()
+    }
+    fn load(&mut self, s: usize, e: Vec<crate::backend::Entry>) -> StateResult<()> {
+        self.inner.load(s, e)
+    }
+    fn adopt(&mut self, meta: crate::StateMeta) -> StateResult<crate::backend::StateId> {
+        self.inner.adopt(meta)
+    }
+    fn reads_ahead(&self) -> bool {
+        true
+    }
+    fn preload(&self, keys: Vec<crate::backend::ReadKey>) -> crate::backend::Preload {
+        let mut x = self
+            .seed
+            .get()
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.seed.set(x);
+        let p = crate::backend::Preload::of_parts(1);
+        let done = p.clone();
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        for i in (1..order.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        std::thread::spawn(move || {
+            for (n, i) in order.into_iter().enumerate() {
+                if n % 5 != 4 {
+                    done.loaded(i);
+                }
+                if n % 3 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+            done.part_done();
+        });
+        p
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Requests runnable in a scrambled order still run in each record's issue order, records of
+    /// a key in arrival order, with the sync API's results.
+    #[test]
+    fn scrambled_loads_keep_the_order(
+        records in prop::collection::vec((0u32..8, any::<u32>()), 0..150),
+        buffer in 1usize..8,
+        limit in 1usize..12,
+        seed in any::<u64>(),
+    ) {
+        let fresh = || Keyed::new(Scrambled {
+            inner: HeapBackend::new(KeyGroupRange::all(16), 16),
+            seed: std::cell::Cell::new(seed),
+        });
+        let opts = AsyncOptions { in_flight_records_limit: limit, buffer_size: buffer, ..Default::default() };
+        check_matches_sync(fresh, opts, &records);
+    }
 }

@@ -90,6 +90,7 @@ impl Preloader {
                     super::db_key_into(&mut key, *kg, ck);
                     // A failed read only means the task thread reads it (and fails) itself.
                     let _ = db.get_pinned_cf(cf, &key);
+                    done.loaded(i);
                 }
                 drop(db);
                 done.part_done();
