@@ -497,10 +497,7 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend + 'static> Async
                 // An earlier request of the record runs first; it runs this one after it.
                 continue;
             }
-            loop {
-                let Some(&(number, i)) = self.queues.get(&record).and_then(|q| q.front()) else {
-                    break;
-                };
+            while let Some(&(number, i)) = self.queues.get(&record).and_then(|q| q.front()) {
                 let b = &mut self.batches[(number - self.first_batch) as usize];
                 if !b.ready[i] {
                     break;

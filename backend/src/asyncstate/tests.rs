@@ -20,13 +20,16 @@ fn small_batches() -> AsyncOptions {
     }
 }
 
+/// What a record saw: its key, the count it set, the list's length before its element.
+type Seen = (u32, u64, usize);
+
 /// A record stream: (key, value), each record adds its value to a list of its key, counts it, and
 /// logs (key, the count it saw) in the order records ran.
 fn run_counts<B: StateBackend + 'static>(
     kb: Keyed<u32, B>,
     opts: AsyncOptions,
     records: &[(u32, u32)],
-) -> (Vec<(u32, u64, usize)>, Keyed<u32, B>) {
+) -> (Vec<Seen>, Keyed<u32, B>) {
     let limit = opts.in_flight_records_limit;
     let mut ctl = AsyncKeyed::new(kb, opts);
     let count = ctl.value_state::<u64>("count", None).unwrap();
@@ -56,10 +59,7 @@ fn run_counts<B: StateBackend + 'static>(
 }
 
 /// What the sync API gives for the same stream, record after record.
-fn sync_counts<B: StateBackend>(
-    kb: &mut Keyed<u32, B>,
-    records: &[(u32, u32)],
-) -> Vec<(u32, u64, usize)> {
+fn sync_counts<B: StateBackend>(kb: &mut Keyed<u32, B>, records: &[(u32, u32)]) -> Vec<Seen> {
     let count = kb.value_state::<u64>("count", None).unwrap();
     let list = kb.list_state::<u32>("list", None).unwrap();
     records
