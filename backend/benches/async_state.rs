@@ -12,6 +12,10 @@
 //! the store.
 //!
 //!   KEYS=2000000 RECORDS=20000 SYNC_RECORDS=1000 LATENCY_MS=20 cargo bench -p statefs-backend --bench async_state
+//!
+//! `IN_FLIGHT` and `BUFFER_SIZE` set the controller's limits (Flink's defaults: 6000, 1000);
+//! `PCTS=100` runs only that cache size; `READ_THREADS`, `STORE_THREADS`, `FUSE_THREADS` set the
+//! backend's read threads (64), the mount's store threads (64) and FUSE workers (8).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -126,7 +130,12 @@ fn run_async<B: StateBackend + 'static>(
     keys: &[u64],
     gets: &dyn Fn() -> u64,
 ) -> (Result, Keyed<u64, B>) {
-    let mut ctl = AsyncKeyed::new(kb, AsyncOptions::default());
+    let opts = AsyncOptions {
+        in_flight_records_limit: env("IN_FLIGHT", 6000) as usize,
+        buffer_size: env("BUFFER_SIZE", 1000) as usize,
+        ..Default::default()
+    };
+    let mut ctl = AsyncKeyed::new(kb, opts);
     let count = ctl.value_state::<u64>("count", None).unwrap();
     let lat = Rc::new(RefCell::new(Vec::with_capacity(keys.len())));
     let before = gets();
@@ -189,7 +198,12 @@ fn main() {
         base.records_s, base.p99_ms
     );
 
-    for pct in [100u64, 10, 0] {
+    let pcts: Vec<u64> = std::env::var("PCTS")
+        .unwrap_or_else(|_| "100,10,0".into())
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    for pct in pcts {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("mnt")).unwrap();
         let store_dir = root.path().join("store");
