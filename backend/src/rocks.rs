@@ -40,6 +40,8 @@ pub struct RocksBackend {
     preloader: std::sync::OnceLock<preload::Preloader>,
     /// Shared only with running preload jobs (see `rocks/preload.rs`).
     db: std::sync::Arc<DB>,
+    /// Values the preload read, for the task thread's next read (see `rocks/preload.rs`).
+    read_ahead: std::sync::Arc<preload::ReadAhead>,
     path: PathBuf,
     range: KeyGroupRange,
     max_parallelism: u32,
@@ -493,6 +495,7 @@ impl RocksBackend {
         Ok(RocksBackend {
             preloader: std::sync::OnceLock::new(),
             db: std::sync::Arc::new(db),
+            read_ahead: Default::default(),
             path: path.to_path_buf(),
             range,
             max_parallelism,
@@ -884,9 +887,11 @@ impl StateBackend for RocksBackend {
 
     fn get(&self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<Option<Vec<u8>>> {
         self.check(kg)?;
-        self.db
-            .get_cf(self.cf(s), db_key(kg, ck))
-            .map_err(rocks_err)
+        let key = db_key(kg, ck);
+        if let Some(v) = self.read_ahead.take(s, &key) {
+            return Ok(v);
+        }
+        self.db.get_cf(self.cf(s), key).map_err(rocks_err)
     }
 
     fn get_with(
@@ -897,11 +902,14 @@ impl StateBackend for RocksBackend {
         f: &mut dyn FnMut(&[u8]),
     ) -> StateResult<bool> {
         self.check(kg)?;
-        match self
-            .db
-            .get_pinned_cf(self.cf(s), db_key(kg, ck))
-            .map_err(rocks_err)?
-        {
+        let key = db_key(kg, ck);
+        if let Some(v) = self.read_ahead.take(s, &key) {
+            if let Some(v) = &v {
+                f(v);
+            }
+            return Ok(v.is_some());
+        }
+        match self.db.get_pinned_cf(self.cf(s), key).map_err(rocks_err)? {
             Some(v) => {
                 f(&v);
                 Ok(true)
@@ -912,15 +920,19 @@ impl StateBackend for RocksBackend {
 
     fn put(&mut self, s: StateId, kg: u32, ck: &[u8], value: &[u8]) -> StateResult<()> {
         self.check(kg)?;
+        let key = db_key(kg, ck);
+        self.read_ahead.forget(s, &key);
         self.db
-            .put_cf_opt(self.cf(s), db_key(kg, ck), value, &self.write_opts)
+            .put_cf_opt(self.cf(s), key, value, &self.write_opts)
             .map_err(rocks_err)
     }
 
     fn append(&mut self, s: StateId, kg: u32, ck: &[u8], bytes: &[u8]) -> StateResult<()> {
         self.check(kg)?;
+        let key = db_key(kg, ck);
+        self.read_ahead.forget(s, &key);
         self.db
-            .merge_cf_opt(self.cf(s), db_key(kg, ck), bytes, &self.write_opts)
+            .merge_cf_opt(self.cf(s), key, bytes, &self.write_opts)
             .map_err(rocks_err)
     }
 
@@ -946,8 +958,10 @@ impl StateBackend for RocksBackend {
 
     fn delete(&mut self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<()> {
         self.check(kg)?;
+        let key = db_key(kg, ck);
+        self.read_ahead.forget(s, &key);
         self.db
-            .delete_cf_opt(self.cf(s), db_key(kg, ck), &self.write_opts)
+            .delete_cf_opt(self.cf(s), key, &self.write_opts)
             .map_err(rocks_err)
     }
 
@@ -961,6 +975,7 @@ impl StateBackend for RocksBackend {
     }
 
     fn delete_prefix(&mut self, s: StateId, kg: u32, prefix: &[u8]) -> StateResult<()> {
+        self.read_ahead.forget_prefix(s, &db_key(kg, prefix));
         let keys = self.scan(s, kg, prefix, None, usize::MAX)?;
         let mut batch = WriteBatch::default();
         for (k, _) in keys {
@@ -1011,6 +1026,7 @@ impl StateBackend for RocksBackend {
     }
 
     fn load(&mut self, s: StateId, entries: Vec<Entry>) -> StateResult<()> {
+        self.read_ahead.forget_prefix(s, &[]);
         let mut batch = WriteBatch::default();
         for (kg, k, v) in entries {
             self.check(kg)?;
@@ -1039,7 +1055,12 @@ impl StateBackend for RocksBackend {
             .unwrap_or(crate::rocks_options::DEFAULT_READ_THREADS);
         self.preloader
             .get_or_init(|| preload::Preloader::new(threads))
-            .preload(&self.db, std::sync::Arc::new(self.cf_names.clone()), keys)
+            .preload(
+                &self.db,
+                std::sync::Arc::new(self.cf_names.clone()),
+                &self.read_ahead,
+                keys,
+            )
     }
 
     fn timer_cache_size(&self) -> Option<usize> {

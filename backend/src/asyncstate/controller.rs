@@ -467,6 +467,12 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend + 'static> Async
             if !block {
                 return Ok(());
             }
+            // Nothing can run: rather than wait for a load while requests sit in the buffer
+            // (writes of records whose reads came back, which need no load), seal them now.
+            if !self.shared.buffer.borrow().is_empty() {
+                self.flush();
+                continue;
+            }
             // Nothing can run: wait for the oldest batch that still loads.
             match self.batches.iter().find(|b| b.ready.iter().any(|r| !r)) {
                 Some(b) => b.preload.wait_news(),

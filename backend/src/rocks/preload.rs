@@ -58,38 +58,52 @@ impl Preloader {
         &self,
         db: &Arc<DB>,
         families: Arc<Vec<String>>,
+        read_ahead: &Arc<ReadAhead>,
         keys: Vec<ReadKey>,
     ) -> Preload {
         if keys.is_empty() {
             return Preload::ready();
         }
-        let keys: Arc<Vec<ReadKey>> = Arc::new(keys);
+        // (state, database key, slot generation) of each entry.
+        let keyed: Vec<(usize, Vec<u8>)> = keys
+            .into_iter()
+            .map(|(s, kg, ck)| (s, super::db_key(kg, &ck)))
+            .collect();
+        let gens = read_ahead.expect(&keyed);
+        let keys: Arc<Vec<(usize, Vec<u8>, u64)>> = Arc::new(
+            keyed
+                .into_iter()
+                .zip(gens)
+                .map(|((s, k), g)| (s, k, g))
+                .collect(),
+        );
         let next = Arc::new(AtomicUsize::new(0));
         let parts = self.threads.len().min(keys.len());
         let preload = Preload::of_parts(parts);
         for _ in 0..parts {
-            let (db, families, keys, next, done) = (
+            let (db, families, keys, next, done, read_ahead) = (
                 db.clone(),
                 families.clone(),
                 keys.clone(),
                 next.clone(),
                 preload.clone(),
+                read_ahead.clone(),
             );
             let busy = self.busy.clone();
             *busy.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
             let job: Job = Box::new(move || {
-                let mut key = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((state, kg, ck)) = keys.get(i) else {
+                    let Some((state, key, generation)) = keys.get(i) else {
                         break;
                     };
                     let Some(cf) = families.get(*state).and_then(|n| db.cf_handle(n)) else {
                         continue;
                     };
-                    super::db_key_into(&mut key, *kg, ck);
                     // A failed read only means the task thread reads it (and fails) itself.
-                    let _ = db.get_pinned_cf(cf, &key);
+                    if let Ok(value) = db.get_cf(cf, key) {
+                        read_ahead.fill(*state, key, *generation, value);
+                    }
                     done.loaded(i);
                 }
                 drop(db);
@@ -126,5 +140,174 @@ impl Drop for Preloader {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// Values read ahead, handed to the task thread's next read of the same entry so that it does not
+/// read RocksDB a second time.
+///
+/// Invariant: a slot's value is the entry's current value. A slot is made (empty) on the task
+/// thread when the preload is issued; every write of the entry on the task thread (put, merge,
+/// delete, a prefix delete, a load) removes its slot; a read thread fills a slot only if it is
+/// still the one made for its read (same generation) and still empty. So a value read before a
+/// write finds no slot, or a newer one, and is dropped; and a filled slot saw no write since its
+/// read. A read takes the slot (once), filled or not.
+#[derive(Default)]
+pub(crate) struct ReadAhead {
+    slots: Mutex<Slots>,
+    /// Slots held: reads and writes of the sync API alone skip the lock.
+    held: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Slots {
+    /// By state: database key -> slot.
+    by_state: Vec<std::collections::HashMap<Vec<u8>, Slot>>,
+    next_gen: u64,
+    count: usize,
+}
+
+struct Slot {
+    generation: u64,
+    /// `None` until read: then the entry's value, or `None` for no entry.
+    value: Option<Option<Vec<u8>>>,
+}
+
+/// Slots kept at most; beyond, all are dropped (reads then go to RocksDB).
+const MAX_SLOTS: usize = 1 << 18;
+
+impl ReadAhead {
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes empty slots for `keys` (state, database key); returns their generations.
+    pub(crate) fn expect(&self, keys: &[(usize, Vec<u8>)]) -> Vec<u64> {
+        let mut s = self.slots();
+        if s.count + keys.len() > MAX_SLOTS {
+            s.by_state.clear();
+            s.count = 0;
+        }
+        let mut gens = Vec::with_capacity(keys.len());
+        for (state, key) in keys {
+            let generation = s.next_gen;
+            s.next_gen += 1;
+            if s.by_state.len() <= *state {
+                s.by_state.resize_with(state + 1, Default::default);
+            }
+            if s.by_state[*state]
+                .insert(
+                    key.clone(),
+                    Slot {
+                        generation,
+                        value: None,
+                    },
+                )
+                .is_none()
+            {
+                s.count += 1;
+            }
+            gens.push(generation);
+        }
+        self.held.store(s.count, Ordering::Release);
+        gens
+    }
+
+    /// Fills the slot of generation `generation`, if it is still there and empty.
+    pub(crate) fn fill(&self, state: usize, key: &[u8], generation: u64, value: Option<Vec<u8>>) {
+        let mut s = self.slots();
+        if let Some(slot) = s.by_state.get_mut(state).and_then(|m| m.get_mut(key))
+            && slot.generation == generation
+            && slot.value.is_none()
+        {
+            slot.value = Some(value);
+        }
+    }
+
+    /// Takes the slot of an entry being read: its value if it was read ahead.
+    pub(crate) fn take(&self, state: usize, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        if self.held.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut s = self.slots();
+        let slot = s.by_state.get_mut(state)?.remove(key)?;
+        s.count -= 1;
+        self.held.store(s.count, Ordering::Release);
+        slot.value
+    }
+
+    /// An entry is written: its slot goes.
+    pub(crate) fn forget(&self, state: usize, key: &[u8]) {
+        if self.held.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut s = self.slots();
+        if let Some(m) = s.by_state.get_mut(state)
+            && m.remove(key).is_some()
+        {
+            s.count -= 1;
+            self.held.store(s.count, Ordering::Release);
+        }
+    }
+
+    /// Entries of `state` whose key starts with `prefix` are written (or all, for an empty one).
+    pub(crate) fn forget_prefix(&self, state: usize, prefix: &[u8]) {
+        if self.held.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut s = self.slots();
+        if let Some(m) = s.by_state.get_mut(state) {
+            let before = m.len();
+            m.retain(|k, _| !k.starts_with(prefix));
+            let gone = before - m.len();
+            s.count -= gone;
+            self.held.store(s.count, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadAhead;
+
+    /// A value read ahead is handed over only if no write of its entry came after the slot was
+    /// made: a write before the read thread fills it, a write after, and a newer preload of the
+    /// same entry all leave the task thread reading RocksDB itself.
+    #[test]
+    fn a_value_read_ahead_is_never_older_than_a_write() {
+        let ra = ReadAhead::default();
+        let key = (0usize, b"k".to_vec());
+
+        let g = ra.expect(std::slice::from_ref(&key))[0];
+        ra.fill(0, b"k", g, Some(b"v0".to_vec()));
+        assert_eq!(ra.take(0, b"k"), Some(Some(b"v0".to_vec())), "handed over");
+        assert_eq!(ra.take(0, b"k"), None, "once");
+
+        let g = ra.expect(std::slice::from_ref(&key))[0];
+        ra.forget(0, b"k"); // written before the read thread fills it
+        ra.fill(0, b"k", g, Some(b"old".to_vec()));
+        assert_eq!(ra.take(0, b"k"), None);
+
+        let g = ra.expect(std::slice::from_ref(&key))[0];
+        ra.fill(0, b"k", g, Some(b"old".to_vec()));
+        ra.forget(0, b"k"); // written after
+        assert_eq!(ra.take(0, b"k"), None);
+
+        let old = ra.expect(std::slice::from_ref(&key))[0];
+        ra.forget(0, b"k");
+        ra.expect(std::slice::from_ref(&key));
+        ra.fill(0, b"k", old, Some(b"old".to_vec())); // the first preload's late value
+        assert_eq!(
+            ra.take(0, b"k"),
+            None,
+            "the newer preload's slot stays empty"
+        );
+
+        let g = ra.expect(&[(1, b"p/a".to_vec()), (1, b"q".to_vec())]);
+        ra.forget_prefix(1, b"p/");
+        ra.fill(1, b"p/a", g[0], None);
+        ra.fill(1, b"q", g[1], None);
+        assert_eq!(ra.take(1, b"p/a"), None, "prefix delete");
+        assert_eq!(ra.take(1, b"q"), Some(None), "no entry, read ahead");
     }
 }
