@@ -15,7 +15,7 @@
 //!
 //! `IN_FLIGHT` and `BUFFER_SIZE` set the controller's limits (Flink's defaults: 6000, 1000);
 //! `PCTS=100` runs only that cache size; `READ_THREADS`, `STORE_THREADS`, `FUSE_THREADS` set the
-//! backend's read threads (64), the mount's store threads (64) and FUSE workers (8).
+//! backend's read threads (128), the mount's store threads (128) and FUSE workers (8).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -74,7 +74,7 @@ fn tuning(block_cache_mb: u64) -> RocksTuning {
         ),
         (
             "state.backend.rocksdb.executor.read-io-parallelism",
-            &env("READ_THREADS", 64).to_string(),
+            &env("READ_THREADS", 128).to_string(),
         ),
     ])
     .unwrap()
@@ -212,7 +212,7 @@ fn main() {
             root.path().join("local"),
             root.path().join("cache"),
         );
-        config.store_threads = env("STORE_THREADS", 64) as usize;
+        config.store_threads = env("STORE_THREADS", 128) as usize;
         config.fuse_threads = env("FUSE_THREADS", 8) as usize;
         config.cache.blocks.memory = 4 << 20;
         let faults = FaultPlan::default();
