@@ -175,7 +175,12 @@ fn main() {
     let range = KeyGroupRange::all(128);
     println!(
         "keyed count, {keys} keys, Zipf {zipf}, {records} records (sync: {sync_records}), \
-         store latency {} ms, one task thread, {} cores",
+         store {} + {} ms per call, one task thread, {} cores",
+        if std::env::var("S3_ENDPOINT").is_ok() {
+            "S3 (moto)"
+        } else {
+            "file://"
+        },
         latency.as_millis(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -207,11 +212,31 @@ fn main() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("mnt")).unwrap();
         let store_dir = root.path().join("store");
+        // `S3_ENDPOINT` (and `S3_BUCKET`): an S3 server (the script starts moto) instead of a
+        // `file://` store; the injected latency comes on top of the server's own.
+        let remote_url = match std::env::var("S3_ENDPOINT") {
+            Ok(_) => format!(
+                "s3://{}/async-{pct}-{}",
+                std::env::var("S3_BUCKET").unwrap_or_else(|_| "statefs-bench".into()),
+                std::process::id()
+            ),
+            Err(_) => format!("file://{}", store_dir.display()),
+        };
         let mut config = statefs::MountConfig::new(
-            format!("file://{}", store_dir.display()),
+            remote_url,
             root.path().join("local"),
             root.path().join("cache"),
         );
+        if let Ok(endpoint) = std::env::var("S3_ENDPOINT") {
+            config.s3 = statefs_store::S3Options {
+                endpoint: Some(endpoint),
+                region: Some("us-east-1".into()),
+                access_key_id: Some("testing".into()),
+                secret_access_key: Some("testing".into()),
+                allow_http: true,
+                request_timeout: None,
+            };
+        }
         config.store_threads = env("STORE_THREADS", 128) as usize;
         config.fuse_threads = env("FUSE_THREADS", 8) as usize;
         config.cache.blocks.memory = 4 << 20;
@@ -221,7 +246,7 @@ fn main() {
             let rt = statefs::mount::runtime().unwrap();
             let store = RemoteSpec::parse(&config.remote)
                 .unwrap()
-                .open(&Default::default(), rt)
+                .open(&config.s3, rt)
                 .unwrap();
             let remote: Arc<dyn RemoteStore> = Arc::new(MetricsRemote::new(
                 FailingRemote::new(store, faults.clone()),
@@ -239,7 +264,17 @@ fn main() {
         load(&mut kb, keys);
         kb.backend().rocks().compact_all().unwrap();
         drop(kb);
-        let state_bytes = dir_bytes(&store_dir).max(1);
+        // What the store holds (the SSTs).
+        let state_bytes: u64 = RemoteSpec::parse(&config.remote)
+            .unwrap()
+            .open(&config.s3, statefs::mount::runtime().unwrap())
+            .unwrap()
+            .list("data/")
+            .unwrap()
+            .iter()
+            .map(|o| o.size)
+            .sum::<u64>()
+            .max(1);
         config.cache.size_limit = if pct == 100 {
             0
         } else {
@@ -273,20 +308,4 @@ fn main() {
             faults.max_in_flight()
         );
     }
-}
-
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let mut n = 0;
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let m = match e.metadata() {
-            Ok(m) => m,
-            Err(_) => continue,
-        };
-        n += if m.is_dir() {
-            dir_bytes(&e.path())
-        } else {
-            m.len()
-        };
-    }
-    n
 }
