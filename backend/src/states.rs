@@ -138,16 +138,7 @@ impl<K, B: StateBackend> Keyed<K, B> {
         // Reuse the previous key's buffer: one allocation less per record.
         let mut bytes = self.current.take().map(|(b, _)| b).unwrap_or_default();
         self.prefix_len = 0;
-        bytes.clear();
-        self.key_ser.serialize_into(key, &mut bytes);
-        let kg = key_group_of(&bytes, self.backend.max_parallelism());
-        let range = self.backend.key_group_range();
-        if !range.contains(kg) {
-            return Err(StateError::KeyOutOfRange {
-                key_group: kg,
-                range,
-            });
-        }
+        let kg = self.encode_key(key, &mut bytes)?;
         // The composite key of this key and the empty namespace: where value, list and map states
         // of the default namespace keep it, and the prefix of every access in that namespace.
         crate::backend::composite_key_into(&mut self.scratch, &bytes, &[], &[]);
@@ -157,12 +148,12 @@ impl<K, B: StateBackend> Keyed<K, B> {
         Ok(())
     }
 
-    /// `key`'s serialized bytes and key group, checked against this backend's range, without
-    /// making it current.
-    pub(crate) fn key_bytes_of(&self, key: &K) -> StateResult<(Vec<u8>, u32)> {
-        let mut bytes = Vec::new();
-        self.key_ser.serialize_into(key, &mut bytes);
-        let kg = key_group_of(&bytes, self.backend.max_parallelism());
+    /// Serializes `key` into `bytes` (cleared first) and returns its key group, which must be in
+    /// this backend's range.
+    fn encode_key(&self, key: &K, bytes: &mut Vec<u8>) -> StateResult<u32> {
+        bytes.clear();
+        self.key_ser.serialize_into(key, bytes);
+        let kg = key_group_of(bytes, self.backend.max_parallelism());
         let range = self.backend.key_group_range();
         if !range.contains(kg) {
             return Err(StateError::KeyOutOfRange {
@@ -170,6 +161,14 @@ impl<K, B: StateBackend> Keyed<K, B> {
                 range,
             });
         }
+        Ok(kg)
+    }
+
+    /// `key`'s serialized bytes and key group, checked against this backend's range, without
+    /// making it current.
+    pub(crate) fn key_bytes_of(&self, key: &K) -> StateResult<(Vec<u8>, u32)> {
+        let mut bytes = Vec::new();
+        let kg = self.encode_key(key, &mut bytes)?;
         Ok((bytes, kg))
     }
 

@@ -72,6 +72,18 @@ macro_rules! async_handle {
         }
 
         impl<$($p: 'static),*> $name<$($p),*> {
+            /// Issues `op` on the sync handle for `ctx`'s record; `read` is the entry it reads.
+            fn call<K: 'static, B: StateBackend + 'static, T: 'static>(
+                &self,
+                ctx: &RecordContext<K, B>,
+                read: Option<(StateId, Vec<u8>)>,
+                op: impl FnOnce(&$sync<$($p),*>, &mut crate::states::Keyed<K, B>) -> StateResult<T>
+                    + 'static,
+            ) -> StateFuture<T> {
+                let s = self.sync.clone();
+                ctx.request(read, move |kb| op(&s, kb))
+            }
+
             /// The same state in `namespace` (e.g. a window).
             pub fn in_namespace<N: Serialize>(&self, namespace: &N) -> Self {
                 let mut sync = (*self.sync).clone();
@@ -84,8 +96,7 @@ macro_rules! async_handle {
                 &self,
                 ctx: &RecordContext<K, B>,
             ) -> StateFuture<()> {
-                let s = self.sync.clone();
-                ctx.request(None, move |kb| s.clear(kb))
+                self.call(ctx, None, |s, kb| s.clear(kb))
             }
         }
     };
@@ -102,8 +113,9 @@ impl<V: 'static> AsyncValueState<V> {
         &self,
         ctx: &RecordContext<K, B>,
     ) -> StateFuture<Option<V>> {
-        let s = self.sync.clone();
-        ctx.request(point(&s.inner, ctx, &[]), move |kb| s.value(kb))
+        self.call(ctx, point(&self.sync.inner, ctx, &[]), move |s, kb| {
+            s.value(kb)
+        })
     }
 
     pub fn update<K: 'static, B: StateBackend + 'static>(
@@ -111,8 +123,7 @@ impl<V: 'static> AsyncValueState<V> {
         ctx: &RecordContext<K, B>,
         value: V,
     ) -> StateFuture<()> {
-        let s = self.sync.clone();
-        ctx.request(None, move |kb| s.update(kb, &value))
+        self.call(ctx, None, move |s, kb| s.update(kb, &value))
     }
 }
 
@@ -121,8 +132,9 @@ impl<V: 'static> AsyncListState<V> {
         &self,
         ctx: &RecordContext<K, B>,
     ) -> StateFuture<Vec<V>> {
-        let s = self.sync.clone();
-        ctx.request(point(&s.inner, ctx, &[]), move |kb| s.get(kb))
+        self.call(ctx, point(&self.sync.inner, ctx, &[]), move |s, kb| {
+            s.get(kb)
+        })
     }
 
     pub fn add<K: 'static, B: StateBackend + 'static>(
@@ -130,8 +142,7 @@ impl<V: 'static> AsyncListState<V> {
         ctx: &RecordContext<K, B>,
         value: V,
     ) -> StateFuture<()> {
-        let s = self.sync.clone();
-        ctx.request(None, move |kb| s.add(kb, &value))
+        self.call(ctx, None, move |s, kb| s.add(kb, &value))
     }
 
     pub fn add_all<K: 'static, B: StateBackend + 'static>(
@@ -139,8 +150,7 @@ impl<V: 'static> AsyncListState<V> {
         ctx: &RecordContext<K, B>,
         values: Vec<V>,
     ) -> StateFuture<()> {
-        let s = self.sync.clone();
-        ctx.request(None, move |kb| s.add_all(kb, &values))
+        self.call(ctx, None, move |s, kb| s.add_all(kb, &values))
     }
 
     pub fn update<K: 'static, B: StateBackend + 'static>(
@@ -148,8 +158,7 @@ impl<V: 'static> AsyncListState<V> {
         ctx: &RecordContext<K, B>,
         values: Vec<V>,
     ) -> StateFuture<()> {
-        let s = self.sync.clone();
-        ctx.request(None, move |kb| s.update(kb, &values))
+        self.call(ctx, None, move |s, kb| s.update(kb, &values))
     }
 }
 
@@ -165,9 +174,8 @@ impl<UK: 'static, V: 'static> AsyncMapState<UK, V> {
         ctx: &RecordContext<K, B>,
         user_key: UK,
     ) -> StateFuture<Option<V>> {
-        let s = self.sync.clone();
-        let read = point(&s.inner, ctx, &self.user_key(&user_key));
-        ctx.request(read, move |kb| s.get(kb, &user_key))
+        let read = point(&self.sync.inner, ctx, &self.user_key(&user_key));
+        self.call(ctx, read, move |s, kb| s.get(kb, &user_key))
     }
 
     pub fn contains<K: 'static, B: StateBackend + 'static>(
@@ -175,9 +183,8 @@ impl<UK: 'static, V: 'static> AsyncMapState<UK, V> {
         ctx: &RecordContext<K, B>,
         user_key: UK,
     ) -> StateFuture<bool> {
-        let s = self.sync.clone();
-        let read = point(&s.inner, ctx, &self.user_key(&user_key));
-        ctx.request(read, move |kb| s.contains(kb, &user_key))
+        let read = point(&self.sync.inner, ctx, &self.user_key(&user_key));
+        self.call(ctx, read, move |s, kb| s.contains(kb, &user_key))
     }
 
     pub fn put<K: 'static, B: StateBackend + 'static>(
@@ -186,8 +193,7 @@ impl<UK: 'static, V: 'static> AsyncMapState<UK, V> {
         user_key: UK,
         value: V,
     ) -> StateFuture<()> {
-        let s = self.sync.clone();
-        ctx.request(None, move |kb| s.put(kb, &user_key, &value))
+        self.call(ctx, None, move |s, kb| s.put(kb, &user_key, &value))
     }
 
     pub fn put_all<K: 'static, B: StateBackend + 'static>(
@@ -195,8 +201,7 @@ impl<UK: 'static, V: 'static> AsyncMapState<UK, V> {
         ctx: &RecordContext<K, B>,
         entries: Vec<(UK, V)>,
     ) -> StateFuture<()> {
-        let s = self.sync.clone();
-        ctx.request(None, move |kb| s.put_all(kb, &entries))
+        self.call(ctx, None, move |s, kb| s.put_all(kb, &entries))
     }
 
     pub fn remove<K: 'static, B: StateBackend + 'static>(
@@ -204,8 +209,7 @@ impl<UK: 'static, V: 'static> AsyncMapState<UK, V> {
         ctx: &RecordContext<K, B>,
         user_key: UK,
     ) -> StateFuture<()> {
-        let s = self.sync.clone();
-        ctx.request(None, move |kb| s.remove(kb, &user_key))
+        self.call(ctx, None, move |s, kb| s.remove(kb, &user_key))
     }
 
     /// Live entries of the record's key and this namespace, in user-key byte order.
@@ -213,32 +217,28 @@ impl<UK: 'static, V: 'static> AsyncMapState<UK, V> {
         &self,
         ctx: &RecordContext<K, B>,
     ) -> StateFuture<Vec<(UK, V)>> {
-        let s = self.sync.clone();
-        ctx.request(None, move |kb| s.entries(kb))
+        self.call(ctx, None, move |s, kb| s.entries(kb))
     }
 
     pub fn keys<K: 'static, B: StateBackend + 'static>(
         &self,
         ctx: &RecordContext<K, B>,
     ) -> StateFuture<Vec<UK>> {
-        let s = self.sync.clone();
-        ctx.request(None, move |kb| s.keys(kb))
+        self.call(ctx, None, move |s, kb| s.keys(kb))
     }
 
     pub fn values<K: 'static, B: StateBackend + 'static>(
         &self,
         ctx: &RecordContext<K, B>,
     ) -> StateFuture<Vec<V>> {
-        let s = self.sync.clone();
-        ctx.request(None, move |kb| s.values(kb))
+        self.call(ctx, None, move |s, kb| s.values(kb))
     }
 
     pub fn is_empty<K: 'static, B: StateBackend + 'static>(
         &self,
         ctx: &RecordContext<K, B>,
     ) -> StateFuture<bool> {
-        let s = self.sync.clone();
-        ctx.request(None, move |kb| s.is_empty(kb))
+        self.call(ctx, None, move |s, kb| s.is_empty(kb))
     }
 }
 
@@ -247,8 +247,9 @@ impl<V: 'static> AsyncReducingState<V> {
         &self,
         ctx: &RecordContext<K, B>,
     ) -> StateFuture<Option<V>> {
-        let s = self.sync.clone();
-        ctx.request(point(&s.inner, ctx, &[]), move |kb| s.get(kb))
+        self.call(ctx, point(&self.sync.inner, ctx, &[]), move |s, kb| {
+            s.get(kb)
+        })
     }
 
     /// Merges `value` into the state (a read, then a write).
@@ -257,8 +258,9 @@ impl<V: 'static> AsyncReducingState<V> {
         ctx: &RecordContext<K, B>,
         value: V,
     ) -> StateFuture<()> {
-        let s = self.sync.clone();
-        ctx.request(point(&s.inner, ctx, &[]), move |kb| s.add(kb, value))
+        self.call(ctx, point(&self.sync.inner, ctx, &[]), move |s, kb| {
+            s.add(kb, value)
+        })
     }
 }
 
@@ -267,8 +269,9 @@ impl<IN: 'static, ACC: 'static, OUT: 'static> AsyncAggregatingState<IN, ACC, OUT
         &self,
         ctx: &RecordContext<K, B>,
     ) -> StateFuture<Option<OUT>> {
-        let s = self.sync.clone();
-        ctx.request(point(&s.inner, ctx, &[]), move |kb| s.get(kb))
+        self.call(ctx, point(&self.sync.inner, ctx, &[]), move |s, kb| {
+            s.get(kb)
+        })
     }
 
     /// Adds `value` to the accumulator (a read, then a write).
@@ -277,8 +280,9 @@ impl<IN: 'static, ACC: 'static, OUT: 'static> AsyncAggregatingState<IN, ACC, OUT
         ctx: &RecordContext<K, B>,
         value: IN,
     ) -> StateFuture<()> {
-        let s = self.sync.clone();
-        ctx.request(point(&s.inner, ctx, &[]), move |kb| s.add(kb, value))
+        self.call(ctx, point(&self.sync.inner, ctx, &[]), move |s, kb| {
+            s.add(kb, value)
+        })
     }
 }
 

@@ -209,19 +209,24 @@ fn a_failed_upload_at_shutdown_keeps_the_local_bytes() {
     assert_eq!(env.objects().len(), 1);
 }
 
-#[test]
-fn reads_fall_back_to_the_store_without_a_local_copy() {
-    let env = Env::new();
-    let data = vec![7u8; 100_000];
+/// `a.sst` holding `data`, uploaded, its local copies lost, opened for reading by a new core.
+fn open_cold(env: &Env, data: &[u8]) -> (Arc<FsCore>, Opened) {
     {
         let core = env.core();
-        write_file(&core, ROOT_INO, "a.sst", &data, true);
+        write_file(&core, ROOT_INO, "a.sst", data, true);
         core.shutdown().unwrap();
     }
-    lose_local_copies(&env);
+    lose_local_copies(env);
     let core = env.core();
     let ino = core.lookup(ROOT_INO, "a.sst").unwrap().ino;
     let o = core.open(ino, libc::O_RDONLY).unwrap();
+    (core, o)
+}
+
+#[test]
+fn reads_fall_back_to_the_store_without_a_local_copy() {
+    let env = Env::new();
+    let (core, o) = open_cold(&env, &vec![7u8; 100_000]);
     assert!(
         o.backing.is_none(),
         "no local copy: the daemon serves reads"
@@ -241,15 +246,7 @@ fn reads_fall_back_to_the_store_without_a_local_copy() {
 fn cold_reads_through_one_handle_fetch_in_parallel() {
     let env = Env::new();
     let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
-    {
-        let core = env.core();
-        write_file(&core, ROOT_INO, "a.sst", &data, true);
-        core.shutdown().unwrap();
-    }
-    lose_local_copies(&env);
-    let core = env.core();
-    let ino = core.lookup(ROOT_INO, "a.sst").unwrap().ino;
-    let o = core.open(ino, libc::O_RDONLY).unwrap();
+    let (core, o) = open_cold(&env, &data);
     env.faults.set_latency(Duration::from_millis(200));
     let data = &data;
     std::thread::scope(|s| {
