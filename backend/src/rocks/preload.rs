@@ -37,7 +37,11 @@ impl Preloader {
                         loop {
                             let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                             match job {
-                                Ok(job) => job(),
+                                // A job that panics ends its part (`Finish`); the thread goes on.
+                                Ok(job) => {
+                                    let _ =
+                                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                                }
                                 Err(_) => return,
                             }
                         }
@@ -92,6 +96,14 @@ impl Preloader {
             let busy = self.busy.clone();
             *busy.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
             let job: Job = Box::new(move || {
+                // The part ends, and the job counts as finished, however the job ends (a panic
+                // included): the controller waits for the parts of a preload, never for a thread.
+                let finish = Finish {
+                    db: Some(db),
+                    part: done.clone(),
+                    busy,
+                };
+                let db = finish.db.as_ref().expect("set above");
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((state, key, generation)) = keys.get(i) else {
@@ -105,13 +117,6 @@ impl Preloader {
                         read_ahead.fill(*state, key, *generation, value);
                     }
                     done.loaded(i);
-                }
-                drop(db);
-                done.part_done();
-                let mut n = busy.0.lock().unwrap_or_else(|p| p.into_inner());
-                *n -= 1;
-                if *n == 0 {
-                    busy.1.notify_all();
                 }
             });
             if let Some(tx) = &self.tx
@@ -130,6 +135,26 @@ impl Preloader {
         let mut n = n.lock().unwrap_or_else(|p| p.into_inner());
         while *n > 0 {
             n = idle.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Ends a job when dropped: its reference to the database first (a job counted as finished holds
+/// none, see the module's invariant), then its part of the preload, then the count of jobs.
+struct Finish {
+    db: Option<Arc<DB>>,
+    part: Preload,
+    busy: Arc<(Mutex<usize>, Condvar)>,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.db.take();
+        self.part.part_done();
+        let mut n = self.busy.0.lock().unwrap_or_else(|p| p.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            self.busy.1.notify_all();
         }
     }
 }
