@@ -445,26 +445,45 @@ impl<N: Serialize + DeserializeOwned + 'static> TimerService<N> {
         let mut fired = 0;
         // A timer leaves the backend before it fires (Flink polls it first): a snapshot taken in
         // `on_timer` no longer holds it.
-        while let Some((kg, tk)) = self.queues[slot(domain)].pop_due(kb.backend_mut(), upto)? {
-            let (ts, key_bytes, ns) = split_timer_key(&tk).expect("checked when loaded or made");
-            let key = kb.decode_key(key_bytes)?;
-            let namespace = self
-                .ns_ser
-                .deserialize(ns)
-                .map_err(|why| StateError::corrupt("timer namespace", why))?;
-            kb.set_current_key_bytes(key_bytes, kg);
-            on_timer(
-                kb,
-                self,
-                Timer {
-                    timestamp: ts,
-                    key,
-                    namespace,
-                },
-            )?;
+        while let Some(timer) = self.pop_due(kb, domain, upto)? {
+            on_timer(kb, self, timer)?;
             fired += 1;
         }
         Ok(fired)
+    }
+
+    /// Removes the earliest timer of `domain` if it is due at `upto`, with its key made current,
+    /// and returns it: firing one timer at a time (the async API fires them as records).
+    pub fn pop_due<K, B: StateBackend>(
+        &mut self,
+        kb: &mut Keyed<K, B>,
+        domain: TimeDomain,
+        upto: i64,
+    ) -> StateResult<Option<Timer<K, N>>>
+    where
+        K: DeserializeOwned,
+    {
+        let Some((kg, tk)) = self.queues[slot(domain)].pop_due(kb.backend_mut(), upto)? else {
+            return Ok(None);
+        };
+        let (ts, key_bytes, ns) = split_timer_key(&tk).expect("checked when loaded or made");
+        let key = kb.decode_key(key_bytes)?;
+        let namespace = self
+            .ns_ser
+            .deserialize(ns)
+            .map_err(|why| StateError::corrupt("timer namespace", why))?;
+        kb.set_current_key_bytes(key_bytes, kg);
+        Ok(Some(Timer {
+            timestamp: ts,
+            key,
+            namespace,
+        }))
+    }
+
+    /// Advances the watermark this service reports (what [`TimerService::advance_watermark`]
+    /// does before firing), for callers that fire with [`TimerService::pop_due`].
+    pub fn note_watermark(&mut self, watermark: i64) {
+        self.watermark = self.watermark.max(watermark);
     }
 }
 

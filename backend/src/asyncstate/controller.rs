@@ -616,3 +616,55 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend + 'static> Async
         timers.advance_processing_time(self.keyed_mut()?, now, on_timer)
     }
 }
+
+impl<K, B> AsyncKeyed<K, B>
+where
+    K: Serialize + DeserializeOwned + Clone + 'static,
+    B: StateBackend + 'static,
+{
+    /// Advances event time to `watermark`, firing each due timer as a record of its key through
+    /// the controller: `on_timer` gets the record's context and the timer and returns its body,
+    /// whose state calls are batched like any record's. Records taken in before this call finish
+    /// first; timers of one key fire in timestamp order, in order with that key's records; timers
+    /// of different keys interleave. A body may register timers through `ctx.sync` on the shared
+    /// service; those due at `watermark` fire in this call. Returns how many fired.
+    pub fn advance_watermark_async<N, F, Fut>(
+        &mut self,
+        timers: &Rc<RefCell<crate::timers::TimerService<N>>>,
+        watermark: i64,
+        mut on_timer: F,
+    ) -> StateResult<usize>
+    where
+        N: Serialize + DeserializeOwned + 'static,
+        F: FnMut(RecordContext<K, B>, crate::timers::Timer<K, N>) -> Fut,
+        Fut: Future<Output = StateResult<()>> + 'static,
+    {
+        timers.borrow_mut().note_watermark(watermark);
+        let mut fired = 0;
+        loop {
+            // Whatever ran before (records, or the bodies of the last round, which may have
+            // registered due timers) finishes first.
+            self.drain()?;
+            let mut due = Vec::new();
+            {
+                let mut t = timers.borrow_mut();
+                while let Some(timer) = t.pop_due(
+                    &mut self.kb,
+                    crate::timers::TimeDomain::EventTime,
+                    watermark,
+                )? {
+                    due.push(timer);
+                }
+            }
+            if due.is_empty() {
+                return Ok(fired);
+            }
+            fired += due.len();
+            // In timestamp order: a key's timers enter (and so run) in that order.
+            for timer in due {
+                let key = timer.key.clone();
+                self.process(&key, |ctx| on_timer(ctx, timer))?;
+            }
+        }
+    }
+}

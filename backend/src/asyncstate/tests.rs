@@ -390,3 +390,53 @@ proptest! {
         check_matches_sync(fresh, opts, &records);
     }
 }
+
+/// Timers fired as async records: each window's timer sees exactly its window's records, fires
+/// once, and a timer registered by a timer body that is due fires in the same advance.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn timers_fire_as_async_records() {
+    use crate::timers::{TimeDomain, TimerService};
+    let kb = Keyed::new(crate::RocksBackend::temporary(KeyGroupRange::all(16), 16).unwrap());
+    let mut ctl = AsyncKeyed::new(kb, small_batches());
+    let count = ctl.value_state::<u64>("count", None).unwrap();
+    let timers: Rc<RefCell<TimerService<u32>>> = Rc::new(RefCell::new(
+        TimerService::new(ctl.keyed_mut().unwrap(), "w").unwrap(),
+    ));
+    for i in 0..40u32 {
+        let (count, t) = (count.clone(), timers.clone());
+        ctl.process(&(i % 4), move |ctx| async move {
+            let n = count.value(&ctx).await?.unwrap_or(0);
+            count.update(&ctx, n + 1).await?;
+            // The window's timer (registered again by each record: deduplicated).
+            ctx.sync(move |kb| t.borrow_mut().register(kb, TimeDomain::EventTime, &0, 99))
+                .await
+        })
+        .unwrap();
+    }
+    let fired = Rc::new(RefCell::new(Vec::new()));
+    let n = ctl
+        .advance_watermark_async(&timers, 150, |ctx, timer| {
+            let (count, fired, t) = (count.clone(), fired.clone(), timers.clone());
+            async move {
+                let n = count.value(&ctx).await?;
+                count.clear(&ctx).await?;
+                fired.borrow_mut().push((timer.key, timer.namespace, n));
+                if timer.namespace == 0 {
+                    // A follow-up timer of the same key, due within this advance.
+                    ctx.sync(move |kb| t.borrow_mut().register(kb, TimeDomain::EventTime, &1, 120))
+                        .await?;
+                }
+                Ok(())
+            }
+        })
+        .unwrap();
+    assert_eq!(n, 8, "4 window timers and their 4 follow-ups");
+    let mut fired = fired.borrow().clone();
+    fired.sort();
+    let want: Vec<(u32, u32, Option<u64>)> = (0..4)
+        .flat_map(|k| [(k, 0, Some(10)), (k, 1, None)])
+        .collect();
+    assert_eq!(fired, want);
+    assert!(timers.borrow().is_empty());
+}
