@@ -632,7 +632,7 @@ where
         &mut self,
         timers: &Rc<RefCell<crate::timers::TimerService<N>>>,
         watermark: i64,
-        mut on_timer: F,
+        on_timer: F,
     ) -> StateResult<usize>
     where
         N: Serialize + DeserializeOwned + 'static,
@@ -640,6 +640,47 @@ where
         Fut: Future<Output = StateResult<()>> + 'static,
     {
         timers.borrow_mut().note_watermark(watermark);
+        self.fire_async(
+            timers,
+            crate::timers::TimeDomain::EventTime,
+            watermark,
+            on_timer,
+        )
+    }
+
+    /// Advances processing time to `now` (the caller's clock), firing due processing-time timers
+    /// as records, as [`AsyncKeyed::advance_watermark_async`].
+    pub fn advance_processing_time_async<N, F, Fut>(
+        &mut self,
+        timers: &Rc<RefCell<crate::timers::TimerService<N>>>,
+        now: i64,
+        on_timer: F,
+    ) -> StateResult<usize>
+    where
+        N: Serialize + DeserializeOwned + 'static,
+        F: FnMut(RecordContext<K, B>, crate::timers::Timer<K, N>) -> Fut,
+        Fut: Future<Output = StateResult<()>> + 'static,
+    {
+        self.fire_async(
+            timers,
+            crate::timers::TimeDomain::ProcessingTime,
+            now,
+            on_timer,
+        )
+    }
+
+    fn fire_async<N, F, Fut>(
+        &mut self,
+        timers: &Rc<RefCell<crate::timers::TimerService<N>>>,
+        domain: crate::timers::TimeDomain,
+        upto: i64,
+        mut on_timer: F,
+    ) -> StateResult<usize>
+    where
+        N: Serialize + DeserializeOwned + 'static,
+        F: FnMut(RecordContext<K, B>, crate::timers::Timer<K, N>) -> Fut,
+        Fut: Future<Output = StateResult<()>> + 'static,
+    {
         let mut fired = 0;
         loop {
             // Whatever ran before (records, or the bodies of the last round, which may have
@@ -648,11 +689,7 @@ where
             let mut due = Vec::new();
             {
                 let mut t = timers.borrow_mut();
-                while let Some(timer) = t.pop_due(
-                    &mut self.kb,
-                    crate::timers::TimeDomain::EventTime,
-                    watermark,
-                )? {
+                while let Some(timer) = t.pop_due(&mut self.kb, domain, upto)? {
                     due.push(timer);
                 }
             }

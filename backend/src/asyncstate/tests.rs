@@ -440,3 +440,41 @@ fn timers_fire_as_async_records() {
     assert_eq!(fired, want);
     assert!(timers.borrow().is_empty());
 }
+
+/// Processing-time timers fire as records too, each once, at or after their time only.
+#[test]
+fn processing_time_timers_fire_as_async_records() {
+    use crate::timers::{TimeDomain, TimerService};
+    let mut ctl = AsyncKeyed::new(heap(), small_batches());
+    let timers: Rc<RefCell<TimerService<()>>> = Rc::new(RefCell::new(
+        TimerService::new(ctl.keyed_mut().unwrap(), "p").unwrap(),
+    ));
+    for k in 0..6u32 {
+        let t = timers.clone();
+        ctl.process(&k, move |ctx| async move {
+            ctx.sync(move |kb| {
+                t.borrow_mut()
+                    .register(kb, TimeDomain::ProcessingTime, &(), 10 * k as i64)
+            })
+            .await
+        })
+        .unwrap();
+    }
+    let fired = Rc::new(RefCell::new(Vec::new()));
+    for now in [25, 25, 100] {
+        let f = fired.clone();
+        ctl.advance_processing_time_async(&timers, now, |_, t| {
+            let f = f.clone();
+            async move {
+                f.borrow_mut().push((now, t.key, t.timestamp));
+                Ok(())
+            }
+        })
+        .unwrap();
+    }
+    let got: Vec<(i64, u32)> = fired.borrow().iter().map(|(n, k, _)| (*n, *k)).collect();
+    assert_eq!(
+        got,
+        [(25, 0), (25, 1), (25, 2), (100, 3), (100, 4), (100, 5)]
+    );
+}
