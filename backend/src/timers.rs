@@ -181,7 +181,7 @@ impl Queue {
         Ok(())
     }
 
-    /// Adds timer `tk` of `kg` (nothing changes if it exists).
+    /// Adds timer `e` of `kg` (nothing changes if it exists).
     fn add(&mut self, backend: &mut dyn StateBackend, kg: u32, e: TimerEntry) -> StateResult<()> {
         let h = self.head(kg);
         if h.timers.contains(&e) {
@@ -207,7 +207,7 @@ impl Queue {
         Ok(())
     }
 
-    /// Deletes timer `tk` of `kg`, if there is one.
+    /// Deletes timer `e` of `kg`, if there is one.
     fn remove(
         &mut self,
         backend: &mut dyn StateBackend,
@@ -249,18 +249,21 @@ impl Queue {
             return Ok(None);
         }
         let state = self.state;
-        let h = self.head(kg);
-        let first = h.timers.first().expect("ordered key groups have timers");
+        let first = &self
+            .head(kg)
+            .timers
+            .first()
+            .expect("ordered key groups have timers")
+            .1;
         // The backend first: a failed delete leaves the timer in both.
-        backend.delete(state, kg, &first.1)?;
-        let (_, tk) = h.timers.pop_first().expect("just seen");
-        // It was the key group's smallest timer: nothing at or before it remains.
-        h.floor = Some(tk.clone());
-        let refill = h.timers.is_empty() && !h.complete;
-        self.order.remove(&(ts, kg));
-        if let Some(next) = self.earliest(kg) {
-            self.order.insert((next, kg));
-        }
+        backend.delete(state, kg, first)?;
+        let (tk, refill) = self.update(kg, |h, _| {
+            let (_, tk) = h.timers.pop_first().expect("just seen");
+            // It was the key group's smallest timer: nothing at or before it remains.
+            h.floor = Some(tk.clone());
+            let refill = h.timers.is_empty() && !h.complete;
+            (tk, refill)
+        });
         if refill {
             self.reload(backend, kg)?;
         }
