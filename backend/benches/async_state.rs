@@ -11,7 +11,7 @@
 //! cold-block memory (4 MiB) are small beside the state, so reads that miss the file cache go to
 //! the store.
 //!
-//!   KEYS=2000000 RECORDS=20000 SYNC_RECORDS=1000 LATENCY_MS=20 cargo bench -p statefs-backend --bench async_state
+//!   KEYS=2000000 RECORDS=200000 SYNC_RECORDS=1000 LATENCY_MS=20 cargo bench -p statefs-backend --bench async_state
 //!
 //! `IN_FLIGHT` and `BUFFER_SIZE` set the controller's limits (Flink's defaults: 6000, 1000);
 //! `PCTS=100` runs only that cache size; `READ_THREADS`, `STORE_THREADS`, `FUSE_THREADS` set the
@@ -166,7 +166,7 @@ fn run_async<B: StateBackend + 'static>(
 
 fn main() {
     let keys = env("KEYS", 2_000_000);
-    let records = env("RECORDS", 20_000) as usize;
+    let records = env("RECORDS", 200_000) as usize;
     let sync_records = env("SYNC_RECORDS", 1_000) as usize;
     let latency = Duration::from_millis(env("LATENCY_MS", 20));
     let block_cache_mb = env("BLOCK_CACHE_MB", 8);

@@ -314,6 +314,13 @@ pub trait StateBackend: Send {
     fn reads_ahead(&self) -> bool {
         false
     }
+    /// Whether the entry at `key` can be read now without waiting for I/O (RocksDB: it is in a
+    /// memtable or the block cache). The async State API runs such a read at once instead of
+    /// batching it; a backend may keep the value it found for that read. Nothing observable
+    /// depends on the answer. The default: every read can, unless the backend reads ahead.
+    fn read_now(&self, _key: &ReadKey) -> bool {
+        !self.reads_ahead()
+    }
     /// Timers per key group a [`crate::TimerService`] keeps in memory, the rest staying in the
     /// backend; `None` (the default, the heap backend): all of them.
     fn timer_cache_size(&self) -> Option<usize> {

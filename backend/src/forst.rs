@@ -546,4 +546,7 @@ impl StateBackend for ForstBackend {
     fn reads_ahead(&self) -> bool {
         self.rocks.reads_ahead()
     }
+    fn read_now(&self, key: &crate::backend::ReadKey) -> bool {
+        self.rocks.read_now(key)
+    }
 }

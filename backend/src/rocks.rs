@@ -1048,6 +1048,24 @@ impl StateBackend for RocksBackend {
         true
     }
 
+    fn read_now(&self, (s, kg, ck): &crate::backend::ReadKey) -> bool {
+        if self.check(*kg).is_err() || *s >= self.cf_names.len() {
+            return true; // the read itself reports it
+        }
+        let key = db_key(*kg, ck);
+        // Memtables and the block cache only: `Incomplete` when the entry needs a file read.
+        let mut memory_only = rocksdb::ReadOptions::default();
+        memory_only.set_read_tier(rocksdb::ReadTier::BlockCache);
+        match self.db.get_cf_opt(self.cf(*s), &key, &memory_only) {
+            Ok(value) => {
+                self.read_ahead.put_now(*s, key, value);
+                true
+            }
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => false,
+            Err(_) => true, // the read itself reports it
+        }
+    }
+
     fn preload(&self, keys: Vec<crate::backend::ReadKey>) -> crate::backend::Preload {
         let threads = self
             .tuning

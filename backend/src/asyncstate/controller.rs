@@ -9,12 +9,15 @@
 //! - **Per-key order.** A record holds its key from its first poll until its body returns; a record
 //!   of a held key waits, in arrival order, and starts when the holder finishes. So records of one
 //!   key run strictly in arrival order, and their requests too.
-//! - **Requests run in issue order** on the task thread, with the issuing record's key current,
-//!   through the sync State API: the semantics (TTL, lists, maps, merges) are the sync API's.
-//!   Requests are buffered and sealed into batches; the backend is told which entries a batch will
-//!   read ([`crate::StateBackend::preload`]), and each request runs once its own entry is loaded
-//!   (not when the batch's slowest read is), after every earlier request of its record. Backends
-//!   that load nothing ahead (the heap) run each request at once.
+//! - **A record's requests run in issue order** on the task thread, with the record's key
+//!   current, through the sync State API: the semantics (TTL, lists, maps, merges) are the sync
+//!   API's. Requests of records of different keys touch different entries and may run in any
+//!   order (Flink promises per-key order only). A request that can run without waiting (it reads
+//!   nothing, or its entry is in memory: [`crate::StateBackend::read_now`]) runs as soon as its
+//!   record issues it. The others are buffered and sealed into batches; the backend is told which
+//!   entries a batch will read ([`crate::StateBackend::preload`]), and each request runs once its
+//!   own entry is loaded (not when the batch's slowest read is), after every earlier request of
+//!   its record. On the heap every request runs at once.
 //! - **Bounded.** At most `in_flight_records_limit` records are in the controller (running or
 //!   waiting for their key); [`AsyncKeyed::process`] runs batches until there is room
 //!   (back-pressure).
@@ -531,6 +534,52 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend + 'static> Async
         self.run_records(completed);
     }
 
+    /// Runs the requests `record` just issued (`buffer[issued..]`, in issue order) while each can
+    /// run without waiting: it reads nothing, or an entry the backend holds in memory
+    /// ([`StateBackend::read_now`]). The first that cannot, and those after it, stay buffered.
+    /// Returns whether all ran (the record is then polled again at once). So a record whose
+    /// entries are in memory never waits for a batch: a hot key's records run one after another
+    /// as soon as the first one's entry is in.
+    fn run_at_once(&mut self, record: usize, issued: usize) -> bool {
+        if self.queues.contains_key(&record) {
+            return false; // earlier requests of it are batched (not reached: see the caller)
+        }
+        let mine = {
+            let mut buffer = self.shared.buffer.borrow_mut();
+            if buffer.len() <= issued {
+                return false;
+            }
+            buffer.split_off(issued)
+        };
+        let mut mine = mine.into_iter();
+        let mut all = true;
+        while let Some(r) = mine.next() {
+            debug_assert_eq!(r.record, record);
+            let now = !self.batching
+                || r.read
+                    .as_ref()
+                    .is_none_or(|k| self.kb.backend().read_now(k));
+            if !now {
+                let mut buffer = self.shared.buffer.borrow_mut();
+                buffer.push(r);
+                buffer.extend(mine);
+                all = false;
+                break;
+            }
+            (r.op)(&mut self.kb);
+            let mut outstanding = self.shared.outstanding.borrow_mut();
+            let n = outstanding.get_mut(&record).expect("counted when issued");
+            *n -= 1;
+            if *n == 0 {
+                outstanding.remove(&record);
+            }
+        }
+        if self.shared.buffer.borrow().is_empty() {
+            self.shared.oldest.set(None);
+        }
+        all
+    }
+
     fn request(&self, number: u64, i: usize) -> Option<&Request<K, B>> {
         let b = self
             .batches
@@ -547,10 +596,16 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend + 'static> Async
             let Some(record) = self.records[i].as_mut() else {
                 continue;
             };
+            // A record is polled with nothing outstanding: what it issues in this poll is
+            // `buffer[issued..]`.
+            let issued = self.shared.buffer.borrow().len();
             let outcome = match record.body.as_mut().poll(&mut cx) {
                 Poll::Ready(r) => r,
                 Poll::Pending => {
                     if self.shared.outstanding.borrow().contains_key(&i) {
+                        if self.run_at_once(i, issued) {
+                            ready.push_front(i);
+                        }
                         continue;
                     }
                     Err(StateError::Invalid(

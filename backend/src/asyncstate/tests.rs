@@ -339,6 +339,12 @@ impl StateBackend for Scrambled {
     fn reads_ahead(&self) -> bool {
         true
     }
+    /// Every other entry, by the seed, is in memory: records mix running at once and batched.
+    fn read_now(&self, _key: &crate::backend::ReadKey) -> bool {
+        let x = self.seed.get().rotate_left(7) ^ 0x9E37_79B9_7F4A_7C15;
+        self.seed.set(x.wrapping_mul(6364136223846793005));
+        x >> 63 == 1
+    }
     fn preload(&self, keys: Vec<crate::backend::ReadKey>) -> crate::backend::Preload {
         let mut x = self
             .seed
@@ -477,4 +483,60 @@ fn processing_time_timers_fire_as_async_records() {
         got,
         [(25, 0), (25, 1), (25, 2), (100, 3), (100, 4), (100, 5)]
     );
+}
+
+/// On RocksDB, a record whose entries are in memory (a memtable, the block cache) runs to its end
+/// inside `process`, without waiting for a batch to fill or time out: a hot key's records do not
+/// queue behind batches. A record whose entry is on disk only waits for its batch.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn records_whose_entries_are_in_memory_run_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let range = KeyGroupRange::all(16);
+    let open = || Keyed::new(crate::RocksBackend::open(dir.path(), range, 16).unwrap());
+    let opts = AsyncOptions {
+        buffer_size: 1000,
+        buffer_timeout: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let mut kb = open();
+    let count = kb.value_state::<u64>("count", None).unwrap();
+    for k in 0..2u32 {
+        kb.set_current_key(&k).unwrap();
+        count.update(&mut kb, &10).unwrap();
+    }
+    drop(kb);
+    // Reopened: both entries are in an SST only, the block cache is empty.
+    let mut ctl = AsyncKeyed::new(open(), opts);
+    let count = ctl.value_state::<u64>("count", None).unwrap();
+    let record = |ctl: &mut AsyncKeyed<u32, _>, key: u32| {
+        let count = count.clone();
+        ctl.process(&key, move |ctx| async move {
+            let n = count.value(&ctx).await?.unwrap_or(0);
+            count.update(&ctx, n + 1).await
+        })
+        .unwrap();
+    };
+    record(&mut ctl, 0);
+    assert_eq!(ctl.in_flight(), 1, "an entry on disk waits for its batch");
+    for _ in 0..5 {
+        record(&mut ctl, 0);
+    }
+    assert_eq!(ctl.in_flight(), 6, "records of the key wait for the first");
+    ctl.drain().unwrap();
+    for n in 0..50 {
+        record(&mut ctl, 0);
+        assert_eq!(
+            ctl.in_flight(),
+            0,
+            "record {n}: its entry is in the memtable"
+        );
+    }
+    record(&mut ctl, 1);
+    let mut kb = ctl.into_keyed().unwrap();
+    let count = kb.value_state::<u64>("count", None).unwrap();
+    for (k, want) in [(0u32, 66u64), (1, 11)] {
+        kb.set_current_key(&k).unwrap();
+        assert_eq!(count.value(&mut kb).unwrap(), Some(want));
+    }
 }

@@ -176,7 +176,8 @@ impl Drop for Preloader {
 /// delete, a prefix delete, a load) removes its slot; a read thread fills a slot only if it is
 /// still the one made for its read (same generation) and still empty. So a value read before a
 /// write finds no slot, or a newer one, and is dropped; and a filled slot saw no write since its
-/// read. A read takes the slot (once), filled or not.
+/// read. The task thread may also make a slot filled with its own read ([`ReadAhead::put_now`]),
+/// which no write can come between. A read takes the slot (once), filled or not.
 #[derive(Default)]
 pub(crate) struct ReadAhead {
     slots: Mutex<Slots>,
@@ -247,6 +248,29 @@ impl ReadAhead {
         {
             slot.value = Some(value);
         }
+    }
+
+    /// Makes a filled slot for an entry the task thread just read (the read that follows takes
+    /// it, with no write between on that thread).
+    pub(crate) fn put_now(&self, state: usize, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let mut s = self.slots();
+        if s.count >= MAX_SLOTS {
+            s.by_state.clear();
+            s.count = 0;
+        }
+        let generation = s.next_gen;
+        s.next_gen += 1;
+        if s.by_state.len() <= state {
+            s.by_state.resize_with(state + 1, Default::default);
+        }
+        let slot = Slot {
+            generation,
+            value: Some(value),
+        };
+        if s.by_state[state].insert(key, slot).is_none() {
+            s.count += 1;
+        }
+        self.held.store(s.count, Ordering::Release);
     }
 
     /// Takes the slot of an entry being read: its value if it was read ahead.
