@@ -6,10 +6,10 @@
 # store for cold reads is kept at BLOCK_MEMORY. Prints ops/s, the ratio to local disk, and remote GETs
 # per 1,000 reads. Needs root (drop_caches).
 #
-#   KEYS=2000000 READS=300000 scripts/bench-cache.sh
+#   KEYS=4000000 READS=200000 scripts/bench-cache.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-KEYS="${KEYS:-1000000}"
+KEYS="${KEYS:-4000000}"
 READS="${READS:-200000}"
 BLOCK_MEMORY="${BLOCK_MEMORY:-8mb}"
 work="${BENCH_DIR:-/var/tmp/statefs-bench-cache}"

@@ -321,6 +321,13 @@ pub trait StateBackend: Send {
     fn read_now(&self, _key: &ReadKey) -> bool {
         !self.reads_ahead()
     }
+    /// While on, the backend may apply writes after they return (RocksDB: in write batches on a
+    /// write thread), every read of this backend still seeing every earlier write. Turned on by
+    /// the async State API while records run, off when it drains; turning it off returns once
+    /// every write is applied, with the failure of any that was not. The default does nothing.
+    fn write_behind(&mut self, _on: bool) -> StateResult<()> {
+        Ok(())
+    }
     /// Timers per key group a [`crate::TimerService`] keeps in memory, the rest staying in the
     /// backend; `None` (the default, the heap backend): all of them.
     fn timer_cache_size(&self) -> Option<usize> {

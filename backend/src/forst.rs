@@ -549,4 +549,7 @@ impl StateBackend for ForstBackend {
     fn read_now(&self, key: &crate::backend::ReadKey) -> bool {
         self.rocks.read_now(key)
     }
+    fn write_behind(&mut self, on: bool) -> StateResult<()> {
+        self.rocks.write_behind(on)
+    }
 }

@@ -26,6 +26,7 @@ use crate::rocks_options::RocksTuning;
 pub(crate) mod manifest_log;
 mod merge;
 mod preload;
+mod write_behind;
 
 /// An SST a checkpoint of this backend uploaded: its object and the CRC32C of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,9 @@ pub struct RocksBackend {
     /// The read threads of [`StateBackend::preload`], started by the first; declared first so
     /// that dropping the backend waits for their running reads before anything else goes.
     preloader: std::sync::OnceLock<preload::Preloader>,
+    /// The async State API's writes, applied by a write thread while on (see
+    /// `rocks/write_behind.rs`); only the task thread locks it.
+    write_behind: std::sync::Mutex<write_behind::WriteBehind>,
     /// Shared only with running preload jobs (see `rocks/preload.rs`).
     db: std::sync::Arc<DB>,
     /// Values the preload read, for the task thread's next read (see `rocks/preload.rs`).
@@ -494,6 +498,7 @@ impl RocksBackend {
         .map_err(rocks_err)?;
         Ok(RocksBackend {
             preloader: std::sync::OnceLock::new(),
+            write_behind: Default::default(),
             db: std::sync::Arc::new(db),
             read_ahead: Default::default(),
             path: path.to_path_buf(),
@@ -547,6 +552,7 @@ impl RocksBackend {
 
     /// Flushes every memtable and compacts every state's column family fully.
     pub fn compact_all(&self) -> StateResult<()> {
+        self.settle_writes()?;
         for name in &self.cf_names {
             let cf = self.db.cf_handle(name).expect("registered");
             self.db.flush_cf(cf).map_err(rocks_err)?;
@@ -575,6 +581,7 @@ impl RocksBackend {
 
     /// Deletes the key groups of `had` outside `keep` from every state (DeleteRange).
     pub fn clip_to(&self, keep: KeyGroupRange, had: KeyGroupRange) -> StateResult<()> {
+        self.settle_writes()?;
         for name in &self.cf_names {
             let cf = self.db.cf_handle(name).expect("registered");
             if had.start < keep.start {
@@ -604,6 +611,7 @@ impl RocksBackend {
     /// RocksDB's checkpoint of this database into `dir` (which must not exist): memtables
     /// flushed, SST files hard-linked, the small files copied.
     pub(crate) fn checkpoint_to(&self, dir: &Path) -> StateResult<()> {
+        self.settle_writes()?;
         rocksdb::checkpoint::Checkpoint::new(&self.db)
             .and_then(|c| c.create_checkpoint(dir))
             .map_err(|e| match rocks_err(e) {
@@ -671,6 +679,7 @@ impl RocksBackend {
 
     /// Flushes every state's memtable.
     pub fn flush(&self) -> StateResult<()> {
+        self.settle_writes()?;
         for name in &self.cf_names {
             self.db
                 .flush_cf(self.db.cf_handle(name).expect("registered"))
@@ -722,7 +731,63 @@ impl RocksBackend {
         if let Some(p) = self.preloader.get() {
             p.wait_idle();
         }
+        let db = self.db.clone();
+        if let Err(e) = self
+            .write_behind
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .pause(&db)
+        {
+            // Reported again by the next write, read of a pending entry or settle.
+            tracing::warn!(error = %e, "rocksdb: writes applied behind failed");
+        }
+        drop(db);
         std::sync::Arc::get_mut(&mut self.db).expect("no preload job runs")
+    }
+
+    fn behind(&self) -> std::sync::MutexGuard<'_, write_behind::WriteBehind> {
+        self.write_behind.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until every write applied behind is in the database: before any read other than a
+    /// point read (see `rocks/write_behind.rs`).
+    fn settle_writes(&self) -> StateResult<()> {
+        let mut wb = self.behind();
+        if wb.is_on() {
+            wb.settle(&self.db)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A write: into the write-behind batch while on, else straight to RocksDB.
+    fn write(&self, s: StateId, key: Vec<u8>, w: write_behind::Write<'_>) -> StateResult<()> {
+        use write_behind::Write;
+        self.read_ahead.forget(s, &key);
+        let mut wb = self.behind();
+        if wb.is_on() {
+            return wb.write(&self.db, self.cf(s), s, key, w);
+        }
+        drop(wb);
+        let (cf, o) = (self.cf(s), &self.write_opts);
+        match w {
+            Write::Put(v) => self.db.put_cf_opt(cf, key, v, o),
+            Write::Delete => self.db.delete_cf_opt(cf, key, o),
+            Write::Merge(v) => self.db.merge_cf_opt(cf, key, v, o),
+        }
+        .map_err(rocks_err)
+    }
+
+    /// A point read's answer from writes not yet applied, if it has one.
+    fn written(&self, s: StateId, key: &[u8]) -> StateResult<Option<Option<Vec<u8>>>> {
+        let mut wb = self.behind();
+        if !wb.is_on() {
+            return Ok(None);
+        }
+        Ok(match wb.lookup(&self.db, s, key)? {
+            write_behind::Lookup::Written(v) => Some(v),
+            write_behind::Lookup::InDatabase => None,
+        })
     }
 
     fn cf(&self, s: StateId) -> &rocksdb::ColumnFamily {
@@ -824,6 +889,7 @@ impl RocksBackend {
         limit: usize,
     ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
         self.check(kg)?;
+        self.settle_writes()?;
         let start = db_key(kg, after.unwrap_or(prefix));
         let group_prefix = db_key(kg, prefix);
         let mut out = Vec::new();
@@ -891,6 +957,9 @@ impl StateBackend for RocksBackend {
         if let Some(v) = self.read_ahead.take(s, &key) {
             return Ok(v);
         }
+        if let Some(v) = self.written(s, &key)? {
+            return Ok(v);
+        }
         self.db.get_cf(self.cf(s), key).map_err(rocks_err)
     }
 
@@ -903,7 +972,10 @@ impl StateBackend for RocksBackend {
     ) -> StateResult<bool> {
         self.check(kg)?;
         let key = db_key(kg, ck);
-        if let Some(v) = self.read_ahead.take(s, &key) {
+        if let Some(v) = match self.read_ahead.take(s, &key) {
+            Some(v) => Some(v),
+            None => self.written(s, &key)?,
+        } {
             if let Some(v) = &v {
                 f(v);
             }
@@ -920,20 +992,12 @@ impl StateBackend for RocksBackend {
 
     fn put(&mut self, s: StateId, kg: u32, ck: &[u8], value: &[u8]) -> StateResult<()> {
         self.check(kg)?;
-        let key = db_key(kg, ck);
-        self.read_ahead.forget(s, &key);
-        self.db
-            .put_cf_opt(self.cf(s), key, value, &self.write_opts)
-            .map_err(rocks_err)
+        self.write(s, db_key(kg, ck), write_behind::Write::Put(value))
     }
 
     fn append(&mut self, s: StateId, kg: u32, ck: &[u8], bytes: &[u8]) -> StateResult<()> {
         self.check(kg)?;
-        let key = db_key(kg, ck);
-        self.read_ahead.forget(s, &key);
-        self.db
-            .merge_cf_opt(self.cf(s), key, bytes, &self.write_opts)
-            .map_err(rocks_err)
+        self.write(s, db_key(kg, ck), write_behind::Write::Merge(bytes))
     }
 
     fn scan_prefix_with(
@@ -944,6 +1008,7 @@ impl StateBackend for RocksBackend {
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> StateResult<()> {
         self.check(kg)?;
+        self.settle_writes()?;
         let start = db_key(kg, prefix);
         let mut it = self.db.raw_iterator_cf(self.cf(s));
         it.seek(&start);
@@ -958,11 +1023,7 @@ impl StateBackend for RocksBackend {
 
     fn delete(&mut self, s: StateId, kg: u32, ck: &[u8]) -> StateResult<()> {
         self.check(kg)?;
-        let key = db_key(kg, ck);
-        self.read_ahead.forget(s, &key);
-        self.db
-            .delete_cf_opt(self.cf(s), key, &self.write_opts)
-            .map_err(rocks_err)
+        self.write(s, db_key(kg, ck), write_behind::Write::Delete)
     }
 
     fn scan_prefix(
@@ -975,6 +1036,7 @@ impl StateBackend for RocksBackend {
     }
 
     fn delete_prefix(&mut self, s: StateId, kg: u32, prefix: &[u8]) -> StateResult<()> {
+        self.settle_writes()?;
         self.read_ahead.forget_prefix(s, &db_key(kg, prefix));
         let keys = self.scan(s, kg, prefix, None, usize::MAX)?;
         let mut batch = WriteBatch::default();
@@ -997,6 +1059,7 @@ impl StateBackend for RocksBackend {
     }
 
     fn entries(&self, s: StateId) -> StateResult<Vec<Entry>> {
+        self.settle_writes()?;
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(s), IteratorMode::Start) {
             let (k, v) = item.map_err(rocks_err)?;
@@ -1026,6 +1089,7 @@ impl StateBackend for RocksBackend {
     }
 
     fn load(&mut self, s: StateId, entries: Vec<Entry>) -> StateResult<()> {
+        self.settle_writes()?;
         self.read_ahead.forget_prefix(s, &[]);
         let mut batch = WriteBatch::default();
         for (kg, k, v) in entries {
@@ -1048,11 +1112,23 @@ impl StateBackend for RocksBackend {
         true
     }
 
+    fn write_behind(&mut self, on: bool) -> StateResult<()> {
+        let db = self.db.clone();
+        let wb = self
+            .write_behind
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner());
+        if on { wb.start() } else { wb.stop(&db) }
+    }
+
     fn read_now(&self, (s, kg, ck): &crate::backend::ReadKey) -> bool {
         if self.check(*kg).is_err() || *s >= self.cf_names.len() {
             return true; // the read itself reports it
         }
         let key = db_key(*kg, ck);
+        if self.behind().is_pending(*s, &key) {
+            return true; // the read is answered from the write not yet applied
+        }
         // Memtables and the block cache only: `Incomplete` when the entry needs a file read.
         let mut memory_only = rocksdb::ReadOptions::default();
         memory_only.set_read_tier(rocksdb::ReadTier::BlockCache);
@@ -1078,6 +1154,7 @@ impl StateBackend for RocksBackend {
                 std::sync::Arc::new(self.cf_names.clone()),
                 &self.read_ahead,
                 keys,
+                &|s, key| self.behind().is_pending(s, key),
             )
     }
 
@@ -1138,6 +1215,21 @@ fn remove_stale_views(db: &Path) {
 }
 
 pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
+
+impl Drop for RocksBackend {
+    /// Writes still applied behind go in before the database closes (the preload threads end
+    /// after, their jobs holding no write).
+    fn drop(&mut self) {
+        let db = self.db.clone();
+        let wb = self
+            .write_behind
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = wb.stop(&db) {
+            tracing::error!(error = %e, "rocksdb: writes applied behind failed before the close");
+        }
+    }
+}
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {

@@ -21,8 +21,10 @@
 //! - **Bounded.** At most `in_flight_records_limit` records are in the controller (running or
 //!   waiting for their key); [`AsyncKeyed::process`] runs batches until there is room
 //!   (back-pressure).
-//! - **Drain.** [`AsyncKeyed::drain`] returns when no record is in flight: a checkpoint taken then
-//!   (through [`AsyncKeyed::keyed_mut`], which drains) never holds half of a record.
+//! - **Drain.** [`AsyncKeyed::drain`] returns when no record is in flight and every write is
+//!   applied (the backend's write-behind, [`crate::StateBackend::write_behind`], is on from the
+//!   first record after a drain to the next drain): a checkpoint taken then (through
+//!   [`AsyncKeyed::keyed_mut`], which drains) never holds half of a record, nor misses a write.
 //!
 //! A body may await only state futures of its own record (as Flink's `StateFuture`s are only
 //! completed by the controller); a body that waits on anything else fails with an error.
@@ -241,6 +243,9 @@ pub struct AsyncKeyed<K, B: StateBackend> {
     opts: AsyncOptions,
     /// Whether the backend loads ahead (else requests run at once).
     batching: bool,
+    /// Whether the backend's write-behind is on ([`StateBackend::write_behind`]): from the first
+    /// record after a drain to the next drain.
+    behind: bool,
     /// The first failure of a record body, reported by the next call; later calls fail too.
     failed: Option<StateError>,
     stopped: bool,
@@ -276,6 +281,7 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend + 'static> Async
             runnable: Vec::new(),
             opts,
             batching,
+            behind: false,
             failed: None,
             stopped: false,
         }
@@ -323,6 +329,10 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend + 'static> Async
         Fut: Future<Output = StateResult<()>> + 'static,
     {
         self.check()?;
+        if self.batching && !self.behind {
+            self.kb.backend_mut().write_behind(true)?;
+            self.behind = true;
+        }
         while self.in_flight >= self.opts.in_flight_records_limit.max(1) {
             self.progress(true)?;
             self.check()?;
@@ -373,6 +383,14 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend + 'static> Async
         while self.in_flight > 0 || !self.batches.is_empty() {
             self.progress(true)?;
             self.check()?;
+        }
+        if self.behind {
+            // Every write is in the database before anything outside a record sees it.
+            self.behind = false;
+            if let Err(e) = self.kb.backend_mut().write_behind(false) {
+                self.stopped = true;
+                return Err(e);
+            }
         }
         Ok(())
     }

@@ -17,6 +17,9 @@ use crate::backend::{Preload, ReadKey};
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// An entry to read: state, database key, and its slot's generation (`None`: no slot, not read).
+type ToRead = (usize, Vec<u8>, Option<u64>);
+
 pub(crate) struct Preloader {
     tx: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
@@ -57,13 +60,16 @@ impl Preloader {
     }
 
     /// Reads `keys` on the read threads (up to one part per thread, each taking the next key);
-    /// `families[state]` names each state's column family.
+    /// `families[state]` names each state's column family. An entry for which `written(state,
+    /// database key)` holds has a write the database does not have yet (`rocks/write_behind.rs`):
+    /// it gets no slot and is not read.
     pub(crate) fn preload(
         &self,
         db: &Arc<DB>,
         families: Arc<Vec<String>>,
         read_ahead: &Arc<ReadAhead>,
         keys: Vec<ReadKey>,
+        written: &dyn Fn(usize, &[u8]) -> bool,
     ) -> Preload {
         if keys.is_empty() {
             return Preload::ready();
@@ -73,8 +79,18 @@ impl Preloader {
             .into_iter()
             .map(|(s, kg, ck)| (s, super::db_key(kg, &ck)))
             .collect();
-        let gens = read_ahead.expect(&keyed);
-        let keys: Arc<Vec<(usize, Vec<u8>, u64)>> = Arc::new(
+        let (skipped, read): (Vec<_>, Vec<_>) =
+            (0..keyed.len()).partition(|&i| written(keyed[i].0, &keyed[i].1));
+        let mut gens: Vec<Option<u64>> = vec![None; keyed.len()];
+        if skipped.is_empty() {
+            gens = read_ahead.expect(&keyed).into_iter().map(Some).collect();
+        } else {
+            let to_read: Vec<(usize, Vec<u8>)> = read.iter().map(|&i| keyed[i].clone()).collect();
+            for (i, g) in read.iter().zip(read_ahead.expect(&to_read)) {
+                gens[*i] = Some(g);
+            }
+        }
+        let keys: Arc<Vec<ToRead>> = Arc::new(
             keyed
                 .into_iter()
                 .zip(gens)
@@ -108,6 +124,10 @@ impl Preloader {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((state, key, generation)) = keys.get(i) else {
                         break;
+                    };
+                    let Some(generation) = generation else {
+                        done.loaded(i); // its value is the task thread's own write
+                        continue;
                     };
                     let Some(cf) = families.get(*state).and_then(|n| db.cf_handle(n)) else {
                         continue;

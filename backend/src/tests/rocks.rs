@@ -1061,3 +1061,210 @@ fn rocksdb_timers_at_scale_stay_within_the_head_bound() {
         .unwrap();
     assert_eq!(fired as i64, n - n / 2);
 }
+
+/// Write-behind (`rocks/write_behind.rs`): the async State API's writes applied by a write thread.
+mod rocks_write_behind {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use crate::backend::{StateBackend, StateKind, composite_key};
+    use crate::keygroup::KeyGroupRange;
+    use crate::{RocksBackend, StateError};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(usize, u8, u8, u8),
+        Append(usize, u8, u8, u8),
+        Delete(usize, u8, u8),
+        Clear(usize, u8),
+        Get(usize, u8, u8),
+        /// A preload of the entry (waited for), then a read of it.
+        Preload(usize, u8, u8),
+        /// Asks whether the entry is in memory (which may keep a value for the read), then reads.
+        ReadNow(usize, u8, u8),
+        /// More puts than a batch holds (keys 100..100+n of state 0).
+        Bulk(u8, u16),
+        Snapshot,
+        /// Write-behind off (everything applied) and on again.
+        Toggle,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // State 0: values; state 1: a map (one-byte user keys).
+        let s = 0usize..2;
+        prop_oneof![
+            6 => (s.clone(), 0u8..12, 0u8..3, any::<u8>()).prop_map(|(s, k, u, v)| Op::Put(s, k, u, v)),
+            4 => (s.clone(), 0u8..12, 0u8..3, any::<u8>()).prop_map(|(s, k, u, v)| Op::Append(s, k, u, v)),
+            2 => (s.clone(), 0u8..12, 0u8..3).prop_map(|(s, k, u)| Op::Delete(s, k, u)),
+            1 => (s.clone(), 0u8..12).prop_map(|(s, k)| Op::Clear(s, k)),
+            3 => (s.clone(), 0u8..12, 0u8..3).prop_map(|(s, k, u)| Op::Get(s, k, u)),
+            3 => (s.clone(), 0u8..12, 0u8..3).prop_map(|(s, k, u)| Op::Preload(s, k, u)),
+            3 => (s, 0u8..12, 0u8..3).prop_map(|(s, k, u)| Op::ReadNow(s, k, u)),
+            1 => (any::<u8>(), 400u16..1300).prop_map(|(v, n)| Op::Bulk(v, n)),
+            1 => Just(Op::Snapshot),
+            1 => Just(Op::Toggle),
+        ]
+    }
+
+    type Model = BTreeMap<(usize, u32, Vec<u8>), Vec<u8>>;
+
+    fn backend(dir: &std::path::Path) -> RocksBackend {
+        let mut b = RocksBackend::open(dir, KeyGroupRange::new(0, 15), 128).unwrap();
+        for (name, kind) in [("v", StateKind::Value), ("m", StateKind::Map)] {
+            b.register(super::super::raw_meta(name, kind, None))
+                .unwrap();
+        }
+        b
+    }
+
+    fn ck(s: usize, k: u16, u: u8) -> Vec<u8> {
+        let key = k.to_be_bytes();
+        if s == 1 {
+            composite_key(&key, b"", &[u])
+        } else {
+            composite_key(&key, b"", &[])
+        }
+    }
+
+    fn kg(k: u16) -> u32 {
+        u32::from(k) % 16
+    }
+
+    fn wait(p: &crate::backend::Preload) {
+        while !p.take_loaded().1 {
+            p.wait_news();
+        }
+    }
+
+    fn listed(b: &RocksBackend) -> Model {
+        let mut live = Model::new();
+        for s in 0..2 {
+            for (g, k, v) in b.entries(s).unwrap() {
+                live.insert((s, g, k), v);
+            }
+        }
+        live
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// With write-behind on, every read agrees with a model of all earlier writes: point reads
+        /// of puts, deletes and appends not yet applied, reads after a preload or a memory probe
+        /// (whose read threads may see the database before those writes), scans, snapshots and
+        /// batches past the batch size. A close with writes pending keeps them all.
+        #[test]
+        fn reads_see_every_write_not_yet_applied(ops in proptest::collection::vec(op(), 1..120)) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut b = backend(dir.path());
+            b.write_behind(true).unwrap();
+            let mut model = Model::new();
+            let mut views = Vec::new();
+            for op in ops {
+                let get = |b: &RocksBackend, model: &Model, s: usize, k: u16, u: u8| {
+                    let got = b.get(s, kg(k), &ck(s, k, u)).unwrap();
+                    assert_eq!(got.as_ref(), model.get(&(s, kg(k), ck(s, k, u))), "{s} {k} {u}");
+                };
+                match op {
+                    Op::Put(s, k, u, v) => {
+                        let k = u16::from(k);
+                        b.put(s, kg(k), &ck(s, k, u), &[v, v]).unwrap();
+                        model.insert((s, kg(k), ck(s, k, u)), vec![v, v]);
+                    }
+                    Op::Append(s, k, u, v) => {
+                        let k = u16::from(k);
+                        b.append(s, kg(k), &ck(s, k, u), &[v]).unwrap();
+                        model.entry((s, kg(k), ck(s, k, u))).or_default().push(v);
+                    }
+                    Op::Delete(s, k, u) => {
+                        let k = u16::from(k);
+                        b.delete(s, kg(k), &ck(s, k, u)).unwrap();
+                        model.remove(&(s, kg(k), ck(s, k, u)));
+                    }
+                    Op::Clear(s, k) => {
+                        let k = u16::from(k);
+                        let prefix = composite_key(&k.to_be_bytes(), b"", &[]);
+                        b.delete_prefix(s, kg(k), &prefix).unwrap();
+                        model.retain(|(ms, g, c), _| !(*ms == s && *g == kg(k) && c.starts_with(&prefix)));
+                    }
+                    Op::Get(s, k, u) => get(&b, &model, s, u16::from(k), u),
+                    Op::Preload(s, k, u) => {
+                        let k = u16::from(k);
+                        wait(&b.preload(vec![(s, kg(k), ck(s, k, u))]));
+                        get(&b, &model, s, k, u);
+                    }
+                    Op::ReadNow(s, k, u) => {
+                        let k = u16::from(k);
+                        b.read_now(&(s, kg(k), ck(s, k, u)));
+                        get(&b, &model, s, k, u);
+                    }
+                    Op::Bulk(v, n) => {
+                        for k in 100..100 + n {
+                            b.put(0, kg(k), &ck(0, k, 0), &[v]).unwrap();
+                            model.insert((0, kg(k), ck(0, k, 0)), vec![v]);
+                        }
+                        get(&b, &model, 0, 100, 0);
+                    }
+                    Op::Snapshot => views.push((b.snapshot_view().unwrap(), model.clone())),
+                    Op::Toggle => {
+                        b.write_behind(false).unwrap();
+                        prop_assert_eq!(&listed(&b), &model);
+                        b.write_behind(true).unwrap();
+                    }
+                }
+            }
+            prop_assert_eq!(&listed(&b), &model);
+            for (view, at_mark) in views {
+                let mut seen = Model::new();
+                for s in 0..2 {
+                    for g in 0..16 {
+                        for (k, v) in view.key_group_entries(s, g).unwrap() {
+                            seen.insert((s, g, k), v);
+                        }
+                    }
+                }
+                prop_assert_eq!(seen, at_mark);
+            }
+            // Closed with write-behind on: the close applies what is pending.
+            b.put(0, 3, &ck(0, 3, 0), b"last").unwrap();
+            model.insert((0, 3, ck(0, 3, 0)), b"last".to_vec());
+            drop(b);
+            let b = backend(dir.path());
+            prop_assert_eq!(&listed(&b), &model);
+        }
+    }
+
+    /// A value read ahead never stands in for a write not yet applied: the read thread reads the
+    /// database, which does not have the write yet; the read that follows returns the write.
+    #[test]
+    fn a_preload_does_not_bring_back_an_overwritten_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = backend(dir.path());
+        let key = ck(0, 1, 0);
+        b.put(0, kg(1), &key, b"old").unwrap();
+        b.flush().unwrap();
+        b.write_behind(true).unwrap();
+        b.put(0, kg(1), &key, b"new").unwrap();
+        wait(&b.preload(vec![(0, kg(1), key.clone())]));
+        assert_eq!(b.get(0, kg(1), &key).unwrap().as_deref(), Some(&b"new"[..]));
+        assert!(b.read_now(&(0, kg(1), key.clone())));
+        assert_eq!(b.get(0, kg(1), &key).unwrap().as_deref(), Some(&b"new"[..]));
+        b.write_behind(false).unwrap();
+        assert_eq!(b.get(0, kg(1), &key).unwrap().as_deref(), Some(&b"new"[..]));
+    }
+
+    /// A write out of the backend's key groups is refused at once with write-behind on, as off.
+    #[test]
+    fn a_write_out_of_range_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = backend(dir.path());
+        b.write_behind(true).unwrap();
+        assert!(matches!(
+            b.put(0, 16, &ck(0, 1, 0), b"x"),
+            Err(StateError::KeyOutOfRange { .. })
+        ));
+        b.write_behind(false).unwrap();
+        assert!(listed(&b).is_empty());
+    }
+}
