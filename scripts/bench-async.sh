@@ -5,7 +5,7 @@
 # (backend/benches/async_state.rs). Twice: over a file:// store, then over the S3 test server
 # (moto on loopback, which adds its own 5-8 ms per request). Root (ForSt mounts).
 #
-#   KEYS=2000000 RECORDS=200000 SYNC_RECORDS=1000 LATENCY_MS=20 scripts/bench-async.sh
+#   KEYS=10000000 RECORDS=200000 SYNC_RECORDS=300 LATENCY_MS=20 scripts/bench-async.sh
 #   STORES=file scripts/bench-async.sh     # only the file:// store
 set -euo pipefail
 cd "$(dirname "$0")/.."
