@@ -183,6 +183,8 @@ fn mount(args: &MountArgs, signals: SigSet) -> anyhow::Result<()> {
     let mountpoint = p.mountpoint.clone();
     let mut session = fuser::Session::new(p.fs, &mountpoint, &p.fuser)
         .map_err(|e| anyhow!("mounting FUSE at {} failed: {e}", mountpoint.display()))?;
+    p.core
+        .set_page_cache(std::sync::Arc::new(statefs::fuse::NotifyStore(session.notifier())));
     let mut unmounter = session.unmount_callable();
     std::thread::Builder::new()
         .name("statefs-signals".into())
@@ -321,6 +323,15 @@ fn stats(mountpoint: &Path, raw: bool) -> anyhow::Result<()> {
         get(m::BLOCK_HITS),
         get(m::BLOCK_MISSES),
         get(&format!("{}{{pool=\"reads\"}}", m::STORE_QUEUE))
+    );
+    outln!(
+        out,
+        "warm-up   {} files, {} into the page cache in {:.1} s, {} GETs in flight, {} failed",
+        get(m::WARM_FILES),
+        mib(get(m::WARM_BYTES)),
+        get(m::WARM_SECONDS),
+        get(m::WARM_IN_FLIGHT),
+        get(m::WARM_FAILURES)
     );
     outln!(
         out,

@@ -41,6 +41,8 @@ pub struct CacheConfig {
     pub target_file_size: u64,
     /// Cold reads of files without a local copy.
     pub blocks: BlockConfig,
+    /// Background fetches of cold files into the kernel's page cache.
+    pub warm: crate::core::warm::WarmConfig,
 }
 
 impl Default for CacheConfig {
@@ -52,6 +54,7 @@ impl Default for CacheConfig {
             promote_limit: 3,
             target_file_size: 0,
             blocks: BlockConfig::default(),
+            warm: Default::default(),
         }
     }
 }

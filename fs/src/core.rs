@@ -40,6 +40,7 @@ mod sealer;
 pub(crate) mod sync;
 #[cfg(test)]
 mod tests;
+pub mod warm;
 mod worker;
 
 use std::fs::File;
@@ -217,6 +218,8 @@ pub struct FsCore {
     deleter: Deleter,
     /// Local copies, cold-read blocks and the loader (`cached.rs`).
     cache: cached::CacheManager,
+    /// Background fetches of cold files into the kernel's page cache (`warm.rs`).
+    warmer: warm::Warmer,
     /// The store threads requests that may wait on the store run on (`dispatch.rs`).
     dispatch: dispatch::Dispatch,
     /// This mount's identity in the store (`<local-dir>/MOUNT_ID`), stable across remounts.
@@ -952,6 +955,7 @@ impl FsCore {
 
     /// Finishes pending removals, compacts and syncs the journal. Called at unmount.
     pub fn shutdown(&self) -> FsResult<()> {
+        self.warmer.shutdown();
         self.seal_closed_files();
         self.publisher.retainer.shutdown();
         self.cache.shutdown();

@@ -340,6 +340,16 @@ impl StatefsFuse {
     }
 }
 
+/// The kernel's page cache of the mount's inodes, through FUSE's notify-store: what the core's
+/// warmer hands fetched bytes to (`core/warm.rs`).
+pub struct NotifyStore(pub fuser::Notifier);
+
+impl crate::core::warm::PageCache for NotifyStore {
+    fn store(&self, ino: u64, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.store(INodeNo(ino), offset, data)
+    }
+}
+
 /// What answering an open needs, cloneable onto a store thread (an open that downloads first).
 #[derive(Clone)]
 struct Opener {

@@ -29,9 +29,19 @@ pub const FUSE_LATENCY: &str = "statefs_fuse_operation_seconds";
 pub const FUSE_OPENS: &str = "statefs_fuse_opens_total";
 pub const STORE_QUEUE: &str = "statefs_store_queue";
 pub const INODES: &str = "statefs_inodes";
+pub const WARM_FILES: &str = "statefs_warm_files_total";
+pub const WARM_BYTES: &str = "statefs_warm_bytes_total";
+pub const WARM_IN_FLIGHT: &str = "statefs_warm_in_flight";
+pub const WARM_FAILURES: &str = "statefs_warm_failures_total";
+pub const WARM_SECONDS: &str = "statefs_warm_seconds";
 
 /// Every metric name, for the documentation check.
 pub const ALL: &[&str] = &[
+    WARM_FILES,
+    WARM_BYTES,
+    WARM_IN_FLIGHT,
+    WARM_FAILURES,
+    WARM_SECONDS,
     CACHE_HITS,
     CACHE_MISSES,
     CACHE_LOADBACKS,

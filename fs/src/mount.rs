@@ -310,6 +310,48 @@ pub fn render_metrics(core: &FsCore, remote: &RemoteMetrics, fuse: &FuseMetrics)
     remote
         .delete_latency
         .render(&mut out, REMOTE_LATENCY, "op=\"delete\"");
+    let w = core.warm_metrics();
+    for (name, kind, help, v) in [
+        (
+            WARM_FILES,
+            "counter",
+            "cold files scheduled for warming into the page cache",
+            w.files.load(Relaxed),
+        ),
+        (
+            WARM_BYTES,
+            "counter",
+            "bytes handed to the page cache by the warm-up",
+            w.bytes.load(Relaxed),
+        ),
+        (
+            WARM_IN_FLIGHT,
+            "gauge",
+            "GETs of the warm-up running now",
+            w.in_flight.load(Relaxed),
+        ),
+        (
+            WARM_FAILURES,
+            "counter",
+            "warm-up GETs or page-cache stores that failed (those pages are read on demand)",
+            w.failures.load(Relaxed),
+        ),
+    ] {
+        header(&mut out, name, kind, help);
+        sample(&mut out, name, "", v);
+    }
+    header(
+        &mut out,
+        WARM_SECONDS,
+        "gauge",
+        "seconds from the first file scheduled to the last piece warmed (0 while warming)",
+    );
+    sample(
+        &mut out,
+        WARM_SECONDS,
+        "",
+        format!("{:.3}", w.warm_ms.load(Relaxed) as f64 / 1000.0),
+    );
     fuse.render(&mut out);
     out
 }
@@ -570,6 +612,8 @@ impl MountHandle {
                 source,
             }
         })?;
+        p.core
+            .set_page_cache(Arc::new(crate::fuse::NotifyStore(session.notifier())));
         Ok(MountHandle {
             session: Some(session),
             released: p.core.released(),

@@ -89,6 +89,20 @@ pub const OPTIONS: &[OptionSpec] = &[
         "Memory for blocks of cold reads.",
     ),
     OptionSpec::new(
+        "statefs.cache.warm.memory",
+        "--warm-memory",
+        Kind::Bytes,
+        "1gb",
+        "Bytes of cold files a mount fetches in the background into the kernel's page cache when they are opened for reading (RocksDB opens every SST of a database at open): footers, index and filter blocks of every file first, then the bodies. Those pages are clean, so the kernel reclaims them under memory pressure. 0: off.",
+    ),
+    OptionSpec::new(
+        "statefs.cache.warm.in-flight",
+        "--warm-in-flight",
+        Kind::Count,
+        "32",
+        "GETs of the background warm-up at once.",
+    ),
+    OptionSpec::new(
         "statefs.cache.block.max-readahead",
         "--max-readahead",
         Kind::Bytes,
@@ -346,6 +360,8 @@ impl Settings {
         c.cache.blocks.block_size = self.must_bytes("statefs.cache.block.size").max(512);
         c.cache.blocks.memory = self.must_bytes("statefs.cache.block.memory");
         c.cache.blocks.max_readahead = self.must_bytes("statefs.cache.block.max-readahead");
+        c.cache.warm.memory = self.must_bytes("statefs.cache.warm.memory");
+        c.cache.warm.in_flight = self.must_count("statefs.cache.warm.in-flight").max(1) as usize;
         c.fuse_threads = self.must_count("statefs.fuse.threads").max(1) as usize;
         c.store_threads = self.must_count("statefs.fuse.store-threads").max(1) as usize;
         c.passthrough = match self.text("statefs.fuse.passthrough").as_deref() {

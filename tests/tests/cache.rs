@@ -259,6 +259,8 @@ fn cold_reads_from_many_threads_reach_the_store_together() {
     let dirs = Dirs::new();
     let mut config = sized_cache(&dirs, 1, 1);
     config.store_threads = 32;
+    // No warm-up either: every read below reaches the daemon.
+    config.cache.warm.memory = 0;
     let faults = FaultPlan::default();
     let mount = || {
         let rt = statefs::mount::runtime().unwrap();
@@ -298,4 +300,60 @@ fn cold_reads_from_many_threads_reach_the_store_together() {
         "GETs in flight at once: {}",
         faults.max_in_flight()
     );
+}
+
+/// A cold file opened for reading is fetched in the background into the kernel's page cache:
+/// once warm, every byte of it reads with the store down, as from a local disk whose page cache is
+/// warm, and the `statefs_warm_*` metrics count it. A file beyond the warm-up budget is not
+/// warmed: with the store down its reads fail.
+#[test]
+fn an_opened_cold_file_is_warmed_into_the_page_cache() {
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+
+    use statefs::store::{FailingRemote, FaultPlan, RemoteSpec, RemoteStore};
+    let dirs = Dirs::new();
+    let mut config = sized_cache(&dirs, 1, 1);
+    config.cache.warm.memory = 32 << 20;
+    config.cache.warm.in_flight = 4;
+    let faults = FaultPlan::default();
+    let mount = || {
+        let rt = statefs::mount::runtime().unwrap();
+        let store = RemoteSpec::parse(&config.remote)
+            .unwrap()
+            .open(&Default::default(), rt)
+            .unwrap();
+        let remote: Arc<dyn RemoteStore> = Arc::new(FailingRemote::new(store, faults.clone()));
+        MountHandle::mount_with_remote(&config, &dirs.mnt, Some(remote)).unwrap()
+    };
+    let a: Vec<u8> = (0..(24u32 << 20) + 12345).map(|i| (i % 251) as u8).collect();
+    let b: Vec<u8> = (0..16u32 << 20).map(|i| (i % 241) as u8).collect();
+    {
+        let _m = mount();
+        write_synced(&dirs.mnt.join("000001.sst"), &a);
+        write_synced(&dirs.mnt.join("000002.sst"), &b);
+    }
+    // Remounted with a one-byte cache: no local copy of either file.
+    let m = mount();
+    faults.set_latency(std::time::Duration::from_millis(20));
+    let fa = std::fs::File::open(dirs.mnt.join("000001.sst")).unwrap();
+    let fb = std::fs::File::open(dirs.mnt.join("000002.sst")).unwrap();
+    m.core().wait_warm();
+    faults.set_down(true);
+    let mut got = vec![0u8; a.len()];
+    fa.read_exact_at(&mut got, 0).unwrap();
+    assert!(got == a, "the warm file reads back whole with the store down");
+    let mut one = [0u8; 4096];
+    assert!(
+        fb.read_exact_at(&mut one, 8 << 20).is_err(),
+        "a file beyond the budget was not warmed"
+    );
+    faults.set_down(false);
+    let w = m.core().warm_metrics();
+    assert_eq!(w.files.load(Ordering::Relaxed), 1);
+    assert_eq!(w.bytes.load(Ordering::Relaxed), a.len() as u64);
+    assert_eq!(w.failures.load(Ordering::Relaxed), 0);
+    let mut got = vec![0u8; b.len()];
+    fb.read_exact_at(&mut got, 0).unwrap();
+    assert!(got == b, "read on demand once the store is back");
 }

@@ -222,6 +222,25 @@ impl CacheIndex {
         Access::Promote(demoted)
     }
 
+    /// Promotes cold entry `id` if it fits in the room the limits leave now, demoting nothing: the
+    /// warm-up of a cold start fills free room only, so it never evicts a copy that reads earned.
+    /// Returns whether it was promoted (its copy is then to be loaded, the space reserved).
+    pub fn fill(&mut self, id: Uuid) -> bool {
+        let Some(e) = self.cold.peek(&id).copied() else {
+            return false;
+        };
+        if e.evictions >= self.cfg.promote_limit || self.policy.is_overflow(e.size, self.used, false)
+        {
+            return false;
+        }
+        let mut e = self.cold.pop(&id).expect("peeked");
+        e.accesses = 0;
+        self.hot.put(id, e);
+        self.used += e.size;
+        self.stats.promotions += 1;
+        true
+    }
+
     /// Loading a promoted entry failed: it goes back to cold.
     pub fn load_failed(&mut self, id: Uuid) {
         if let Some(e) = self.hot.pop(&id) {
@@ -340,6 +359,25 @@ mod tests {
         let mut c = CacheIndex::new(fixed, LimitPolicy::Size { capacity: 32 });
         assert!(!c.insert_written(id(0), 8).0, "no room for a 64");
         assert_eq!(c.used, 0);
+    }
+
+    /// A warm-up fills free room only: cold files become hot while they fit, then nothing more,
+    /// and no hot copy is ever demoted for one.
+    #[test]
+    fn a_fill_takes_free_room_and_demotes_nothing() {
+        let mut c = index(100);
+        assert_eq!(c.insert_written(id(1), 30), (true, vec![]));
+        for n in 2..=5 {
+            c.register_cold(id(n), 30, false);
+        }
+        assert!(c.fill(id(2)));
+        assert!(c.fill(id(3)));
+        assert!(!c.fill(id(4)), "90 used: 30 more do not fit");
+        assert!(c.is_hot(&id(1)) && c.is_hot(&id(2)) && c.is_hot(&id(3)));
+        assert!(!c.is_hot(&id(4)) && c.contains(&id(4)));
+        assert_eq!(c.stats().used, 90);
+        assert!(!c.fill(id(2)), "already hot");
+        assert!(!c.fill(id(9)), "untracked");
     }
 
     #[test]

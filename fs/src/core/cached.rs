@@ -163,6 +163,15 @@ impl CacheManager {
         }
     }
 
+    /// The warm-up of a cold start opened `id`: it gets a local copy if it fits in the cache's
+    /// free room ([`CacheIndex::fill`]).
+    pub(crate) fn fill(&self, opens: &Opens, ino: Ino, id: Uuid) {
+        if self.index.lock().fill(id) {
+            let exists = self.copy_path(&id).exists();
+            self.promoted(opens, ino, id, exists);
+        }
+    }
+
     /// A promotion: a copy still on disk (demoted but open) is taken back, else it is loaded.
     fn promoted(&self, opens: &Opens, ino: Ino, id: Uuid, exists: bool) -> bool {
         if exists {

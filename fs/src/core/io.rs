@@ -269,6 +269,12 @@ impl FsCore {
                 return Err(e);
             }
         };
+        if let ReadSource::Remote { key, size, .. } = &source
+            && self.warmer.file(ino, key, *size)
+        {
+            // The copy for the next start: into the cache's free room, in the order files open.
+            self.cache.fill(&self.opens, ino, f.local_id);
+        }
         let handle = Handle {
             ino,
             local_id: f.local_id,

@@ -449,6 +449,7 @@ impl FsCore {
                 super::cached::Loader::start(me.clone()),
                 local.cache_files.clone(),
             ),
+            warmer: super::warm::Warmer::new(cache.warm, me.clone()),
             publisher: super::publish::Publisher {
                 manifests: Default::default(),
                 registrar: super::publish::Registrar::start(me.clone()),
