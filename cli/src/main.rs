@@ -184,7 +184,9 @@ fn mount(args: &MountArgs, signals: SigSet) -> anyhow::Result<()> {
     let mut session = fuser::Session::new(p.fs, &mountpoint, &p.fuser)
         .map_err(|e| anyhow!("mounting FUSE at {} failed: {e}", mountpoint.display()))?;
     p.core
-        .set_page_cache(std::sync::Arc::new(statefs::fuse::NotifyStore(session.notifier())));
+        .set_page_cache(std::sync::Arc::new(statefs::fuse::NotifyStore(
+            session.notifier(),
+        )));
     let mut unmounter = session.unmount_callable();
     std::thread::Builder::new()
         .name("statefs-signals".into())

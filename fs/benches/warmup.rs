@@ -2,7 +2,8 @@
 //! same database on local disk, in one run: db_bench `readrandom` (`THREADS` readers, default 8)
 //! for `SECONDS` (60) against
 //! 1. local disk (the baseline);
-//! 2. a **cold remount**: the same mount's local dir, its cache dir lost;
+//! 2. a **cold remount**: the same mount's local dir, its cache dir lost, first with the warm-up
+//!    off (`statefs.cache.warm.memory` 0: blocks fetched on demand), then as mounted by default;
 //! 3. a **restore** of a checkpoint of the database into a fresh local dir and cache dir;
 //!
 //! with the store answering every call after `LATENCY_MS` (20; a `file://` store behind the fault
@@ -18,6 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use statefs::store::{FailingRemote, FaultPlan, RemoteSpec, RemoteStore};
@@ -77,16 +79,15 @@ impl Setup {
         );
         self.db_bench(
             db,
-            &[
-                "--use_existing_db=1".into(),
-                "--benchmarks=compact".into(),
-            ],
+            &["--use_existing_db=1".into(), "--benchmarks=compact".into()],
         );
     }
 
-    /// readrandom for `seconds`: ops/s in each second (db_bench's report file, all threads).
-    fn read(&self, db: &Path, report: &Path) -> Vec<f64> {
+    /// readrandom for `seconds`: ops/s in each second (db_bench's report file, all threads), and
+    /// the seconds db_bench spent besides them (opening and closing the database).
+    fn read(&self, db: &Path, report: &Path) -> (Vec<f64>, f64) {
         drop_caches();
+        let t = std::time::Instant::now();
         let out = self.db_bench(
             db,
             &[
@@ -107,15 +108,28 @@ impl Setup {
         let found: u64 = text
             .lines()
             .filter(|l| l.ends_with("found)"))
-            .find_map(|l| l.rsplit_once('(')?.1.split_whitespace().next()?.parse().ok())
+            .find_map(|l| {
+                l.rsplit_once('(')?
+                    .1
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
             .unwrap_or(0);
-        assert!(found > 0, "readrandom at {} found no key: {text}", db.display());
-        std::fs::read_to_string(report)
+        assert!(
+            found > 0,
+            "readrandom at {} found no key: {text}",
+            db.display()
+        );
+        let outside = t.elapsed().as_secs_f64() - self.seconds as f64;
+        let per_second = std::fs::read_to_string(report)
             .unwrap()
             .lines()
             .skip(1)
             .filter_map(|l| l.split(',').nth(1)?.trim().parse().ok())
-            .collect()
+            .collect();
+        (per_second, outside.max(0.0))
     }
 }
 
@@ -179,7 +193,11 @@ impl Store {
 struct Run {
     name: &'static str,
     per_second: Vec<f64>,
+    /// Seconds of db_bench outside the timed reads (open and close).
+    outside: f64,
     held: Option<(u64, u64)>,
+    /// Warm-up: files, MB into the page cache, seconds to warm (statefs_warm_*).
+    warm: Option<(u64, u64, f64)>,
 }
 
 fn main() {
@@ -215,27 +233,43 @@ fn main() {
         published.id
     };
 
+    let (per_second, outside) = setup.read(&local_db, &root.join("local.csv"));
     let mut runs = vec![Run {
         name: "local disk",
-        per_second: setup.read(&local_db, &root.join("local.csv")),
+        per_second,
+        outside,
         held: None,
+        warm: None,
     }];
     // `db`: where the database is on the mount (a restore puts the checkpoint's files at its root).
     let mut limited = |mut cfg: MountConfig, name: &'static str, db: &str| {
         cfg.cache.size_limit = cache_limit;
         let m = store.mount(&cfg, &mnt);
         store.faults.set_latency(latency);
-        let per_second = setup.read(&mnt.join(db), &root.join(format!("{name}.csv")));
+        let (per_second, outside) = setup.read(&mnt.join(db), &root.join(format!("{name}.csv")));
         let held = (m.core().cache_stats().used, cache_limit);
+        let w = m.core().warm_metrics();
+        let warm = (
+            w.files.load(Ordering::Relaxed),
+            w.bytes.load(Ordering::Relaxed) >> 20,
+            w.warm_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        );
         store.faults.set_latency(Duration::ZERO);
         m.unmount().unwrap();
         runs.push(Run {
             name,
             per_second,
+            outside,
             held: Some(held),
+            warm: Some(warm),
         });
     };
-    // Cold remount: the cache dir is gone.
+    // Cold remount: the cache dir is gone. First with the warm-up off (what it replaces: reads
+    // fetch their blocks on demand), then as a mount starts by default.
+    std::fs::remove_dir_all(root.join("cache")).unwrap();
+    let mut off = store.config(root, "local", "cache");
+    off.cache.warm.memory = 0;
+    limited(off, "cold remount, warm-up off", "db");
     std::fs::remove_dir_all(root.join("cache")).unwrap();
     limited(store.config(root, "local", "cache"), "cold remount", "db");
     // Restore into fresh dirs.
@@ -277,16 +311,18 @@ fn main() {
     }
     println!();
     println!(
-        "| start | time to 50% of local | time to 90% of local | ratio over {} s | cache held / limit |",
+        "| start | db open + close, s | time to 50% of local | time to 90% of local | ratio over {} s | cache held / limit | warm-up: files, MB, seconds |",
         setup.seconds
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let total = |r: &Run| r.per_second.iter().sum::<f64>();
     for r in &runs {
-        let t = |f: f64| time_to(&r.per_second, f * local).map_or("never".into(), |s| format!("{s} s"));
+        let t =
+            |f: f64| time_to(&r.per_second, f * local).map_or("never".into(), |s| format!("{s} s"));
         println!(
-            "| {} | {} | {} | {:.2}x | {} |",
+            "| {} | {:.2} | {} | {} | {:.2}x | {} | {} |",
             r.name,
+            r.outside,
             t(0.5),
             t(0.9),
             total(r) / total(&runs[0]),
@@ -295,7 +331,9 @@ fn main() {
                 u >> 20,
                 l >> 20,
                 u as f64 * 100.0 / l as f64
-            ))
+            )),
+            r.warm
+                .map_or(String::new(), |(f, mb, s)| format!("{f}, {mb}, {s:.2}"))
         );
     }
 }

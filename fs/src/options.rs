@@ -93,7 +93,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         "--warm-memory",
         Kind::Bytes,
         "1gb",
-        "Bytes of cold files a mount fetches in the background into the kernel's page cache when they are opened for reading (RocksDB opens every SST of a database at open): footers, index and filter blocks of every file first, then the bodies. Those pages are clean, so the kernel reclaims them under memory pressure. 0: off.",
+        "Bytes of cold files a mount fetches in the background into the kernel's page cache when they are opened for reading (RocksDB opens every SST of a database at open): footers, index and filter blocks of every file first, then the bodies. Those pages are clean, so the kernel reclaims them under memory pressure. The same files also take the disk cache's free room (never evicting a copy). 0: off.",
     ),
     OptionSpec::new(
         "statefs.cache.warm.in-flight",

@@ -326,7 +326,9 @@ fn an_opened_cold_file_is_warmed_into_the_page_cache() {
         let remote: Arc<dyn RemoteStore> = Arc::new(FailingRemote::new(store, faults.clone()));
         MountHandle::mount_with_remote(&config, &dirs.mnt, Some(remote)).unwrap()
     };
-    let a: Vec<u8> = (0..(24u32 << 20) + 12345).map(|i| (i % 251) as u8).collect();
+    let a: Vec<u8> = (0..(24u32 << 20) + 12345)
+        .map(|i| (i % 251) as u8)
+        .collect();
     let b: Vec<u8> = (0..16u32 << 20).map(|i| (i % 241) as u8).collect();
     {
         let _m = mount();
@@ -342,7 +344,10 @@ fn an_opened_cold_file_is_warmed_into_the_page_cache() {
     faults.set_down(true);
     let mut got = vec![0u8; a.len()];
     fa.read_exact_at(&mut got, 0).unwrap();
-    assert!(got == a, "the warm file reads back whole with the store down");
+    assert!(
+        got == a,
+        "the warm file reads back whole with the store down"
+    );
     let mut one = [0u8; 4096];
     assert!(
         fb.read_exact_at(&mut one, 8 << 20).is_err(),

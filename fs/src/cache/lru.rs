@@ -229,7 +229,8 @@ impl CacheIndex {
         let Some(e) = self.cold.peek(&id).copied() else {
             return false;
         };
-        if e.evictions >= self.cfg.promote_limit || self.policy.is_overflow(e.size, self.used, false)
+        if e.evictions >= self.cfg.promote_limit
+            || self.policy.is_overflow(e.size, self.used, false)
         {
             return false;
         }

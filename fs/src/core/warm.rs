@@ -118,7 +118,9 @@ pub(crate) struct Warmer {
 
 impl std::fmt::Debug for Warmer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Warmer").field("cfg", &self.cfg).finish_non_exhaustive()
+        f.debug_struct("Warmer")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -153,7 +155,9 @@ impl Warmer {
         }
         let fits = self
             .budget
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(size))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(size)
+            })
             .is_ok();
         if !fits {
             return false;
@@ -313,8 +317,14 @@ fn run(
                 .chunks(STORE_CHUNK)
                 .enumerate()
                 .try_for_each(|(i, chunk)| {
-                    pc.store(piece.ino, piece.range.start + (i * STORE_CHUNK) as u64, chunk)?;
-                    metrics.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    pc.store(
+                        piece.ino,
+                        piece.range.start + (i * STORE_CHUNK) as u64,
+                        chunk,
+                    )?;
+                    metrics
+                        .bytes
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     Ok::<_, std::io::Error>(())
                 })
                 .map_err(|e| e.to_string()),
