@@ -224,10 +224,26 @@ impl Drop for OwnedTimer {
     }
 }
 
+/// The kernel's I/O mode of each open inode. Invariant: an inode never has opens through the page
+/// cache (daemon I/O without direct I/O) and passthrough opens at once; the kernel refuses the
+/// second kind with EIO. So a file that got a local copy while daemon-served handles are open is
+/// served by the daemon until they close, and a file opened without a copy while passthrough
+/// handles are open gets direct I/O (no page cache).
 #[derive(Debug, Default)]
 struct Backings {
     by_inode: HashMap<u64, Weak<BackingId>>,
     by_handle: HashMap<u64, Arc<BackingId>>,
+    /// Daemon-served handles through the page cache, per inode, and their inode by handle.
+    cached: HashMap<u64, usize>,
+    cached_handles: HashMap<u64, u64>,
+}
+
+/// How the kernel does a handle's I/O.
+enum HandleIo {
+    /// Straight to the backing file.
+    Passthrough(Arc<BackingId>),
+    /// Through the daemon, opened with these flags.
+    Daemon(FopenFlags),
 }
 
 pub struct StatefsFuse {
@@ -362,62 +378,66 @@ struct Opener {
 impl Opener {
     fn open(&self, ino: u64, flags: i32, reply: ReplyOpen) {
         match self.core.open(ino, flags) {
-            Ok(opened) => match self.backing_for(ino, &opened, |f| reply.open_backing(f)) {
-                Some(id) => {
+            Ok(opened) => match self.io_for(ino, &opened, |f| reply.open_backing(f)) {
+                HandleIo::Passthrough(id) => {
                     self.count_open(true);
-                    reply.opened_passthrough(
-                        FileHandle(opened.fh),
-                        self.fopen_flags(&opened, true),
-                        &id,
-                    )
+                    reply.opened_passthrough(FileHandle(opened.fh), FopenFlags::empty(), &id)
                 }
-                None => {
+                HandleIo::Daemon(flags) => {
                     self.count_open(false);
-                    reply.opened(FileHandle(opened.fh), self.fopen_flags(&opened, false))
+                    reply.opened(FileHandle(opened.fh), flags)
                 }
             },
             Err(e) => reply.error(StatefsFuse::errno("open", &e)),
         }
     }
 
-    /// Registers `opened.backing` with the kernel when passthrough is on; `None` means the daemon
-    /// serves this handle's I/O.
-    fn backing_for(
+    /// Decides how the kernel does the I/O of handle `opened` (see [`Backings`]' invariant):
+    /// passthrough when the file has a local copy, passthrough is on and no handle of the inode
+    /// goes through the page cache; otherwise the daemon, with the page cache (kept across opens
+    /// for sealed read-only files) unless a passthrough handle of the inode is open.
+    fn io_for(
         &self,
         ino: u64,
         opened: &Opened,
         register: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
-    ) -> Option<Arc<BackingId>> {
-        if !self.status.passthrough.load(Ordering::Relaxed) {
-            return None;
-        }
-        let file = opened.backing.as_ref()?;
+    ) -> HandleIo {
         let mut b = self.backings.lock();
-        let id = match b.by_inode.get(&ino).and_then(Weak::upgrade) {
-            Some(id) => id,
-            None => match register(file) {
-                Ok(id) => {
-                    let id = Arc::new(id);
-                    b.by_inode.insert(ino, Arc::downgrade(&id));
-                    id
-                }
-                Err(e) => {
-                    tracing::warn!(ino, error = %e, "passthrough registration failed; serving I/O in the daemon");
-                    return None;
-                }
-            },
-        };
-        b.by_handle.insert(opened.fh, id.clone());
-        Some(id)
-    }
-
-    fn fopen_flags(&self, opened: &Opened, passthrough: bool) -> FopenFlags {
-        if !passthrough && opened.keep_cache {
+        let cached_open = b.cached.get(&ino).is_some_and(|n| *n > 0);
+        if self.status.passthrough.load(Ordering::Relaxed)
+            && !cached_open
+            && let Some(file) = opened.backing.as_ref()
+        {
+            let id = match b.by_inode.get(&ino).and_then(Weak::upgrade) {
+                Some(id) => Some(id),
+                None => match register(file) {
+                    Ok(id) => {
+                        let id = Arc::new(id);
+                        b.by_inode.insert(ino, Arc::downgrade(&id));
+                        Some(id)
+                    }
+                    Err(e) => {
+                        tracing::warn!(ino, error = %e, "passthrough registration failed; serving I/O in the daemon");
+                        None
+                    }
+                },
+            };
+            if let Some(id) = id {
+                b.by_handle.insert(opened.fh, id.clone());
+                return HandleIo::Passthrough(id);
+            }
+        }
+        if b.by_inode.get(&ino).is_some_and(|w| w.strong_count() > 0) {
+            return HandleIo::Daemon(FopenFlags::FOPEN_DIRECT_IO);
+        }
+        *b.cached.entry(ino).or_default() += 1;
+        b.cached_handles.insert(opened.fh, ino);
+        HandleIo::Daemon(if opened.keep_cache {
             // Sealed and opened read-only: its bytes cannot change under the kernel's cache.
             FopenFlags::FOPEN_KEEP_CACHE
         } else {
             FopenFlags::empty()
-        }
+        })
     }
 
     fn count_open(&self, passthrough: bool) {
@@ -732,27 +752,27 @@ impl Filesystem for StatefsFuse {
                 let fa = Self::file_attr(&attr);
                 match self
                     .opener
-                    .backing_for(attr.ino, &opened, |f| reply.open_backing(f))
+                    .io_for(attr.ino, &opened, |f| reply.open_backing(f))
                 {
-                    Some(id) => {
+                    HandleIo::Passthrough(id) => {
                         self.opener.count_open(true);
                         reply.created_passthrough(
                             &self.entry_ttl,
                             &fa,
                             fuser::Generation(0),
                             FileHandle(opened.fh),
-                            self.opener.fopen_flags(&opened, true),
+                            FopenFlags::empty(),
                             &id,
                         )
                     }
-                    None => {
+                    HandleIo::Daemon(flags) => {
                         self.opener.count_open(false);
                         reply.created(
                             &self.entry_ttl,
                             &fa,
                             fuser::Generation(0),
                             FileHandle(opened.fh),
-                            self.opener.fopen_flags(&opened, false),
+                            flags,
                         )
                     }
                 }
@@ -837,6 +857,14 @@ impl Filesystem for StatefsFuse {
         {
             let mut b = self.opener.backings.lock();
             b.by_handle.remove(&fh.0);
+            if let Some(ino) = b.cached_handles.remove(&fh.0)
+                && let Some(n) = b.cached.get_mut(&ino)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    b.cached.remove(&ino);
+                }
+            }
             if b.by_inode
                 .get(&ino.0)
                 .is_some_and(|w| w.strong_count() == 0)

@@ -365,3 +365,47 @@ fn an_opened_cold_file_is_warmed_into_the_page_cache() {
     fb.read_exact_at(&mut got, 0).unwrap();
     assert!(got == b, "read on demand once the store is back");
 }
+
+/// The kernel refuses to mix, on one inode, opens served through its page cache by the daemon and
+/// opens in passthrough (the second fails with EIO). A cold file open through the daemon that gets
+/// a local copy meanwhile (the warm-up fills the cache at its first open) still opens again, and
+/// a file whose copy goes while a passthrough open holds it opens through the daemon: every open
+/// succeeds and reads the file's bytes.
+#[test]
+fn opens_of_one_file_in_both_io_modes_all_succeed() {
+    use std::os::unix::fs::FileExt;
+    let dirs = Dirs::new();
+    let config = sized_cache(&dirs, 64 << 20, 1);
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 239) as u8).collect();
+    {
+        let _m = MountHandle::mount(&config, &dirs.mnt).unwrap();
+        write_synced(&dirs.mnt.join("000001.sst"), &data);
+    }
+    std::fs::remove_dir_all(&dirs.cache).unwrap();
+    let m = MountHandle::mount(&config, &dirs.mnt).unwrap();
+    let path = dirs.mnt.join("000001.sst");
+    // Cold: served by the daemon; the warm-up loads a copy in the background.
+    let first = std::fs::File::open(&path).unwrap();
+    m.core().settle();
+    m.core().wait_warm();
+    assert_eq!(
+        m.core().cache_stats().hot_entries,
+        1,
+        "the warm-up filled the cache"
+    );
+    let mut opened = vec![first];
+    for _ in 0..3 {
+        opened.push(std::fs::File::open(&path).expect("an open next to a daemon-served one"));
+    }
+    for f in &opened {
+        let mut got = vec![0u8; data.len()];
+        f.read_exact_at(&mut got, 0).unwrap();
+        assert!(got == data);
+    }
+    // Now only copies' opens (passthrough where the kernel has it) stay open; then a new open.
+    drop(opened.remove(0));
+    let again = std::fs::File::open(&path).unwrap();
+    let mut got = vec![0u8; data.len()];
+    again.read_exact_at(&mut got, 0).unwrap();
+    assert!(got == data);
+}
