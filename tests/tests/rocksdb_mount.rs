@@ -121,9 +121,12 @@ fn cold_reads_after_cache_loss_come_from_the_store() {
         }
         db.flush().unwrap();
     }
-    // Lose every local copy: the mount must still serve each SST from the object store.
+    // Lose every local copy: the mount must still serve each SST from the object store (on
+    // demand: the warm-up, which would fetch them first, is off; tests/cache.rs covers it).
     std::fs::remove_dir_all(&dirs.cache).unwrap();
-    let mount = MountHandle::mount(&dirs.config(), &dirs.mnt).unwrap();
+    let mut config = dirs.config();
+    config.cache.warm.memory = 0;
+    let mount = MountHandle::mount(&config, &dirs.mnt).unwrap();
     let db = DB::open(&small_lsm_options(), &db_path).unwrap();
     for i in 0..20_000 {
         assert_eq!(db.get(key(i)).unwrap().as_deref(), Some(&value(i)[..]));
@@ -397,6 +400,8 @@ fn mount_with_faults(
         std::sync::Arc::new(FailingRemote::new(store, faults.clone()));
     let mut config = dirs.config();
     config.store_threads = store_threads;
+    // These tests count the store calls of on-demand reads: no warm-up GETs beside them.
+    config.cache.warm.memory = 0;
     let mount = MountHandle::mount_with_remote(&config, &dirs.mnt, Some(remote)).unwrap();
     (mount, faults)
 }
