@@ -47,6 +47,11 @@ pub struct ManifestFile {
     /// it lazily. (Older manifests: the files under `checkpoints/<id>/files/`.)
     #[serde(default)]
     pub local: bool,
+    /// Rank in the publishing mount's hot list (0: its most recently used local copy), for files
+    /// that had a local copy then: a restore loads those copies first, in this order, within its
+    /// cache's room. Absent in older manifests and for files that had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heat: Option<u32>,
 }
 
 impl ManifestFile {
@@ -642,6 +647,7 @@ mod tests {
             size: 1,
             crc32c: 0,
             local: false,
+            heat: None,
         }
     }
 

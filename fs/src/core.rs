@@ -956,6 +956,7 @@ impl FsCore {
     /// Finishes pending removals, compacts and syncs the journal. Called at unmount.
     pub fn shutdown(&self) -> FsResult<()> {
         self.warmer.shutdown();
+        self.save_hot_list();
         self.seal_closed_files();
         self.publisher.retainer.shutdown();
         self.cache.shutdown();

@@ -301,6 +301,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 size: 4096,
                 crc32c: 7,
                 local: false,
+                heat: None,
             },
             ManifestFile {
                 name: "db/CURRENT".into(),
@@ -308,6 +309,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 size: 16,
                 crc32c: 9,
                 local: true,
+                heat: None,
             },
         ],
     };

@@ -409,3 +409,73 @@ fn opens_of_one_file_in_both_io_modes_all_succeed() {
     again.read_exact_at(&mut got, 0).unwrap();
     assert!(got == data);
 }
+
+/// The hot list: a remount that lost its cache dir, and a restore of a checkpoint into fresh
+/// dirs, load the copies the mount had, most recently used first, within the cache's room, before
+/// anything opens them. With the store down afterwards, the hottest file reads whole; the others,
+/// which did not fit, do not.
+#[test]
+fn warm_starts_load_the_hot_list_first() {
+    use std::sync::Arc;
+
+    use statefs::store::{FailingRemote, FaultPlan, RemoteSpec, RemoteStore};
+    let dirs = Dirs::new();
+    let faults = FaultPlan::default();
+    let mount = |config: &statefs::MountConfig, mnt: &std::path::Path| {
+        let rt = statefs::mount::runtime().unwrap();
+        let store = RemoteSpec::parse(&config.remote)
+            .unwrap()
+            .open(&Default::default(), rt)
+            .unwrap();
+        let remote: Arc<dyn RemoteStore> = Arc::new(FailingRemote::new(store, faults.clone()));
+        MountHandle::mount_with_remote(config, mnt, Some(remote)).unwrap()
+    };
+    let body = |n: u8| vec![n; 3 << 20];
+    let checkpoint = {
+        let m = mount(&sized_cache(&dirs, 16 << 20, 1), &dirs.mnt);
+        std::fs::create_dir(dirs.mnt.join("db")).unwrap();
+        for n in [1u8, 2, 3] {
+            write_synced(&dirs.mnt.join(format!("db/{n}.sst")), &body(n));
+        }
+        // File 2 is used last: the hottest.
+        drop(std::fs::read(dirs.mnt.join("db/2.sst")).unwrap());
+        let id = m.checkpoint(&dirs.mnt.join("db"), 0).unwrap().id;
+        m.unmount().unwrap();
+        id
+    };
+    // Room for one file only.
+    let check = |m: &MountHandle, root: &std::path::Path| {
+        m.core().settle();
+        assert_eq!(m.core().cache_stats().hot_entries, 1);
+        faults.set_down(true);
+        assert_eq!(
+            std::fs::read(root.join("2.sst")).unwrap(),
+            body(2),
+            "the hottest file is local"
+        );
+        assert!(
+            std::fs::read(root.join("3.sst")).is_err(),
+            "the next did not fit"
+        );
+        faults.set_down(false);
+    };
+    std::fs::remove_dir_all(&dirs.cache).unwrap();
+    let m = mount(&sized_cache(&dirs, 4 << 20, 1), &dirs.mnt);
+    check(&m, &dirs.mnt.join("db"));
+    m.unmount().unwrap();
+
+    let fresh = dirs.root.path().join("restored");
+    std::fs::create_dir_all(fresh.join("mnt")).unwrap();
+    let mut config =
+        statefs::MountConfig::new(dirs.remote_url(), fresh.join("local"), fresh.join("cache"));
+    config.cache.size_limit = 4 << 20;
+    config.cache.reserve_size = 0;
+    config.cache.target_file_size = 1;
+    config.restore = Some(statefs::config::RestoreFrom {
+        id: checkpoint,
+        claim: false,
+    });
+    let m = mount(&config, &fresh.join("mnt"));
+    check(&m, &fresh.join("mnt"));
+    m.unmount().unwrap();
+}

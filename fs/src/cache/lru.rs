@@ -222,6 +222,11 @@ impl CacheIndex {
         Access::Promote(demoted)
     }
 
+    /// Hot entries, most recently used first: what a warm start brings back first.
+    pub fn hot_ids(&self) -> Vec<Uuid> {
+        self.hot.iter().map(|(id, _)| *id).collect()
+    }
+
     /// Promotes cold entry `id` if it fits in the room the limits leave now, demoting nothing: the
     /// warm-up of a cold start fills free room only, so it never evicts a copy that reads earned.
     /// Returns whether it was promoted (its copy is then to be loaded, the space reserved).

@@ -27,7 +27,7 @@ fn sized(limit: u64) -> CacheConfig {
         access_before_promote: 3,
         promote_limit: 3,
         target_file_size: 1000,
-        ..Default::default()
+        ..super::tests::test_cache()
     }
 }
 

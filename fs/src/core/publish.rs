@@ -238,6 +238,14 @@ impl FsCore {
         // Files copied: their entry's index and where their bytes come from.
         let mut copies: Vec<(usize, CopyFrom)> = Vec::new();
         let mut copied_bytes = 0;
+        // The hot list (see `warm.rs`): each local copy's rank, most recently used first.
+        let heat: std::collections::HashMap<uuid::Uuid, u32> = self
+            .cache
+            .index()
+            .hot_ids()
+            .into_iter()
+            .zip(0u32..)
+            .collect();
         let mut in_flight = self.in_flight();
         for (name, source) in sources {
             let (ino, sealed_only) = match source {
@@ -274,6 +282,7 @@ impl FsCore {
                         size: s.size,
                         crc32c: s.crc32c,
                         local: false,
+                        heat: heat.get(&f.local_id).copied(),
                     });
                 }
                 Placement::Local => {
@@ -526,6 +535,7 @@ impl FsCore {
             size: 0,
             crc32c: 0,
             local: true,
+            heat: None,
         }
     }
 
@@ -598,6 +608,8 @@ impl FsCore {
         let uid = nix::unistd::geteuid().as_raw();
         let gid = nix::unistd::getegid().as_raw();
         let mut cold = Vec::new();
+        // Files the publisher had local copies of: (rank, inode, local id).
+        let mut hot = Vec::new();
         for (i, f) in m.files.iter().enumerate() {
             let mut parts: Vec<&str> = f.name.split('/').collect();
             let base = parts.pop().expect("names are checked non-empty");
@@ -653,6 +665,9 @@ impl FsCore {
                 return Err(FsError::Exists);
             }
             let ino = w.allocate_ino();
+            if let (Some(rank), Placement::Remote) = (f.heat, meta.placement) {
+                hot.push((rank, ino, local_id));
+            }
             let inode = InodeMeta {
                 ino,
                 kind: NodeKind::File(meta),
@@ -678,6 +693,9 @@ impl FsCore {
         for (id, size) in cold {
             cache.register_cold(id, size, true);
         }
+        drop(cache);
+        hot.sort_unstable();
+        self.load_hot(hot.into_iter().map(|(_, ino, id)| (ino, id)));
         Ok(())
     }
 }

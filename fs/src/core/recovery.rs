@@ -476,6 +476,8 @@ impl FsCore {
                 source: std::io::Error::other(other.to_string()),
             },
         })?;
+        // The copies the last run had, back in the background (a cache dir lost or emptied).
+        core.load_hot_list();
         // What a crash left in the store (uploads never recorded, copies of publishes that
         // never completed) goes in the background.
         core.publisher

@@ -9,10 +9,16 @@ use crate::store::{FailingRemote, FaultPlan, ObjectStoreRemote, RetryPolicy, Ret
 use crate::table::ROOT_INO;
 
 /// A cache that holds everything: tests of other behaviour must not depend on this disk's free space.
+/// The cache of core tests: no limit, and no warm-up (no hot list loaded at start either), so that
+/// copies are there exactly when a test made them; the warm-up has its own tests.
 pub(crate) fn test_cache() -> crate::cache::CacheConfig {
     crate::cache::CacheConfig {
         size_limit: 1 << 40,
         reserve_size: 0,
+        warm: crate::core::warm::WarmConfig {
+            memory: 0,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -965,4 +971,58 @@ fn ctime_follows_every_change_of_the_inode() {
     let a = core.setattr(d, None, times).unwrap();
     assert_eq!((a.atime, a.mtime), (t, t));
     assert!(a.ctime > t);
+}
+
+/// The warm-up hands the page cache only bytes of the version an inode maps to when they arrive:
+/// a file removed while its warm-up GETs are held gets nothing; a file left alone gets every byte
+/// at its offset, tail first.
+#[test]
+fn the_warm_up_stores_only_the_current_version() {
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<(Ino, u64, Vec<u8>)>>);
+    impl super::warm::PageCache for Recorder {
+        fn store(&self, ino: Ino, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.0.lock().unwrap().push((ino, offset, data.to_vec()));
+            Ok(())
+        }
+    }
+    let env = Env::new();
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (a, b) = {
+        let core = env.core();
+        let a = write_file(&core, ROOT_INO, "a.sst", &bytes, true);
+        let b = write_file(&core, ROOT_INO, "b.sst", &bytes, true);
+        core.shutdown().unwrap();
+        (a, b)
+    };
+    lose_local_copies(&env);
+    let mut cache = test_cache();
+    cache.warm.memory = 1 << 30;
+    let core = env.core_with(cache);
+    let rec = Arc::new(Recorder::default());
+    core.set_page_cache(rec.clone());
+    env.faults.hold_reads(true);
+    let oa = core.open(a, libc::O_RDONLY).unwrap();
+    let ob = core.open(b, libc::O_RDONLY).unwrap();
+    core.release(oa.fh).unwrap();
+    core.unlink(ROOT_INO, "a.sst").unwrap();
+    env.faults.hold_reads(false);
+    core.wait_warm();
+    let stored = rec.0.lock().unwrap().clone();
+    assert!(
+        stored.iter().all(|(ino, _, _)| *ino == b),
+        "nothing of the removed file"
+    );
+    let mut whole = vec![0u8; bytes.len()];
+    for (_, off, data) in &stored {
+        whole[*off as usize..*off as usize + data.len()].copy_from_slice(data);
+    }
+    assert!(whole == bytes, "every byte of b at its offset");
+    assert_eq!(
+        stored.iter().map(|(_, _, d)| d.len()).sum::<usize>(),
+        bytes.len(),
+        "each byte once"
+    );
+    assert!(stored[0].1 > 0, "the tail comes first");
+    core.release(ob.fh).unwrap();
 }

@@ -138,6 +138,11 @@ impl Warmer {
         }
     }
 
+    /// Whether warming is on (`statefs.cache.warm.memory` above 0).
+    pub(crate) fn enabled(&self) -> bool {
+        self.cfg.memory > 0
+    }
+
     /// The page cache to warm (once; later calls are ignored).
     pub(crate) fn set_page_cache(&self, pc: Arc<dyn PageCache>) {
         let _ = self.page_cache.set(pc);
@@ -263,7 +268,76 @@ impl WarmSource for super::FsCore {
     }
 }
 
+/// The remount's hot list: `<local-dir>/hot-files`, the object keys of the files with a local
+/// copy when the mount stopped, most recently used first. A hint: a missing or damaged list only
+/// means a colder start.
+const HOT_FILES: &str = "hot-files";
+
 impl super::FsCore {
+    /// Loads local copies of `files` (inode, local id), in this order, while they fit in the
+    /// cache's free room (a warm start: the hot list of a remount or of a restored checkpoint).
+    /// Nothing when the warm-up is off.
+    pub(crate) fn load_hot(&self, files: impl IntoIterator<Item = (Ino, uuid::Uuid)>) {
+        if !self.warmer.enabled() {
+            return;
+        }
+        for (ino, id) in files {
+            self.cache.fill(&self.opens, ino, id);
+        }
+    }
+
+    /// Writes the hot list into the local dir (at unmount).
+    pub(crate) fn save_hot_list(&self) {
+        let rank: std::collections::HashMap<uuid::Uuid, usize> =
+            self.cache.index().hot_ids().into_iter().zip(0..).collect();
+        let mut keys: Vec<(usize, String)> = {
+            let table = self.ns.read();
+            table
+                .nodes()
+                .filter_map(|n| match &n.meta.kind {
+                    crate::table::NodeKind::File(f) => {
+                        Some((*rank.get(&f.local_id)?, f.sealed.as_ref()?.key.clone()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        keys.sort_unstable();
+        keys.dedup_by(|a, b| a.1 == b.1);
+        let text: String = keys.into_iter().map(|(_, k)| k + "\n").collect();
+        let path = self.statfs_dir.join(HOT_FILES);
+        let tmp = path.with_extension("tmp");
+        let written = crate::private::create(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "writing the hot list failed; the next start is colder");
+        }
+    }
+
+    /// Loads the copies the hot list names (at mount; the ones still in the cache dir are hot
+    /// already and stay as they are).
+    pub(crate) fn load_hot_list(&self) {
+        let Ok(text) = std::fs::read_to_string(self.statfs_dir.join(HOT_FILES)) else {
+            return;
+        };
+        let by_key: std::collections::HashMap<String, (Ino, uuid::Uuid)> = {
+            let table = self.ns.read();
+            table
+                .nodes()
+                .filter_map(|n| match &n.meta.kind {
+                    crate::table::NodeKind::File(f)
+                        if f.placement == crate::placement::Placement::Remote =>
+                    {
+                        Some((f.sealed.as_ref()?.key.clone(), (n.meta.ino, f.local_id)))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        self.load_hot(text.lines().filter_map(|k| by_key.get(k).copied()));
+    }
+
     /// The kernel's page cache, for warming cold files (set once by the FUSE adapter).
     pub fn set_page_cache(&self, pc: Arc<dyn PageCache>) {
         self.warmer.set_page_cache(pc);
