@@ -77,8 +77,11 @@ fn rocksdb_on_s3_writes_reopens_and_reads_cold() {
         "the mount record is there too"
     );
 
-    // Cold: no local copies at all, every read goes to S3.
+    // Cold: no local copies at all, every read goes to S3 (the warm-up, which would load the
+    // hot list's copies back and fetch opened files first, is off: tests/cache.rs covers it).
     std::fs::remove_dir_all(&dirs.cache).unwrap();
+    let mut config = config;
+    config.cache.warm.memory = 0;
     let mount = MountHandle::mount(&config, &dirs.mnt).unwrap();
     let db = DB::open(&Options::default(), &db_path).unwrap();
     for i in (0..60_000).step_by(7) {
