@@ -3,8 +3,9 @@
 # of the data, with and without FUSE passthrough, in one run. db_bench's own block cache is kept
 # small so reads reach the filesystem, and the kernel page cache is dropped before every measured run
 # (local and statefs alike) so neither side starts with its data in memory. statefs's in-memory block
-# store for cold reads is kept at BLOCK_MEMORY. Prints ops/s, the ratio to local disk, and remote GETs
-# per 1,000 reads. Needs root (drop_caches).
+# store for cold reads is kept at BLOCK_MEMORY, and the warm-up of a cold start is off (this measures
+# the cache's limits and promotion; scripts/bench-warmup.sh measures the warm-up). Prints ops/s, the
+# ratio to local disk, and remote GETs per 1,000 reads. Needs root (drop_caches).
 #
 #   KEYS=4000000 READS=200000 scripts/bench-cache.sh
 set -euo pipefail
@@ -29,7 +30,7 @@ ops() { awk '$1 == "readrandom" { for (i = 1; i <= NF; i++) if ($i == "ops/sec")
 mount_with() { # $1 = cache size limit (bytes; 0 with reserve 0 = no cache), $2 = passthrough
   start_mount --remote "file://$work/remote" --local-dir "$work/local" --cache-dir "$work/cache" \
     --cache-size-limit "$1" --cache-reserve-size 0 --passthrough "$2" \
-    --block-memory "$BLOCK_MEMORY"
+    --block-memory "$BLOCK_MEMORY" --warm-memory 0
 }
 gets() { "$bin" stats --raw "$work/mnt" | awk -F' ' '/^statefs_remote_requests_total\{op="get"\}/ { print $2 }'; }
 cache_used() { "$bin" stats --raw "$work/mnt" | awk '$1 == "statefs_cache_used_bytes" { print $2 }'; }

@@ -15,7 +15,8 @@
 //!
 //! `IN_FLIGHT` and `BUFFER_SIZE` set the controller's limits (Flink's defaults: 6000, 1000);
 //! `PCTS=100` runs only that cache size; `READ_THREADS`, `STORE_THREADS`, `FUSE_THREADS` set the
-//! backend's read threads (384), the mount's store threads (384) and FUSE workers (8): each cold
+//! backend's read threads (384), the mount's cold-read threads (`statefs.cache.block.in-flight`,
+//! 384) and FUSE workers (8): each cold
 //! read in flight holds one of each, and at 20 ms per request the GETs in flight bound throughput.
 
 use std::cell::RefCell;
@@ -238,7 +239,10 @@ fn main() {
                 request_timeout: None,
             };
         }
-        config.store_threads = env("STORE_THREADS", 384) as usize;
+        config.cache.blocks.in_flight = env("STORE_THREADS", 384) as usize;
+        // Cold reads on demand, as the cache limit leaves them: no warm-up fetching every SST
+        // into the page cache when RocksDB opens it (scripts/bench-warmup.sh measures that).
+        config.cache.warm.memory = 0;
         config.fuse_threads = env("FUSE_THREADS", 8) as usize;
         config.cache.blocks.memory = 4 << 20;
         let faults = FaultPlan::default();

@@ -201,7 +201,7 @@ pub const KEYS: &[OptionSpec] = &[
         "",
         Kind::Count,
         "",
-        "Threads that read, ahead of the task thread, the entries a batch of async State API requests is about to read (point reads: as many in flight as threads; ForSt's threads each run a MultiGet). On ForSt, raise the mount's `statefs.fuse.store-threads` with it: the mount fetches as many blocks at once as it has store threads. At least 1. Default: 64 (ForSt's: 3).",
+        "Threads that read, ahead of the task thread, the entries a batch of async State API requests is about to read (point reads: as many in flight as threads; ForSt's threads each run a MultiGet). On ForSt, raise the mount's `statefs.cache.block.in-flight` with it: the mount fetches as many blocks at once as it has cold-read threads. At least 1. Default: 64 (ForSt's: 3).",
     ),
     OptionSpec::new(
         "timer-service.cache-size",

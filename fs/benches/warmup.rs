@@ -185,7 +185,12 @@ impl Store {
                 request_timeout: None,
             };
         }
-        cfg.store_threads = env("STORE_THREADS", 8) as usize;
+        if let Some(n) = std::env::var("READ_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            cfg.cache.blocks.in_flight = n;
+        }
         cfg
     }
 }
@@ -282,7 +287,7 @@ fn main() {
 
     let local = median(&runs[0].per_second);
     println!(
-        "db_bench readrandom, {} keys, {} threads, {} s; store {} + {} ms per call; cache limit {} MB; {} store threads",
+        "db_bench readrandom, {} keys, {} threads, {} s; store {} + {} ms per call; cache limit {} MB; {} cold-read threads",
         setup.keys,
         setup.threads,
         setup.seconds,
@@ -293,7 +298,7 @@ fn main() {
         },
         latency.as_millis(),
         cache_limit >> 20,
-        cfg.store_threads
+        cfg.cache.blocks.in_flight
     );
     println!();
     print!("| second |");

@@ -267,6 +267,15 @@ pub struct FuseStatus {
     pub passthrough: AtomicBool,
 }
 
+/// The threads requests that wait on the store run on, so that no FUSE worker waits.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreThreads {
+    /// `statefs.fuse.store-threads`: uploads (an uploading fsync or release).
+    pub uploads: usize,
+    /// `statefs.cache.block.in-flight`: cold reads.
+    pub reads: usize,
+}
+
 impl StatefsFuse {
     pub fn new(
         core: Arc<FsCore>,
@@ -275,20 +284,25 @@ impl StatefsFuse {
         mode: PassthroughMode,
         metrics: Arc<FuseMetrics>,
         status: Arc<FuseStatus>,
-        store_threads: usize,
+        threads: StoreThreads,
     ) -> std::io::Result<Self> {
+        let StoreThreads {
+            uploads: store_threads,
+            reads: read_threads,
+        } = threads;
         // Requests that may wait on the store run on these threads, so that no FUSE worker does.
         core.start_store_threads(
             store_threads,
+            read_threads,
             metrics.upload_queue.clone(),
             metrics.read_queue.clone(),
         )?;
         Ok(StatefsFuse {
             // The kernel reads pages it does not hold through read-ahead, as background requests,
             // of which it keeps 12 pending by default: cold reads of many threads (an async State
-            // API batch) then had 16 GETs in flight whatever the store threads. Twice the store
-            // threads' reads, at least the kernel's default.
-            max_background: u16::try_from(store_threads.saturating_mul(2))
+            // API batch) then had 16 GETs in flight whatever the read threads. Twice the read
+            // threads, at least the kernel's default.
+            max_background: u16::try_from(read_threads.saturating_mul(2))
                 .unwrap_or(u16::MAX)
                 .max(12),
             core: core.clone(),

@@ -535,7 +535,10 @@ pub fn prepare(
         config.passthrough,
         fuse_metrics.clone(),
         status.clone(),
-        config.store_threads,
+        crate::fuse::StoreThreads {
+            uploads: config.store_threads,
+            reads: config.cache.blocks.in_flight,
+        },
     )
     .map_err(MountError::Threads)?;
     let endpoints = start_endpoints(config, &core, &remote_metrics, &fuse_metrics)?;

@@ -89,6 +89,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         "Memory for blocks of cold reads.",
     ),
     OptionSpec::new(
+        "statefs.cache.block.in-flight",
+        "--block-in-flight",
+        Kind::Count,
+        "64",
+        "Cold reads (blocks of files without a local copy) waiting on the store at once, each on a read thread of its own: sized for an object store's latency (tens to hundreds), apart from the upload threads (`statefs.fuse.store-threads`). More readers than this queue.",
+    ),
+    OptionSpec::new(
         "statefs.cache.warm.memory",
         "--warm-memory",
         Kind::Bytes,
@@ -121,7 +128,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         "--store-threads",
         Kind::Count,
         "8",
-        "Threads for the uploads (an uploading fsync or close), and as many for cold reads of a network store, so that no FUSE worker waits on the store; more than this queue.",
+        "Threads for the uploads (an uploading fsync or close), so that no FUSE worker waits on the store; more than this queue. Cold reads have their own threads (`statefs.cache.block.in-flight`).",
     ),
     OptionSpec::new(
         "statefs.fuse.passthrough",
@@ -360,6 +367,7 @@ impl Settings {
         c.cache.blocks.block_size = self.must_bytes("statefs.cache.block.size").max(512);
         c.cache.blocks.memory = self.must_bytes("statefs.cache.block.memory");
         c.cache.blocks.max_readahead = self.must_bytes("statefs.cache.block.max-readahead");
+        c.cache.blocks.in_flight = self.must_count("statefs.cache.block.in-flight").max(1) as usize;
         c.cache.warm.memory = self.must_bytes("statefs.cache.warm.memory");
         c.cache.warm.in_flight = self.must_count("statefs.cache.warm.in-flight").max(1) as usize;
         c.fuse_threads = self.must_count("statefs.fuse.threads").max(1) as usize;

@@ -261,7 +261,9 @@ fn cold_reads_from_many_threads_reach_the_store_together() {
     use statefs::store::{FailingRemote, FaultPlan, RemoteSpec, RemoteStore};
     let dirs = Dirs::new();
     let mut config = sized_cache(&dirs, 1, 1);
-    config.store_threads = 32;
+    // Cold reads have threads of their own: two upload threads do not bound them.
+    config.store_threads = 2;
+    config.cache.blocks.in_flight = 32;
     // No warm-up either: every read below reaches the daemon.
     config.cache.warm.memory = 0;
     let faults = FaultPlan::default();

@@ -26,6 +26,9 @@ pub struct BlockConfig {
     pub memory: u64,
     /// `statefs.cache.block.max-readahead` (default 4 MiB): largest read-ahead of a sequential reader.
     pub max_readahead: u64,
+    /// `statefs.cache.block.in-flight` (default 64): cold reads waiting on the store at once, each
+    /// on a read thread of its own (apart from the upload threads).
+    pub in_flight: usize,
 }
 
 impl Default for BlockConfig {
@@ -34,6 +37,7 @@ impl Default for BlockConfig {
             block_size: 64 << 10,
             memory: 64 << 20,
             max_readahead: 4 << 20,
+            in_flight: 64,
         }
     }
 }
@@ -333,6 +337,7 @@ mod tests {
             block_size: 4096,
             memory: 1 << 20,
             max_readahead: 64 << 10,
+            in_flight: 4,
         }
     }
 

@@ -115,17 +115,19 @@ impl FsCore {
 }
 
 impl FsCore {
-    /// Starts the store threads (`threads` per pool); the gauges count the requests waiting for
-    /// one. Called by the FUSE adapter; without them (tests) requests run on the caller's thread.
+    /// Starts the store threads (`uploads` and `reads` of them); the gauges count the requests
+    /// waiting for one. Called by the FUSE adapter; without them (tests) requests run on the
+    /// caller's thread.
     pub(crate) fn start_store_threads(
         &self,
-        threads: usize,
+        uploads: usize,
+        reads: usize,
         upload_queue: Arc<AtomicU64>,
         read_queue: Arc<AtomicU64>,
     ) -> std::io::Result<()> {
         let pools = Pools {
-            uploads: StorePool::new(threads, "up", upload_queue)?,
-            reads: StorePool::new(threads, "read", read_queue)?,
+            uploads: StorePool::new(uploads, "up", upload_queue)?,
+            reads: StorePool::new(reads, "read", read_queue)?,
         };
         *self.dispatch.pools.write() = Some(pools);
         Ok(())
