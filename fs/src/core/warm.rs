@@ -255,12 +255,19 @@ impl Drop for Warmer {
 }
 
 impl WarmSource for super::FsCore {
+    /// `None` once the file has no name left (its object is about to go): nothing is warmed for
+    /// it, even while a handle still reads it.
     fn key_of(&self, ino: Ino) -> Option<Arc<str>> {
-        let f = self.file_meta(ino).ok()?;
-        (f.placement == crate::placement::Placement::Remote)
-            .then_some(())
-            .and(f.sealed)
-            .map(|s| Arc::from(s.key.as_str()))
+        let table = self.ns.read();
+        let node = table.get(ino)?;
+        match &node.meta.kind {
+            crate::table::NodeKind::File(f)
+                if node.nlink > 0 && f.placement == crate::placement::Placement::Remote =>
+            {
+                f.sealed.as_ref().map(|s| Arc::from(s.key.as_str()))
+            }
+            _ => None,
+        }
     }
 
     fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes, String> {
