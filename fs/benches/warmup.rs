@@ -1,6 +1,6 @@
 //! How fast a database on statefs gets back to speed after a start on a distant store, beside the
 //! same database on local disk, in one run: db_bench `readrandom` (`THREADS` readers, default 8)
-//! for `SECONDS` (60) against
+//! for `DURATION` seconds (60) against
 //! 1. local disk (the baseline);
 //! 2. a **cold remount**: the same mount's local dir, its cache dir lost, first with the warm-up
 //!    off (`statefs.cache.warm.memory` 0: blocks fetched on demand), then as mounted by default;
@@ -209,7 +209,7 @@ fn main() {
     let setup = Setup {
         keys: env("KEYS", 4_000_000),
         threads: env("THREADS", 8),
-        seconds: env("SECONDS", 60),
+        seconds: env("DURATION", 60),
     };
     let latency = Duration::from_millis(env("LATENCY_MS", 20));
     let cache_limit = env("CACHE_MB", 64) << 20;

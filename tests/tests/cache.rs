@@ -28,6 +28,23 @@ fn value(i: u32) -> Vec<u8> {
 
 /// Writes and fsyncs: the upload (and so the cache decision) is done when this returns. A plain
 /// write+close uploads at release, which the kernel sends after close() has returned.
+/// A mount of `config` at `mnt` whose store goes through `faults` (latency, holds, outages).
+fn mount_faulty(
+    config: &statefs::MountConfig,
+    mnt: &std::path::Path,
+    faults: &statefs::store::FaultPlan,
+) -> MountHandle {
+    use statefs::store::{FailingRemote, RemoteSpec, RemoteStore};
+    let rt = statefs::mount::runtime().unwrap();
+    let store = RemoteSpec::parse(&config.remote)
+        .unwrap()
+        .open(&Default::default(), rt)
+        .unwrap();
+    let remote: std::sync::Arc<dyn RemoteStore> =
+        std::sync::Arc::new(FailingRemote::new(store, faults.clone()));
+    MountHandle::mount_with_remote(config, mnt, Some(remote)).unwrap()
+}
+
 fn write_synced(path: &std::path::Path, data: &[u8]) {
     use std::io::Write;
     let mut f = std::fs::File::create(path).unwrap();
@@ -255,10 +272,8 @@ fn stats_of_a_running_mount() {
 /// uncached file on a 100 ms store had at most 16 GETs in flight before.
 #[test]
 fn cold_reads_from_many_threads_reach_the_store_together() {
+    use statefs::store::FaultPlan;
     use std::os::unix::fs::FileExt;
-    use std::sync::Arc;
-
-    use statefs::store::{FailingRemote, FaultPlan, RemoteSpec, RemoteStore};
     let dirs = Dirs::new();
     let mut config = sized_cache(&dirs, 1, 1);
     // Cold reads have threads of their own: two upload threads do not bound them.
@@ -267,15 +282,7 @@ fn cold_reads_from_many_threads_reach_the_store_together() {
     // No warm-up either: every read below reaches the daemon.
     config.cache.warm.memory = 0;
     let faults = FaultPlan::default();
-    let mount = || {
-        let rt = statefs::mount::runtime().unwrap();
-        let store = RemoteSpec::parse(&config.remote)
-            .unwrap()
-            .open(&Default::default(), rt)
-            .unwrap();
-        let remote: Arc<dyn RemoteStore> = Arc::new(FailingRemote::new(store, faults.clone()));
-        MountHandle::mount_with_remote(&config, &dirs.mnt, Some(remote)).unwrap()
-    };
+    let mount = || mount_faulty(&config, &dirs.mnt, &faults);
     let data: Vec<u8> = (0..16u32 << 20).map(|i| (i % 253) as u8).collect();
     {
         let _m = mount();
@@ -313,24 +320,14 @@ fn cold_reads_from_many_threads_reach_the_store_together() {
 /// warmed: with the store down its reads fail.
 #[test]
 fn an_opened_cold_file_is_warmed_into_the_page_cache() {
+    use statefs::store::FaultPlan;
     use std::os::unix::fs::FileExt;
-    use std::sync::Arc;
-
-    use statefs::store::{FailingRemote, FaultPlan, RemoteSpec, RemoteStore};
     let dirs = Dirs::new();
     let mut config = sized_cache(&dirs, 1, 1);
     config.cache.warm.memory = 32 << 20;
     config.cache.warm.in_flight = 4;
     let faults = FaultPlan::default();
-    let mount = || {
-        let rt = statefs::mount::runtime().unwrap();
-        let store = RemoteSpec::parse(&config.remote)
-            .unwrap()
-            .open(&Default::default(), rt)
-            .unwrap();
-        let remote: Arc<dyn RemoteStore> = Arc::new(FailingRemote::new(store, faults.clone()));
-        MountHandle::mount_with_remote(&config, &dirs.mnt, Some(remote)).unwrap()
-    };
+    let mount = || mount_faulty(&config, &dirs.mnt, &faults);
     let a: Vec<u8> = (0..(24u32 << 20) + 12345)
         .map(|i| (i % 251) as u8)
         .collect();
@@ -418,20 +415,11 @@ fn opens_of_one_file_in_both_io_modes_all_succeed() {
 /// which did not fit, do not.
 #[test]
 fn warm_starts_load_the_hot_list_first() {
-    use std::sync::Arc;
-
-    use statefs::store::{FailingRemote, FaultPlan, RemoteSpec, RemoteStore};
+    use statefs::store::FaultPlan;
     let dirs = Dirs::new();
     let faults = FaultPlan::default();
-    let mount = |config: &statefs::MountConfig, mnt: &std::path::Path| {
-        let rt = statefs::mount::runtime().unwrap();
-        let store = RemoteSpec::parse(&config.remote)
-            .unwrap()
-            .open(&Default::default(), rt)
-            .unwrap();
-        let remote: Arc<dyn RemoteStore> = Arc::new(FailingRemote::new(store, faults.clone()));
-        MountHandle::mount_with_remote(config, mnt, Some(remote)).unwrap()
-    };
+    let mount =
+        |config: &statefs::MountConfig, mnt: &std::path::Path| mount_faulty(config, mnt, &faults);
     let body = |n: u8| vec![n; 3 << 20];
     let checkpoint = {
         let m = mount(&sized_cache(&dirs, 16 << 20, 1), &dirs.mnt);
