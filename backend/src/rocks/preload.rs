@@ -79,16 +79,16 @@ impl Preloader {
             .into_iter()
             .map(|(s, kg, ck)| (s, super::db_key(kg, &ck)))
             .collect();
-        let (skipped, read): (Vec<_>, Vec<_>) =
-            (0..keyed.len()).partition(|&i| written(keyed[i].0, &keyed[i].1));
+        let read: Vec<usize> = (0..keyed.len())
+            .filter(|&i| !written(keyed[i].0, &keyed[i].1))
+            .collect();
+        let wanted: Vec<(usize, &[u8])> = read
+            .iter()
+            .map(|&i| (keyed[i].0, keyed[i].1.as_slice()))
+            .collect();
         let mut gens: Vec<Option<u64>> = vec![None; keyed.len()];
-        if skipped.is_empty() {
-            gens = read_ahead.expect(&keyed).into_iter().map(Some).collect();
-        } else {
-            let to_read: Vec<(usize, Vec<u8>)> = read.iter().map(|&i| keyed[i].clone()).collect();
-            for (i, g) in read.iter().zip(read_ahead.expect(&to_read)) {
-                gens[*i] = Some(g);
-            }
+        for (&i, g) in read.iter().zip(read_ahead.expect(&wanted)) {
+            gens[i] = Some(g);
         }
         let keys: Arc<Vec<ToRead>> = Arc::new(
             keyed
@@ -213,6 +213,32 @@ struct Slots {
     count: usize,
 }
 
+impl Slots {
+    /// Drops every slot if `n` more would pass [`MAX_SLOTS`] (reads then go to RocksDB).
+    fn make_room(&mut self, n: usize) {
+        if self.count + n > MAX_SLOTS {
+            self.by_state.clear();
+            self.count = 0;
+        }
+    }
+
+    /// Makes (or replaces) the slot of `key` in `state`, holding `value`; returns its generation.
+    fn make(&mut self, state: usize, key: Vec<u8>, value: Option<Option<Vec<u8>>>) -> u64 {
+        let generation = self.next_gen;
+        self.next_gen += 1;
+        if self.by_state.len() <= state {
+            self.by_state.resize_with(state + 1, Default::default);
+        }
+        if self.by_state[state]
+            .insert(key, Slot { generation, value })
+            .is_none()
+        {
+            self.count += 1;
+        }
+        generation
+    }
+}
+
 struct Slot {
     generation: u64,
     /// `None` until read: then the entry's value, or `None` for no entry.
@@ -228,33 +254,13 @@ impl ReadAhead {
     }
 
     /// Makes empty slots for `keys` (state, database key); returns their generations.
-    pub(crate) fn expect(&self, keys: &[(usize, Vec<u8>)]) -> Vec<u64> {
+    pub(crate) fn expect(&self, keys: &[(usize, &[u8])]) -> Vec<u64> {
         let mut s = self.slots();
-        if s.count + keys.len() > MAX_SLOTS {
-            s.by_state.clear();
-            s.count = 0;
-        }
-        let mut gens = Vec::with_capacity(keys.len());
-        for (state, key) in keys {
-            let generation = s.next_gen;
-            s.next_gen += 1;
-            if s.by_state.len() <= *state {
-                s.by_state.resize_with(state + 1, Default::default);
-            }
-            if s.by_state[*state]
-                .insert(
-                    key.clone(),
-                    Slot {
-                        generation,
-                        value: None,
-                    },
-                )
-                .is_none()
-            {
-                s.count += 1;
-            }
-            gens.push(generation);
-        }
+        s.make_room(keys.len());
+        let gens = keys
+            .iter()
+            .map(|(state, key)| s.make(*state, key.to_vec(), None))
+            .collect();
         self.held.store(s.count, Ordering::Release);
         gens
     }
@@ -274,22 +280,8 @@ impl ReadAhead {
     /// it, with no write between on that thread).
     pub(crate) fn put_now(&self, state: usize, key: Vec<u8>, value: Option<Vec<u8>>) {
         let mut s = self.slots();
-        if s.count >= MAX_SLOTS {
-            s.by_state.clear();
-            s.count = 0;
-        }
-        let generation = s.next_gen;
-        s.next_gen += 1;
-        if s.by_state.len() <= state {
-            s.by_state.resize_with(state + 1, Default::default);
-        }
-        let slot = Slot {
-            generation,
-            value: Some(value),
-        };
-        if s.by_state[state].insert(key, slot).is_none() {
-            s.count += 1;
-        }
+        s.make_room(1);
+        s.make(state, key, Some(value));
         self.held.store(s.count, Ordering::Release);
     }
 
@@ -345,7 +337,7 @@ mod tests {
     #[test]
     fn a_value_read_ahead_is_never_older_than_a_write() {
         let ra = ReadAhead::default();
-        let key = (0usize, b"k".to_vec());
+        let key: (usize, &[u8]) = (0, b"k");
 
         let g = ra.expect(std::slice::from_ref(&key))[0];
         ra.fill(0, b"k", g, Some(b"v0".to_vec()));
@@ -372,7 +364,7 @@ mod tests {
             "the newer preload's slot stays empty"
         );
 
-        let g = ra.expect(&[(1, b"p/a".to_vec()), (1, b"q".to_vec())]);
+        let g = ra.expect(&[(1, b"p/a".as_slice()), (1, b"q".as_slice())]);
         ra.forget_prefix(1, b"p/");
         ra.fill(1, b"p/a", g[0], None);
         ra.fill(1, b"q", g[1], None);

@@ -69,7 +69,8 @@ pub(crate) struct WriteBehind {
     /// Number of the batch being filled; batches 1..open were sent.
     open: u64,
     /// (state, database key) -> latest write, and the batch it is in.
-    pending: HashMap<(StateId, Vec<u8>), (Last, u64)>,
+    /// By state (so that a lookup borrows the key): database key -> latest write, its batch.
+    pending: Vec<HashMap<Vec<u8>, (Last, u64)>>,
     progress: Arc<(Mutex<Progress>, Condvar)>,
     worker: Option<Worker>,
 }
@@ -80,7 +81,7 @@ impl Default for WriteBehind {
             on: false,
             batch: WriteBatch::default(),
             open: 1,
-            pending: HashMap::new(),
+            pending: Vec::new(),
             progress: Arc::default(),
             worker: None,
         }
@@ -153,7 +154,10 @@ impl WriteBehind {
             }
         };
         // A merge over a put or delete not yet applied is applied first, with it.
-        self.pending.insert((state, key), (last, self.open));
+        if self.pending.len() <= state {
+            self.pending.resize_with(state + 1, HashMap::new);
+        }
+        self.pending[state].insert(key, (last, self.open));
         if self.batch.len() >= BATCH_WRITES {
             self.send(db)?;
         }
@@ -167,7 +171,7 @@ impl WriteBehind {
         state: StateId,
         key: &[u8],
     ) -> StateResult<Lookup> {
-        let batch = match self.pending.get(&(state, key.to_vec())) {
+        let batch = match self.pending_write(state, key) {
             None => return Ok(Lookup::InDatabase),
             Some((Last::Put(v), _)) => return Ok(Lookup::Written(Some(v.clone()))),
             Some((Last::Delete, _)) => return Ok(Lookup::Written(None)),
@@ -180,16 +184,20 @@ impl WriteBehind {
         Ok(Lookup::InDatabase)
     }
 
+    fn pending_write(&self, state: StateId, key: &[u8]) -> Option<&(Last, u64)> {
+        self.pending.get(state)?.get(key)
+    }
+
     /// Whether `key` has a write not yet applied (then no value may be read ahead for it).
     pub(crate) fn is_pending(&self, state: StateId, key: &[u8]) -> bool {
-        self.on && self.pending.contains_key(&(state, key.to_vec()))
+        self.on && self.pending_write(state, key).is_some()
     }
 
     /// Waits until every write made so far is in the database.
     pub(crate) fn settle(&mut self, db: &Arc<DB>) -> StateResult<()> {
         self.send(db)?;
         self.wait_applied(self.open - 1)?;
-        self.pending.clear();
+        self.pending.iter_mut().for_each(HashMap::clear);
         Ok(())
     }
 
@@ -234,7 +242,9 @@ impl WriteBehind {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .applied;
-        self.pending.retain(|_, (_, b)| *b > applied);
+        for m in &mut self.pending {
+            m.retain(|_, (_, b)| *b > applied);
+        }
         self.failure()
     }
 
