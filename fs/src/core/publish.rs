@@ -239,13 +239,7 @@ impl FsCore {
         let mut copies: Vec<(usize, CopyFrom)> = Vec::new();
         let mut copied_bytes = 0;
         // The hot list (see `warm.rs`): each local copy's rank, most recently used first.
-        let heat: std::collections::HashMap<uuid::Uuid, u32> = self
-            .cache
-            .index()
-            .hot_ids()
-            .into_iter()
-            .zip(0u32..)
-            .collect();
+        let heat = self.hot_ranks();
         let mut in_flight = self.in_flight();
         for (name, source) in sources {
             let (ino, sealed_only) = match source {

@@ -151,7 +151,7 @@ impl Warmer {
     /// Schedules object `key` (`size` bytes) of inode `ino`, once per mount, if it fits the budget.
     /// Returns whether this call scheduled it (the first open of a cold file, warming on).
     pub(crate) fn file(&self, ino: Ino, key: &str, size: u64) -> bool {
-        if self.cfg.memory == 0 || size == 0 || self.page_cache.get().is_none() {
+        if !self.enabled() || size == 0 || self.page_cache.get().is_none() {
             return false;
         }
         let key: Arc<str> = Arc::from(key);
@@ -293,11 +293,16 @@ impl super::FsCore {
         }
     }
 
+    /// The hot list as ranks: each local copy's, 0 the most recently used (what a checkpoint's
+    /// manifest records as `heat`, and the order of `hot-files`).
+    pub(crate) fn hot_ranks(&self) -> std::collections::HashMap<uuid::Uuid, u32> {
+        self.cache.index().hot_ids().into_iter().zip(0..).collect()
+    }
+
     /// Writes the hot list into the local dir (at unmount).
     pub(crate) fn save_hot_list(&self) {
-        let rank: std::collections::HashMap<uuid::Uuid, usize> =
-            self.cache.index().hot_ids().into_iter().zip(0..).collect();
-        let mut keys: Vec<(usize, String)> = {
+        let rank = self.hot_ranks();
+        let mut keys: Vec<(u32, String)> = {
             let table = self.ns.read();
             table
                 .nodes()
