@@ -119,6 +119,20 @@ pub(crate) struct Shared<K, B: StateBackend> {
     outstanding: RefCell<HashMap<usize, usize>>,
 }
 
+impl<K, B: StateBackend> Shared<K, B> {
+    /// One request of `record` ran: returns whether none of its requests is outstanding now.
+    fn ran(&self, record: usize) -> bool {
+        let mut outstanding = self.outstanding.borrow_mut();
+        let n = outstanding.get_mut(&record).expect("counted when issued");
+        *n -= 1;
+        let none_left = *n == 0;
+        if none_left {
+            outstanding.remove(&record);
+        }
+        none_left
+    }
+}
+
 /// The context of one record: its key, and the way its state calls reach the controller.
 pub struct RecordContext<K, B: StateBackend> {
     record: usize,
@@ -533,11 +547,7 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend + 'static> Async
                 b.left -= 1;
                 self.queues.get_mut(&record).expect("checked").pop_front();
                 (r.op)(&mut self.kb);
-                let mut outstanding = self.shared.outstanding.borrow_mut();
-                let n = outstanding.get_mut(&record).expect("counted when issued");
-                *n -= 1;
-                if *n == 0 {
-                    outstanding.remove(&record);
+                if self.shared.ran(record) {
                     completed.push(record);
                 }
             }
@@ -585,12 +595,7 @@ impl<K: Serialize + DeserializeOwned + 'static, B: StateBackend + 'static> Async
                 break;
             }
             (r.op)(&mut self.kb);
-            let mut outstanding = self.shared.outstanding.borrow_mut();
-            let n = outstanding.get_mut(&record).expect("counted when issued");
-            *n -= 1;
-            if *n == 0 {
-                outstanding.remove(&record);
-            }
+            self.shared.ran(record);
         }
         if self.shared.buffer.borrow().is_empty() {
             self.shared.oldest.set(None);
