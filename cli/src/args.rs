@@ -80,6 +80,13 @@ fn apply(settings: &mut Settings, values: &[(&'static OptionSpec, String)]) -> a
 /// (`statefs config`), a `--config` file comes next, `--set` and flags last.
 pub struct MountArgs {
     pub mountpoint: PathBuf,
+    /// Detach once the mount is live (`--daemon`).
+    pub daemon: bool,
+    /// The daemon's log (`--log-file`); `None`: stderr, or `<local-dir>/statefs.log` with
+    /// `--daemon`.
+    pub log_file: Option<PathBuf>,
+    /// How long `--daemon` waits for the mount to come up.
+    pub ready_timeout: String,
     config: Option<PathBuf>,
     sets: Vec<String>,
     flags: Vec<(&'static OptionSpec, String)>,
@@ -105,6 +112,25 @@ impl clap::Args for MountArgs {
                     .help("YAML file of options (keys as `statefs config` lists them)"),
             )
             .arg(
+                Arg::new("daemon")
+                    .long("daemon")
+                    .action(ArgAction::SetTrue)
+                    .help("Run in the background: return once the mount is live (non-zero if it never comes up)"),
+            )
+            .arg(
+                Arg::new("log-file")
+                    .long("log-file")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .help("Append the log here (default: stderr; with --daemon, <local-dir>/statefs.log)"),
+            )
+            .arg(
+                Arg::new("ready-timeout")
+                    .long("ready-timeout")
+                    .value_name("DURATION")
+                    .default_value("5min")
+                    .help("With --daemon: give up (and stop the daemon) if the mount is not live by then"),
+            )
+            .arg(
                 Arg::new("set")
                     .long("set")
                     .value_name("KEY=VALUE")
@@ -127,6 +153,12 @@ impl FromArgMatches for MountArgs {
                 .cloned()
                 .expect("required"),
             config: m.get_one::<PathBuf>("config").cloned(),
+            daemon: m.get_flag("daemon"),
+            log_file: m.get_one::<PathBuf>("log-file").cloned(),
+            ready_timeout: m
+                .get_one::<String>("ready-timeout")
+                .cloned()
+                .expect("has a default"),
             sets: m
                 .get_many::<String>("set")
                 .map(|v| v.cloned().collect())
@@ -176,8 +208,8 @@ impl clap::Args for RemoteArgs {
     fn augment_args(cmd: clap::Command) -> clap::Command {
         registry_args(cmd, &remote_specs()).mut_arg(options::REMOTE, |a| {
             a.required(true)
-                .help("The store: file:///abs/path or s3://bucket/prefix")
-                .long_help("The store: file:///abs/path or s3://bucket/prefix")
+                .help("The store: file:///abs/path, s3://, gs:// or az://bucket/prefix")
+                .long_help("The store: file:///abs/path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix (credentials from the environment)")
         })
     }
 

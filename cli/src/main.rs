@@ -11,7 +11,10 @@ use nix::sys::signal::{SigSet, Signal};
 use statefs::options;
 
 mod args;
+mod daemon;
+mod helper;
 use args::{MountArgs, RemoteArgs};
+use daemon::Readiness;
 
 #[derive(Parser)]
 #[command(
@@ -29,7 +32,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Mount a statefs filesystem in the foreground; SIGINT/SIGTERM unmount cleanly.
+    /// Mount a statefs filesystem: in the foreground (SIGINT/SIGTERM unmount cleanly; readiness
+    /// goes to systemd's NOTIFY_SOCKET when set), or detached with --daemon. A dead mount left
+    /// at the mount point by a killed statefs is cleared first.
     Mount(Box<MountArgs>),
     /// Unmount a statefs filesystem (also clears a dead mount left by a killed process).
     Unmount {
@@ -134,16 +139,57 @@ fn main() -> ExitCode {
     signals.add(Signal::SIGTERM);
     let _ = signals.thread_block();
 
-    let cli = Cli::parse();
+    // Run as mount(8)'s helper (`mount -t fuse.statefs`): its arguments become `statefs mount
+    // --daemon`'s.
+    let mut raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let argv0 = raw.first().map(Path::new).and_then(Path::file_name);
+    if argv0.is_some_and(|n| n == "mount.fuse.statefs" || n == "mount.statefs") {
+        match helper::translate(&raw[1..]) {
+            Ok(call) => {
+                for (k, v) in &call.env {
+                    // SAFETY: no other thread exists yet.
+                    unsafe { std::env::set_var(k, v) };
+                }
+                raw = call.args;
+                if call.fake {
+                    // `mount -f`: check the options, mount nothing.
+                    let cli = Cli::parse_from(&raw);
+                    return match &cli.command {
+                        Command::Mount(args) => match args.config() {
+                            Ok(_) => ExitCode::SUCCESS,
+                            Err(e) => fail(&e),
+                        },
+                        _ => unreachable!("the helper always mounts"),
+                    };
+                }
+            }
+            Err(e) => return fail(&e),
+        }
+    }
+    let readiness = std::sync::Arc::new(parking_lot::Mutex::new(Readiness::from_env()));
+    let cli = Cli::parse_from(&raw);
+    if let Command::Mount(args) = &cli.command
+        && let (Some(path), false) = (&args.log_file, args.daemon)
+    {
+        // Everything this process says (its log, its last words) goes to the file.
+        match daemon::open_log(path) {
+            Ok(f) => {
+                let _ = nix::unistd::dup2_stderr(f);
+            }
+            Err(e) => return fail(&e),
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let result = match &cli.command {
-        Command::Mount(args) => mount(args, signals),
+        Command::Mount(args) if args.daemon => detach(args, &raw),
+        Command::Mount(args) => mount(args, signals, &readiness),
         Command::Unmount { mountpoint, lazy } => unmount(mountpoint, *lazy),
         Command::Stats { mountpoint, raw } => stats(mountpoint, *raw),
         Command::Checkpoint { mountpoint, dir } => checkpoint(mountpoint, dir),
@@ -167,18 +213,64 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("statefs: {e:#}");
-            ExitCode::FAILURE
+            // Before the mount was live, this tells the --daemon parent or systemd why.
+            readiness.lock().failed(&format!("{e:#}"));
+            fail(&e)
         }
     }
 }
 
-fn mount(args: &MountArgs, signals: SigSet) -> anyhow::Result<()> {
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("statefs: {e:#}");
+    ExitCode::FAILURE
+}
+
+/// `statefs mount --daemon`: starts this command line without `--daemon` in the background and
+/// returns once the mount is live.
+fn detach(args: &MountArgs, raw: &[std::ffi::OsString]) -> anyhow::Result<()> {
+    // Configuration errors are reported here, not in a log.
+    let config = args.config()?;
+    let timeout = options::parse_duration(&args.ready_timeout)
+        .map_err(|why| anyhow!("bad --ready-timeout {:?}: {why}", args.ready_timeout))?;
+    let log_file = args
+        .log_file
+        .clone()
+        .unwrap_or_else(|| config.local_dir.join("statefs.log"));
+    let log_file = std::path::absolute(&log_file).unwrap_or(log_file);
+    // The child logs to its stderr, which is the log file.
+    let child_args: Vec<std::ffi::OsString> = raw[1..]
+        .iter()
+        .filter(|a| *a != "--daemon")
+        .cloned()
+        .collect();
+    let pid = daemon::detach(&daemon::Detach {
+        args: child_args,
+        log_file: log_file.clone(),
+        timeout,
+        mountpoint: args.mountpoint.clone(),
+    })?;
+    eprintln!(
+        "statefs: mounted {} at {} (daemon pid {pid}, log {})",
+        config.remote,
+        args.mountpoint.display(),
+        log_file.display()
+    );
+    Ok(())
+}
+
+fn mount(
+    args: &MountArgs,
+    signals: SigSet,
+    readiness: &std::sync::Arc<parking_lot::Mutex<Readiness>>,
+) -> anyhow::Result<()> {
     // Everything the daemon creates is its user's alone, also files made by code that sets no
     // mode of its own (object_store's file:// store): the bytes of a 0600 file on the mount
     // must not be readable outside it.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let config = args.config()?;
+    // A restart after a crash (systemd's Restart=, a remount) finds the killed daemon's dead
+    // mount there.
+    daemon::clear_dead_mount(&args.mountpoint)?;
     let p = statefs::mount::prepare(&config, &args.mountpoint, None)?;
     let mountpoint = p.mountpoint.clone();
     let mut session = fuser::Session::new(p.fs, &mountpoint, &p.fuser)
@@ -188,11 +280,13 @@ fn mount(args: &MountArgs, signals: SigSet) -> anyhow::Result<()> {
             session.notifier(),
         )));
     let mut unmounter = session.unmount_callable();
+    let on_signal = readiness.clone();
     std::thread::Builder::new()
         .name("statefs-signals".into())
         .spawn(move || {
             if let Ok(sig) = signals.wait() {
                 tracing::info!(signal = ?sig, "unmounting");
+                on_signal.lock().stopping();
                 if let Err(e) = unmounter.unmount() {
                     tracing::error!(error = %e, "unmount on signal failed");
                 }
@@ -208,6 +302,20 @@ fn mount(args: &MountArgs, signals: SigSet) -> anyhow::Result<()> {
             "off"
         }
     );
+    // Ready once the mount answers (the session below serves it).
+    let (live, status) = (
+        readiness.clone(),
+        format!("mounted {} at {}", config.remote, mountpoint.display()),
+    );
+    let at = mountpoint.clone();
+    std::thread::Builder::new()
+        .name("statefs-ready".into())
+        .spawn(
+            move || match daemon::wait_until_live(&at, Duration::from_secs(600)) {
+                Ok(()) => live.lock().ready(&status),
+                Err(e) => live.lock().failed(&format!("{e:#}")),
+            },
+        )?;
     let core = p.core.clone();
     session.run().context("FUSE session failed")?;
     drop(core);

@@ -23,7 +23,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         "--remote",
         Kind::Text,
         "",
-        "Where SST files live: `file:///abs/path`, `s3://bucket/prefix` or `memory://`. Required.",
+        "Where SST files live: `file:///abs/path`, `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix` or `memory://`. Credentials of gs:// and az:// come from their usual environment variables and files (docs/DEVELOPMENT.md). Required.",
     ),
     OptionSpec::new(
         LOCAL_DIR,

@@ -15,6 +15,15 @@ pub enum RemoteSpec {
     File { root: PathBuf },
     /// `s3://bucket/optional/prefix`.
     S3 { bucket: String, prefix: String },
+    /// `gs://bucket/optional/prefix`: Google Cloud Storage. Credentials as Google's tools find
+    /// them (`GOOGLE_APPLICATION_CREDENTIALS`, `GOOGLE_SERVICE_ACCOUNT_PATH`, the gcloud
+    /// application-default file, the metadata server); other `GOOGLE_*` settings from the
+    /// environment too (`GOOGLE_BASE_URL` for an emulator).
+    Gcs { bucket: String, prefix: String },
+    /// `az://container/optional/prefix`: Azure Blob Storage. The account and its credentials from
+    /// the environment (`AZURE_STORAGE_ACCOUNT_NAME` with `AZURE_STORAGE_ACCOUNT_KEY`, a SAS, a
+    /// service principal, a managed identity, or `AZURE_STORAGE_USE_EMULATOR` for Azurite).
+    Azure { container: String, prefix: String },
     /// `memory://`: in-process, lost at unmount; for tests.
     Memory,
 }
@@ -84,7 +93,8 @@ fn percent_decode(seg: &str) -> Vec<u8> {
 }
 
 impl RemoteSpec {
-    /// Parses a store URL: `file:///abs/path`, `s3://bucket/prefix` or `memory://`.
+    /// Parses a store URL: `file:///abs/path`, `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix` or `memory://`.
     ///
     /// ```
     /// use statefs_store::RemoteSpec;
@@ -116,17 +126,27 @@ impl RemoteSpec {
                 }
                 Ok(RemoteSpec::File { root })
             }
-            "s3" => {
+            scheme @ ("s3" | "gs" | "az") => {
                 let bucket = parsed.host_str().unwrap_or("").to_string();
-                if bucket.is_empty() {
-                    return Err(bad("expected s3://bucket/prefix"));
-                }
                 let prefix = parsed.path().trim_matches('/').to_string();
-                Ok(RemoteSpec::S3 { bucket, prefix })
+                match scheme {
+                    _ if bucket.is_empty() && scheme == "az" => {
+                        Err(bad("expected az://container/prefix"))
+                    }
+                    _ if bucket.is_empty() => {
+                        Err(bad(&format!("expected {scheme}://bucket/prefix")))
+                    }
+                    "s3" => Ok(RemoteSpec::S3 { bucket, prefix }),
+                    "gs" => Ok(RemoteSpec::Gcs { bucket, prefix }),
+                    _ => Ok(RemoteSpec::Azure {
+                        container: bucket,
+                        prefix,
+                    }),
+                }
             }
             "memory" => Ok(RemoteSpec::Memory),
             other => Err(bad(&format!(
-                "unsupported scheme {other:?} (supported: file://, s3://, memory://)"
+                "unsupported scheme {other:?} (supported: file://, s3://, gs://, az://, memory://)"
             ))),
         }
     }
@@ -193,25 +213,11 @@ impl RemoteSpec {
                 if let Some(k) = &s3.secret_access_key {
                     b = b.with_secret_access_key(k);
                 }
-                // One retry policy: object_store's own retries (up to 10 per request, minutes
-                // against a black-holed endpoint) would run inside each of ours.
-                let timeout = s3
-                    .request_timeout
-                    .unwrap_or(super::RetryPolicy::default().request_timeout);
-                let connect = timeout.min(std::time::Duration::from_secs(5));
-                use object_store::aws::AmazonS3ConfigKey as K;
-                use object_store::client::ClientConfigKey as C;
-                b = b
-                    .with_retry(object_store::RetryConfig {
-                        max_retries: 0,
-                        retry_timeout: timeout,
-                        ..Default::default()
-                    })
-                    .with_config(K::Client(C::Timeout), format!("{}ms", timeout.as_millis()))
-                    .with_config(
-                        K::Client(C::ConnectTimeout),
-                        format!("{}ms", connect.as_millis()),
-                    );
+                let (retry, client) = http_client_settings(s3);
+                b = b.with_retry(retry);
+                for (k, v) in client {
+                    b = b.with_config(object_store::aws::AmazonS3ConfigKey::Client(k), v);
+                }
                 let store = b
                     .build()
                     .map_err(|e| StoreError::Config(format!("S3 configuration: {e}")))?;
@@ -222,9 +228,75 @@ impl RemoteSpec {
                     format!("s3://{bucket}/{prefix}"),
                 ))
             }
+            RemoteSpec::Gcs { bucket, prefix } => {
+                let (retry, client) = http_client_settings(s3);
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(retry);
+                for (k, v) in client {
+                    b = b.with_config(object_store::gcp::GoogleConfigKey::Client(k), v);
+                }
+                let store = b
+                    .build()
+                    .map_err(|e| StoreError::Config(format!("GCS configuration: {e}")))?;
+                Ok(ObjectStoreRemote::new(
+                    Arc::new(store) as Arc<dyn ObjectStore>,
+                    prefix,
+                    runtime,
+                    format!("gs://{bucket}/{prefix}"),
+                ))
+            }
+            RemoteSpec::Azure { container, prefix } => {
+                let (retry, client) = http_client_settings(s3);
+                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(container)
+                    .with_retry(retry);
+                for (k, v) in client {
+                    b = b.with_config(object_store::azure::AzureConfigKey::Client(k), v);
+                }
+                let store = b
+                    .build()
+                    .map_err(|e| StoreError::Config(format!("Azure configuration: {e}")))?;
+                Ok(ObjectStoreRemote::new(
+                    Arc::new(store) as Arc<dyn ObjectStore>,
+                    prefix,
+                    runtime,
+                    format!("az://{container}/{prefix}"),
+                ))
+            }
             RemoteSpec::Memory => Ok(ObjectStoreRemote::in_memory(runtime)),
         }
     }
+}
+
+/// The retry and HTTP client settings of every network store, on top of what its builder read
+/// from the environment. One retry policy: object_store's own retries (up to 10 per request,
+/// minutes against a black-holed endpoint) would run inside each of ours, so the client makes one
+/// attempt and [`super::RetryingRemote`] retries. A request takes at most the request timeout,
+/// connecting at most 5 s of it.
+fn http_client_settings(
+    s3: &S3Options,
+) -> (
+    object_store::RetryConfig,
+    [(object_store::client::ClientConfigKey, String); 2],
+) {
+    use object_store::client::ClientConfigKey as C;
+    let timeout = s3
+        .request_timeout
+        .unwrap_or(super::RetryPolicy::default().request_timeout);
+    let connect = timeout.min(std::time::Duration::from_secs(5));
+    let retry = object_store::RetryConfig {
+        max_retries: 0,
+        retry_timeout: timeout,
+        ..Default::default()
+    };
+    (
+        retry,
+        [
+            (C::Timeout, format!("{}ms", timeout.as_millis())),
+            (C::ConnectTimeout, format!("{}ms", connect.as_millis())),
+        ],
+    )
 }
 
 #[cfg(test)]
@@ -253,6 +325,20 @@ mod tests {
                 prefix: "".into()
             }
         );
+        assert_eq!(
+            RemoteSpec::parse("gs://bucket/a/b").unwrap(),
+            RemoteSpec::Gcs {
+                bucket: "bucket".into(),
+                prefix: "a/b".into()
+            }
+        );
+        assert_eq!(
+            RemoteSpec::parse("az://container/p/").unwrap(),
+            RemoteSpec::Azure {
+                container: "container".into(),
+                prefix: "p".into()
+            }
+        );
         assert_eq!(RemoteSpec::parse("memory://").unwrap(), RemoteSpec::Memory);
     }
 
@@ -263,6 +349,9 @@ mod tests {
             ("file://host/x", "absolute path"),
             ("ftp://x/y", "unsupported scheme"),
             ("s3:///prefix", "expected s3://bucket/prefix"),
+            ("gs:///prefix", "expected gs://bucket/prefix"),
+            ("az:///prefix", "expected az://container/prefix"),
+            ("gs://b/p/%2E%2E/x", "'..'"),
             ("s3://b/../x", "'..'"),
             ("file:///a/./b", "'..'"),
             // Found by the remote_url fuzz target: encoded dots decode to a `..` root.
