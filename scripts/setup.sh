@@ -5,6 +5,8 @@
 #   - rocksdb-tools: Debian's unmodified db_bench, for tests, demo and benchmarks
 #   - libclang-dev, clang, build-essential: bindgen and the C++ build of RocksDB (rocksdb crate)
 #   - moto[server] from PyPI: a loopback S3 server for the S3 tests
+#   - azurite from npm (Node.js and npm from Debian if missing) and azure-storage-blob from PyPI:
+#     Azure's storage emulator for the az:// tests, and the client that creates its container
 #   - util-linux: setpriv, which the privacy and POSIX tests use to act as another user
 #   - fio: the data-integrity exerciser of the POSIX tests
 # (scripts/fuzz.sh installs cargo-fuzz from crates.io itself.)
@@ -40,11 +42,32 @@ if [ ! -e /dev/fuse ]; then
   [ -e /dev/fuse ] || { log "/dev/fuse is missing: this machine cannot mount FUSE filesystems"; exit 1; }
 fi
 
+pip_install() {
+  # Debian's system Python refuses global pip installs (PEP 668); a pyenv/venv Python does not.
+  python3 -m pip install --quiet "$@" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages "$@"
+}
+
 if ! command -v moto_server >/dev/null 2>&1; then
   log "installing moto[server] (loopback S3 for tests)"
-  # Debian's system Python refuses global pip installs (PEP 668); a pyenv/venv Python does not.
-  python3 -m pip install --quiet 'moto[server]' 2>/dev/null \
-    || python3 -m pip install --quiet --break-system-packages 'moto[server]'
+  pip_install 'moto[server]'
   hash -r
   command -v moto_server >/dev/null 2>&1 || { log "moto_server not on PATH after install"; exit 1; }
+fi
+
+
+if ! command -v azurite-blob >/dev/null 2>&1; then
+  if ! command -v npm >/dev/null 2>&1; then
+    log "installing nodejs npm (for Azurite)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  log "installing azurite (Azure storage emulator for tests)"
+  npm install -g --silent azurite >/dev/null
+  hash -r
+  command -v azurite-blob >/dev/null 2>&1 || { log "azurite-blob not on PATH after install"; exit 1; }
+fi
+if ! python3 -c 'import azure.storage.blob' 2>/dev/null; then
+  log "installing azure-storage-blob (creates the Azurite test container)"
+  pip_install azure-storage-blob
 fi

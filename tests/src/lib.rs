@@ -340,6 +340,107 @@ impl Drop for S3Server {
     }
 }
 
+/// A store emulator on a free loopback port (Azurite), killed on drop.
+pub struct Emulator {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Emulator {
+    /// Starts `program args` (`{port}` and `{dir}` in an argument become the port and a scratch
+    /// directory) and waits until it accepts connections.
+    fn start(program: &str, args: &[&str], install_hint: &str) -> Emulator {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace("{port}", &port.to_string())
+                    .replace("{dir}", &dir.path().display().to_string())
+            })
+            .collect();
+        let child = Command::new(program)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e}; {install_hint}"));
+        let mut emulator = Emulator {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = emulator.child.try_wait() {
+                panic!("{program} exited with {status}");
+            }
+            assert!(Instant::now() < deadline, "{program} did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        emulator
+    }
+
+    /// Azurite's blob service, with `container` created (by Azure's own Python client: creating
+    /// a container is not an object store call).
+    pub fn azurite(container: &str) -> Emulator {
+        let e = Emulator::start(
+            "azurite-blob",
+            &[
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                "{port}",
+                "--location",
+                "{dir}",
+                "--silent",
+                "--skipApiVersionCheck",
+                "--loose",
+            ],
+            "run scripts/setup.sh (npm install -g azurite)",
+        );
+        let conn = format!(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:{}/devstoreaccount1;",
+            e.port
+        );
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sys; from azure.storage.blob import BlobServiceClient as C; C.from_connection_string(sys.argv[1]).create_container(sys.argv[2])",
+                &conn,
+                container,
+            ])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "creating container {container}: {} (scripts/setup.sh installs azure-storage-blob)",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        e
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// RocksDB's block-based table magic number, stored in the last 8 bytes of every SST.
 pub const SST_MAGIC: u64 = 0x88e241b785f4cff7;
 

@@ -6,49 +6,17 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rocksdb::{DB, Options};
+use rocksdb::DB;
 use statefs::MountHandle;
 use statefs::checkpoint;
 use statefs::config::RestoreFrom;
 use statefs::store::{
     FailingRemote, FaultPlan, RemoteSpec, RemoteStore, RetryPolicy, RetryingRemote,
 };
-use statefs_tests::{Dirs, S3Server, statefs_bin};
+use statefs_tests::{Dirs, statefs_bin};
 
-fn key(i: u32) -> Vec<u8> {
-    format!("k{:08}", i.wrapping_mul(2_654_435_761) % 1_000_000_007).into_bytes()
-}
-fn value(i: u32, round: u32) -> Vec<u8> {
-    let mut v = format!("v{i}-r{round}").into_bytes();
-    v.resize(100, (i % 251) as u8);
-    v
-}
-
-fn opts() -> Options {
-    let mut o = Options::default();
-    o.create_if_missing(true);
-    o.set_write_buffer_size(512 << 10);
-    o.set_target_file_size_base(512 << 10);
-    o.set_level_zero_file_num_compaction_trigger(2);
-    o
-}
-
-fn write_round(db: &DB, round: u32, n: u32) {
-    for i in 0..n {
-        db.put(key(i), value(i, round)).unwrap();
-    }
-    db.flush().unwrap();
-}
-
-fn verify_round(db: &DB, round: u32, n: u32) {
-    for i in 0..n {
-        assert_eq!(
-            db.get(key(i)).unwrap().as_deref(),
-            Some(&value(i, round)[..]),
-            "key {i} round {round}"
-        );
-    }
-}
+mod remote_suite;
+use remote_suite::{data_keys, gc_scenario, opts, verify_round, write_round};
 
 /// A second mount restored from `id`, with its own fresh local and cache dirs.
 fn restore(dirs: &Dirs, name: &str, id: &str, claim: bool) -> (MountHandle, std::path::PathBuf) {
@@ -65,15 +33,6 @@ fn restore(dirs: &Dirs, name: &str, id: &str, claim: bool) -> (MountHandle, std:
     // of the checkpoint's hot copies (tests/cache.rs covers those).
     c.cache.warm.memory = 0;
     (MountHandle::mount(&c, &mnt).unwrap(), mnt)
-}
-
-fn data_keys(remote: &dyn RemoteStore) -> BTreeSet<String> {
-    remote
-        .list("data/")
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect()
 }
 
 fn file_remote(dirs: &Dirs) -> (Arc<dyn RemoteStore>, Arc<tokio::runtime::Runtime>) {
@@ -171,134 +130,11 @@ fn checkpoint_copies_no_sst_and_restores_exactly_while_the_source_keeps_working(
     mount.unmount().unwrap();
 }
 
-fn gc_scenario(
-    remote: Arc<dyn RemoteStore>,
-    config: statefs::MountConfig,
-    mnt: &Path,
-    restore_into: &Dirs,
-) {
-    let mount = MountHandle::mount(&config, mnt).unwrap();
-    let db = DB::open(&opts(), mnt.join("db")).unwrap();
-    let n = 10_000;
-    write_round(&db, 1, n);
-    rocksdb::checkpoint::Checkpoint::new(&db)
-        .unwrap()
-        .create_checkpoint(mnt.join("c1"))
-        .unwrap();
-    let c1 = mount.checkpoint(&mnt.join("c1"), 1).unwrap();
-    std::fs::remove_dir_all(mnt.join("c1")).unwrap();
-    write_round(&db, 2, n);
-    db.compact_range::<&[u8], &[u8]>(None, None);
-    rocksdb::checkpoint::Checkpoint::new(&db)
-        .unwrap()
-        .create_checkpoint(mnt.join("c2"))
-        .unwrap();
-    let m1 = checkpoint::load_manifest(remote.as_ref(), &c1.id).unwrap();
-    let c2 = mount.checkpoint(&mnt.join("c2"), 1).unwrap();
-    assert_eq!(
-        c2.dropped,
-        vec![c1.id.clone()],
-        "retention 1 drops the older checkpoint"
-    );
-    std::fs::remove_dir_all(mnt.join("c2")).unwrap();
-    mount.core().settle();
-
-    // Expected garbage: what only the dropped checkpoint referenced.
-    let m2 = checkpoint::load_manifest(remote.as_ref(), &c2.id).unwrap();
-    let record: checkpoint::MountRecord = serde_json::from_slice(
-        &remote
-            .get(&checkpoint::mount_record_key(&mount.core().mount_id))
-            .unwrap(),
-    )
-    .unwrap();
-    let keep: BTreeSet<String> = m2
-        .object_keys()
-        .map(str::to_string)
-        .chain(record.keys.iter().cloned())
-        .collect();
-    let expected: BTreeSet<String> = m1
-        .data_keys()
-        .filter(|k| !keep.contains(*k))
-        .map(str::to_string)
-        .collect();
-    assert!(!expected.is_empty(), "the scenario must leave garbage");
-    // The mount released what only the dropped checkpoint named (after its retention, on its
-    // worker: settled above), and nothing else.
-    let left: BTreeSet<String> = ["data/", "copies/"]
-        .iter()
-        .flat_map(|a| remote.list(a).unwrap())
-        .map(|o| o.key)
-        .collect();
-    assert!(
-        expected.iter().all(|k| !left.contains(k)),
-        "released: {:?}",
-        expected.intersection(&left).collect::<Vec<_>>()
-    );
-    let lost: Vec<&String> = keep.iter().filter(|k| !left.contains(*k)).collect();
-    assert!(lost.is_empty(), "named but gone: {lost:?}");
-    // gc leaves a mount that has a record alone: its objects are its own to release.
-    for dry_run in [true, false] {
-        let report = checkpoint::collect_garbage(remote.as_ref(), Duration::ZERO, dry_run).unwrap();
-        assert!(report.garbage.is_empty(), "{report:?}");
-        assert_eq!(report.owned_by_mounts + report.referenced, left.len());
-    }
-    assert_eq!(
-        data_keys(remote.as_ref()),
-        left.iter()
-            .filter(|k| k.starts_with("data/"))
-            .cloned()
-            .collect()
-    );
-
-    // The retained checkpoint still restores, and the source still reads everything.
-    let root = restore_into.root.path().join("after-gc");
-    std::fs::create_dir_all(root.join("mnt")).unwrap();
-    let mut rc = config.clone();
-    rc.local_dir = root.join("local");
-    rc.cache_dir = root.join("cache");
-    rc.restore = Some(RestoreFrom {
-        id: c2.id.clone(),
-        claim: false,
-    });
-    let restored =
-        MountHandle::mount_with_remote(&rc, &root.join("mnt"), Some(remote.clone())).unwrap();
-    let rdb = DB::open(&opts(), root.join("mnt")).unwrap();
-    verify_round(&rdb, 2, n);
-    drop(rdb);
-    drop(restored);
-    verify_round(&db, 2, n);
-    drop(db);
-    mount.unmount().unwrap();
-}
-
 #[test]
 fn gc_removes_exactly_the_unreferenced_objects() {
     let dirs = Dirs::new();
     let (remote, _rt) = file_remote(&dirs);
     gc_scenario(remote, dirs.config(), &dirs.mnt, &dirs);
-}
-
-#[test]
-fn gc_on_s3() {
-    let server = S3Server::start("statefs-gc");
-    let dirs = Dirs::new();
-    let mut config = statefs::MountConfig::new("s3://statefs-gc/p", &dirs.local, &dirs.cache);
-    config.s3 = statefs::store::S3Options {
-        endpoint: Some(server.endpoint.clone()),
-        region: Some("us-east-1".into()),
-        access_key_id: Some("testing".into()),
-        secret_access_key: Some("testing".into()),
-        allow_http: false,
-        request_timeout: None,
-    };
-    let rt = statefs::mount::runtime().unwrap();
-    let remote: Arc<dyn RemoteStore> = Arc::new(
-        RemoteSpec::parse("s3://statefs-gc/p")
-            .unwrap()
-            .open(&config.s3, rt)
-            .unwrap(),
-    );
-    gc_scenario(remote, config, &dirs.mnt, &dirs);
 }
 
 #[test]
