@@ -13,6 +13,7 @@ use statefs::options;
 mod args;
 mod daemon;
 mod helper;
+mod progress;
 use args::{MountArgs, RemoteArgs};
 use daemon::Readiness;
 
@@ -186,6 +187,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    statefs::progress::set_display(Box::new(progress::Progress::for_stderr()));
 
     let result = match &cli.command {
         Command::Mount(args) if args.daemon => detach(args, &raw),
@@ -519,8 +521,11 @@ fn checkpoint(mountpoint: &Path, dir: &Path) -> anyhow::Result<()> {
     let query: String = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("dir", &rel.to_string_lossy())
         .finish();
+    // The mount does the work; a spinner (on a terminal) says it is under way.
+    let waiting = statefs::progress::task(&format!("publishing {}", dir.display()), None);
     let id = statefs::mount::post_control(&local, &format!("/checkpoint?{query}"))
         .map_err(anyhow::Error::msg)?;
+    waiting.done();
     let id = id.trim();
     let remote = remote_of(&local).unwrap_or_default();
     print_all(&format!(

@@ -319,7 +319,16 @@ pub(crate) fn in_parallel<T: Sync, R: Send>(
 /// Checks that every object the manifest names exists with the size it claims. The HEADs run in
 /// parallel; the error reported is that of the first bad file in manifest order.
 pub fn verify_objects(remote: &dyn RemoteStore, m: &Manifest) -> Result<(), CheckpointError> {
-    let sizes = in_parallel(&m.files, VERIFY_PARALLELISM, |f| remote.head(&f.key));
+    let task = crate::progress::task(
+        "checking the checkpoint's objects",
+        Some(m.files.len() as u64),
+    );
+    let sizes = in_parallel(&m.files, VERIFY_PARALLELISM, |f| {
+        let head = remote.head(&f.key);
+        task.add(1);
+        head
+    });
+    task.done();
     for (f, head) in m.files.iter().zip(sizes) {
         match head {
             Ok(size) if size == f.size => {}

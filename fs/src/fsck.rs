@@ -152,7 +152,9 @@ pub fn fsck(local_dir: &Path, remote: &dyn RemoteStore) -> Result<FsckReport, Fs
     let paths = paths(&table);
     let mut report = FsckReport::default();
     let mut referenced = BTreeSet::new();
+    let task = crate::progress::task("fsck: checking files", Some(table.nodes().count() as u64));
     for node in table.nodes() {
+        task.add(1);
         let NodeKind::File(f) = &node.meta.kind else {
             continue;
         };
@@ -184,6 +186,7 @@ pub fn fsck(local_dir: &Path, remote: &dyn RemoteStore) -> Result<FsckReport, Fs
             (None, Placement::Remote) => report.unsynced += 1,
         }
     }
+    task.done();
     // This mount's objects that nothing names: what its next start releases (a crash between
     // an upload and its record, copies of a publish that never completed, objects of dropped
     // checkpoints). Objects of other mounts are theirs to account for.

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod mount;
 pub mod options;
 pub mod placement;
+pub mod progress;
 pub mod store_pool;
 pub mod table;
 

@@ -265,9 +265,13 @@ pub fn collect_garbage(
     let old_enough =
         |t: SystemTime| min_age.is_zero() || now.duration_since(t).is_ok_and(|age| age >= min_age);
     let mut objects: Vec<ObjectInfo> = Vec::new();
+    let listing = crate::progress::task("gc: listing objects", None);
     for area in OWNED_AREAS {
-        objects.extend(remote.list(area)?);
+        let found = remote.list(area)?;
+        listing.add(found.len() as u64);
+        objects.extend(found);
     }
+    listing.done();
     let refs = References::read(remote, &ManifestCache::default(), None).map_err(|e| match e {
         CheckpointError::BadManifest { id, why } => CheckpointError::BadManifest {
             id,
@@ -293,12 +297,20 @@ pub fn collect_garbage(
         report.abandoned.extend(files);
     }
     if !dry_run {
-        for (key, _) in &report.garbage {
+        let deleting = crate::progress::task(
+            "gc: deleting garbage",
+            Some((report.garbage.len() + report.abandoned.len()) as u64),
+        );
+        let keys = report
+            .garbage
+            .iter()
+            .map(|(k, _)| k)
+            .chain(&report.abandoned);
+        for key in keys {
             remote.delete(key)?;
+            deleting.add(1);
         }
-        for key in &report.abandoned {
-            remote.delete(key)?;
-        }
+        deleting.done();
     }
     Ok(report)
 }

@@ -290,6 +290,10 @@ impl FsCore {
         // distant store, not bandwidth: they go up at once, each read by the worker that sends it
         // (at most COPY_PARALLELISM of them in memory). The manifest names them only after every
         // one is stored.
+        let task = crate::progress::task(
+            &format!("checkpoint {id}: storing the local files"),
+            Some(copies.len() as u64),
+        );
         let copied = checkpoint::in_parallel(&copies, COPY_PARALLELISM, |(at, copy)| {
             let data = match copy {
                 CopyFrom::Local(path) => Bytes::from(std::fs::read(path)?),
@@ -297,8 +301,10 @@ impl FsCore {
             };
             let (size, crc) = (data.len() as u64, crc32c::crc32c(&data));
             self.remote.put(&entries[*at].key, data)?;
+            task.add(1);
             FsResult::Ok((size, crc))
         });
+        task.done();
         for ((at, _), copy) in copies.iter().zip(copied) {
             let (size, crc) = copy?;
             entries[*at].size = size;

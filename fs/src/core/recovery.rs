@@ -356,11 +356,16 @@ impl FsCore {
             }
             checkpoint::verify_objects(remote.as_ref(), &m)?;
             let mut small = Vec::new();
+            let task = crate::progress::task(
+                "restore: fetching the local files (MANIFEST, OPTIONS...)",
+                Some(m.files.iter().filter(|f| f.is_local()).count() as u64),
+            );
             for (i, f) in m.files.iter().enumerate() {
                 if !f.is_local() {
                     continue;
                 }
                 let bytes = remote.get(&f.key)?;
+                task.add(1);
                 if bytes.len() as u64 != f.size || crc32c::crc32c(&bytes) != f.crc32c {
                     return Err(OpenError::Checkpoint(CheckpointError::BadManifest {
                         id: id.to_string(),
@@ -372,6 +377,7 @@ impl FsCore {
                 }
                 small.push((i, bytes.to_vec()));
             }
+            task.done();
             Ok(small)
         })();
         let small = checked.map_err(forget)?;
