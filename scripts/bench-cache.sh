@@ -15,6 +15,7 @@ READS="${READS:-200000}"
 BLOCK_MEMORY="${BLOCK_MEMORY:-8mb}"
 work="${BENCH_DIR:-/var/tmp/statefs-bench-cache}"
 source scripts/lib.sh
+source scripts/results.sh
 
 # The same table options for every run, and no compaction while reading: the file layout (many
 # 8 MiB SSTs) stays what the cache sizes are computed against.
@@ -80,8 +81,12 @@ echo "db_bench readrandom: $KEYS keys, $READS reads after dropping the page cach
 echo "SST data $((data / 1048576)) MiB in $(find "$work/remote/data" -type f | wc -l) files; statefs block memory $BLOCK_MEMORY"
 printf "| %-6s | %-11s | %12s | %14s | %8s | %20s | %16s |\n" cache passthrough "local ops/s" "statefs ops/s" "ratio" "remote GETs/1k reads" "cache used/limit"
 printf "|%s|%s|%s|%s|%s|%s|%s|\n" "--------" "-------------" "--------------" "----------------" "----------" "----------------------" "------------------"
+results_open cache "cache_pct,passthrough,local_ops,statefs_ops,gets_per_1k_reads,held" \
+  "db_bench readrandom, $KEYS keys, $READS reads after dropping the page cache"
 for r in "${results[@]}"; do
   IFS='|' read -r pct pt l s per1k held <<<"$r"
+  results_row "$pct" "$pt" "$l" "$s" "$per1k" "${held%\%}"
   printf "| %-6s | %-11s | %12s | %14s | %8s | %20s | %16s |\n" "$pct%" "$pt" "$l" "$s" \
     "$(awk -v a="$s" -v b="$l" 'BEGIN { printf "%.2fx", a / b }')" "$per1k" "$held"
 done
+results_close

@@ -17,6 +17,7 @@ FUSE_THREADS="${FUSE_THREADS:-2}"
 work="${BENCH_DIR:-/var/tmp/statefs-bench}"
 
 source scripts/lib.sh
+source scripts/results.sh
 
 common=(--value_size=100 --compression_type=none --write_buffer_size=67108864 --threads=1
         --histogram=0 --statistics=0)
@@ -59,9 +60,13 @@ echo "db_bench: $KEYS keys (synced fill: $SYNC_KEYS), 100-byte values, median of
 printf "| %-18s | %12s | %12s | %7s |\n" benchmark "local ops/s" "statefs ops/s" ratio
 printf "|%s|%s|%s|%s|\n" "--------------------" "--------------" "--------------" "---------"
 names=(fillrandom readrandom readseq "fillrandom sync=1")
+results_open dbbench "benchmark,local_ops,statefs_ops" \
+  "db_bench $KEYS keys (synced fill $SYNC_KEYS), median of $ROUNDS rounds, statefs $mode"
 for i in 0 1 2 3; do
   l=$(awk -v c=$((i + 1)) '{ print $c }' "$work/local.txt" | median)
   s=$(awk -v c=$((i + 1)) '{ print $c }' "$work/statefs.txt" | median)
+  results_row "${names[$i]}" "$l" "$s"
   printf "| %-18s | %12s | %12s | %7s |\n" "${names[$i]}" "$l" "$s" "$(awk -v a="$s" -v b="$l" 'BEGIN { printf "%.2fx", a / b }')"
 done
+results_close
 echo "objects in the store after the run: $(find "$work/remote/data" -type f 2>/dev/null | wc -l)"

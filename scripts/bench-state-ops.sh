@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 # shellcheck source=scripts/jvm/flink.sh
 . scripts/jvm/flink.sh
+source scripts/results.sh
 export KEY_GROUPS=${KEY_GROUPS:-128}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -34,6 +35,8 @@ done
 echo "heap state operations, ops/ms, one thread, $(nproc) cores, $KEY_GROUPS key groups, $(date -u +%F)"
 echo "| operation | statefs heap | Flink $flink_version heap, this machine | statefs / Flink here | JDK layout | statefs / JDK | Flink heap (published) | statefs / published |"
 echo "|---|---|---|---|---|---|---|---|"
+results_open state-ops "operation,statefs_ops_ms,flink_here_ops_ms,jdk_ops_ms,flink_published_ops_ms" \
+  "heap state operations, one thread, $KEY_GROUPS key groups, Flink $flink_version"
 for op in $ops; do
     # Rust rows: | name [(note)] | ops | flink |
     row=$(grep "^| $op[ |]" "$work/rust" || true)
@@ -41,9 +44,11 @@ for op in $ops; do
     published=$(echo "$row" | awk -F'|' '{gsub(/^ +| +$/, "", $4); print $4}')
     flink=$(awk -v op="$op" '$1 == op {print $2}' "$work/flink")
     jvm=$(awk -v op="$op" '$1 == op {print $2}' "$work/jvm")
+    results_row "$op" "${ours//,/}" "${flink//,/}" "${jvm//,/}" "${published//,/}"
     awk -v op="$op" -v o="${ours:-0}" -v f="${flink:-0}" -v j="${jvm:-0}" -v p="$published" 'BEGIN {
         rf = (f > 0) ? sprintf("%.2fx", o / f) : "";
         rj = (j > 0) ? sprintf("%.2fx", o / j) : "";
         rp = (p + 0 > 0) ? sprintf("%.2fx", o / p) : "";
         printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", op, o, f, rf, j, rj, p, rp }'
 done
+results_close
