@@ -218,15 +218,13 @@ impl RemoteSpec {
                 for (k, v) in client {
                     b = b.with_config(object_store::aws::AmazonS3ConfigKey::Client(k), v);
                 }
-                let store = b
-                    .build()
-                    .map_err(|e| StoreError::Config(format!("S3 configuration: {e}")))?;
-                Ok(ObjectStoreRemote::new(
-                    Arc::new(store) as Arc<dyn ObjectStore>,
+                network_store(
+                    b.build(),
+                    "S3",
                     prefix,
                     runtime,
                     format!("s3://{bucket}/{prefix}"),
-                ))
+                )
             }
             RemoteSpec::Gcs { bucket, prefix } => {
                 let (retry, client) = http_client_settings(s3);
@@ -236,15 +234,13 @@ impl RemoteSpec {
                 for (k, v) in client {
                     b = b.with_config(object_store::gcp::GoogleConfigKey::Client(k), v);
                 }
-                let store = b
-                    .build()
-                    .map_err(|e| StoreError::Config(format!("GCS configuration: {e}")))?;
-                Ok(ObjectStoreRemote::new(
-                    Arc::new(store) as Arc<dyn ObjectStore>,
+                network_store(
+                    b.build(),
+                    "GCS",
                     prefix,
                     runtime,
                     format!("gs://{bucket}/{prefix}"),
-                ))
+                )
             }
             RemoteSpec::Azure { container, prefix } => {
                 let (retry, client) = http_client_settings(s3);
@@ -254,19 +250,34 @@ impl RemoteSpec {
                 for (k, v) in client {
                     b = b.with_config(object_store::azure::AzureConfigKey::Client(k), v);
                 }
-                let store = b
-                    .build()
-                    .map_err(|e| StoreError::Config(format!("Azure configuration: {e}")))?;
-                Ok(ObjectStoreRemote::new(
-                    Arc::new(store) as Arc<dyn ObjectStore>,
+                network_store(
+                    b.build(),
+                    "Azure",
                     prefix,
                     runtime,
                     format!("az://{container}/{prefix}"),
-                ))
+                )
             }
             RemoteSpec::Memory => Ok(ObjectStoreRemote::in_memory(runtime)),
         }
     }
+}
+
+/// A built network store client (or why it could not be built), as a remote under `prefix`.
+fn network_store(
+    built: object_store::Result<impl ObjectStore>,
+    what: &str,
+    prefix: &str,
+    runtime: Arc<Runtime>,
+    shown: String,
+) -> Result<ObjectStoreRemote, StoreError> {
+    let store = built.map_err(|e| StoreError::Config(format!("{what} configuration: {e}")))?;
+    Ok(ObjectStoreRemote::new(
+        Arc::new(store) as Arc<dyn ObjectStore>,
+        prefix,
+        runtime,
+        shown,
+    ))
 }
 
 /// The retry and HTTP client settings of every network store, on top of what its builder read

@@ -50,6 +50,12 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
 }
 
+/// The command failed and said `why`.
+fn assert_failed_with(out: &Output, why: &str) {
+    assert!(!out.status.success(), "succeeded: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(why), "{}", text(&out.stderr));
+}
+
 /// The daemon pid a successful `--daemon` start printed.
 fn daemon_pid(out: &Output) -> u32 {
     let e = text(&out.stderr);
@@ -162,12 +168,7 @@ fn mount_t_and_an_fstab_line_mount_through_the_helper() {
         .args(["-o", &format!("{opts},cache_sise=1g")])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("unknown mount option \"cache_sise=1g\""),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_failed_with(&out, "unknown mount option \"cache_sise=1g\"");
     assert!(!is_mounted(&dirs.mnt));
 }
 
@@ -201,20 +202,10 @@ fn the_daemon_returns_once_live_and_fails_loudly() {
     // Failures that only the daemon meets (the mount point, the store) come back to the caller.
     std::fs::write(dirs.mnt.join("not-empty"), b"").unwrap();
     let out = daemon(&dirs.mnt, &dirs.remote_url());
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("is not empty"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_failed_with(&out, "is not empty");
     std::fs::remove_file(dirs.mnt.join("not-empty")).unwrap();
     let out = daemon(&dirs.mnt, "gopher://x");
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("unsupported scheme"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_failed_with(&out, "unsupported scheme");
     assert!(!is_mounted(&dirs.mnt));
 }
 
