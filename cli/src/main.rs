@@ -234,6 +234,19 @@ fn detach(args: &MountArgs, raw: &[std::ffi::OsString]) -> anyhow::Result<()> {
     let config = args.config()?;
     let timeout = options::parse_duration(&args.ready_timeout)
         .map_err(|why| anyhow!("bad --ready-timeout {:?}: {why}", args.ready_timeout))?;
+    // Mounted already, by a live mount of the same local dir: done (`mount -a` run again).
+    let same_dir =
+        |d: &Path| std::fs::canonicalize(d).ok() == std::fs::canonicalize(&config.local_dir).ok();
+    if statefs::mount::local_dir_of(&args.mountpoint).is_some_and(|d| same_dir(&d))
+        && daemon::wait_until_live(&args.mountpoint, Duration::ZERO).is_ok()
+    {
+        eprintln!(
+            "statefs: {} is mounted already (local dir {})",
+            args.mountpoint.display(),
+            config.local_dir.display()
+        );
+        return Ok(());
+    }
     let log_file = args
         .log_file
         .clone()
@@ -327,8 +340,7 @@ fn mount(
 
 fn unmount(mountpoint: &Path, lazy: bool) -> anyhow::Result<()> {
     use nix::mount::{MntFlags, umount2};
-    let dead =
-        matches!(std::fs::metadata(mountpoint), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
+    let dead = daemon::is_dead_mount(mountpoint);
     let flags = if lazy || dead {
         MntFlags::MNT_DETACH
     } else {
