@@ -50,6 +50,26 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
 }
 
+/// The mount at `mnt` is dead: its process was killed.
+fn assert_dead(mnt: &Path) {
+    // An open, not a stat: the kernel may answer a stat from its attribute cache. ENOTCONN, or
+    // ECONNABORTED for a request that met the connection going away.
+    let dead = std::fs::read_dir(mnt).unwrap_err();
+    assert!(
+        matches!(
+            dead.raw_os_error(),
+            Some(libc::ENOTCONN | libc::ECONNABORTED)
+        ),
+        "{dead}"
+    );
+}
+
+/// The command succeeded; the daemon pid it printed.
+fn started(out: &Output, what: &str) -> u32 {
+    assert!(out.status.success(), "{what}: {}", text(&out.stderr));
+    daemon_pid(out)
+}
+
 /// The command failed and said `why`.
 fn assert_failed_with(out: &Output, why: &str) {
     assert!(!out.status.success(), "succeeded: {}", text(&out.stderr));
@@ -119,23 +139,19 @@ fn mount_t_and_an_fstab_line_mount_through_the_helper() {
         dirs.local.display(),
         dirs.cache.display()
     );
-    let out = Command::new("mount")
-        .args(["-t", "fuse.statefs", &dirs.remote_url()])
-        .arg(&dirs.mnt)
-        .args(["-o", &opts])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "mount -t: {}", text(&out.stderr));
-    guard.pids.push(daemon_pid(&out));
+    let mount_t = |opts: &str| {
+        Command::new("mount")
+            .args(["-t", "fuse.statefs", &dirs.remote_url()])
+            .arg(&dirs.mnt)
+            .args(["-o", opts])
+            .output()
+            .unwrap()
+    };
+    guard.pids.push(started(&mount_t(&opts), "mount -t"));
     // Live when mount(8) returns.
     std::fs::write(dirs.mnt.join("f"), b"through mount -t").unwrap();
     // Mounting it again (`mount -a` run twice) is done already, and starts no second daemon.
-    let again = Command::new("mount")
-        .args(["-t", "fuse.statefs", &dirs.remote_url()])
-        .arg(&dirs.mnt)
-        .args(["-o", &opts])
-        .output()
-        .unwrap();
+    let again = mount_t(&opts);
     assert!(again.status.success(), "{}", text(&again.stderr));
     assert!(
         text(&again.stderr).contains("mounted already"),
@@ -156,18 +172,15 @@ fn mount_t_and_an_fstab_line_mount_through_the_helper() {
         ),
     )
     .unwrap();
-    let out = Command::new("mount")
-        .arg("-T")
-        .arg(&fstab)
-        .arg(&dirs.mnt)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mount from fstab: {}",
-        text(&out.stderr)
-    );
-    let killed = daemon_pid(&out);
+    let mount_fstab = || {
+        Command::new("mount")
+            .arg("-T")
+            .arg(&fstab)
+            .arg(&dirs.mnt)
+            .output()
+            .unwrap()
+    };
+    let killed = started(&mount_fstab(), "mount from fstab");
     guard.pids.push(killed);
     assert_eq!(
         std::fs::read(dirs.mnt.join("f")).unwrap(),
@@ -176,28 +189,10 @@ fn mount_t_and_an_fstab_line_mount_through_the_helper() {
     // A crash of the daemon leaves a dead mount; mounting the fstab line again clears it.
     unsafe { libc::kill(killed as i32, libc::SIGKILL) };
     wait_gone(killed);
-    // (An open, not a stat: the kernel may answer a stat from its attribute cache.)
-    let dead = std::fs::read_dir(&dirs.mnt).unwrap_err();
-    // ENOTCONN, or ECONNABORTED for a request that met the connection going away.
-    assert!(
-        matches!(
-            dead.raw_os_error(),
-            Some(libc::ENOTCONN | libc::ECONNABORTED)
-        ),
-        "{dead}"
-    );
-    let out = Command::new("mount")
-        .arg("-T")
-        .arg(&fstab)
-        .arg(&dirs.mnt)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "remount after kill -9: {}",
-        text(&out.stderr)
-    );
-    guard.pids.push(daemon_pid(&out));
+    assert_dead(&dirs.mnt);
+    guard
+        .pids
+        .push(started(&mount_fstab(), "remount after kill -9"));
     assert_eq!(
         std::fs::read(dirs.mnt.join("f")).unwrap(),
         b"through mount -t"
@@ -205,12 +200,7 @@ fn mount_t_and_an_fstab_line_mount_through_the_helper() {
     guard.umount();
 
     // A bad option fails the mount with its name, and mounts nothing.
-    let out = Command::new("mount")
-        .args(["-t", "fuse.statefs", &dirs.remote_url()])
-        .arg(&dirs.mnt)
-        .args(["-o", &format!("{opts},cache_sise=1g")])
-        .output()
-        .unwrap();
+    let out = mount_t(&format!("{opts},cache_sise=1g"));
     assert_failed_with(&out, "unknown mount option \"cache_sise=1g\"");
     assert!(!is_mounted(&dirs.mnt));
 }
@@ -230,9 +220,9 @@ fn the_daemon_returns_once_live_and_fails_loudly() {
             .output()
             .unwrap()
     };
-    let out = daemon(&dirs.mnt, &dirs.remote_url());
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    guard.pids.push(daemon_pid(&out));
+    guard
+        .pids
+        .push(started(&daemon(&dirs.mnt, &dirs.remote_url()), "--daemon"));
     std::fs::write(dirs.mnt.join("f"), b"x").unwrap();
     assert!(
         std::fs::read_to_string(dirs.local.join("statefs.log"))
@@ -339,16 +329,7 @@ fn the_unit_reports_ready_stops_cleanly_and_restarts_after_kill_9() {
     // Crash: kill -9 leaves a dead mount; Restart=on-failure runs ExecStart again.
     first.kill().unwrap();
     first.wait().unwrap();
-    // (An open, not a stat: the kernel may answer a stat from its attribute cache.)
-    let dead = std::fs::read_dir(&dirs.mnt).unwrap_err();
-    // ENOTCONN, or ECONNABORTED for a request that met the connection going away.
-    assert!(
-        matches!(
-            dead.raw_os_error(),
-            Some(libc::ENOTCONN | libc::ECONNABORTED)
-        ),
-        "{dead}"
-    );
+    assert_dead(&dirs.mnt);
     let mut second = start_unit(&unit, &config, &dirs.mnt, &notify_path, &log);
     guard.pids.push(second.id());
     let ready = next_notice(&notify, Duration::from_secs(60));
