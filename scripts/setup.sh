@@ -63,7 +63,8 @@ if ! command -v azurite-blob >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
   fi
   log "installing azurite (Azure storage emulator for tests)"
-  npm install -g --silent azurite >/dev/null
+  # 3.35: the last release that runs on Debian 12's Node.js 18 (3.36 and later want Node 21+).
+  npm install -g --silent azurite@3.35.0 >/dev/null
   hash -r
   command -v azurite-blob >/dev/null 2>&1 || { log "azurite-blob not on PATH after install"; exit 1; }
 fi
