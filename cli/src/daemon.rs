@@ -117,7 +117,7 @@ pub fn wait_until_live(mountpoint: &Path, timeout: Duration) -> anyhow::Result<(
 /// Detaches a dead FUSE mount at `mountpoint` (its process was killed: every access fails with
 /// ENOTCONN), so that a restarted daemon can mount there again. A live mount is left alone.
 pub fn clear_dead_mount(mountpoint: &Path) -> anyhow::Result<()> {
-    if is_dead_mount(mountpoint) {
+    if statefs::mount::is_dead_mount(mountpoint) {
         nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH).with_context(|| {
             format!(
                 "clearing the dead mount at {} (left by a killed statefs)",
@@ -127,17 +127,6 @@ pub fn clear_dead_mount(mountpoint: &Path) -> anyhow::Result<()> {
         tracing::warn!(mountpoint = %mountpoint.display(), "cleared a dead mount left by a killed statefs");
     }
     Ok(())
-}
-
-/// Whether `mountpoint` is a FUSE mount whose process died. Asked with statfs, which always
-/// reaches the filesystem: a stat may be answered from the kernel's attribute cache for a while
-/// after the daemon is gone.
-pub fn is_dead_mount(mountpoint: &Path) -> bool {
-    // ECONNABORTED: a request in flight as the connection went away.
-    matches!(
-        nix::sys::statfs::statfs(mountpoint),
-        Err(nix::errno::Errno::ENOTCONN | nix::errno::Errno::ECONNABORTED)
-    )
 }
 
 /// What `statefs mount --daemon` needs to start its child.

@@ -340,7 +340,7 @@ fn mount(
 
 fn unmount(mountpoint: &Path, lazy: bool) -> anyhow::Result<()> {
     use nix::mount::{MntFlags, umount2};
-    let dead = daemon::is_dead_mount(mountpoint);
+    let dead = statefs::mount::is_dead_mount(mountpoint);
     let flags = if lazy || dead {
         MntFlags::MNT_DETACH
     } else {

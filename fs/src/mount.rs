@@ -44,14 +44,14 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
         path: path.to_path_buf(),
         why,
     };
+    if is_dead_mount(path) {
+        return Err(err(format!(
+            "a dead FUSE mount is there (its process died); run `statefs unmount {}` first",
+            path.display()
+        )));
+    }
     let md = match std::fs::metadata(path) {
         Ok(md) => md,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            return Err(err(format!(
-                "a dead FUSE mount is there (its process died); run `statefs unmount {}` first",
-                path.display()
-            )));
-        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(err("does not exist".into()));
         }
@@ -69,6 +69,16 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
         return Err(err("is not empty".into()));
     }
     Ok(abs)
+}
+
+/// Whether `path` is a FUSE mount whose process died. Asked with statfs, which always reaches the
+/// filesystem: a stat may be answered from the kernel's attribute cache for a while after the
+/// daemon is gone. ECONNABORTED: a request in flight as the connection went away.
+pub fn is_dead_mount(path: &Path) -> bool {
+    matches!(
+        nix::sys::statfs::statfs(path),
+        Err(nix::errno::Errno::ENOTCONN | nix::errno::Errno::ECONNABORTED)
+    )
 }
 
 /// Whether `path` (absolute) is a mount point, from /proc/self/mountinfo.

@@ -33,9 +33,9 @@ pub fn set_display(display: Box<dyn Display>) -> bool {
 /// One long task being counted. Shared by reference between the threads doing it; finished
 /// (as failed) on drop unless [`Task::done`] was called.
 pub struct Task {
+    /// Taken when the task finishes.
     shown: Option<Box<dyn Shown>>,
     done: AtomicU64,
-    finished: std::sync::atomic::AtomicBool,
 }
 
 /// Begins counting a task.
@@ -43,7 +43,6 @@ pub fn task(what: &str, total: Option<u64>) -> Task {
     Task {
         shown: DISPLAY.get().map(|d| d.start(what, total)),
         done: AtomicU64::new(0),
-        finished: Default::default(),
     }
 }
 
@@ -57,15 +56,13 @@ impl Task {
     }
 
     /// The task completed.
-    pub fn done(self) {
+    pub fn done(mut self) {
         self.finish(true);
     }
 
-    fn finish(&self, ok: bool) {
-        if let Some(s) = &self.shown
-            && !self.finished.swap(true, Ordering::Relaxed)
-        {
-            s.finish(self.done.load(Ordering::Relaxed), ok);
+    fn finish(&mut self, ok: bool) {
+        if let Some(s) = self.shown.take() {
+            s.finish(*self.done.get_mut(), ok);
         }
     }
 }

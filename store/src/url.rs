@@ -129,20 +129,22 @@ impl RemoteSpec {
             scheme @ ("s3" | "gs" | "az") => {
                 let bucket = parsed.host_str().unwrap_or("").to_string();
                 let prefix = parsed.path().trim_matches('/').to_string();
-                match scheme {
-                    _ if bucket.is_empty() && scheme == "az" => {
-                        Err(bad("expected az://container/prefix"))
-                    }
-                    _ if bucket.is_empty() => {
-                        Err(bad(&format!("expected {scheme}://bucket/prefix")))
-                    }
-                    "s3" => Ok(RemoteSpec::S3 { bucket, prefix }),
-                    "gs" => Ok(RemoteSpec::Gcs { bucket, prefix }),
-                    _ => Ok(RemoteSpec::Azure {
+                if bucket.is_empty() {
+                    let what = if scheme == "az" {
+                        "container"
+                    } else {
+                        "bucket"
+                    };
+                    return Err(bad(&format!("expected {scheme}://{what}/prefix")));
+                }
+                Ok(match scheme {
+                    "s3" => RemoteSpec::S3 { bucket, prefix },
+                    "gs" => RemoteSpec::Gcs { bucket, prefix },
+                    _ => RemoteSpec::Azure {
                         container: bucket,
                         prefix,
-                    }),
-                }
+                    },
+                })
             }
             "memory" => Ok(RemoteSpec::Memory),
             other => Err(bad(&format!(
